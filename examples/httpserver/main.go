@@ -1,0 +1,70 @@
+// Command httpserver is the smallest hot-restartable HTTP server: it answers
+// each request with its pid, upgrades itself on SIGHUP without losing a
+// request, and drains on SIGTERM.
+//
+//	go build -o /tmp/httpserver ./examples/httpserver
+//	/tmp/httpserver -addr 127.0.0.1:8080 -pidfile /tmp/httpserver.pid &
+//	curl -s 127.0.0.1:8080/             # pid=1234
+//	kill -HUP $(cat /tmp/httpserver.pid)
+//	curl -s 127.0.0.1:8080/             # pid=1240
+//	curl -s '127.0.0.1:8080/slow?d=2s'  # answers after 2s
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "address to serve on: HOST:PORT, unix:///path, systemd:NAME")
+	pidfile := flag.String("pidfile", "", "file to write the serving generation's pid to")
+	upgradeTimeout := flag.Duration("upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new generation may take to become ready")
+	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "how long requests in flight may take once draining")
+	idleGrace := flag.Duration("idle-grace", upgrader.DefaultIdleGrace, "how long an idle connection stays open once draining")
+	flag.Parse()
+	log.SetFlags(0)
+
+	u, err := upgrader.New(upgrader.Options{
+		PIDFile:        *pidfile,
+		UpgradeTimeout: *upgradeTimeout,
+		DrainTimeout:   *drainTimeout,
+		IdleGrace:      *idleGrace,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer u.Stop()
+
+	ln, err := u.Listen("", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	pid := os.Getpid()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "pid=%d\n", pid)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil || d < 0 || d > time.Minute {
+			http.Error(w, "d must be a duration up to 1m, as in /slow?d=2s", http.StatusBadRequest)
+			return
+		}
+		time.Sleep(d)
+		fmt.Fprintf(w, "pid=%d\n", pid)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := u.Serve(srv, ln); err != nil {
+		log.Fatal(err)
+	}
+}

@@ -1,0 +1,104 @@
+package upgrader
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The control channel is a Unix socketpair between a generation and the one it
+// starts, passed through tableflip under ctlName. Both ends write lines:
+//
+//	parent → child  "init GEN WATCHDOG_USEC"   before the child starts
+//	child → parent  "ready PID"                from Ready, before tableflip's own signal
+//	parent → child  "main"                     after systemd was told MAINPID=PID
+//	parent → child  "drain CONNS DEADLINE_MS"  while the parent drains (Unix ms)
+//
+// The real stderr travels beside it under stderrName: the child's fd 2 is a
+// pipe to the parent until Ready, so that a crash at start can be reported.
+const (
+	ctlName    = "handoff-ctl"
+	stderrName = "handoff-stderr"
+)
+
+// ctl is one end of the control channel.
+type ctl struct {
+	conn *net.UnixConn
+	r    *bufio.Reader
+	wmu  sync.Mutex
+}
+
+func newCtlPair() (parent *ctl, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	pf := os.NewFile(uintptr(fds[0]), "handoff-ctl-parent")
+	defer pf.Close()
+	child = os.NewFile(uintptr(fds[1]), "handoff-ctl-child")
+	parent, err = ctlFromFile(pf)
+	if err != nil {
+		child.Close()
+		return nil, nil, err
+	}
+	return parent, child, nil
+}
+
+// ctlFromFile makes a ctl from a socket file; f may be closed afterwards.
+func ctlFromFile(f *os.File) (*ctl, error) {
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("control channel: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("control channel: %T is not a Unix socket", c)
+	}
+	return &ctl{conn: uc, r: bufio.NewReader(uc)}, nil
+}
+
+func (c *ctl) send(format string, args ...any) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := fmt.Fprintf(c.conn, format+"\n", args...)
+	return err
+}
+
+// recv reads one line, waiting at most until deadline (zero: no deadline).
+func (c *ctl) recv(deadline time.Time) ([]string, error) {
+	_ = c.conn.SetReadDeadline(deadline)
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(line), nil
+}
+
+func (c *ctl) close() { c.conn.Close() }
+
+// drainStatus is what a draining parent last reported.
+type drainStatus struct {
+	conns    int
+	deadline time.Time
+}
+
+func parseDrain(f []string) (drainStatus, bool) {
+	if len(f) != 3 || f[0] != "drain" {
+		return drainStatus{}, false
+	}
+	n, err1 := strconv.Atoi(f[1])
+	ms, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return drainStatus{}, false
+	}
+	return drainStatus{conns: n, deadline: time.UnixMilli(ms)}, true
+}

@@ -1,0 +1,69 @@
+// Package upgrader gives a Go server zero-downtime restarts: on SIGHUP it
+// starts the new binary with the listening sockets, waits until the new
+// process is ready, then drains the old one without losing a request.
+//
+// A whole hot-restartable server:
+//
+//	u, err := upgrader.New(upgrader.Options{PIDFile: "/run/app.pid"})
+//	if err != nil { log.Fatal(err) }
+//	defer u.Stop()
+//	ln, err := u.Listen("tcp", "127.0.0.1:8080") // inherited, else from systemd, else bound fresh
+//	if err != nil { log.Fatal(err) }
+//	srv := &http.Server{Handler: mux}
+//	if err := u.Serve(srv, ln); err != nil { log.Fatal(err) } // ready, serve, drain on handoff or stop
+//
+// # Generations
+//
+// Each process is one generation. Its states, which only the Upgrader's own
+// goroutine changes, are:
+//
+//	Starting   from New until Ready. SIGHUP is queued; Upgrade returns ErrNotReady.
+//	Ready      serving. SIGHUP or Upgrade starts the next generation:
+//	           → Upgrading.
+//	           SIGTERM, SIGINT or Stop → Stopping.
+//	Upgrading  the next generation is starting with copies of the sockets.
+//	           When it calls Ready → HandedOver. When it exits, crashes or
+//	           misses UpgradeTimeout, it is killed → Ready again, and
+//	           Upgrade returns an *UpgradeError. Further SIGHUPs join this
+//	           attempt.
+//	HandedOver Exit is closed; the generation drains and the process exits.
+//	           Final.
+//	Stopping   Exit is closed; the generation drains and the process exits.
+//	           A second SIGTERM or SIGINT cuts the drain short. Final.
+//
+// A SIGHUP that reaches a generation while its predecessor is still draining
+// is not refused, as tableflip would: it is carried out as soon as the
+// predecessor has exited, and several such SIGHUPs make one upgrade. A
+// predecessor still alive 5 s past the drain deadline it announced is killed.
+//
+// # Draining without losing a request
+//
+// Serve and Run drain through a Drainer: the old generation closes its copy of
+// each listener (the sockets stay open in the new generation), answers every
+// further request with "Connection: close", lets requests in flight finish up
+// to DrainTimeout, and closes a connection that has stayed idle for IdleGrace
+// after the drain began — unless a request already waits unread on it. Go's
+// http.Server.Shutdown is not used for this, because it closes idle keep-alive
+// connections at once, racing a client that is sending on them.
+//
+// # systemd
+//
+// When NOTIFY_SOCKET is set the Upgrader sends READY=1 on first start;
+// RELOADING=1 with MONOTONIC_USEC when an upgrade begins; MAINPID=<new pid>
+// with READY=1 in one datagram, then BARRIER=1, when the new generation is
+// ready; READY=1 with a STATUS= that says why when an upgrade fails; and
+// STOPPING=1 on a real stop only. WATCHDOG=1 pings go out every half of
+// WatchdogSec= from whichever generation is the main process. This makes both
+// Type=notify and Type=notify-reload units track the new pid, and makes
+// systemctl reload return when, and only when, the new generation is ready:
+//
+//	[Service]
+//	Type=notify-reload        # systemd 253+; on older systems Type=notify with
+//	                          # ExecReload=/bin/kill -HUP $MAINPID
+//	ExecStart=/usr/local/bin/app -addr 127.0.0.1:8080
+//	NotifyAccess=main
+//	TimeoutStopSec=40         # more than the drain timeout
+//
+// The variables systemd sets for one process only (LISTEN_*, WATCHDOG_*) are
+// consumed at New and never reach the next generation.
+package upgrader

@@ -1,0 +1,344 @@
+package upgrader
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DrainStats reports how a drain went.
+type DrainStats struct {
+	// Conns is the number of connections open when the drain began.
+	Conns int
+	// IdleClosed counts connections closed after IdleGrace with no request
+	// waiting on them.
+	IdleClosed int
+	// Hijacked counts hijacked connections (WebSockets and the like) open
+	// when the drain began.
+	Hijacked int
+	// Cut counts connections still open at the deadline, closed with work in
+	// progress.
+	Cut int
+	// Duration is how long the drain took.
+	Duration time.Duration
+}
+
+// Drainer tracks the connections of one or more http.Servers and drains them
+// without losing a request; see the package documentation. Create one with
+// NewDrainer, start each server with Serve, then call Drain once.
+type Drainer struct {
+	idleGrace time.Duration
+	log       *slog.Logger
+
+	mu        sync.Mutex
+	conns     map[net.Conn]*connInfo
+	hijacked  map[net.Conn]struct{}
+	tracked   map[*http.Server]bool
+	listeners []net.Listener
+	onDrain   []func()
+	serving   sync.WaitGroup
+
+	draining   atomic.Bool
+	drainStart atomic.Int64 // UnixNano
+	changed    chan struct{}
+	errC       chan error
+
+	// progress, if set, is called with the connections left during Drain.
+	progress func(left int)
+}
+
+type connInfo struct {
+	state   http.ConnState
+	since   time.Time
+	closing bool
+}
+
+// NewDrainer returns a Drainer that closes connections idle for idleGrace
+// (DefaultIdleGrace if zero) once the drain has begun. logger may be nil.
+func NewDrainer(idleGrace time.Duration, logger *slog.Logger) *Drainer {
+	if idleGrace <= 0 {
+		idleGrace = DefaultIdleGrace
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Drainer{
+		idleGrace: idleGrace,
+		log:       logger,
+		conns:     map[net.Conn]*connInfo{},
+		hijacked:  map[net.Conn]struct{}{},
+		tracked:   map[*http.Server]bool{},
+		changed:   make(chan struct{}, 1),
+		errC:      make(chan error, 1),
+	}
+}
+
+// OnDrain registers f to be called, in its own goroutine, when the drain
+// begins: the place to tell WebSocket handlers and other hijacked
+// connections to finish.
+func (d *Drainer) OnDrain(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onDrain = append(d.onDrain, f)
+}
+
+// Serve starts srv serving ln in a new goroutine and tracks its connections.
+// It changes srv.Handler (nil means http.DefaultServeMux) to answer with
+// "Connection: close" once draining, and chains srv.ConnState; do not change
+// either afterwards. One server may serve several listeners. A server that
+// fails is reported on Err.
+func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
+	d.mu.Lock()
+	if !d.tracked[srv] {
+		d.tracked[srv] = true
+		d.track(srv)
+	}
+	tl := &trackedListener{Listener: ln, d: d}
+	d.listeners = append(d.listeners, tl)
+	d.serving.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.serving.Done()
+		err := srv.Serve(tl)
+		if d.draining.Load() || errors.Is(err, http.ErrServerClosed) {
+			return
+		}
+		select {
+		case d.errC <- err:
+		default:
+		}
+	}()
+}
+
+// Err returns a channel that receives the first error of a server that
+// stopped serving before Drain.
+func (d *Drainer) Err() <-chan error { return d.errC }
+
+func (d *Drainer) track(srv *http.Server) {
+	prev := srv.ConnState
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		d.setState(c, s)
+		if prev != nil {
+			prev(c, s)
+		}
+	}
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.draining.Load() {
+			w.Header().Set("Connection", "close")
+			h.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(&drainWriter{ResponseWriter: w, d: d}, r)
+	})
+}
+
+func (d *Drainer) setState(c net.Conn, s http.ConnState) {
+	d.mu.Lock()
+	switch s {
+	case http.StateNew, http.StateActive, http.StateIdle:
+		if ci := d.conns[c]; ci != nil {
+			ci.state, ci.since = s, time.Now()
+		} else {
+			d.conns[c] = &connInfo{state: s, since: time.Now()}
+		}
+	case http.StateHijacked:
+		delete(d.conns, c)
+		if tc, ok := c.(*trackedConn); !ok || !tc.closed.Load() {
+			d.hijacked[c] = struct{}{}
+		}
+	case http.StateClosed:
+		delete(d.conns, c)
+	}
+	d.mu.Unlock()
+	d.signal()
+}
+
+// forget is called when a tracked connection is closed by anyone.
+func (d *Drainer) forget(c net.Conn) {
+	d.mu.Lock()
+	delete(d.hijacked, c)
+	d.mu.Unlock()
+	d.signal()
+}
+
+func (d *Drainer) signal() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Drain stops accepting (it closes the listeners given to Serve; the sockets
+// stay open wherever else they are held), answers every further request with
+// "Connection: close", and returns when every connection is closed: active
+// ones once their response is written, idle ones after the idle grace unless a
+// request waits unread on them, hijacked ones when their handler closes them.
+// When ctx ends first, what is left is closed and counted in Cut. Drain then
+// closes the servers and waits for their Serve goroutines. Call it once.
+func (d *Drainer) Drain(ctx context.Context) DrainStats {
+	start := time.Now()
+	d.drainStart.Store(start.UnixNano())
+	d.draining.Store(true)
+	d.mu.Lock()
+	for _, ln := range d.listeners {
+		ln.Close()
+	}
+	stats := DrainStats{Conns: len(d.conns) + len(d.hijacked), Hijacked: len(d.hijacked)}
+	for _, f := range d.onDrain {
+		go f()
+	}
+	d.mu.Unlock()
+
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		left := d.closeIdle(start, &stats)
+		if d.progress != nil {
+			d.progress(left)
+		}
+		if left == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			stats.Cut = d.closeAll()
+		case <-tick.C:
+		case <-d.changed:
+		}
+		if stats.Cut > 0 {
+			break
+		}
+	}
+	d.mu.Lock()
+	servers := make([]*http.Server, 0, len(d.tracked))
+	for srv := range d.tracked {
+		servers = append(servers, srv)
+	}
+	d.mu.Unlock()
+	for _, srv := range servers {
+		srv.Close()
+	}
+	done := make(chan struct{})
+	go func() { d.serving.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		d.log.Warn("a server's Serve did not return within 1s of Close")
+	}
+	stats.Duration = time.Since(start)
+	return stats
+}
+
+// closeIdle closes the connections that have been idle (or new and silent)
+// for the idle grace since the drain began, and returns how many connections
+// are left.
+func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
+	now := time.Now()
+	var idle []net.Conn
+	d.mu.Lock()
+	for c, ci := range d.conns {
+		if ci.closing || (ci.state != http.StateIdle && ci.state != http.StateNew) {
+			continue
+		}
+		since := ci.since
+		if since.Before(start) {
+			since = start
+		}
+		if now.Sub(since) < d.idleGrace || readSince(c, since) || pending(c) {
+			continue
+		}
+		ci.closing = true
+		idle = append(idle, c)
+	}
+	left := len(d.conns) + len(d.hijacked)
+	d.mu.Unlock()
+	// Close outside the lock: a trackedConn's Close calls forget.
+	for _, c := range idle {
+		c.Close()
+	}
+	stats.IdleClosed += len(idle)
+	return left
+}
+
+// closeAll closes every connection left and returns how many there were.
+func (d *Drainer) closeAll() int {
+	var all []net.Conn
+	n := 0
+	d.mu.Lock()
+	for c, ci := range d.conns {
+		if !ci.closing {
+			n++
+		}
+		all = append(all, c)
+	}
+	for c := range d.hijacked {
+		n++
+		all = append(all, c)
+		delete(d.hijacked, c)
+	}
+	d.mu.Unlock()
+	for _, c := range all {
+		c.Close()
+	}
+	return n
+}
+
+// drainWriter adds "Connection: close" to a response whose handler began
+// before the drain but writes its header after it began.
+type drainWriter struct {
+	http.ResponseWriter
+	d     *Drainer
+	wrote bool
+}
+
+func (w *drainWriter) header() {
+	if !w.wrote {
+		w.wrote = true
+		if w.d.draining.Load() {
+			w.ResponseWriter.Header().Set("Connection", "close")
+		}
+	}
+}
+
+func (w *drainWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.header()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *drainWriter) Write(p []byte) (int, error) {
+	w.header()
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush implements http.Flusher.
+func (w *drainWriter) Flush() {
+	w.header()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack implements http.Hijacker; the connection is then tracked until its
+// Close.
+func (w *drainWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, http.ErrNotSupported
+	}
+	return h.Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *drainWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,80 @@
+package upgrader
+
+import (
+	"errors"
+	"strings"
+)
+
+// Errors that Upgrade returns, wrapped in an *UpgradeError where a new
+// generation was started; compare with errors.Is.
+var (
+	// ErrNotReady: Ready has not been called yet, so there is nothing to hand
+	// over.
+	ErrNotReady = errors.New("upgrader: this generation is not ready yet; call Ready (or Serve) first")
+	// ErrStopped: the Upgrader is stopping or has stopped.
+	ErrStopped = errors.New("upgrader: stopping")
+	// ErrHandedOver: this generation has already handed over to a new one.
+	ErrHandedOver = errors.New("upgrader: this generation has already handed over; upgrade the newest one")
+	// ErrStart: the new binary could not be started (missing, not
+	// executable).
+	ErrStart = errors.New("new binary could not be started")
+	// ErrExited: the new generation exited before it was ready.
+	ErrExited = errors.New("new generation exited before it was ready")
+	// ErrTimeout: the new generation was not ready within UpgradeTimeout and
+	// was killed.
+	ErrTimeout = errors.New("new generation was not ready in time")
+)
+
+// UpgradeError describes a failed upgrade. The old generation keeps serving.
+type UpgradeError struct {
+	// Kind is ErrStart, ErrExited, ErrTimeout or ErrStopped.
+	Kind error
+	// Cause is what tableflip or the operating system reported.
+	Cause error
+	// Stderr holds the last lines the new generation wrote to stderr, oldest
+	// first, when any were seen.
+	Stderr []string
+}
+
+// Error returns one line: the kind, the cause and the last stderr lines.
+func (e *UpgradeError) Error() string {
+	var b strings.Builder
+	b.WriteString("upgrader: upgrade failed: ")
+	b.WriteString(e.Kind.Error())
+	if e.Cause != nil {
+		b.WriteString(" (")
+		b.WriteString(e.Cause.Error())
+		b.WriteString(")")
+	}
+	if len(e.Stderr) > 0 {
+		b.WriteString("; its last stderr: ")
+		b.WriteString(strings.Join(e.Stderr, " | "))
+	}
+	switch e.Kind {
+	case ErrStart:
+		b.WriteString(" — check that the binary exists at the same path and is executable")
+	case ErrTimeout:
+		b.WriteString(" — the new binary must call Ready (or Serve) within UpgradeTimeout")
+	}
+	return b.String()
+}
+
+// Unwrap returns the kind and the cause.
+func (e *UpgradeError) Unwrap() []error { return []error{e.Kind, e.Cause} }
+
+// classify maps tableflip's error, which it formats with %s and so cannot be
+// compared with errors.Is, to one of the kinds above. tableflip v1.2.3 words
+// them "can't start child: …", "child pid=N exited: …", "new child pid=N timed
+// out" and "terminating".
+func classify(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "can't start"):
+		return ErrStart
+	case strings.Contains(msg, "timed out"):
+		return ErrTimeout
+	case strings.Contains(msg, "terminating"):
+		return ErrStopped
+	}
+	return ErrExited
+}

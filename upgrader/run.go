@@ -1,0 +1,229 @@
+package upgrader
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/systemd"
+)
+
+// attemptResult is what one upgrade attempt ended with.
+type attemptResult struct {
+	err   error
+	pid   int
+	child *ctl
+}
+
+// run is the one goroutine that owns the generation's state; see the state
+// table in the package documentation. It lives as long as the process, so
+// that signals are handled while the generation drains.
+func (u *Upgrader) run() {
+	var (
+		ready      = u.readyC
+		parentGone = u.parentGone
+		waiters    []chan error // callers and signals wanting the next upgrade
+		wanted     bool
+		attempt    chan attemptResult // non-nil while an attempt runs
+		waitLogged bool
+		killTimer  *time.Timer
+		killC      <-chan time.Time
+		stopping   bool
+		stops      int // stop signals received
+		stopC      = u.stopC
+	)
+	answer := func(err error) {
+		for _, w := range waiters {
+			if w != nil {
+				w <- err
+			}
+		}
+		waiters, wanted = nil, false
+	}
+	for {
+		select {
+		case sig := <-u.sigC:
+			switch sig {
+			case syscall.SIGHUP:
+				switch {
+				case u.handedOver.Load():
+					u.log.Info("SIGHUP ignored: this generation has handed over; signal the newest one")
+				case stopping:
+					u.log.Info("SIGHUP ignored: stopping")
+				case attempt != nil:
+					u.log.Info("upgrade asked", "signal", "SIGHUP", "joins", "the upgrade in progress")
+				case wanted:
+					u.log.Info("upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
+				default:
+					u.log.Info("upgrade asked", "signal", "SIGHUP")
+					wanted, waitLogged = true, false
+				}
+			default: // SIGTERM, SIGINT
+				stops++
+				switch {
+				case stops >= 3:
+					u.log.Warn("third stop signal: exiting now", "signal", sig.String())
+					os.Exit(1)
+				case stops == 2 || stopping:
+					u.log.Warn("stop signal again: cutting the drain short", "signal", sig.String())
+					closeOnce(u.cutC)
+				case u.handedOver.Load():
+					u.log.Info("stop asked; already draining after the handover", "signal", sig.String())
+				default:
+					u.log.Info("stop asked", "signal", sig.String())
+					stopping = true
+					u.beginStop()
+					answer(ErrStopped)
+				}
+			}
+
+		case w := <-u.upgradeC:
+			switch {
+			case stopping:
+				w <- ErrStopped
+			case ready != nil:
+				w <- ErrNotReady
+			default:
+				if !wanted && attempt == nil {
+					u.log.Info("upgrade asked", "by", "Upgrade")
+					waitLogged = false
+				}
+				wanted = true
+				waiters = append(waiters, w)
+			}
+
+		case <-stopC:
+			stopC = nil
+			if !stopping && !u.handedOver.Load() {
+				u.log.Info("stop asked", "by", "Stop")
+				stopping = true
+				u.beginStop()
+				answer(ErrStopped)
+			}
+
+		case <-ready:
+			ready = nil
+
+		case <-parentGone:
+			parentGone = nil
+			if killTimer != nil {
+				killTimer.Stop()
+				killC = nil
+			}
+			if wanted {
+				u.log.Info("previous generation exited; upgrading", "prev_pid", u.parentPid)
+			}
+
+		case <-u.statC:
+			waitLogged = waitLogged && killC != nil
+
+		case <-killC:
+			killC = nil
+			if parentGone != nil {
+				u.log.Warn("previous generation still running past its drain deadline; killing it", "prev_pid", u.parentPid)
+				_ = syscall.Kill(u.parentPid, syscall.SIGKILL)
+			}
+
+		case res := <-attempt:
+			attempt = nil
+			if stopping {
+				answer(ErrStopped)
+				continue
+			}
+			answer(res.err)
+			if res.err == nil {
+				u.handOver(res)
+			}
+		}
+
+		if !wanted || attempt != nil || stopping || u.handedOver.Load() || ready != nil {
+			continue
+		}
+		if parentGone != nil {
+			if !waitLogged {
+				waitLogged = true
+				args := []any{"prev_pid", u.parentPid}
+				if st := u.parentStat.Load(); st != nil {
+					args = append(args, "prev_conns", st.conns, "prev_deadline", st.deadline.Format(time.RFC3339))
+					if killTimer == nil {
+						killTimer = time.NewTimer(time.Until(st.deadline) + parentKillGrace)
+						killC = killTimer.C
+					}
+				}
+				u.log.Info("upgrade waits for the previous generation to finish draining", args...)
+			}
+			continue
+		}
+		attempt = make(chan attemptResult, 1)
+		go func(c chan<- attemptResult) { c <- u.attempt() }(attempt)
+	}
+}
+
+// beginStop starts a real stop: tell systemd, close Exit, and have tableflip
+// refuse upgrades and remove the Unix socket files this generation created.
+func (u *Upgrader) beginStop() {
+	if _, err := systemd.Stopping(u.status("stopping")); err != nil {
+		u.log.Warn("sd_notify failed", "err", err)
+	}
+	u.tf.Stop()
+	close(u.exitC)
+}
+
+// handOver ends this generation's service after a successful upgrade.
+func (u *Upgrader) handOver(res attemptResult) {
+	u.childCtl.Store(res.child)
+	u.handedOver.Store(true)
+	close(u.exitC)
+}
+
+// reportDrain tells the generation we handed over to how our drain goes, so
+// that an upgrade it queues can say what it waits for.
+func (u *Upgrader) reportDrain(conns int, deadline time.Time) {
+	if c := u.childCtl.Load(); c != nil {
+		_ = c.send("drain %d %d", conns, deadline.UnixMilli())
+	}
+}
+
+// pingWatchdog sends WATCHDOG=1 every half of the interval while this
+// generation is systemd's main process.
+func (u *Upgrader) pingWatchdog() {
+	select {
+	case <-u.becameMain:
+	case <-u.exitC:
+		return
+	}
+	t := time.NewTicker(u.watchdog / 2)
+	defer t.Stop()
+	for {
+		if u.handedOver.Load() {
+			return
+		}
+		if err := u.checkHealth(); err != nil {
+			u.log.Warn("watchdog ping skipped: health check failed", "err", err)
+		} else if _, err := systemd.Watchdog(); err != nil {
+			u.log.Warn("sd_notify failed", "err", err)
+		}
+		<-t.C
+	}
+}
+
+func (u *Upgrader) checkHealth() error {
+	if u.opts.WatchdogCheck == nil {
+		return nil
+	}
+	ctx, cancel := contextWithTimeout(u.watchdog / 4)
+	defer cancel()
+	if err := u.opts.WatchdogCheck(ctx); err != nil {
+		return fmt.Errorf("watchdog check: %w", err)
+	}
+	return nil
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}

@@ -1,0 +1,89 @@
+package upgrader
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Serve serves HTTP on ln with srv until this generation should exit, then
+// drains it. In order: it starts srv on ln, marks the generation ready (see
+// Ready), and waits until Exit is closed — the generation handed over or is
+// stopping — or srv fails. It then drains (see Drainer.Drain) for at most
+// DrainTimeout, or less if a second stop signal cuts it short, logs how it
+// went, and returns nil. It returns an error only if Ready or srv failed; on
+// such a failure the generation stops. Serve changes srv.Handler and
+// srv.ConnState as Drainer.Serve describes. Use Run for several servers.
+func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
+	d := u.NewDrainer()
+	d.Serve(srv, ln)
+	return u.Run(d)
+}
+
+// NewDrainer returns a Drainer with the Upgrader's idle grace and logger, for
+// use with Run.
+func (u *Upgrader) NewDrainer() *Drainer {
+	return NewDrainer(u.opts.IdleGrace, u.log)
+}
+
+// Run is Serve for servers already started with d.Serve: it marks the
+// generation ready, waits for Exit or a server failure, drains d and returns.
+//
+//	d := u.NewDrainer()
+//	d.Serve(publicSrv, publicLn)
+//	d.Serve(adminSrv, adminLn)
+//	err := u.Run(d)
+func (u *Upgrader) Run(d *Drainer) error {
+	var failure error
+	if err := u.Ready(); err != nil {
+		failure = err
+	} else {
+		select {
+		case <-u.Exit():
+		case err := <-d.Err():
+			failure = fmt.Errorf("upgrader: serving: %w", err)
+		}
+	}
+	if failure != nil {
+		u.log.Error("stopping", "err", failure)
+		u.Stop()
+	}
+	u.drain(d)
+	u.finish()
+	return failure
+}
+
+// drain drains d within DrainTimeout, or until a second stop signal, and logs
+// the outcome.
+func (u *Upgrader) drain(d *Drainer) {
+	deadline := time.Now().Add(u.opts.DrainTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	go func() {
+		select {
+		case <-u.cutC:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	last := -1
+	var lastSent time.Time
+	d.progress = func(left int) {
+		if left != last && (left == 0 || time.Since(lastSent) >= 100*time.Millisecond) {
+			last, lastSent = left, time.Now()
+			u.reportDrain(left, deadline)
+		}
+	}
+	d.mu.Lock()
+	open := len(d.conns) + len(d.hijacked)
+	d.mu.Unlock()
+	u.log.Info("draining", "conns", open, "deadline_s", u.opts.DrainTimeout.Seconds())
+	st := d.Drain(ctx)
+	if st.Cut > 0 {
+		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked, "after_ms", st.Duration.Milliseconds())
+		return
+	}
+	u.log.Info("drained", "drain_ms", st.Duration.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked)
+}

@@ -1,0 +1,127 @@
+package upgrader
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/handoff-dev/handoff/systemd"
+)
+
+// stderrMu serialises the swap of os.Stderr around the fork.
+var stderrMu sync.Mutex
+
+// attempt runs one upgrade: it starts the next generation and waits until it
+// is ready or has failed. Only the run goroutine calls it, one at a time.
+func (u *Upgrader) attempt() attemptResult {
+	start := time.Now()
+	if _, err := systemd.Reloading(u.status("starting the next generation")); err != nil {
+		u.log.Warn("sd_notify failed", "err", err)
+	}
+	res := u.startNext()
+	if res.err != nil {
+		u.log.Error("upgrade failed; still serving", "err", res.err, "after_ms", time.Since(start).Milliseconds())
+		if _, err := systemd.Ready(u.status("serving; upgrade failed: " + res.err.Error())); err != nil {
+			u.log.Warn("sd_notify failed", "err", err)
+		}
+		return res
+	}
+	u.log.Info("new generation ready", "child_pid", res.pid, "ready_ms", time.Since(start).Milliseconds())
+	status := fmt.Sprintf("generation %d (pid %d) ready", u.gen+1, res.pid)
+	var err error
+	if res.pid > 0 {
+		_, err = systemd.ReadyMainPID(res.pid, status)
+	} else {
+		_, err = systemd.Ready(status)
+	}
+	if err != nil {
+		u.log.Warn("sd_notify failed", "err", err)
+	}
+	if _, err := systemd.Barrier(5 * time.Second); err != nil {
+		u.log.Warn("sd_notify barrier failed", "err", err)
+	}
+	if err := res.child.send("main"); err != nil {
+		u.log.Warn("cannot tell the new generation it is the main process", "child_pid", res.pid, "err", err)
+	}
+	return res
+}
+
+// startNext forks and execs the next generation through tableflip, with a
+// control channel and, until it is ready, its stderr through a pipe whose
+// last lines explain a failure.
+func (u *Upgrader) startNext() attemptResult {
+	parent, childEnd, err := newCtlPair()
+	if err != nil {
+		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
+	}
+	// The child reads this as soon as it starts; the socket buffers it.
+	if err := parent.send("init %d %d", u.gen+1, u.watchdog.Microseconds()); err != nil {
+		parent.close()
+		childEnd.Close()
+		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("control channel: %w", err)}}
+	}
+	err = u.tf.Fds.AddFile(ctlName, childEnd)
+	childEnd.Close()
+	if err == nil {
+		err = u.tf.Fds.AddFile(stderrName, os.Stderr)
+	}
+	if err != nil {
+		parent.close()
+		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("passing the control channel: %w", err)}}
+	}
+
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		parent.close()
+		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
+	}
+	stderrMu.Lock()
+	realStderr := os.Stderr
+	tl := newTail(pr, realStderr)
+	// tableflip gives the child os.Stderr as its fd 2 when it forks.
+	os.Stderr = pw
+	// Learn the child's pid as soon as it is ready, concurrently, since
+	// tableflip.Upgrade returns only then.
+	pidC := make(chan int, 1)
+	go func() {
+		f, err := parent.recv(time.Now().Add(u.opts.UpgradeTimeout + time.Second))
+		if err == nil && len(f) == 2 && f[0] == "ready" {
+			if pid, err := strconv.Atoi(f[1]); err == nil {
+				pidC <- pid
+				return
+			}
+		}
+		pidC <- 0
+	}()
+	err = u.tf.Upgrade()
+	os.Stderr = realStderr
+	stderrMu.Unlock()
+	pw.Close()
+
+	if err != nil {
+		// The child is dead (tableflip killed it on timeout): its end of the
+		// pipe closes, and the tail has the last words.
+		select {
+		case <-tl.done:
+		case <-time.After(time.Second):
+		}
+		parent.close()
+		return attemptResult{err: &UpgradeError{Kind: classify(err), Cause: err, Stderr: tl.last()}}
+	}
+	var pid int
+	select {
+	case pid = <-pidC:
+	case <-time.After(2 * time.Second):
+	}
+	if pid == 0 {
+		u.log.Warn("the new generation did not say its pid; systemd keeps the old MAINPID")
+	}
+	return attemptResult{pid: pid, child: parent}
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

@@ -1,0 +1,443 @@
+package upgrader
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/listener"
+	"github.com/handoff-dev/handoff/systemd"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultUpgradeTimeout = time.Minute
+	DefaultDrainTimeout   = 30 * time.Second
+	DefaultIdleGrace      = time.Second
+)
+
+// parentKillGrace is how long past its announced drain deadline a predecessor
+// may live before a queued upgrade kills it.
+const parentKillGrace = 5 * time.Second
+
+// Options configure an Upgrader. The zero value is usable.
+type Options struct {
+	// PIDFile, if set, is written with the pid of each generation when it
+	// becomes ready (atomically, by rename), and removed on a real stop.
+	PIDFile string
+	// UpgradeTimeout bounds how long a new generation may take to become
+	// ready; past it, it is killed and the old one keeps serving.
+	// Default DefaultUpgradeTimeout.
+	UpgradeTimeout time.Duration
+	// DrainTimeout bounds how long requests in flight may take to finish
+	// once the generation drains; past it, what is left is closed.
+	// Default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// IdleGrace is how long a connection may stay idle after the drain began
+	// before it is closed. Default DefaultIdleGrace.
+	IdleGrace time.Duration
+	// Logger receives one line per event, each with the generation and pid.
+	// Default: text to stderr.
+	Logger *slog.Logger
+	// NoSignals, if true, leaves SIGHUP, SIGTERM and SIGINT alone; the caller
+	// then drives the Upgrader with Upgrade and Stop.
+	NoSignals bool
+	// WatchdogCheck, if set, is called before each watchdog ping; an error
+	// skips the ping, so that systemd's WatchdogSec= catches a generation
+	// that is alive but not working.
+	WatchdogCheck func(context.Context) error
+}
+
+// Upgrader hands the listening sockets of one generation to the next. Create
+// it with New, at most once per process.
+type Upgrader struct {
+	opts    Options
+	log     *slog.Logger
+	tf      *tableflip.Upgrader
+	lc      listener.Config
+	gen     int
+	started time.Time
+
+	parentPid  int           // 0 for the first generation
+	parentCtl  *ctl          // to the parent; nil for the first generation
+	parentGone chan struct{} // closed when the parent has exited
+	parentStat atomic.Pointer[drainStatus]
+	trueStderr *os.File // the real stderr, while fd 2 is a pipe to the parent
+	becameMain chan struct{}
+
+	watchdog time.Duration
+
+	readyOnce sync.Once
+	readyC    chan struct{}
+	readyErr  error
+
+	sigC     chan os.Signal
+	statC    chan struct{} // the parent reported drain progress
+	upgradeC chan chan error
+	stopC    chan struct{}
+	stopOnce sync.Once
+
+	exitC      chan struct{} // closed once: handed over or stopping
+	cutC       chan struct{} // closed once: drain no longer, close everything
+	handedOver atomic.Bool
+	childCtl   atomic.Pointer[ctl] // to the generation we handed over to
+	finishOnce sync.Once
+}
+
+// New prepares this process as a generation: it takes the sockets the
+// previous generation passed (if any) and those systemd passed (LISTEN_FDS,
+// consumed once), removes LISTEN_* and WATCHDOG_* from the environment, and,
+// unless Options.NoSignals, handles SIGHUP (upgrade), SIGTERM and SIGINT
+// (stop; a second one cuts the drain short). Call Listen for each socket,
+// then Ready or Serve.
+//
+// Only the first call in a process succeeds.
+func New(opts Options) (*Upgrader, error) {
+	if opts.UpgradeTimeout <= 0 {
+		opts.UpgradeTimeout = DefaultUpgradeTimeout
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.IdleGrace <= 0 {
+		opts.IdleGrace = DefaultIdleGrace
+	}
+	// Claim systemd's sockets before anything can start a child: they are
+	// not close-on-exec until then.
+	systemd.Activated()
+
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout, PIDFile: opts.PIDFile})
+	if err != nil {
+		return nil, fmt.Errorf("upgrader: %w", err)
+	}
+	u := &Upgrader{
+		opts:       opts,
+		tf:         tf,
+		gen:        1,
+		started:    time.Now(),
+		parentGone: make(chan struct{}),
+		becameMain: make(chan struct{}),
+		readyC:     make(chan struct{}),
+		sigC:       make(chan os.Signal, 8),
+		statC:      make(chan struct{}, 1),
+		upgradeC:   make(chan chan error),
+		stopC:      make(chan struct{}),
+		exitC:      make(chan struct{}),
+		cutC:       make(chan struct{}),
+	}
+	if tf.HasParent() {
+		if err := u.adopt(); err != nil {
+			tf.Stop()
+			return nil, err
+		}
+	} else {
+		close(u.parentGone)
+		close(u.becameMain)
+		u.watchdog, err = systemd.WatchdogInterval()
+		if err != nil {
+			tf.Stop()
+			return nil, fmt.Errorf("upgrader: %w", err)
+		}
+	}
+	base := opts.Logger
+	if base == nil {
+		base = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	u.log = base.With("gen", u.gen, "pid", os.Getpid())
+	u.lc.Inherit = u.inherit
+	u.lc.InheritPacket = u.inheritPacket
+
+	if !opts.NoSignals {
+		signal.Notify(u.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	}
+	go u.run()
+	return u, nil
+}
+
+// adopt reads what the parent passed besides the sockets: the control
+// channel, with the generation number and watchdog interval, and the real
+// stderr.
+func (u *Upgrader) adopt() error {
+	u.parentPid = os.Getppid()
+	f, err := u.tf.Fds.File(ctlName)
+	if err != nil || f == nil {
+		return fmt.Errorf("upgrader: the parent passed no control channel (%v); start the same binary as the previous generation", err)
+	}
+	c, err := ctlFromFile(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("upgrader: %w", err)
+	}
+	fields, err := c.recv(time.Now().Add(5 * time.Second))
+	if err != nil || len(fields) != 3 || fields[0] != "init" {
+		c.close()
+		return fmt.Errorf("upgrader: reading the parent's init message: %v %q", err, fields)
+	}
+	u.gen, _ = strconv.Atoi(fields[1])
+	usec, _ := strconv.ParseInt(fields[2], 10, 64)
+	u.watchdog = time.Duration(usec) * time.Microsecond
+	u.parentCtl = c
+	if f, err := u.tf.Fds.File(stderrName); err == nil && f != nil {
+		u.trueStderr = f
+	}
+	go func() {
+		_ = u.tf.WaitForParent(context.Background())
+		close(u.parentGone)
+	}()
+	return nil
+}
+
+// Generation returns this process's generation number: 1 for the first
+// process, one more for each handoff.
+func (u *Upgrader) Generation() int { return u.gen }
+
+// HasParent reports whether this generation was started by a previous one.
+func (u *Upgrader) HasParent() bool { return u.parentPid != 0 }
+
+// Listen returns a stream listener for network and address, inherited from
+// the previous generation, else passed by systemd, else bound fresh, and
+// registers it to be passed to the next generation. network is "tcp",
+// "tcp4", "tcp6", "unix" or "systemd" (address is then the
+// FileDescriptorName), or "" to give address in any form listener.Parse
+// accepts, such as "unix:///run/app.sock?mode=0660". Call it before Ready:
+// sockets inherited but not claimed by then are closed.
+func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
+	a, err := parseNetAddr(network, address)
+	if err != nil {
+		return nil, err
+	}
+	ln, src, err := u.lc.Listen(context.Background(), a)
+	if err != nil {
+		return nil, err
+	}
+	if src != listener.Inherited {
+		tl, ok := ln.(tableflip.Listener)
+		if !ok {
+			ln.Close()
+			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, ln)
+		}
+		if err := u.tf.Fds.AddListener(registryNet(a.Network, src), a.Address, tl); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
+		}
+	}
+	u.log.Info("listening", "addr", a.String(), "local", ln.Addr().String(), "source", src.String())
+	return ln, nil
+}
+
+// ListenPacket is Listen for datagram sockets: network "udp", "udp4", "udp6"
+// or "systemd", or "" with address such as "udp://127.0.0.1:5353".
+func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error) {
+	a, err := parseNetAddr(network, address)
+	if err != nil {
+		return nil, err
+	}
+	pc, src, err := u.lc.ListenPacket(context.Background(), a)
+	if err != nil {
+		return nil, err
+	}
+	if src != listener.Inherited {
+		tp, ok := pc.(tableflip.PacketConn)
+		if !ok {
+			pc.Close()
+			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, pc)
+		}
+		if err := u.tf.Fds.AddPacketConn(registryNet(a.Network, src), a.Address, tp); err != nil {
+			pc.Close()
+			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
+		}
+	}
+	u.log.Info("listening", "addr", a.String(), "local", pc.LocalAddr().String(), "source", src.String())
+	return pc, nil
+}
+
+func parseNetAddr(network, address string) (listener.Addr, error) {
+	switch network {
+	case "", "tcp":
+		return listener.Parse(address)
+	case "systemd":
+		return listener.Parse("systemd:" + address)
+	}
+	return listener.Parse(network + "://" + address)
+}
+
+// registryNet is the network under which a socket is passed on. Sockets that
+// systemd owns are kept apart from ones this process bound, so that tableflip
+// never unlinks a Unix socket file systemd created.
+func registryNet(network string, src listener.Source) string {
+	if src == listener.Activated {
+		return "systemd-" + network
+	}
+	return network
+}
+
+func (u *Upgrader) inherit(network, address string) (net.Listener, error) {
+	ln, err := u.tf.Fds.Listener(network, address)
+	if ln != nil || err != nil {
+		return ln, err
+	}
+	return u.tf.Fds.Listener("systemd-"+network, address)
+}
+
+func (u *Upgrader) inheritPacket(network, address string) (net.PacketConn, error) {
+	pc, err := u.tf.Fds.PacketConn(network, address)
+	if pc != nil || err != nil {
+		return pc, err
+	}
+	return u.tf.Fds.PacketConn("systemd-"+network, address)
+}
+
+// Ready marks this generation ready to serve. The first generation writes the
+// PID file and sends READY=1 to systemd; a later one writes the PID file and
+// tells its predecessor, which then hands over: it tells systemd the new main
+// pid and starts draining. Inherited sockets that no Listen call claimed are
+// closed. Calls after the first return the first call's result.
+func (u *Upgrader) Ready() error {
+	u.readyOnce.Do(func() {
+		u.readyErr = u.ready()
+		close(u.readyC)
+	})
+	return u.readyErr
+}
+
+func (u *Upgrader) ready() error {
+	if u.parentCtl != nil {
+		if u.trueStderr != nil {
+			// From here on the parent may exit: stop writing to its pipe.
+			if err := dupOnto(u.trueStderr, 2); err != nil {
+				u.log.Warn("cannot restore stderr", "err", err)
+			}
+			u.trueStderr.Close()
+			u.trueStderr = nil
+		}
+		if err := u.parentCtl.send("ready %d", os.Getpid()); err != nil {
+			return fmt.Errorf("upgrader: telling the parent pid %d we are ready: %w", u.parentPid, err)
+		}
+	}
+	if err := u.tf.Ready(); err != nil {
+		return fmt.Errorf("upgrader: %w", err)
+	}
+	u.log.Info("ready", "after_ms", time.Since(u.started).Milliseconds())
+	if u.parentCtl == nil {
+		if _, err := systemd.Ready(u.status("ready")); err != nil {
+			u.log.Warn("sd_notify failed", "err", err)
+		}
+	} else {
+		go u.followParent()
+	}
+	if u.watchdog > 0 {
+		go u.pingWatchdog()
+	}
+	return nil
+}
+
+func dupOnto(f *os.File, fd int) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var dupErr error
+	if err := raw.Control(func(src uintptr) { dupErr = unix.Dup3(int(src), fd, 0) }); err != nil {
+		return err
+	}
+	return os.NewSyscallError("dup3", dupErr)
+}
+
+// followParent reads the parent's messages after Ready: "main" once systemd
+// knows this process as the main one, then drain progress.
+func (u *Upgrader) followParent() {
+	mainOnce := sync.OnceFunc(func() { close(u.becameMain) })
+	defer mainOnce()
+	for {
+		f, err := u.parentCtl.recv(time.Time{})
+		if err != nil {
+			return // the parent has exited
+		}
+		if len(f) == 1 && f[0] == "main" {
+			mainOnce()
+		} else if st, ok := parseDrain(f); ok {
+			u.parentStat.Store(&st)
+			select {
+			case u.statC <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (u *Upgrader) status(what string) string {
+	return fmt.Sprintf("generation %d (pid %d) %s", u.gen, os.Getpid(), what)
+}
+
+// Exit returns a channel that is closed when this generation should stop
+// serving: it has handed over to a new one, or it is stopping. Drain then.
+func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
+
+// HandedOver reports whether this generation handed over to a new one, as
+// opposed to stopping.
+func (u *Upgrader) HandedOver() bool { return u.handedOver.Load() }
+
+// Upgrade starts the next generation from the same binary path and arguments
+// and blocks until it is ready (nil: this generation must now drain and exit,
+// as Exit says) or has failed (an *UpgradeError: this generation keeps
+// serving). If the previous generation is still draining, Upgrade first waits
+// for it to exit, at most until 5 s past the deadline it announced, after
+// which it is killed. Calls made while an upgrade is pending or running join
+// it and get its result. It returns ErrNotReady before Ready, ErrHandedOver
+// after a successful upgrade, and ErrStopped once stopping.
+func (u *Upgrader) Upgrade() error {
+	res := make(chan error, 1)
+	select {
+	case u.upgradeC <- res:
+	case <-u.exitC:
+		if u.handedOver.Load() {
+			return ErrHandedOver
+		}
+		return ErrStopped
+	}
+	return <-res
+}
+
+// Stop ends this generation for good, unless it has already handed over:
+// upgrades are refused, Exit is closed, STOPPING=1 goes to systemd, and the
+// Unix socket files this generation created are removed (on Exit, Serve
+// drains). Stop does not wait; it is safe to call more than once, and from a
+// deferred call after Serve returned.
+func (u *Upgrader) Stop() {
+	u.stopOnce.Do(func() { close(u.stopC) })
+	// Give the run loop the chance to act before a deferred Stop returns
+	// and the process exits.
+	select {
+	case <-u.exitC:
+	case <-time.After(time.Second):
+	}
+	u.finish()
+}
+
+// finish removes what a real stop leaves behind. It runs once, after the
+// drain, when the process is about to exit.
+func (u *Upgrader) finish() {
+	u.finishOnce.Do(func() {
+		if u.handedOver.Load() {
+			u.log.Info("exit", "reason", "handed over")
+			return
+		}
+		if u.opts.PIDFile != "" {
+			if b, err := os.ReadFile(u.opts.PIDFile); err == nil && string(b) == strconv.Itoa(os.Getpid()) {
+				os.Remove(u.opts.PIDFile)
+			}
+		}
+		u.log.Info("exit", "reason", "stopped")
+	})
+}
