@@ -1,0 +1,210 @@
+// Package loadcheck drives an HTTP server with an open-loop load and counts,
+// without letting Go's client hide anything, what went wrong.
+//
+// Requests are POSTs, which Go's http.Transport does not retry on a broken
+// keep-alive connection (it retries GET and HEAD silently); a request whose
+// trace shows more than one GotConn was retried anyway and is counted in
+// Retried. Requests start at a constant rate whatever the latency (open
+// loop), alternating between a keep-alive client and one that opens a fresh
+// connection per request, and slow requests can be kept in flight beside
+// them.
+package loadcheck
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config says what load to send.
+type Config struct {
+	// URL is the server's base URL, such as "http://127.0.0.1:8080".
+	URL string
+	// Rate is the number of fast requests started per second, split evenly
+	// between keep-alive and fresh connections.
+	Rate int
+	// Slow, if positive, is how long slow requests take (they ask for
+	// URL/slow?d=Slow); one starts every SlowEvery.
+	Slow      time.Duration
+	SlowEvery time.Duration
+	// Timeout bounds each request. Default 10 s plus Slow.
+	Timeout time.Duration
+}
+
+// Result counts what happened.
+type Result struct {
+	Sent    int
+	OK      int
+	Retried int
+	// Failed counts failures by class: ECONNREFUSED, ECONNRESET, EOF,
+	// timeout, HTTP <code>, other.
+	Failed map[string]int
+	// Samples holds up to 10 failure messages.
+	Samples []string
+	// Pids counts answers by the pid in the body ("pid=N").
+	Pids map[int]int
+	// Latencies of successful fast requests, sorted.
+	Latencies []time.Duration
+}
+
+// Failures returns the total number of failed requests.
+func (r *Result) Failures() int {
+	n := 0
+	for _, v := range r.Failed {
+		n += v
+	}
+	return n
+}
+
+// Percentile returns the p-th percentile (0–100) of Latencies.
+func (r *Result) Percentile(p float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	i := int(float64(len(r.Latencies)-1) * p / 100)
+	return r.Latencies[i]
+}
+
+// String summarises r on one line.
+func (r *Result) String() string {
+	return fmt.Sprintf("sent=%d ok=%d failed=%d %v retried=%d pids=%d p50=%v p99=%v samples=%q",
+		r.Sent, r.OK, r.Failures(), r.Failed, r.Retried, len(r.Pids), r.Percentile(50), r.Percentile(99), r.Samples)
+}
+
+// Run sends load until ctx is done, waits for the requests in flight, and
+// returns the counts.
+func Run(ctx context.Context, cfg Config) *Result {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10*time.Second + cfg.Slow
+	}
+	res := &Result{Failed: map[string]int{}, Pids: map[int]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	keep := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	defer keep.CloseIdleConnections()
+
+	do := func(c *http.Client, url string, fast bool) {
+		defer wg.Done()
+		lat, pid, retried, err := post(c, url)
+		mu.Lock()
+		defer mu.Unlock()
+		res.Sent++
+		if retried {
+			res.Retried++
+		}
+		if err != nil {
+			class := classify(err)
+			res.Failed[class]++
+			if len(res.Samples) < 10 {
+				res.Samples = append(res.Samples, err.Error())
+			}
+			return
+		}
+		res.OK++
+		res.Pids[pid]++
+		if fast {
+			res.Latencies = append(res.Latencies, lat)
+		}
+	}
+
+	interval := time.Second
+	if cfg.Rate > 0 {
+		interval = time.Second / time.Duration(cfg.Rate)
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var slowC <-chan time.Time
+	if cfg.Slow > 0 && cfg.SlowEvery > 0 {
+		st := time.NewTicker(cfg.SlowEvery)
+		defer st.Stop()
+		slowC = st.C
+	}
+	slowURL := fmt.Sprintf("%s/slow?d=%s", cfg.URL, cfg.Slow)
+	n := 0
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+			n++
+			c := keep
+			if n%2 == 0 {
+				c = fresh
+			}
+			wg.Add(1)
+			go do(c, cfg.URL+"/", true)
+		case <-slowC:
+			wg.Add(1)
+			go do(keep, slowURL, false)
+		}
+	}
+	wg.Wait()
+	sort.Slice(res.Latencies, func(i, j int) bool { return res.Latencies[i] < res.Latencies[j] })
+	return res
+}
+
+// post sends one POST and returns its latency, the pid that answered, and
+// whether the transport used more than one connection for it.
+func post(c *http.Client, url string) (time.Duration, int, bool, error) {
+	conns := 0
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns++ }}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte("ping")))
+	if err != nil {
+		return 0, 0, false, err
+	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, 0, conns > 1, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lat := time.Since(start)
+	if err != nil {
+		return 0, 0, conns > 1, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return 0, 0, conns > 1, &statusError{resp.StatusCode}
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(body), "pid=")))
+	return lat, pid, conns > 1, nil
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
+
+// classify names the class of a failed request.
+func classify(err error) string {
+	var se *statusError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return se.Error()
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "ECONNREFUSED"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "ECONNRESET"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "EOF"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "other"
+}

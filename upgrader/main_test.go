@@ -1,0 +1,309 @@
+package upgrader_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// serverBin is examples/httpserver, built once for all tests.
+var serverBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "handoff-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	serverBin = filepath.Join(dir, "httpserver")
+	build := exec.Command("go", "build", "-o", serverBin, "../examples/httpserver")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building examples/httpserver:", err)
+		os.Exit(1)
+	}
+	// Generations whose parent exited are re-parented to this process, so
+	// that the tests can see them exit and reap them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is one run of examples/httpserver: its first generation and the
+// ones that follow.
+type server struct {
+	t       *testing.T
+	dir     string
+	bin     string // the path generations exec; tests may replace the file
+	addr    string
+	pidfile string
+	logPath string
+	cmd     *exec.Cmd
+	seen    map[int]bool // every generation pid seen in the pid file
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// copyBin copies the server binary to dst, through a temporary file and a
+// rename, as a deploy would.
+func copyBin(t *testing.T, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(serverBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeExec(t, dst, b)
+}
+
+func writeExec(t *testing.T, dst string, b []byte) {
+	t.Helper()
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startServer starts examples/httpserver with args after -addr and -pidfile,
+// env added to the environment, and waits until it serves.
+func startServer(t *testing.T, env []string, args ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "app"), pidfile: filepath.Join(dir, "app.pid"),
+		logPath: filepath.Join(dir, "log"), seen: map[int]bool{}}
+	copyBin(t, s.bin)
+	s.addr = freeAddr(t)
+	hasAddr := false
+	for _, a := range args {
+		hasAddr = hasAddr || a == "-addr"
+	}
+	full := []string{"-pidfile", s.pidfile}
+	if !hasAddr {
+		full = append(full, "-addr", s.addr)
+	}
+	full = append(full, args...)
+	logf, err := os.Create(s.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	s.cmd = exec.Command(s.bin, full...)
+	s.cmd.Dir = dir
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.Env = append(os.Environ(), env...)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.cleanup)
+	s.waitPid(0, 10*time.Second)
+	return s
+}
+
+// pid returns the pid in the pid file, or 0.
+func (s *server) pid() int {
+	b, err := os.ReadFile(s.pidfile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// waitPid waits until the pid file names a pid other than old and returns it.
+func (s *server) waitPid(old int, timeout time.Duration) int {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p := s.pid(); p != 0 && p != old {
+			s.seen[p] = true
+			return p
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Fatalf("pid file still says %d after %v; log:\n%s", old, timeout, s.log())
+	return 0
+}
+
+// signal sends sig to the generation in the pid file.
+func (s *server) signal(sig syscall.Signal) int {
+	s.t.Helper()
+	p := s.pid()
+	if p == 0 {
+		s.t.Fatal("no pid file")
+	}
+	if err := syscall.Kill(p, sig); err != nil {
+		s.t.Fatalf("kill -%v %d: %v", sig, p, err)
+	}
+	return p
+}
+
+func (s *server) log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+// waitLog waits until the log has a line containing every one of words.
+func (s *server) waitLog(timeout time.Duration, words ...string) string {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if line := findLine(s.log(), words...); line != "" {
+			return line
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("no log line with %q after %v; log:\n%s", words, timeout, s.log())
+	return ""
+}
+
+func findLine(log string, words ...string) string {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+next:
+	for sc.Scan() {
+		for _, w := range words {
+			if !strings.Contains(sc.Text(), w) {
+				continue next
+			}
+		}
+		return sc.Text()
+	}
+	return ""
+}
+
+// countLines counts the log lines containing every one of words.
+func countLines(log string, words ...string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(line, w)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// stop sends SIGTERM to the current generation and waits for every
+// generation to exit; the first generation, started by the test, must exit 0.
+func (s *server) stop() {
+	s.t.Helper()
+	if p := s.pid(); p != 0 && alive(p) {
+		_ = syscall.Kill(p, syscall.SIGTERM)
+	}
+	first := s.cmd.Process.Pid
+	for p := range s.seen {
+		if p != first && !waitGone(p, 15*time.Second) {
+			s.t.Errorf("generation pid %d still running after stop", p)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		// The first generation exits 0 whether it handed over or stopped.
+		if err != nil {
+			s.t.Errorf("first generation pid %d: %v", first, err)
+		}
+	case <-time.After(15 * time.Second):
+		s.t.Errorf("first generation pid %d still running after stop", first)
+	}
+}
+
+func (s *server) cleanup() {
+	for p := range s.seen {
+		if alive(p) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+	if s.cmd.ProcessState == nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+	for p := range s.seen {
+		reap(p)
+	}
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// waitGone waits until pid has exited, reaping it if it is our child.
+func waitGone(pid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if !alive(pid) {
+			reap(pid)
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+func reap(pid int) {
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+}
+
+// children returns the pids whose parent is ppid.
+func children(ppid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) && f[0] != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

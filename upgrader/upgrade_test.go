@@ -1,0 +1,220 @@
+package upgrader_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+)
+
+// TestUpgradesUnderLoad sends 20 SIGHUPs to a server under a constant-rate
+// POST load, over keep-alive and fresh connections, with 2 s requests in
+// flight, and checks that no request failed or was retried, that every
+// generation answered and exited, and that nothing is left behind.
+func TestUpgradesUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: 20 upgrades under load")
+	}
+	const upgrades = 20
+	s := startServer(t, nil, "-drain-timeout", "10s", "-idle-grace", "500ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
+	}()
+	time.Sleep(500 * time.Millisecond)
+	pid := s.pid()
+	for i := 0; i < upgrades; i++ {
+		old := s.signal(syscall.SIGHUP)
+		pid = s.waitPid(old, 30*time.Second)
+		// Let the new generation serve a while before the next SIGHUP,
+		// which waits anyway until this one's predecessor has drained.
+		time.Sleep(300 * time.Millisecond)
+	}
+	time.Sleep(2500 * time.Millisecond) // the last generation serves alone
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+
+	if res.Failures() != 0 {
+		t.Errorf("%d requests failed: %v %q", res.Failures(), res.Failed, res.Samples)
+	}
+	if res.Retried != 0 {
+		t.Errorf("%d requests were silently retried by the client", res.Retried)
+	}
+	if len(s.seen) != upgrades+1 {
+		t.Errorf("saw %d generations in the pid file, want %d", len(s.seen), upgrades+1)
+	}
+	for p := range s.seen {
+		if res.Pids[p] == 0 {
+			t.Errorf("generation pid %d answered no request", p)
+		}
+	}
+	if len(res.Pids) != upgrades+1 {
+		t.Errorf("%d distinct pids answered, want %d: %v", len(res.Pids), upgrades+1, res.Pids)
+	}
+	// Every generation but the newest has exited.
+	for p := range s.seen {
+		if p == pid {
+			continue
+		}
+		if p == s.cmd.Process.Pid { // our child: s.stop reaps it
+			if alive(p) {
+				t.Errorf("first generation pid %d has not exited", p)
+			}
+		} else if !waitGone(p, 15*time.Second) {
+			t.Errorf("old generation pid %d has not exited", p)
+		}
+	}
+	if n := countLines(s.log(), "drain cut short"); n != 0 {
+		t.Errorf("%d drains were cut short:\n%s", n, s.log())
+	}
+	s.stop()
+	if left := children(os.Getpid()); len(left) > 0 {
+		t.Errorf("processes left behind: %v", left)
+	}
+}
+
+// TestFailedUpgradeKeepsServing replaces the binary with a missing file, one
+// that crashes at start, and one that never becomes ready, and checks that
+// each upgrade fails with its reason while the old generation serves on.
+func TestFailedUpgradeKeepsServing(t *testing.T) {
+	s := startServer(t, nil, "-upgrade-timeout", "1500ms", "-idle-grace", "300ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 100}) }()
+	first := s.pid()
+	good, err := os.ReadFile(s.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name    string
+		install func()
+		want    []string
+	}{
+		{"missing binary", func() { os.Remove(s.bin) }, []string{"new binary could not be started", "no such file"}},
+		{"crash at start", func() {
+			writeExec(t, s.bin, []byte("#!/bin/sh\necho 'config: bad value for port' >&2\nexit 3\n"))
+		}, []string{"exited before it was ready", "exit status 3", "config: bad value for port"}},
+		{"never ready", func() {
+			writeExec(t, s.bin, []byte("#!/bin/sh\necho 'waiting for the database' >&2\nexec sleep 30\n"))
+		}, []string{"not ready in time", "waiting for the database"}},
+	}
+	for i, c := range cases {
+		c.install()
+		s.signal(syscall.SIGHUP)
+		deadline := time.Now().Add(10 * time.Second)
+		for countLines(s.log(), "upgrade failed; still serving") < i+1 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := countLines(s.log(), "upgrade failed; still serving"); got != i+1 {
+			t.Fatalf("%s: %d failure lines, want %d:\n%s", c.name, got, i+1, s.log())
+		}
+		line := lastLine(s.log(), "upgrade failed; still serving")
+		for _, w := range c.want {
+			if !strings.Contains(line, w) {
+				t.Errorf("%s: failure line lacks %q: %s", c.name, w, line)
+			}
+		}
+		if p := s.pid(); p != first {
+			t.Fatalf("%s: pid file changed to %d", c.name, p)
+		}
+		resp, err := http.Post("http://"+s.addr+"/", "text/plain", nil)
+		if err != nil {
+			t.Fatalf("%s: old generation does not serve: %v", c.name, err)
+		}
+		resp.Body.Close()
+	}
+
+	// A good binary again: the upgrade goes through.
+	writeExec(t, s.bin, good)
+	s.signal(syscall.SIGHUP)
+	second := s.waitPid(first, 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	if res.Pids[first] == 0 || res.Pids[second] == 0 {
+		t.Errorf("want answers from %d and %d, got %v", first, second, res.Pids)
+	}
+	s.stop()
+	// The never-ready child was killed, not left behind.
+	if left := children(os.Getpid()); len(left) > 0 {
+		t.Errorf("processes left behind: %v", left)
+	}
+}
+
+func lastLine(log string, words ...string) string {
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if findLine(lines[i], words...) != "" {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
+// TestHUPDuringDrainIsCarriedOut sends SIGHUPs to a generation whose
+// predecessor is still draining a long request: one upgrade follows as soon
+// as the predecessor has exited, and the log says what it waited for.
+func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
+	s := startServer(t, nil, "-idle-grace", "200ms")
+	first := s.pid()
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+s.addr+"/slow?d=3s", "text/plain", nil)
+		if err != nil {
+			slow <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 64)
+		n, _ := resp.Body.Read(b)
+		slow <- strings.TrimSpace(string(b[:n]))
+	}()
+	time.Sleep(300 * time.Millisecond) // the slow request is in flight
+	s.signal(syscall.SIGHUP)
+	second := s.waitPid(first, 10*time.Second)
+	for i := 0; i < 3; i++ {
+		s.signal(syscall.SIGHUP)
+		time.Sleep(50 * time.Millisecond)
+	}
+	line := s.waitLog(5*time.Second, "upgrade waits for the previous generation")
+	for _, w := range []string{"prev_pid=" + itoa(first), "prev_conns=1", "prev_deadline="} {
+		if !strings.Contains(line, w) {
+			t.Errorf("wait line lacks %q: %s", w, line)
+		}
+	}
+	if !alive(first) {
+		t.Fatalf("first generation exited before its slow request finished")
+	}
+	third := s.waitPid(second, 15*time.Second)
+	if got := <-slow; got != "pid="+itoa(first) {
+		t.Errorf("slow request: %q, want pid=%d", got, first)
+	}
+	if alive(first) {
+		t.Errorf("third generation %d started while the first %d still ran", third, first)
+	}
+	// The three SIGHUPs made one upgrade.
+	time.Sleep(time.Second)
+	if p := s.pid(); p != third {
+		t.Errorf("pid file says %d, want %d: the queued SIGHUPs made more than one upgrade", p, third)
+	}
+	if n := countLines(s.log(), "msg=\"new generation ready\""); n != 2 {
+		t.Errorf("%d upgrades, want 2:\n%s", n, s.log())
+	}
+	s.stop()
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
