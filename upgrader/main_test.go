@@ -95,6 +95,21 @@ func writeExec(t *testing.T, dst string, b []byte) {
 // env added to the environment, and waits until it serves.
 func startServer(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
+	s := launch(t, env, nil, args...)
+	s.waitPid(0, 10*time.Second)
+	return s
+}
+
+// launch starts examples/httpserver, behind the command prefix if any, and
+// does not wait.
+func launch(t *testing.T, env, prefix []string, args ...string) *server {
+	t.Helper()
+	return launchWith(t, env, nil, prefix, args...)
+}
+
+// launchWith is launch with extra files, which the program gets as fds 3 on.
+func launchWith(t *testing.T, env []string, files []*os.File, prefix []string, args ...string) *server {
+	t.Helper()
 	dir := t.TempDir()
 	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "app"), pidfile: filepath.Join(dir, "app.pid"),
 		logPath: filepath.Join(dir, "log"), seen: map[int]bool{}}
@@ -114,15 +129,16 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	s.cmd = exec.Command(s.bin, full...)
+	argv := append(append(append([]string{}, prefix...), s.bin), full...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.ExtraFiles = files
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.cleanup)
-	s.waitPid(0, 10*time.Second)
 	return s
 }
 
