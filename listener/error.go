@@ -2,7 +2,10 @@ package listener
 
 import (
 	"errors"
+	"strconv"
+	"strings"
 	"syscall"
+	"unicode"
 )
 
 // Error describes why an address could not be parsed or opened.
@@ -17,7 +20,11 @@ type Error struct {
 
 // Error returns one line: "listener: ADDR: CAUSE — HINT".
 func (e *Error) Error() string {
-	msg := "listener: " + e.Addr + ": " + short(e.Err)
+	addr := e.Addr
+	if addr == "" || strings.IndexFunc(addr, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
+		addr = strconv.Quote(addr)
+	}
+	msg := "listener: " + addr + ": " + short(e.Err)
 	if e.Hint != "" {
 		msg += " — " + e.Hint
 	}
