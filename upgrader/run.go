@@ -31,6 +31,8 @@ func (u *Upgrader) run() {
 		killC      <-chan time.Time
 		stopping   bool
 		stops      int // stop signals received
+		waitLogC   <-chan time.Time
+		waitLogDue bool
 		stopC      = u.stopC
 	)
 	answer := func(err error) {
@@ -116,7 +118,9 @@ func (u *Upgrader) run() {
 			}
 
 		case <-u.statC:
-			waitLogged = waitLogged && killC != nil
+
+		case <-waitLogC:
+			waitLogC, waitLogDue = nil, true
 
 		case <-killC:
 			killC = nil
@@ -141,15 +145,22 @@ func (u *Upgrader) run() {
 			continue
 		}
 		if parentGone != nil {
-			if !waitLogged {
+			st := u.parentStat.Load()
+			if st != nil && killTimer == nil {
+				killTimer = time.NewTimer(time.Until(st.deadline) + parentKillGrace)
+				killC = killTimer.C
+			}
+			if st == nil && waitLogC == nil && !waitLogged {
+				// The predecessor reports its drain within moments of our
+				// Ready; give it that long before logging without it.
+				waitLogC = time.After(time.Second)
+				continue
+			}
+			if !waitLogged && (st != nil || waitLogDue) {
 				waitLogged = true
 				args := []any{"prev_pid", u.parentPid}
-				if st := u.parentStat.Load(); st != nil {
+				if st != nil {
 					args = append(args, "prev_conns", st.conns, "prev_deadline", st.deadline.Format(time.RFC3339))
-					if killTimer == nil {
-						killTimer = time.NewTimer(time.Until(st.deadline) + parentKillGrace)
-						killC = killTimer.C
-					}
 				}
 				u.log.Info("upgrade waits for the previous generation to finish draining", args...)
 			}
