@@ -22,10 +22,14 @@ func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 	return u.Run(d)
 }
 
-// NewDrainer returns a Drainer with the Upgrader's idle grace and logger, for
-// use with Run.
+// NewDrainer returns a Drainer with the Upgrader's idle grace, logger and
+// OnDrain hook, for use with Run.
 func (u *Upgrader) NewDrainer() *Drainer {
-	return NewDrainer(u.opts.IdleGrace, u.log)
+	d := NewDrainer(u.opts.IdleGrace, u.log)
+	if u.opts.OnDrain != nil {
+		d.OnDrain(u.opts.OnDrain)
+	}
+	return d
 }
 
 // Run is Serve for servers already started with d.Serve: it marks the

@@ -87,14 +87,22 @@ func (u *Upgrader) startNext() attemptResult {
 	// tableflip.Upgrade returns only then.
 	pidC := make(chan int, 1)
 	go func() {
-		f, err := parent.recv(time.Now().Add(u.opts.UpgradeTimeout + time.Second))
-		if err == nil && len(f) == 2 && f[0] == "ready" {
-			if pid, err := strconv.Atoi(f[1]); err == nil {
+		deadline := time.Now().Add(u.opts.UpgradeTimeout + time.Second)
+		for {
+			f, err := parent.recv(deadline)
+			if err != nil || len(f) != 2 {
+				pidC <- 0
+				return
+			}
+			pid, _ := strconv.Atoi(f[1])
+			switch f[0] {
+			case "started":
+				u.log.Info("new generation started", "child_pid", pid)
+			case "ready":
 				pidC <- pid
 				return
 			}
 		}
-		pidC <- 0
 	}()
 	err = u.tf.Upgrade()
 	os.Stderr = realStderr

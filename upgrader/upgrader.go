@@ -53,6 +53,10 @@ type Options struct {
 	// NoSignals, if true, leaves SIGHUP, SIGTERM and SIGINT alone; the caller
 	// then drives the Upgrader with Upgrade and Stop.
 	NoSignals bool
+	// OnDrain, if set, is called in its own goroutine when Serve begins to
+	// drain: the place to tell WebSocket and other hijacked connections to
+	// finish. Serve waits for them until DrainTimeout.
+	OnDrain func()
 	// WatchdogCheck, if set, is called before each watchdog ping; an error
 	// skips the ping, so that systemd's WatchdogSec= catches a generation
 	// that is alive but not working.
@@ -188,6 +192,7 @@ func (u *Upgrader) adopt() error {
 	usec, _ := strconv.ParseInt(fields[2], 10, 64)
 	u.watchdog = time.Duration(usec) * time.Microsecond
 	u.parentCtl = c
+	_ = c.send("started %d", os.Getpid())
 	if f, err := u.tf.Fds.File(stderrName); err == nil && f != nil {
 		u.trueStderr = f
 	}
