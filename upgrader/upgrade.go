@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/linetail"
 	"github.com/handoff-dev/handoff/systemd"
 )
 
@@ -80,7 +81,7 @@ func (u *Upgrader) startNext() attemptResult {
 	}
 	stderrMu.Lock()
 	realStderr := os.Stderr
-	tl := newTail(pr, realStderr)
+	tl := linetail.New(pr, realStderr, 5)
 	// tableflip gives the child os.Stderr as its fd 2 when it forks.
 	os.Stderr = pw
 	// Learn the child's pid as soon as it is ready, concurrently, since
@@ -113,11 +114,11 @@ func (u *Upgrader) startNext() attemptResult {
 		// The child is dead (tableflip killed it on timeout): its end of the
 		// pipe closes, and the tail has the last words.
 		select {
-		case <-tl.done:
+		case <-tl.Done():
 		case <-time.After(time.Second):
 		}
 		parent.close()
-		return attemptResult{err: &UpgradeError{Kind: classify(err), Cause: err, Stderr: tl.last()}}
+		return attemptResult{err: &UpgradeError{Kind: classify(err), Cause: err, Stderr: tl.Last()}}
 	}
 	var pid int
 	select {

@@ -1,0 +1,268 @@
+package daemon
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/listener"
+)
+
+// ErrUsage marks an error in the command line; the command exits 2.
+var ErrUsage = errors.New("usage")
+
+// usageError is a command-line error: one line, exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Is(target error) bool {
+	return target == ErrUsage
+}
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Listen is one --listen flag: a socket and the name the program sees in
+// LISTEN_FDNAMES.
+type Listen struct {
+	Name string
+	Addr listener.Addr
+}
+
+// Config is what `handoff run` was asked to do.
+type Config struct {
+	Listens      []Listen
+	Ready        ReadyMode
+	ReadyTimeout time.Duration
+	DrainTimeout time.Duration
+	StopSignal   syscall.Signal
+	Bake         time.Duration
+	MaxDraining  int
+	PIDFile      string
+	Control      string
+	// Credential, if set, is the user and group the program runs as.
+	Credential *syscall.Credential
+	UserName   string
+	Program    string // as resolved in PATH
+	Args       []string
+}
+
+// Defaults of `handoff run`.
+const (
+	DefaultReadyTimeout = 60 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultMaxDraining  = 3
+)
+
+const runUsage = `Usage: handoff run [flags] -- PROGRAM [ARGS...]
+
+Runs PROGRAM with the listening sockets as fds 3.. (LISTEN_FDS, LISTEN_FDNAMES,
+LISTEN_PID, as systemd's socket activation does), and on SIGHUP or
+'handoff reload' starts a new generation of it with the same sockets, stopping
+the old one only once the new one is ready. No request is refused meanwhile.
+
+Example:
+  handoff run --listen web=127.0.0.1:8080 --ready notify -- /usr/local/bin/app -config /etc/app.toml
+
+Flags:
+`
+
+// parseRun parses the arguments of `handoff run`.
+func parseRun(args []string, stderr io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("handoff run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg := &Config{}
+	var listens []string
+	fs.Func("listen", "`[NAME=]ADDR` to listen on; repeatable. ADDR: HOST:PORT, :PORT, tcp6://[::1]:PORT,\n"+
+		"unix:///run/app.sock?mode=0660, udp://HOST:PORT or systemd:NAME. NAME (default: the ADDR's\n"+
+		"systemd name, else \"listen<N>\") goes to LISTEN_FDNAMES. Example: --listen web=:8080.\n"+
+		"Without --listen, every socket systemd passed to handoff is passed on, with its name.", func(s string) error {
+		listens = append(listens, s)
+		return nil
+	})
+	ready := fs.String("ready", "notify", "when a generation is ready: `MODE` is notify (it sends READY=1 to its NOTIFY_SOCKET),\n"+
+		"http://HOST:PORT/PATH (answers 2xx), tcp://HOST:PORT (accepts), or delay:DURATION.\n"+
+		"Example: --ready delay:2s. An http or tcp address must be one the new generation serves\n"+
+		"alone, not one of the --listen sockets, which the old generation also serves.")
+	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", DefaultReadyTimeout, "a generation not ready within this is killed, and the reload fails. Example: --ready-timeout 30s")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "after the stop signal, a generation has this long to exit before SIGKILL. Example: --drain-timeout 10s")
+	stop := fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
+	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it;\nif the new one dies meanwhile, the reload fails and the old one serves on. Example: --bake 10s")
+	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
+	fs.StringVar(&cfg.PIDFile, "pidfile", "", "write handoff's own pid to this `PATH`. Example: --pidfile /run/app/handoff.pid")
+	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
+	userName := fs.String("user", "", "run the program as this `USER` (handoff binds as root first). Example: --user www-data")
+	groupName := fs.String("group", "", "run the program with this `GROUP` (default: the user's). Example: --group www-data")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, runUsage)
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return nil, flag.ErrHelp
+		}
+		return nil, usagef("handoff run: %v — see 'handoff run --help'", err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return nil, usagef("handoff run: no program given — put it after --, as in: handoff run --listen :8080 -- /usr/local/bin/app")
+	}
+	prog, err := lookProgram(rest[0])
+	if err != nil {
+		return nil, err
+	}
+	cfg.Program, cfg.Args = prog, rest[1:]
+
+	for i, s := range listens {
+		l, err := parseListen(s, i)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Listens = append(cfg.Listens, l)
+	}
+	seen := map[string]bool{}
+	for _, l := range cfg.Listens {
+		if seen[l.Addr.String()] {
+			return nil, usagef("handoff run: --listen %s given twice", l.Addr)
+		}
+		seen[l.Addr.String()] = true
+	}
+	if cfg.Ready, err = parseReady(*ready); err != nil {
+		return nil, err
+	}
+	if cfg.StopSignal, err = parseSignal(*stop); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.ReadyTimeout <= 0:
+		return nil, usagef("handoff run: --ready-timeout must be positive, as in --ready-timeout 30s")
+	case cfg.DrainTimeout <= 0:
+		return nil, usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
+	case cfg.Bake < 0:
+		return nil, usagef("handoff run: --bake must not be negative")
+	case cfg.MaxDraining < 1:
+		return nil, usagef("handoff run: --max-draining must be at least 1")
+	}
+	if cfg.Control == "" {
+		cfg.Control = DefaultControl()
+	}
+	if *userName != "" || *groupName != "" {
+		if cfg.Credential, err = credential(*userName, *groupName); err != nil {
+			return nil, err
+		}
+		cfg.UserName = *userName
+	}
+	return cfg, nil
+}
+
+func parseListen(s string, i int) (Listen, error) {
+	name, addr := "", s
+	if k, v, ok := strings.Cut(s, "="); ok && !strings.Contains(k, ":") && !strings.Contains(k, "/") {
+		name, addr = k, v
+	}
+	a, err := listener.Parse(addr)
+	if err != nil {
+		return Listen{}, usagef("handoff run: --listen %s: %v", s, err)
+	}
+	if name == "" {
+		name = "listen" + strconv.Itoa(i)
+		if a.Network == "systemd" {
+			name = a.Address
+		}
+	}
+	if strings.ContainsAny(name, ": \t\n") || len(name) > 255 {
+		return Listen{}, usagef("handoff run: --listen %s: NAME %q may not contain ':' or spaces", s, name)
+	}
+	return Listen{Name: name, Addr: a}, nil
+}
+
+func lookProgram(p string) (string, error) {
+	if strings.Contains(p, "/") {
+		fi, err := os.Stat(p)
+		switch {
+		case err != nil:
+			return "", usagef("handoff run: program %s: %v — give the path of an executable", p, errors.Unwrap(err))
+		case fi.IsDir() || fi.Mode()&0o111 == 0:
+			return "", usagef("handoff run: program %s is not executable — chmod +x it", p)
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", usagef("handoff run: program %s: %v", p, err)
+		}
+		return abs, nil
+	}
+	path, err := execLookPath(p)
+	if err != nil {
+		return "", usagef("handoff run: program %q not found in PATH — give its full path", p)
+	}
+	return path, nil
+}
+
+var signals = map[string]syscall.Signal{
+	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "HUP": syscall.SIGHUP, "WINCH": syscall.SIGWINCH,
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if sig, ok := signals[name]; ok {
+		return sig, nil
+	}
+	return 0, usagef("handoff run: --stop-signal %s: unknown signal — use TERM, INT, QUIT, USR1, USR2, HUP or WINCH", s)
+}
+
+func credential(userName, groupName string) (*syscall.Credential, error) {
+	var uid, gid uint64
+	if userName != "" {
+		u, err := user.Lookup(userName)
+		if err != nil {
+			return nil, usagef("handoff run: --user %s: no such user — create it or choose another", userName)
+		}
+		uid, _ = strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ = strconv.ParseUint(u.Gid, 10, 32)
+	} else {
+		uid = uint64(os.Getuid())
+		gid = uint64(os.Getgid())
+	}
+	if groupName != "" {
+		g, err := user.LookupGroup(groupName)
+		if err != nil {
+			return nil, usagef("handoff run: --group %s: no such group — create it or choose another", groupName)
+		}
+		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+	}
+	if os.Getuid() != 0 && (uid != uint64(os.Getuid()) || gid != uint64(os.Getgid())) {
+		return nil, usagef("handoff run: --user/--group need handoff to run as root")
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+// DefaultControl is the control socket path used when --control is not
+// given: control.sock in $RUNTIME_DIRECTORY (set by systemd's
+// RuntimeDirectory=), else /run/handoff/control.sock as root, else in
+// $XDG_RUNTIME_DIR or the temporary directory.
+func DefaultControl() string {
+	if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
+		first, _, _ := strings.Cut(rd, ":")
+		return filepath.Join(first, "control.sock")
+	}
+	if os.Getuid() == 0 {
+		return "/run/handoff/control.sock"
+	}
+	if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
+		return filepath.Join(x, "handoff", "control.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("handoff-%d", os.Getuid()), "control.sock")
+}

@@ -1,0 +1,32 @@
+// Package daemon is `handoff run`: it holds the listening sockets and runs a
+// program, in any language, as successive generations, handing the sockets
+// to each through the systemd socket-activation protocol (LISTEN_FDS,
+// LISTEN_FDNAMES, LISTEN_PID), so that a program that supports socket
+// activation gets zero-downtime restarts unchanged.
+//
+// # Generations
+//
+// Each run of the program is a generation, numbered from 1. Its states, which
+// only the supervisor's goroutine changes, are:
+//
+//	starting  started with the sockets; waiting for readiness (--ready).
+//	          Ready → baking (if --bake) or serving. Exits, or not ready
+//	          within --ready-timeout → killed, failed (final).
+//	baking    ready, while the previous generation still serves for --bake.
+//	          → serving when the window ends; exits → failed (final).
+//	serving   the current generation. → draining when a newer one takes
+//	          over or on stop; exits on its own → exited (final), and a new
+//	          generation is started after a backoff.
+//	draining  sent --stop-signal; SIGKILL after --drain-timeout, or at once
+//	          when more than --max-draining generations drain. → exited.
+//	exited    final.
+//
+// A reload (SIGHUP, `handoff reload`) starts generation N+1; generation N
+// keeps serving until N+1 is ready and its bake window has passed. A reload
+// asked while one runs is queued — several make one — and carried out after.
+//
+// The supervisor's own pid never changes on a reload. SIGUSR2 upgrades
+// handoff itself through the upgrader package: a new handoff process takes
+// the sockets and starts its own generation; when it is ready, the old
+// handoff stops its generations gracefully and exits.
+package daemon
