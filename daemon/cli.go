@@ -1,0 +1,299 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/handoff-dev/handoff/listener"
+	"github.com/handoff-dev/handoff/systemd"
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+// Version is handoff's version; release builds set it with
+// -ldflags "-X github.com/handoff-dev/handoff/daemon.Version=v1.2.3".
+var Version = ""
+
+// envNextGen carries the next generation number to a new handoff on SIGUSR2.
+const envNextGen = "HANDOFF_NEXT_GEN"
+
+const mainUsage = `handoff — zero-downtime restarts for any program that accepts systemd sockets
+
+Usage:
+  handoff run [flags] -- PROGRAM [ARGS...]   hold the sockets and run PROGRAM as generations
+  handoff reload [--control PATH]            start a new generation; exit 0 once it is ready
+  handoff status [--control PATH] [--json]   show the generations and sockets
+  handoff version                            print the version
+
+Signals to 'handoff run':
+  SIGHUP           reload: new generation, then drain the old one
+  SIGTERM, SIGINT  stop every generation gracefully, then exit 0 (twice: kill them)
+  SIGUSR2          upgrade handoff itself, keeping the sockets
+
+Example:
+  handoff run --listen web=127.0.0.1:8080 -- /usr/local/bin/app
+  handoff reload
+
+Run 'handoff COMMAND --help' for a command's flags.
+`
+
+// Main runs the handoff command with args (without the program name) and
+// returns its exit status: 0 on success, 1 on a failure, 2 on a usage error.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return 2
+	}
+	switch args[0] {
+	case ShimCommand:
+		return Shim(args[1:], stderr)
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "handoff", version())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, mainUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "handoff: unknown command %q — run 'handoff --help' for the commands\n", args[0])
+	return 2
+}
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func exitFor(err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, err)
+	if errors.Is(err, ErrUsage) {
+		return 2
+	}
+	return 1
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	cfg, err := parseRun(args, stderr)
+	if err != nil {
+		return exitFor(err, stderr)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("handoff_pid", os.Getpid())
+	s, err := setup(cfg, log)
+	if err != nil {
+		return exitFor(err, stderr)
+	}
+	defer os.RemoveAll(s.runDir)
+	code := s.run()
+	// Removes the control socket and the pid file; STOPPING=1 went out when
+	// the stop began.
+	s.u.Stop()
+	log.Info("handoff exits", "status", code)
+	return code
+}
+
+// setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
+// control socket and the signals.
+func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
+	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"),
+		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second})
+	if err != nil {
+		return nil, err
+	}
+	s := &supervisor{cfg: cfg, log: log, u: u, events: make(chan any, 64), sigC: make(chan os.Signal, 16),
+		ctlC: make(chan ctlRequest), nextN: 1}
+	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
+		s.nextN = n
+		os.Unsetenv(envNextGen)
+	}
+	if s.self, err = os.Executable(); err != nil {
+		return nil, fmt.Errorf("handoff: cannot find its own binary: %w", err)
+	}
+	// The running binary, even if a new one has replaced it on disk.
+	s.self = "/proc/self/exe"
+
+	listens := cfg.Listens
+	if len(listens) == 0 {
+		for _, af := range systemd.Activated() {
+			a, _ := listener.Parse("systemd:" + af.Name)
+			listens = append(listens, Listen{Name: af.Name, Addr: a})
+		}
+		if len(listens) == 0 {
+			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
+		}
+	}
+	for _, l := range listens {
+		f, err := openSocket(u, l.Addr)
+		if err != nil {
+			return nil, err
+		}
+		s.files = append(s.files, f)
+		s.names = append(s.names, l.Name)
+		s.addrs = append(s.addrs, l.Addr.String())
+	}
+
+	if err := os.MkdirAll(filepath.Dir(cfg.Control), 0o755); err != nil {
+		return nil, fmt.Errorf("handoff: control socket directory: %w", err)
+	}
+	cln, err := u.Listen("", "unix://"+cfg.Control+"?mode=0600")
+	if err != nil {
+		return nil, fmt.Errorf("handoff: control socket: %w", err)
+	}
+	base := os.Getenv("RUNTIME_DIRECTORY")
+	base, _, _ = strings.Cut(base, ":")
+	if base == "" {
+		base = os.TempDir()
+	}
+	if s.runDir, err = os.MkdirTemp(base, "handoff-"); err != nil {
+		return nil, fmt.Errorf("handoff: run directory: %w", err)
+	}
+	// Generations running as another user must reach their notify socket.
+	if err := os.Chmod(s.runDir, 0o711); err != nil {
+		return nil, fmt.Errorf("handoff: run directory: %w", err)
+	}
+	signal.Notify(s.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	go s.serveControl(cln.(*net.UnixListener))
+	go func() { <-u.Exit(); cln.Close() }()
+	return s, nil
+}
+
+// openSocket opens a through the upgrader, so that a new handoff inherits
+// it, and returns a descriptor to pass to generations.
+func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, error) {
+	type filer interface{ File() (*os.File, error) }
+	var f filer
+	if a.Packet() {
+		pc, err := u.ListenPacket("", a.String())
+		if err != nil {
+			return nil, err
+		}
+		f, _ = pc.(filer)
+	} else {
+		ln, err := u.Listen("", a.String())
+		if err != nil {
+			return nil, err
+		}
+		f, _ = ln.(filer)
+	}
+	if f == nil {
+		return nil, fmt.Errorf("handoff: %s: cannot pass this socket on", a)
+	}
+	file, err := f.File()
+	if err != nil {
+		return nil, fmt.Errorf("handoff: %s: %w", a, err)
+	}
+	return file, nil
+}
+
+func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("handoff "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	control := fs.String("control", DefaultControl(), "control socket `PATH` of the 'handoff run' to talk to. Example: --control /run/app/control.sock")
+	fs.Usage = func() {
+		fs.SetOutput(stderr)
+		fmt.Fprintf(stderr, "Usage: handoff %s [flags]\n\nFlags:\n", name)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs, control
+}
+
+func parseClient(fs *flag.FlagSet, name string, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		return usagef("handoff %s: %v — see 'handoff %s --help'", name, err, name)
+	}
+	if fs.NArg() > 0 {
+		return usagef("handoff %s: unexpected argument %q — see 'handoff %s --help'", name, fs.Arg(0), name)
+	}
+	return nil
+}
+
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	fs, control := clientFlags("reload", stderr)
+	timeout := fs.Duration("timeout", 0, "give up waiting after this long (0: as long as the reload takes, which --ready-timeout bounds). Example: --timeout 2m")
+	if err := parseClient(fs, "reload", args); err != nil {
+		return exitFor(err, stderr)
+	}
+	var r ReloadResult
+	if err := ask(*control, "reload", *timeout, &r); err != nil {
+		fmt.Fprintln(stderr, "handoff reload:", err)
+		return 1
+	}
+	if !r.OK {
+		fmt.Fprintln(stderr, "handoff reload:", r.Error)
+		return 1
+	}
+	fmt.Fprintf(stdout, "generation %d (pid %d) ready in %d ms\n", r.Generation, r.PID, r.Millis)
+	return 0
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs, control := clientFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseClient(fs, "status", args); err != nil {
+		return exitFor(err, stderr)
+	}
+	var st Status
+	if err := ask(*control, "status", 10*time.Second, &st); err != nil {
+		fmt.Fprintln(stderr, "handoff status:", err)
+		return 1
+	}
+	if st.Error != "" {
+		fmt.Fprintln(stderr, "handoff status:", st.Error)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return 0
+	}
+	fmt.Fprintf(stdout, "handoff pid %d running %s (restarts: %d", st.PID, st.Program, st.Restarts)
+	if st.Reloading {
+		fmt.Fprint(stdout, ", reloading")
+	}
+	if st.Queued {
+		fmt.Fprint(stdout, ", reload queued")
+	}
+	fmt.Fprintln(stdout, ")")
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE")
+	for _, g := range st.Generations {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second))
+	}
+	fmt.Fprintln(tw, "\nFD\tNAME\tADDRESS\t")
+	for _, l := range st.Listeners {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t\n", l.FD, l.Name, l.Addr)
+	}
+	_ = tw.Flush()
+	return 0
+}

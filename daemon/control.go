@@ -1,0 +1,160 @@
+package daemon
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The control protocol: one JSON request per connection, one JSON reply.
+//
+//	{"cmd":"reload"}  →  ReloadResult, once the reload has ended
+//	{"cmd":"status"}  →  Status
+type ctlMessage struct {
+	Cmd string `json:"cmd"`
+}
+
+type ctlRequest struct {
+	cmd    string
+	reload chan ReloadResult
+	status chan Status
+}
+
+// Status is what `handoff status` shows.
+type Status struct {
+	PID         int         `json:"pid"`
+	Program     string      `json:"program"`
+	Generations []GenStatus `json:"generations"`
+	Listeners   []Socket    `json:"listeners"`
+	Restarts    int         `json:"restarts"`
+	Reloading   bool        `json:"reloading"`
+	Queued      bool        `json:"reload_queued"`
+	Error       string      `json:"error,omitempty"`
+}
+
+// GenStatus describes one generation.
+type GenStatus struct {
+	Generation int     `json:"generation"`
+	PID        int     `json:"pid"`
+	State      string  `json:"state"`
+	AgeSeconds float64 `json:"age_seconds"`
+}
+
+// Socket describes one socket handoff holds.
+type Socket struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	FD   int    `json:"fd"`
+}
+
+func (s *supervisor) onControl(req ctlRequest) {
+	switch req.cmd {
+	case "reload":
+		s.log.Info("reload asked", "by", "handoff reload")
+		s.askReload(req.reload)
+	case "status":
+		st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: s.restarts, Reloading: s.reloading, Queued: s.queued}
+		for _, g := range s.gens {
+			st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),
+				AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds()})
+		}
+		for i, name := range s.names {
+			st.Listeners = append(st.Listeners, Socket{Name: name, Addr: s.addrs[i], FD: 3 + i})
+		}
+		req.status <- st
+	}
+}
+
+// serveControl answers control connections on ln until it is closed.
+func (s *supervisor) serveControl(ln *net.UnixListener) {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go s.handleControl(c)
+	}
+}
+
+func (s *supervisor) handleControl(c *net.UnixConn) {
+	defer c.Close()
+	if err := checkPeer(c); err != nil {
+		s.log.Warn("control connection refused", "err", err)
+		_ = json.NewEncoder(c).Encode(ReloadResult{Error: err.Error()})
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m ctlMessage
+	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&m); err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	req := ctlRequest{cmd: m.Cmd, reload: make(chan ReloadResult, 1), status: make(chan Status, 1)}
+	var reply any
+	switch m.Cmd {
+	case "reload", "status":
+		s.ctlC <- req
+		if m.Cmd == "reload" {
+			reply = <-req.reload
+		} else {
+			reply = <-req.status
+		}
+	default:
+		reply = ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)}
+	}
+	_ = json.NewEncoder(c).Encode(reply)
+}
+
+// checkPeer admits root and the user handoff runs as.
+func checkPeer(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
+		return fmt.Errorf("uid %d may not control this handoff: only root and uid %d may", cred.Uid, os.Getuid())
+	}
+	return nil
+}
+
+// ask sends cmd to the daemon at path and decodes its reply into v. timeout
+// zero waits as long as the daemon takes (it bounds a reload itself).
+func ask(path, cmd string, timeout time.Duration, v any) error {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ECONNREFUSED) {
+			return fmt.Errorf("no handoff answers on %s — is 'handoff run' running? (--control gives another path)", path)
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("%s: permission denied — run as root or as the user handoff runs as", path)
+		}
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer c.Close()
+	if timeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+	}
+	if err := json.NewEncoder(c).Encode(ctlMessage{Cmd: cmd}); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := json.NewDecoder(c).Decode(v); err != nil {
+		return fmt.Errorf("%s: no answer: %w", path, err)
+	}
+	return nil
+}

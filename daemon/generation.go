@@ -1,0 +1,263 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/linetail"
+)
+
+// state is a generation's state; see the package documentation.
+type state int
+
+const (
+	starting state = iota
+	baking
+	serving
+	draining
+	exited
+)
+
+func (s state) String() string {
+	return [...]string{"starting", "baking", "serving", "draining", "exited"}[s]
+}
+
+// generation is one run of the program. Only the supervisor goroutine reads
+// or writes its fields after start returns.
+type generation struct {
+	n       int
+	pid     int
+	cmd     *exec.Cmd
+	state   state
+	started time.Time
+	readyAt time.Time
+	restart bool // started to replace a generation that exited on its own
+
+	notify   *net.UnixConn
+	notifyAt string
+	stdout   *linetail.Tail
+	stderr   *linetail.Tail
+	cancel   context.CancelFunc // stops the readiness wait
+	killT    *time.Timer
+	failWhy  string // set when the supervisor killed it for not being ready
+	exitedAt time.Time
+}
+
+// events a generation's goroutines send to the supervisor.
+type (
+	genReady  struct{ g *generation }
+	genExited struct {
+		g   *generation
+		err error
+	}
+	genNotReady struct {
+		g   *generation
+		err error
+	}
+)
+
+// envStrip lists the variables of handoff's own that never reach a
+// generation: systemd's per-process ones, tableflip's, and handoff's.
+var envStrip = []string{"LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET=", "TABLEFLIP_", "HANDOFF_"}
+
+// start runs generation n of the program through the shim, with the sockets
+// as fds 3 on, and reports its readiness and exit on events.
+func (s *supervisor) start(n int) (*generation, error) {
+	g := &generation{n: n, started: time.Now()}
+	env := make([]string, 0, len(os.Environ())+3)
+	for _, kv := range os.Environ() {
+		keep := true
+		for _, p := range envStrip {
+			keep = keep && !strings.HasPrefix(kv, p)
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
+
+	var err error
+	if g.notify, g.notifyAt, err = s.notifySocket(n); err != nil {
+		return nil, err
+	}
+	env = append(env, "NOTIFY_SOCKET="+g.notifyAt)
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		g.closeNotify()
+		return nil, fmt.Errorf("generation %d: %w", n, err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		g.closeNotify()
+		return nil, fmt.Errorf("generation %d: %w", n, err)
+	}
+	cmd := exec.Command(s.self, append([]string{ShimCommand, s.cfg.Program}, s.cfg.Args...)...)
+	cmd.Args[0] = filepath.Base(s.cfg.Program)
+	cmd.Env = env
+	cmd.ExtraFiles = s.files
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = outW, errW
+	// Its own process group: a Ctrl-C at the terminal reaches handoff alone,
+	// which stops the generations in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: 0}
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		g.closeNotify()
+		return nil, fmt.Errorf("generation %d: starting %s: %w", n, s.cfg.Program, err)
+	}
+	g.cmd, g.pid = cmd, cmd.Process.Pid
+	g.stdout = linetail.New(outR, os.Stdout, 10)
+	g.stderr = linetail.New(errR, os.Stderr, 10)
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
+	g.cancel = cancel
+	exitedC := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(exitedC)
+		// Let the last lines it printed reach the tails.
+		for _, t := range []*linetail.Tail{g.stdout, g.stderr} {
+			select {
+			case <-t.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		s.events <- genExited{g, err}
+	}()
+	go func() {
+		defer cancel()
+		err := s.waitReady(ctx, g, exitedC)
+		switch {
+		case err == nil:
+			s.events <- genReady{g}
+		case errors.Is(err, errGenExited):
+		default:
+			s.events <- genNotReady{g, err}
+		}
+	}()
+	return g, nil
+}
+
+var errGenExited = errors.New("exited")
+
+// waitReady returns nil once g is ready by the configured mode, errGenExited
+// if it exits first, or ctx's error.
+func (s *supervisor) waitReady(ctx context.Context, g *generation, exitedC <-chan struct{}) error {
+	readyC := make(chan error, 1)
+	if s.cfg.Ready.Kind == "notify" {
+		go func() { readyC <- readNotify(ctx, g.notify) }()
+	} else {
+		go func() { readyC <- s.cfg.Ready.probe(ctx) }()
+	}
+	select {
+	case err := <-readyC:
+		select {
+		case <-exitedC:
+			return errGenExited
+		default:
+		}
+		return err
+	case <-exitedC:
+		return errGenExited
+	}
+}
+
+// readNotify waits for READY=1 on a generation's notify socket.
+func readNotify(ctx context.Context, conn *net.UnixConn) error {
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if line == "READY=1" {
+				return nil
+			}
+		}
+	}
+}
+
+// notifySocket creates generation n's NOTIFY_SOCKET, writable by the user
+// the program runs as.
+func (s *supervisor) notifySocket(n int) (*net.UnixConn, string, error) {
+	path := filepath.Join(s.runDir, fmt.Sprintf("gen-%d.notify", n))
+	_ = os.Remove(path)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, "", fmt.Errorf("generation %d: notify socket: %w", n, err)
+	}
+	if c := s.cfg.Credential; c != nil {
+		if err := os.Chown(path, int(c.Uid), int(c.Gid)); err != nil {
+			conn.Close()
+			return nil, "", fmt.Errorf("generation %d: notify socket: %w", n, err)
+		}
+	}
+	return conn, path, nil
+}
+
+func (g *generation) closeNotify() {
+	if g.notify != nil {
+		g.notify.Close()
+		os.Remove(g.notifyAt)
+		g.notify = nil
+	}
+}
+
+// signal sends sig to the generation's process group, so that a shell
+// wrapper and its children hear it too.
+func (g *generation) signal(sig syscall.Signal) {
+	if g.pid > 0 {
+		_ = unix.Kill(-g.pid, sig)
+	}
+}
+
+// lastLines returns the last lines the generation printed, stderr first.
+func (g *generation) lastLines() []string {
+	lines := g.stderr.Last()
+	if len(lines) == 0 {
+		lines = g.stdout.Last()
+	}
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return lines
+}
+
+// describeExit says how a generation's process ended.
+func describeExit(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "killed by signal " + unix.SignalName(ws.Signal())
+		}
+		return fmt.Sprintf("exit status %d", ee.ExitCode())
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "exit status 0"
+}
