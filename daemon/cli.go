@@ -210,23 +210,25 @@ func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, error) {
 	return file, nil
 }
 
+var clientHelp = map[string]string{
+	"reload": "Starts a new generation of the program and waits: exits 0 once it is ready,\n1 with the reason if it failed (the old generation then serves on).\nWorks as ExecReload= of a Type=notify unit.\n\nExample:\n  handoff reload --control /run/app/control.sock",
+	"status": "Shows handoff's generations (pid, state, age), restarts and sockets.\n\nExample:\n  handoff status --json",
+}
+
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("handoff "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	control := fs.String("control", DefaultControl(), "control socket `PATH` of the 'handoff run' to talk to. Example: --control /run/app/control.sock")
-	fs.Usage = func() {
-		fs.SetOutput(stderr)
-		fmt.Fprintf(stderr, "Usage: handoff %s [flags]\n\nFlags:\n", name)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
+	fs.Usage = func() {}
 	return fs, control
 }
 
-func parseClient(fs *flag.FlagSet, name string, args []string) error {
+func parseClient(fs *flag.FlagSet, name string, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			fmt.Fprintf(stderr, "Usage: handoff %s [flags]\n\n%s\n\nFlags:\n", name, clientHelp[name])
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
 			return flag.ErrHelp
 		}
 		return usagef("handoff %s: %v — see 'handoff %s --help'", name, err, name)
@@ -240,7 +242,7 @@ func parseClient(fs *flag.FlagSet, name string, args []string) error {
 func cmdReload(args []string, stdout, stderr io.Writer) int {
 	fs, control := clientFlags("reload", stderr)
 	timeout := fs.Duration("timeout", 0, "give up waiting after this long (0: as long as the reload takes, which --ready-timeout bounds). Example: --timeout 2m")
-	if err := parseClient(fs, "reload", args); err != nil {
+	if err := parseClient(fs, "reload", args, stderr); err != nil {
 		return exitFor(err, stderr)
 	}
 	var r ReloadResult
@@ -259,7 +261,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs, control := clientFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseClient(fs, "status", args); err != nil {
+	if err := parseClient(fs, "status", args, stderr); err != nil {
 		return exitFor(err, stderr)
 	}
 	var st Status

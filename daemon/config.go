@@ -102,15 +102,14 @@ func parseRun(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
 	userName := fs.String("user", "", "run the program as this `USER` (handoff binds as root first). Example: --user www-data")
 	groupName := fs.String("group", "", "run the program with this `GROUP` (default: the user's). Example: --group www-data")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage)
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
+	// The flag package prints the usage on every error; print it on --help
+	// only, so that an error stays one line.
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			fmt.Fprint(stderr, runUsage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
 			return nil, flag.ErrHelp
 		}
 		return nil, usagef("handoff run: %v — see 'handoff run --help'", err)

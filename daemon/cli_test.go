@@ -1,0 +1,64 @@
+package daemon_test
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+// TestBadInput checks that each bad command line gets one line that says what
+// is wrong, and exit status 2.
+func TestBadInput(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"run", "--bogus", "--", "true"}, "flag provided but not defined: -bogus"},
+		{[]string{"run", "--listen", ":8080"}, "no program given"},
+		{[]string{"run", "--listen", "8080", "--", "true"}, "missing port"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--", "/nonexistent/app"}, "program /nonexistent/app"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--", "no-such-program-here"}, "not found in PATH"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--ready", "carrier-pigeon", "--", "true"}, "unknown mode"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--stop-signal", "NOPE", "--", "true"}, "unknown signal"},
+		{[]string{"run", "--", "true"}, "no socket to pass"},
+		{[]string{"reload", "extra"}, `unexpected argument "extra"`},
+	}
+	for _, c := range cases {
+		cmd := exec.Command(handoffBin, c.args...)
+		cmd.Env = append(os.Environ(), "LISTEN_FDS=", "LISTEN_PID=")
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		msg := strings.TrimSpace(string(out))
+		if code != 2 || !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+			t.Errorf("handoff %q: exit %d, %q; want exit 2 and one line with %q", c.args, code, msg, c.want)
+		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"reload", "--help"}, {"status", "--help"}} {
+		out, err := exec.Command(handoffBin, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Usage") || !strings.Contains(string(out), "xample") {
+			t.Errorf("handoff %q: %v\n%s", args, err, out)
+		}
+	}
+	out, err := exec.Command(handoffBin, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "handoff ") {
+		t.Errorf("handoff version: %v %q", err, out)
+	}
+}
+
+// TestReloadWithoutDaemon says what to do when nothing runs.
+func TestReloadWithoutDaemon(t *testing.T) {
+	out, err := exec.Command(handoffBin, "reload", "--control", t.TempDir()+"/none.sock").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "is 'handoff run' running?") {
+		t.Errorf("got %v: %s", err, out)
+	}
+}

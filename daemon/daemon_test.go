@@ -1,0 +1,252 @@
+package daemon_test
+
+import (
+	"context"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+)
+
+// TestReloadsUnderLoad reloads examples/app and examples/python-app 20 times
+// each under a constant-rate POST load with 2 s requests in flight.
+func TestReloadsUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: 20 reloads under load, twice")
+	}
+	t.Run("go", func(t *testing.T) { reloadsUnderLoad(t, nil) })
+	t.Run("python", func(t *testing.T) {
+		py, err := exec.LookPath("python3")
+		if err != nil {
+			t.Skip("python3 is not installed")
+		}
+		reloadsUnderLoad(t, []string{py, "../examples/python-app/app.py"})
+	})
+}
+
+func reloadsUnderLoad(t *testing.T, program []string) {
+	const reloads = 20
+	d := startDaemon(t, program, "--max-draining", "16")
+	handoffPid := d.cmd.Process.Pid
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
+	}()
+	time.Sleep(500 * time.Millisecond)
+	for i := 0; i < reloads; i++ {
+		out, code := d.reload()
+		if code != 0 {
+			t.Fatalf("reload %d: exit %d: %s\n%s", i+1, code, out, d.log())
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	if len(res.Pids) != reloads+1 {
+		t.Errorf("%d generations answered, want %d", len(res.Pids), reloads+1)
+	}
+	if st := d.status(); st.PID != handoffPid {
+		t.Errorf("handoff's pid changed from %d to %d", handoffPid, st.PID)
+	}
+	checkListenPID(t, d.log(), reloads+1)
+	d.stop()
+	if left := descendants(handoffPid); len(left) > 0 {
+		t.Errorf("processes left behind: %v", left)
+	}
+}
+
+var appLine = regexp.MustCompile(`app: pid=(\d+) LISTEN_PID=(\S*) LISTEN_FDNAMES=(\S*)`)
+
+// checkListenPID checks that each generation saw LISTEN_PID equal to its own
+// pid, and its socket's name.
+func checkListenPID(t *testing.T, log string, want int) {
+	t.Helper()
+	ms := appLine.FindAllStringSubmatch(log, -1)
+	if len(ms) != want {
+		t.Errorf("%d generations reported their environment, want %d", len(ms), want)
+	}
+	for _, m := range ms {
+		if m[1] != m[2] || m[3] != "web" {
+			t.Errorf("generation pid %s saw LISTEN_PID=%s LISTEN_FDNAMES=%s", m[1], m[2], m[3])
+		}
+	}
+}
+
+// TestBrokenGenerationKeepsServing installs a new program that exits 1, one
+// that never becomes ready, and one that dies in the bake window: each
+// reload exits 1 with the reason while the old generation serves on.
+func TestBrokenGenerationKeepsServing(t *testing.T) {
+	d := startDaemon(t, nil, "--ready-timeout", "2s", "--bake", "1s")
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
+	first := d.serving()
+
+	cases := []struct {
+		name   string
+		script string
+		want   []string
+	}{
+		{"exits 1", "#!/bin/sh\necho 'app: cannot open /etc/app.toml' >&2\nexit 1\n",
+			[]string{"exited before it was ready (exit status 1)", "cannot open /etc/app.toml"}},
+		{"never ready", "#!/bin/sh\necho 'app: connecting to the database' >&2\nexec sleep 30\n",
+			[]string{"was not ready within 2s", "connecting to the database"}},
+		{"dies in the bake window", "#!/bin/sh\nexec " + appBin + " -crash-after 300ms\n",
+			[]string{"died during the bake window (exit status 1)", "crashing as asked"}},
+	}
+	for _, c := range cases {
+		writeExec(t, d.prog, []byte(c.script))
+		out, code := d.reload()
+		if code != 1 {
+			t.Errorf("%s: reload exit %d, want 1: %s", c.name, code, out)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: reload output lacks %q: %s", c.name, w, out)
+			}
+		}
+		if strings.Count(out, "\n") != 0 {
+			t.Errorf("%s: reload error spans lines: %q", c.name, out)
+		}
+		if p := d.serving(); p != first {
+			t.Errorf("%s: serving pid %d, want the old %d", c.name, p, first)
+		}
+	}
+	b, _ := readFile(appBin)
+	writeExec(t, d.prog, b)
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("good reload: exit %d: %s", code, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	d.stop()
+}
+
+// TestReloadStorm sends 50 SIGHUPs in a second: the reloads asked while one
+// runs are queued, every generation but the last drains, no zombie is left,
+// and handoff holds as many descriptors as before.
+func TestReloadStorm(t *testing.T) {
+	d := startDaemon(t, nil)
+	pid := d.cmd.Process.Pid
+	fdsBefore := fdCount(pid)
+	for i := 0; i < 50; i++ {
+		_ = syscall.Kill(pid, syscall.SIGHUP)
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Settle: one generation, no reload running or queued.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := d.status()
+		if len(st.Generations) == 1 && st.Generations[0].State == "serving" && !st.Reloading && !st.Queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not settled: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	started := countLines(d.log(), `msg="generation started"`)
+	asked := countLines(d.log(), `msg="reload asked"`)
+	t.Logf("50 SIGHUPs: %d reloads asked, %d generations started", asked, started)
+	if asked != 50 {
+		t.Errorf("%d reloads asked, want 50", asked)
+	}
+	if started < 2 || started > 51 {
+		t.Errorf("%d generations started", started)
+	}
+	if z := zombies(pid); len(z) > 0 {
+		t.Errorf("zombies: %v", z)
+	}
+	if n := fdCount(pid); n != fdsBefore {
+		t.Errorf("handoff holds %d fds, %d before the storm", n, fdsBefore)
+	}
+	d.stop()
+}
+
+// TestStopDuringReload stops handoff while a new generation is starting: the
+// reload fails with a reason, a request in flight completes, everything
+// exits.
+func TestStopDuringReload(t *testing.T) {
+	d := startDaemon(t, nil)
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := http.Post("http://"+d.addr+"/slow?d=1s", "text/plain", nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = errStatus(resp.StatusCode)
+			}
+		}
+		slow <- err
+	}()
+	writeExec(t, d.prog, []byte("#!/bin/sh\nsleep 2\nexec "+appBin+"\n"))
+	type result struct {
+		out  string
+		code int
+	}
+	rc := make(chan result, 1)
+	go func() { out, code := d.reload(); rc <- result{out, code} }()
+	d.waitLog(5*time.Second, `msg="generation started"`, "gen=2")
+	d.stop()
+	r := <-rc
+	if r.code != 1 || !strings.Contains(r.out, "stopping") {
+		t.Errorf("reload during stop: exit %d: %s", r.code, r.out)
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("request in flight during the stop: %v", err)
+	}
+	if left := descendants(d.cmd.Process.Pid); len(left) > 0 {
+		t.Errorf("processes left behind: %v", left)
+	}
+}
+
+// TestCrashRestart kills the serving generation: handoff restarts it, and
+// clients wait in the backlog rather than being refused.
+func TestCrashRestart(t *testing.T) {
+	d := startDaemon(t, nil)
+	first := d.serving()
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
+	time.Sleep(300 * time.Millisecond)
+	_ = syscall.Kill(first, syscall.SIGKILL)
+	d.waitLog(10*time.Second, "generation exited on its own; restarting it")
+	deadline := time.Now().Add(10 * time.Second)
+	for d.serving() == 0 || d.serving() == first {
+		if time.Now().After(deadline) {
+			t.Fatalf("no new generation:\n%s", d.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+	if n := res.Failed["ECONNREFUSED"]; n != 0 {
+		t.Errorf("%d requests were refused while the program restarted", n)
+	}
+	if st := d.status(); st.Restarts != 1 {
+		t.Errorf("status says %d restarts, want 1", st.Restarts)
+	}
+	d.stop()
+}
+
+type errStatus int
+
+func (e errStatus) Error() string { return "HTTP " + http.StatusText(int(e)) }

@@ -1,0 +1,266 @@
+package daemon_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/daemon"
+)
+
+// handoffBin and appBin are the handoff command and examples/app, built once.
+var handoffBin, appBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "handoff-daemon-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	handoffBin, appBin = filepath.Join(dir, "handoff"), filepath.Join(dir, "app")
+	for _, b := range [][2]string{{handoffBin, ".."}, {appBin, "../examples/app"}} {
+		cmd := exec.Command("go", "build", "-o", b[0], b[1])
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", b[1], err)
+			os.Exit(1)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runningDaemon is one `handoff run` started by a test.
+type runningDaemon struct {
+	t       *testing.T
+	dir     string
+	addr    string
+	control string
+	prog    string // PROGRAM as handoff runs it; tests may replace the file
+	logPath string
+	cmd     *exec.Cmd
+	done    chan error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func writeExec(t *testing.T, dst string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".tmp", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startDaemon runs `handoff run --listen web=ADDR FLAGS -- PROGRAM ARGS`,
+// where PROGRAM is a copy of examples/app unless program is given, and waits
+// until the first generation is ready.
+func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &runningDaemon{t: t, dir: dir, addr: freeAddr(t), control: filepath.Join(dir, "control.sock"),
+		prog: filepath.Join(dir, "app"), logPath: filepath.Join(dir, "log"), done: make(chan error, 1)}
+	if program == nil {
+		b, err := os.ReadFile(appBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeExec(t, d.prog, b)
+		program = []string{d.prog}
+	}
+	args := append([]string{"run", "--control", d.control, "--listen", "web=" + d.addr}, flags...)
+	args = append(append(args, "--"), program...)
+	logf, err := os.Create(d.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(handoffBin, args...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.Dir = dir
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(d.cleanup)
+	d.waitLog(15*time.Second, `msg="generation ready"`)
+	return d
+}
+
+func (d *runningDaemon) log() string {
+	b, _ := os.ReadFile(d.logPath)
+	return string(b)
+}
+
+func (d *runningDaemon) waitLog(timeout time.Duration, words ...string) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if countLines(d.log(), words...) > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.t.Fatalf("no log line with %q after %v:\n%s", words, timeout, d.log())
+}
+
+func countLines(log string, words ...string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		ok := line != ""
+		for _, w := range words {
+			ok = ok && strings.Contains(line, w)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// reload runs `handoff reload` and returns its output and exit status.
+func (d *runningDaemon) reload() (string, int) {
+	d.t.Helper()
+	out, err := exec.Command(handoffBin, "reload", "--control", d.control).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out)), code
+}
+
+func (d *runningDaemon) status() daemon.Status {
+	d.t.Helper()
+	out, err := exec.Command(handoffBin, "status", "--json", "--control", d.control).Output()
+	if err != nil {
+		d.t.Fatalf("handoff status: %v", err)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		d.t.Fatalf("handoff status: %v: %s", err, out)
+	}
+	return st
+}
+
+// serving returns the pid of the serving generation.
+func (d *runningDaemon) serving() int {
+	for _, g := range d.status().Generations {
+		if g.State == "serving" {
+			return g.PID
+		}
+	}
+	return 0
+}
+
+// stop sends SIGTERM and waits for handoff to exit 0.
+func (d *runningDaemon) stop() {
+	d.t.Helper()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			d.t.Errorf("handoff exited with %v:\n%s", err, d.log())
+		}
+	case <-time.After(40 * time.Second):
+		d.t.Fatalf("handoff did not exit after SIGTERM:\n%s", d.log())
+	}
+}
+
+func (d *runningDaemon) cleanup() {
+	if d.cmd.ProcessState == nil {
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+	// Kill and reap whatever generation the test left.
+	for _, pid := range descendants(os.Getpid()) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			break
+		}
+	}
+}
+
+// procStat returns the state letter and parent pid of pid.
+func procStat(pid int) (string, int, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	ppid, _ := strconv.Atoi(f[1])
+	return f[0], ppid, true
+}
+
+// descendants returns the live processes below pid.
+func descendants(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, pp, ok := procStat(p); ok {
+			parent[p] = pp
+		}
+	}
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// zombies returns the children of pid that have exited but were not reaped.
+func zombies(pid int) []int {
+	var out []int
+	for _, p := range descendants(pid) {
+		if st, pp, _ := procStat(p); st == "Z" && pp == pid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func fdCount(pid int) int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(ents)
+}
