@@ -148,10 +148,11 @@ func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
 		}
 	}
 	for _, l := range listens {
-		f, err := openSocket(u, l.Addr)
+		f, sock, err := openSocket(u, l.Addr)
 		if err != nil {
 			return nil, err
 		}
+		s.sockets = append(s.sockets, sock)
 		s.files = append(s.files, f)
 		s.names = append(s.names, l.Name)
 		s.addrs = append(s.addrs, l.Addr.String())
@@ -183,31 +184,35 @@ func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
 }
 
 // openSocket opens a through the upgrader, so that a new handoff inherits
-// it, and returns a descriptor to pass to generations.
-func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, error) {
-	type filer interface{ File() (*os.File, error) }
+// it, and returns a descriptor to pass to generations, and the listener or
+// packet conn, which the caller keeps open.
+func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, io.Closer, error) {
+	type filer interface {
+		io.Closer
+		File() (*os.File, error)
+	}
 	var f filer
 	if a.Packet() {
 		pc, err := u.ListenPacket("", a.String())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		f, _ = pc.(filer)
 	} else {
 		ln, err := u.Listen("", a.String())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		f, _ = ln.(filer)
 	}
 	if f == nil {
-		return nil, fmt.Errorf("handoff: %s: cannot pass this socket on", a)
+		return nil, nil, fmt.Errorf("handoff: %s: cannot pass this socket on", a)
 	}
 	file, err := f.File()
 	if err != nil {
-		return nil, fmt.Errorf("handoff: %s: %w", a, err)
+		return nil, nil, fmt.Errorf("handoff: %s: %w", a, err)
 	}
-	return file, nil
+	return file, f, nil
 }
 
 var clientHelp = map[string]string{

@@ -145,6 +145,7 @@ func TestReloadStorm(t *testing.T) {
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
 	fdsBefore := fdCount(pid)
+	before := fdList(pid)
 	for i := 0; i < 50; i++ {
 		_ = syscall.Kill(pid, syscall.SIGHUP)
 		time.Sleep(20 * time.Millisecond)
@@ -174,7 +175,7 @@ func TestReloadStorm(t *testing.T) {
 		t.Errorf("zombies: %v", z)
 	}
 	if n := fdCount(pid); n != fdsBefore {
-		t.Errorf("handoff holds %d fds, %d before the storm", n, fdsBefore)
+		t.Errorf("handoff holds %d fds, %d before the storm: %v, before: %v", n, fdsBefore, fdList(pid), before)
 	}
 	d.stop()
 }

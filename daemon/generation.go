@@ -142,9 +142,10 @@ func (s *supervisor) start(n int) (*generation, error) {
 		}
 		s.events <- genExited{g, err}
 	}()
+	notifyConn := g.notify
 	go func() {
 		defer cancel()
-		err := s.waitReady(ctx, g, exitedC)
+		err := s.waitReady(ctx, notifyConn, exitedC)
 		switch {
 		case err == nil:
 			s.events <- genReady{g}
@@ -158,12 +159,24 @@ func (s *supervisor) start(n int) (*generation, error) {
 
 var errGenExited = errors.New("exited")
 
-// waitReady returns nil once g is ready by the configured mode, errGenExited
+// waitReady returns nil once the generation is ready by the configured mode, errGenExited
 // if it exits first, or ctx's error.
-func (s *supervisor) waitReady(ctx context.Context, g *generation, exitedC <-chan struct{}) error {
+func (s *supervisor) waitReady(ctx context.Context, notifyConn *net.UnixConn, exitedC <-chan struct{}) error {
 	readyC := make(chan error, 1)
+	notified := make(chan struct{})
+	// Read the notify socket for the generation's whole life: a program
+	// that keeps sending (STATUS=, WATCHDOG=1) must never block on a full
+	// queue.
+	go readNotify(notifyConn, notified)
 	if s.cfg.Ready.Kind == "notify" {
-		go func() { readyC <- readNotify(ctx, g.notify) }()
+		go func() {
+			select {
+			case <-notified:
+				readyC <- nil
+			case <-ctx.Done():
+				readyC <- ctx.Err()
+			}
+		}()
 	} else {
 		go func() { readyC <- s.cfg.Ready.probe(ctx) }()
 	}
@@ -180,22 +193,23 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, exitedC <-cha
 	}
 }
 
-// readNotify waits for READY=1 on a generation's notify socket.
-func readNotify(ctx context.Context, conn *net.UnixConn) error {
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
-	defer stop()
+// readNotify reads conn until it is closed, and closes ready at the first
+// READY=1.
+func readNotify(conn *net.UnixConn, ready chan<- struct{}) {
 	buf := make([]byte, 4096)
+	seen := false
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
+			return
+		}
+		if seen {
+			continue
 		}
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
-			if line == "READY=1" {
-				return nil
+			if line == "READY=1" && !seen {
+				seen = true
+				close(ready)
 			}
 		}
 	}

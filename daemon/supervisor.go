@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -45,7 +46,8 @@ type supervisor struct {
 	u      *upgrader.Upgrader
 	self   string // the binary to re-execute as the shim
 	runDir string
-	files  []*os.File // the sockets, as fds 3.. of each generation
+	files   []*os.File  // the sockets, as fds 3.. of each generation
+	sockets []io.Closer // the same sockets as listeners, held for the upgrader
 	names  []string   // their LISTEN_FDNAMES
 	addrs  []string   // their addresses, for status
 
