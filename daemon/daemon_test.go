@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -25,7 +26,11 @@ func TestReloadsUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Skip("python3 is not installed")
 		}
-		reloadsUnderLoad(t, []string{py, "../examples/python-app/app.py"})
+		app, err := filepath.Abs("../examples/python-app/app.py")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reloadsUnderLoad(t, []string{py, app})
 	})
 }
 

@@ -55,7 +55,8 @@ type runningDaemon struct {
 	prog    string // PROGRAM as handoff runs it; tests may replace the file
 	logPath string
 	cmd     *exec.Cmd
-	done    chan error
+	exited  chan struct{} // closed when handoff has exited; then waitErr is set
+	waitErr error
 }
 
 func freeAddr(t *testing.T) string {
@@ -85,7 +86,7 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 	t.Helper()
 	dir := t.TempDir()
 	d := &runningDaemon{t: t, dir: dir, addr: freeAddr(t), control: filepath.Join(dir, "control.sock"),
-		prog: filepath.Join(dir, "app"), logPath: filepath.Join(dir, "log"), done: make(chan error, 1)}
+		prog: filepath.Join(dir, "app"), logPath: filepath.Join(dir, "log"), exited: make(chan struct{})}
 	if program == nil {
 		b, err := os.ReadFile(appBin)
 		if err != nil {
@@ -107,7 +108,7 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
+	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(d.cleanup)
 	d.waitLog(15*time.Second, `msg="generation ready"`)
 	return d
@@ -185,9 +186,9 @@ func (d *runningDaemon) stop() {
 	d.t.Helper()
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-d.done:
-		if err != nil {
-			d.t.Errorf("handoff exited with %v:\n%s", err, d.log())
+	case <-d.exited:
+		if d.waitErr != nil {
+			d.t.Errorf("handoff exited with %v:\n%s", d.waitErr, d.log())
 		}
 	case <-time.After(40 * time.Second):
 		d.t.Fatalf("handoff did not exit after SIGTERM:\n%s", d.log())
@@ -195,9 +196,11 @@ func (d *runningDaemon) stop() {
 }
 
 func (d *runningDaemon) cleanup() {
-	if d.cmd.ProcessState == nil {
+	select {
+	case <-d.exited:
+	default:
 		_ = d.cmd.Process.Kill()
-		<-d.done
+		<-d.exited
 	}
 	// Kill and reap whatever generation the test left.
 	for _, pid := range descendants(os.Getpid()) {
