@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -256,3 +257,51 @@ func TestCrashRestart(t *testing.T) {
 type errStatus int
 
 func (e errStatus) Error() string { return "HTTP " + http.StatusText(int(e)) }
+
+// TestUpgradeHandoffItself sends SIGUSR2: a new handoff takes the sockets
+// and the control socket and starts its own generation; the old handoff
+// stops its generation and exits; no request fails.
+func TestUpgradeHandoffItself(t *testing.T) {
+	d := startDaemon(t, nil)
+	oldPid := d.cmd.Process.Pid
+	oldGen := d.serving()
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: time.Second, SlowEvery: 200 * time.Millisecond})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	_ = syscall.Kill(oldPid, syscall.SIGUSR2)
+	select {
+	case <-d.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the old handoff did not exit:\n%s", d.log())
+	}
+	if d.waitErr != nil {
+		t.Errorf("old handoff: %v", d.waitErr)
+	}
+	st := d.status()
+	if st.PID == oldPid || len(st.Generations) != 1 || st.Generations[0].PID == oldGen || st.Generations[0].Generation != 2 {
+		t.Fatalf("after SIGUSR2: %+v (old handoff %d, old generation %d)", st, oldPid, oldGen)
+	}
+	// The new handoff reloads as the old one did.
+	if out, code := d.reload(); code != 0 {
+		t.Errorf("reload through the new handoff: %d %s", code, out)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	_ = syscall.Kill(st.PID, syscall.SIGTERM)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(descendants(os.Getpid())) > 0 && time.Now().Before(deadline) {
+		reapAll()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left := descendants(os.Getpid()); len(left) > 0 {
+		t.Errorf("processes left behind: %v", left)
+	}
+}

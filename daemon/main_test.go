@@ -277,3 +277,14 @@ func fdList(pid int) []string {
 	}
 	return out
 }
+
+// reapAll reaps every exited child, including re-parented generations.
+func reapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
