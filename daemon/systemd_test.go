@@ -1,0 +1,167 @@
+package daemon_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestNotifyUnderSystemd checks what a Type=notify-reload unit's systemd
+// receives from handoff: READY=1 once the first generation is ready,
+// RELOADING=1 with MONOTONIC_USEC and then READY=1 for each reload, a
+// failure STATUS= when the reload fails, and STOPPING=1.
+func TestNotifyUnderSystemd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	msgs := make(chan string, 100)
+	go func() {
+		buf, oob := make([]byte, 4096), make([]byte, 256)
+		for {
+			n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			cms, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, cm := range cms {
+				if fds, err := unix.ParseUnixRights(&cm); err == nil {
+					for _, fd := range fds {
+						unix.Close(fd)
+					}
+				}
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	next := func(want ...string) string {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			for _, w := range want {
+				if !strings.Contains(m, w) {
+					t.Errorf("message %q lacks %q", m, w)
+				}
+			}
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no message with %q", want)
+		}
+		return ""
+	}
+	d := startDaemon(t, nil)
+	next("READY=1")
+	next("STATUS=serving generation 1")
+	if out, code := d.reload(); code != 0 {
+		t.Fatal(out)
+	}
+	next("RELOADING=1", "MONOTONIC_USEC=")
+	next("READY=1", "STATUS=serving generation 2")
+	writeExec(t, d.prog, []byte("#!/bin/sh\necho 'bad config' >&2\nexit 1\n"))
+	if _, code := d.reload(); code != 1 {
+		t.Fatal("broken reload succeeded")
+	}
+	next("RELOADING=1")
+	next("READY=1", "STATUS=reload failed", "bad config", "serving generation 2")
+	d.stop()
+	next("STOPPING=1")
+	// Nothing of handoff's reached the generations' environment.
+	for _, m := range appLine.FindAllStringSubmatch(d.log(), -1) {
+		if m[1] != m[2] {
+			t.Errorf("generation %s saw LISTEN_PID=%s", m[1], m[2])
+		}
+	}
+}
+
+// TestRunAsUser binds a port below 1024 as root and runs the program as
+// nobody, which reaches its notify socket and serves the socket.
+func TestRunAsUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	port := lowFreePort(t)
+	// The program must be reachable by nobody; t.TempDir's parent is not.
+	dir, err := os.MkdirTemp("", "handoff-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	app := filepath.Join(dir, "app")
+	b, _ := os.ReadFile(appBin)
+	writeExec(t, app, b)
+	ctl := filepath.Join(dir, "control.sock")
+	cmd := exec.Command(handoffBin, "run", "--control", ctl, "--user", "nobody", "--listen", "web=127.0.0.1:"+strconv.Itoa(port), "--", app)
+	logf, _ := os.Create(filepath.Join(dir, "log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	var uid string
+	deadline := time.Now().Add(10 * time.Second)
+	for uid == "" && time.Now().Before(deadline) {
+		resp, err := (&net.Dialer{}).Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			resp.Close()
+			for _, pid := range descendants(cmd.Process.Pid) {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.HasPrefix(l, "Uid:") {
+						uid = strings.Fields(l)[1]
+					}
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ = os.ReadFile(logf.Name())
+	if uid != "65534" {
+		t.Fatalf("program uid %q, want 65534 (nobody):\n%s", uid, b)
+	}
+	if !strings.Contains(string(b), `msg="generation ready"`) {
+		t.Errorf("the program as nobody never said READY=1:\n%s", b)
+	}
+	// The control socket is root's alone.
+	fi, err := os.Stat(ctl)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	hb, _ := os.ReadFile(handoffBin)
+	writeExec(t, filepath.Join(dir, "handoff"), hb)
+	status := exec.Command(filepath.Join(dir, "handoff"), "status", "--control", ctl)
+	status.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := status.CombinedOutput(); err == nil || !strings.Contains(string(out), "permission denied") {
+		t.Errorf("nobody could use the control socket: %v %s", err, out)
+	}
+}
+
+func lowFreePort(t *testing.T) int {
+	for p := 900; p < 1000; p++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			ln.Close()
+			return p
+		}
+	}
+	t.Skip("no free port below 1024")
+	return 0
+}
