@@ -165,3 +165,82 @@ func lowFreePort(t *testing.T) int {
 	t.Skip("no free port below 1024")
 	return 0
 }
+
+// TestSocketsFromSystemd starts handoff the way a .socket unit with two
+// named sockets would: without --listen it passes both on with their names;
+// --listen systemd:NAME picks one.
+func TestSocketsFromSystemd(t *testing.T) {
+	for _, c := range []struct {
+		flags     []string
+		wantNames string
+	}{
+		{nil, "web:admin"},
+		{[]string{"--listen", "systemd:admin"}, "admin"},
+	} {
+		web, admin := freeAddr(t), freeAddr(t)
+		var files []*os.File
+		for _, a := range []string{web, admin} {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := ln.(*net.TCPListener).File()
+			ln.Close()
+			files = append(files, f)
+		}
+		dir := t.TempDir()
+		args := append([]string{"-c", `LISTEN_PID=$$ exec "$@"`, "sh", handoffBin, "run", "--control", filepath.Join(dir, "c.sock")}, c.flags...)
+		args = append(args, "--", appBin)
+		cmd := exec.Command("/bin/sh", args...)
+		cmd.ExtraFiles = files
+		cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin")
+		logPath := filepath.Join(dir, "log")
+		logf, _ := os.Create(logPath)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		var line string
+		deadline := time.Now().Add(10 * time.Second)
+		for line == "" && time.Now().Before(deadline) {
+			b, _ := os.ReadFile(logPath)
+			if m := appLine.FindStringSubmatch(string(b)); m != nil {
+				line = m[0]
+				if m[1] != m[2] || m[3] != c.wantNames {
+					t.Errorf("flags %q: program saw %s, want LISTEN_FDNAMES=%s", c.flags, m[0], c.wantNames)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if line == "" {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("flags %q: the program never started:\n%s", c.flags, b)
+		}
+		served := []string{admin}
+		if c.flags == nil {
+			served = append(served, web)
+		}
+		for _, a := range served {
+			conn, err := net.DialTimeout("tcp", a, 5*time.Second)
+			if err != nil {
+				t.Errorf("flags %q: %s not served: %v", c.flags, a, err)
+				continue
+			}
+			fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
+			buf := make([]byte, 256)
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _ := conn.Read(buf)
+			conn.Close()
+			if !strings.Contains(string(buf[:n]), "200 OK") {
+				t.Errorf("flags %q: %s answered %q", c.flags, a, buf[:n])
+			}
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("handoff: %v", err)
+		}
+	}
+}
