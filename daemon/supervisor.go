@@ -41,15 +41,15 @@ type ReloadResult struct {
 
 // supervisor owns the generations. Only its run goroutine touches its fields.
 type supervisor struct {
-	cfg    *Config
-	log    *slog.Logger
-	u      *upgrader.Upgrader
-	self   string // the binary to re-execute as the shim
-	runDir string
+	cfg     *Config
+	log     *slog.Logger
+	u       *upgrader.Upgrader
+	self    string // the binary to re-execute as the shim
+	runDir  string
 	files   []*os.File  // the sockets, as fds 3.. of each generation
 	sockets []io.Closer // the same sockets as listeners, held for the upgrader
-	names  []string   // their LISTEN_FDNAMES
-	addrs  []string   // their addresses, for status
+	names   []string    // their LISTEN_FDNAMES
+	addrs   []string    // their addresses, for status
 
 	events chan any
 	sigC   chan os.Signal
