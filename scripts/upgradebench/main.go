@@ -1,14 +1,17 @@
-// Command upgradebench measures the library mode under load: it builds
-// examples/httpserver, drives it with an open-loop POST load, upgrades it N
-// times with SIGHUP, and prints the failed and retried requests and how long
-// each upgrade took, from the SIGHUP to the MAINPID=…/READY=1 that systemd
-// would receive, and to the old generation's exit.
+// Command upgradebench measures zero-downtime upgrades under load: it drives
+// a server with an open-loop POST load, upgrades it N times with SIGHUP, and
+// prints the failed and retried requests and how long each upgrade took,
+// from the SIGHUP to the READY=1 that systemd would receive, and to the old
+// generation's exit. -mode library runs examples/httpserver (the upgrader
+// package); -mode daemon runs examples/app under `handoff run`.
 //
 //	go run ./scripts/upgradebench -upgrades 100 -rate 500
+//	go run ./scripts/upgradebench -mode daemon -upgrades 100
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -16,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,23 +35,28 @@ func main() {
 	upgrades := flag.Int("upgrades", 100, "number of SIGHUP upgrades")
 	rate := flag.Int("rate", 500, "fast POST requests per second")
 	slow := flag.Duration("slow", 500*time.Millisecond, "duration of the slow requests kept in flight (0: none)")
-	idleGrace := flag.Duration("idle-grace", time.Second, "the server's -idle-grace")
+	idleGrace := flag.Duration("idle-grace", time.Second, "the server's -idle-grace (library mode)")
+	mode := flag.String("mode", "library", "library (examples/httpserver) or daemon (handoff run with examples/app)")
 	flag.Parse()
 	log.SetFlags(0)
-	if err := run(*upgrades, *rate, *slow, *idleGrace); err != nil {
+	if *mode != "library" && *mode != "daemon" {
+		log.Fatalf("upgradebench: -mode %q: use library or daemon", *mode)
+	}
+	if err := run(*mode, *upgrades, *rate, *slow, *idleGrace); err != nil {
 		log.Fatalf("upgradebench: %v", err)
 	}
 }
 
-func run(upgrades, rate int, slow, idleGrace time.Duration) error {
+func run(mode string, upgrades, rate int, slow, idleGrace time.Duration) error {
 	dir, err := os.MkdirTemp("", "upgradebench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "httpserver")
-	if out, err := exec.Command("go", "build", "-o", bin, "./examples/httpserver").CombinedOutput(); err != nil {
-		return fmt.Errorf("building examples/httpserver (run from the repository root): %v\n%s", err, out)
+	for _, b := range [][2]string{{"httpserver", "./examples/httpserver"}, {"app", "./examples/app"}, {"handoff", "."}} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), b[1]).CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s (run from the repository root): %v\n%s", b[1], err, out)
+		}
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return err
@@ -70,7 +79,12 @@ func run(upgrades, rate int, slow, idleGrace time.Duration) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "-addr", addr, "-idle-grace", idleGrace.String())
+	cmd := exec.Command(filepath.Join(dir, "httpserver"), "-addr", addr, "-idle-grace", idleGrace.String())
+	control := filepath.Join(dir, "control.sock")
+	if mode == "daemon" {
+		cmd = exec.Command(filepath.Join(dir, "handoff"), "run", "--control", control, "--max-draining", "64",
+			"--listen", "web="+addr, "--", filepath.Join(dir, "app"))
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	if err := cmd.Start(); err != nil {
@@ -79,6 +93,7 @@ func run(upgrades, rate int, slow, idleGrace time.Duration) error {
 	go func() { _ = cmd.Wait() }()
 	// The first READY=1 carries no MAINPID: the first pid is the child's.
 	pid := cmd.Process.Pid
+	handoffPid := pid
 	select {
 	case <-mainpid:
 	case <-time.After(10 * time.Second):
@@ -94,6 +109,12 @@ func run(upgrades, rate int, slow, idleGrace time.Duration) error {
 
 	var ready, exited []time.Duration
 	for i := 0; i < upgrades; i++ {
+		old := pid
+		if mode == "daemon" {
+			if old, err = servingPid(filepath.Join(dir, "handoff"), control); err != nil {
+				return err
+			}
+		}
 		start := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 			return err
@@ -105,8 +126,9 @@ func run(upgrades, rate int, slow, idleGrace time.Duration) error {
 			return fmt.Errorf("upgrade %d: no MAINPID after 30s", i+1)
 		}
 		ready = append(ready, time.Since(start))
-		old := pid
-		pid = next
+		if mode == "library" {
+			pid = next
+		}
 		// Wait for the old generation to exit, so that the next SIGHUP is
 		// not queued behind its drain.
 		for alive(old) {
@@ -118,12 +140,18 @@ func run(upgrades, rate int, slow, idleGrace time.Duration) error {
 	time.Sleep(500 * time.Millisecond)
 	cancel()
 	res := <-resC
+	samePid := alive(handoffPid)
 	_ = syscall.Kill(pid, syscall.SIGTERM)
 	for alive(pid) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	reap(pid)
 
+	fmt.Printf("mode %s", mode)
+	if mode == "daemon" {
+		fmt.Printf(" (handoff pid %d throughout: %v)", handoffPid, samePid)
+	}
+	fmt.Printf(", %d rps, slow requests %v, nproc %d\n\n", rate, slow, runtime.NumCPU())
 	fmt.Printf("| upgrades | requests | failed | retried | pids answered | SIGHUP→ready p50 | p99 | max | SIGHUP→old exited p50 | p99 | request p50 | p99 |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	fmt.Printf("| %d | %d | %d %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n",
@@ -134,6 +162,29 @@ func run(upgrades, rate int, slow, idleGrace time.Duration) error {
 		fmt.Printf("failure samples: %q\n", res.Samples)
 	}
 	return nil
+}
+
+// servingPid asks `handoff status` for the serving generation's pid.
+func servingPid(handoff, control string) (int, error) {
+	out, err := exec.Command(handoff, "status", "--json", "--control", control).Output()
+	if err != nil {
+		return 0, fmt.Errorf("handoff status: %v", err)
+	}
+	var st struct {
+		Generations []struct {
+			PID   int    `json:"pid"`
+			State string `json:"state"`
+		} `json:"generations"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return 0, err
+	}
+	for _, g := range st.Generations {
+		if g.State == "serving" {
+			return g.PID, nil
+		}
+	}
+	return 0, fmt.Errorf("no serving generation: %s", out)
 }
 
 func readNotify(conn *net.UnixConn, mainpid chan<- int) {
@@ -152,7 +203,7 @@ func readNotify(conn *net.UnixConn, mainpid chan<- int) {
 			}
 		}
 		msg := string(buf[:n])
-		if !strings.Contains(msg, "READY=1") || strings.Contains(msg, "upgrade failed") {
+		if !strings.Contains(msg, "READY=1") || strings.Contains(msg, "upgrade failed") || strings.Contains(msg, "reload failed") {
 			continue
 		}
 		pid := 0
