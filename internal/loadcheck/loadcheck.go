@@ -57,6 +57,70 @@ type Result struct {
 	Pids map[int]int
 	// Latencies of successful fast requests, sorted.
 	Latencies []time.Duration
+	// Requests holds every fast request, in the order they ended.
+	Requests []Request
+	// Start and End bound the run.
+	Start, End time.Time
+}
+
+// Request is one fast request: when it started, how long it took, and its
+// failure class ("" for success).
+type Request struct {
+	Start   time.Time
+	Latency time.Duration
+	Class   string
+}
+
+// Stats are latency percentiles of a set of requests.
+type Stats struct {
+	N                   int
+	P50, P99, P999, Max time.Duration
+}
+
+// String formats s for a report.
+func (s Stats) String() string {
+	return fmt.Sprintf("n=%d p50=%v p99=%v p999=%v max=%v", s.N, round(s.P50), round(s.P99), round(s.P999), round(s.Max))
+}
+
+func round(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+
+// Window returns the latency stats of the fast requests that started within
+// [m-before, m+after] of any mark m, and of all the others (the baseline).
+func (r *Result) Window(marks []time.Time, before, after time.Duration) (in, out Stats) {
+	var a, b []time.Duration
+	for _, q := range r.Requests {
+		inside := false
+		for _, m := range marks {
+			if !q.Start.Before(m.Add(-before)) && !q.Start.After(m.Add(after)) {
+				inside = true
+				break
+			}
+		}
+		if inside {
+			a = append(a, q.Latency)
+		} else {
+			b = append(b, q.Latency)
+		}
+	}
+	return stats(a), stats(b)
+}
+
+// Overall returns the latency stats of every fast request.
+func (r *Result) Overall() Stats {
+	d := make([]time.Duration, 0, len(r.Requests))
+	for _, q := range r.Requests {
+		d = append(d, q.Latency)
+	}
+	return stats(d)
+}
+
+func stats(d []time.Duration) Stats {
+	if len(d) == 0 {
+		return Stats{}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	at := func(p float64) time.Duration { return d[int(float64(len(d)-1)*p)] }
+	return Stats{N: len(d), P50: at(0.50), P99: at(0.99), P999: at(0.999), Max: d[len(d)-1]}
 }
 
 // Failures returns the total number of failed requests.
@@ -96,12 +160,24 @@ func Run(ctx context.Context, cfg Config) *Result {
 	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	defer keep.CloseIdleConnections()
 
+	res.Start = time.Now()
 	do := func(c *http.Client, url string, fast bool) {
 		defer wg.Done()
+		start := time.Now()
 		lat, pid, retried, err := post(c, url)
+		if err != nil {
+			lat = time.Since(start)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		res.Sent++
+		if fast {
+			q := Request{Start: start, Latency: lat}
+			if err != nil {
+				q.Class = classify(err)
+			}
+			res.Requests = append(res.Requests, q)
+		}
 		if retried {
 			res.Retried++
 		}
@@ -153,6 +229,7 @@ loop:
 		}
 	}
 	wg.Wait()
+	res.End = time.Now()
 	sort.Slice(res.Latencies, func(i, j int) bool { return res.Latencies[i] < res.Latencies[j] })
 	return res
 }
@@ -207,4 +284,38 @@ func classify(err error) string {
 		return "timeout"
 	}
 	return "other"
+}
+
+// Saturate sends requests from conns keep-alive connections, each waiting for
+// its answer before the next (closed loop), until ctx is done, and returns
+// the requests per second served and the number that failed.
+func Saturate(ctx context.Context, url string, conns int) (float64, int) {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var mu sync.Mutex
+	var ok, failed int
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, f := 0, 0
+			for ctx.Err() == nil {
+				if _, _, _, err := post(c, url); err != nil {
+					if ctx.Err() == nil {
+						f++
+					}
+					continue
+				}
+				n++
+			}
+			mu.Lock()
+			ok, failed = ok+n, failed+f
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return float64(ok) / time.Since(start).Seconds(), failed
 }
