@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+)
+
+type config struct {
+	rate     int
+	duration time.Duration
+	upgrades int
+	only     string
+	slow     time.Duration
+	scale    bool
+	steady   time.Duration
+}
+
+// env is what every strategy shares: the built binaries and a scratch
+// directory.
+type env struct {
+	dir  string
+	bins map[string]string
+}
+
+var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reuseport"}
+
+// row is one strategy's line in the table.
+type row struct {
+	name      string
+	res       *loadcheck.Result
+	upgrades  int
+	ready     []time.Duration
+	drain     []time.Duration
+	p99Up     time.Duration
+	p99Base   time.Duration
+	rssKB     int
+	err       error
+	firstFail string
+}
+
+func run(cfg config, w io.Writer) error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+		lim.Cur = lim.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	// Generations whose parent exited become ours, to be timed and reaped.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "handoff-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	e := &env{dir: dir, bins: map[string]string{}}
+	for name, pkg := range map[string]string{
+		"httpserver": "./examples/httpserver", "app": "./examples/app", "handoff": ".",
+		"tableflip": "./scripts/bench/servers/tableflip", "plain": "./scripts/bench/servers/plain",
+		"many": "./scripts/bench/servers/many",
+	} {
+		e.bins[name] = filepath.Join(dir, name)
+		build := exec.Command("go", "build", "-o", e.bins[name], pkg)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %v\n%s", pkg, err, out)
+		}
+	}
+
+	only := map[string]bool{}
+	for _, s := range strings.Split(cfg.only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if !contains(strategyNames, s) {
+				return fmt.Errorf("--only %s: unknown strategy; use %s", s, strings.Join(strategyNames, ","))
+			}
+			only[s] = true
+		}
+	}
+	fmt.Fprintf(w, "handoff benchmark — %s, nproc %d, %s; per strategy: %d rps for %v, %d upgrades, %v requests in flight\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), cfg.rate, cfg.duration, cfg.upgrades, cfg.slow)
+	floor := measureFloor(e, 20)
+
+	var rows []row
+	for _, name := range strategyNames {
+		if len(only) > 0 && !only[name] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s…\n", name)
+		rows = append(rows, runStrategy(e, cfg, name))
+		reapAll()
+	}
+	printTable(w, rows, floor)
+
+	fmt.Fprintf(os.Stderr, "bench: steady state…\n")
+	printSteady(w, e, cfg.steady)
+	if cfg.scale {
+		fmt.Fprintf(os.Stderr, "bench: scale…\n")
+		printScale(w, e)
+	}
+	reapAll()
+	return nil
+}
+
+// moduleRoot finds the directory of handoff's go.mod, from the working
+// directory up.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/handoff-dev/handoff") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("run from within the handoff repository")
+		}
+		dir = parent
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// runStrategy runs one strategy under load and upgrades it at even
+// intervals, never before the previous old generation has exited.
+func runStrategy(e *env, cfg config, name string) row {
+	r := row{name: name}
+	s := newServer(e, name)
+	if err := s.start(); err != nil {
+		r.err = err
+		return r
+	}
+	defer s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration)
+	defer cancel()
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr(), Rate: cfg.rate, Slow: cfg.slow, SlowEvery: 100 * time.Millisecond})
+	}()
+	var marks []time.Time
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	interval := cfg.duration / time.Duration(cfg.upgrades+1)
+	begin := time.Now()
+	lastOld := make(chan struct{})
+	close(lastOld)
+	for i := 0; i < cfg.upgrades; i++ {
+		at := begin.Add(time.Duration(i+1) * interval)
+		time.Sleep(time.Until(at))
+		select {
+		case <-lastOld:
+		case <-ctx.Done():
+		}
+		// Leave time for the generation to serve before the run ends.
+		if time.Until(begin.Add(cfg.duration)) < interval/2 {
+			break
+		}
+		mark := time.Now()
+		ready, old, drainFrom, err := s.upgrade()
+		if err != nil {
+			r.firstFail = err.Error()
+			break
+		}
+		marks = append(marks, mark)
+		r.upgrades++
+		r.ready = append(r.ready, ready)
+		done := make(chan struct{})
+		lastOld = done
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done)
+			for alive(old) {
+				time.Sleep(time.Millisecond)
+			}
+			mu.Lock()
+			r.drain = append(r.drain, time.Since(drainFrom))
+			mu.Unlock()
+		}()
+	}
+	r.res = <-resC
+	r.rssKB = s.rssKB()
+	wg.Wait()
+	in, base := r.res.Window(marks, 0, 2*time.Second)
+	r.p99Up, r.p99Base = in.P99, base.P99
+	return r
+}
+
+func printTable(w io.Writer, rows []row, floor []time.Duration) {
+	fmt.Fprintln(w, "| strategy | failed requests (by class) | silently retried | upgrades | reload→ready p50 / p99 | p99 latency during upgrades ÷ baseline | old generation drain p50 | handoff RSS |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		if r.err != nil {
+			fmt.Fprintf(w, "| %s | could not start: %v | | | | | | |\n", label(r.name), r.err)
+			continue
+		}
+		failed := fmt.Sprint(r.res.Failures())
+		if len(r.res.Failed) > 0 {
+			var parts []string
+			for k, v := range r.res.Failed {
+				parts = append(parts, fmt.Sprintf("%s %d", k, v))
+			}
+			sort.Strings(parts)
+			failed += " (" + strings.Join(parts, ", ") + ")"
+		}
+		failed += fmt.Sprintf(" of %d", r.res.Sent)
+		ratio := "–"
+		if r.p99Base > 0 {
+			ratio = fmt.Sprintf("%.1f× (%s / %s)", float64(r.p99Up)/float64(r.p99Base), ms(r.p99Up), ms(r.p99Base))
+		}
+		rss := "–"
+		if r.rssKB > 0 {
+			rss = fmt.Sprintf("%.1f MiB", float64(r.rssKB)/1024)
+		}
+		ups := fmt.Sprint(r.upgrades)
+		if r.firstFail != "" {
+			ups += " (stopped: " + r.firstFail + ")"
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s / %s | %s | %s | %s |\n", label(r.name), failed, r.res.Retried, ups,
+			ms(pct(r.ready, 50)), ms(pct(r.ready, 99)), ratio, ms(pct(r.drain, 50)), rss)
+	}
+	fmt.Fprintf(w, "\nfork+exec floor — a new process answers its first request on an inherited fd: p50 %s, p99 %s (%d runs)\n",
+		ms(pct(floor, 50)), ms(pct(floor, 99)), len(floor))
+}
+
+func label(name string) string {
+	return map[string]string{
+		"library":   "handoff library (SIGHUP)",
+		"daemon":    "handoff daemon (handoff reload)",
+		"tableflip": "tableflip, README style",
+		"naive":     "naive stop, then start",
+		"reuseport": "SO_REUSEPORT overlap",
+	}[name]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(float64(len(s)-1)*p/100)]
+}
+
+// alive reports whether pid runs and is not a zombie; it reaps a zombie
+// child.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		return false
+	}
+	return true
+}
+
+func reapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// rssKB returns VmRSS of pid in KiB.
+func rssKB(pid int) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	return 0
+}
