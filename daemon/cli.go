@@ -140,6 +140,11 @@ func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
 	listens := cfg.Listens
 	if len(listens) == 0 {
 		for _, af := range systemd.Activated() {
+			if af.Name == upgrader.FDStoreName {
+				// handoff's own sockets back from the fd store: they belong
+				// to --listen addresses, matched by address.
+				continue
+			}
 			a, _ := listener.Parse("systemd:" + af.Name)
 			listens = append(listens, Listen{Name: af.Name, Addr: a})
 		}

@@ -207,3 +207,34 @@ func monotonicUsec() int64 {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return ts.Nano() / 1000
 }
+
+// TestFDStore checks that, when systemd sets $FDSTORE, each generation hands
+// its listening socket to the fd store once ready.
+func TestFDStore(t *testing.T) {
+	path, msgs := notifySocket(t)
+	s := startServer(t, []string{"NOTIFY_SOCKET=" + path, "FDSTORE=4"}, "-idle-grace", "100ms")
+	stored := func() notifyMsg {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasPrefix(m.text, "FDSTORE=1") {
+					return m
+				}
+			case <-timeout:
+				t.Fatalf("no FDSTORE=1 message:\n%s", s.log())
+			}
+		}
+	}
+	m := stored()
+	if m.text != "FDSTORE=1\nFDNAME=handoff-fdstore" || m.fds != 1 || m.pid != s.pid() {
+		t.Errorf("generation 1 stored %+v", m)
+	}
+	old := s.signal(syscall.SIGHUP)
+	gen2 := s.waitPid(old, 10*time.Second)
+	if m := stored(); m.fds != 1 || m.pid != gen2 {
+		t.Errorf("generation 2 stored %+v", m)
+	}
+	s.stop()
+}

@@ -27,6 +27,11 @@ const (
 	DefaultIdleGrace      = time.Second
 )
 
+// FDStoreName is the FDNAME under which sockets go to systemd's fd store;
+// after a restart they come back through socket activation with this name,
+// and Listen finds each by its address.
+const FDStoreName = "handoff-fdstore"
+
 // parentKillGrace is how long past its announced drain deadline a predecessor
 // may live before a queued upgrade kills it.
 const parentKillGrace = 5 * time.Second
@@ -57,6 +62,13 @@ type Options struct {
 	// drain: the place to tell WebSocket and other hijacked connections to
 	// finish. Serve waits for them until DrainTimeout.
 	OnDrain func()
+	// FDStore, if true, stores the listening IP sockets in systemd's file
+	// descriptor store (FDSTORE=1) once ready, so that they stay open while
+	// the service restarts or after it crashes; the next start gets them back
+	// through socket activation and Listen finds them by address. The unit
+	// needs FileDescriptorStoreMax=. It is on by itself when systemd sets
+	// $FDSTORE (systemd 254 and later, when FileDescriptorStoreMax= is set).
+	FDStore bool
 	// WatchdogCheck, if set, is called before each watchdog ping; an error
 	// skips the ping, so that systemd's WatchdogSec= catches a generation
 	// that is alive but not working.
@@ -81,6 +93,9 @@ type Upgrader struct {
 	becameMain chan struct{}
 
 	watchdog time.Duration
+
+	sockMu  sync.Mutex
+	sockets []syscall.Conn // every socket Listen returned, for the fd store
 
 	readyOnce sync.Once
 	readyC    chan struct{}
@@ -237,6 +252,7 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
 	}
+	u.remember(ln)
 	u.log.Info("listening", "addr", a.String(), "local", ln.Addr().String(), "source", src.String())
 	return ln, nil
 }
@@ -263,8 +279,46 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
 	}
+	u.remember(pc)
 	u.log.Info("listening", "addr", a.String(), "local", pc.LocalAddr().String(), "source", src.String())
 	return pc, nil
+}
+
+// remember keeps an IP socket for the fd store. Unix sockets are left out:
+// their file is removed on a real stop, so a stored one would come back
+// with no path to reach it.
+func (u *Upgrader) remember(c any) {
+	switch c.(type) {
+	case *net.UnixListener, *net.UnixConn:
+		return
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		u.sockMu.Lock()
+		u.sockets = append(u.sockets, sc)
+		u.sockMu.Unlock()
+	}
+}
+
+// storeSockets hands the sockets to systemd's fd store, if asked for.
+// systemd ignores a descriptor it already holds, so every generation may
+// store them again.
+func (u *Upgrader) storeSockets() {
+	if !u.opts.FDStore && os.Getenv("FDSTORE") == "" {
+		return
+	}
+	u.sockMu.Lock()
+	socks := append([]syscall.Conn(nil), u.sockets...)
+	u.sockMu.Unlock()
+	if len(socks) == 0 {
+		return
+	}
+	ok, err := systemd.StoreFiles(FDStoreName, socks...)
+	switch {
+	case err != nil:
+		u.log.Warn("cannot store the sockets in systemd's fd store", "err", err)
+	case ok:
+		u.log.Info("sockets stored in systemd's fd store", "count", len(socks))
+	}
 }
 
 func parseNetAddr(network, address string) (listener.Addr, error) {
@@ -341,6 +395,7 @@ func (u *Upgrader) ready() error {
 	} else {
 		go u.followParent()
 	}
+	u.storeSockets()
 	if u.watchdog > 0 {
 		go u.pingWatchdog()
 	}
