@@ -15,19 +15,22 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8080", "address to serve on: HOST:PORT, unix:///path, systemd:NAME")
+	addrs := flag.String("addr", "127.0.0.1:8080", "addresses to serve on, comma-separated: HOST:PORT, unix:///path, systemd:NAME")
 	pidfile := flag.String("pidfile", "", "file to write the serving generation's pid to")
 	upgradeTimeout := flag.Duration("upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new generation may take to become ready")
 	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "how long requests in flight may take once draining")
 	idleGrace := flag.Duration("idle-grace", upgrader.DefaultIdleGrace, "how long an idle connection stays open once draining")
+	fdstore := flag.Bool("fdstore", false, "store the sockets in systemd's fd store (on by itself where systemd sets $FDSTORE)")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -36,15 +39,20 @@ func main() {
 		UpgradeTimeout: *upgradeTimeout,
 		DrainTimeout:   *drainTimeout,
 		IdleGrace:      *idleGrace,
+		FDStore:        *fdstore,
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer u.Stop()
 
-	ln, err := u.Listen("", *addr)
-	if err != nil {
-		log.Fatal(err)
+	var lns []net.Listener
+	for _, addr := range strings.Split(*addrs, ",") {
+		ln, err := u.Listen("", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		lns = append(lns, ln)
 	}
 
 	pid := os.Getpid()
@@ -64,7 +72,18 @@ func main() {
 		fmt.Fprintf(w, "pid=%d\n", pid)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if err := u.Serve(srv, ln); err != nil {
+	if len(lns) == 1 {
+		if err := u.Serve(srv, lns[0]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	// Several sockets: one Drainer for all, so that one drain covers them.
+	d := u.NewDrainer()
+	for _, ln := range lns {
+		d.Serve(srv, ln)
+	}
+	if err := u.Run(d); err != nil {
 		log.Fatal(err)
 	}
 }
