@@ -120,13 +120,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
 func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
-	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"),
-		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second})
+	s := &supervisor{cfg: cfg, log: log, events: make(chan any, 64), sigC: make(chan os.Signal, 16),
+		ctlC: make(chan ctlRequest), wdC: make(chan chan error), nextN: 1}
+	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
+		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck})
 	if err != nil {
 		return nil, err
 	}
-	s := &supervisor{cfg: cfg, log: log, u: u, events: make(chan any, 64), sigC: make(chan os.Signal, 16),
-		ctlC: make(chan ctlRequest), nextN: 1}
+	s.u = u
 	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
 		s.nextN = n
 		os.Unsetenv(envNextGen)

@@ -49,6 +49,7 @@ type Config struct {
 	MaxDraining  int
 	PIDFile      string
 	Control      string
+	FDStore      bool
 	// Credential, if set, is the user and group the program runs as.
 	Credential *syscall.Credential
 	UserName   string
@@ -98,6 +99,7 @@ func parseRun(args []string, stderr io.Writer) (*Config, error) {
 	stop := fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
 	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it;\nif the new one dies meanwhile, the reload fails and the old one serves on. Example: --bake 10s")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
+	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
 	fs.StringVar(&cfg.PIDFile, "pidfile", "", "write handoff's own pid to this `PATH`. Example: --pidfile /run/app/handoff.pid")
 	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
 	userName := fs.String("user", "", "run the program as this `USER` (handoff binds as root first). Example: --user www-data")

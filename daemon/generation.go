@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,9 @@ type generation struct {
 	killT    *time.Timer
 	failWhy  string // set when the supervisor killed it for not being ready
 	exitedAt time.Time
+	hung     bool
+
+	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }
 
 // events a generation's goroutines send to the supervisor.
@@ -92,6 +96,11 @@ func (s *supervisor) start(n int) (*generation, error) {
 		return nil, err
 	}
 	env = append(env, "NOTIFY_SOCKET="+g.notifyAt)
+	if wd := s.u.WatchdogInterval(); wd > 0 {
+		// The shim adds WATCHDOG_PID. A program that pings is watched by
+		// handoff, which answers for the whole service to systemd.
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(wd.Microseconds(), 10))
+	}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -145,7 +154,7 @@ func (s *supervisor) start(n int) (*generation, error) {
 	notifyConn := g.notify
 	go func() {
 		defer cancel()
-		err := s.waitReady(ctx, notifyConn, exitedC)
+		err := s.waitReady(ctx, g, notifyConn, exitedC)
 		switch {
 		case err == nil:
 			s.events <- genReady{g}
@@ -161,13 +170,13 @@ var errGenExited = errors.New("exited")
 
 // waitReady returns nil once the generation is ready by the configured mode, errGenExited
 // if it exits first, or ctx's error.
-func (s *supervisor) waitReady(ctx context.Context, notifyConn *net.UnixConn, exitedC <-chan struct{}) error {
+func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *net.UnixConn, exitedC <-chan struct{}) error {
 	readyC := make(chan error, 1)
 	notified := make(chan struct{})
 	// Read the notify socket for the generation's whole life: a program
 	// that keeps sending (STATUS=, WATCHDOG=1) must never block on a full
 	// queue.
-	go readNotify(notifyConn, notified)
+	go readNotify(notifyConn, notified, &g.lastPing)
 	if s.cfg.Ready.Kind == "notify" {
 		go func() {
 			select {
@@ -193,9 +202,9 @@ func (s *supervisor) waitReady(ctx context.Context, notifyConn *net.UnixConn, ex
 	}
 }
 
-// readNotify reads conn until it is closed, and closes ready at the first
-// READY=1.
-func readNotify(conn *net.UnixConn, ready chan<- struct{}) {
+// readNotify reads conn until it is closed: it closes ready at the first
+// READY=1, and records the time of each WATCHDOG=1 in lastPing.
+func readNotify(conn *net.UnixConn, ready chan<- struct{}, lastPing *atomic.Int64) {
 	buf := make([]byte, 4096)
 	seen := false
 	for {
@@ -203,13 +212,13 @@ func readNotify(conn *net.UnixConn, ready chan<- struct{}) {
 		if err != nil {
 			return
 		}
-		if seen {
-			continue
-		}
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
-			if line == "READY=1" && !seen {
+			switch {
+			case line == "READY=1" && !seen:
 				seen = true
 				close(ready)
+			case line == "WATCHDOG=1":
+				lastPing.Store(time.Now().UnixNano())
 			}
 		}
 	}

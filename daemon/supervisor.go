@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,6 +55,7 @@ type supervisor struct {
 	events chan any
 	sigC   chan os.Signal
 	ctlC   chan ctlRequest
+	wdC    chan chan error // watchdog checks from the upgrader's ping loop
 
 	gens       []*generation // not exited, oldest first
 	current    *generation   // serving
@@ -91,6 +93,9 @@ func (s *supervisor) run() int {
 			s.onEvent(ev)
 		case req := <-s.ctlC:
 			s.onControl(req)
+		case reply := <-s.wdC:
+			s.checkHung()
+			reply <- nil
 		case <-exitC:
 			exitC = nil
 			if s.u.HandedOver() {
@@ -101,6 +106,45 @@ func (s *supervisor) run() int {
 		if s.stopping && len(s.gens) == 0 {
 			return s.exitCode
 		}
+	}
+}
+
+// watchdogCheck runs before each of handoff's own watchdog pings: it passes
+// only if the supervisor loop answers, and on the way has the loop check the
+// serving generation.
+func (s *supervisor) watchdogCheck(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case s.wdC <- reply:
+	case <-ctx.Done():
+		return fmt.Errorf("handoff's supervisor loop does not answer: %w", ctx.Err())
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("handoff's supervisor loop does not answer: %w", ctx.Err())
+	}
+}
+
+// checkHung kills the serving generation if it uses the watchdog
+// (it has sent WATCHDOG=1) and has not pinged for the whole interval; it is
+// then restarted like a generation that crashed.
+func (s *supervisor) checkHung() {
+	g := s.current
+	wd := s.u.WatchdogInterval()
+	if g == nil || g.hung || wd <= 0 {
+		return
+	}
+	last := g.lastPing.Load()
+	if last == 0 {
+		return
+	}
+	if quiet := time.Since(time.Unix(0, last)); quiet > wd {
+		g.hung = true
+		s.log.Error("generation hung: no WATCHDOG=1 within WatchdogSec; killing it", "gen", g.n, "gen_pid", g.pid, "quiet", quiet.Round(time.Millisecond).String())
+		g.signal(syscall.SIGABRT)
+		g.killT = time.AfterFunc(5*time.Second, func() { s.events <- killDue{g} })
 	}
 }
 

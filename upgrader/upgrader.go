@@ -440,6 +440,10 @@ func (u *Upgrader) status(what string) string {
 	return fmt.Sprintf("generation %d (pid %d) %s", u.gen, os.Getpid(), what)
 }
 
+// WatchdogInterval returns the watchdog timeout systemd set for this
+// service (WatchdogSec=), or 0. The Upgrader pings at half of it.
+func (u *Upgrader) WatchdogInterval() time.Duration { return u.watchdog }
+
 // Exit returns a channel that is closed when this generation should stop
 // serving: it has handed over to a new one, or it is stopping. Drain then.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }

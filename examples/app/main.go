@@ -60,6 +60,14 @@ func main() {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Printf("app: sd_notify: %v", err)
 	}
+	// With WatchdogSec= in the unit: prove liveness every half interval.
+	if interval, _ := daemon.SdWatchdogEnabled(false); interval > 0 {
+		go func() {
+			for range time.Tick(interval / 2) {
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			}
+		}()
+	}
 	if *crashAfter > 0 {
 		time.AfterFunc(*crashAfter, func() { log.Fatal("app: crashing as asked (-crash-after)") })
 	}

@@ -1,0 +1,136 @@
+package e2e_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/systemdtest"
+)
+
+// TestDaemonReload: `handoff run` in examples/systemd/app.service
+// (Type=notify-reload, systemd 253+) and app-notify.service (Type=notify with
+// ExecReload=handoff reload, any systemd): ten `systemctl reload`s under
+// load, each returning once the new generation serves, with MainPID — handoff
+// itself — constant.
+func TestDaemonReload(t *testing.T) {
+	m := systemdtest.Start(t)
+	units := []string{"app-notify.service"}
+	if m.Version >= 253 {
+		units = append(units, "app.service")
+	} else {
+		t.Logf("systemd %d has no Type=notify-reload; testing app-notify.service only", m.Version)
+	}
+	for _, name := range units {
+		t.Run(name, func(t *testing.T) {
+			addr := freeAddr(t)
+			m.Install(name, unit(t, m, name, "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"),
+				"0.0.0.0:80", addr, " --user www-data", ""))
+			if out, err := m.Systemctl("start", name); err != nil {
+				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
+			}
+			waitActive(t, m, name)
+			handoffPid := mainPID(m, name)
+			stop := load("http://"+addr, 200, 2*time.Second)
+			first := answeredBy(t, addr)
+			var took []time.Duration
+			for i := 0; i < 10; i++ {
+				start := time.Now()
+				if out, err := m.Systemctl("reload", name); err != nil {
+					t.Fatalf("reload %d: %v %s\n%s", i+1, err, out, m.Journal(name))
+				}
+				took = append(took, time.Since(start))
+				if p := mainPID(m, name); p != handoffPid {
+					t.Fatalf("MainPID changed from %d to %d", handoffPid, p)
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			t.Logf("systemctl reload took %v", took)
+			if last := answeredBy(t, addr); last == first {
+				t.Errorf("still answered by the first generation %d", first)
+			}
+			checkLoad(t, stop())
+			if st := m.Show(name, "StatusText"); !strings.Contains(st, "serving generation 11") {
+				t.Errorf("status text %q", st)
+			}
+			if out, err := m.Systemctl("stop", name); err != nil {
+				t.Errorf("stop: %v %s", err, out)
+			}
+			if st, res := m.Show(name, "ActiveState"), m.Show(name, "Result"); st != "inactive" || res != "success" {
+				t.Errorf("after stop: %s, result %s", st, res)
+			}
+		})
+	}
+}
+
+// TestFDStoreKeepsSocketsOpen: with FileDescriptorStoreMax= and
+// Restart=always, the listening socket survives a SIGKILL of the main
+// process and a `systemctl restart`: clients wait, none is refused.
+func TestFDStoreKeepsSocketsOpen(t *testing.T) {
+	m := systemdtest.Start(t)
+	for _, c := range []struct {
+		unit string
+		repl []string
+	}{
+		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@", "-pidfile", "-fdstore -pidfile"}},
+		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore"}},
+	} {
+		t.Run(c.unit, func(t *testing.T) {
+			addr := freeAddr(t)
+			for i := range c.repl {
+				c.repl[i] = strings.ReplaceAll(c.repl[i], "@ADDR@", addr)
+			}
+			text := unit(t, m, c.unit, c.repl...)
+			text = strings.Replace(text, "Restart=on-failure", "Restart=always\nRestartSec=100ms\nFileDescriptorStoreMax=8", 1)
+			m.Install(c.unit, text)
+			if out, err := m.Systemctl("start", c.unit); err != nil {
+				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(c.unit))
+			}
+			waitActive(t, m, c.unit)
+			time.Sleep(300 * time.Millisecond) // stored once ready
+			if n := m.Show(c.unit, "NFileDescriptorStore"); n == "0" {
+				t.Fatalf("no descriptor in the fd store (NFileDescriptorStore=%s):\n%s", n, m.Journal(c.unit))
+			}
+
+			stop := load("http://"+addr, 100, 0)
+			time.Sleep(300 * time.Millisecond)
+			first := mainPID(m, c.unit)
+			if out, err := m.Systemctl("kill", "--kill-whom=main", "--signal=KILL", c.unit); err != nil {
+				t.Fatalf("kill: %v %s", err, out)
+			}
+			waitNewMain(t, m, c.unit, first)
+			time.Sleep(500 * time.Millisecond)
+			second := mainPID(m, c.unit)
+			if out, err := m.Systemctl("restart", c.unit); err != nil {
+				t.Fatalf("restart: %v %s", err, out)
+			}
+			waitNewMain(t, m, c.unit, second)
+			time.Sleep(500 * time.Millisecond)
+			res := stop()
+			t.Logf("load: %v", res)
+			if n := res.Failed["ECONNREFUSED"]; n != 0 {
+				t.Errorf("%d connections refused across a SIGKILL and a restart", n)
+			}
+			var longest time.Duration
+			for _, q := range res.Requests {
+				if q.Class == "" && q.Latency > longest {
+					longest = q.Latency
+				}
+			}
+			t.Logf("%s: longest wait of a successful request across SIGKILL and restart: %v; failures by class: %v", c.unit, longest, res.Failed)
+			_, _ = m.Systemctl("stop", c.unit)
+		})
+	}
+}
+
+func waitNewMain(t *testing.T, m *systemdtest.Manager, u string, old int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if p := mainPID(m, u); p != 0 && p != old && m.Show(u, "ActiveState") == "active" {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: no new main process after %d:\n%s", u, old, m.Journal(u))
+}

@@ -1,0 +1,140 @@
+package e2e_test
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/systemdtest"
+)
+
+// TestLibraryNotifyReload: examples/systemd/httpserver.service; ten
+// `systemctl reload`s under load, each returning only once the new
+// generation is the unit's main process; then a broken binary, whose reload
+// returns in time while the old generation serves on; then `systemctl stop`
+// with a 2 s request in flight.
+func TestLibraryNotifyReload(t *testing.T) {
+	m := systemdtest.Start(t)
+	t.Logf("systemd %d", m.Version)
+	addr := freeAddr(t)
+	dir := execDir(t)
+	copyExec(t, bin("httpserver"), dir+"/httpserver")
+	m.Install("httpserver.service", unit(t, m, "httpserver.service",
+		"/usr/local/bin/httpserver", dir+"/httpserver", "0.0.0.0:8080", addr))
+	if out, err := m.Systemctl("start", "httpserver.service"); err != nil {
+		t.Fatalf("start: %v %s\n%s", err, out, m.Journal("httpserver.service"))
+	}
+	waitActive(t, m, "httpserver.service")
+	stop := load("http://"+addr, 200, 2*time.Second)
+
+	var took []time.Duration
+	pid := mainPID(m, "httpserver.service")
+	for i := 0; i < 10; i++ {
+		start := time.Now()
+		if out, err := m.Systemctl("reload", "httpserver.service"); err != nil {
+			t.Fatalf("reload %d: %v %s\n%s", i+1, err, out, m.Journal("httpserver.service"))
+		}
+		took = append(took, time.Since(start))
+		next := mainPID(m, "httpserver.service")
+		if m.Version >= 253 {
+			// notify-reload: reload returned, so the new generation is the
+			// main process already.
+			if next == pid || next == 0 {
+				t.Fatalf("reload %d returned with MainPID still %d", i+1, next)
+			}
+		} else {
+			// kill -HUP returns at once: wait for MAINPID= to arrive.
+			deadline := time.Now().Add(10 * time.Second)
+			for (next == pid || next == 0) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+				next = mainPID(m, "httpserver.service")
+			}
+		}
+		if st := m.Show("httpserver.service", "ActiveState"); st != "active" {
+			t.Fatalf("reload %d: unit %s", i+1, st)
+		}
+		pid = next
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Logf("systemctl reload took %v", took)
+
+	// A broken binary: the reload ends, the old generation serves on.
+	writeExec(t, dir+"/httpserver", []byte("#!/bin/sh\necho 'httpserver: bad flag' >&2\nexit 2\n"))
+	start := time.Now()
+	out, _ := m.Systemctl("reload", "httpserver.service")
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("reload of a broken binary took %v", d)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if p := mainPID(m, "httpserver.service"); p != pid {
+		t.Errorf("MainPID %d after a failed reload, want %d (%s)", p, pid, out)
+	}
+	if st := m.Show("httpserver.service", "ActiveState"); st != "active" {
+		t.Errorf("unit %s after a failed reload", st)
+	}
+	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") {
+		t.Errorf("status text %q does not say the upgrade failed", s)
+	}
+	checkLoad(t, stop())
+
+	// systemctl stop drains a request in flight.
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := http.Post("http://"+addr+"/slow?d=2s", "text/plain", nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = http.ErrAbortHandler
+			}
+		}
+		slow <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if out, err := m.Systemctl("stop", "httpserver.service"); err != nil {
+		t.Errorf("stop: %v %s", err, out)
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("request in flight during stop: %v", err)
+	}
+	if st, res := m.Show("httpserver.service", "ActiveState"), m.Show("httpserver.service", "Result"); st != "inactive" || res != "success" {
+		t.Errorf("after stop: %s, result %s", st, res)
+	}
+}
+
+// TestLibrarySocketUnit: httpserver.socket passes two sockets named web and
+// admin; the server takes them by name and keeps them across reloads.
+func TestLibrarySocketUnit(t *testing.T) {
+	m := systemdtest.Start(t)
+	addr := freeAddr(t)
+	m.Install("httpserver.socket", unit(t, m, "httpserver.socket", "127.0.0.1:8080", addr))
+	m.Install("httpserver-socket.service", unit(t, m, "httpserver-socket.service", "/usr/local/bin/httpserver", bin("httpserver")))
+	if out, err := m.Systemctl("start", "httpserver.socket"); err != nil {
+		t.Fatalf("start socket: %v %s", err, out)
+	}
+	// The first connection starts the service.
+	stop := load("http://"+addr, 100, 0)
+	waitActive(t, m, "httpserver-socket.service")
+	pid := mainPID(m, "httpserver-socket.service")
+	for i := 0; i < 3; i++ {
+		if out, err := m.Systemctl("reload", "httpserver-socket.service"); err != nil {
+			t.Fatalf("reload: %v %s", err, out)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for mainPID(m, "httpserver-socket.service") == pid && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		pid = mainPID(m, "httpserver-socket.service")
+		time.Sleep(300 * time.Millisecond)
+	}
+	checkLoad(t, stop())
+	// The admin socket, by name, from the newest generation.
+	out, err := m.Exec("curl", "-s", "-X", "POST", "--max-time", "5", "--unix-socket", "/run/httpserver-admin.sock", "http://admin/")
+	if err != nil || out != "pid="+strconv.Itoa(pid) {
+		t.Errorf("admin socket: %v %q, want pid=%d", err, out, pid)
+	}
+	if got := answeredBy(t, addr); got != pid {
+		t.Errorf("web socket answered by %d, want %d", got, pid)
+	}
+}

@@ -1,0 +1,170 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/systemdtest"
+)
+
+// bins are handoff, examples/app and examples/httpserver, built once into a
+// directory systemd's services can read.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "handoff-e2e-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	for name, pkg := range map[string]string{"handoff": "..", "app": "../examples/app", "httpserver": "../examples/httpserver"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", pkg, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// unit reads a unit file from examples/systemd — the files the README ships
+// are the ones tested — and applies replacements (old, new, old, new, …).
+// A Type=notify-reload unit becomes Type=notify with a SIGHUP ExecReload on
+// systemd older than 253, as the unit's comment says to do.
+func unit(t *testing.T, m *systemdtest.Manager, name string, repl ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "examples", "systemd", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(repl); i += 2 {
+		if !strings.Contains(s, repl[i]) {
+			t.Fatalf("%s has no %q to replace", name, repl[i])
+		}
+		s = strings.ReplaceAll(s, repl[i], repl[i+1])
+	}
+	if m.Version < 253 {
+		s = strings.Replace(s, "Type=notify-reload", "Type=notify\nExecReload=/bin/kill -HUP $MAINPID", 1)
+	}
+	return s
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// copyExec copies a binary to a path a test may replace later.
+func copyExec(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeExec(t, dst, b)
+}
+
+func writeExec(t *testing.T, dst string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".tmp", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// execDir is a directory for binaries a test replaces, readable by systemd's
+// services.
+func execDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp(binDir, "exec-")
+	if err == nil {
+		err = os.Chmod(d, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// load runs an open-loop POST load until the returned stop is called.
+func load(url string, rate int, slow time.Duration) (stop func() *loadcheck.Result) {
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		cfg := loadcheck.Config{URL: url, Rate: rate}
+		if slow > 0 {
+			cfg.Slow, cfg.SlowEvery = slow, 250*time.Millisecond
+		}
+		resC <- loadcheck.Run(ctx, cfg)
+	}()
+	return func() *loadcheck.Result { cancel(); return <-resC }
+}
+
+func checkLoad(t *testing.T, res *loadcheck.Result) {
+	t.Helper()
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+}
+
+// waitActive waits until the unit is active.
+func waitActive(t *testing.T, m *systemdtest.Manager, u string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if m.Show(u, "ActiveState") == "active" {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s not active:\n%s", u, m.Journal(u))
+}
+
+// answeredBy posts once on a fresh connection and returns the pid that
+// answered.
+func answeredBy(t *testing.T, addr string) int {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Post("http://"+addr+"/", "text/plain", nil)
+	if err != nil {
+		t.Fatalf("POST %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b := make([]byte, 64)
+	n, _ := resp.Body.Read(b)
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(b[:n]), "pid=")))
+	return pid
+}
+
+func mainPID(m *systemdtest.Manager, u string) int {
+	p, _ := strconv.Atoi(m.Show(u, "MainPID"))
+	return p
+}
