@@ -74,8 +74,12 @@ func TestLibraryNotifyReload(t *testing.T) {
 	if st := m.Show("httpserver.service", "ActiveState"); st != "active" {
 		t.Errorf("unit %s after a failed reload", st)
 	}
-	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") {
-		t.Errorf("status text %q does not say the upgrade failed", s)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(m.Show("httpserver.service", "StatusText"), "upgrade failed") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") || !strings.Contains(s, "bad flag") {
+		t.Errorf("status text %q does not say the upgrade failed and why:\n%s", s, m.Journal("httpserver.service"))
 	}
 	checkLoad(t, stop())
 
@@ -96,7 +100,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 		t.Errorf("stop: %v %s", err, out)
 	}
 	if err := <-slow; err != nil {
-		t.Errorf("request in flight during stop: %v", err)
+		t.Errorf("request in flight during stop: %v\n%s", err, m.Journal("httpserver.service"))
 	}
 	if st, res := m.Show("httpserver.service", "ActiveState"), m.Show("httpserver.service", "Result"); st != "inactive" || res != "success" {
 		t.Errorf("after stop: %s, result %s", st, res)

@@ -29,6 +29,7 @@ type Manager struct {
 	// Version is systemd's version number, as in 252.
 	Version int
 	cmd     *exec.Cmd
+	logPath string
 }
 
 // Start starts systemd and waits until it has booted, or skips the test,
@@ -51,11 +52,17 @@ func Start(t *testing.T) *Manager {
 	// systemd exits at once without a default.target.
 	m.Install("default.target", "[Unit]\nDescription=handoff test default target\n")
 
-	script := "mount -t tmpfs -o mode=0755 tmpfs /run && exec env container=handoff-test SYSTEMD_UNIT_PATH=" + m.UnitDir +
-		" /lib/systemd/systemd --system --log-target=console --log-level=notice"
-	m.cmd = exec.Command("unshare", "--pid", "--fork", "--mount", "--cgroup", "--uts", "--ipc", "--mount-proc", "sh", "-c", script)
 	logPath := filepath.Join(t.TempDir(), "systemd.log")
-	logf, err := os.Create(logPath)
+	m.logPath = logPath
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// systemd as PID 1 logs to /dev/console: make that the log file.
+	script := "mount -t tmpfs -o mode=0755 tmpfs /run && mount --bind " + logPath + " /dev/console && " +
+		"exec env container=handoff-test SYSTEMD_UNIT_PATH=" + m.UnitDir +
+		" /lib/systemd/systemd --system --log-target=console --log-level=debug"
+	m.cmd = exec.Command("unshare", "--pid", "--fork", "--mount", "--cgroup", "--uts", "--ipc", "--mount-proc", "sh", "-c", script)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +118,12 @@ func (m *Manager) Install(name, content string) {
 	if err := os.MkdirAll(dropin, 0o755); err != nil {
 		m.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dropin, "test.conf"), []byte("[Unit]\nDefaultDependencies=no\n"), 0o644); err != nil {
+	conf := "[Unit]\nDefaultDependencies=no\n"
+	if strings.HasSuffix(name, ".service") {
+		// No journald runs in the namespace: keep the output in a file.
+		conf += "[Service]\nStandardOutput=append:" + m.output(name) + "\nStandardError=append:" + m.output(name) + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dropin, "test.conf"), []byte(conf), 0o644); err != nil {
 		m.t.Fatal(err)
 	}
 	if m.PID != 0 {
@@ -176,11 +188,30 @@ func (m *Manager) inNamespace(pid int) bool {
 	return err1 == nil && err2 == nil && a == b
 }
 
-// Journal returns what systemd and the units printed (systemd logs to its
-// console, which is a file here), for failure messages.
+// Journal returns `systemctl status` of a unit and what it printed, for
+// failure messages.
 func (m *Manager) Journal(unit string) string {
 	out, _ := m.Systemctl("status", "--no-pager", "-l", unit)
-	return out
+	b, _ := os.ReadFile(m.output(unit))
+	var sys []string
+	if l, err := os.ReadFile(m.logPath); err == nil {
+		for _, line := range strings.Split(string(l), "\n") {
+			if strings.Contains(line, strings.TrimSuffix(unit, ".service")) {
+				sys = append(sys, line)
+			}
+		}
+	}
+	return out + "\n--- output of " + unit + ":\n" + string(b) + "\n--- systemd about it:\n" + strings.Join(sys, "\n")
+}
+
+// Output returns what a service unit printed so far.
+func (m *Manager) Output(unit string) string {
+	b, _ := os.ReadFile(m.output(unit))
+	return string(b)
+}
+
+func (m *Manager) output(unit string) string {
+	return filepath.Join(m.UnitDir, unit+".log")
 }
 
 func (m *Manager) stop() {
@@ -224,3 +255,6 @@ func alive(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
+
+// LogPath is the file systemd logs to.
+func (m *Manager) LogPath() string { return m.logPath }
