@@ -25,7 +25,7 @@ func TestDaemonReload(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			addr := freeAddr(t)
 			m.Install(name, unit(t, m, name, "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"),
-				"0.0.0.0:80", addr, " --user www-data", ""))
+				"0.0.0.0:80", addr, "? --user www-data", ""))
 			if out, err := m.Systemctl("start", name); err != nil {
 				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
 			}
@@ -43,7 +43,9 @@ func TestDaemonReload(t *testing.T) {
 				if p := mainPID(m, name); p != handoffPid {
 					t.Fatalf("MainPID changed from %d to %d", handoffPid, p)
 				}
-				time.Sleep(300 * time.Millisecond)
+				// Within --max-draining (3): 2 s requests drain two
+				// generations at most.
+				time.Sleep(time.Second)
 			}
 			t.Logf("systemctl reload took %v", took)
 			if last := answeredBy(t, addr); last == first {

@@ -113,8 +113,9 @@ func TestLibrarySocketUnit(t *testing.T) {
 	m := systemdtest.Start(t)
 	addr := freeAddr(t)
 	m.Install("httpserver.socket", unit(t, m, "httpserver.socket", "127.0.0.1:8080", addr))
+	m.Install("httpserver-admin.socket", unit(t, m, "httpserver-admin.socket"))
 	m.Install("httpserver-socket.service", unit(t, m, "httpserver-socket.service", "/usr/local/bin/httpserver", bin("httpserver")))
-	if out, err := m.Systemctl("start", "httpserver.socket"); err != nil {
+	if out, err := m.Systemctl("start", "httpserver.socket", "httpserver-admin.socket"); err != nil {
 		t.Fatalf("start socket: %v %s", err, out)
 	}
 	// The first connection starts the service.
