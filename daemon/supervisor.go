@@ -144,7 +144,7 @@ func (s *supervisor) checkHung() {
 		g.hung = true
 		s.log.Error("generation hung: no WATCHDOG=1 within WatchdogSec; killing it", "gen", g.n, "gen_pid", g.pid, "quiet", quiet.Round(time.Millisecond).String())
 		g.signal(syscall.SIGABRT)
-		g.killT = time.AfterFunc(5*time.Second, func() { s.events <- killDue{g} })
+		g.killT = time.AfterFunc(time.Second, func() { s.events <- killDue{g} })
 	}
 }
 
