@@ -62,7 +62,11 @@
 //	                          # ExecReload=/bin/kill -HUP $MAINPID
 //	ExecStart=/usr/local/bin/app -addr 127.0.0.1:8080
 //	NotifyAccess=main
+//	# systemd waits on stop only for a main process it forked; after a
+//	# reload it did not fork the new one, so wait for the drain here:
+//	ExecStop=/bin/sh -c 'kill -TERM $MAINPID; while kill -0 $MAINPID 2>/dev/null; do sleep 0.1; done'
 //	TimeoutStopSec=40         # more than the drain timeout
+//	FileDescriptorStoreMax=8  # keep the sockets open across restarts (FDStore)
 //
 // The variables systemd sets for one process only (LISTEN_*, WATCHDOG_*) are
 // consumed at New and never reach the next generation.
