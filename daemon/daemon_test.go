@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"os"
 	"os/exec"
@@ -67,7 +68,7 @@ func reloadsUnderLoad(t *testing.T, program []string) {
 	}
 	checkListenPID(t, d.log(), reloads+1)
 	d.stop()
-	if left := descendants(handoffPid); len(left) > 0 {
+	if left := proc.Descendants(handoffPid); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
 }
@@ -112,7 +113,7 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 			[]string{"died during the bake window (exit status 1)", "crashing as asked"}},
 	}
 	for _, c := range cases {
-		writeExec(t, d.prog, []byte(c.script))
+		proc.WriteExec(t, d.prog, []byte(c.script))
 		out, code := d.reload()
 		if code != 1 {
 			t.Errorf("%s: reload exit %d, want 1: %s", c.name, code, out)
@@ -130,7 +131,7 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 		}
 	}
 	b, _ := readFile(appBin)
-	writeExec(t, d.prog, b)
+	proc.WriteExec(t, d.prog, b)
 	if out, code := d.reload(); code != 0 {
 		t.Fatalf("good reload: exit %d: %s", code, out)
 	}
@@ -202,7 +203,7 @@ func TestStopDuringReload(t *testing.T) {
 		}
 		slow <- err
 	}()
-	writeExec(t, d.prog, []byte("#!/bin/sh\nsleep 2\nexec "+appBin+"\n"))
+	proc.WriteExec(t, d.prog, []byte("#!/bin/sh\nsleep 2\nexec "+appBin+"\n"))
 	type result struct {
 		out  string
 		code int
@@ -218,7 +219,7 @@ func TestStopDuringReload(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Errorf("request in flight during the stop: %v", err)
 	}
-	if left := descendants(d.cmd.Process.Pid); len(left) > 0 {
+	if left := proc.Descendants(d.cmd.Process.Pid); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
 }
@@ -297,11 +298,11 @@ func TestUpgradeHandoffItself(t *testing.T) {
 	}
 	_ = syscall.Kill(st.PID, syscall.SIGTERM)
 	deadline := time.Now().Add(20 * time.Second)
-	for len(descendants(os.Getpid())) > 0 && time.Now().Before(deadline) {
-		reapAll()
+	for len(proc.Descendants(os.Getpid())) > 0 && time.Now().Before(deadline) {
+		proc.ReapAll()
 		time.Sleep(20 * time.Millisecond)
 	}
-	if left := descendants(os.Getpid()); len(left) > 0 {
+	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
 }

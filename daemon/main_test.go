@@ -1,10 +1,9 @@
 package daemon_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
+	"github.com/handoff-dev/handoff/internal/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +36,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+	if err := proc.Subreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -59,40 +58,20 @@ type runningDaemon struct {
 	waitErr error
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func writeExec(t *testing.T, dst string, b []byte) {
-	t.Helper()
-	if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".tmp", dst); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // startDaemon runs `handoff run --listen web=ADDR FLAGS -- PROGRAM ARGS`,
 // where PROGRAM is a copy of examples/app unless program is given, and waits
 // until the first generation is ready.
 func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &runningDaemon{t: t, dir: dir, addr: freeAddr(t), control: filepath.Join(dir, "control.sock"),
+	d := &runningDaemon{t: t, dir: dir, addr: proc.FreeAddr(t), control: filepath.Join(dir, "control.sock"),
 		prog: filepath.Join(dir, "app"), logPath: filepath.Join(dir, "log"), exited: make(chan struct{})}
 	if program == nil {
 		b, err := os.ReadFile(appBin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeExec(t, d.prog, b)
+		proc.WriteExec(t, d.prog, b)
 		program = []string{d.prog}
 	}
 	args := append([]string{"run", "--control", d.control, "--listen", "web=" + d.addr}, flags...)
@@ -203,7 +182,7 @@ func (d *runningDaemon) cleanup() {
 		<-d.exited
 	}
 	// Kill and reap whatever generation the test left.
-	for _, pid := range descendants(os.Getpid()) {
+	for _, pid := range proc.Descendants(os.Getpid()) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	for {
@@ -215,48 +194,16 @@ func (d *runningDaemon) cleanup() {
 	}
 }
 
-// procStat returns the state letter and parent pid of pid.
-func procStat(pid int) (string, int, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	ppid, _ := strconv.Atoi(f[1])
-	return f[0], ppid, true
-}
-
-// descendants returns the live processes below pid.
-func descendants(pid int) []int {
+// zombies returns the children of pid that have exited but were not reaped.
+func zombies(pid int) []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
-	parent := map[int]int{}
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if _, pp, ok := procStat(p); ok {
-			parent[p] = pp
-		}
-	}
-	for p := range parent {
-		for q := parent[p]; q > 1; q = parent[q] {
-			if q == pid {
-				out = append(out, p)
-				break
-			}
-		}
-	}
-	return out
-}
-
-// zombies returns the children of pid that have exited but were not reaped.
-func zombies(pid int) []int {
-	var out []int
-	for _, p := range descendants(pid) {
-		if st, pp, _ := procStat(p); st == "Z" && pp == pid {
+		if st, pp, _ := proc.Stat(p); st == "Z" && pp == pid {
 			out = append(out, p)
 		}
 	}
@@ -276,15 +223,4 @@ func fdList(pid int) []string {
 		out = append(out, e.Name()+"="+l)
 	}
 	return out
-}
-
-// reapAll reaps every exited child, including re-parented generations.
-func reapAll() {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			return
-		}
-	}
 }

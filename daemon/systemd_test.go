@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/proc"
 	"net"
 	"os"
 	"os/exec"
@@ -70,7 +71,7 @@ func TestNotifyUnderSystemd(t *testing.T) {
 	}
 	next("RELOADING=1", "MONOTONIC_USEC=")
 	next("READY=1", "STATUS=serving generation 2")
-	writeExec(t, d.prog, []byte("#!/bin/sh\necho 'bad config' >&2\nexit 1\n"))
+	proc.WriteExec(t, d.prog, []byte("#!/bin/sh\necho 'bad config' >&2\nexit 1\n"))
 	if _, code := d.reload(); code != 1 {
 		t.Fatal("broken reload succeeded")
 	}
@@ -104,7 +105,7 @@ func TestRunAsUser(t *testing.T) {
 	}
 	app := filepath.Join(dir, "app")
 	b, _ := os.ReadFile(appBin)
-	writeExec(t, app, b)
+	proc.WriteExec(t, app, b)
 	ctl := filepath.Join(dir, "control.sock")
 	cmd := exec.Command(handoffBin, "run", "--control", ctl, "--user", "nobody", "--listen", "web=127.0.0.1:"+strconv.Itoa(port), "--", app)
 	logf, _ := os.Create(filepath.Join(dir, "log"))
@@ -122,7 +123,7 @@ func TestRunAsUser(t *testing.T) {
 		resp, err := (&net.Dialer{}).Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
 			resp.Close()
-			for _, pid := range descendants(cmd.Process.Pid) {
+			for _, pid := range proc.Descendants(cmd.Process.Pid) {
 				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 				for _, l := range strings.Split(string(b), "\n") {
 					if strings.HasPrefix(l, "Uid:") {
@@ -146,7 +147,7 @@ func TestRunAsUser(t *testing.T) {
 		t.Errorf("control socket mode %v, %v; want 0600", fi.Mode(), err)
 	}
 	hb, _ := os.ReadFile(handoffBin)
-	writeExec(t, filepath.Join(dir, "handoff"), hb)
+	proc.WriteExec(t, filepath.Join(dir, "handoff"), hb)
 	status := exec.Command(filepath.Join(dir, "handoff"), "status", "--control", ctl)
 	status.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	if out, err := status.CombinedOutput(); err == nil || !strings.Contains(string(out), "permission denied") {
@@ -177,7 +178,7 @@ func TestSocketsFromSystemd(t *testing.T) {
 		{nil, "web:admin"},
 		{[]string{"--listen", "systemd:admin"}, "admin"},
 	} {
-		web, admin := freeAddr(t), freeAddr(t)
+		web, admin := proc.FreeAddr(t), proc.FreeAddr(t)
 		var files []*os.File
 		for _, a := range []string{web, admin} {
 			ln, err := net.Listen("tcp", a)

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"github.com/handoff-dev/handoff/internal/proc"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestDaemonReload(t *testing.T) {
 	}
 	for _, name := range units {
 		t.Run(name, func(t *testing.T) {
-			addr := freeAddr(t)
+			addr := proc.FreeAddr(t)
 			m.Install(name, unit(t, m, name, "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"),
 				"0.0.0.0:80", addr, "? --user www-data", ""))
 			if out, err := m.Systemctl("start", name); err != nil {
@@ -78,7 +79,7 @@ func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore"}},
 	} {
 		t.Run(c.unit, func(t *testing.T) {
-			addr := freeAddr(t)
+			addr := proc.FreeAddr(t)
 			for i := range c.repl {
 				c.repl[i] = strings.ReplaceAll(c.repl[i], "@ADDR@", addr)
 			}

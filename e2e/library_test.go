@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,9 +19,9 @@ import (
 func TestLibraryNotifyReload(t *testing.T) {
 	m := systemdtest.Start(t)
 	t.Logf("systemd %d", m.Version)
-	addr := freeAddr(t)
+	addr := proc.FreeAddr(t)
 	dir := execDir(t)
-	copyExec(t, bin("httpserver"), dir+"/httpserver")
+	proc.CopyExec(t, bin("httpserver"), dir+"/httpserver")
 	m.Install("httpserver.service", unit(t, m, "httpserver.service",
 		"/usr/local/bin/httpserver", dir+"/httpserver", "0.0.0.0:8080", addr))
 	if out, err := m.Systemctl("start", "httpserver.service"); err != nil {
@@ -61,7 +62,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 	t.Logf("systemctl reload took %v", took)
 
 	// A broken binary: the reload ends, the old generation serves on.
-	writeExec(t, dir+"/httpserver", []byte("#!/bin/sh\necho 'httpserver: bad flag' >&2\nexit 2\n"))
+	proc.WriteExec(t, dir+"/httpserver", []byte("#!/bin/sh\necho 'httpserver: bad flag' >&2\nexit 2\n"))
 	start := time.Now()
 	out, _ := m.Systemctl("reload", "httpserver.service")
 	if d := time.Since(start); d > 15*time.Second {
@@ -111,7 +112,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 // admin; the server takes them by name and keeps them across reloads.
 func TestLibrarySocketUnit(t *testing.T) {
 	m := systemdtest.Start(t)
-	addr := freeAddr(t)
+	addr := proc.FreeAddr(t)
 	m.Install("httpserver.socket", unit(t, m, "httpserver.socket", "127.0.0.1:8080", addr))
 	m.Install("httpserver-admin.socket", unit(t, m, "httpserver-admin.socket"))
 	m.Install("httpserver-socket.service", unit(t, m, "httpserver-socket.service", "/usr/local/bin/httpserver", bin("httpserver")))

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -70,36 +69,6 @@ func unit(t *testing.T, m *systemdtest.Manager, name string, repl ...string) str
 }
 
 func bin(name string) string { return filepath.Join(binDir, name) }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// copyExec copies a binary to a path a test may replace later.
-func copyExec(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeExec(t, dst, b)
-}
-
-func writeExec(t *testing.T, dst string, b []byte) {
-	t.Helper()
-	if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".tmp", dst); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // execDir is a directory for binaries a test replaces, readable by systemd's
 // services.

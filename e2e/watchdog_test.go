@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"strings"
 	"syscall"
@@ -15,7 +16,7 @@ import (
 // is caught: systemd kills it and starts a new one.
 func TestWatchdog(t *testing.T) {
 	m := systemdtest.Start(t)
-	addr := freeAddr(t)
+	addr := proc.FreeAddr(t)
 	text := unit(t, m, "httpserver.service", "/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", addr)
 	text = strings.Replace(text, "Restart=on-failure", "Restart=on-failure\nRestartSec=100ms\nWatchdogSec=1\nWatchdogSignal=SIGKILL", 1)
 	m.Install("httpserver.service", text)
@@ -58,7 +59,7 @@ func TestWatchdog(t *testing.T) {
 // handoff, whose pid — the unit's MainPID — stays.
 func TestDaemonWatchdog(t *testing.T) {
 	m := systemdtest.Start(t)
-	addr := freeAddr(t)
+	addr := proc.FreeAddr(t)
 	text := unit(t, m, "app-notify.service", "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", addr)
 	text = strings.Replace(text, "Restart=on-failure", "Restart=on-failure\nWatchdogSec=1", 1)
 	m.Install("app-notify.service", text)

@@ -2,10 +2,7 @@ package upgrader_test
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // serverBin is examples/httpserver, built once for all tests.
@@ -36,7 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	// Generations whose parent exited are re-parented to this process, so
 	// that the tests can see them exit and reap them.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+	if err := proc.Subreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
 		os.Exit(1)
 	}
@@ -56,39 +53,6 @@ type server struct {
 	logPath string
 	cmd     *exec.Cmd
 	seen    map[int]bool // every generation pid seen in the pid file
-}
-
-// freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// copyBin copies the server binary to dst, through a temporary file and a
-// rename, as a deploy would.
-func copyBin(t *testing.T, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(serverBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeExec(t, dst, b)
-}
-
-func writeExec(t *testing.T, dst string, b []byte) {
-	t.Helper()
-	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // startServer starts examples/httpserver with args after -addr and -pidfile,
@@ -113,8 +77,8 @@ func launchWith(t *testing.T, env []string, files []*os.File, prefix []string, a
 	dir := t.TempDir()
 	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "app"), pidfile: filepath.Join(dir, "app.pid"),
 		logPath: filepath.Join(dir, "log"), seen: map[int]bool{}}
-	copyBin(t, s.bin)
-	s.addr = freeAddr(t)
+	proc.CopyExec(t, serverBin, s.bin)
+	s.addr = proc.FreeAddr(t)
 	hasAddr := false
 	for _, a := range args {
 		hasAddr = hasAddr || a == "-addr"
@@ -233,7 +197,7 @@ func countLines(log string, words ...string) int {
 // generation to exit; the first generation, started by the test, must exit 0.
 func (s *server) stop() {
 	s.t.Helper()
-	if p := s.pid(); p != 0 && alive(p) {
+	if p := s.pid(); p != 0 && proc.Alive(p) {
 		_ = syscall.Kill(p, syscall.SIGTERM)
 	}
 	first := s.cmd.Process.Pid
@@ -257,7 +221,7 @@ func (s *server) stop() {
 
 func (s *server) cleanup() {
 	for p := range s.seen {
-		if alive(p) {
+		if proc.Alive(p) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 	}
@@ -266,60 +230,19 @@ func (s *server) cleanup() {
 		_ = s.cmd.Wait()
 	}
 	for p := range s.seen {
-		reap(p)
+		proc.Reap(p)
 	}
-}
-
-// alive reports whether pid runs and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
 
 // waitGone waits until pid has exited, reaping it if it is our child.
 func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if !alive(pid) {
-			reap(pid)
+		if !proc.Alive(pid) {
+			proc.Reap(pid)
 			return true
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return false
-}
-
-func reap(pid int) {
-	var ws unix.WaitStatus
-	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-}
-
-// children returns the pids whose parent is ppid.
-func children(ppid int) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) && f[0] != "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }

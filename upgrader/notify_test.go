@@ -2,6 +2,7 @@ package upgrader_test
 
 import (
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/proc"
 	"net"
 	"os"
 	"path/filepath"
@@ -169,7 +170,7 @@ func TestNotifySequence(t *testing.T) {
 	}
 
 	// A failed reload.
-	writeExec(t, s.bin, []byte("#!/bin/sh\necho 'cannot parse config' >&2\nexit 1\n"))
+	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'cannot parse config' >&2\nexit 1\n"))
 	s.signal(syscall.SIGHUP)
 	expect(next("RELOADING"), gen2, "RELOADING=1", "MONOTONIC_USEC=")
 	m = next("READY after failure")

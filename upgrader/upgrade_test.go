@@ -2,6 +2,7 @@ package upgrader_test
 
 import (
 	"context"
+	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"os"
 	"strconv"
@@ -65,7 +66,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 			continue
 		}
 		if p == s.cmd.Process.Pid { // our child: s.stop reaps it
-			if alive(p) {
+			if proc.Alive(p) {
 				t.Errorf("first generation pid %d has not exited", p)
 			}
 		} else if !waitGone(p, 15*time.Second) {
@@ -76,7 +77,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		t.Errorf("%d drains were cut short:\n%s", n, s.log())
 	}
 	s.stop()
-	if left := children(os.Getpid()); len(left) > 0 {
+	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
 }
@@ -102,10 +103,10 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	}{
 		{"missing binary", func() { os.Remove(s.bin) }, []string{"new binary could not be started", "no such file"}},
 		{"crash at start", func() {
-			writeExec(t, s.bin, []byte("#!/bin/sh\necho 'config: bad value for port' >&2\nexit 3\n"))
+			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'config: bad value for port' >&2\nexit 3\n"))
 		}, []string{"exited before it was ready", "exit status 3", "config: bad value for port"}},
 		{"never ready", func() {
-			writeExec(t, s.bin, []byte("#!/bin/sh\necho 'waiting for the database' >&2\nexec sleep 30\n"))
+			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'waiting for the database' >&2\nexec sleep 30\n"))
 		}, []string{"not ready in time", "waiting for the database"}},
 	}
 	for i, c := range cases {
@@ -135,7 +136,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	}
 
 	// A good binary again: the upgrade goes through.
-	writeExec(t, s.bin, good)
+	proc.WriteExec(t, s.bin, good)
 	s.signal(syscall.SIGHUP)
 	second := s.waitPid(first, 10*time.Second)
 	time.Sleep(500 * time.Millisecond)
@@ -150,7 +151,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	}
 	s.stop()
 	// The never-ready child was killed, not left behind.
-	if left := children(os.Getpid()); len(left) > 0 {
+	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
 }
@@ -196,14 +197,14 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 			t.Errorf("wait line lacks %q: %s", w, line)
 		}
 	}
-	if !alive(first) {
+	if !proc.Alive(first) {
 		t.Fatalf("first generation exited before its slow request finished")
 	}
 	third := s.waitPid(second, 15*time.Second)
 	if got := <-slow; got != "pid="+itoa(first) {
 		t.Errorf("slow request: %q, want pid=%d", got, first)
 	}
-	if alive(first) {
+	if proc.Alive(first) {
 		t.Errorf("third generation %d started while the first %d still ran", third, first)
 	}
 	// The three SIGHUPs made one upgrade.

@@ -8,6 +8,7 @@ package systemdtest
 import (
 	"bytes"
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,7 +87,7 @@ func Start(t *testing.T) *Manager {
 				break
 			}
 		}
-		if m.cmd.ProcessState != nil || !alive(m.cmd.Process.Pid) {
+		if m.cmd.ProcessState != nil || !proc.Alive(m.cmd.Process.Pid) {
 			b, _ := os.ReadFile(logPath)
 			t.Skipf("systemdtest: systemd did not start in a namespace here:\n%s", b)
 		}
@@ -245,15 +246,6 @@ func childOf(ppid int) int {
 		return 0
 	}
 	return pid
-}
-
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
 
 // LogPath is the file systemd logs to.

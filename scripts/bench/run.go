@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 type config struct {
@@ -59,7 +60,7 @@ func run(cfg config, w io.Writer) error {
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
 	// Generations whose parent exited become ours, to be timed and reaped.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+	if err := proc.Subreaper(); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "handoff-bench-")
@@ -105,7 +106,7 @@ func run(cfg config, w io.Writer) error {
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s…\n", name)
 		rows = append(rows, runStrategy(e, cfg, name))
-		reapAll()
+		proc.ReapAll()
 	}
 	printTable(w, rows, floor)
 
@@ -115,7 +116,7 @@ func run(cfg config, w io.Writer) error {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
 		printScale(w, e)
 	}
-	reapAll()
+	proc.ReapAll()
 	return nil
 }
 
@@ -270,30 +271,13 @@ func pct(d []time.Duration, p float64) time.Duration {
 	return s[int(float64(len(s)-1)*p/100)]
 }
 
-// alive reports whether pid runs and is not a zombie; it reaps a zombie
-// child.
+// alive reports whether pid runs, reaping it if it is an exited child.
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+	if proc.Alive(pid) {
+		return true
 	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		return false
-	}
-	return true
-}
-
-func reapAll() {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			return
-		}
-	}
+	proc.Reap(pid)
+	return false
 }
 
 // rssKB returns VmRSS of pid in KiB.

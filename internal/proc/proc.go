@@ -1,0 +1,119 @@
+// Package proc holds the process and socket helpers that handoff's tests
+// and benchmarks share: free ports, executables written as a deploy writes
+// them, and the state of processes in /proc.
+package proc
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// FreeAddr returns a loopback address with a port nothing listens on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// WriteExec writes an executable file the way a deploy does: to a temporary
+// name, then renamed over dst, so that a running process keeps its binary.
+func WriteExec(t testing.TB, dst string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".tmp", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CopyExec copies the executable src to dst with WriteExec.
+func CopyExec(t testing.TB, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	WriteExec(t, dst, b)
+}
+
+// Stat returns the state letter (R, S, Z, …) and parent pid of pid, and
+// whether it exists.
+func Stat(pid int) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0], ppid, true
+}
+
+// Alive reports whether pid runs and is not a zombie.
+func Alive(pid int) bool {
+	st, _, ok := Stat(pid)
+	return ok && st != "Z"
+}
+
+// Reap collects pid if it is an exited child of this process.
+func Reap(pid int) {
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+}
+
+// ReapAll collects every exited child of this process.
+func ReapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// Descendants returns the live processes below pid.
+func Descendants(pid int) []int {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, pp, ok := Stat(p); ok && st != "Z" {
+			parent[p] = pp
+		}
+	}
+	var out []int
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Subreaper makes this process adopt its orphaned descendants, so that a
+// test sees every generation exit and can reap it.
+func Subreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
