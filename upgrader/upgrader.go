@@ -476,7 +476,9 @@ func (u *Upgrader) Upgrade() error {
 // Stop ends this generation for good, unless it has already handed over:
 // upgrades are refused, Exit is closed, STOPPING=1 goes to systemd, and the
 // Unix socket files this generation created are removed (on Exit, Serve
-// drains). Stop does not wait; it is safe to call more than once, and from a
+// drains). Stop does not wait for the drain: it waits at most a second for
+// the Upgrader's goroutine to act, removes the PID file if it names this
+// process, and logs the exit. It is safe to call more than once, and from a
 // deferred call after Serve returned.
 func (u *Upgrader) Stop() {
 	u.stopOnce.Do(func() { close(u.stopC) })
