@@ -1,0 +1,145 @@
+package upgrader_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+// serveDrainer starts an http.Server with h through a Drainer on a fresh
+// loopback listener.
+func serveDrainer(t *testing.T, grace time.Duration, h http.Handler) (*upgrader.Drainer, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := upgrader.NewDrainer(grace, nil)
+	d.Serve(&http.Server{Handler: h}, ln)
+	return d, ln.Addr().String()
+}
+
+// request sends one keep-alive request on c and returns the response.
+func request(t *testing.T, c net.Conn, r *bufio.Reader) *http.Response {
+	t.Helper()
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// TestDrainIdleAndBusy: an idle keep-alive connection is closed once idle
+// for the grace, cleanly; a request sent on it during the grace is answered
+// with Connection: close; a request in flight finishes.
+func TestDrainIdleAndBusy(t *testing.T) {
+	release := make(chan struct{})
+	d, addr := serveDrainer(t, 300*time.Millisecond, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		fmt.Fprintln(w, "ok")
+	}))
+	idle, _ := net.Dial("tcp", addr)
+	idleR := bufio.NewReader(idle)
+	request(t, idle, idleR)
+	late, _ := net.Dial("tcp", addr)
+	lateR := bufio.NewReader(late)
+	request(t, late, lateR)
+	busy := make(chan error, 1)
+	go func() {
+		resp, err := http.Post("http://"+addr+"/slow", "text/plain", nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		busy <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+
+	done := make(chan upgrader.DrainStats, 1)
+	go func() { done <- d.Drain(context.Background()) }()
+	time.Sleep(100 * time.Millisecond)
+	// Within the grace, a request on an idle connection is served, and told
+	// to close.
+	if resp := request(t, late, lateR); !resp.Close {
+		t.Error("a request during the drain was not answered with Connection: close")
+	}
+	// The idle one is closed with EOF after the grace.
+	_ = idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := idleR.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: %v, want EOF", err)
+	}
+	select {
+	case st := <-done:
+		t.Fatalf("Drain returned %+v with a request in flight", st)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-busy; err != nil {
+		t.Errorf("request in flight: %v", err)
+	}
+	st := <-done
+	if st.Cut != 0 || st.IdleClosed < 1 || st.Conns != 3 {
+		t.Errorf("stats %+v", st)
+	}
+	// Nothing listens any more.
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("the listener is still open after Drain")
+	}
+}
+
+// TestDrainHijacked: a hijacked connection is counted, its handler hears
+// OnDrain, and the drain ends when it closes the connection; one that never
+// does is cut at the deadline.
+func TestDrainHijacked(t *testing.T) {
+	stop := make(chan struct{})
+	d, addr := serveDrainer(t, 100*time.Millisecond, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\n\r\n")
+		if r.URL.Path == "/polite" {
+			<-stop
+			c.Close()
+		}
+	}))
+	d.OnDrain(func() { close(stop) })
+	var conns []net.Conn
+	for _, path := range []string{"/polite", "/stubborn"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if !strings.Contains(line, "101") {
+			t.Fatalf("%s: %q", path, line)
+		}
+		conns = append(conns, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	st := d.Drain(ctx)
+	if st.Hijacked != 2 || st.Cut != 1 {
+		t.Errorf("stats %+v: want 2 hijacked, 1 cut", st)
+	}
+	if st.Duration < 400*time.Millisecond {
+		t.Errorf("Drain returned after %v, before the deadline, with a hijacked connection open", st.Duration)
+	}
+}
