@@ -161,7 +161,7 @@ func TestReloadStorm(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st := d.status()
-		if len(st.Generations) == 1 && st.Generations[0].State == "serving" && !st.Reloading && !st.Queued {
+		if len(st.Generations) == 1 && st.Generations[0].State == "ready" && !st.Reloading && !st.Queued {
 			break
 		}
 		if time.Now().After(deadline) {

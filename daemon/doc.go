@@ -10,16 +10,19 @@
 // only the supervisor's goroutine changes, are:
 //
 //	starting  started with the sockets; waiting for readiness (--ready).
-//	          Ready → baking (if --bake) or serving. Exits, or not ready
+//	          Ready → baking (if --bake) or ready. Exits, or not ready
 //	          within --ready-timeout → killed, failed (final).
 //	baking    ready, while the previous generation still serves for --bake.
-//	          → serving when the window ends; exits → failed (final).
-//	serving   the current generation. → draining when a newer one takes
-//	          over or on stop; exits on its own → exited (final), and a new
-//	          generation is started after a backoff.
+//	          → ready when the window ends; exits → failed (final).
+//	ready     the current generation, serving. → draining when a newer one
+//	          takes over or on stop; exits on its own, or hangs (no
+//	          WATCHDOG=1 for WatchdogSec= after it once sent one) → exited
+//	          (final), and a new generation is started after a backoff.
 //	draining  sent --stop-signal; SIGKILL after --drain-timeout, or at once
 //	          when more than --max-draining generations drain. → exited.
 //	exited    final.
+//
+// `handoff status` shows these names.
 //
 // A reload (SIGHUP, `handoff reload`) starts generation N+1; generation N
 // keeps serving until N+1 is ready and its bake window has passed. A reload

@@ -31,7 +31,7 @@ const (
 )
 
 func (s state) String() string {
-	return [...]string{"starting", "baking", "serving", "draining", "exited"}[s]
+	return [...]string{"starting", "baking", "ready", "draining", "exited"}[s]
 }
 
 // generation is one run of the program. Only the supervisor goroutine reads

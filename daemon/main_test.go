@@ -153,7 +153,7 @@ func (d *runningDaemon) status() daemon.Status {
 // serving returns the pid of the serving generation.
 func (d *runningDaemon) serving() int {
 	for _, g := range d.status().Generations {
-		if g.State == "serving" {
+		if g.State == "ready" {
 			return g.PID
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,7 +106,7 @@ func (u *Upgrader) startNext() attemptResult {
 			}
 		}
 	}()
-	err = u.tf.Upgrade()
+	err = u.upgradeWhenTableflipAgrees()
 	os.Stderr = realStderr
 	stderrMu.Unlock()
 	pw.Close()
@@ -129,6 +130,26 @@ func (u *Upgrader) startNext() attemptResult {
 		u.log.Warn("the new generation did not say its pid; systemd keeps the old MAINPID")
 	}
 	return attemptResult{pid: pid, child: parent}
+}
+
+// upgradeWhenTableflipAgrees calls tableflip's Upgrade. tableflip's own loop
+// learns that this process is ready, and that its parent has exited, from
+// channels it selects on together with upgrade requests, so right after
+// either event it may still refuse ("process is not ready yet", "parent
+// hasn't exited") although both are true. Those refusals start no process;
+// ask again, for at most a second.
+func (u *Upgrader) upgradeWhenTableflipAgrees() error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := u.tf.Upgrade()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		if msg := err.Error(); !strings.Contains(msg, "not ready yet") && !strings.Contains(msg, "parent hasn't exited") {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {

@@ -179,7 +179,7 @@ func (d *daemonServer) serving() (int, error) {
 		return 0, err
 	}
 	for _, g := range st.Generations {
-		if g.State == "serving" {
+		if g.State == "ready" {
 			return g.PID, nil
 		}
 	}
