@@ -241,11 +241,12 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 
 // closeIdle closes the connections that have been idle (or new and silent)
 // for the idle grace since the drain began, and returns how many connections
-// are left.
+// are left. Each is closed right after the check that no request waits on
+// it, to leave a client the least time to send one in between.
 func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 	now := time.Now()
-	var idle []net.Conn
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	for c, ci := range d.conns {
 		if ci.closing || (ci.state != http.StateIdle && ci.state != http.StateNew) {
 			continue
@@ -258,16 +259,20 @@ func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 			continue
 		}
 		ci.closing = true
-		idle = append(idle, c)
+		stats.IdleClosed++
+		closeUnderlying(c)
 	}
-	left := len(d.conns) + len(d.hijacked)
-	d.mu.Unlock()
-	// Close outside the lock: a trackedConn's Close calls forget.
-	for _, c := range idle {
-		c.Close()
+	return len(d.conns) + len(d.hijacked)
+}
+
+// closeUnderlying closes c without going through trackedConn.Close, which
+// takes d.mu; the server's ConnState hook then reports it closed.
+func closeUnderlying(c net.Conn) {
+	if tc, ok := c.(*trackedConn); ok {
+		tc.Conn.Close()
+		return
 	}
-	stats.IdleClosed += len(idle)
-	return left
+	c.Close()
 }
 
 // closeAll closes every connection left and returns how many there were.
