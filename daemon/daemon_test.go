@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -305,4 +306,35 @@ func TestUpgradeHandoffItself(t *testing.T) {
 	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
+}
+
+// TestReadyModes: --ready delay:D waits that long; --ready http://… waits for
+// a 2xx answer.
+func TestReadyModes(t *testing.T) {
+	d := startDaemon(t, nil, "--ready", "delay:400ms")
+	line := ""
+	for _, l := range strings.Split(d.log(), "\n") {
+		if strings.Contains(l, `msg="generation ready"`) {
+			line = l
+		}
+	}
+	m := regexp.MustCompile(`ready_ms=(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no ready_ms in %q", line)
+	}
+	if ms, _ := strconv.Atoi(m[1]); ms < 400 {
+		t.Errorf("ready after %d ms with --ready delay:400ms", ms)
+	}
+	d.stop()
+
+	// On a first start only the new generation serves the socket, so a probe
+	// of the socket itself tells when it is ready.
+	d = startDaemon(t, nil, "--ready", "http://@ADDR@/")
+	if n := countLines(d.log(), `msg="generation ready"`); n != 1 {
+		t.Errorf("%d ready lines with --ready http://", n)
+	}
+	if p := d.serving(); p == 0 {
+		t.Error("no generation serving with --ready http://")
+	}
+	d.stop()
 }

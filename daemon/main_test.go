@@ -74,6 +74,9 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 		proc.WriteExec(t, d.prog, b)
 		program = []string{d.prog}
 	}
+	for i := range flags {
+		flags[i] = strings.ReplaceAll(flags[i], "@ADDR@", d.addr)
+	}
 	args := append([]string{"run", "--control", d.control, "--listen", "web=" + d.addr}, flags...)
 	args = append(append(args, "--"), program...)
 	logf, err := os.Create(d.logPath)
