@@ -119,7 +119,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
-func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
+func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	s := &supervisor{cfg: cfg, log: log, events: make(chan any, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error), nextN: 1}
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
@@ -147,7 +147,7 @@ func setup(cfg *Config, log *slog.Logger) (*supervisor, error) {
 				continue
 			}
 			a, _ := listener.Parse("systemd:" + af.Name)
-			listens = append(listens, Listen{Name: af.Name, Addr: a})
+			listens = append(listens, listenSpec{Name: af.Name, Addr: a})
 		}
 		if len(listens) == 0 {
 			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")

@@ -31,17 +31,17 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-// Listen is one --listen flag: a socket and the name the program sees in
+// listenSpec is one --listen flag: a socket and the name the program sees in
 // LISTEN_FDNAMES.
-type Listen struct {
+type listenSpec struct {
 	Name string
 	Addr listener.Addr
 }
 
-// Config is what `handoff run` was asked to do.
-type Config struct {
-	Listens      []Listen
-	Ready        ReadyMode
+// config is what `handoff run` was asked to do.
+type config struct {
+	Listens      []listenSpec
+	Ready        readyMode
 	ReadyTimeout time.Duration
 	DrainTimeout time.Duration
 	StopSignal   syscall.Signal
@@ -78,10 +78,10 @@ Flags:
 `
 
 // parseRun parses the arguments of `handoff run`.
-func parseRun(args []string, stderr io.Writer) (*Config, error) {
+func parseRun(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("handoff run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfg := &Config{}
+	cfg := &config{}
 	var listens []string
 	fs.Func("listen", "`[NAME=]ADDR` to listen on; repeatable. ADDR: HOST:PORT, :PORT, tcp6://[::1]:PORT,\n"+
 		"unix:///run/app.sock?mode=0660, udp://HOST:PORT or systemd:NAME. NAME (default: the ADDR's\n"+
@@ -168,14 +168,14 @@ func parseRun(args []string, stderr io.Writer) (*Config, error) {
 	return cfg, nil
 }
 
-func parseListen(s string, i int) (Listen, error) {
+func parseListen(s string, i int) (listenSpec, error) {
 	name, addr := "", s
 	if k, v, ok := strings.Cut(s, "="); ok && !strings.Contains(k, ":") && !strings.Contains(k, "/") {
 		name, addr = k, v
 	}
 	a, err := listener.Parse(addr)
 	if err != nil {
-		return Listen{}, usagef("handoff run: --listen %s: %v", s, err)
+		return listenSpec{}, usagef("handoff run: --listen %s: %v", s, err)
 	}
 	if name == "" {
 		name = "listen" + strconv.Itoa(i)
@@ -184,9 +184,9 @@ func parseListen(s string, i int) (Listen, error) {
 		}
 	}
 	if strings.ContainsAny(name, ": \t\n") || len(name) > 255 {
-		return Listen{}, usagef("handoff run: --listen %s: NAME %q may not contain ':' or spaces", s, name)
+		return listenSpec{}, usagef("handoff run: --listen %s: NAME %q may not contain ':' or spaces", s, name)
 	}
-	return Listen{Name: name, Addr: a}, nil
+	return listenSpec{Name: name, Addr: a}, nil
 }
 
 func lookProgram(p string) (string, error) {

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// ReadyMode says how a generation shows it is ready.
-type ReadyMode struct {
+// readyMode says how a generation shows it is ready.
+type readyMode struct {
 	// Kind is "notify", "http", "tcp" or "delay".
 	Kind string
 	// Target is the URL for http, HOST:PORT for tcp.
@@ -20,7 +20,7 @@ type ReadyMode struct {
 }
 
 // String returns the mode as --ready takes it.
-func (m ReadyMode) String() string {
+func (m readyMode) String() string {
 	switch m.Kind {
 	case "http", "tcp":
 		if m.Kind == "tcp" {
@@ -33,36 +33,36 @@ func (m ReadyMode) String() string {
 	return m.Kind
 }
 
-func parseReady(s string) (ReadyMode, error) {
+func parseReady(s string) (readyMode, error) {
 	switch {
 	case s == "notify":
-		return ReadyMode{Kind: "notify"}, nil
+		return readyMode{Kind: "notify"}, nil
 	case strings.HasPrefix(s, "delay:"):
 		d, err := time.ParseDuration(strings.TrimPrefix(s, "delay:"))
 		if err != nil || d < 0 {
-			return ReadyMode{}, usagef("handoff run: --ready %s: bad duration — use delay:2s", s)
+			return readyMode{}, usagef("handoff run: --ready %s: bad duration — use delay:2s", s)
 		}
-		return ReadyMode{Kind: "delay", Delay: d}, nil
+		return readyMode{Kind: "delay", Delay: d}, nil
 	case strings.HasPrefix(s, "tcp://"):
 		hp := strings.TrimPrefix(s, "tcp://")
 		if _, _, err := net.SplitHostPort(hp); err != nil {
-			return ReadyMode{}, usagef("handoff run: --ready %s: %v — use tcp://127.0.0.1:9090", s, err)
+			return readyMode{}, usagef("handoff run: --ready %s: %v — use tcp://127.0.0.1:9090", s, err)
 		}
-		return ReadyMode{Kind: "tcp", Target: hp}, nil
+		return readyMode{Kind: "tcp", Target: hp}, nil
 	case strings.HasPrefix(s, "http://"):
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" {
-			return ReadyMode{}, usagef("handoff run: --ready %s: not a URL — use http://127.0.0.1:9090/healthz", s)
+			return readyMode{}, usagef("handoff run: --ready %s: not a URL — use http://127.0.0.1:9090/healthz", s)
 		}
-		return ReadyMode{Kind: "http", Target: s}, nil
+		return readyMode{Kind: "http", Target: s}, nil
 	}
-	return ReadyMode{}, usagef("handoff run: --ready %s: unknown mode — use notify, http://HOST:PORT/PATH, tcp://HOST:PORT or delay:DURATION", s)
+	return readyMode{}, usagef("handoff run: --ready %s: unknown mode — use notify, http://HOST:PORT/PATH, tcp://HOST:PORT or delay:DURATION", s)
 }
 
 // probe reports readiness for the http, tcp and delay modes: it returns nil
 // once the generation is ready, or ctx's error. Notify is handled by the
 // generation's own notify socket.
-func (m ReadyMode) probe(ctx context.Context) error {
+func (m readyMode) probe(ctx context.Context) error {
 	if m.Kind == "delay" {
 		t := time.NewTimer(m.Delay)
 		defer t.Stop()
@@ -88,7 +88,7 @@ func (m ReadyMode) probe(ctx context.Context) error {
 	}
 }
 
-func (m ReadyMode) check(ctx context.Context, client *http.Client) bool {
+func (m readyMode) check(ctx context.Context, client *http.Client) bool {
 	if m.Kind == "tcp" {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", m.Target)

@@ -42,7 +42,7 @@ type ReloadResult struct {
 
 // supervisor owns the generations. Only its run goroutine touches its fields.
 type supervisor struct {
-	cfg     *Config
+	cfg     *config
 	log     *slog.Logger
 	u       *upgrader.Upgrader
 	self    string // the binary to re-execute as the shim
