@@ -68,6 +68,13 @@
 //	TimeoutStopSec=40         # more than the drain timeout
 //	FileDescriptorStoreMax=8  # keep the sockets open across restarts (FDStore)
 //
+// With FileDescriptorStoreMax= (systemd sets $FDSTORE from version 254; set
+// Options.FDStore before that), each generation also hands its listening IP
+// sockets to systemd's fd store once ready (FDSTORE=1, FDNAME=handoff-fdstore),
+// so that they stay open across `systemctl restart` and a crash: clients wait
+// in the backlog instead of being refused, and the next start finds the
+// sockets by address.
+//
 // The variables systemd sets for one process only (LISTEN_*, WATCHDOG_*) are
 // consumed at New and never reach the next generation.
 package upgrader
