@@ -132,10 +132,7 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		s.nextN = n
 		os.Unsetenv(envNextGen)
 	}
-	if s.self, err = os.Executable(); err != nil {
-		return nil, fmt.Errorf("handoff: cannot find its own binary: %w", err)
-	}
-	// The running binary, even if a new one has replaced it on disk.
+	// The shim is the running binary, even if a new one replaced it on disk.
 	s.self = "/proc/self/exe"
 
 	listens := cfg.Listens

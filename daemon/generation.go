@@ -122,7 +122,7 @@ func (s *supervisor) start(n int) (*generation, error) {
 	cmd.Stdout, cmd.Stderr = outW, errW
 	// Its own process group: a Ctrl-C at the terminal reaches handoff alone,
 	// which stops the generations in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: 0}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential}
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
