@@ -96,26 +96,36 @@ func checkListenPID(t *testing.T, log string, want int) {
 // reload exits 1 with the reason while the old generation serves on.
 func TestBrokenGenerationKeepsServing(t *testing.T) {
 	d := startDaemon(t, nil, "--ready-timeout", "2s", "--bake", "1s")
-	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
 	first := d.serving()
+	load := func() func() *loadcheck.Result {
+		ctx, cancel := context.WithCancel(context.Background())
+		resC := make(chan *loadcheck.Result, 1)
+		go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
+		time.Sleep(100 * time.Millisecond)
+		return func() *loadcheck.Result { time.Sleep(200 * time.Millisecond); cancel(); return <-resC }
+	}
 
 	cases := []struct {
 		name   string
 		script string
 		want   []string
+		// mayLose is how many requests the case may cost: a generation that
+		// crashes during its bake window, while it serves beside the old
+		// one, takes with it what it held at that instant.
+		mayLose int
 	}{
 		{"exits 1", "#!/bin/sh\necho 'app: cannot open /etc/app.toml' >&2\nexit 1\n",
-			[]string{"exited before it was ready (exit status 1)", "cannot open /etc/app.toml"}},
+			[]string{"exited before it was ready (exit status 1)", "cannot open /etc/app.toml"}, 0},
 		{"never ready", "#!/bin/sh\necho 'app: connecting to the database' >&2\nexec sleep 30\n",
-			[]string{"was not ready within 2s", "connecting to the database"}},
+			[]string{"was not ready within 2s", "connecting to the database"}, 0},
 		{"dies in the bake window", "#!/bin/sh\nexec " + appBin + " -crash-after 300ms\n",
-			[]string{"died during the bake window (exit status 1)", "crashing as asked"}},
+			[]string{"died during the bake window (exit status 1)", "crashing as asked"}, 3},
 	}
 	for _, c := range cases {
 		proc.WriteExec(t, d.prog, []byte(c.script))
+		stop := load()
 		out, code := d.reload()
+		res := stop()
 		if code != 1 {
 			t.Errorf("%s: reload exit %d, want 1: %s", c.name, code, out)
 		}
@@ -130,16 +140,20 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 		if p := d.serving(); p != first {
 			t.Errorf("%s: serving pid %d, want the old %d", c.name, p, first)
 		}
+		t.Logf("%s: load %v", c.name, res)
+		lost := res.Failed["ECONNRESET"] + res.Failed["EOF"]
+		if res.Failures() != lost || lost > c.mayLose || res.Retried != 0 {
+			t.Errorf("%s: failed=%d %v retried=%d (may lose %d to the crash) %q", c.name, res.Failures(), res.Failed, res.Retried, c.mayLose, res.Samples)
+		}
 	}
 	b, _ := readFile(appBin)
 	proc.WriteExec(t, d.prog, b)
+	stop := load()
 	if out, code := d.reload(); code != 0 {
 		t.Fatalf("good reload: exit %d: %s", code, out)
 	}
-	time.Sleep(300 * time.Millisecond)
-	cancel()
-	res := <-resC
-	t.Logf("load: %v", res)
+	res := stop()
+	t.Logf("good reload: load %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
 	}
