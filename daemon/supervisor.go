@@ -435,6 +435,11 @@ func (s *supervisor) stop(real bool) {
 	s.queued, s.queuedWaiters = false, nil
 	if real {
 		s.notify(systemd.Stopping("stopping every generation"))
+		if s.selfUpgrade {
+			// A new handoff is starting: have the upgrader kill it, or
+			// it would take over after this one stopped.
+			s.u.Stop()
+		}
 	}
 	s.next = nil
 	for _, g := range s.gens {

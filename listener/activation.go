@@ -110,19 +110,3 @@ func control(f *os.File, fn func(fd int)) {
 	}
 	_ = raw.Control(func(fd uintptr) { fn(int(fd)) })
 }
-
-// Unclaimed returns the sockets systemd passed that no Listen or ListenPacket
-// call has taken yet, and claims them. The caller owns the files.
-func Unclaimed() []systemd.ActivatedFile {
-	files := systemd.Activated()
-	claimMu.Lock()
-	defer claimMu.Unlock()
-	var out []systemd.ActivatedFile
-	for i, af := range files {
-		if !claimed[i] {
-			claimed[i] = true
-			out = append(out, af)
-		}
-	}
-	return out
-}

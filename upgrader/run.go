@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"syscall"
@@ -82,6 +83,9 @@ func (u *Upgrader) run() {
 
 		case w := <-u.upgradeC:
 			switch {
+			case u.handedOver.Load():
+				// Upgrade also selects on Exit, but may reach us first.
+				w <- ErrHandedOver
 			case stopping:
 				w <- ErrStopped
 			case ready != nil:
@@ -132,6 +136,15 @@ func (u *Upgrader) run() {
 		case res := <-attempt:
 			attempt = nil
 			if stopping {
+				if res.err == nil {
+					// The new generation became ready just as the stop
+					// began: it must not outlive this one.
+					u.log.Warn("stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
+					if res.pid > 0 {
+						_ = syscall.Kill(res.pid, syscall.SIGTERM)
+					}
+					res.child.close()
+				}
 				answer(ErrStopped)
 				continue
 			}
@@ -223,7 +236,7 @@ func (u *Upgrader) checkHealth() error {
 	if u.opts.WatchdogCheck == nil {
 		return nil
 	}
-	ctx, cancel := contextWithTimeout(u.watchdog / 4)
+	ctx, cancel := context.WithTimeout(context.Background(), u.watchdog/4)
 	defer cancel()
 	if err := u.opts.WatchdogCheck(ctx); err != nil {
 		return fmt.Errorf("watchdog check: %w", err)

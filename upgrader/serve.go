@@ -52,7 +52,7 @@ func (u *Upgrader) Run(d *Drainer) error {
 	}
 	if failure != nil {
 		u.log.Error("stopping", "err", failure)
-		u.Stop()
+		u.requestStop()
 	}
 	u.drain(d)
 	u.finish()

@@ -1,7 +1,6 @@
 package upgrader
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -150,8 +149,4 @@ func (u *Upgrader) upgradeWhenTableflipAgrees() error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }

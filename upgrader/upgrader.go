@@ -481,14 +481,18 @@ func (u *Upgrader) Upgrade() error {
 // process, and logs the exit. It is safe to call more than once, and from a
 // deferred call after Serve returned.
 func (u *Upgrader) Stop() {
+	u.requestStop()
+	u.finish()
+}
+
+// requestStop asks the run loop to stop, and gives it a second to act before
+// a deferred Stop returns and the process exits.
+func (u *Upgrader) requestStop() {
 	u.stopOnce.Do(func() { close(u.stopC) })
-	// Give the run loop the chance to act before a deferred Stop returns
-	// and the process exits.
 	select {
 	case <-u.exitC:
 	case <-time.After(time.Second):
 	}
-	u.finish()
 }
 
 // finish removes what a real stop leaves behind. It runs once, after the

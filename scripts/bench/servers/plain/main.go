@@ -6,8 +6,7 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
-	"io"
+	"github.com/handoff-dev/handoff/scripts/bench/servers/internal/pidmux"
 	"log"
 	"net"
 	"net/http"
@@ -49,23 +48,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	pid := os.Getpid()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "pid=%d\n", pid)
-	})
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
-		time.Sleep(min(d, time.Minute))
-		fmt.Fprintf(w, "pid=%d\n", pid)
-	})
-	srv := &http.Server{Handler: mux}
+	srv := &http.Server{Handler: pidmux.New()}
 	go srv.Serve(ln)
 	if *pidfile != "" {
 		tmp := *pidfile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o644); err == nil {
+		if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644); err == nil {
 			_ = os.Rename(tmp, *pidfile)
 		}
 	}

@@ -6,8 +6,7 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
-	"io"
+	"github.com/handoff-dev/handoff/scripts/bench/servers/internal/pidmux"
 	"log"
 	"net/http"
 	"os"
@@ -41,19 +40,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	pid := os.Getpid()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "pid=%d\n", pid)
-	})
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
-		time.Sleep(min(d, time.Minute))
-		fmt.Fprintf(w, "pid=%d\n", pid)
-	})
-	server := http.Server{Handler: mux}
+	server := http.Server{Handler: pidmux.New()}
 	go server.Serve(ln)
 	if err := upg.Ready(); err != nil {
 		log.Fatal(err)
