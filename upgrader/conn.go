@@ -80,9 +80,9 @@ func readSince(c net.Conn, t time.Time) bool {
 	return ok && tc.lastRead.Load() >= t.UnixNano()
 }
 
-// pending reports whether bytes wait unread in the kernel on c (a request
-// the server has not read yet), or whether that cannot be told.
-func pending(c net.Conn) bool {
+// rawConn returns the socket under c, looking through trackedConn and
+// *tls.Conn, or nil if it has none.
+func rawConn(c net.Conn) syscall.RawConn {
 	for {
 		switch x := c.(type) {
 		case *trackedConn:
@@ -96,23 +96,62 @@ func pending(c net.Conn) bool {
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true
+		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return false // closed already
+		return nil
 	}
-	var n int
-	var perr error
-	var buf [1]byte
-	if err := raw.Control(func(fd uintptr) {
-		n, _, perr = unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	}); err != nil {
+	return raw
+}
+
+// received returns how many bytes the kernel has received on c from its
+// peer (TCP_INFO), whether or not the server has read them; ok is false
+// where the kernel does not tell (Unix sockets).
+func received(c net.Conn) (n uint64, ok bool) {
+	raw := rawConn(c)
+	if raw == nil {
+		return 0, false
+	}
+	_ = raw.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n, ok = info.Bytes_received, true
+		}
+	})
+	return n, ok
+}
+
+// shutIfQuiet sends the FIN on c, and reports true, unless a request may be
+// on its way in: bytes wait unread in the kernel, or (when known, ok) the
+// kernel has received bytes since it counted rcvd. The check and the
+// shutdown(2) are one step. Closing through net.Conn.Close instead would
+// leave the socket open until the server's goroutine reading c has woken and
+// unwound — long enough, on a busy machine, for a client's request to arrive
+// and be answered with a reset.
+func shutIfQuiet(c net.Conn, rcvd uint64, ok bool) bool {
+	raw := rawConn(c)
+	if raw == nil {
 		return false
 	}
-	if errors.Is(perr, unix.EAGAIN) {
-		return false
-	}
-	// n > 0: a request waits; n == 0 with no error: the peer closed.
-	return perr == nil && n > 0
+	shut := false
+	_ = raw.Control(func(fd uintptr) {
+		var buf [1]byte
+		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == nil && n > 0:
+			return // a request waits
+		case err != nil && !errors.Is(err, unix.EAGAIN):
+			shut = true // reset or otherwise broken: nothing to lose
+			return
+		}
+		// Nothing waits (EAGAIN), or the peer has closed its side (n == 0).
+		if ok {
+			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil || info.Bytes_received != rcvd {
+				return // bytes came in since rcvd: the server may hold a request
+			}
+		}
+		shut = unix.Shutdown(int(fd), unix.SHUT_WR) == nil
+	})
+	return shut
 }

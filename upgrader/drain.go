@@ -57,6 +57,10 @@ type connInfo struct {
 	state   http.ConnState
 	since   time.Time
 	closing bool
+	// rcvd is the kernel's count of bytes received on the connection when
+	// the drain first saw it idle (valid if counted and rcvdOK).
+	counted, rcvdOK bool
+	rcvd            uint64
 }
 
 // NewDrainer returns a Drainer that closes connections idle for idleGrace
@@ -241,8 +245,9 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 
 // closeIdle closes the connections that have been idle (or new and silent)
 // for the idle grace since the drain began, and returns how many connections
-// are left. Each is closed right after the check that no request waits on
-// it, to leave a client the least time to send one in between.
+// are left. A connection is closed only if nothing has arrived on it since
+// the drain first saw it idle, and its FIN goes out in the same step as that
+// check, to leave a client the least time to send a request in between.
 func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 	now := time.Now()
 	d.mu.Lock()
@@ -255,7 +260,11 @@ func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 		if since.Before(start) {
 			since = start
 		}
-		if now.Sub(since) < d.idleGrace || readSince(c, since) || pending(c) {
+		if !ci.counted {
+			ci.counted = true
+			ci.rcvd, ci.rcvdOK = received(c)
+		}
+		if now.Sub(since) < d.idleGrace || readSince(c, since) || !shutIfQuiet(c, ci.rcvd, ci.rcvdOK) {
 			continue
 		}
 		ci.closing = true
