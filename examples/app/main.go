@@ -83,5 +83,5 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 	st := d.Drain(ctx)
-	fmt.Printf("app: pid=%d drained %d connections in %v (%d cut)\n", pid, st.Conns, st.Duration.Round(time.Millisecond), st.Cut)
+	fmt.Printf("app: pid=%d drained %d connections in %v (%d idle closed, %d cut)\n", pid, st.Conns, st.Duration.Round(time.Millisecond), st.IdleClosed, st.Cut)
 }

@@ -238,7 +238,8 @@ loop:
 // whether the transport used more than one connection for it.
 func post(c *http.Client, url string) (time.Duration, int, bool, error) {
 	conns := 0
-	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns++ }}
+	var last httptrace.GotConnInfo
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conns++; last = i }}
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte("ping")))
 	if err != nil {
 		return 0, 0, false, err
@@ -247,7 +248,7 @@ func post(c *http.Client, url string) (time.Duration, int, bool, error) {
 	start := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, 0, conns > 1, err
+		return 0, 0, conns > 1, connError(err, last)
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -260,6 +261,23 @@ func post(c *http.Client, url string) (time.Duration, int, bool, error) {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(body), "pid=")))
 	return lat, pid, conns > 1, nil
+}
+
+// connError adds to err which connection the request went out on: a failure
+// on a reused keep-alive connection that sat idle points at the server closing
+// idle connections, one on a fresh connection at the listener.
+func connError(err error, c httptrace.GotConnInfo) error {
+	if c.Conn == nil {
+		return err
+	}
+	how := "on a fresh connection"
+	if c.Reused {
+		how = "on a reused connection"
+		if c.WasIdle {
+			how += fmt.Sprintf(" idle for %v", c.IdleTime.Round(time.Millisecond))
+		}
+	}
+	return fmt.Errorf("%w (%s from %s)", err, how, c.Conn.LocalAddr())
 }
 
 type statusError struct{ code int }
