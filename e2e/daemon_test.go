@@ -52,7 +52,7 @@ func TestDaemonReload(t *testing.T) {
 			if last := answeredBy(t, addr); last == first {
 				t.Errorf("still answered by the first generation %d", first)
 			}
-			checkLoad(t, stop())
+			checkLoad(t, stop(), m, name)
 			if st := m.Show(name, "StatusText"); !strings.Contains(st, "serving generation 11") {
 				t.Errorf("status text %q", st)
 			}

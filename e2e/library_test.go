@@ -82,7 +82,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") || !strings.Contains(s, "bad flag") {
 		t.Errorf("status text %q does not say the upgrade failed and why:\n%s", s, m.Journal("httpserver.service"))
 	}
-	checkLoad(t, stop())
+	checkLoad(t, stop(), m, "httpserver.service")
 
 	// systemctl stop drains a request in flight.
 	slow := make(chan error, 1)
@@ -134,7 +134,7 @@ func TestLibrarySocketUnit(t *testing.T) {
 		pid = mainPID(m, "httpserver-socket.service")
 		time.Sleep(300 * time.Millisecond)
 	}
-	checkLoad(t, stop())
+	checkLoad(t, stop(), m, "httpserver-socket.service")
 	// The admin socket, by name, from the newest generation.
 	out, err := m.Exec("curl", "-s", "-X", "POST", "--max-time", "5", "--unix-socket", "/run/httpserver-admin.sock", "http://admin/")
 	if err != nil || out != "pid="+strconv.Itoa(pid) {

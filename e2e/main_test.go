@@ -98,11 +98,19 @@ func load(url string, rate int, slow time.Duration) (stop func() *loadcheck.Resu
 	return func() *loadcheck.Result { cancel(); return <-resC }
 }
 
-func checkLoad(t *testing.T, res *loadcheck.Result) {
+// checkLoad fails t if a request failed or was retried, and then shows the
+// unit's drain and warning lines, which tell what the server did meanwhile.
+func checkLoad(t *testing.T, res *loadcheck.Result, m *systemdtest.Manager, unit string) {
 	t.Helper()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
-		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+		var lines []string
+		for _, l := range strings.Split(m.Output(unit), "\n") {
+			if strings.Contains(l, "drain") || strings.Contains(l, "WARN") || strings.Contains(l, "ERROR") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("failed=%d %v retried=%d %q\n%s:\n%s", res.Failures(), res.Failed, res.Retried, res.Samples, unit, strings.Join(lines, "\n"))
 	}
 }
 
