@@ -42,7 +42,10 @@
 // each listener (the sockets stay open in the new generation), answers every
 // further request with "Connection: close", lets requests in flight finish up
 // to DrainTimeout, and closes a connection that has stayed idle for IdleGrace
-// after the drain began — unless a request already waits unread on it. Go's
+// after the drain began — unless a request already waits unread on it, or
+// the kernel has received anything on it since; that check and the FIN are
+// one step, so a request is lost only if the client sends it while the FIN
+// is on its way (which HTTP/1.1 cannot rule out). Go's
 // http.Server.Shutdown is not used for this, because it closes idle keep-alive
 // connections at once, racing a client that is sending on them.
 //
