@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // TestReloadsUnderLoad reloads examples/app and examples/python-app 20 times

@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/handoff-dev/handoff/internal/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // handoffBin and appBin are the handoff command and examples/app, built once.

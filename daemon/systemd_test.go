@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"fmt"
-	"github.com/handoff-dev/handoff/internal/proc"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // TestNotifyUnderSystemd checks what a Type=notify-reload unit's systemd

@@ -1,11 +1,11 @@
 package e2e_test
 
 import (
-	"github.com/handoff-dev/handoff/internal/proc"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/proc"
 	"github.com/handoff-dev/handoff/internal/systemdtest"
 )
 

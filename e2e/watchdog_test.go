@@ -1,13 +1,13 @@
 package e2e_test
 
 import (
-	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/proc"
 	"github.com/handoff-dev/handoff/internal/systemdtest"
 )
 

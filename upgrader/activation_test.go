@@ -3,7 +3,6 @@ package upgrader_test
 import (
 	"context"
 	"errors"
-	"github.com/handoff-dev/handoff/internal/proc"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // TestSocketActivationByName starts the server the way a .socket unit with

@@ -2,7 +2,6 @@ package upgrader_test
 
 import (
 	"context"
-	"github.com/handoff-dev/handoff/internal/proc"
 	"net/http"
 	"os"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // TestUpgradesUnderLoad sends 20 SIGHUPs to a server under a constant-rate
