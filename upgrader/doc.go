@@ -72,11 +72,12 @@
 //	FileDescriptorStoreMax=8  # keep the sockets open across restarts (FDStore)
 //
 // With FileDescriptorStoreMax= (systemd sets $FDSTORE from version 254; set
-// Options.FDStore before that), each generation also hands its listening IP
+// Options.FDStore before that), each generation also hands its listening
 // sockets to systemd's fd store once ready (FDSTORE=1, FDNAME=handoff-fdstore),
 // so that they stay open across `systemctl restart` and a crash: clients wait
 // in the backlog instead of being refused, and the next start finds the
-// sockets by address.
+// sockets by address. A Unix socket's file then stays in place when the
+// process stops.
 //
 // The variables systemd sets for one process only (LISTEN_*, WATCHDOG_*) are
 // consumed at New and never reach the next generation.

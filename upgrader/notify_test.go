@@ -2,7 +2,6 @@ package upgrader_test
 
 import (
 	"fmt"
-	"github.com/handoff-dev/handoff/internal/proc"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // notifyMsg is one datagram received on NOTIFY_SOCKET.
@@ -210,10 +211,13 @@ func monotonicUsec() int64 {
 }
 
 // TestFDStore checks that, when systemd sets $FDSTORE, each generation hands
-// its listening socket to the fd store once ready.
+// its listening sockets (TCP and Unix) to the fd store once ready, and that a
+// real stop leaves the Unix socket's file for the socket systemd keeps.
 func TestFDStore(t *testing.T) {
 	path, msgs := notifySocket(t)
-	s := startServer(t, []string{"NOTIFY_SOCKET=" + path, "FDSTORE=4"}, "-idle-grace", "100ms")
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	s := startServer(t, []string{"NOTIFY_SOCKET=" + path, "FDSTORE=4"}, "-idle-grace", "100ms",
+		"-addr", proc.FreeAddr(t)+",unix://"+sock)
 	stored := func() notifyMsg {
 		t.Helper()
 		timeout := time.After(10 * time.Second)
@@ -229,13 +233,16 @@ func TestFDStore(t *testing.T) {
 		}
 	}
 	m := stored()
-	if m.text != "FDSTORE=1\nFDNAME=handoff-fdstore" || m.fds != 1 || m.pid != s.pid() {
+	if m.text != "FDSTORE=1\nFDNAME=handoff-fdstore" || m.fds != 2 || m.pid != s.pid() {
 		t.Errorf("generation 1 stored %+v", m)
 	}
 	old := s.signal(syscall.SIGHUP)
 	gen2 := s.waitPid(old, 10*time.Second)
-	if m := stored(); m.fds != 1 || m.pid != gen2 {
+	if m := stored(); m.fds != 2 || m.pid != gen2 {
 		t.Errorf("generation 2 stored %+v", m)
 	}
 	s.stop()
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("the stored Unix socket's file is gone after stop: %v", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -62,12 +63,15 @@ type Options struct {
 	// drain: the place to tell WebSocket and other hijacked connections to
 	// finish. Serve waits for them until DrainTimeout.
 	OnDrain func()
-	// FDStore, if true, stores the listening IP sockets in systemd's file
+	// FDStore, if true, stores the listening sockets in systemd's file
 	// descriptor store (FDSTORE=1) once ready, so that they stay open while
 	// the service restarts or after it crashes; the next start gets them back
-	// through socket activation and Listen finds them by address. The unit
-	// needs FileDescriptorStoreMax=. It is on by itself when systemd sets
-	// $FDSTORE (systemd 254 and later, when FileDescriptorStoreMax= is set).
+	// through socket activation and Listen finds them by address. A Unix
+	// socket's file is then left in place on stop (systemd may still hold
+	// the socket); a later fresh start replaces it if nothing answers on it.
+	// The unit needs FileDescriptorStoreMax=. It is on by itself when
+	// systemd sets $FDSTORE (systemd 254 and later, when
+	// FileDescriptorStoreMax= is set).
 	FDStore bool
 	// WatchdogCheck, if set, is called before each watchdog ping; an error
 	// skips the ping, so that systemd's WatchdogSec= catches a generation
@@ -247,7 +251,7 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 			ln.Close()
 			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, ln)
 		}
-		if err := u.tf.Fds.AddListener(registryNet(a.Network, src), a.Address, tl); err != nil {
+		if err := u.tf.Fds.AddListener(u.registryNet(a.Network, src), a.Address, tl); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
@@ -274,7 +278,7 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 			pc.Close()
 			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, pc)
 		}
-		if err := u.tf.Fds.AddPacketConn(registryNet(a.Network, src), a.Address, tp); err != nil {
+		if err := u.tf.Fds.AddPacketConn(u.registryNet(a.Network, src), a.Address, tp); err != nil {
 			pc.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
@@ -284,14 +288,8 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 	return pc, nil
 }
 
-// remember keeps an IP socket for the fd store. Unix sockets are left out:
-// their file is removed on a real stop, so a stored one would come back
-// with no path to reach it.
+// remember keeps a socket for the fd store.
 func (u *Upgrader) remember(c any) {
-	switch c.(type) {
-	case *net.UnixListener, *net.UnixConn:
-		return
-	}
 	if sc, ok := c.(syscall.Conn); ok {
 		u.sockMu.Lock()
 		u.sockets = append(u.sockets, sc)
@@ -303,7 +301,7 @@ func (u *Upgrader) remember(c any) {
 // systemd ignores a descriptor it already holds, so every generation may
 // store them again.
 func (u *Upgrader) storeSockets() {
-	if !u.opts.FDStore && os.Getenv("FDSTORE") == "" {
+	if !u.fdStore() {
 		return
 	}
 	u.sockMu.Lock()
@@ -331,30 +329,46 @@ func parseNetAddr(network, address string) (listener.Addr, error) {
 	return listener.Parse(network + "://" + address)
 }
 
-// registryNet is the network under which a socket is passed on. Sockets that
-// systemd owns are kept apart from ones this process bound, so that tableflip
-// never unlinks a Unix socket file systemd created.
-func registryNet(network string, src listener.Source) string {
-	if src == listener.Activated {
+// fdStore reports whether the sockets go to systemd's fd store.
+func (u *Upgrader) fdStore() bool {
+	return u.opts.FDStore || os.Getenv("FDSTORE") != ""
+}
+
+// registryNet is the network under which a socket is passed on. tableflip
+// removes the file of a socket registered as "unix" when the process stops
+// without handing over; the others are kept apart under a prefix so that it
+// leaves their file alone: sockets systemd created, and, when they go to the
+// fd store, sockets this process bound (systemd keeps them open across a
+// restart, so their path must still lead to them).
+func (u *Upgrader) registryNet(network string, src listener.Source) string {
+	switch {
+	case src == listener.Activated:
 		return "systemd-" + network
+	case u.fdStore() && strings.HasPrefix(network, "unix"):
+		return "fdstore-" + network
 	}
 	return network
 }
 
+// registryPrefixes are the prefixes registryNet may put before a network.
+var registryPrefixes = []string{"", "systemd-", "fdstore-"}
+
 func (u *Upgrader) inherit(network, address string) (net.Listener, error) {
-	ln, err := u.tf.Fds.Listener(network, address)
-	if ln != nil || err != nil {
-		return ln, err
+	for _, p := range registryPrefixes {
+		if ln, err := u.tf.Fds.Listener(p+network, address); ln != nil || err != nil {
+			return ln, err
+		}
 	}
-	return u.tf.Fds.Listener("systemd-"+network, address)
+	return nil, nil
 }
 
 func (u *Upgrader) inheritPacket(network, address string) (net.PacketConn, error) {
-	pc, err := u.tf.Fds.PacketConn(network, address)
-	if pc != nil || err != nil {
-		return pc, err
+	for _, p := range registryPrefixes {
+		if pc, err := u.tf.Fds.PacketConn(p+network, address); pc != nil || err != nil {
+			return pc, err
+		}
 	}
-	return u.tf.Fds.PacketConn("systemd-"+network, address)
+	return nil, nil
 }
 
 // Ready marks this generation ready to serve. The first generation writes the
