@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -67,16 +68,18 @@ func TestDaemonReload(t *testing.T) {
 }
 
 // TestFDStoreKeepsSocketsOpen: with FileDescriptorStoreMax= and
-// Restart=always, the listening socket survives a SIGKILL of the main
-// process and a `systemctl restart`: clients wait, none is refused.
+// Restart=always, the listening sockets — TCP and Unix — survive a SIGKILL
+// of the main process and a `systemctl restart`: clients wait, none is
+// refused, and the Unix socket's path still leads to it.
 func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 	m := systemdtest.Start(t)
+	const sock = "/run/fdstore-test.sock" // not under RuntimeDirectory=, which a restart removes
 	for _, c := range []struct {
 		unit string
 		repl []string
 	}{
-		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@", "-pidfile", "-fdstore -pidfile"}},
-		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore"}},
+		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@,unix://" + sock, "-pidfile", "-fdstore -pidfile"}},
+		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore --listen api=unix://" + sock}},
 	} {
 		t.Run(c.unit, func(t *testing.T) {
 			addr := proc.FreeAddr(t)
@@ -96,6 +99,9 @@ func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 			}
 
 			stop := load("http://"+addr, 100, 0)
+			// The socket file as the host sees it, inside systemd's /run.
+			hostSock := fmt.Sprintf("/proc/%d/root%s", m.PID, sock)
+			stopUnix := loadVia(hostSock, 50)
 			time.Sleep(300 * time.Millisecond)
 			first := mainPID(m, c.unit)
 			if out, err := m.Systemctl("kill", "--kill-whom=main", "--signal=KILL", c.unit); err != nil {
@@ -121,6 +127,11 @@ func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 				}
 			}
 			t.Logf("%s: longest wait of a successful request across SIGKILL and restart: %v; failures by class: %v", c.unit, longest, res.Failed)
+			ures := stopUnix()
+			t.Logf("load over %s: %v", sock, ures)
+			if n := ures.Failed["ECONNREFUSED"] + ures.Failed["ENOENT"]; n != 0 || ures.OK == 0 {
+				t.Errorf("over the Unix socket, %d connections refused or with no socket file, %d answered: %q", n, ures.OK, ures.Samples)
+			}
 			_, _ = m.Systemctl("stop", c.unit)
 		})
 	}

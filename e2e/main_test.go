@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -94,6 +95,21 @@ func load(url string, rate int, slow time.Duration) (stop func() *loadcheck.Resu
 			cfg.Slow, cfg.SlowEvery = slow, 250*time.Millisecond
 		}
 		resC <- loadcheck.Run(ctx, cfg)
+	}()
+	return func() *loadcheck.Result { cancel(); return <-resC }
+}
+
+// loadVia runs an open-loop POST load over the Unix socket at path until the
+// returned stop is called.
+func loadVia(path string, rate int) (stop func() *loadcheck.Result) {
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://unix", Rate: rate, Dial: dial})
 	}()
 	return func() *loadcheck.Result { cancel(); return <-resC }
 }

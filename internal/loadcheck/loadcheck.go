@@ -41,6 +41,9 @@ type Config struct {
 	SlowEvery time.Duration
 	// Timeout bounds each request. Default 10 s plus Slow.
 	Timeout time.Duration
+	// Dial, if set, opens the connections instead of a TCP dial to URL's
+	// host: for a server on a Unix socket, say.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Result counts what happened.
@@ -48,8 +51,8 @@ type Result struct {
 	Sent    int
 	OK      int
 	Retried int
-	// Failed counts failures by class: ECONNREFUSED, ECONNRESET, EOF,
-	// timeout, HTTP <code>, other.
+	// Failed counts failures by class: ECONNREFUSED, ENOENT (a Unix socket's
+	// file is missing), ECONNRESET, EOF, timeout, HTTP <code>, other.
 	Failed map[string]int
 	// Samples holds up to 10 failure messages.
 	Samples []string
@@ -156,8 +159,8 @@ func Run(ctx context.Context, cfg Config) *Result {
 	res := &Result{Failed: map[string]int{}, Pids: map[int]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	keep := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	keep := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64, DialContext: cfg.Dial}}
+	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true, DialContext: cfg.Dial}}
 	defer keep.CloseIdleConnections()
 
 	res.Start = time.Now()
@@ -293,6 +296,8 @@ func classify(err error) string {
 		return se.Error()
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "ECONNREFUSED"
+	case errors.Is(err, syscall.ENOENT):
+		return "ENOENT" // no socket file to connect to
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return "ECONNRESET"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
