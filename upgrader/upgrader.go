@@ -100,6 +100,8 @@ type Upgrader struct {
 
 	sockMu  sync.Mutex
 	sockets []syscall.Conn // every socket Listen returned, for the fd store
+	// nameUses counts the requests for each systemd:NAME; see regAddr.
+	nameUses map[string]int
 
 	readyOnce sync.Once
 	readyC    chan struct{}
@@ -241,7 +243,15 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, src, err := u.lc.Listen(context.Background(), a)
+	key := u.regAddr(a)
+	var ln net.Listener
+	src := listener.Inherited
+	if key != a.Address {
+		ln, err = u.inherit(a.Network, key)
+	}
+	if ln == nil && err == nil {
+		ln, src, err = u.lc.Listen(context.Background(), a)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +261,7 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 			ln.Close()
 			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, ln)
 		}
-		if err := u.tf.Fds.AddListener(u.registryNet(a.Network, src), a.Address, tl); err != nil {
+		if err := u.tf.Fds.AddListener(u.registryNet(a.Network, src), key, tl); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
@@ -268,7 +278,15 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 	if err != nil {
 		return nil, err
 	}
-	pc, src, err := u.lc.ListenPacket(context.Background(), a)
+	key := u.regAddr(a)
+	var pc net.PacketConn
+	src := listener.Inherited
+	if key != a.Address {
+		pc, err = u.inheritPacket(a.Network, key)
+	}
+	if pc == nil && err == nil {
+		pc, src, err = u.lc.ListenPacket(context.Background(), a)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +296,7 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 			pc.Close()
 			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, pc)
 		}
-		if err := u.tf.Fds.AddPacketConn(u.registryNet(a.Network, src), a.Address, tp); err != nil {
+		if err := u.tf.Fds.AddPacketConn(u.registryNet(a.Network, src), key, tp); err != nil {
 			pc.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
@@ -327,6 +345,27 @@ func parseNetAddr(network, address string) (listener.Addr, error) {
 		return listener.Parse("systemd:" + address)
 	}
 	return listener.Parse(network + "://" + address)
+}
+
+// regAddr returns the address under which the socket asked for as a is
+// passed to the next generation: a.Address, except that the n-th request
+// (n > 1) for one systemd:NAME gets "NAME#n". A .socket unit with
+// FileDescriptorName= names all its sockets alike, and each must be carried
+// on, in the order they were asked for.
+func (u *Upgrader) regAddr(a listener.Addr) string {
+	if a.Network != "systemd" {
+		return a.Address
+	}
+	u.sockMu.Lock()
+	defer u.sockMu.Unlock()
+	if u.nameUses == nil {
+		u.nameUses = map[string]int{}
+	}
+	u.nameUses[a.Address]++
+	if n := u.nameUses[a.Address]; n > 1 {
+		return fmt.Sprintf("%s#%d", a.Address, n)
+	}
+	return a.Address
 }
 
 // fdStore reports whether the sockets go to systemd's fd store.
