@@ -30,6 +30,12 @@ var Version = ""
 // envNextGen carries the next generation number to a new handoff on SIGUSR2.
 const envNextGen = "HANDOFF_NEXT_GEN"
 
+// envSystemdNames carries to a new handoff on SIGUSR2 the names of the
+// sockets systemd passed without --listen, in order, joined by ':' as in
+// LISTEN_FDNAMES: the new handoff gets the sockets from its predecessor, not
+// from systemd, so it cannot learn them otherwise.
+const envSystemdNames = "HANDOFF_SYSTEMD_NAMES"
+
 const mainUsage = `handoff — zero-downtime restarts for any program that accepts systemd sockets
 
 Usage:
@@ -137,15 +143,27 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 
 	listens := cfg.Listens
 	if len(listens) == 0 {
-		for _, af := range systemd.Activated() {
-			if af.Name == upgrader.FDStoreName {
-				// handoff's own sockets back from the fd store: they belong
-				// to --listen addresses, matched by address.
-				continue
+		var names []string
+		if inherited, ok := os.LookupEnv(envSystemdNames); ok && u.HasParent() {
+			names = strings.Split(inherited, ":")
+		} else {
+			for _, af := range systemd.Activated() {
+				if af.Name != upgrader.FDStoreName {
+					// (handoff's own sockets back from the fd store belong
+					// to --listen addresses, matched by address.)
+					names = append(names, af.Name)
+				}
 			}
-			a, _ := listener.Parse("systemd:" + af.Name)
-			listens = append(listens, listenSpec{Name: af.Name, Addr: a})
 		}
+		os.Unsetenv(envSystemdNames)
+		for _, name := range names {
+			a, err := listener.Parse("systemd:" + name)
+			if err != nil {
+				return nil, fmt.Errorf("handoff: socket name %q from systemd: %w", name, err)
+			}
+			listens = append(listens, listenSpec{Name: name, Addr: a})
+		}
+		s.systemdNames = strings.Join(names, ":")
 		if len(listens) == 0 {
 			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
 		}

@@ -51,6 +51,9 @@ type supervisor struct {
 	sockets []io.Closer // the same sockets as listeners, held for the upgrader
 	names   []string    // their LISTEN_FDNAMES
 	addrs   []string    // their addresses, for status
+	// systemdNames lists, joined by ':', the names of the sockets taken from
+	// systemd without --listen, for a new handoff on SIGUSR2.
+	systemdNames string
 
 	events chan any
 	sigC   chan os.Signal
@@ -457,8 +460,12 @@ func (s *supervisor) upgradeSelf() {
 	}
 	s.log.Info("handoff upgrade asked", "signal", "SIGUSR2")
 	s.selfUpgrade = true
-	// The new handoff numbers its generations on from ours.
+	// The new handoff numbers its generations on from ours, and takes the
+	// sockets systemd gave us by the same names.
 	os.Setenv(envNextGen, fmt.Sprint(s.nextN))
+	if s.systemdNames != "" {
+		os.Setenv(envSystemdNames, s.systemdNames)
+	}
 	go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
 }
 

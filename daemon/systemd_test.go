@@ -1,8 +1,12 @@
 package daemon_test
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -169,15 +174,19 @@ func lowFreePort(t *testing.T) int {
 }
 
 // TestSocketsFromSystemd starts handoff the way a .socket unit with two
-// named sockets would: without --listen it passes both on with their names;
-// --listen systemd:NAME picks one.
+// sockets would: without --listen it passes both on with their names, even
+// when the unit named them alike; --listen systemd:NAME picks one. After
+// SIGUSR2 the new handoff passes the same sockets, by the same names.
 func TestSocketsFromSystemd(t *testing.T) {
 	for _, c := range []struct {
 		flags     []string
+		names     string // LISTEN_FDNAMES, for the two sockets
 		wantNames string
+		usr2      bool
 	}{
-		{nil, "web:admin"},
-		{[]string{"--listen", "systemd:admin"}, "admin"},
+		{nil, "web:admin", "web:admin", true},
+		{nil, "web:web", "web:web", true},
+		{[]string{"--listen", "systemd:admin"}, "web:admin", "admin", false},
 	} {
 		web, admin := proc.FreeAddr(t), proc.FreeAddr(t)
 		var files []*os.File
@@ -191,11 +200,12 @@ func TestSocketsFromSystemd(t *testing.T) {
 			files = append(files, f)
 		}
 		dir := t.TempDir()
-		args := append([]string{"-c", `LISTEN_PID=$$ exec "$@"`, "sh", handoffBin, "run", "--control", filepath.Join(dir, "c.sock")}, c.flags...)
+		control := filepath.Join(dir, "c.sock")
+		args := append([]string{"-c", `LISTEN_PID=$$ exec "$@"`, "sh", handoffBin, "run", "--control", control}, c.flags...)
 		args = append(args, "--", appBin)
 		cmd := exec.Command("/bin/sh", args...)
 		cmd.ExtraFiles = files
-		cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin")
+		cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES="+c.names)
 		logPath := filepath.Join(dir, "log")
 		logf, _ := os.Create(logPath)
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -205,44 +215,107 @@ func TestSocketsFromSystemd(t *testing.T) {
 		for _, f := range files {
 			f.Close()
 		}
-		var line string
-		deadline := time.Now().Add(10 * time.Second)
-		for line == "" && time.Now().Before(deadline) {
-			b, _ := os.ReadFile(logPath)
-			if m := appLine.FindStringSubmatch(string(b)); m != nil {
-				line = m[0]
-				if m[1] != m[2] || m[3] != c.wantNames {
-					t.Errorf("flags %q: program saw %s, want LISTEN_FDNAMES=%s", c.flags, m[0], c.wantNames)
-				}
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if line == "" {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("flags %q: the program never started:\n%s", c.flags, b)
-		}
 		served := []string{admin}
 		if c.flags == nil {
 			served = append(served, web)
 		}
-		for _, a := range served {
-			conn, err := net.DialTimeout("tcp", a, 5*time.Second)
-			if err != nil {
-				t.Errorf("flags %q: %s not served: %v", c.flags, a, err)
-				continue
+		// waitApp waits for the program's n-th start and checks what it saw.
+		waitApp := func(n int) int {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				b, _ := os.ReadFile(logPath)
+				if m := appLine.FindAllStringSubmatch(string(b), -1); len(m) >= n {
+					if m[n-1][1] != m[n-1][2] || m[n-1][3] != c.wantNames {
+						t.Errorf("flags %q, names %s: program saw %s, want LISTEN_FDNAMES=%s", c.flags, c.names, m[n-1][0], c.wantNames)
+					}
+					pid, _ := strconv.Atoi(m[n-1][1])
+					return pid
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
-			buf := make([]byte, 256)
-			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			n, _ := conn.Read(buf)
-			conn.Close()
-			if !strings.Contains(string(buf[:n]), "200 OK") {
-				t.Errorf("flags %q: %s answered %q", c.flags, a, buf[:n])
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("flags %q, names %s: the program's start %d never came:\n%s", c.flags, c.names, n, b)
+			return 0
+		}
+		// answers checks that each served address is answered by pid.
+		answers := func(pid int) {
+			t.Helper()
+			for _, a := range served {
+				got := ""
+				deadline := time.Now().Add(5 * time.Second)
+				for got != "pid="+strconv.Itoa(pid) && time.Now().Before(deadline) {
+					got = postOnce(a)
+					time.Sleep(20 * time.Millisecond)
+				}
+				if got != "pid="+strconv.Itoa(pid) {
+					t.Errorf("flags %q, names %s: %s answered %q, want pid=%d", c.flags, c.names, a, got, pid)
+				}
 			}
 		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		answers(waitApp(1))
+		handoffPid := cmd.Process.Pid
+		if c.usr2 {
+			_ = cmd.Process.Signal(syscall.SIGUSR2)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("old handoff: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatalf("flags %q, names %s: the old handoff did not hand over and exit after SIGUSR2:\n%s", c.flags, c.names, readLog(logPath))
+			}
+			answers(waitApp(2))
+			out, err := exec.Command(handoffBin, "status", "--json", "--control", control).Output()
+			var st daemon.Status
+			if err == nil {
+				err = json.Unmarshal(out, &st)
+			}
+			if err != nil || st.PID == handoffPid {
+				t.Fatalf("flags %q, names %s: after SIGUSR2: %v %s\n%s", c.flags, c.names, err, out, readLog(logPath))
+			}
+			handoffPid = st.PID
+			_ = syscall.Kill(handoffPid, syscall.SIGTERM)
+			deadline := time.Now().Add(20 * time.Second)
+			for proc.Alive(handoffPid) && time.Now().Before(deadline) {
+				proc.ReapAll()
+				time.Sleep(20 * time.Millisecond)
+			}
+			if proc.Alive(handoffPid) {
+				t.Errorf("the new handoff %d did not stop", handoffPid)
+			}
+			continue
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
+		if err := <-exited; err != nil {
 			t.Errorf("handoff: %v", err)
 		}
 	}
+}
+
+// postOnce posts on a fresh connection to addr and returns the trimmed
+// answer, or the error.
+func postOnce(addr string) string {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
+
+func readLog(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
