@@ -68,6 +68,8 @@ func (u *Upgrader) run() {
 				case stops >= 3:
 					u.log.Warn("third stop signal: exiting now", "signal", sig.String())
 					os.Exit(1)
+				case (stops == 2 || stopping) && u.drained.Load():
+					u.log.Info("stop signal again; the drain is over already", "signal", sig.String())
 				case stops == 2 || stopping:
 					u.log.Warn("stop signal again: cutting the drain short", "signal", sig.String())
 					closeOnce(u.cutC)

@@ -85,6 +85,7 @@ func (u *Upgrader) drain(d *Drainer) {
 	d.mu.Unlock()
 	u.log.Info("draining", "conns", open, "deadline_s", u.opts.DrainTimeout.Seconds())
 	st := d.Drain(ctx)
+	u.drained.Store(true)
 	if st.Cut > 0 {
 		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked, "after_ms", st.Duration.Milliseconds())
 		return

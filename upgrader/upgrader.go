@@ -115,6 +115,7 @@ type Upgrader struct {
 
 	exitC      chan struct{} // closed once: handed over or stopping
 	cutC       chan struct{} // closed once: drain no longer, close everything
+	drained    atomic.Bool   // the drain has ended
 	handedOver atomic.Bool
 	childCtl   atomic.Pointer[ctl] // to the generation we handed over to
 	finishOnce sync.Once
