@@ -557,6 +557,15 @@ func (u *Upgrader) finish() {
 			u.log.Info("exit", "reason", "handed over")
 			return
 		}
+		// tableflip closes the sockets and removes the files of Unix ones in
+		// its own goroutine once stopped: wait for it, or on a busy machine
+		// the process may exit first and leave the files behind.
+		u.tf.Stop()
+		select {
+		case <-u.tf.Exit():
+		case <-time.After(5 * time.Second):
+			u.log.Warn("the sockets were not released within 5s of the stop; Unix socket files may be left behind")
+		}
 		if u.opts.PIDFile != "" {
 			if b, err := os.ReadFile(u.opts.PIDFile); err == nil && string(b) == strconv.Itoa(os.Getpid()) {
 				os.Remove(u.opts.PIDFile)
