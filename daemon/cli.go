@@ -18,6 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -208,32 +210,61 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 // it, and returns a descriptor to pass to generations, and the listener or
 // packet conn, which the caller keeps open.
 func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, io.Closer, error) {
-	type filer interface {
-		io.Closer
-		File() (*os.File, error)
-	}
-	var f filer
+	var c io.Closer
 	if a.Packet() {
 		pc, err := u.ListenPacket("", a.String())
 		if err != nil {
 			return nil, nil, err
 		}
-		f, _ = pc.(filer)
+		c = pc
 	} else {
 		ln, err := u.Listen("", a.String())
 		if err != nil {
 			return nil, nil, err
 		}
-		f, _ = ln.(filer)
+		c = ln
 	}
-	if f == nil {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		c.Close()
 		return nil, nil, fmt.Errorf("handoff: %s: cannot pass this socket on", a)
 	}
-	file, err := f.File()
+	file, err := passable(sc, a.String())
 	if err != nil {
+		c.Close()
 		return nil, nil, fmt.Errorf("handoff: %s: %w", a, err)
 	}
-	return file, f, nil
+	return file, c, nil
+}
+
+// passable returns a duplicate of the socket for exec.Cmd.ExtraFiles that
+// leaves the socket in non-blocking mode. All generations share one open
+// file description, and with it its O_NONBLOCK flag. The *os.File of
+// net's File method makes os.StartProcess clear that flag (golang/go#43894):
+// an older generation's Go runtime then blocks in accept(2) in the kernel,
+// and its listener's Close waits until a connection arrives — a drain with
+// no traffic hangs until the drain timeout. A descriptor that was already
+// non-blocking when given to os.NewFile is passed as it is.
+func passable(sc syscall.Conn, name string) (*os.File, error) {
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup := -1
+	var derr error
+	if err := raw.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("set non-blocking: %w", err)
+	}
+	return os.NewFile(uintptr(dup), name), nil
 }
 
 var clientHelp = map[string]string{

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -180,7 +181,16 @@ func TestReloadStorm(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not settled: %+v", st)
+			var procs []string
+			for _, g := range st.Generations {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", g.PID))
+				procs = append(procs, fmt.Sprintf("gen %d pid %d %s:\n%s", g.Generation, g.PID, g.State, b))
+				if g.State != "ready" {
+					_ = syscall.Kill(g.PID, syscall.SIGQUIT)
+				}
+			}
+			time.Sleep(time.Second)
+			t.Fatalf("not settled: %+v\n%s\n%s", st, strings.Join(procs, "\n"), d.log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -349,6 +359,39 @@ func TestReadyModes(t *testing.T) {
 	}
 	if p := d.serving(); p == 0 {
 		t.Error("no generation serving with --ready http://")
+	}
+	d.stop()
+}
+
+// TestSocketStaysNonBlocking: starting a generation leaves the shared socket
+// in non-blocking mode, which every Go generation relies on to stop
+// accepting (golang/go#43894). The program here is a shell that never
+// touches fd 3, so the flag it sees is the one handoff passed.
+func TestSocketStaysNonBlocking(t *testing.T) {
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "idle")
+	proc.WriteExec(t, prog, []byte("#!/bin/sh\nexec sleep 60\n"))
+	d := startDaemon(t, []string{prog}, "--ready", "delay:100ms", "--drain-timeout", "1s")
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			if out, code := d.reload(); code != 0 {
+				t.Fatalf("reload: %d %s", code, out)
+			}
+		}
+		gen := d.serving()
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/3", gen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var flags int64 = -1
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "flags:"); ok {
+				flags, _ = strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if flags < 0 || flags&syscall.O_NONBLOCK == 0 {
+			t.Errorf("generation %d (pid %d): fd 3 flags %o, want O_NONBLOCK set\n%s", i+1, gen, flags, b)
+		}
 	}
 	d.stop()
 }

@@ -70,7 +70,10 @@ def main():
     server = ThreadingHTTPServer(socks[0].getsockname(), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = socks[0]
-    server.socket.setblocking(True)
+    # Leave the socket as it came (non-blocking): every generation shares it,
+    # with its O_NONBLOCK flag, and a Go generation blocked in accept(2)
+    # could not be stopped. socketserver waits in select() and skips an
+    # accept that another generation won (BlockingIOError).
     server.daemon_threads = False  # server_close waits for requests in flight
 
     stopping = threading.Event()
