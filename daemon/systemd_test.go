@@ -265,6 +265,9 @@ func TestSocketsFromSystemd(t *testing.T) {
 					t.Errorf("old handoff: %v", err)
 				}
 			case <-time.After(20 * time.Second):
+				for _, p := range proc.Descendants(cmd.Process.Pid) {
+					_ = syscall.Kill(p, syscall.SIGKILL)
+				}
 				_ = cmd.Process.Kill()
 				t.Fatalf("flags %q, names %s: the old handoff did not hand over and exit after SIGUSR2:\n%s", c.flags, c.names, readLog(logPath))
 			}
