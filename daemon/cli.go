@@ -143,10 +143,12 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	// The shim is the running binary, even if a new one replaced it on disk.
 	s.self = "/proc/self/exe"
 
+	inherited, fromParent := os.LookupEnv(envSystemdNames)
+	os.Unsetenv(envSystemdNames)
 	listens := cfg.Listens
 	if len(listens) == 0 {
 		var names []string
-		if inherited, ok := os.LookupEnv(envSystemdNames); ok && u.HasParent() {
+		if fromParent && u.HasParent() {
 			names = strings.Split(inherited, ":")
 		} else {
 			for _, af := range systemd.Activated() {
@@ -157,7 +159,6 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 				}
 			}
 		}
-		os.Unsetenv(envSystemdNames)
 		for _, name := range names {
 			a, err := listener.Parse("systemd:" + name)
 			if err != nil {

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/handoff-dev/handoff/daemon"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
@@ -188,13 +186,7 @@ func (d *runningDaemon) cleanup() {
 	for _, pid := range proc.Descendants(os.Getpid()) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			break
-		}
-	}
+	proc.ReapAll()
 }
 
 // zombies returns the children of pid that have exited but were not reaped.

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,14 +106,7 @@ func launchWith(t *testing.T, env []string, files []*os.File, prefix []string, a
 }
 
 // pid returns the pid in the pid file, or 0.
-func (s *server) pid() int {
-	b, err := os.ReadFile(s.pidfile)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
+func (s *server) pid() int { return proc.ReadPid(s.pidfile) }
 
 // waitPid waits until the pid file names a pid other than old and returns it.
 func (s *server) waitPid(old int, timeout time.Duration) int {

@@ -48,6 +48,16 @@ func CopyExec(t testing.TB, src, dst string) {
 	WriteExec(t, dst, b)
 }
 
+// ReadPid returns the pid written in the file at path, or 0.
+func ReadPid(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
 // Stat returns the state letter (R, S, Z, …) and parent pid of pid, and
 // whether it exists.
 func Stat(pid int) (state string, ppid int, ok bool) {

@@ -7,10 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // server is one strategy's server: started, upgraded, stopped.
@@ -66,14 +66,7 @@ func (b *base) launch(bin string, args ...string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-func (b *base) pid() int {
-	data, err := os.ReadFile(b.pidfile)
-	if err != nil {
-		return 0
-	}
-	p, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	return p
-}
+func (b *base) pid() int { return proc.ReadPid(b.pidfile) }
 
 // waitPid waits until the pid file names a live pid other than old.
 func (b *base) waitPid(old int, timeout time.Duration) (int, error) {
