@@ -171,6 +171,7 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
 		}
 	}
+	var held []net.Addr
 	for _, l := range listens {
 		f, sock, err := openSocket(u, l.Addr)
 		if err != nil {
@@ -180,6 +181,20 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		s.files = append(s.files, f)
 		s.names = append(s.names, l.Name)
 		s.addrs = append(s.addrs, l.Addr.String())
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
+		}
+		s.inodes = append(s.inodes, st.Ino)
+		held = append(held, localAddr(sock))
+	}
+	if err := cfg.Ready.checkProbe(held, s.names); err != nil {
+		return nil, err
+	}
+	if cfg.Ready.Kind == "accept" {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
+			return nil, usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)
+		}
 	}
 
 	if err := os.MkdirAll(filepath.Dir(cfg.Control), 0o755); err != nil {
@@ -266,6 +281,17 @@ func passable(sc syscall.Conn, name string) (*os.File, error) {
 		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
 	return os.NewFile(uintptr(dup), name), nil
+}
+
+// localAddr returns the address a listener or packet conn is bound to.
+func localAddr(c io.Closer) net.Addr {
+	switch x := c.(type) {
+	case net.Listener:
+		return x.Addr()
+	case net.PacketConn:
+		return x.LocalAddr()
+	}
+	return nil
 }
 
 var clientHelp = map[string]string{

@@ -90,10 +90,16 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		listens = append(listens, s)
 		return nil
 	})
-	ready := fs.String("ready", "notify", "when a generation is ready: `MODE` is notify (it sends READY=1 to its NOTIFY_SOCKET),\n"+
-		"http://HOST:PORT/PATH (answers 2xx), tcp://HOST:PORT (accepts), or delay:DURATION.\n"+
-		"Example: --ready delay:2s. An http or tcp address must be one the new generation serves\n"+
-		"alone, not one of the --listen sockets, which the old generation also serves.")
+	ready := fs.String("ready", "notify", "when a new generation is ready: `MODE` is one of\n"+
+		"  notify     it sends READY=1 to $NOTIFY_SOCKET (systemd's protocol);\n"+
+		"  accept     one of its processes waits for connections on every socket it was given\n"+
+		"             (epoll, accept, poll or select on it, seen in /proc): for programs that do\n"+
+		"             not send READY=1, unchanged;\n"+
+		"  http://HOST:PORT/PATH  answers 2xx;  tcp://HOST:PORT  accepts a connection;\n"+
+		"  delay:DURATION  that long after it started.\n"+
+		"An http or tcp address must be one the new generation serves alone: one of the\n"+
+		"--listen sockets is refused, since the serving generation would answer for the new one.\n"+
+		"Example: --ready accept")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", DefaultReadyTimeout, "a generation not ready within this is killed, and the reload fails. Example: --ready-timeout 30s")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "after the stop signal, a generation has this long to exit before SIGKILL. Example: --drain-timeout 10s")
 	stop := fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -333,7 +334,7 @@ func TestUpgradeHandoffItself(t *testing.T) {
 }
 
 // TestReadyModes: --ready delay:D waits that long; --ready http://… waits for
-// a 2xx answer.
+// a 2xx answer from a health port.
 func TestReadyModes(t *testing.T) {
 	d := startDaemon(t, nil, "--ready", "delay:400ms")
 	line := ""
@@ -351,14 +352,22 @@ func TestReadyModes(t *testing.T) {
 	}
 	d.stop()
 
-	// On a first start only the new generation serves the socket, so a probe
-	// of the socket itself tells when it is ready.
-	d = startDaemon(t, nil, "--ready", "http://@ADDR@/")
+	// An http probe of an address that is not one of the held sockets (a
+	// health port): ready once it answers 2xx, here 400 ms on.
+	healthy := time.Now().Add(400 * time.Millisecond)
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if time.Now().Before(healthy) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer health.Close()
+	start := time.Now()
+	d = startDaemon(t, nil, "--ready", health.URL+"/healthz")
 	if n := countLines(d.log(), `msg="generation ready"`); n != 1 {
 		t.Errorf("%d ready lines with --ready http://", n)
 	}
-	if p := d.serving(); p == 0 {
-		t.Error("no generation serving with --ready http://")
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("ready after %v, before the health endpoint answered 2xx", took)
 	}
 	d.stop()
 }

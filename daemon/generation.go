@@ -177,7 +177,8 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 	// that keeps sending (STATUS=, WATCHDOG=1) must never block on a full
 	// queue.
 	go readNotify(notifyConn, notified, &g.lastPing)
-	if s.cfg.Ready.Kind == "notify" {
+	switch s.cfg.Ready.Kind {
+	case "notify":
 		go func() {
 			select {
 			case <-notified:
@@ -186,7 +187,9 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 				readyC <- ctx.Err()
 			}
 		}()
-	} else {
+	case "accept":
+		go func() { readyC <- s.waitAccepting(ctx, g.pid) }()
+	default:
 		go func() { readyC <- s.cfg.Ready.probe(ctx) }()
 	}
 	select {

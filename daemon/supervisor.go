@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,6 +52,7 @@ type supervisor struct {
 	sockets []io.Closer // the same sockets as listeners, held for the upgrader
 	names   []string    // their LISTEN_FDNAMES
 	addrs   []string    // their addresses, for status
+	inodes  []uint64    // their inodes, for --ready accept
 	// systemdNames lists, joined by ':', the names of the sockets taken from
 	// systemd without --listen, for a new handoff on SIGUSR2.
 	systemdNames string
@@ -179,6 +181,10 @@ func (s *supervisor) onEvent(ev any) {
 	case genNotReady:
 		if e.g == s.next && e.g.state == starting {
 			e.g.failWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", s.cfg.ReadyTimeout)
+			var na *notAccepting
+			if errors.As(e.err, &na) {
+				e.g.failWhy += ": " + na.Error()
+			}
 			s.log.Warn("generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
 			e.g.signal(syscall.SIGKILL)
 		}
