@@ -25,7 +25,8 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	if _, ok := c.(*tls.Conn); ok {
-		// http.Server looks for *tls.Conn by type; leave TLS alone.
+		// http.Server looks for *tls.Conn by type; leave TLS alone. The
+		// Drainer sees its close through the socket under it (connClosed).
 		return c, nil
 	}
 	return &trackedConn{Conn: c, d: l.d}, nil
@@ -80,16 +81,24 @@ func readSince(c net.Conn, t time.Time) bool {
 	return ok && tc.lastRead.Load() >= t.UnixNano()
 }
 
-// rawConn returns the socket under c, looking through trackedConn and
-// *tls.Conn, or nil if it has none.
+// connUnwrapper is a connection that wraps another and says which, as
+// *tls.Conn does with NetConn and trackedConn with Unwrap; a user's own
+// wrapper should have one of these methods too.
+type (
+	netConner interface{ NetConn() net.Conn }
+	unwrapper interface{ Unwrap() net.Conn }
+)
+
+// rawConn returns the socket under c, looking through every wrapper that
+// says what it wraps (see netConner), or nil if it has none.
 func rawConn(c net.Conn) syscall.RawConn {
-	for {
+	for range 64 { // a bound, in case a wrapper returns itself
 		switch x := c.(type) {
-		case *trackedConn:
-			c = x.Conn
-			continue
-		case *tls.Conn:
+		case netConner:
 			c = x.NetConn()
+			continue
+		case unwrapper:
+			c = x.Unwrap()
 			continue
 		}
 		break
@@ -103,6 +112,22 @@ func rawConn(c net.Conn) syscall.RawConn {
 		return nil
 	}
 	return raw
+}
+
+// connClosed reports whether c has been closed, by whoever holds it: for a
+// trackedConn, from its Close; otherwise from the socket under it (see
+// rawConn), which refuses any use once closed. seen is false when neither
+// can be seen.
+func connClosed(c net.Conn) (closed, seen bool) {
+	if tc, ok := c.(*trackedConn); ok {
+		return tc.closed.Load(), true
+	}
+	raw := rawConn(c)
+	if raw == nil {
+		return false, false
+	}
+	err := raw.Control(func(uintptr) {})
+	return errors.Is(err, net.ErrClosed), true
 }
 
 // received returns how many bytes the kernel has received on c from its
@@ -131,7 +156,9 @@ func received(c net.Conn) (n uint64, ok bool) {
 func shutIfQuiet(c net.Conn, rcvd uint64, ok bool) bool {
 	raw := rawConn(c)
 	if raw == nil {
-		return false
+		// A wrapper that hides its socket: the check cannot be made, and
+		// the caller closes it as idle, the best that can be done.
+		return true
 	}
 	shut := false
 	_ = raw.Control(func(fd uintptr) {

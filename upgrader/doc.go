@@ -49,6 +49,16 @@
 // http.Server.Shutdown is not used for this, because it closes idle keep-alive
 // connections at once, racing a client that is sending on them.
 //
+// Hijacked connections (WebSockets and the like) are waited for until their
+// handler closes them — tell handlers to finish with Options.OnDrain — or
+// cut at the deadline. The Drainer learns of their close through whatever
+// wraps the connection: TLS from tls.NewListener (HTTP/1.1, or h2 by ALPN),
+// and wrappers of your own around the listener from Listen, provided each
+// connection wrapper says what it wraps with a NetConn() net.Conn method (as
+// *tls.Conn does) or Unwrap() net.Conn. A wrapper under TLS that hides its
+// socket leaves the Drainer blind to the close: it logs so once, and such
+// connections are waited for until the deadline.
+//
 // # systemd
 //
 // When NOTIFY_SOCKET is set the Upgrader sends READY=1 on first start;

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,6 +40,8 @@ type Drainer struct {
 	mu        sync.Mutex
 	conns     map[net.Conn]*connInfo
 	hijacked  map[net.Conn]struct{}
+	swept     int  // len(hijacked) after its last sweep
+	blind     bool // a hijacked connection whose close cannot be seen was logged
 	tracked   map[*http.Server]bool
 	listeners []net.Listener
 	onDrain   []func()
@@ -157,14 +160,37 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 		}
 	case http.StateHijacked:
 		delete(d.conns, c)
-		if tc, ok := c.(*trackedConn); !ok || !tc.closed.Load() {
+		closed, seen := connClosed(c)
+		if !seen && !d.blind {
+			d.blind = true
+			d.log.Warn("a hijacked connection's close cannot be seen: the drain waits for it until its deadline; "+
+				"give your net.Conn wrapper a NetConn() or Unwrap() net.Conn method", "conn_type", fmt.Sprintf("%T", c))
+		}
+		if !closed {
 			d.hijacked[c] = struct{}{}
+		}
+		// Connections whose close only the socket tells (TLS) leave the
+		// set when swept: sweep whenever it has doubled, so that it stays
+		// bounded by the hijacked connections open.
+		if len(d.hijacked) >= 64 && len(d.hijacked) >= 2*d.swept {
+			d.sweepHijacked()
 		}
 	case http.StateClosed:
 		delete(d.conns, c)
 	}
 	d.mu.Unlock()
 	d.signal()
+}
+
+// sweepHijacked drops the hijacked connections that have been closed.
+// d.mu must be held.
+func (d *Drainer) sweepHijacked() {
+	for c := range d.hijacked {
+		if closed, _ := connClosed(c); closed {
+			delete(d.hijacked, c)
+		}
+	}
+	d.swept = len(d.hijacked)
 }
 
 // forget is called when a tracked connection is closed by anyone.
@@ -197,6 +223,7 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	for _, ln := range d.listeners {
 		ln.Close()
 	}
+	d.sweepHijacked()
 	stats := DrainStats{Conns: len(d.conns) + len(d.hijacked), Hijacked: len(d.hijacked)}
 	for _, f := range d.onDrain {
 		go f()
@@ -252,6 +279,7 @@ func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.sweepHijacked()
 	for c, ci := range d.conns {
 		if ci.closing || (ci.state != http.StateIdle && ci.state != http.StateNew) {
 			continue

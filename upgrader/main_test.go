@@ -14,8 +14,9 @@ import (
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
-// serverBin is examples/httpserver, built once for all tests.
-var serverBin string
+// serverBin is examples/httpserver and hijackBin testdata/hijackserver,
+// built once for all tests.
+var serverBin, hijackBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "handoff-test-")
@@ -23,12 +24,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	serverBin = filepath.Join(dir, "httpserver")
-	build := exec.Command("go", "build", "-o", serverBin, "../examples/httpserver")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building examples/httpserver:", err)
-		os.Exit(1)
+	serverBin, hijackBin = filepath.Join(dir, "httpserver"), filepath.Join(dir, "hijackserver")
+	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}} {
+		build := exec.Command("go", "build", "-o", b[0], b[1])
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", b[1]+":", err)
+			os.Exit(1)
+		}
 	}
 	// Generations whose parent exited are re-parented to this process, so
 	// that the tests can see them exit and reap them.
@@ -73,10 +76,17 @@ func launch(t *testing.T, env, prefix []string, args ...string) *server {
 // launchWith is launch with extra files, which the program gets as fds 3 on.
 func launchWith(t *testing.T, env []string, files []*os.File, prefix []string, args ...string) *server {
 	t.Helper()
+	return launchBin(t, serverBin, env, files, prefix, args...)
+}
+
+// launchBin is launchWith for another program than examples/httpserver,
+// which takes the same -addr and -pidfile flags.
+func launchBin(t *testing.T, bin string, env []string, files []*os.File, prefix []string, args ...string) *server {
+	t.Helper()
 	dir := t.TempDir()
 	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "app"), pidfile: filepath.Join(dir, "app.pid"),
 		logPath: filepath.Join(dir, "log"), seen: map[int]bool{}}
-	proc.CopyExec(t, serverBin, s.bin)
+	proc.CopyExec(t, bin, s.bin)
 	s.addr = proc.FreeAddr(t)
 	hasAddr := false
 	for _, a := range args {

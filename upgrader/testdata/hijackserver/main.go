@@ -1,0 +1,129 @@
+// Command hijackserver serves hijacked connections, as WebSocket servers do,
+// for the upgrader's tests: GET /hijack answers 101 and keeps the
+// connection; with ?polite=1 the handler closes it when the drain begins
+// (Options.OnDrain), otherwise it holds it until the peer goes away. Other
+// paths answer with the pid.
+//
+//	-tls      serve TLS (a self-signed certificate made at start), HTTP/1.1
+//	          and h2 by ALPN
+//	-wrap     put a listener wrapper of the user's own (one that hides its
+//	          type but says what it wraps) around the listener from Listen
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "address to serve on")
+	pidfile := flag.String("pidfile", "", "pid file")
+	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "drain timeout")
+	useTLS := flag.Bool("tls", false, "serve TLS")
+	wrap := flag.Bool("wrap", false, "wrap the listener in a type of the user's own")
+	flag.Parse()
+	log.SetFlags(0)
+
+	var (
+		mu      sync.Mutex
+		drained = make(chan struct{})
+	)
+	u, err := upgrader.New(upgrader.Options{
+		PIDFile:      *pidfile,
+		DrainTimeout: *drainTimeout,
+		OnDrain:      func() { mu.Lock(); defer mu.Unlock(); close(drained) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer u.Stop()
+	ln, err := u.Listen("", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if *wrap {
+		ln = &userListener{ln}
+	}
+	if *useTLS {
+		ln = tls.NewListener(ln, tlsConfig())
+	}
+	pid := os.Getpid()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nX-Pid: %d\r\n\r\n", pid)
+		if r.URL.Query().Get("polite") != "" {
+			<-drained
+			c.Close()
+			return
+		}
+		_, _ = io.Copy(io.Discard, c)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "pid=%d proto=%s\n", pid, r.Proto)
+	})
+	if err := u.Serve(&http.Server{Handler: mux}, ln); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// userListener and userConn stand for a user's own wrappers (metrics,
+// rate limits): they hide the types under them, and say what they wrap with
+// Unwrap, as a wrapper should.
+type userListener struct{ net.Listener }
+
+func (l *userListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &userConn{c}, nil
+}
+
+type userConn struct{ net.Conn }
+
+func (c *userConn) Unwrap() net.Conn { return c.Conn }
+
+// tlsConfig returns a config with a self-signed certificate for 127.0.0.1
+// and ALPN for h2 and HTTP/1.1, as a server that serves both sets it.
+func tlsConfig() *tls.Config {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "hijackserver"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+}
