@@ -136,6 +136,7 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		return nil, err
 	}
 	s.u = u
+	s.reaper = newReaper(log)
 	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
 		s.nextN = n
 		os.Unsetenv(envNextGen)

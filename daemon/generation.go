@@ -123,7 +123,12 @@ func (s *supervisor) start(n int) (*generation, error) {
 	// Its own process group: a Ctrl-C at the terminal reaches handoff alone,
 	// which stops the generations in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential}
-	err = cmd.Start()
+	err = s.reaper.start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -141,6 +146,7 @@ func (s *supervisor) start(n int) (*generation, error) {
 	exitedC := make(chan struct{})
 	go func() {
 		err := cmd.Wait()
+		s.reaper.done(cmd.Process.Pid)
 		close(exitedC)
 		// Let the last lines it printed reach the tails.
 		for _, t := range []*linetail.Tail{g.stdout, g.stderr} {

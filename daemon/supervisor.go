@@ -46,7 +46,8 @@ type supervisor struct {
 	cfg     *config
 	log     *slog.Logger
 	u       *upgrader.Upgrader
-	self    string // the binary to re-execute as the shim
+	reaper  *reaper // nil unless handoff is PID 1 or a child subreaper
+	self    string  // the binary to re-execute as the shim
 	runDir  string
 	files   []*os.File  // the sockets, as fds 3.. of each generation
 	sockets []io.Closer // the same sockets as listeners, held for the upgrader
@@ -210,6 +211,7 @@ func (s *supervisor) onEvent(ev any) {
 		}
 	case selfUpgradeDone:
 		s.selfUpgrade = false
+		s.reaper.resume()
 		if e.err != nil {
 			s.log.Error("handoff upgrade failed; this handoff keeps running", "err", e.err)
 		}
@@ -464,6 +466,13 @@ func (s *supervisor) upgradeSelf() {
 		s.log.Info("SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
 		return
 	}
+	if os.Getpid() == 1 {
+		// The old handoff exits once the new one serves, and PID 1's exit
+		// ends the container.
+		s.log.Warn("SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; " +
+			"restart the container with the new handoff, or SIGHUP to reload the program")
+		return
+	}
 	s.log.Info("handoff upgrade asked", "signal", "SIGUSR2")
 	s.selfUpgrade = true
 	// The new handoff numbers its generations on from ours, and takes the
@@ -472,6 +481,8 @@ func (s *supervisor) upgradeSelf() {
 	if s.systemdNames != "" {
 		os.Setenv(envSystemdNames, s.systemdNames)
 	}
+	// The new handoff is tableflip's child, waited for by tableflip.
+	s.reaper.pause()
 	go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
 }
 

@@ -1,0 +1,115 @@
+package daemon_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/proc"
+)
+
+// TestPID1ReapsOrphans runs handoff as PID 1 of a pid namespace, as in a
+// container, with a program that leaves 20 orphans behind at each start (a
+// shell wrapper's background children). After a reload under load, no
+// zombie is left once the orphans have exited, no request fails, a
+// SIGTERM from outside (the container runtime's) stops it with exit status
+// 0, and nothing is left running.
+func TestPID1ReapsOrphans(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1) for a pid namespace")
+	}
+	dir := t.TempDir()
+	prog, control, logPath := filepath.Join(dir, "app.sh"), filepath.Join(dir, "c.sock"), filepath.Join(dir, "log")
+	proc.WriteExec(t, prog, []byte("#!/bin/sh\nfor i in $(seq 20); do (sleep 0.5 &); done\nexec "+appBin+"\n"))
+	addr := proc.FreeAddr(t)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", handoffBin, "run", "--control", control, "--listen", "web="+addr, "--", prog)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill() // unshare; the namespace dies with its PID 1
+		for _, p := range proc.Descendants(os.Getpid()) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		proc.ReapAll()
+	}()
+	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	handoffPid := 0
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) && (handoffPid == 0 || !strings.Contains(readLog(), `msg="generation ready"`)) {
+		for _, p := range proc.Descendants(cmd.Process.Pid) {
+			if _, pp, _ := proc.Stat(p); pp == cmd.Process.Pid {
+				handoffPid = p
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if handoffPid == 0 || !strings.Contains(readLog(), `msg="generation ready"`) {
+		t.Fatalf("handoff did not start in the namespace:\n%s", readLog())
+	}
+	if !strings.Contains(readLog(), "handoff is PID 1") {
+		t.Errorf("handoff did not say it reaps orphans as PID 1:\n%s", readLog())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 100}) }()
+	out, err := exec.Command(handoffBin, "reload", "--control", control).CombinedOutput()
+	if err != nil {
+		t.Fatalf("reload: %v: %s\n%s", err, out, readLog())
+	}
+	// The second generation's orphans exit 0.5 s after it started; then
+	// watch for a second: no zombie may stay under PID 1.
+	time.Sleep(time.Second)
+	most := 0
+	for i := 0; i < 10; i++ {
+		most = max(most, len(zombies(handoffPid)))
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	res := <-resC
+	t.Logf("zombies under PID 1 after the reload: at most %d; load: %v", most, res)
+	if most != 0 {
+		t.Errorf("%d zombies under handoff as PID 1 (40 orphans exited)", most)
+	}
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+
+	// SIGUSR2 would end the container: refused, with the reason.
+	_ = syscall.Kill(handoffPid, syscall.SIGUSR2)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(readLog(), "SIGUSR2 refused"); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The container runtime's stop.
+	_ = syscall.Kill(handoffPid, syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("handoff as PID 1 exited with %v, want status 0:\n%s", err, readLog())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("handoff as PID 1 did not exit after SIGTERM:\n%s", readLog())
+	}
+	if !strings.Contains(readLog(), "SIGUSR2 refused: handoff is PID 1") {
+		t.Errorf("no refusal of SIGUSR2 as PID 1 in the log:\n%s", readLog())
+	}
+	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
+		t.Errorf("processes left running: %v", left)
+	}
+}
