@@ -1,0 +1,77 @@
+package daemon
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCheckProbe: which probe addresses reach a held socket.
+func TestCheckProbe(t *testing.T) {
+	tcp := func(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
+	for _, c := range []struct {
+		held, probe string
+		refused     bool
+	}{
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/", true},
+		{"127.0.0.1:8080", "http://localhost:8080/healthz", true},
+		{"127.0.0.1:8080", "tcp://0.0.0.0:8080", true},
+		{"127.0.0.1:8080", "tcp://:8080", true},
+		{"127.0.0.1:8080", "http://[::ffff:127.0.0.1]:8080/", true},
+		{"0.0.0.0:8080", "http://127.0.0.2:8080/", true},
+		{"[::]:8080", "tcp://127.0.0.1:8080", true},
+		{"[::1]:8080", "tcp://[::1]:8080", true},
+		{"127.0.0.1:80", "http://127.0.0.1/", true}, // the URL's default port
+		{"127.0.0.1:8080", "http://127.0.0.1:9090/", false},
+		{"127.0.0.1:8080", "tcp://127.0.0.2:8080", false},
+		{"127.0.0.1:8080", "tcp://[::1]:8080", false},
+		{"127.0.0.1:8080", "delay:1s", false},
+	} {
+		m, err := parseReady(c.probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = m.checkProbe([]net.Addr{tcp(c.held)}, []string{"web"})
+		if refused := errors.Is(err, ErrUsage); refused != c.refused {
+			t.Errorf("held %s, --ready %s: %v, want refused=%v", c.held, c.probe, err, c.refused)
+		}
+	}
+}
+
+// BenchmarkWaiters measures one look for --ready accept, at a process and
+// at its whole tree: a sleeping child that holds a socket it does not wait
+// on.
+func BenchmarkWaiters(b *testing.B) {
+	b.Run("process", func(b *testing.B) { benchmarkWaiters(b, false) })
+	b.Run("tree", func(b *testing.B) { benchmarkWaiters(b, true) })
+}
+
+func benchmarkWaiters(b *testing.B, tree bool) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	f, _ := ln.(*net.TCPListener).File()
+	defer f.Close()
+	var st unix.Stat_t
+	_ = unix.Fstat(int(f.Fd()), &st)
+	cmd := exec.Command("sleep", "30")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	want := map[uint64]bool{st.Ino: true}
+	b.ResetTimer()
+	for range b.N {
+		found, _, err := waiters(cmd.Process.Pid, want, tree)
+		if err != nil || found[st.Ino] {
+			b.Fatalf("found %v, err %v", found, err)
+		}
+	}
+}
