@@ -174,6 +174,9 @@ func (s *supervisor) start(n int) (*generation, error) {
 
 var errGenExited = errors.New("exited")
 
+// errNoReadyNotify is why a generation is not ready in notify mode.
+var errNoReadyNotify = errors.New("it never sent READY=1 to $NOTIFY_SOCKET — for a program that does not, use --ready accept")
+
 // waitReady returns nil once the generation is ready by the configured mode, errGenExited
 // if it exits first, or ctx's error.
 func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *net.UnixConn, exitedC <-chan struct{}) error {
@@ -190,7 +193,7 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 			case <-notified:
 				readyC <- nil
 			case <-ctx.Done():
-				readyC <- ctx.Err()
+				readyC <- errNoReadyNotify
 			}
 		}()
 	case "accept":

@@ -183,8 +183,8 @@ func (s *supervisor) onEvent(ev any) {
 		if e.g == s.next && e.g.state == starting {
 			e.g.failWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", s.cfg.ReadyTimeout)
 			var na *notAccepting
-			if errors.As(e.err, &na) {
-				e.g.failWhy += ": " + na.Error()
+			if errors.As(e.err, &na) || errors.Is(e.err, errNoReadyNotify) {
+				e.g.failWhy += ": " + e.err.Error()
 			}
 			s.log.Warn("generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
 			e.g.signal(syscall.SIGKILL)
