@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/handoff-dev/handoff/systemd"
 )
 
@@ -53,30 +51,16 @@ func activated(a Addr, sotype int) (*os.File, error) {
 	return nil, &Error{Addr: a.String(), Err: fmt.Errorf("no unused socket named %q was passed by systemd", a.Address), Hint: hint}
 }
 
-// sockType returns SO_TYPE of f, or -1.
-func sockType(f *os.File) int {
-	t := -1
-	control(f, func(fd int) {
-		if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err == nil {
-			t = v
-		}
-	})
-	return t
-}
-
 // sameAddr reports whether the socket f is bound to the address a asks for.
 // An empty or unspecified host matches a socket bound to any address of its
 // family; a host name is resolved.
 func sameAddr(a Addr, f *os.File) bool {
-	var sa unix.Sockaddr
-	control(f, func(fd int) { sa, _ = unix.Getsockname(fd) })
-	switch s := sa.(type) {
-	case *unix.SockaddrUnix:
+	local := sockName(f)
+	switch s := local.(type) {
+	case *net.UnixAddr:
 		return a.Network == "unix" && s.Name == a.Address
-	case *unix.SockaddrInet4:
-		return matchIP(a, net.IP(s.Addr[:]), s.Port)
-	case *unix.SockaddrInet6:
-		return matchIP(a, net.IP(s.Addr[:]), s.Port)
+	case *net.TCPAddr:
+		return matchIP(a, s.IP, s.Port)
 	}
 	return false
 }
@@ -101,12 +85,4 @@ func matchIP(a Addr, ip net.IP, port int) bool {
 		want = addrs[0]
 	}
 	return want.Equal(ip)
-}
-
-func control(f *os.File, fn func(fd int)) {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = raw.Control(func(fd uintptr) { fn(int(fd)) })
 }

@@ -6,16 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// ErrBarrierTimeout is returned by Barrier when the service manager has not
-// answered within the timeout.
-var ErrBarrierTimeout = errors.New("systemd: BARRIER=1 not acknowledged in time")
 
 // NotifyWithFiles sends state together with the descriptors of conns
 // (listeners, packet conns or *os.File), passed as SCM_RIGHTS, in one
@@ -57,18 +52,6 @@ func withFDs(conns []syscall.Conn, fds []int, fn func([]int) error) error {
 	return inner
 }
 
-// StoreFiles asks systemd to keep files in the unit's file descriptor store
-// under name (FDSTORE=1, FDNAME=name), so that they survive a restart of the
-// service and come back through socket activation with that name. The unit
-// needs FileDescriptorStoreMax= greater than zero. A name holds at most 255
-// printable ASCII characters and no colon.
-func StoreFiles(name string, conns ...syscall.Conn) (bool, error) {
-	if err := validFDName(name); err != nil {
-		return false, err
-	}
-	return NotifyWithFiles("FDSTORE=1\nFDNAME="+name, conns...)
-}
-
 // Barrier sends BARRIER=1 and waits until the service manager has processed
 // every message sent before it, or until timeout, in which case it returns
 // ErrBarrierTimeout. Without systemd it returns (false, nil) at once.
@@ -77,13 +60,12 @@ func Barrier(timeout time.Duration) (bool, error) {
 	if path == "" {
 		return false, nil
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return false, fmt.Errorf("systemd: barrier: %w", os.NewSyscallError("pipe2", err))
+	r, w, err := pipeCloexec()
+	if err != nil {
+		return false, fmt.Errorf("systemd: barrier: %w", err)
 	}
-	r, w := p[0], p[1]
 	defer unix.Close(r)
-	err := sendmsg(path, []byte("BARRIER=1"), []int{w})
+	err = sendmsg(path, []byte("BARRIER=1"), []int{w})
 	unix.Close(w)
 	if err != nil {
 		return false, fmt.Errorf("systemd: barrier: %w", err)
@@ -111,9 +93,9 @@ func Barrier(timeout time.Duration) (bool, error) {
 }
 
 func sendmsg(path string, msg []byte, fds []int) error {
-	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	s, err := socketCloexec(unix.AF_UNIX, unix.SOCK_DGRAM)
 	if err != nil {
-		return os.NewSyscallError("socket", err)
+		return err
 	}
 	defer unix.Close(s)
 	var oob []byte
@@ -123,21 +105,6 @@ func sendmsg(path string, msg []byte, fds []int) error {
 	// x/sys maps a leading '@' to the abstract namespace, as systemd does.
 	if err := unix.Sendmsg(s, msg, oob, &unix.SockaddrUnix{Name: path}, 0); err != nil {
 		return os.NewSyscallError("sendmsg", err)
-	}
-	return nil
-}
-
-func validFDName(name string) error {
-	if name == "" || len(name) > 255 {
-		return fmt.Errorf("systemd: fd name %q must be 1 to 255 characters long", name)
-	}
-	if strings.ContainsRune(name, ':') {
-		return fmt.Errorf("systemd: fd name %q must not contain ':'", name)
-	}
-	for _, c := range name {
-		if c < 0x20 || c > 0x7e {
-			return fmt.Errorf("systemd: fd name %q must be printable ASCII", name)
-		}
 	}
 	return nil
 }

@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"golang.org/x/sys/unix"
 )
 
 // Notify sends state, one or more newline-separated KEY=VALUE assignments, to
@@ -57,16 +55,6 @@ func Stopping(status string) (bool, error) {
 // Watchdog sends one keep-alive ping (WATCHDOG=1).
 func Watchdog() (bool, error) {
 	return Notify(daemon.SdNotifyWatchdog)
-}
-
-// MonotonicUsec returns CLOCK_MONOTONIC in microseconds, the clock systemd
-// expects in MONOTONIC_USEC.
-func MonotonicUsec() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return time.Now().UnixMicro() // unreachable on Linux
-	}
-	return ts.Nano() / 1000
 }
 
 // join builds a state message from a fixed part and an optional status. A

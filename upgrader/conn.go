@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // trackedListener wraps a listener so that the Drainer can see when a
@@ -128,57 +126,4 @@ func connClosed(c net.Conn) (closed, seen bool) {
 	}
 	err := raw.Control(func(uintptr) {})
 	return errors.Is(err, net.ErrClosed), true
-}
-
-// received returns how many bytes the kernel has received on c from its
-// peer (TCP_INFO), whether or not the server has read them; ok is false
-// where the kernel does not tell (Unix sockets).
-func received(c net.Conn) (n uint64, ok bool) {
-	raw := rawConn(c)
-	if raw == nil {
-		return 0, false
-	}
-	_ = raw.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			n, ok = info.Bytes_received, true
-		}
-	})
-	return n, ok
-}
-
-// shutIfQuiet sends the FIN on c, and reports true, unless a request may be
-// on its way in: bytes wait unread in the kernel, or (when known, ok) the
-// kernel has received bytes since it counted rcvd. The check and the
-// shutdown(2) are one step. Closing through net.Conn.Close instead would
-// leave the socket open until the server's goroutine reading c has woken and
-// unwound — long enough, on a busy machine, for a client's request to arrive
-// and be answered with a reset.
-func shutIfQuiet(c net.Conn, rcvd uint64, ok bool) bool {
-	raw := rawConn(c)
-	if raw == nil {
-		// A wrapper that hides its socket: the check cannot be made, and
-		// the caller closes it as idle, the best that can be done.
-		return true
-	}
-	shut := false
-	_ = raw.Control(func(fd uintptr) {
-		var buf [1]byte
-		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case err == nil && n > 0:
-			return // a request waits
-		case err != nil && !errors.Is(err, unix.EAGAIN):
-			shut = true // reset or otherwise broken: nothing to lose
-			return
-		}
-		// Nothing waits (EAGAIN), or the peer has closed its side (n == 0).
-		if ok {
-			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-			if err != nil || info.Bytes_received != rcvd {
-				return // bytes came in since rcvd: the server may hold a request
-			}
-		}
-		shut = unix.Shutdown(int(fd), unix.SHUT_WR) == nil
-	})
-	return shut
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The control channel is a Unix socketpair between a generation and the one it
@@ -33,22 +31,6 @@ type ctl struct {
 	conn *net.UnixConn
 	r    *bufio.Reader
 	wmu  sync.Mutex
-}
-
-func newCtlPair() (parent *ctl, child *os.File, err error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("socketpair", err)
-	}
-	pf := os.NewFile(uintptr(fds[0]), "handoff-ctl-parent")
-	defer pf.Close()
-	child = os.NewFile(uintptr(fds[1]), "handoff-ctl-child")
-	parent, err = ctlFromFile(pf)
-	if err != nil {
-		child.Close()
-		return nil, nil, err
-	}
-	return parent, child, nil
 }
 
 // ctlFromFile makes a ctl from a socket file; f may be closed afterwards.

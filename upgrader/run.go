@@ -35,6 +35,8 @@ func (u *Upgrader) run() {
 		waitLogC   <-chan time.Time
 		waitLogDue bool
 		stopC      = u.stopC
+		// refusalLogged: the log said once that upgrades cannot work here.
+		refusalLogged bool
 	)
 	answer := func(err error) {
 		for _, w := range waiters {
@@ -132,7 +134,7 @@ func (u *Upgrader) run() {
 			killC = nil
 			if parentGone != nil {
 				u.log.Warn("previous generation still running past its drain deadline; killing it", "prev_pid", u.parentPid)
-				_ = syscall.Kill(u.parentPid, syscall.SIGKILL)
+				_ = kill(u.parentPid, syscall.SIGKILL)
 			}
 
 		case res := <-attempt:
@@ -143,7 +145,7 @@ func (u *Upgrader) run() {
 					// began: it must not outlive this one.
 					u.log.Warn("stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
 					if res.pid > 0 {
-						_ = syscall.Kill(res.pid, syscall.SIGTERM)
+						_ = kill(res.pid, syscall.SIGTERM)
 					}
 					res.child.close()
 				}
@@ -181,6 +183,14 @@ func (u *Upgrader) run() {
 			}
 			continue
 		}
+		if err := u.core.CanUpgrade(); err != nil {
+			if !refusalLogged {
+				refusalLogged = true
+				u.log.Warn("upgrade refused; still serving", "err", err)
+			}
+			answer(err)
+			continue
+		}
 		attempt = make(chan attemptResult, 1)
 		go func(c chan<- attemptResult) { c <- u.attempt() }(attempt)
 	}
@@ -192,7 +202,7 @@ func (u *Upgrader) beginStop() {
 	if _, err := systemd.Stopping(u.status("stopping")); err != nil {
 		u.log.Warn("sd_notify failed", "err", err)
 	}
-	u.tf.Stop()
+	u.core.Stop()
 	close(u.exitC)
 }
 

@@ -64,10 +64,10 @@ func (u *Upgrader) startNext() attemptResult {
 		childEnd.Close()
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("control channel: %w", err)}}
 	}
-	err = u.tf.Fds.AddFile(ctlName, childEnd)
+	err = u.core.AddFile(ctlName, childEnd)
 	childEnd.Close()
 	if err == nil {
-		err = u.tf.Fds.AddFile(stderrName, os.Stderr)
+		err = u.core.AddFile(stderrName, os.Stderr)
 	}
 	if err != nil {
 		parent.close()
@@ -140,7 +140,7 @@ func (u *Upgrader) startNext() attemptResult {
 func (u *Upgrader) upgradeWhenTableflipAgrees() error {
 	deadline := time.Now().Add(time.Second)
 	for {
-		err := u.tf.Upgrade()
+		err := u.core.Upgrade()
 		if err == nil || time.Now().After(deadline) {
 			return err
 		}

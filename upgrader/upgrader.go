@@ -14,9 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloudflare/tableflip"
-	"golang.org/x/sys/unix"
-
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 )
@@ -84,7 +81,7 @@ type Options struct {
 type Upgrader struct {
 	opts    Options
 	log     *slog.Logger
-	tf      *tableflip.Upgrader
+	core    core // tableflip where sockets can be passed on
 	lc      listener.Config
 	gen     int
 	started time.Time
@@ -143,13 +140,19 @@ func New(opts Options) (*Upgrader, error) {
 	// not close-on-exec until then.
 	systemd.Activated()
 
-	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout, PIDFile: opts.PIDFile})
+	c, err := newCore(opts)
 	if err != nil {
 		return nil, fmt.Errorf("upgrader: %w", err)
 	}
+	return newWithCore(opts, c)
+}
+
+// newWithCore is New on a given core.
+func newWithCore(opts Options, c core) (*Upgrader, error) {
+	var err error
 	u := &Upgrader{
 		opts:       opts,
-		tf:         tf,
+		core:       c,
 		gen:        1,
 		started:    time.Now(),
 		parentGone: make(chan struct{}),
@@ -162,9 +165,9 @@ func New(opts Options) (*Upgrader, error) {
 		exitC:      make(chan struct{}),
 		cutC:       make(chan struct{}),
 	}
-	if tf.HasParent() {
+	if c.HasParent() {
 		if err := u.adopt(); err != nil {
-			tf.Stop()
+			c.Stop()
 			return nil, err
 		}
 	} else {
@@ -172,7 +175,7 @@ func New(opts Options) (*Upgrader, error) {
 		close(u.becameMain)
 		u.watchdog, err = systemd.WatchdogInterval()
 		if err != nil {
-			tf.Stop()
+			c.Stop()
 			return nil, fmt.Errorf("upgrader: %w", err)
 		}
 	}
@@ -196,7 +199,7 @@ func New(opts Options) (*Upgrader, error) {
 // stderr.
 func (u *Upgrader) adopt() error {
 	u.parentPid = os.Getppid()
-	f, err := u.tf.Fds.File(ctlName)
+	f, err := u.core.File(ctlName)
 	if err != nil || f == nil {
 		return fmt.Errorf("upgrader: the parent passed no control channel (%v); start the same binary as the previous generation", err)
 	}
@@ -215,11 +218,11 @@ func (u *Upgrader) adopt() error {
 	u.watchdog = time.Duration(usec) * time.Microsecond
 	u.parentCtl = c
 	_ = c.send("started %d", os.Getpid())
-	if f, err := u.tf.Fds.File(stderrName); err == nil && f != nil {
+	if f, err := u.core.File(stderrName); err == nil && f != nil {
 		u.trueStderr = f
 	}
 	go func() {
-		_ = u.tf.WaitForParent(context.Background())
+		_ = u.core.WaitForParent(context.Background())
 		close(u.parentGone)
 	}()
 	return nil
@@ -257,12 +260,7 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 		return nil, err
 	}
 	if src != listener.Inherited {
-		tl, ok := ln.(tableflip.Listener)
-		if !ok {
-			ln.Close()
-			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, ln)
-		}
-		if err := u.tf.Fds.AddListener(u.registryNet(a.Network, src), key, tl); err != nil {
+		if err := u.core.AddListener(u.registryNet(a.Network, src), key, ln); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
@@ -292,12 +290,7 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 		return nil, err
 	}
 	if src != listener.Inherited {
-		tp, ok := pc.(tableflip.PacketConn)
-		if !ok {
-			pc.Close()
-			return nil, fmt.Errorf("upgrader: %s: %T cannot be passed to another process", a, pc)
-		}
-		if err := u.tf.Fds.AddPacketConn(u.registryNet(a.Network, src), key, tp); err != nil {
+		if err := u.core.AddPacketConn(u.registryNet(a.Network, src), key, pc); err != nil {
 			pc.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
@@ -395,7 +388,7 @@ var registryPrefixes = []string{"", "systemd-", "fdstore-"}
 
 func (u *Upgrader) inherit(network, address string) (net.Listener, error) {
 	for _, p := range registryPrefixes {
-		if ln, err := u.tf.Fds.Listener(p+network, address); ln != nil || err != nil {
+		if ln, err := u.core.Listener(p+network, address); ln != nil || err != nil {
 			return ln, err
 		}
 	}
@@ -404,7 +397,7 @@ func (u *Upgrader) inherit(network, address string) (net.Listener, error) {
 
 func (u *Upgrader) inheritPacket(network, address string) (net.PacketConn, error) {
 	for _, p := range registryPrefixes {
-		if pc, err := u.tf.Fds.PacketConn(p+network, address); pc != nil || err != nil {
+		if pc, err := u.core.PacketConn(p+network, address); pc != nil || err != nil {
 			return pc, err
 		}
 	}
@@ -438,7 +431,7 @@ func (u *Upgrader) ready() error {
 			return fmt.Errorf("upgrader: telling the parent pid %d we are ready: %w", u.parentPid, err)
 		}
 	}
-	if err := u.tf.Ready(); err != nil {
+	if err := u.core.Ready(); err != nil {
 		return fmt.Errorf("upgrader: %w", err)
 	}
 	u.log.Info("ready", "after_ms", time.Since(u.started).Milliseconds())
@@ -454,18 +447,6 @@ func (u *Upgrader) ready() error {
 		go u.pingWatchdog()
 	}
 	return nil
-}
-
-func dupOnto(f *os.File, fd int) error {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var dupErr error
-	if err := raw.Control(func(src uintptr) { dupErr = unix.Dup3(int(src), fd, 0) }); err != nil {
-		return err
-	}
-	return os.NewSyscallError("dup3", dupErr)
 }
 
 // followParent reads the parent's messages after Ready: "main" once systemd
@@ -513,7 +494,9 @@ func (u *Upgrader) HandedOver() bool { return u.handedOver.Load() }
 // for it to exit, at most until 5 s past the deadline it announced, after
 // which it is killed. Calls made while an upgrade is pending or running join
 // it and get its result. It returns ErrNotReady before Ready, ErrHandedOver
-// after a successful upgrade, and ErrStopped once stopping.
+// after a successful upgrade, and ErrStopped once stopping. Where the system
+// cannot pass sockets to a new process (Windows), it returns an error that
+// wraps errors.ErrUnsupported, and the generation serves on.
 func (u *Upgrader) Upgrade() error {
 	res := make(chan error, 1)
 	select {
@@ -560,9 +543,9 @@ func (u *Upgrader) finish() {
 		// tableflip closes the sockets and removes the files of Unix ones in
 		// its own goroutine once stopped: wait for it, or on a busy machine
 		// the process may exit first and leave the files behind.
-		u.tf.Stop()
+		u.core.Stop()
 		select {
-		case <-u.tf.Exit():
+		case <-u.core.Exit():
 		case <-time.After(5 * time.Second):
 			u.log.Warn("the sockets were not released within 5s of the stop; Unix socket files may be left behind")
 		}
