@@ -1,9 +1,9 @@
 module github.com/handoff-dev/handoff
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/cloudflare/tableflip v1.2.3
-	github.com/coreos/go-systemd/v22 v22.7.0
-	golang.org/x/sys v0.49.0
+	github.com/coreos/go-systemd/v22 v22.3.1
+	golang.org/x/sys v0.6.0
 )
