@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -50,8 +51,23 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 	out, err := exec.Command(handoffBin, "version").Output()
-	if err != nil || !strings.HasPrefix(string(out), "handoff ") {
-		t.Errorf("handoff version: %v %q", err, out)
+	line := strings.TrimSpace(string(out))
+	if err != nil || !strings.HasPrefix(line, "handoff ") || !strings.Contains(line, runtime.Version()) || strings.Contains(line, "\n") {
+		t.Errorf("handoff version: %v %q; want one line with the Go release %s", err, out, runtime.Version())
+	}
+	// Built from a checkout, it names the commit (in a pseudo-version), and
+	// says whether the tree was modified.
+	rev, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Logf("not a git checkout: %v; version %q", err, line)
+		return
+	}
+	if !strings.Contains(line, string(rev[:12])) {
+		t.Errorf("handoff version: %q does not name the commit %s", line, rev[:12])
+	}
+	dirty, _ := exec.Command("git", "status", "--porcelain").Output()
+	if modified := strings.Contains(line, "+dirty") || strings.Contains(line, "modified"); modified != (len(dirty) > 0) {
+		t.Errorf("handoff version: %q, while the tree is modified=%v", line, len(dirty) > 0)
 	}
 }
 

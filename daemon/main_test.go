@@ -26,8 +26,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	handoffBin, appBin = filepath.Join(dir, "handoff"), filepath.Join(dir, "app")
+	// Record the commit in handoff's build information, as `go install
+	// -buildvcs=true` from a checkout does, whatever GOFLAGS says.
+	vcs := "-buildvcs=auto"
+	if exec.Command("git", "rev-parse", "--git-dir").Run() == nil {
+		vcs = "-buildvcs=true"
+	}
 	for _, b := range [][2]string{{handoffBin, ".."}, {appBin, "../examples/app"}} {
-		cmd := exec.Command("go", "build", "-o", b[0], b[1])
+		cmd := exec.Command("go", "build", vcs, "-o", b[0], b[1])
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building", b[1], err)
