@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/listener"
+	"github.com/handoff-dev/handoff/systemd"
 )
 
 // ErrUsage marks an error in the command line; the command exits 2.
@@ -189,8 +190,8 @@ func parseListen(s string, i int) (listenSpec, error) {
 			name = a.Address
 		}
 	}
-	if strings.ContainsAny(name, ": \t\n") || len(name) > 255 {
-		return listenSpec{}, usagef("handoff run: --listen %s: NAME %q may not contain ':' or spaces", s, name)
+	if err := systemd.CheckFDName(name); err != nil {
+		return listenSpec{}, usagef("handoff run: --listen %s: %v", s, strings.TrimPrefix(err.Error(), "systemd: "))
 	}
 	return listenSpec{Name: name, Addr: a}, nil
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/handoff-dev/handoff/systemd"
 )
 
 // ErrMalformed is wrapped by every error Parse returns.
@@ -164,19 +166,13 @@ func checkFamily(scheme, hostport string) error {
 	return nil
 }
 
-// validName checks a systemd FileDescriptorName: 1 to 255 printable ASCII
-// characters, no colon.
+// validName checks a systemd FileDescriptorName (systemd.CheckFDName).
 func validName(name string) error {
 	if name == "" {
 		return errors.New("missing socket name after systemd:")
 	}
-	if len(name) > 255 {
-		return errors.New("socket name longer than 255 characters")
-	}
-	for _, c := range name {
-		if c <= 0x20 || c > 0x7e || c == ':' {
-			return fmt.Errorf("socket name %q may hold only printable ASCII without ':'", name)
-		}
+	if err := systemd.CheckFDName(name); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "systemd: "))
 	}
 	return nil
 }
