@@ -7,7 +7,7 @@ import (
 )
 
 // core is the descriptor-passing layer under the Upgrader: tableflip where a
-// process can pass descriptors to the one it starts (fdpass_unix.go), and
+// process can pass descriptors to the one it starts (tableflip_unix.go), and
 // noHandoff elsewhere (fdpass_others.go), which serves and stops but cannot
 // upgrade. Its methods are tableflip's.
 type core interface {
@@ -29,7 +29,8 @@ type core interface {
 	Ready() error
 	// CanUpgrade returns nil where Upgrade can work, else why not.
 	CanUpgrade() error
-	// Upgrade starts the next generation and waits until it is ready.
+	// Upgrade starts the next generation and waits until it is ready. It
+	// returns nil, or an *UpgradeError whose Kind says what failed.
 	Upgrade() error
 	// Stop refuses further upgrades and releases what was registered.
 	Stop()

@@ -29,7 +29,7 @@ var (
 type UpgradeError struct {
 	// Kind is ErrStart, ErrExited, ErrTimeout or ErrStopped.
 	Kind error
-	// Cause is what tableflip or the operating system reported.
+	// Cause is what the operating system or the fd-passing layer reported.
 	Cause error
 	// Stderr holds the last lines the new generation wrote to stderr, oldest
 	// first, when any were seen.
@@ -61,20 +61,3 @@ func (e *UpgradeError) Error() string {
 
 // Unwrap returns the kind and the cause.
 func (e *UpgradeError) Unwrap() []error { return []error{e.Kind, e.Cause} }
-
-// classify maps tableflip's error, which it formats with %s and so cannot be
-// compared with errors.Is, to one of the kinds above. tableflip v1.2.3 words
-// them "can't start child: …", "child pid=N exited: …", "new child pid=N timed
-// out" and "terminating".
-func classify(err error) error {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "can't start"):
-		return ErrStart
-	case strings.Contains(msg, "timed out"):
-		return ErrTimeout
-	case strings.Contains(msg, "terminating"):
-		return ErrStopped
-	}
-	return ErrExited
-}

@@ -1,10 +1,10 @@
 package upgrader
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -105,7 +105,7 @@ func (u *Upgrader) startNext() attemptResult {
 			}
 		}
 	}()
-	err = u.upgradeWhenTableflipAgrees()
+	err = u.core.Upgrade()
 	os.Stderr = realStderr
 	stderrMu.Unlock()
 	pw.Close()
@@ -118,7 +118,10 @@ func (u *Upgrader) startNext() attemptResult {
 		case <-time.After(time.Second):
 		}
 		parent.close()
-		return attemptResult{err: &UpgradeError{Kind: classify(err), Cause: err, Stderr: tl.Last()}}
+		ue := &UpgradeError{Kind: ErrExited, Cause: err}
+		errors.As(err, &ue) // the core says which kind of failure it was
+		ue.Stderr = tl.Last()
+		return attemptResult{err: ue}
 	}
 	var pid int
 	select {
@@ -129,24 +132,4 @@ func (u *Upgrader) startNext() attemptResult {
 		u.log.Warn("the new generation did not say its pid; systemd keeps the old MAINPID")
 	}
 	return attemptResult{pid: pid, child: parent}
-}
-
-// upgradeWhenTableflipAgrees calls tableflip's Upgrade. tableflip's own loop
-// learns that this process is ready, and that its parent has exited, from
-// channels it selects on together with upgrade requests, so right after
-// either event it may still refuse ("process is not ready yet", "parent
-// hasn't exited") although both are true. Those refusals start no process;
-// ask again, for at most a second.
-func (u *Upgrader) upgradeWhenTableflipAgrees() error {
-	deadline := time.Now().Add(time.Second)
-	for {
-		err := u.core.Upgrade()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		if msg := err.Error(); !strings.Contains(msg, "not ready yet") && !strings.Contains(msg, "parent hasn't exited") {
-			return err
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
