@@ -26,7 +26,12 @@
 //
 // A reload (SIGHUP, `handoff reload`) starts generation N+1; generation N
 // keeps serving until N+1 is ready and its bake window has passed. A reload
-// asked while one runs is queued — several make one — and carried out after.
+// asked while one runs is queued — several make one — and carried out after,
+// so that a program replaced meanwhile is always picked up. This is the
+// library's rule too (package upgrader): an upgrade asked before the new
+// process has started joins it, one asked after is queued. (handoff starts
+// the process as soon as the reload is asked, so here every reload asked
+// during another is queued.)
 //
 // The supervisor's own pid never changes on a reload. SIGUSR2 upgrades
 // handoff itself through the upgrader package: a new handoff process takes

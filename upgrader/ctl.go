@@ -17,6 +17,7 @@ import (
 //	parent → child  "init GEN WATCHDOG_USEC"   before the child starts
 //	child → parent  "ready PID"                from Ready, before tableflip's own signal
 //	parent → child  "main"                     after systemd was told MAINPID=PID
+//	parent → child  "upgrade"                  an upgrade was asked while the child started: carry it out
 //	parent → child  "drain CONNS DEADLINE_MS"  while the parent drains (Unix ms)
 //
 // The real stderr travels beside it under stderrName: the child's fd 2 is a

@@ -24,12 +24,19 @@
 //	Upgrading  the next generation is starting with copies of the sockets.
 //	           When it calls Ready → HandedOver. When it exits, crashes or
 //	           misses UpgradeTimeout, it is killed → Ready again, and
-//	           Upgrade returns an *UpgradeError. Further SIGHUPs join this
-//	           attempt.
+//	           Upgrade returns an *UpgradeError. A SIGHUP or Upgrade now
+//	           queues one more upgrade (see below).
 //	HandedOver Exit is closed; the generation drains and the process exits.
 //	           Final.
 //	Stopping   Exit is closed; the generation drains and the process exits.
 //	           A second SIGTERM or SIGINT cuts the drain short. Final.
+//
+// An upgrade asked while another is pending but has not started its process
+// yet joins it. One asked once the new process has started is queued, to run
+// once after it — several make one — so that a binary replaced meanwhile is
+// always picked up: by the new generation when the attempt succeeded (the
+// old one passes the request on), by this one when it failed. `handoff run`
+// follows the same rule for its reloads.
 //
 // A SIGHUP that reaches a generation while its predecessor is still draining
 // is not refused, as tableflip would: it is carried out as soon as the

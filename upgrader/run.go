@@ -26,15 +26,21 @@ func (u *Upgrader) run() {
 		parentGone = u.parentGone
 		waiters    []chan error // callers and signals wanting the next upgrade
 		wanted     bool
-		attempt    chan attemptResult // non-nil while an attempt runs
-		waitLogged bool
-		killTimer  *time.Timer
-		killC      <-chan time.Time
-		stopping   bool
-		stops      int // stop signals received
-		waitLogC   <-chan time.Time
-		waitLogDue bool
-		stopC      = u.stopC
+		// queued: an upgrade was asked after the attempt in progress had
+		// started its process; it runs once that attempt has ended (in the
+		// new generation, if it succeeded), so a binary replaced meanwhile
+		// is picked up. queuedWaiters wait for it.
+		queued        bool
+		queuedWaiters []chan error
+		attempt       chan attemptResult // non-nil while an attempt runs
+		waitLogged    bool
+		killTimer     *time.Timer
+		killC         <-chan time.Time
+		stopping      bool
+		stops         int // stop signals received
+		waitLogC      <-chan time.Time
+		waitLogDue    bool
+		stopC         = u.stopC
 		// refusalLogged: the log said once that upgrades cannot work here.
 		refusalLogged bool
 	)
@@ -57,7 +63,8 @@ func (u *Upgrader) run() {
 				case stopping:
 					u.log.Info("SIGHUP ignored: stopping")
 				case attempt != nil:
-					u.log.Info("upgrade asked", "signal", "SIGHUP", "joins", "the upgrade in progress")
+					u.log.Info("upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
+					queued = true
 				case wanted:
 					u.log.Info("upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
 				default:
@@ -89,14 +96,20 @@ func (u *Upgrader) run() {
 			switch {
 			case u.handedOver.Load():
 				// Upgrade also selects on Exit, but may reach us first.
-				w <- ErrHandedOver
+				reply(w, ErrHandedOver)
 			case stopping:
-				w <- ErrStopped
-			case ready != nil:
+				reply(w, ErrStopped)
+			case ready != nil && w != nil:
 				w <- ErrNotReady
+			case attempt != nil:
+				if !queued {
+					u.log.Info("upgrade asked", "by", by(w), "queued", "after the upgrade in progress")
+				}
+				queued = true
+				queuedWaiters = append(queuedWaiters, w)
 			default:
-				if !wanted && attempt == nil {
-					u.log.Info("upgrade asked", "by", "Upgrade")
+				if !wanted {
+					u.log.Info("upgrade asked", "by", by(w))
 					waitLogged = false
 				}
 				wanted = true
@@ -150,9 +163,32 @@ func (u *Upgrader) run() {
 					res.child.close()
 				}
 				answer(ErrStopped)
+				for _, w := range queuedWaiters {
+					reply(w, ErrStopped)
+				}
+				queued, queuedWaiters = false, nil
 				continue
 			}
 			answer(res.err)
+			switch {
+			case !queued:
+			case res.err != nil:
+				u.log.Info("starting the upgrade queued during the failed one")
+				wanted, waiters, waitLogged = true, queuedWaiters, false
+			default:
+				// The new generation carries out the queued upgrade; this
+				// one has handed over, as its callers are told.
+				u.log.Info("the new generation carries out the upgrade queued during this one", "child_pid", res.pid)
+				if err := res.child.send("upgrade"); err != nil {
+					u.log.Warn("cannot pass the queued upgrade on to the new generation; signal it again", "child_pid", res.pid, "err", err)
+				}
+				for _, w := range queuedWaiters {
+					reply(w, nil)
+				}
+			}
+			if queued {
+				queued, queuedWaiters = false, nil
+			}
 			if res.err == nil {
 				u.handOver(res)
 			}
@@ -254,6 +290,22 @@ func (u *Upgrader) checkHealth() error {
 		return fmt.Errorf("watchdog check: %w", err)
 	}
 	return nil
+}
+
+// reply answers w, unless it is nil (an upgrade nobody waits for).
+func reply(w chan error, err error) {
+	if w != nil {
+		w <- err
+	}
+}
+
+// by names who asked for an upgrade: a caller of Upgrade, or (nil) the
+// previous generation, which passed on one queued during its own upgrade.
+func by(w chan error) string {
+	if w == nil {
+		return "the previous generation (queued during its upgrade)"
+	}
+	return "Upgrade"
 }
 
 func closeOnce(c chan struct{}) {

@@ -221,3 +221,30 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestHUPDuringUpgradeIsQueued: SIGHUPs that arrive while a new generation
+// is starting queue one more upgrade, carried out by that new generation once
+// it serves, so that a binary replaced meanwhile is picked up; several make
+// one.
+func TestHUPDuringUpgradeIsQueued(t *testing.T) {
+	s := startServer(t, nil, "-idle-grace", "200ms")
+	first := s.pid()
+	// Each new generation takes a second to start from here on.
+	real := s.bin + ".real"
+	proc.CopyExec(t, serverBin, real)
+	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nsleep 1\nexec "+real+" \"$@\"\n"))
+	s.signal(syscall.SIGHUP)
+	s.waitLog(5*time.Second, "new generation started", "pid="+strconv.Itoa(first))
+	s.signal(syscall.SIGHUP)
+	s.signal(syscall.SIGHUP)
+	second := s.waitPid(first, 10*time.Second)
+	third := s.waitPid(second, 15*time.Second)
+	if line := findLine(s.log(), "upgrade asked", "queued"); line == "" {
+		t.Errorf("no log line says the SIGHUP was queued:\n%s", s.log())
+	}
+	if n := countLines(s.log(), "new generation started"); n != 2 {
+		t.Errorf("%d generations started after three SIGHUPs, two during the first upgrade; want 2:\n%s", n, s.log())
+	}
+	t.Logf("generations %d → %d → %d", first, second, third)
+	s.stop()
+}

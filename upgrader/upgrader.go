@@ -461,6 +461,15 @@ func (u *Upgrader) followParent() {
 		}
 		if len(f) == 1 && f[0] == "main" {
 			mainOnce()
+		} else if len(f) == 1 && f[0] == "upgrade" {
+			// An upgrade asked while the parent was starting us: ours
+			// to carry out, once the parent has drained.
+			go func() {
+				select {
+				case u.upgradeC <- nil:
+				case <-u.exitC:
+				}
+			}()
 		} else if st, ok := parseDrain(f); ok {
 			u.parentStat.Store(&st)
 			select {
@@ -492,9 +501,11 @@ func (u *Upgrader) HandedOver() bool { return u.handedOver.Load() }
 // as Exit says) or has failed (an *UpgradeError: this generation keeps
 // serving). If the previous generation is still draining, Upgrade first waits
 // for it to exit, at most until 5 s past the deadline it announced, after
-// which it is killed. Calls made while an upgrade is pending or running join
-// it and get its result. It returns ErrNotReady before Ready, ErrHandedOver
-// after a successful upgrade, and ErrStopped once stopping. Where the system
+// which it is killed. Calls made while an upgrade is pending join it and get
+// its result; calls made once its new process has started queue one more
+// upgrade after it (see the package documentation), and get nil if that one
+// is passed on to the new generation. It returns ErrNotReady before Ready,
+// ErrHandedOver after a successful upgrade, and ErrStopped once stopping. Where the system
 // cannot pass sockets to a new process (Windows), it returns an error that
 // wraps errors.ErrUnsupported, and the generation serves on.
 func (u *Upgrader) Upgrade() error {
