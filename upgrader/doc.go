@@ -15,7 +15,8 @@
 // # Generations
 //
 // Each process is one generation. Its states, which only the Upgrader's own
-// goroutine changes, are:
+// goroutine changes — they are the genState values of state.go, and its one
+// transition function, machine.step, is tested against this table — are:
 //
 //	Starting   from New until Ready. SIGHUP is queued; Upgrade returns ErrNotReady.
 //	Ready      serving. SIGHUP or Upgrade starts the next generation:

@@ -17,218 +17,93 @@ type attemptResult struct {
 	child *ctl
 }
 
-// run is the one goroutine that owns the generation's state; see the state
-// table in the package documentation. It lives as long as the process, so
-// that signals are handled while the generation drains.
+// run is the one goroutine that owns the generation's state, a machine (see
+// state.go and the state table in the package documentation): it turns what
+// happens into events, and the machine's actions into calls. It lives as long
+// as the process, so that signals are handled while the generation drains.
 func (u *Upgrader) run() {
+	m := newMachine(u.parentPid, u.core.CanUpgrade())
 	var (
 		ready      = u.readyC
 		parentGone = u.parentGone
-		waiters    []chan error // callers and signals wanting the next upgrade
-		wanted     bool
-		// queued: an upgrade was asked after the attempt in progress had
-		// started its process; it runs once that attempt has ended (in the
-		// new generation, if it succeeded), so a binary replaced meanwhile
-		// is picked up. queuedWaiters wait for it.
-		queued        bool
-		queuedWaiters []chan error
-		attempt       chan attemptResult // non-nil while an attempt runs
-		waitLogged    bool
-		killTimer     *time.Timer
-		killC         <-chan time.Time
-		stopping      bool
-		stops         int // stop signals received
-		waitLogC      <-chan time.Time
-		waitLogDue    bool
-		stopC         = u.stopC
-		// refusalLogged: the log said once that upgrades cannot work here.
-		refusalLogged bool
+		stopC      = u.stopC
+		attempt    chan attemptResult // non-nil while an attempt runs
+		killTimer  *time.Timer
+		killC      <-chan time.Time
+		waitLogC   <-chan time.Time
 	)
-	answer := func(err error) {
-		for _, w := range waiters {
-			if w != nil {
-				w <- err
-			}
-		}
-		waiters, wanted = nil, false
-	}
 	for {
+		var ev any
 		select {
 		case sig := <-u.sigC:
-			switch sig {
-			case syscall.SIGHUP:
-				switch {
-				case u.handedOver.Load():
-					u.log.Info("SIGHUP ignored: this generation has handed over; signal the newest one")
-				case stopping:
-					u.log.Info("SIGHUP ignored: stopping")
-				case attempt != nil:
-					u.log.Info("upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
-					queued = true
-				case wanted:
-					u.log.Info("upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
-				default:
-					u.log.Info("upgrade asked", "signal", "SIGHUP")
-					wanted, waitLogged = true, false
-				}
-			default: // SIGTERM, SIGINT
-				stops++
-				switch {
-				case stops >= 3:
-					u.log.Warn("third stop signal: exiting now", "signal", sig.String())
-					os.Exit(1)
-				case (stops == 2 || stopping) && u.drained.Load():
-					u.log.Info("stop signal again; the drain is over already", "signal", sig.String())
-				case stops == 2 || stopping:
-					u.log.Warn("stop signal again: cutting the drain short", "signal", sig.String())
-					closeOnce(u.cutC)
-				case u.handedOver.Load():
-					u.log.Info("stop asked; already draining after the handover", "signal", sig.String())
-				default:
-					u.log.Info("stop asked", "signal", sig.String())
-					stopping = true
-					u.beginStop()
-					answer(ErrStopped)
-				}
+			if sig == syscall.SIGHUP {
+				ev = evHUP{}
+			} else {
+				ev = evStopSignal{sig: sig.String(), drained: u.drained.Load()}
 			}
-
 		case w := <-u.upgradeC:
-			switch {
-			case u.handedOver.Load():
-				// Upgrade also selects on Exit, but may reach us first.
-				reply(w, ErrHandedOver)
-			case stopping:
-				reply(w, ErrStopped)
-			case ready != nil && w != nil:
-				w <- ErrNotReady
-			case attempt != nil:
-				if !queued {
-					u.log.Info("upgrade asked", "by", by(w), "queued", "after the upgrade in progress")
-				}
-				queued = true
-				queuedWaiters = append(queuedWaiters, w)
-			default:
-				if !wanted {
-					u.log.Info("upgrade asked", "by", by(w))
-					waitLogged = false
-				}
-				wanted = true
-				waiters = append(waiters, w)
-			}
-
+			ev = evUpgradeCall{w}
 		case <-stopC:
-			stopC = nil
-			if !stopping && !u.handedOver.Load() {
-				u.log.Info("stop asked", "by", "Stop")
-				stopping = true
-				u.beginStop()
-				answer(ErrStopped)
-			}
-
+			stopC, ev = nil, evStopCall{}
 		case <-ready:
-			ready = nil
-
+			ready, ev = nil, evReady{}
 		case <-parentGone:
-			parentGone = nil
-			if killTimer != nil {
-				killTimer.Stop()
-				killC = nil
-			}
-			if wanted {
-				u.log.Info("previous generation exited; upgrading", "prev_pid", u.parentPid)
-			}
-
+			parentGone, ev = nil, evParentGone{}
 		case <-u.statC:
-
-		case <-waitLogC:
-			waitLogC, waitLogDue = nil, true
-
-		case <-killC:
-			killC = nil
-			if parentGone != nil {
-				u.log.Warn("previous generation still running past its drain deadline; killing it", "prev_pid", u.parentPid)
-				_ = kill(u.parentPid, syscall.SIGKILL)
-			}
-
-		case res := <-attempt:
-			attempt = nil
-			if stopping {
-				if res.err == nil {
-					// The new generation became ready just as the stop
-					// began: it must not outlive this one.
-					u.log.Warn("stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
-					if res.pid > 0 {
-						_ = kill(res.pid, syscall.SIGTERM)
-					}
-					res.child.close()
-				}
-				answer(ErrStopped)
-				for _, w := range queuedWaiters {
-					reply(w, ErrStopped)
-				}
-				queued, queuedWaiters = false, nil
-				continue
-			}
-			answer(res.err)
-			switch {
-			case !queued:
-			case res.err != nil:
-				u.log.Info("starting the upgrade queued during the failed one")
-				wanted, waiters, waitLogged = true, queuedWaiters, false
-			default:
-				// The new generation carries out the queued upgrade; this
-				// one has handed over, as its callers are told.
-				u.log.Info("the new generation carries out the upgrade queued during this one", "child_pid", res.pid)
-				if err := res.child.send("upgrade"); err != nil {
-					u.log.Warn("cannot pass the queued upgrade on to the new generation; signal it again", "child_pid", res.pid, "err", err)
-				}
-				for _, w := range queuedWaiters {
-					reply(w, nil)
-				}
-			}
-			if queued {
-				queued, queuedWaiters = false, nil
-			}
-			if res.err == nil {
-				u.handOver(res)
-			}
-		}
-
-		if !wanted || attempt != nil || stopping || u.handedOver.Load() || ready != nil {
-			continue
-		}
-		if parentGone != nil {
 			st := u.parentStat.Load()
-			if st != nil && killTimer == nil {
-				killTimer = time.NewTimer(time.Until(st.deadline) + parentKillGrace)
-				killC = killTimer.C
-			}
-			if st == nil && waitLogC == nil && !waitLogged {
-				// The predecessor reports its drain within moments of our
-				// Ready; give it that long before logging without it.
-				waitLogC = time.After(time.Second)
+			if st == nil {
 				continue
 			}
-			if !waitLogged && (st != nil || waitLogDue) {
-				waitLogged = true
-				args := []any{"prev_pid", u.parentPid}
-				if st != nil {
-					args = append(args, "prev_conns", st.conns, "prev_deadline", st.deadline.Format(time.RFC3339))
+			ev = evParentStatus{*st}
+		case <-waitLogC:
+			waitLogC, ev = nil, evWaitLogDue{}
+		case <-killC:
+			killC, ev = nil, evKillDue{}
+		case res := <-attempt:
+			attempt, ev = nil, evAttemptDone{res}
+		}
+		for _, a := range m.step(ev) {
+			switch a := a.(type) {
+			case actLog:
+				u.log.Log(context.Background(), a.level, a.msg, a.args...)
+			case actReply:
+				for _, w := range a.ws {
+					reply(w, a.err)
 				}
-				u.log.Info("upgrade waits for the previous generation to finish draining", args...)
+			case actStartAttempt:
+				attempt = make(chan attemptResult, 1)
+				go func(c chan<- attemptResult) { c <- u.attempt() }(attempt)
+			case actBeginStop:
+				u.beginStop()
+			case actHandOver:
+				u.handOver(a.res)
+			case actPassOnUpgrade:
+				if err := a.res.child.send("upgrade"); err != nil {
+					u.log.Warn("cannot pass the queued upgrade on to the new generation; signal it again", "child_pid", a.res.pid, "err", err)
+				}
+			case actStopChild:
+				if a.res.pid > 0 {
+					_ = kill(a.res.pid, syscall.SIGTERM)
+				}
+				a.res.child.close()
+			case actCutDrain:
+				closeOnce(u.cutC)
+			case actExitNow:
+				os.Exit(1)
+			case actKillParent:
+				_ = kill(u.parentPid, syscall.SIGKILL)
+			case actArmKill:
+				killTimer = time.NewTimer(time.Until(a.at))
+				killC = killTimer.C
+			case actDisarmKill:
+				if killTimer != nil {
+					killTimer.Stop()
+				}
+				killC = nil
+			case actArmWaitLog:
+				waitLogC = time.After(a.after)
 			}
-			continue
 		}
-		if err := u.core.CanUpgrade(); err != nil {
-			if !refusalLogged {
-				refusalLogged = true
-				u.log.Warn("upgrade refused; still serving", "err", err)
-			}
-			answer(err)
-			continue
-		}
-		attempt = make(chan attemptResult, 1)
-		go func(c chan<- attemptResult) { c <- u.attempt() }(attempt)
 	}
 }
 
@@ -273,11 +148,25 @@ func (u *Upgrader) pingWatchdog() {
 		}
 		if err := u.checkHealth(); err != nil {
 			u.log.Warn("watchdog ping skipped: health check failed", "err", err)
-		} else if _, err := systemd.Watchdog(); err != nil {
-			u.log.Warn("sd_notify failed", "err", err)
+		} else if !u.ping() {
+			return
 		}
 		<-t.C
 	}
+}
+
+// ping sends one WATCHDOG=1 unless a new generation has been announced as
+// the main process, and reports whether this one still is.
+func (u *Upgrader) ping() bool {
+	u.mainMu.Lock()
+	defer u.mainMu.Unlock()
+	if u.notMain {
+		return false
+	}
+	if _, err := systemd.Watchdog(); err != nil {
+		u.log.Warn("sd_notify failed", "err", err)
+	}
+	return true
 }
 
 func (u *Upgrader) checkHealth() error {

@@ -34,7 +34,12 @@ func (u *Upgrader) attempt() attemptResult {
 	status := fmt.Sprintf("generation %d (pid %d) ready", u.gen+1, res.pid)
 	var err error
 	if res.pid > 0 {
+		// From this datagram on, the new generation is systemd's main
+		// process: no watchdog ping of ours may follow it.
+		u.mainMu.Lock()
+		u.notMain = true
 		_, err = systemd.ReadyMainPID(res.pid, status)
+		u.mainMu.Unlock()
 	} else {
 		_, err = systemd.Ready(status)
 	}

@@ -94,6 +94,10 @@ type Upgrader struct {
 	becameMain chan struct{}
 
 	watchdog time.Duration
+	// mainMu orders watchdog pings with the MAINPID= that hands systemd's
+	// main process over; notMain is set then.
+	mainMu  sync.Mutex
+	notMain bool
 
 	sockMu  sync.Mutex
 	sockets []syscall.Conn // every socket Listen returned, for the fd store

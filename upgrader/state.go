@@ -1,0 +1,289 @@
+package upgrader
+
+import (
+	"log/slog"
+	"time"
+)
+
+// genState is a generation's state; the package documentation lists the
+// states and their transitions, which step implements.
+type genState int
+
+const (
+	stStarting   genState = iota // from New until Ready
+	stReady                      // serving; no upgrade running
+	stUpgrading                  // the next generation is starting
+	stHandedOver                 // final: Exit is closed, this one drains
+	stStopping                   // final: Exit is closed, this one drains
+)
+
+func (s genState) String() string {
+	return [...]string{"Starting", "Ready", "Upgrading", "HandedOver", "Stopping"}[s]
+}
+
+// Events the run goroutine feeds to the machine.
+type (
+	evReady       struct{}
+	evHUP         struct{}
+	evUpgradeCall struct{ w chan error } // w nil: passed on by the parent
+	evStopSignal  struct {
+		sig     string
+		drained bool // the drain has ended
+	}
+	evStopCall     struct{}
+	evParentGone   struct{}
+	evParentStatus struct{ st drainStatus }
+	evWaitLogDue   struct{}
+	evKillDue      struct{}
+	evAttemptDone  struct{ res attemptResult }
+)
+
+// Actions the machine asks the run goroutine to carry out, in order.
+type (
+	actLog struct {
+		level slog.Level
+		msg   string
+		args  []any
+	}
+	actReply struct {
+		ws  []chan error // nil entries are skipped
+		err error
+	}
+	actStartAttempt  struct{}
+	actBeginStop     struct{}
+	actHandOver      struct{ res attemptResult }
+	actPassOnUpgrade struct{ res attemptResult }
+	actStopChild     struct{ res attemptResult }
+	actCutDrain      struct{}
+	actExitNow       struct{}
+	actKillParent    struct{}
+	actArmKill       struct{ at time.Time }
+	actDisarmKill    struct{}
+	actArmWaitLog    struct{ after time.Duration }
+)
+
+// machine is the generation's state and what goes with it. Only the run
+// goroutine calls step; step does no I/O, so that tests can drive it.
+type machine struct {
+	state       genState
+	attempting  bool // an attempt runs (also while Stopping, until it ends)
+	parentPid   int
+	parentAlive bool
+	parent      *drainStatus // the predecessor's last drain report
+	canUpgrade  error        // non-nil where upgrades cannot work
+
+	wanted  bool         // an upgrade is asked and not started
+	waiters []chan error // for it
+	// queued: an upgrade was asked after the attempt in progress had
+	// started; it runs once after it, in the new generation if the attempt
+	// succeeded. queuedWaiters wait for it.
+	queued        bool
+	queuedWaiters []chan error
+
+	stops         int  // stop signals received
+	killSet       bool // the predecessor's kill timer was armed once
+	killPending   bool // and has not fired
+	out           []action
+	waitLogArmed  bool
+	waitLogDue    bool
+	waitLogged    bool
+	refusalLogged bool
+}
+
+// waitLogDelay is how long an upgrade that waits for a draining predecessor
+// waits for its drain report before logging without it.
+const waitLogDelay = time.Second
+
+func newMachine(parentPid int, canUpgrade error) *machine {
+	return &machine{state: stStarting, parentPid: parentPid, parentAlive: parentPid != 0, canUpgrade: canUpgrade}
+}
+
+// step applies ev and returns the actions to carry out, in order.
+func (m *machine) step(ev any) []action {
+	m.out = nil
+	switch e := ev.(type) {
+	case evReady:
+		if m.state == stStarting {
+			m.state = stReady
+		}
+	case evHUP:
+		switch {
+		case m.state == stHandedOver:
+			m.log(slog.LevelInfo, "SIGHUP ignored: this generation has handed over; signal the newest one")
+		case m.state == stStopping:
+			m.log(slog.LevelInfo, "SIGHUP ignored: stopping")
+		case m.attempting:
+			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
+			m.queued = true
+		case m.wanted:
+			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
+		default:
+			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP")
+			m.wanted, m.waitLogged = true, false
+		}
+	case evUpgradeCall:
+		switch {
+		case m.state == stHandedOver:
+			m.do(actReply{[]chan error{e.w}, ErrHandedOver})
+		case m.state == stStopping:
+			m.do(actReply{[]chan error{e.w}, ErrStopped})
+		case m.state == stStarting && e.w != nil:
+			m.do(actReply{[]chan error{e.w}, ErrNotReady})
+		case m.attempting:
+			if !m.queued {
+				m.log(slog.LevelInfo, "upgrade asked", "by", by(e.w), "queued", "after the upgrade in progress")
+			}
+			m.queued = true
+			m.queuedWaiters = append(m.queuedWaiters, e.w)
+		default:
+			if !m.wanted {
+				m.log(slog.LevelInfo, "upgrade asked", "by", by(e.w))
+				m.waitLogged = false
+			}
+			m.wanted = true
+			m.waiters = append(m.waiters, e.w)
+		}
+	case evStopSignal:
+		m.stops++
+		again := m.stops == 2 || m.state == stStopping
+		switch {
+		case m.stops >= 3:
+			m.log(slog.LevelWarn, "third stop signal: exiting now", "signal", e.sig)
+			m.do(actExitNow{})
+		case again && e.drained:
+			m.log(slog.LevelInfo, "stop signal again; the drain is over already", "signal", e.sig)
+		case again:
+			m.log(slog.LevelWarn, "stop signal again: cutting the drain short", "signal", e.sig)
+			m.do(actCutDrain{})
+		case m.state == stHandedOver:
+			m.log(slog.LevelInfo, "stop asked; already draining after the handover", "signal", e.sig)
+		default:
+			m.log(slog.LevelInfo, "stop asked", "signal", e.sig)
+			m.stop()
+		}
+	case evStopCall:
+		if m.state != stStopping && m.state != stHandedOver {
+			m.log(slog.LevelInfo, "stop asked", "by", "Stop")
+			m.stop()
+		}
+	case evParentGone:
+		m.parentAlive = false
+		if m.killPending {
+			m.killPending = false
+			m.do(actDisarmKill{})
+		}
+		if m.wanted {
+			m.log(slog.LevelInfo, "previous generation exited; upgrading", "prev_pid", m.parentPid)
+		}
+	case evParentStatus:
+		st := e.st
+		m.parent = &st
+	case evWaitLogDue:
+		m.waitLogArmed, m.waitLogDue = false, true
+	case evKillDue:
+		m.killPending = false
+		if m.parentAlive {
+			m.log(slog.LevelWarn, "previous generation still running past its drain deadline; killing it", "prev_pid", m.parentPid)
+			m.do(actKillParent{})
+		}
+	case evAttemptDone:
+		m.attemptDone(e.res)
+	}
+	m.advance()
+	return m.out
+}
+
+// do queues actions.
+func (m *machine) do(acts ...action) { m.out = append(m.out, acts...) }
+
+// log queues a log line.
+func (m *machine) log(level slog.Level, msg string, args ...any) {
+	m.do(actLog{level, msg, args})
+}
+
+// stop enters Stopping: upgrades asked and not started fail with ErrStopped;
+// one running is ended when it reports.
+func (m *machine) stop() {
+	m.state = stStopping
+	m.do(actBeginStop{}, actReply{m.waiters, ErrStopped})
+	m.wanted, m.waiters = false, nil
+}
+
+func (m *machine) attemptDone(res attemptResult) {
+	m.attempting = false
+	if m.state == stStopping {
+		if res.err == nil {
+			// The new generation became ready just as the stop began: it
+			// must not outlive this one.
+			m.log(slog.LevelWarn, "stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
+			m.do(actStopChild{res})
+		}
+		m.do(actReply{m.queuedWaiters, ErrStopped})
+		m.queued, m.queuedWaiters = false, nil
+		return
+	}
+	m.do(actReply{m.waiters, res.err})
+	m.wanted, m.waiters = false, nil
+	switch {
+	case !m.queued:
+	case res.err != nil:
+		m.log(slog.LevelInfo, "starting the upgrade queued during the failed one")
+		m.wanted, m.waiters, m.waitLogged = true, m.queuedWaiters, false
+	default:
+		// The new generation carries out the queued upgrade; this one has
+		// handed over, as its callers are told.
+		m.log(slog.LevelInfo, "the new generation carries out the upgrade queued during this one", "child_pid", res.pid)
+		m.do(actPassOnUpgrade{res}, actReply{m.queuedWaiters, nil})
+	}
+	m.queued, m.queuedWaiters = false, nil
+	if res.err == nil {
+		m.state = stHandedOver
+		m.do(actHandOver{res})
+	} else {
+		m.state = stReady
+	}
+}
+
+// advance starts the upgrade that is wanted, once this generation is ready
+// and its predecessor has exited; until then it says what it waits for.
+func (m *machine) advance() {
+	if !m.wanted || m.attempting || m.state != stReady {
+		return
+	}
+	if m.parentAlive {
+		if m.parent != nil && !m.killSet {
+			m.killSet, m.killPending = true, true
+			m.do(actArmKill{m.parent.deadline.Add(parentKillGrace)})
+		}
+		if m.parent == nil && !m.waitLogArmed && !m.waitLogged && !m.waitLogDue {
+			// The predecessor reports its drain within moments of our
+			// Ready; give it that long before logging without it.
+			m.waitLogArmed = true
+			m.do(actArmWaitLog{waitLogDelay})
+			return
+		}
+		if !m.waitLogged && (m.parent != nil || m.waitLogDue) {
+			m.waitLogged = true
+			args := []any{"prev_pid", m.parentPid}
+			if m.parent != nil {
+				args = append(args, "prev_conns", m.parent.conns, "prev_deadline", m.parent.deadline.Format(time.RFC3339))
+			}
+			m.log(slog.LevelInfo, "upgrade waits for the previous generation to finish draining", args...)
+		}
+		return
+	}
+	if m.canUpgrade != nil {
+		if !m.refusalLogged {
+			m.refusalLogged = true
+			m.log(slog.LevelWarn, "upgrade refused; still serving", "err", m.canUpgrade)
+		}
+		m.do(actReply{m.waiters, m.canUpgrade})
+		m.wanted, m.waiters = false, nil
+		return
+	}
+	m.attempting, m.state = true, stUpgrading
+	m.do(actStartAttempt{})
+}
+
+// action is one of the act* types.
+type action any
