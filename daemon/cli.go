@@ -118,7 +118,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 // control socket and the signals.
 func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	s := &supervisor{cfg: cfg, log: log, events: make(chan any, 64), sigC: make(chan os.Signal, 16),
-		ctlC: make(chan ctlRequest), wdC: make(chan chan error), nextN: 1}
+		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
 		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck})
 	if err != nil {
@@ -126,10 +126,12 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	}
 	s.u = u
 	s.reaper = newReaper(log)
+	first := 1
 	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
-		s.nextN = n
+		first = n
 		os.Unsetenv(envNextGen)
 	}
+	s.m = newMachine(cfg, first)
 	// The shim is the running binary, even if a new one replaced it on disk.
 	s.self = "/proc/self/exe"
 

@@ -53,22 +53,18 @@ type Socket struct {
 	FD   int    `json:"fd"`
 }
 
-func (s *supervisor) onControl(req ctlRequest) {
-	switch req.cmd {
-	case "reload":
-		s.log.Info("reload asked", "by", "handoff reload")
-		s.askReload(req.reload)
-	case "status":
-		st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: s.restarts, Reloading: s.reloading, Queued: s.queued}
-		for _, g := range s.gens {
-			st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),
-				AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds()})
-		}
-		for i, name := range s.names {
-			st.Listeners = append(st.Listeners, Socket{Name: name, Addr: s.addrs[i], FD: 3 + i})
-		}
-		req.status <- st
+// status describes handoff's state for `handoff status`.
+func (s *supervisor) status() Status {
+	m := s.m
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Reloading: m.reloading, Queued: m.queued}
+	for _, g := range m.gens {
+		st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),
+			AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds()})
 	}
+	for i, name := range s.names {
+		st.Listeners = append(st.Listeners, Socket{Name: name, Addr: s.addrs[i], FD: 3 + i})
+	}
+	return st
 }
 
 // serveControl answers control connections on ln until it is closed.

@@ -7,7 +7,9 @@
 // # Generations
 //
 // Each run of the program is a generation, numbered from 1. Its states, which
-// only the supervisor's goroutine changes, are:
+// only the supervisor's goroutine changes — through machine.step (machine.go),
+// one transition function from events to actions, tested against this table
+// in-process — are:
 //
 //	starting  started with the sockets; waiting for readiness (--ready).
 //	          Ready → baking (if --bake) or ready. Exits, or not ready

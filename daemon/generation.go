@@ -272,6 +272,9 @@ func (g *generation) signal(sig syscall.Signal) {
 
 // lastLines returns the last lines the generation printed, stderr first.
 func (g *generation) lastLines() []string {
+	if g.stderr == nil || g.stdout == nil {
+		return nil
+	}
 	lines := g.stderr.Last()
 	if len(lines) == 0 {
 		lines = g.stdout.Last()

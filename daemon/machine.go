@@ -1,0 +1,458 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// machine is the supervisor's state: the generations, the reload under way
+// and the one queued, the restart backoff and the stop. Its one transition
+// function, step, takes an event and returns the actions to carry out; it
+// does no I/O, so that tests drive it in-process. The supervisor's goroutine
+// turns what happens into events and the actions into calls.
+type machine struct {
+	bake         time.Duration
+	maxDraining  int
+	readyTimeout time.Duration
+	drainTimeout time.Duration
+	stopSignal   syscall.Signal
+	pid1         bool // handoff is PID 1: it must not upgrade itself
+	now          func() time.Time
+
+	gens       []*generation // not exited, oldest first
+	current    *generation   // serving
+	next       *generation   // starting or baking
+	nextN      int
+	firstReady bool
+	spawning   spawnKind // why the spawn asked for was asked
+
+	reloading     bool
+	reloadStart   time.Time
+	waiters       []chan<- ReloadResult
+	queued        bool
+	queuedWaiters []chan<- ReloadResult
+
+	restarts    int
+	backoff     time.Duration
+	stopping    bool
+	stopSignals int
+	exitCode    int
+	selfUpgrade bool
+
+	out []action
+}
+
+// spawnKind says why a generation is started.
+type spawnKind int
+
+const (
+	spawnFirst   spawnKind = iota // handoff's start
+	spawnReload                   // a reload
+	spawnRestart                  // the serving generation exited on its own
+)
+
+// Events, besides the generations' own (genReady, genNotReady, genExited).
+type (
+	evStart       struct{}
+	evSignal      struct{ sig syscall.Signal }
+	evReload      struct{ w chan<- ReloadResult }
+	evSpawned     struct{ g *generation }
+	evSpawnFailed struct{ err error }
+	evHandedOver  struct{} // a new handoff took over (SIGUSR2)
+	evHung        struct {
+		g     *generation
+		quiet time.Duration
+	}
+	bakeDone        struct{ g *generation }
+	killDue         struct{ g *generation }
+	restartDue      struct{}
+	selfUpgradeDone struct{ err error }
+)
+
+// Actions.
+type (
+	action any
+	actLog struct {
+		level slog.Level
+		msg   string
+		args  []any
+	}
+	actSpawn  struct{ n int }
+	actSignal struct {
+		g   *generation
+		sig syscall.Signal
+	}
+	actAfter struct {
+		d  time.Duration
+		ev any
+	}
+	actRelease     struct{ g *generation } // it exited: close what it held
+	actCancelReady struct{ g *generation } // stop waiting for its readiness
+	actNotify      struct {
+		kind   string // "ready", "reloading", "status", "stopping"
+		status string
+	}
+	actUpgraderReady struct{}
+	actUpgraderStop  struct{}
+	actReply         struct {
+		ws []chan<- ReloadResult
+		r  ReloadResult
+	}
+	actSelfUpgrade      struct{ nextN int }
+	actSelfUpgradeEnded struct{}
+	actDone             struct{ code int } // every generation has exited: handoff exits
+)
+
+func (m *machine) do(a ...action) { m.out = append(m.out, a...) }
+
+func (m *machine) log(level slog.Level, msg string, args ...any) {
+	m.do(actLog{level, msg, args})
+}
+
+// step applies ev and returns the actions to carry out, in order.
+func (m *machine) step(ev any) []action {
+	m.out = nil
+	switch e := ev.(type) {
+	case evStart:
+		m.spawn(spawnFirst)
+	case evSignal:
+		m.onSignal(e.sig)
+	case evReload:
+		m.log(slog.LevelInfo, "reload asked", "by", "handoff reload")
+		m.askReload(e.w)
+	case evSpawned:
+		m.onSpawned(e.g)
+	case evSpawnFailed:
+		m.onSpawnFailed(e.err)
+	case evHandedOver:
+		m.log(slog.LevelInfo, "handed over to the new handoff; stopping this one's generations")
+		m.stop(false)
+	case evHung:
+		e.g.hung = true
+		m.log(slog.LevelError, "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "quiet", e.quiet.Round(time.Millisecond).String())
+		m.do(actSignal{e.g, syscall.SIGABRT}, actAfter{time.Second, killDue{e.g}})
+	case genReady:
+		m.onReady(e.g)
+	case genNotReady:
+		if e.g == m.next && e.g.state == starting {
+			e.g.failWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", m.readyTimeout)
+			var na *notAccepting
+			if errors.As(e.err, &na) || errors.Is(e.err, errNoReadyNotify) {
+				e.g.failWhy += ": " + e.err.Error()
+			}
+			m.log(slog.LevelWarn, "generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
+			m.do(actSignal{e.g, syscall.SIGKILL})
+		}
+	case genExited:
+		m.onExit(e.g, e.err)
+	case bakeDone:
+		if e.g == m.next && e.g.state == baking {
+			m.log(slog.LevelInfo, "bake window over", "gen", e.g.n, "gen_pid", e.g.pid)
+			m.promote(e.g)
+		}
+	case killDue:
+		if e.g.state != exited {
+			m.log(slog.LevelWarn, "generation did not exit within the drain timeout; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "drain_timeout", m.drainTimeout.String())
+			m.do(actSignal{e.g, syscall.SIGKILL})
+		}
+	case restartDue:
+		if !m.stopping && m.current == nil && m.next == nil {
+			m.restarts++
+			m.spawn(spawnRestart)
+		}
+	case selfUpgradeDone:
+		m.selfUpgrade = false
+		m.do(actSelfUpgradeEnded{})
+		if e.err != nil {
+			m.log(slog.LevelError, "handoff upgrade failed; this handoff keeps running", "err", e.err)
+		}
+	}
+	if m.stopping && len(m.gens) == 0 {
+		m.do(actDone{m.exitCode})
+	}
+	return m.out
+}
+
+func (m *machine) onSignal(sig syscall.Signal) {
+	switch sig {
+	case syscall.SIGHUP:
+		m.log(slog.LevelInfo, "reload asked", "signal", "SIGHUP")
+		m.askReload(nil)
+	case syscall.SIGUSR2:
+		m.upgradeSelf()
+	case syscall.SIGTERM, syscall.SIGINT:
+		m.stopSignals++
+		if m.stopSignals > 1 {
+			m.log(slog.LevelWarn, "stop signal again: killing every generation", "signal", unixName(sig))
+			for _, g := range m.gens {
+				m.do(actSignal{g, syscall.SIGKILL})
+			}
+			return
+		}
+		m.log(slog.LevelInfo, "stop asked", "signal", unixName(sig))
+		m.stop(true)
+	}
+}
+
+// spawn asks for the next generation; evSpawned or evSpawnFailed follows.
+func (m *machine) spawn(why spawnKind) {
+	m.spawning = why
+	m.do(actSpawn{m.nextN})
+}
+
+func (m *machine) onSpawned(g *generation) {
+	m.nextN++
+	g.restart = m.spawning == spawnRestart
+	m.gens = append(m.gens, g)
+	m.next = g
+	m.log(slog.LevelInfo, "generation started", "gen", g.n, "gen_pid", g.pid, "restart", g.restart)
+}
+
+func (m *machine) onSpawnFailed(err error) {
+	switch m.spawning {
+	case spawnFirst:
+		m.log(slog.LevelError, "cannot start the program", "err", err)
+		m.do(actDone{1})
+	case spawnReload:
+		m.log(slog.LevelError, "reload failed", "err", err)
+		m.do(actNotify{"ready", "reload failed: " + err.Error()})
+		m.finishReload(ReloadResult{Error: "reload failed: " + err.Error()})
+		m.afterNext()
+	case spawnRestart:
+		m.log(slog.LevelError, "cannot restart the program", "err", err)
+		m.scheduleRestart()
+	}
+}
+
+func (m *machine) onReady(g *generation) {
+	if g != m.next || g.state != starting {
+		return
+	}
+	g.readyAt = m.now()
+	m.log(slog.LevelInfo, "generation ready", "gen", g.n, "gen_pid", g.pid, "ready_ms", g.readyAt.Sub(g.started).Milliseconds())
+	if m.bake > 0 && m.current != nil {
+		g.state = baking
+		m.log(slog.LevelInfo, "baking: the old generation serves on", "gen", g.n, "gen_pid", g.pid, "bake", m.bake.String())
+		m.do(actAfter{m.bake, bakeDone{g}})
+		return
+	}
+	m.promote(g)
+}
+
+// promote makes g the serving generation and drains the one before it.
+func (m *machine) promote(g *generation) {
+	old := m.current
+	g.state, m.current, m.next = serving, g, nil
+	if old != nil {
+		m.drain(old)
+	}
+	status := fmt.Sprintf("serving generation %d (pid %d)", g.n, g.pid)
+	switch {
+	case !m.firstReady:
+		m.firstReady = true
+		m.do(actUpgraderReady{}, actNotify{"status", status})
+	case m.reloading:
+		m.do(actNotify{"ready", status})
+	default:
+		m.do(actNotify{"status", status})
+	}
+	if m.reloading {
+		took := m.now().Sub(m.reloadStart)
+		m.log(slog.LevelInfo, "reload done", "gen", g.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
+		m.finishReload(ReloadResult{OK: true, Generation: g.n, PID: g.pid, Millis: took.Milliseconds()})
+	}
+	m.afterNext()
+}
+
+// drain asks g to stop, and kills it after the drain timeout; past
+// --max-draining, the oldest draining generation is killed at once.
+func (m *machine) drain(g *generation) {
+	g.state = draining
+	g.exitedAt = m.now() // when the drain began, until it exits
+	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, killDue{g}})
+	m.log(slog.LevelInfo, "draining", "gen", g.n, "gen_pid", g.pid, "signal", unixName(m.stopSignal))
+	var drainingGens []*generation
+	for _, d := range m.gens {
+		if d.state == draining {
+			drainingGens = append(drainingGens, d)
+		}
+	}
+	for i := 0; len(drainingGens)-i > m.maxDraining; i++ {
+		d := drainingGens[i]
+		m.log(slog.LevelWarn, "too many generations draining (--max-draining); killing the oldest", "gen", d.n, "gen_pid", d.pid, "max", m.maxDraining)
+		m.do(actSignal{d, syscall.SIGKILL})
+	}
+}
+
+func (m *machine) onExit(g *generation, err error) {
+	prev := g.state
+	g.state = exited
+	m.do(actRelease{g})
+	for i, x := range m.gens {
+		if x == g {
+			m.gens = append(m.gens[:i], m.gens[i+1:]...)
+			break
+		}
+	}
+	how := describeExit(err)
+	switch {
+	case g == m.next:
+		m.next = nil
+		why := g.failWhy
+		if why == "" && prev == baking {
+			why = "died during the bake window (" + how + ")"
+		} else if why == "" {
+			why = "exited before it was ready (" + how + ")"
+		}
+		reason := fmt.Sprintf("generation %d (pid %d) %s", g.n, g.pid, why)
+		if lines := g.lastLines(); len(lines) > 0 {
+			reason += "; it printed last: " + strings.Join(lines, " | ")
+		}
+		m.log(slog.LevelError, "new generation failed", "gen", g.n, "gen_pid", g.pid, "reason", reason)
+		switch {
+		case m.stopping:
+		case !m.firstReady && !g.restart:
+			m.log(slog.LevelError, "the program failed at start; handoff exits", "reason", reason)
+			m.exitCode = 1
+			m.stop(true)
+		case m.reloading:
+			m.do(actNotify{"ready", fmt.Sprintf("reload failed: %s; serving generation %d", reason, m.currentN())})
+			m.finishReload(ReloadResult{Error: "reload failed: " + reason})
+		}
+		if m.current == nil && !m.stopping {
+			m.scheduleRestart()
+		}
+		m.afterNext()
+	case g == m.current:
+		m.current = nil
+		if m.stopping {
+			m.log(slog.LevelInfo, "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how)
+			return
+		}
+		if m.now().Sub(g.readyAt) >= stableAfter {
+			m.backoff = 0
+		}
+		m.log(slog.LevelWarn, "generation exited on its own; restarting it", "gen", g.n, "gen_pid", g.pid, "status", how, "last_output", strings.Join(g.lastLines(), " | "))
+		if m.next == nil {
+			m.scheduleRestart()
+		}
+	default:
+		m.log(slog.LevelInfo, "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())
+	}
+}
+
+func (m *machine) currentN() int {
+	if m.current == nil {
+		return 0
+	}
+	return m.current.n
+}
+
+func (m *machine) scheduleRestart() {
+	switch {
+	case m.backoff == 0:
+		m.backoff = restartMin
+	case m.backoff < restartMax:
+		m.backoff = min(2*m.backoff, restartMax)
+	}
+	m.log(slog.LevelInfo, "restart scheduled; the sockets stay open meanwhile", "in", m.backoff.String())
+	m.do(actAfter{m.backoff, restartDue{}})
+}
+
+// askReload starts a reload, or queues one if a generation is already on its
+// way. w, if not nil, receives the result.
+func (m *machine) askReload(w chan<- ReloadResult) {
+	if m.stopping {
+		if w != nil {
+			m.do(actReply{[]chan<- ReloadResult{w}, ReloadResult{Error: "handoff is stopping"}})
+		}
+		return
+	}
+	if m.next != nil {
+		if !m.queued {
+			m.log(slog.LevelInfo, "reload queued: a new generation is already starting", "gen", m.next.n)
+		}
+		m.queued = true
+		if w != nil {
+			m.queuedWaiters = append(m.queuedWaiters, w)
+		}
+		return
+	}
+	if w != nil {
+		m.waiters = append(m.waiters, w)
+	}
+	m.startReload()
+}
+
+func (m *machine) startReload() {
+	m.reloading = true
+	m.reloadStart = m.now()
+	m.do(actNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)})
+	m.spawn(spawnReload)
+}
+
+func (m *machine) finishReload(r ReloadResult) {
+	m.do(actReply{m.waiters, r})
+	m.waiters, m.reloading = nil, false
+}
+
+// afterNext starts the queued reload, if any, once no generation is on its
+// way.
+func (m *machine) afterNext() {
+	if m.next != nil || !m.queued || m.stopping {
+		return
+	}
+	m.queued = false
+	m.waiters, m.queuedWaiters = m.queuedWaiters, nil
+	m.log(slog.LevelInfo, "starting the queued reload")
+	m.startReload()
+}
+
+// stop asks every generation to stop; handoff exits once they have.
+// real is false after handing over to a new handoff.
+func (m *machine) stop(real bool) {
+	if m.stopping {
+		return
+	}
+	m.stopping = true
+	fail := ReloadResult{Error: "handoff is stopping"}
+	m.finishReload(fail)
+	m.do(actReply{m.queuedWaiters, fail})
+	m.queued, m.queuedWaiters = false, nil
+	if real {
+		m.do(actNotify{"stopping", "stopping every generation"})
+		if m.selfUpgrade {
+			// A new handoff is starting: have the upgrader kill it, or
+			// it would take over after this one stopped.
+			m.do(actUpgraderStop{})
+		}
+	}
+	m.next = nil
+	for _, g := range m.gens {
+		if g.state != draining {
+			m.do(actCancelReady{g})
+			m.drain(g)
+		}
+	}
+}
+
+func (m *machine) upgradeSelf() {
+	if m.selfUpgrade || m.stopping {
+		m.log(slog.LevelInfo, "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
+		return
+	}
+	if m.pid1 {
+		// The old handoff exits once the new one serves, and PID 1's exit
+		// ends the container.
+		m.log(slog.LevelWarn, "SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; "+
+			"restart the container with the new handoff, or SIGHUP to reload the program")
+		return
+	}
+	m.log(slog.LevelInfo, "handoff upgrade asked", "signal", "SIGUSR2")
+	m.selfUpgrade = true
+	m.do(actSelfUpgrade{m.nextN})
+}

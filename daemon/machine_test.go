@@ -1,0 +1,158 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// names lists actions as short strings: the message of a log, the signal
+// sent to which generation, the event a timer will send.
+func names(acts []action) []string {
+	var out []string
+	for _, a := range acts {
+		switch a := a.(type) {
+		case actLog:
+			out = append(out, "log:"+a.msg)
+		case actSpawn:
+			out = append(out, fmt.Sprintf("spawn %d", a.n))
+		case actSignal:
+			out = append(out, fmt.Sprintf("signal %d %s", a.g.n, unixName(a.sig)))
+		case actAfter:
+			out = append(out, fmt.Sprintf("after %T", a.ev))
+		case actNotify:
+			out = append(out, "notify "+a.kind)
+		case actReply:
+			n := 0
+			for _, w := range a.ws {
+				if w != nil {
+					n++
+				}
+			}
+			if n > 0 {
+				r := "ok"
+				if !a.r.OK {
+					r = a.r.Error
+				}
+				out = append(out, fmt.Sprintf("reply%d %s", n, r))
+			}
+		case actRelease:
+			out = append(out, fmt.Sprintf("release %d", a.g.n))
+		case actCancelReady:
+			out = append(out, fmt.Sprintf("cancel %d", a.g.n))
+		case actDone:
+			out = append(out, fmt.Sprintf("done %d", a.code))
+		default:
+			out = append(out, strings.TrimPrefix(fmt.Sprintf("%T", a), "daemon.act"))
+		}
+	}
+	return out
+}
+
+// TestMachine drives the supervisor's machine through the generation states
+// of the package documentation, one sequence of events per case.
+func TestMachine(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	gens := map[int]*generation{}
+	gen := func(n int) *generation {
+		if gens[n] == nil {
+			gens[n] = &generation{n: n, pid: 100 + n, started: clock}
+		}
+		return gens[n]
+	}
+	type step struct {
+		ev   func() any // built when the case runs, with its generations
+		want []string
+	}
+	w := make(chan ReloadResult, 8)
+	cases := []struct {
+		name string
+		bake time.Duration
+		pid1 bool
+		// setup is the events that bring the machine to generation 1
+		// serving, when true.
+		serving bool
+		steps   []step
+	}{
+		{"first start", 0, false, false, []step{
+			{func() any { return evStart{} }, []string{"spawn 1"}},
+			{func() any { return evSpawned{gen(1)} }, []string{"log:generation started"}},
+			{func() any { return genReady{gen(1)} }, []string{"log:generation ready", "UpgraderReady", "notify status"}},
+		}},
+		{"the program fails at start: handoff exits 1", 0, false, false, []step{
+			{func() any { return evStart{} }, []string{"spawn 1"}},
+			{func() any { return evSpawned{gen(1)} }, []string{"log:generation started"}},
+			{func() any { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:new generation failed", "log:the program failed at start; handoff exits", "notify stopping", "done 1"}},
+		}},
+		{"a reload: the new generation is ready, the old drains", 0, false, true, []step{
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "log:reload queued: a new generation is already starting"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "spawn 3"}},
+			{func() any { return evSpawned{gen(3)} }, []string{"log:generation started"}},
+			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited"}},
+		}},
+		{"a broken release fails the reload; the old one serves on", 0, false, true, []step{
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() any { return genExited{gen(2), errors.New("exit status 3")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) exited before it was ready (exit status 3)"}},
+		}},
+		{"not ready in time: killed, then failed", 0, false, true, []step{
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() any { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation not ready in time; killing it", "signal 2 killed"}},
+			{func() any { return genExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
+		}},
+		{"bake: the old generation serves until the window ends", time.Second, false, true, []step{
+			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone"}},
+			{func() any { return bakeDone{gen(2)} }, []string{"log:bake window over", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done"}},
+		}},
+		{"the serving generation exits: restarted after a backoff", 0, false, true, []step{
+			{func() any { return genExited{gen(1), errors.New("exit status 1")} }, []string{"release 1", "log:generation exited on its own; restarting it", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
+			{func() any { return restartDue{} }, []string{"spawn 2"}},
+			{func() any { return evSpawnFailed{errors.New("fork: no memory")} }, []string{"log:cannot restart the program", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
+		}},
+		{"stop: every generation drains, then handoff exits 0; again kills", 0, false, true, []step{
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining"}},
+			{func() any { return evReload{w} }, []string{"log:reload asked", "reply1 handoff is stopping"}},
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
+			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited", "done 0"}},
+		}},
+		{"SIGUSR2 as PID 1 is refused", 0, true, true, []step{
+			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; restart the container with the new handoff, or SIGHUP to reload the program"}},
+		}},
+		{"SIGUSR2 upgrades handoff; the new one took over: stop ours", 0, false, true, []step{
+			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:handoff upgrade asked", "SelfUpgrade"}},
+			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 ignored: an upgrade of handoff or a stop is under way"}},
+			{func() any { return selfUpgradeDone{nil} }, []string{"SelfUpgradeEnded"}},
+			{func() any { return evHandedOver{} }, []string{"log:handed over to the new handoff; stopping this one's generations", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining"}},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clear(gens)
+			m := &machine{bake: c.bake, maxDraining: 3, readyTimeout: time.Minute, drainTimeout: 30 * time.Second,
+				stopSignal: syscall.SIGTERM, pid1: c.pid1, now: func() time.Time { return clock }, nextN: 1}
+			if c.serving {
+				m.step(evStart{})
+				m.step(evSpawned{gen(1)})
+				m.step(genReady{gen(1)})
+				if m.current != gen(1) {
+					t.Fatal("generation 1 does not serve")
+				}
+			}
+			for i, s := range c.steps {
+				ev := s.ev()
+				if got := names(m.step(ev)); !reflect.DeepEqual(got, s.want) {
+					t.Errorf("step %d %T:\n got %q\nwant %q", i, ev, got, s.want)
+				}
+			}
+		})
+	}
+}
