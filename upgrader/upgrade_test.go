@@ -234,9 +234,15 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 	proc.CopyExec(t, serverBin, real)
 	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nsleep 1\nexec "+real+" \"$@\"\n"))
 	s.signal(syscall.SIGHUP)
-	s.waitLog(5*time.Second, "new generation started", "pid="+strconv.Itoa(first))
-	s.signal(syscall.SIGHUP)
-	s.signal(syscall.SIGHUP)
+	s.waitLog(5*time.Second, "upgrade asked", "pid="+strconv.Itoa(first))
+	// The new process is now in its one-second start: two more SIGHUPs to
+	// the first generation, which is still the one serving.
+	time.Sleep(200 * time.Millisecond)
+	for i := 0; i < 2; i++ {
+		if err := syscall.Kill(first, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
 	second := s.waitPid(first, 10*time.Second)
 	third := s.waitPid(second, 15*time.Second)
 	if line := findLine(s.log(), "upgrade asked", "queued"); line == "" {
