@@ -21,7 +21,8 @@
 //	Starting   from New until Ready. SIGHUP is queued; Upgrade returns ErrNotReady.
 //	Ready      serving. SIGHUP or Upgrade starts the next generation:
 //	           → Upgrading.
-//	           SIGTERM, SIGINT or Stop → Stopping.
+//	           SIGTERM, SIGINT or Stop → Stopping; with Options.StopDelay,
+//	           SIGTERM or SIGINT → Delaying.
 //	Upgrading  the next generation is starting with copies of the sockets.
 //	           When it calls Ready → HandedOver. When it exits, crashes or
 //	           misses UpgradeTimeout, it is killed → Ready again, and
@@ -29,8 +30,11 @@
 //	           queues one more upgrade (see below).
 //	HandedOver Exit is closed; the generation drains and the process exits.
 //	           Final.
+//	Delaying   a stop was asked: the generation serves and accepts on for
+//	           StopDelay, Health answers 503, upgrades are refused. When the
+//	           delay ends, or on a second stop signal, or Stop → Stopping.
 //	Stopping   Exit is closed; the generation drains and the process exits.
-//	           A second SIGTERM or SIGINT cuts the drain short. Final.
+//	           A further SIGTERM or SIGINT cuts the drain short. Final.
 //
 // An upgrade asked while another is pending but has not started its process
 // yet joins it. One asked once the new process has started is queued, to run

@@ -22,7 +22,7 @@ type attemptResult struct {
 // happens into events, and the machine's actions into calls. It lives as long
 // as the process, so that signals are handled while the generation drains.
 func (u *Upgrader) run() {
-	m := newMachine(u.parentPid, u.core.CanUpgrade())
+	m := newMachine(u.parentPid, u.canUpgrade(), u.opts.StopDelay)
 	var (
 		ready      = u.readyC
 		parentGone = u.parentGone
@@ -31,6 +31,7 @@ func (u *Upgrader) run() {
 		killTimer  *time.Timer
 		killC      <-chan time.Time
 		waitLogC   <-chan time.Time
+		delayC     <-chan time.Time
 	)
 	for {
 		var ev any
@@ -59,6 +60,8 @@ func (u *Upgrader) run() {
 			waitLogC, ev = nil, evWaitLogDue{}
 		case <-killC:
 			killC, ev = nil, evKillDue{}
+		case <-delayC:
+			delayC, ev = nil, evDelayOver{}
 		case res := <-attempt:
 			attempt, ev = nil, evAttemptDone{res}
 		}
@@ -102,6 +105,12 @@ func (u *Upgrader) run() {
 				killC = nil
 			case actArmWaitLog:
 				waitLogC = time.After(a.after)
+			case actStopAsked:
+				u.stopAsked.Store(true)
+				if _, err := systemd.Stopping(u.status(fmt.Sprintf("stopping in %v (stop delay)", a.delay))); err != nil {
+					u.log.Warn("sd_notify failed", "err", err)
+				}
+				delayC = time.After(a.delay)
 			}
 		}
 	}
@@ -110,8 +119,10 @@ func (u *Upgrader) run() {
 // beginStop starts a real stop: tell systemd, close Exit, and have tableflip
 // refuse upgrades and remove the Unix socket files this generation created.
 func (u *Upgrader) beginStop() {
-	if _, err := systemd.Stopping(u.status("stopping")); err != nil {
-		u.log.Warn("sd_notify failed", "err", err)
+	if !u.stopAsked.Swap(true) {
+		if _, err := systemd.Stopping(u.status("stopping")); err != nil {
+			u.log.Warn("sd_notify failed", "err", err)
+		}
 	}
 	u.core.Stop()
 	close(u.exitC)

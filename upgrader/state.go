@@ -15,10 +15,11 @@ const (
 	stUpgrading                  // the next generation is starting
 	stHandedOver                 // final: Exit is closed, this one drains
 	stStopping                   // final: Exit is closed, this one drains
+	stDelaying                   // a stop was asked; serving on for StopDelay
 )
 
 func (s genState) String() string {
-	return [...]string{"Starting", "Ready", "Upgrading", "HandedOver", "Stopping"}[s]
+	return [...]string{"Starting", "Ready", "Upgrading", "HandedOver", "Stopping", "Delaying"}[s]
 }
 
 // Events the run goroutine feeds to the machine.
@@ -35,6 +36,7 @@ type (
 	evParentStatus struct{ st drainStatus }
 	evWaitLogDue   struct{}
 	evKillDue      struct{}
+	evDelayOver    struct{}
 	evAttemptDone  struct{ res attemptResult }
 )
 
@@ -60,6 +62,7 @@ type (
 	actArmKill       struct{ at time.Time }
 	actDisarmKill    struct{}
 	actArmWaitLog    struct{ after time.Duration }
+	actStopAsked     struct{ delay time.Duration }
 )
 
 // machine is the generation's state and what goes with it. Only the run
@@ -71,6 +74,7 @@ type machine struct {
 	parentAlive bool
 	parent      *drainStatus // the predecessor's last drain report
 	canUpgrade  error        // non-nil where upgrades cannot work
+	stopDelay   time.Duration
 
 	wanted  bool         // an upgrade is asked and not started
 	waiters []chan error // for it
@@ -94,8 +98,8 @@ type machine struct {
 // waits for its drain report before logging without it.
 const waitLogDelay = time.Second
 
-func newMachine(parentPid int, canUpgrade error) *machine {
-	return &machine{state: stStarting, parentPid: parentPid, parentAlive: parentPid != 0, canUpgrade: canUpgrade}
+func newMachine(parentPid int, canUpgrade error, stopDelay time.Duration) *machine {
+	return &machine{state: stStarting, parentPid: parentPid, parentAlive: parentPid != 0, canUpgrade: canUpgrade, stopDelay: stopDelay}
 }
 
 // step applies ev and returns the actions to carry out, in order.
@@ -112,6 +116,8 @@ func (m *machine) step(ev any) []action {
 			m.log(slog.LevelInfo, "SIGHUP ignored: this generation has handed over; signal the newest one")
 		case m.state == stStopping:
 			m.log(slog.LevelInfo, "SIGHUP ignored: stopping")
+		case m.state == stDelaying:
+			m.log(slog.LevelInfo, "SIGHUP refused: stopping, after the stop delay")
 		case m.attempting:
 			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
 			m.queued = true
@@ -125,7 +131,7 @@ func (m *machine) step(ev any) []action {
 		switch {
 		case m.state == stHandedOver:
 			m.do(actReply{[]chan error{e.w}, ErrHandedOver})
-		case m.state == stStopping:
+		case m.state == stStopping || m.state == stDelaying:
 			m.do(actReply{[]chan error{e.w}, ErrStopped})
 		case m.state == stStarting && e.w != nil:
 			m.do(actReply{[]chan error{e.w}, ErrNotReady})
@@ -147,6 +153,10 @@ func (m *machine) step(ev any) []action {
 		m.stops++
 		again := m.stops == 2 || m.state == stStopping
 		switch {
+		case m.state == stDelaying:
+			m.log(slog.LevelInfo, "stop signal again: skipping the rest of the stop delay", "signal", e.sig)
+			m.stops = 1 // the drain counts its own stop signals from here
+			m.stop()
 		case m.stops >= 3:
 			m.log(slog.LevelWarn, "third stop signal: exiting now", "signal", e.sig)
 			m.do(actExitNow{})
@@ -157,8 +167,18 @@ func (m *machine) step(ev any) []action {
 			m.do(actCutDrain{})
 		case m.state == stHandedOver:
 			m.log(slog.LevelInfo, "stop asked; already draining after the handover", "signal", e.sig)
+		case m.stopDelay > 0:
+			m.log(slog.LevelInfo, "stop asked; serving on for the stop delay, then draining", "signal", e.sig, "stop_delay", m.stopDelay.String())
+			m.state = stDelaying
+			m.do(actStopAsked{m.stopDelay}, actReply{m.waiters, ErrStopped})
+			m.wanted, m.waiters = false, nil
 		default:
 			m.log(slog.LevelInfo, "stop asked", "signal", e.sig)
+			m.stop()
+		}
+	case evDelayOver:
+		if m.state == stDelaying {
+			m.log(slog.LevelInfo, "stop delay over; draining")
 			m.stop()
 		}
 	case evStopCall:
@@ -211,7 +231,7 @@ func (m *machine) stop() {
 
 func (m *machine) attemptDone(res attemptResult) {
 	m.attempting = false
-	if m.state == stStopping {
+	if m.state == stStopping || m.state == stDelaying {
 		if res.err == nil {
 			// The new generation became ready just as the stop began: it
 			// must not outlive this one.

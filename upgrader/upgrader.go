@@ -70,6 +70,14 @@ type Options struct {
 	// systemd sets $FDSTORE (systemd 254 and later, when
 	// FileDescriptorStoreMax= is set).
 	FDStore bool
+	// StopDelay, if positive, is how long this generation keeps serving and
+	// accepting after SIGTERM or SIGINT before it drains, so that a load
+	// balancer that learns of the stop late (kube-proxy, an ALB target
+	// group, HAProxy health checks) stops sending new connections first.
+	// Health answers 503 from the signal on. A second stop signal skips the
+	// rest of the delay; a third cuts the drain. Stop does not wait for it.
+	// Default 0: drain at once.
+	StopDelay time.Duration
 	// WatchdogCheck, if set, is called before each watchdog ping; an error
 	// skips the ping, so that systemd's WatchdogSec= catches a generation
 	// that is alive but not working.
@@ -118,6 +126,7 @@ type Upgrader struct {
 	cutC       chan struct{} // closed once: drain no longer, close everything
 	drained    atomic.Bool   // the drain has ended
 	handedOver atomic.Bool
+	stopAsked  atomic.Bool         // a stop was asked (Health answers 503)
 	childCtl   atomic.Pointer[ctl] // to the generation we handed over to
 	finishOnce sync.Once
 }

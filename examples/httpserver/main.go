@@ -30,6 +30,7 @@ func main() {
 	upgradeTimeout := flag.Duration("upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new generation may take to become ready")
 	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "how long requests in flight may take once draining")
 	idleGrace := flag.Duration("idle-grace", upgrader.DefaultIdleGrace, "how long an idle connection stays open once draining")
+	stopDelay := flag.Duration("stop-delay", 0, "how long to serve on after SIGTERM before draining, for a load balancer to deregister this instance")
 	fdstore := flag.Bool("fdstore", false, "store the sockets in systemd's fd store (on by itself where systemd sets $FDSTORE)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -40,6 +41,7 @@ func main() {
 		DrainTimeout:   *drainTimeout,
 		IdleGrace:      *idleGrace,
 		FDStore:        *fdstore,
+		StopDelay:      *stopDelay,
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -61,6 +63,8 @@ func main() {
 		_, _ = io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "pid=%d\n", pid)
 	})
+	// For a load balancer's readiness check: 503 once a stop is asked.
+	mux.Handle("/healthz", u.Health())
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		d, err := time.ParseDuration(r.URL.Query().Get("d"))
