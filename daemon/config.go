@@ -45,6 +45,7 @@ type config struct {
 	Ready        readyMode
 	ReadyTimeout time.Duration
 	DrainTimeout time.Duration
+	StopDelay    time.Duration
 	StopSignal   syscall.Signal
 	Bake         time.Duration
 	MaxDraining  int
@@ -103,6 +104,8 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		"Example: --ready accept")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", DefaultReadyTimeout, "a generation not ready within this is killed, and the reload fails. Example: --ready-timeout 30s")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "after the stop signal, a generation has this long to exit before SIGKILL. Example: --drain-timeout 10s")
+	fs.DurationVar(&cfg.StopDelay, "stop-delay", 0, "on SIGTERM or SIGINT, let the generations serve on this long before they drain, so that a load\n"+
+		"balancer deregisters this instance first; a second signal skips the rest. Example: --stop-delay 5s")
 	stop := fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
 	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it;\nif the new one dies meanwhile, the reload fails and the old one serves on. Example: --bake 10s")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
@@ -158,6 +161,8 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		return nil, usagef("handoff run: --ready-timeout must be positive, as in --ready-timeout 30s")
 	case cfg.DrainTimeout <= 0:
 		return nil, usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
+	case cfg.StopDelay < 0:
+		return nil, usagef("handoff run: --stop-delay must not be negative")
 	case cfg.Bake < 0:
 		return nil, usagef("handoff run: --bake must not be negative")
 	case cfg.MaxDraining < 1:

@@ -21,6 +21,7 @@ type machine struct {
 	drainTimeout time.Duration
 	stopSignal   syscall.Signal
 	pid1         bool // handoff is PID 1: it must not upgrade itself
+	stopDelay    time.Duration
 	now          func() time.Time
 
 	gens       []*generation // not exited, oldest first
@@ -39,6 +40,7 @@ type machine struct {
 	restarts    int
 	backoff     time.Duration
 	stopping    bool
+	delaying    bool // a stop was asked; the generations serve on for stopDelay
 	stopSignals int
 	exitCode    int
 	selfUpgrade bool
@@ -68,6 +70,7 @@ type (
 		quiet time.Duration
 	}
 	bakeDone        struct{ g *generation }
+	stopDelayOver   struct{}
 	killDue         struct{ g *generation }
 	restartDue      struct{}
 	selfUpgradeDone struct{ err error }
@@ -164,6 +167,12 @@ func (m *machine) step(ev any) []action {
 			m.restarts++
 			m.spawn(spawnRestart)
 		}
+	case stopDelayOver:
+		if m.delaying {
+			m.delaying = false
+			m.log(slog.LevelInfo, "stop delay over; stopping every generation")
+			m.stop(true)
+		}
 	case selfUpgradeDone:
 		m.selfUpgrade = false
 		m.do(actSelfUpgradeEnded{})
@@ -186,6 +195,22 @@ func (m *machine) onSignal(sig syscall.Signal) {
 		m.upgradeSelf()
 	case syscall.SIGTERM, syscall.SIGINT:
 		m.stopSignals++
+		if m.delaying {
+			m.log(slog.LevelInfo, "stop signal again: skipping the rest of the stop delay", "signal", unixName(sig))
+			m.delaying, m.stopSignals = false, 1
+			m.stop(true)
+			return
+		}
+		if m.stopSignals == 1 && m.stopDelay > 0 && !m.stopping {
+			m.log(slog.LevelInfo, "stop asked; the generations serve on for the stop delay, then drain", "signal", unixName(sig), "stop_delay", m.stopDelay.String())
+			m.delaying = true
+			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", m.stopDelay)}, actAfter{m.stopDelay, stopDelayOver{}})
+			fail := ReloadResult{Error: "handoff is stopping"}
+			m.finishReload(fail)
+			m.do(actReply{m.queuedWaiters, fail})
+			m.queued, m.queuedWaiters = false, nil
+			return
+		}
 		if m.stopSignals > 1 {
 			m.log(slog.LevelWarn, "stop signal again: killing every generation", "signal", unixName(sig))
 			for _, g := range m.gens {
@@ -366,7 +391,10 @@ func (m *machine) scheduleRestart() {
 // askReload starts a reload, or queues one if a generation is already on its
 // way. w, if not nil, receives the result.
 func (m *machine) askReload(w chan<- ReloadResult) {
-	if m.stopping {
+	if m.stopping || m.delaying {
+		if m.delaying {
+			m.log(slog.LevelInfo, "reload refused: stopping, after the stop delay")
+		}
 		if w != nil {
 			m.do(actReply{[]chan<- ReloadResult{w}, ReloadResult{Error: "handoff is stopping"}})
 		}
@@ -441,7 +469,7 @@ func (m *machine) stop(real bool) {
 }
 
 func (m *machine) upgradeSelf() {
-	if m.selfUpgrade || m.stopping {
+	if m.selfUpgrade || m.stopping || m.delaying {
 		m.log(slog.LevelInfo, "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
 		return
 	}

@@ -16,10 +16,12 @@ import (
 
 // TestPID1ReapsOrphans runs handoff as PID 1 of a pid namespace, as in a
 // container, with a program that leaves 20 orphans behind at each start (a
-// shell wrapper's background children). After a reload under load, no
-// zombie is left once the orphans have exited, no request fails, a
-// SIGTERM from outside (the container runtime's) stops it with exit status
-// 0, and nothing is left running.
+// shell wrapper's background children), and --stop-delay 2s. After a reload
+// under load, no zombie is left once the orphans have exited and no request
+// fails; SIGUSR2 is refused; a SIGTERM from outside (the container
+// runtime's) lets the generations serve on for the delay — no request sent
+// meanwhile fails — then stops them, with exit status 0, and nothing is left
+// running.
 func TestPID1ReapsOrphans(t *testing.T) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil || os.Geteuid() != 0 {
@@ -34,7 +36,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", handoffBin, "run", "--control", control, "--listen", "web="+addr, "--", prog)
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", handoffBin, "run", "--control", control, "--listen", "web="+addr, "--stop-delay", "2s", "--", prog)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -69,6 +71,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	resC := make(chan *loadcheck.Result, 1)
 	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 100}) }()
+	defer cancel()
 	out, err := exec.Command(handoffBin, "reload", "--control", control).CombinedOutput()
 	if err != nil {
 		t.Fatalf("reload: %v: %s\n%s", err, out, readLog())
@@ -81,14 +84,9 @@ func TestPID1ReapsOrphans(t *testing.T) {
 		most = max(most, len(zombies(handoffPid)))
 		time.Sleep(100 * time.Millisecond)
 	}
-	cancel()
-	res := <-resC
-	t.Logf("zombies under PID 1 after the reload: at most %d; load: %v", most, res)
+	t.Logf("zombies under PID 1 after the reload: at most %d", most)
 	if most != 0 {
 		t.Errorf("%d zombies under handoff as PID 1 (40 orphans exited)", most)
-	}
-	if res.Failures() != 0 || res.Retried != 0 {
-		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
 	}
 
 	// SIGUSR2 would end the container: refused, with the reason.
@@ -96,15 +94,29 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(readLog(), "SIGUSR2 refused"); {
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The container runtime's stop.
+	// The container runtime's stop; the load goes on until just before the
+	// stop delay ends, and all of it must be served.
+	stopAt := time.Now()
 	_ = syscall.Kill(handoffPid, syscall.SIGTERM)
+	time.Sleep(time.Until(stopAt.Add(1800 * time.Millisecond)))
+	cancel()
+	res := <-resC
+	t.Logf("load through the reload and the stop delay: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
 	select {
 	case err := <-exited:
-		if err != nil {
-			t.Errorf("handoff as PID 1 exited with %v, want status 0:\n%s", err, readLog())
+		took := time.Since(stopAt)
+		t.Logf("exited %v after SIGTERM: %v", took.Round(time.Millisecond), err)
+		if err != nil || took < 2*time.Second {
+			t.Errorf("handoff as PID 1 exited %v after SIGTERM with %v, want status 0 after the 2 s delay:\n%s", took, err, readLog())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("handoff as PID 1 did not exit after SIGTERM:\n%s", readLog())
+	}
+	if !strings.Contains(readLog(), "stop delay over; stopping every generation") {
+		t.Errorf("the log does not say when the stop delay ended:\n%s", readLog())
 	}
 	if !strings.Contains(readLog(), "SIGUSR2 refused: handoff is PID 1") {
 		t.Errorf("no refusal of SIGUSR2 as PID 1 in the log:\n%s", readLog())
