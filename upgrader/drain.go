@@ -54,7 +54,17 @@ type Drainer struct {
 
 	// progress, if set, is called with the connections left during Drain.
 	progress func(left int)
+
+	// reqCtx is the parent of every request's context; cancelled at the
+	// drain deadline.
+	reqCtx    context.Context
+	reqCancel context.CancelFunc
 }
+
+// requestCancelGrace is how long, at the drain deadline, handlers have between
+// the cancellation of their request's context and the close of their
+// connection.
+const requestCancelGrace = 500 * time.Millisecond
 
 type connInfo struct {
 	state   http.ConnState
@@ -75,7 +85,10 @@ func NewDrainer(idleGrace time.Duration, logger *slog.Logger) *Drainer {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	reqCtx, reqCancel := context.WithCancel(context.Background())
 	return &Drainer{
+		reqCtx:    reqCtx,
+		reqCancel: reqCancel,
 		idleGrace: idleGrace,
 		log:       logger,
 		conns:     map[net.Conn]*connInfo{},
@@ -97,8 +110,9 @@ func (d *Drainer) OnDrain(f func()) {
 
 // Serve starts srv serving ln in a new goroutine and tracks its connections.
 // It changes srv.Handler (nil means http.DefaultServeMux) to answer with
-// "Connection: close" once draining, and chains srv.ConnState; do not change
-// either afterwards. One server may serve several listeners. A server that
+// "Connection: close" once draining, chains srv.ConnState, and wraps
+// srv.BaseContext so that request contexts are cancelled at the drain
+// deadline; do not change them afterwards. One server may serve several listeners. A server that
 // fails is reported on Err.
 func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 	d.mu.Lock()
@@ -128,6 +142,16 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 func (d *Drainer) Err() <-chan error { return d.errC }
 
 func (d *Drainer) track(srv *http.Server) {
+	base := srv.BaseContext
+	srv.BaseContext = func(l net.Listener) context.Context {
+		ctx := context.Background()
+		if base != nil {
+			ctx = base(l)
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		context.AfterFunc(d.reqCtx, cancel)
+		return ctx
+	}
 	prev := srv.ConnState
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
 		d.setState(c, s)
@@ -213,7 +237,8 @@ func (d *Drainer) signal() {
 // "Connection: close", and returns when every connection is closed: active
 // ones once their response is written, idle ones after the idle grace unless a
 // request waits unread on them, hijacked ones when their handler closes them.
-// When ctx ends first, what is left is closed and counted in Cut. Drain then
+// When ctx ends first, the contexts of the requests still running are
+// cancelled; half a second later what is left is closed and counted in Cut. Drain then
 // closes the servers and waits for their Serve goroutines. Call it once.
 func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	start := time.Now()
@@ -242,11 +267,11 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 		}
 		select {
 		case <-ctx.Done():
-			stats.Cut = d.closeAll()
+			stats.Cut = d.cut(start, &stats, tick.C)
 		case <-tick.C:
 		case <-d.changed:
 		}
-		if stats.Cut > 0 {
+		if ctx.Err() != nil {
 			break
 		}
 	}
@@ -310,6 +335,25 @@ func closeUnderlying(c net.Conn) {
 		return
 	}
 	c.Close()
+}
+
+// cut ends the drain at its deadline: it cancels the contexts of the
+// requests still running, gives their handlers requestCancelGrace to return
+// (closing idle connections meanwhile), then closes what is left and
+// returns how many.
+func (d *Drainer) cut(start time.Time, stats *DrainStats, tick <-chan time.Time) int {
+	d.reqCancel()
+	grace := time.NewTimer(requestCancelGrace)
+	defer grace.Stop()
+	for d.closeIdle(start, stats) > 0 {
+		select {
+		case <-grace.C:
+			return d.closeAll()
+		case <-tick:
+		case <-d.changed:
+		}
+	}
+	return 0
 }
 
 // closeAll closes every connection left and returns how many there were.

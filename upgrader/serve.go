@@ -83,12 +83,21 @@ func (u *Upgrader) drain(d *Drainer) {
 	d.mu.Lock()
 	open := len(d.conns) + len(d.hijacked)
 	d.mu.Unlock()
-	u.log.Info("draining", "conns", open, "deadline_s", u.opts.DrainTimeout.Seconds())
+	jobs := u.jobs.close()
+	u.log.Info("draining", "conns", open, "jobs", jobs, "deadline_s", u.opts.DrainTimeout.Seconds())
 	st := d.Drain(ctx)
+	// Then the background work, within the same deadline.
+	cancelled := u.jobs.wait(ctx, jobGrace)
 	u.drained.Store(true)
-	if st.Cut > 0 {
-		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked, "after_ms", st.Duration.Milliseconds())
+	took := time.Since(deadline.Add(-u.opts.DrainTimeout))
+	if st.Cut > 0 || cancelled > 0 {
+		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked,
+			"jobs", jobs, "jobs_cancelled", cancelled, "after_ms", took.Milliseconds())
 		return
 	}
-	u.log.Info("drained", "drain_ms", st.Duration.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked)
+	u.log.Info("drained", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked, "jobs", jobs)
 }
+
+// jobGrace is how long background jobs have to return once their context is
+// cancelled at the drain deadline.
+const jobGrace = time.Second

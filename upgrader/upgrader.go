@@ -127,6 +127,7 @@ type Upgrader struct {
 	drained    atomic.Bool   // the drain has ended
 	handedOver atomic.Bool
 	stopAsked  atomic.Bool         // a stop was asked (Health answers 503)
+	jobs       *jobs               // background work started with Go
 	childCtl   atomic.Pointer[ctl] // to the generation we handed over to
 	finishOnce sync.Once
 }
@@ -177,6 +178,7 @@ func newWithCore(opts Options, c core) (*Upgrader, error) {
 		stopC:      make(chan struct{}),
 		exitC:      make(chan struct{}),
 		cutC:       make(chan struct{}),
+		jobs:       newJobs(),
 	}
 	if c.HasParent() {
 		if err := u.adopt(); err != nil {

@@ -1,7 +1,14 @@
-// Command hijackserver serves hijacked connections, as WebSocket servers do,
-// for the upgrader's tests: GET /hijack answers 101 and keeps the
-// connection; with ?polite=1 the handler closes it when the drain begins
-// (Options.OnDrain), otherwise it holds it until the peer goes away. Other
+// Command hijackserver serves long-lived work for the upgrader's tests:
+//
+//	GET /hijack        answers 101 and keeps the connection, as WebSocket
+//	                   servers do; with ?polite=1 the handler closes it when
+//	                   the drain begins (Options.OnDrain), otherwise it holds
+//	                   it until the peer goes away
+//	POST /job?id=N&d=D starts background work (Upgrader.Go) that lasts D, or
+//	                   until its context is cancelled
+//	GET /wait          blocks until the request's context is cancelled
+//
+// What jobs and waits end with goes to the -record file, a line each. Other
 // paths answer with the pid.
 //
 //	-tls      serve TLS (a self-signed certificate made at start), HTTP/1.1
@@ -11,6 +18,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -37,6 +45,7 @@ func main() {
 	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "drain timeout")
 	useTLS := flag.Bool("tls", false, "serve TLS")
 	wrap := flag.Bool("wrap", false, "wrap the listener in a type of the user's own")
+	recordPath := flag.String("record", "", "file to append job and request outcomes to")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -78,6 +87,45 @@ func main() {
 			return
 		}
 		_, _ = io.Copy(io.Discard, c)
+	})
+	var recMu sync.Mutex
+	record := func(format string, args ...any) {
+		recMu.Lock()
+		defer recMu.Unlock()
+		f, err := os.OpenFile(*recordPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			log.Print(err)
+			return
+		}
+		fmt.Fprintf(f, format+"\n", args...)
+		f.Close()
+	}
+	mux.HandleFunc("POST /job", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		err = u.Go(func(ctx context.Context) error {
+			select {
+			case <-time.After(d):
+				record("job %s done pid=%d", id, pid)
+				return nil
+			case <-ctx.Done():
+				record("job %s cancelled pid=%d", id, pid)
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "job %s started pid=%d\n", id, pid)
+	})
+	mux.HandleFunc("GET /wait", func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		record("request cancelled pid=%d", pid)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "pid=%d proto=%s\n", pid, r.Proto)
