@@ -16,9 +16,9 @@ import (
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
-// serverBin is examples/httpserver and hijackBin testdata/hijackserver,
-// built once for all tests.
-var serverBin, hijackBin string
+// serverBin is examples/httpserver, hijackBin testdata/hijackserver and
+// sseBin examples/sse, built once for all tests.
+var serverBin, hijackBin, sseBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "handoff-test-")
@@ -26,8 +26,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	serverBin, hijackBin = filepath.Join(dir, "httpserver"), filepath.Join(dir, "hijackserver")
-	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}} {
+	serverBin, hijackBin, sseBin = filepath.Join(dir, "httpserver"), filepath.Join(dir, "hijackserver"), filepath.Join(dir, "sse")
+	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}, {sseBin, "../examples/sse"}} {
 		build := exec.Command("go", "build", "-o", b[0], b[1])
 		build.Stderr = os.Stderr
 		if err := build.Run(); err != nil {
