@@ -2,9 +2,11 @@ package upgrader
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -101,3 +103,35 @@ func (u *Upgrader) drain(d *Drainer) {
 // jobGrace is how long background jobs have to return once their context is
 // cancelled at the drain deadline.
 const jobGrace = time.Second
+
+// ServeTLS is Serve over TLS, as http.Server.ServeTLS is to Serve: it serves
+// HTTPS on ln with a copy of srv.TLSConfig (nil: the defaults), adds HTTP/2
+// and HTTP/1.1 to its NextProtos as net/http does (HTTP/2 first, unless
+// srv.TLSNextProto is set to turn it off), and loads the certificate from
+// certFile and keyFile unless the config already has one (Certificates,
+// GetCertificate or GetConfigForClient) and both names are empty. It sets
+// srv.TLSConfig to the config it serves with. It returns the certificate's
+// error without serving, else as Serve.
+func (u *Upgrader) ServeTLS(srv *http.Server, ln net.Listener, certFile, keyFile string) error {
+	config := &tls.Config{}
+	if srv.TLSConfig != nil {
+		config = srv.TLSConfig.Clone()
+	}
+	if srv.TLSNextProto == nil && !slices.Contains(config.NextProtos, "h2") {
+		config.NextProtos = append([]string{"h2"}, config.NextProtos...)
+	}
+	if !slices.Contains(config.NextProtos, "http/1.1") {
+		config.NextProtos = append(config.NextProtos, "http/1.1")
+	}
+	hasCert := len(config.Certificates) > 0 || config.GetCertificate != nil || config.GetConfigForClient != nil
+	if !hasCert || certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("upgrader: loading the TLS certificate %s and key %s: %w", certFile, keyFile, err)
+		}
+		config.Certificates = []tls.Certificate{cert}
+	}
+	// net/http sets up HTTP/2 in Serve when srv.TLSConfig asks for "h2".
+	srv.TLSConfig = config
+	return u.Serve(srv, tls.NewListener(ln, config))
+}

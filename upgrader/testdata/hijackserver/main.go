@@ -25,6 +25,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -46,6 +48,7 @@ func main() {
 	useTLS := flag.Bool("tls", false, "serve TLS")
 	wrap := flag.Bool("wrap", false, "wrap the listener in a type of the user's own")
 	recordPath := flag.String("record", "", "file to append job and request outcomes to")
+	serveTLS := flag.String("servetls", "", "serve with Upgrader.ServeTLS, with a self-signed certificate written to this directory")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -130,6 +133,13 @@ func main() {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "pid=%d proto=%s\n", pid, r.Proto)
 	})
+	if *serveTLS != "" {
+		cert, key := writeCert(*serveTLS)
+		if err := u.ServeTLS(&http.Server{Handler: mux}, ln, cert, key); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if err := u.Serve(&http.Server{Handler: mux}, ln); err != nil {
 		log.Fatal(err)
 	}
@@ -151,6 +161,26 @@ func (l *userListener) Accept() (net.Conn, error) {
 type userConn struct{ net.Conn }
 
 func (c *userConn) Unwrap() net.Conn { return c.Conn }
+
+// writeCert writes the self-signed certificate of tlsConfig and its key as
+// PEM files in dir, for ServeTLS, and returns their names.
+func writeCert(dir string) (certFile, keyFile string) {
+	c := tlsConfig().Certificates[0]
+	der, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	cp := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})
+	kp := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	if err := os.WriteFile(certFile, cp, 0o600); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, kp, 0o600); err != nil {
+		log.Fatal(err)
+	}
+	return certFile, keyFile
+}
 
 // tlsConfig returns a config with a self-signed certificate for 127.0.0.1
 // and ALPN for h2 and HTTP/1.1, as a server that serves both sets it.

@@ -1,0 +1,93 @@
+//go:build linux
+
+package upgrader_test
+
+import (
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestServeTLSUnderUpgrades serves HTTPS with Upgrader.ServeTLS and sends
+// POSTs over HTTP/2 at a constant rate, over one multiplexed connection and
+// over a fresh connection each, through three upgrades: none fails, none is
+// retried by the client, and every response is HTTP/2.
+func TestServeTLSUnderUpgrades(t *testing.T) {
+	s := launchBin(t, hijackBin, nil, nil, nil, "-servetls", t.TempDir(), "-drain-timeout", "10s")
+	s.waitPid(0, 10*time.Second)
+	tlsConf := &tls.Config{InsecureSkipVerify: true}
+	clients := map[string]*http.Client{
+		"multiplexed": {Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second},
+		"fresh":       {Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true, DisableKeepAlives: true}, Timeout: 10 * time.Second},
+	}
+	type counts struct{ sent, failed, retried, notH2 atomic.Int64 }
+	results := map[string]*counts{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for name, c := range clients {
+		n := &counts{}
+		results[name] = n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n.sent.Add(1)
+					var conns atomic.Int32
+					trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
+					req, _ := http.NewRequest(http.MethodPost, "https://"+s.addr+"/", strings.NewReader("x"))
+					req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+					resp, err := c.Do(req)
+					if err != nil {
+						n.failed.Add(1)
+						t.Logf("%s: %v", name, err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if conns.Load() > 1 {
+						n.retried.Add(1)
+					}
+					if resp.ProtoMajor != 2 {
+						n.notH2.Add(1)
+					}
+				}()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	pid := s.pid()
+	for i := 0; i < 3; i++ {
+		s.signal(syscall.SIGHUP)
+		pid = s.waitPid(pid, 10*time.Second)
+		time.Sleep(700 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	for name, n := range results {
+		t.Logf("%s: sent %d, failed %d, retried %d, not h2 %d", name, n.sent.Load(), n.failed.Load(), n.retried.Load(), n.notH2.Load())
+		if n.failed.Load() != 0 || n.retried.Load() != 0 || n.notH2.Load() != 0 || n.sent.Load() < 100 {
+			t.Errorf("%s: sent %d, failed %d, retried %d, not HTTP/2 %d", name, n.sent.Load(), n.failed.Load(), n.retried.Load(), n.notH2.Load())
+		}
+	}
+	for _, c := range clients {
+		c.CloseIdleConnections()
+	}
+	s.stop()
+}
