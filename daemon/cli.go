@@ -43,6 +43,7 @@ Usage:
   handoff run [flags] -- PROGRAM [ARGS...]   hold the sockets and run PROGRAM as generations
   handoff reload [--control PATH]            start a new generation; exit 0 once it is ready
   handoff status [--control PATH] [--json]   show the generations and sockets
+  handoff signal [--control PATH] SIG        send SIG (USR1, SIGUSR1, 10) to the serving generation
   handoff version                            print the version
 
 Signals to 'handoff run':
@@ -73,6 +74,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return cmdReload(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "signal":
+		return cmdSignal(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "handoff", version())
 		return 0
@@ -288,7 +291,8 @@ func localAddr(c io.Closer) net.Addr {
 
 var clientHelp = map[string]string{
 	"reload": "Starts a new generation of the program and waits: exits 0 once it is ready,\n1 with the reason if it failed (the old generation then serves on).\nWorks as ExecReload= of a Type=notify unit.\n\nExample:\n  handoff reload --control /run/app/control.sock",
-	"status": "Shows handoff's generations (pid, state, age), restarts and sockets.\n\nExample:\n  handoff status --json",
+	"status": "Shows handoff's generations (pid, state, age, directory), restarts and sockets.\n\nExample:\n  handoff status --json",
+	"signal": "Sends a signal to the serving generation (and to the new one while it bakes), to its\nwhole process group: log reopening on USR1, a config reload on HUP. KILL, STOP and the\n--stop-signal are refused; use 'handoff reload' to replace a generation.\n\nUsage: handoff signal [--control PATH] SIG\n\nExample:\n  handoff signal USR1",
 }
 
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
@@ -322,7 +326,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 		return exitFor(err, stderr)
 	}
 	var r ReloadResult
-	if err := ask(*control, "reload", *timeout, &r); err != nil {
+	if err := ask(*control, ctlMessage{Cmd: "reload"}, *timeout, &r); err != nil {
 		fmt.Fprintln(stderr, "handoff reload:", err)
 		return 1
 	}
@@ -334,6 +338,54 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+func cmdSignal(args []string, stdout, stderr io.Writer) int {
+	fs, control := clientFlags("signal", stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "%s\n\nFlags:\n", clientHelp["signal"])
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return 0
+		}
+		return exitFor(usagef("handoff signal: %v — see 'handoff signal --help'", err), stderr)
+	}
+	if fs.NArg() != 1 {
+		return exitFor(usagef("handoff signal: give one signal, as in: handoff signal USR1"), stderr)
+	}
+	sig, err := signalArg(fs.Arg(0))
+	if err != nil {
+		return exitFor(err, stderr)
+	}
+	var r SignalResult
+	if err := ask(*control, ctlMessage{Cmd: "signal", Signal: int(sig)}, 10*time.Second, &r); err != nil {
+		fmt.Fprintln(stderr, "handoff signal:", err)
+		return 1
+	}
+	if !r.OK {
+		fmt.Fprintln(stderr, "handoff signal:", r.Error)
+		return 1
+	}
+	for i, pid := range r.Sent {
+		fmt.Fprintf(stdout, "sent %s to generation %d (pid %d)\n", unix.SignalName(sig), r.Gens[i], pid)
+	}
+	return 0
+}
+
+// signalArg parses USR1, SIGUSR1 or 10.
+func signalArg(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= 64 {
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, usagef("handoff signal: %s: unknown signal — use a name such as USR1 or a number", s)
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs, control := clientFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -341,7 +393,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitFor(err, stderr)
 	}
 	var st Status
-	if err := ask(*control, "status", 10*time.Second, &st); err != nil {
+	if err := ask(*control, ctlMessage{Cmd: "status"}, 10*time.Second, &st); err != nil {
 		fmt.Fprintln(stderr, "handoff status:", err)
 		return 1
 	}
@@ -364,9 +416,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, ")")
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE")
+	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE\tDIR")
 	for _, g := range st.Generations {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second))
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second), g.Dir)
 	}
 	fmt.Fprintln(tw, "\nFD\tNAME\tADDRESS\t")
 	for _, l := range st.Listeners {

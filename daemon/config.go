@@ -51,6 +51,8 @@ type config struct {
 	MaxDraining  int
 	PIDFile      string
 	Control      string
+	Chdir        string // each generation's directory, resolved at its start
+	EnvFile      string // read at each generation's start
 	FDStore      bool
 	// Credential, if set, is the user and group the program runs as.
 	Credential *syscall.Credential
@@ -110,6 +112,12 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it;\nif the new one dies meanwhile, the reload fails and the old one serves on. Example: --bake 10s")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
+	fs.StringVar(&cfg.Chdir, "chdir", "", "start each generation in `DIR`, resolved afresh (symlinks too) when it starts, so that a\n"+
+		"flipped 'current' symlink takes effect on the next reload; a relative PROGRAM is found there.\n"+
+		"Example: --chdir /srv/app/current")
+	fs.StringVar(&cfg.EnvFile, "env-file", "", "read KEY=VALUE lines from `FILE` afresh for each generation; they override handoff's\n"+
+		"environment (# comments, blank lines, '…' or \"…\" quotes). A bad file fails that reload and the old\n"+
+		"generation serves on. Example: --env-file /srv/app/current/app.env")
 	fs.StringVar(&cfg.PIDFile, "pidfile", "", "write handoff's own pid to this `PATH`. Example: --pidfile /run/app/handoff.pid")
 	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
 	userName := fs.String("user", "", "run the program as this `USER` (handoff binds as root first). Example: --user www-data")
@@ -130,7 +138,24 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 	if len(rest) == 0 {
 		return nil, usagef("handoff run: no program given — put it after --, as in: handoff run --listen :8080 -- /usr/local/bin/app")
 	}
-	prog, err := lookProgram(rest[0])
+	var err error
+	if cfg.Chdir != "" {
+		if fi, err := os.Stat(cfg.Chdir); err != nil || !fi.IsDir() {
+			return nil, usagef("handoff run: --chdir %s: not a directory — give the directory the program runs in", cfg.Chdir)
+		}
+		if cfg.Chdir, err = filepath.Abs(cfg.Chdir); err != nil {
+			return nil, usagef("handoff run: --chdir: %v", err)
+		}
+	}
+	if cfg.EnvFile != "" {
+		if cfg.EnvFile, err = filepath.Abs(cfg.EnvFile); err != nil {
+			return nil, usagef("handoff run: --env-file: %v", err)
+		}
+		if _, err := readEnvFile(cfg.EnvFile); err != nil {
+			return nil, usagef("handoff run: %v", err)
+		}
+	}
+	prog, err := lookProgram(rest[0], cfg.Chdir)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +226,19 @@ func parseListen(s string, i int) (listenSpec, error) {
 	return listenSpec{Name: name, Addr: a}, nil
 }
 
-func lookProgram(p string) (string, error) {
+// lookProgram checks PROGRAM: a path (relative to dir, if given, where it is
+// then left relative and found afresh at each start), or a name in PATH.
+func lookProgram(p, dir string) (string, error) {
+	if strings.Contains(p, "/") && dir != "" && !filepath.IsAbs(p) {
+		fi, err := os.Stat(filepath.Join(dir, p))
+		switch {
+		case err != nil:
+			return "", usagef("handoff run: program %s in --chdir %s: %v — give the path of an executable", p, dir, errors.Unwrap(err))
+		case fi.IsDir() || fi.Mode()&0o111 == 0:
+			return "", usagef("handoff run: program %s in --chdir %s is not executable — chmod +x it", p, dir)
+		}
+		return p, nil
+	}
 	if strings.Contains(p, "/") {
 		fi, err := os.Stat(p)
 		switch {

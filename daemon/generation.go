@@ -43,7 +43,8 @@ type generation struct {
 	state   state
 	started time.Time
 	readyAt time.Time
-	restart bool // started to replace a generation that exited on its own
+	restart bool   // started to replace a generation that exited on its own
+	dir     string // its working directory (--chdir, resolved), or ""
 
 	notify   *net.UnixConn
 	notifyAt string
@@ -75,6 +76,32 @@ type (
 // generation: systemd's per-process ones, tableflip's, and handoff's.
 var envStrip = []string{"LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET=", "TABLEFLIP_", "HANDOFF_"}
 
+// overrideEnv returns env with the assignments of extra replacing those of
+// the same keys, leaving out the variables handoff sets itself.
+func overrideEnv(env, extra []string) []string {
+	keys := map[string]bool{}
+	for _, kv := range extra {
+		k, _, _ := strings.Cut(kv, "=")
+		keys[k] = true
+	}
+	out := make([]string, 0, len(env)+len(extra))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); !keys[k] {
+			out = append(out, kv)
+		}
+	}
+	for _, kv := range extra {
+		keep := true
+		for _, p := range envStrip {
+			keep = keep && !strings.HasPrefix(kv, p)
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // start runs generation n of the program through the shim, with the sockets
 // as fds 3 on, and reports its readiness and exit on events.
 func (s *supervisor) start(n int) (*generation, error) {
@@ -89,7 +116,25 @@ func (s *supervisor) start(n int) (*generation, error) {
 			env = append(env, kv)
 		}
 	}
+	if s.cfg.EnvFile != "" {
+		extra, err := readEnvFile(s.cfg.EnvFile)
+		if err != nil {
+			return nil, fmt.Errorf("generation %d: %w", n, err)
+		}
+		env = overrideEnv(env, extra)
+	}
 	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
+	program := s.cfg.Program
+	if s.cfg.Chdir != "" {
+		dir, err := filepath.EvalSymlinks(s.cfg.Chdir)
+		if err != nil {
+			return nil, fmt.Errorf("generation %d: --chdir %s: %w", n, s.cfg.Chdir, err)
+		}
+		g.dir = dir
+		if !filepath.IsAbs(program) {
+			program = filepath.Join(dir, program)
+		}
+	}
 
 	var err error
 	if g.notify, g.notifyAt, err = s.notifySocket(n); err != nil {
@@ -114,8 +159,9 @@ func (s *supervisor) start(n int) (*generation, error) {
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
-	cmd := exec.Command(s.self, append([]string{ShimCommand, s.cfg.Program}, s.cfg.Args...)...)
-	cmd.Args[0] = filepath.Base(s.cfg.Program)
+	cmd := exec.Command(s.self, append([]string{ShimCommand, program}, s.cfg.Args...)...)
+	cmd.Args[0] = filepath.Base(program)
+	cmd.Dir = g.dir
 	cmd.Env = env
 	cmd.ExtraFiles = s.files
 	cmd.Stdin = nil
@@ -135,7 +181,7 @@ func (s *supervisor) start(n int) (*generation, error) {
 		outR.Close()
 		errR.Close()
 		g.closeNotify()
-		return nil, fmt.Errorf("generation %d: starting %s: %w", n, s.cfg.Program, err)
+		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
 	g.stdout = linetail.New(outR, os.Stdout, 10)

@@ -80,8 +80,12 @@ func (s *supervisor) run() int {
 		case e := <-s.events:
 			ev = e
 		case req := <-s.ctlC:
-			if req.cmd == "status" {
+			switch req.cmd {
+			case "status":
 				req.status <- s.status()
+				continue
+			case "signal":
+				req.signal <- s.sendSignal(req.sig)
 				continue
 			}
 			ev = evReload{req.reload}

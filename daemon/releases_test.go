@@ -1,0 +1,129 @@
+package daemon_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/proc"
+)
+
+// TestReleasesOnOneHost: releases v1 and v2 side by side with a `current`
+// symlink and an env file, under load. v1 serves; flip to v2 and change the
+// env file, reload: v2 serves with the new environment; a malformed env file
+// fails the reload naming FILE:LINE, and v2 serves on; `handoff signal
+// USR1` reaches the serving generation, KILL is refused; no request fails.
+func TestReleasesOnOneHost(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	script, _ := filepath.Abs("testdata/release_server.py")
+	root := t.TempDir()
+	for _, v := range []string{"v1", "v2"} {
+		dir := filepath.Join(root, "releases", v)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		proc.WriteExec(t, filepath.Join(dir, "app"), []byte("#!/bin/sh\nexec "+py+" "+script+"\n"))
+	}
+	current, envFile := filepath.Join(root, "current"), filepath.Join(root, "app.env")
+	flip := func(v string) {
+		tmp := current + ".new"
+		os.Remove(tmp)
+		if err := os.Symlink(filepath.Join("releases", v), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, current); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeEnv := func(s string) {
+		if err := os.WriteFile(envFile, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip("v1")
+	writeEnv("# v1\nCOLOR=blue\n")
+	d := startDaemon(t, []string{"./app"}, "--chdir", current, "--env-file", envFile, "--ready", "accept")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
+	defer cancel()
+	time.Sleep(300 * time.Millisecond)
+	ask := func() string {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		resp, err := c.Post("http://"+d.addr+"/", "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b))
+	}
+	handoff := func(args ...string) (string, int) {
+		out, err := exec.Command(handoffBin, append(args[:1:1], append([]string{"--control", d.control}, args[1:]...)...)...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return strings.TrimSpace(string(out)), code
+	}
+	if got := ask(); !strings.Contains(got, "release=v1 color=blue") {
+		t.Fatalf("first start: %q, want v1 with COLOR=blue", got)
+	}
+
+	flip("v2")
+	writeEnv("# v2\nCOLOR='deep green'\n")
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload to v2: exit %d: %s", code, out)
+	}
+	if got := ask(); !strings.Contains(got, "release=v2 color=deep green") {
+		t.Errorf("after the flip and reload: %q, want v2 with the new COLOR", got)
+	}
+	if st := d.status(); len(st.Generations) == 0 || !strings.HasSuffix(st.Generations[len(st.Generations)-1].Dir, filepath.Join("releases", "v2")) {
+		t.Errorf("status does not show the resolved directory of v2: %+v", st.Generations)
+	}
+	v2 := ask()
+
+	writeEnv("COLOR=red\nthis is not an assignment\n")
+	out, code := d.reload()
+	if code != 1 || !strings.Contains(out, envFile+":2") {
+		t.Errorf("reload with a malformed env file: exit %d, %q; want 1 naming %s:2", code, out, envFile)
+	}
+	if got := ask(); strings.Fields(got)[0] != strings.Fields(v2)[0] {
+		t.Errorf("after the failed reload %q answered, want v2 %q serving on", got, v2)
+	}
+
+	out, code = handoff("signal", "USR1")
+	if code != 0 || !strings.Contains(out, "sent SIGUSR1 to generation") {
+		t.Errorf("handoff signal USR1: exit %d, %q", code, out)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(ask(), "usr1=1") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := ask(); !strings.Contains(got, "usr1=1") {
+		t.Errorf("the serving generation did not get SIGUSR1: %q", got)
+	}
+	if out, code := handoff("signal", "KILL"); code != 1 || !strings.Contains(out, "refused") {
+		t.Errorf("handoff signal KILL: exit %d, %q; want a refusal", code, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	res := <-resC
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	d.stop()
+}
