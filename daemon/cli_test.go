@@ -27,6 +27,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"run", "--listen", "127.0.0.1:80", "--stop-signal", "NOPE", "--", "true"}, "unknown signal"},
 		{[]string{"run", "--", "true"}, "no socket to pass"},
 		{[]string{"reload", "extra"}, `unexpected argument "extra"`},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--chdir", "/nonexistent", "--", "true"}, "--chdir /nonexistent: not a directory"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--env-file", "/nonexistent/app.env", "--", "true"}, "no such file"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--stop-delay", "-1s", "--", "true"}, "--stop-delay must not be negative"},
+		{[]string{"signal"}, "give one signal"},
+		{[]string{"signal", "NOPE"}, "unknown signal"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command(handoffBin, c.args...)
