@@ -43,6 +43,7 @@ Usage:
   handoff run [flags] -- PROGRAM [ARGS...]   hold the sockets and run PROGRAM as generations
   handoff reload [--control PATH]            start a new generation; exit 0 once it is ready
   handoff status [--control PATH] [--json]   show the generations and sockets
+  handoff rollback [--control PATH]          back to what the previous generation ran (or stop one that bakes)
   handoff signal [--control PATH] SIG        send SIG (USR1, SIGUSR1, 10) to the serving generation
   handoff version                            print the version
 
@@ -71,11 +72,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "reload":
-		return cmdReload(args[1:], stdout, stderr)
+		return cmdReload(args[1:], stdout, stderr, "reload")
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
 	case "signal":
 		return cmdSignal(args[1:], stdout, stderr)
+	case "rollback":
+		return cmdReload(args[1:], stdout, stderr, "rollback")
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "handoff", version())
 		return 0
@@ -290,9 +293,10 @@ func localAddr(c io.Closer) net.Addr {
 }
 
 var clientHelp = map[string]string{
-	"reload": "Starts a new generation of the program and waits: exits 0 once it is ready,\n1 with the reason if it failed (the old generation then serves on).\nWorks as ExecReload= of a Type=notify unit.\n\nExample:\n  handoff reload --control /run/app/control.sock",
-	"status": "Shows handoff's generations (pid, state, age, directory), restarts and sockets.\n\nExample:\n  handoff status --json",
-	"signal": "Sends a signal to the serving generation (and to the new one while it bakes), to its\nwhole process group: log reopening on USR1, a config reload on HUP. KILL, STOP and the\n--stop-signal are refused; use 'handoff reload' to replace a generation.\n\nUsage: handoff signal [--control PATH] SIG\n\nExample:\n  handoff signal USR1",
+	"reload":   "Starts a new generation of the program and waits: exits 0 once it is ready,\n1 with the reason if it failed (the old generation then serves on).\nWorks as ExecReload= of a Type=notify unit.\n\nExample:\n  handoff reload --control /run/app/control.sock",
+	"rollback": "While a new generation bakes (--bake), stops it and keeps the old one serving.\nOtherwise starts a new generation from what the previous current generation ran —\nits resolved program, arguments, directory and env file as they were — with the same\nreadiness, bake and drain as a reload; exits 0 once it serves, 1 with the reason.\n'handoff status' says what it would run.\n\nExample:\n  handoff rollback --control /run/app/control.sock",
+	"status":   "Shows handoff's generations (pid, state, age, directory), restarts and sockets.\n\nExample:\n  handoff status --json",
+	"signal":   "Sends a signal to the serving generation (and to the new one while it bakes), to its\nwhole process group: log reopening on USR1, a config reload on HUP. KILL, STOP and the\n--stop-signal are refused; use 'handoff reload' to replace a generation.\n\nUsage: handoff signal [--control PATH] SIG\n\nExample:\n  handoff signal USR1",
 }
 
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
@@ -319,20 +323,26 @@ func parseClient(fs *flag.FlagSet, name string, args []string, stderr io.Writer)
 	return nil
 }
 
-func cmdReload(args []string, stdout, stderr io.Writer) int {
-	fs, control := clientFlags("reload", stderr)
-	timeout := fs.Duration("timeout", 0, "give up waiting after this long (0: as long as the reload takes, which --ready-timeout bounds). Example: --timeout 2m")
-	if err := parseClient(fs, "reload", args, stderr); err != nil {
+// cmdReload runs `handoff reload` and `handoff rollback` (cmd), which answer
+// alike.
+func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
+	fs, control := clientFlags(cmd, stderr)
+	timeout := fs.Duration("timeout", 0, "give up waiting after this long (0: as long as it takes, which --ready-timeout bounds). Example: --timeout 2m")
+	if err := parseClient(fs, cmd, args, stderr); err != nil {
 		return exitFor(err, stderr)
 	}
 	var r ReloadResult
-	if err := ask(*control, ctlMessage{Cmd: "reload"}, *timeout, &r); err != nil {
-		fmt.Fprintln(stderr, "handoff reload:", err)
+	if err := ask(*control, ctlMessage{Cmd: cmd}, *timeout, &r); err != nil {
+		fmt.Fprintf(stderr, "handoff %s: %v\n", cmd, err)
 		return 1
 	}
 	if !r.OK {
-		fmt.Fprintln(stderr, "handoff reload:", r.Error)
+		fmt.Fprintf(stderr, "handoff %s: %s\n", cmd, r.Error)
 		return 1
+	}
+	if r.Millis == 0 && cmd == "rollback" {
+		fmt.Fprintf(stdout, "rolled back: generation %d (pid %d) serves on\n", r.Generation, r.PID)
+		return 0
 	}
 	fmt.Fprintf(stdout, "generation %d (pid %d) ready in %d ms\n", r.Generation, r.PID, r.Millis)
 	return 0
@@ -419,6 +429,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE\tDIR")
 	for _, g := range st.Generations {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second), g.Dir)
+	}
+	if r := st.Rollback; r != nil {
+		fmt.Fprintf(tw, "\nrollback would run: %s", strings.Join(append([]string{r.Program}, r.Args...), " "))
+		if r.Dir != "" {
+			fmt.Fprintf(tw, " in %s", r.Dir)
+		}
+		fmt.Fprintf(tw, " (%d variables from the env file)\n", len(r.Env))
 	}
 	fmt.Fprintln(tw, "\nFD\tNAME\tADDRESS\t")
 	for _, l := range st.Listeners {

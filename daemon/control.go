@@ -16,6 +16,7 @@ import (
 // The control protocol: one JSON request per connection, one JSON reply.
 //
 //	{"cmd":"reload"}  →  ReloadResult, once the reload has ended
+//	{"cmd":"rollback"}  →  ReloadResult, once the rollback has ended
 //	{"cmd":"status"}  →  Status
 //	{"cmd":"signal","signal":10}  →  SignalResult
 type ctlMessage struct {
@@ -48,6 +49,7 @@ type Status struct {
 	Restarts    int         `json:"restarts"`
 	Reloading   bool        `json:"reloading"`
 	Queued      bool        `json:"reload_queued"`
+	Rollback    *runSpec    `json:"rollback,omitempty"` // what 'handoff rollback' would run
 	Error       string      `json:"error,omitempty"`
 }
 
@@ -101,7 +103,7 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 // status describes handoff's state for `handoff status`.
 func (s *supervisor) status() Status {
 	m := s.m
-	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Reloading: m.reloading, Queued: m.queued}
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Reloading: m.reloading, Queued: m.queued, Rollback: m.previous}
 	for _, g := range m.gens {
 		st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),
 			AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds(), Dir: g.dir})
@@ -139,10 +141,10 @@ func (s *supervisor) handleControl(c *net.UnixConn) {
 	req := ctlRequest{cmd: m.Cmd, sig: syscall.Signal(m.Signal), reload: make(chan ReloadResult, 1), status: make(chan Status, 1), signal: make(chan SignalResult, 1)}
 	var reply any
 	switch m.Cmd {
-	case "reload", "status", "signal":
+	case "reload", "rollback", "status", "signal":
 		s.ctlC <- req
 		switch m.Cmd {
-		case "reload":
+		case "reload", "rollback":
 			reply = <-req.reload
 		case "status":
 			reply = <-req.status

@@ -43,8 +43,9 @@ type generation struct {
 	state   state
 	started time.Time
 	readyAt time.Time
-	restart bool   // started to replace a generation that exited on its own
-	dir     string // its working directory (--chdir, resolved), or ""
+	restart bool     // started to replace a generation that exited on its own
+	dir     string   // its working directory (--chdir, resolved), or ""
+	spec    *runSpec // what it runs
 
 	notify   *net.UnixConn
 	notifyAt string
@@ -102,9 +103,47 @@ func overrideEnv(env, extra []string) []string {
 	return out
 }
 
-// start runs generation n of the program through the shim, with the sockets
-// as fds 3 on, and reports its readiness and exit on events.
-func (s *supervisor) start(n int) (*generation, error) {
+// runSpec is what a generation runs, resolved when it starts: the program's
+// path (symlinks resolved), its arguments, its directory and the variables of
+// the env file. A rollback runs the spec of an earlier generation again.
+type runSpec struct {
+	Program string   `json:"program"`
+	Args    []string `json:"args,omitempty"`
+	Dir     string   `json:"dir,omitempty"`
+	Env     []string `json:"env,omitempty"`
+}
+
+// resolveSpec resolves what generation n runs from the configuration now:
+// --chdir and the program's symlinks, and --env-file read afresh.
+func (s *supervisor) resolveSpec(n int) (*runSpec, error) {
+	spec := &runSpec{Program: s.cfg.Program, Args: s.cfg.Args}
+	if s.cfg.EnvFile != "" {
+		env, err := readEnvFile(s.cfg.EnvFile)
+		if err != nil {
+			return nil, fmt.Errorf("generation %d: %w", n, err)
+		}
+		spec.Env = env
+	}
+	if s.cfg.Chdir != "" {
+		dir, err := filepath.EvalSymlinks(s.cfg.Chdir)
+		if err != nil {
+			return nil, fmt.Errorf("generation %d: --chdir %s: %w", n, s.cfg.Chdir, err)
+		}
+		spec.Dir = dir
+		if !filepath.IsAbs(spec.Program) {
+			spec.Program = filepath.Join(dir, spec.Program)
+		}
+	}
+	if real, err := filepath.EvalSymlinks(spec.Program); err == nil {
+		spec.Program = real
+	}
+	return spec, nil
+}
+
+// start runs generation n of the program through the shim — as spec says,
+// or as the configuration resolves now if spec is nil — with the sockets as
+// fds 3 on, and reports its readiness and exit on events.
+func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 	g := &generation{n: n, started: time.Now()}
 	env := make([]string, 0, len(os.Environ())+3)
 	for _, kv := range os.Environ() {
@@ -116,25 +155,16 @@ func (s *supervisor) start(n int) (*generation, error) {
 			env = append(env, kv)
 		}
 	}
-	if s.cfg.EnvFile != "" {
-		extra, err := readEnvFile(s.cfg.EnvFile)
-		if err != nil {
-			return nil, fmt.Errorf("generation %d: %w", n, err)
+	if spec == nil {
+		var err error
+		if spec, err = s.resolveSpec(n); err != nil {
+			return nil, err
 		}
-		env = overrideEnv(env, extra)
 	}
+	g.spec, g.dir = spec, spec.Dir
+	env = overrideEnv(env, spec.Env)
 	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
-	program := s.cfg.Program
-	if s.cfg.Chdir != "" {
-		dir, err := filepath.EvalSymlinks(s.cfg.Chdir)
-		if err != nil {
-			return nil, fmt.Errorf("generation %d: --chdir %s: %w", n, s.cfg.Chdir, err)
-		}
-		g.dir = dir
-		if !filepath.IsAbs(program) {
-			program = filepath.Join(dir, program)
-		}
-	}
+	program := spec.Program
 
 	var err error
 	if g.notify, g.notifyAt, err = s.notifySocket(n); err != nil {
@@ -159,7 +189,7 @@ func (s *supervisor) start(n int) (*generation, error) {
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
-	cmd := exec.Command(s.self, append([]string{ShimCommand, program}, s.cfg.Args...)...)
+	cmd := exec.Command(s.self, append([]string{ShimCommand, program}, spec.Args...)...)
 	cmd.Args[0] = filepath.Base(program)
 	cmd.Dir = g.dir
 	cmd.Env = env

@@ -29,7 +29,12 @@ type machine struct {
 	next       *generation   // starting or baking
 	nextN      int
 	firstReady bool
-	spawning   spawnKind // why the spawn asked for was asked
+	// previous is what the generation current before the current one ran:
+	// what a rollback runs. A generation that failed never counts.
+	previous *runSpec
+	// rollingBack: the reload under way runs previous.
+	rollingBack bool
+	spawning    spawnKind // why the spawn asked for was asked
 
 	reloading     bool
 	reloadStart   time.Time
@@ -62,6 +67,7 @@ type (
 	evStart       struct{}
 	evSignal      struct{ sig syscall.Signal }
 	evReload      struct{ w chan<- ReloadResult }
+	evRollback    struct{ w chan<- ReloadResult }
 	evSpawned     struct{ g *generation }
 	evSpawnFailed struct{ err error }
 	evHandedOver  struct{} // a new handoff took over (SIGUSR2)
@@ -84,7 +90,10 @@ type (
 		msg   string
 		args  []any
 	}
-	actSpawn  struct{ n int }
+	actSpawn struct {
+		n    int
+		spec *runSpec // nil: as the configuration resolves now
+	}
 	actSignal struct {
 		g   *generation
 		sig syscall.Signal
@@ -127,6 +136,9 @@ func (m *machine) step(ev any) []action {
 	case evReload:
 		m.log(slog.LevelInfo, "reload asked", "by", "handoff reload")
 		m.askReload(e.w)
+	case evRollback:
+		m.log(slog.LevelInfo, "rollback asked", "by", "handoff rollback")
+		m.rollback(e.w)
 	case evSpawned:
 		m.onSpawned(e.g)
 	case evSpawnFailed:
@@ -226,7 +238,11 @@ func (m *machine) onSignal(sig syscall.Signal) {
 // spawn asks for the next generation; evSpawned or evSpawnFailed follows.
 func (m *machine) spawn(why spawnKind) {
 	m.spawning = why
-	m.do(actSpawn{m.nextN})
+	var spec *runSpec
+	if why == spawnReload && m.rollingBack {
+		spec = m.previous
+	}
+	m.do(actSpawn{m.nextN, spec})
 }
 
 func (m *machine) onSpawned(g *generation) {
@@ -271,6 +287,9 @@ func (m *machine) onReady(g *generation) {
 // promote makes g the serving generation and drains the one before it.
 func (m *machine) promote(g *generation) {
 	old := m.current
+	if old != nil && old.spec != nil {
+		m.previous = old.spec
+	}
 	g.state, m.current, m.next = serving, g, nil
 	if old != nil {
 		m.drain(old)
@@ -425,7 +444,40 @@ func (m *machine) startReload() {
 
 func (m *machine) finishReload(r ReloadResult) {
 	m.do(actReply{m.waiters, r})
-	m.waiters, m.reloading = nil, false
+	m.waiters, m.reloading, m.rollingBack = nil, false, false
+}
+
+// rollback stops a new generation that bakes, keeping the one it was to
+// replace; otherwise it starts a generation from what the previous current
+// generation ran, as a reload does.
+func (m *machine) rollback(w chan<- ReloadResult) {
+	reply := func(r ReloadResult) { m.do(actReply{[]chan<- ReloadResult{w}, r}) }
+	switch {
+	case m.stopping || m.delaying:
+		reply(ReloadResult{Error: "handoff is stopping"})
+	case m.next != nil && m.next.state == baking && m.current != nil:
+		g := m.next
+		m.log(slog.LevelWarn, "rollback: stopping the generation that bakes; the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n)
+		g.failWhy = "was rolled back during its bake window"
+		m.drain(g)
+		m.next = nil
+		m.do(actNotify{"ready", fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.current.n, m.current.pid)})
+		r := ReloadResult{Error: fmt.Sprintf("reload failed: generation %d (pid %d) was rolled back during its bake window", g.n, g.pid)}
+		m.finishReload(r)
+		reply(ReloadResult{OK: true, Generation: m.current.n, PID: m.current.pid})
+		m.afterNext()
+	case m.next != nil:
+		reply(ReloadResult{Error: fmt.Sprintf("generation %d is starting; roll back once it is ready (or failed)", m.next.n)})
+	case m.previous == nil:
+		reply(ReloadResult{Error: "nothing to roll back to: no generation served before the current one"})
+	default:
+		if w != nil {
+			m.waiters = append(m.waiters, w)
+		}
+		m.rollingBack = true
+		m.log(slog.LevelInfo, "rolling back", "program", m.previous.Program, "dir", m.previous.Dir)
+		m.startReload()
+	}
 }
 
 // afterNext starts the queued reload, if any, once no generation is on its

@@ -132,6 +132,16 @@ func TestMachine(t *testing.T) {
 			{func() any { return stopDelayOver{} }, nil},
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
 		}},
+		{"rollback with nothing before the current generation is refused", 0, 0, false, true, []step{
+			{func() any { return evRollback{w} }, []string{"log:rollback asked", "reply1 nothing to roll back to: no generation served before the current one"}},
+		}},
+		{"rollback during a bake stops the new generation; the old serves on", time.Second, 0, false, true, []step{
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone"}},
+			{func() any { return evRollback{w} }, []string{"log:rollback asked", "log:rollback: stopping the generation that bakes; the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},
+			{func() any { return bakeDone{gen(2)} }, nil},
+		}},
 		{"SIGUSR2 as PID 1 is refused", 0, 0, true, true, []step{
 			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; restart the container with the new handoff, or SIGHUP to reload the program"}},
 		}},

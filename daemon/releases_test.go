@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,7 +20,8 @@ import (
 // symlink and an env file, under load. v1 serves; flip to v2 and change the
 // env file, reload: v2 serves with the new environment; a malformed env file
 // fails the reload naming FILE:LINE, and v2 serves on; `handoff signal
-// USR1` reaches the serving generation, KILL is refused; no request fails.
+// USR1` reaches the serving generation, KILL is refused; `handoff rollback`
+// brings v1 back with v1's environment; no request fails.
 func TestReleasesOnOneHost(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -118,12 +120,52 @@ func TestReleasesOnOneHost(t *testing.T) {
 	if out, code := handoff("signal", "KILL"); code != 1 || !strings.Contains(out, "refused") {
 		t.Errorf("handoff signal KILL: exit %d, %q; want a refusal", code, out)
 	}
+	// Back to v1 as it ran — its directory and environment — although
+	// current points at v2 and the env file is broken.
+	if st := d.status(); st.Rollback == nil || !strings.HasSuffix(st.Rollback.Dir, filepath.Join("releases", "v1")) {
+		t.Errorf("status does not say rollback would run v1: %+v", st.Rollback)
+	}
+	if out, code := handoff("rollback"); code != 0 {
+		t.Errorf("rollback: exit %d, %q", code, out)
+	}
+	if got := ask(); !strings.Contains(got, "release=v1 color=blue") {
+		t.Errorf("after the rollback: %q, want v1 with COLOR=blue", got)
+	}
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	res := <-resC
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	d.stop()
+}
+
+// TestRollbackDuringBake: a rollback while the new generation bakes stops it
+// and keeps the old one serving; the reload that started it fails, saying
+// so.
+func TestRollbackDuringBake(t *testing.T) {
+	d := startDaemon(t, nil, "--bake", "5s")
+	first := d.serving()
+	reloaded := make(chan string, 1)
+	go func() {
+		out, code := d.reload()
+		reloaded <- fmt.Sprintf("%d %s", code, out)
+	}()
+	d.waitLog(10*time.Second, "baking")
+	out, err := exec.Command(handoffBin, "rollback", "--control", d.control).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("rolled back: generation 1 (pid %d) serves on", first)) {
+		t.Errorf("rollback during the bake: %v, %q", err, out)
+	}
+	if r := <-reloaded; !strings.HasPrefix(r, "1 ") || !strings.Contains(r, "rolled back during its bake window") {
+		t.Errorf("the reload that was rolled back: %q; want exit 1 saying so", r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(d.status().Generations) != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := d.status(); len(st.Generations) != 1 || st.Generations[0].PID != first || st.Generations[0].State != "ready" {
+		t.Errorf("after the rollback: %+v; want generation 1 (pid %d) alone, ready", st.Generations, first)
 	}
 	d.stop()
 }

@@ -88,7 +88,11 @@ func (s *supervisor) run() int {
 				req.signal <- s.sendSignal(req.sig)
 				continue
 			}
-			ev = evReload{req.reload}
+			if req.cmd == "rollback" {
+				ev = evRollback{req.reload}
+			} else {
+				ev = evReload{req.reload}
+			}
 		case reply := <-s.wdC:
 			ev = s.checkHung()
 			reply <- nil
@@ -120,7 +124,7 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			s.log.Log(context.Background(), a.level, a.msg, a.args...)
 		case actSpawn:
 			var next any
-			if g, err := s.start(a.n); err != nil {
+			if g, err := s.start(a.n, a.spec); err != nil {
 				next = evSpawnFailed{err}
 			} else {
 				next = evSpawned{g}
