@@ -76,6 +76,7 @@ type (
 		quiet time.Duration
 	}
 	bakeDone        struct{ g *generation }
+	extendTick      struct{}
 	stopDelayOver   struct{}
 	killDue         struct{ g *generation }
 	restartDue      struct{}
@@ -178,6 +179,10 @@ func (m *machine) step(ev any) []action {
 		if !m.stopping && m.current == nil && m.next == nil {
 			m.restarts++
 			m.spawn(spawnRestart)
+		}
+	case extendTick:
+		if m.reloading {
+			m.do(actNotify{"extend", ""}, actAfter{extendEvery, extendTick{}})
 		}
 	case stopDelayOver:
 		if m.delaying {
@@ -435,10 +440,19 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 	m.startReload()
 }
 
+// While a reload lasts, systemd is asked every extendEvery for extendBy more
+// (EXTEND_TIMEOUT_USEC=), so that a reload longer than the unit's start
+// timeout — a slow start, a bake — does not fail `systemctl reload`.
+const (
+	extendEvery = time.Second
+	extendBy    = 5 * time.Second
+)
+
 func (m *machine) startReload() {
 	m.reloading = true
 	m.reloadStart = m.now()
-	m.do(actNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)})
+	m.do(actNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)},
+		actNotify{"extend", ""}, actAfter{extendEvery, extendTick{}})
 	m.spawn(spawnReload)
 }
 

@@ -90,28 +90,29 @@ func TestMachine(t *testing.T) {
 			{func() any { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:new generation failed", "log:the program failed at start; handoff exits", "notify stopping", "done 1"}},
 		}},
 		{"a reload: the new generation is ready, the old drains", 0, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
 			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "log:reload queued: a new generation is already starting"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "spawn 3"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 3"}},
 			{func() any { return evSpawned{gen(3)} }, []string{"log:generation started"}},
 			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited"}},
 		}},
 		{"a broken release fails the reload; the old one serves on", 0, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
 			{func() any { return genExited{gen(2), errors.New("exit status 3")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) exited before it was ready (exit status 3)"}},
 		}},
 		{"not ready in time: killed, then failed", 0, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
 			{func() any { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation not ready in time; killing it", "signal 2 killed"}},
 			{func() any { return genExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
 		}},
 		{"bake: the old generation serves until the window ends", time.Second, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
 			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone"}},
+			{func() any { return extendTick{} }, []string{"notify extend", "after daemon.extendTick"}},
 			{func() any { return bakeDone{gen(2)} }, []string{"log:bake window over", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done"}},
 		}},
 		{"the serving generation exits: restarted after a backoff", 0, 0, false, true, []step{
@@ -136,7 +137,7 @@ func TestMachine(t *testing.T) {
 			{func() any { return evRollback{w} }, []string{"log:rollback asked", "reply1 nothing to roll back to: no generation served before the current one"}},
 		}},
 		{"rollback during a bake stops the new generation; the old serves on", time.Second, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "spawn 2"}},
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
 			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone"}},
 			{func() any { return evRollback{w} }, []string{"log:rollback asked", "log:rollback: stopping the generation that bakes; the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},

@@ -147,6 +147,8 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 				s.notify(systemd.Reloading(a.status))
 			case "stopping":
 				s.notify(systemd.Stopping(a.status))
+			case "extend":
+				s.notify(systemd.ExtendTimeout(extendBy))
 			default:
 				s.notify(systemd.Status(a.status))
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 )
@@ -50,6 +51,14 @@ func Status(status string) (bool, error) {
 // Send it only on a real stop, never from a generation that hands over.
 func Stopping(status string) (bool, error) {
 	return Notify(join("STOPPING=1", status))
+}
+
+// ExtendTimeout asks the service manager for d more before the timeout of
+// the current state (start, reload, stop) fails the service
+// (EXTEND_TIMEOUT_USEC=): send it again before d has passed while the state
+// lasts.
+func ExtendTimeout(d time.Duration) (bool, error) {
+	return Notify(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds()))
 }
 
 // Watchdog sends one keep-alive ping (WATCHDOG=1).

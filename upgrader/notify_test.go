@@ -82,7 +82,9 @@ func TestNotifySequence(t *testing.T) {
 
 	var got []notifyMsg
 	pings := map[int]int{}
-	// next returns the next message other than a watchdog ping.
+	extends := map[int]int{}
+	// next returns the next message other than a watchdog ping or a timeout
+	// extension.
 	next := func(what string) notifyMsg {
 		t.Helper()
 		timeout := time.After(10 * time.Second)
@@ -91,6 +93,10 @@ func TestNotifySequence(t *testing.T) {
 			case m := <-msgs:
 				if m.text == "WATCHDOG=1" {
 					pings[m.pid]++
+					continue
+				}
+				if strings.HasPrefix(m.text, "EXTEND_TIMEOUT_USEC=") {
+					extends[m.pid]++
 					continue
 				}
 				got = append(got, m)
@@ -152,6 +158,9 @@ func TestNotifySequence(t *testing.T) {
 	expect(m, gen1, "MAINPID="+strconv.Itoa(gen2), "READY=1")
 	m = next("BARRIER")
 	expect(m, gen1, "BARRIER=1")
+	if extends[gen1] == 0 {
+		t.Errorf("no EXTEND_TIMEOUT_USEC= from generation 1 during the upgrade: %v", extends)
+	}
 	if m.fds != 1 {
 		t.Errorf("BARRIER=1 came with %d fds, want 1", m.fds)
 	}

@@ -22,7 +22,9 @@ func (u *Upgrader) attempt() attemptResult {
 	if _, err := systemd.Reloading(u.status("starting the next generation")); err != nil {
 		u.log.Warn("sd_notify failed", "err", err)
 	}
+	stopExtending := u.extendWhileUpgrading()
 	res := u.startNext()
+	stopExtending()
 	if res.err != nil {
 		u.log.Error("upgrade failed; still serving", "err", res.err, "after_ms", time.Since(start).Milliseconds())
 		if _, err := systemd.Ready(u.status("serving; upgrade failed: " + res.err.Error())); err != nil {
@@ -53,6 +55,36 @@ func (u *Upgrader) attempt() attemptResult {
 		u.log.Warn("cannot tell the new generation it is the main process", "child_pid", res.pid, "err", err)
 	}
 	return res
+}
+
+// While an upgrade runs, systemd is asked every extendEvery for extendBy
+// more (EXTEND_TIMEOUT_USEC=), so that an upgrade longer than the unit's
+// start timeout does not fail `systemctl reload`.
+const (
+	extendEvery = time.Second
+	extendBy    = 5 * time.Second
+)
+
+// extendWhileUpgrading sends EXTEND_TIMEOUT_USEC= now and every extendEvery
+// until the function it returns is called, which waits for the last one.
+func (u *Upgrader) extendWhileUpgrading() (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(extendEvery)
+		defer t.Stop()
+		for {
+			if _, err := systemd.ExtendTimeout(extendBy); err != nil {
+				u.log.Warn("sd_notify failed", "err", err)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // startNext forks and execs the next generation through tableflip, with a

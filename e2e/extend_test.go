@@ -1,0 +1,50 @@
+package e2e_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/proc"
+	"github.com/handoff-dev/handoff/internal/systemdtest"
+)
+
+// TestReloadLongerThanStartTimeout: a reload that waits — here a 4 s bake —
+// longer than the unit's TimeoutStartSec=2s is not failed by systemd:
+// handoff sends EXTEND_TIMEOUT_USEC= while it waits, and `systemctl reload`
+// returns once the new generation serves.
+func TestReloadLongerThanStartTimeout(t *testing.T) {
+	m := systemdtest.Start(t)
+	if m.Version < 253 {
+		t.Skipf("systemd %d has no Type=notify-reload", m.Version)
+	}
+	const name = "app.service"
+	addr := proc.FreeAddr(t)
+	text := unit(t, m, name, "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"),
+		"0.0.0.0:80", addr, "? --user www-data", "", "--drain-timeout 30s", "--drain-timeout 30s --bake 4s")
+	text = strings.Replace(text, "[Service]", "[Service]\nTimeoutStartSec=2s", 1)
+	m.Install(name, text)
+	if out, err := m.Systemctl("start", name); err != nil {
+		t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
+	}
+	waitActive(t, m, name)
+	first := answeredBy(t, addr)
+	start := time.Now()
+	out, err := m.Systemctl("reload", name)
+	took := time.Since(start)
+	t.Logf("systemctl reload took %v: %v %s", took.Round(time.Millisecond), err, out)
+	if err != nil {
+		t.Fatalf("reload with a 4 s bake under TimeoutStartSec=2s: %v %s\n%s", err, out, m.Journal(name))
+	}
+	if took < 4*time.Second {
+		t.Errorf("systemctl reload returned after %v, before the 4 s bake ended", took)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if last := answeredBy(t, addr); last == first {
+		t.Errorf("still answered by the first generation %d", first)
+	}
+	if st := m.Show(name, "ActiveState"); st != "active" {
+		t.Errorf("after the reload the unit is %s:\n%s", st, m.Journal(name))
+	}
+	_, _ = m.Systemctl("stop", name)
+}
