@@ -120,7 +120,11 @@ func TestDeadlineCancelsJobsAndRequests(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // the request reaches its handler
+	for deadline := time.Now().Add(5 * time.Second); len(records(rec, "request waiting")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached its handler")
+		}
+	}
 	started := time.Now()
 	s.signal(syscall.SIGTERM)
 	select {

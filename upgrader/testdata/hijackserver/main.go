@@ -127,6 +127,7 @@ func main() {
 		fmt.Fprintf(w, "job %s started pid=%d\n", id, pid)
 	})
 	mux.HandleFunc("GET /wait", func(w http.ResponseWriter, r *http.Request) {
+		record("request waiting pid=%d", pid)
 		<-r.Context().Done()
 		record("request cancelled pid=%d", pid)
 	})
