@@ -267,11 +267,12 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 		}
 		select {
 		case <-ctx.Done():
-			stats.Cut = d.cut(start, &stats, tick.C)
 		case <-tick.C:
 		case <-d.changed:
 		}
+		// (The tick may win the select just as ctx ends: check ctx itself.)
 		if ctx.Err() != nil {
+			stats.Cut = d.cut(start, &stats, tick.C)
 			break
 		}
 	}
