@@ -1,0 +1,89 @@
+// Command websocket is an echo server over WebSocket (wss://), as a user
+// would write it with a maintained library (github.com/coder/websocket), that
+// hands over without losing a message: when its generation begins to drain
+// it closes every connection with 1001 "going away", and clients reconnect
+// to the new generation at once.
+//
+//	go build -o /tmp/ws . && /tmp/ws -addr 127.0.0.1:8443 -cert cert.pem -key key.pem -pidfile /tmp/ws.pid
+//	kill -HUP $(cat /tmp/ws.pid)
+//
+// It is its own module, so that the handoff module does not depend on a
+// WebSocket library.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8443", "address to serve on")
+	cert := flag.String("cert", "", "TLS certificate file (PEM); without it, plain ws://")
+	key := flag.String("key", "", "TLS key file (PEM)")
+	pidfile := flag.String("pidfile", "", "file to write the serving generation's pid to")
+	flag.Parse()
+	log.SetFlags(0)
+
+	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, DrainTimeout: 10 * time.Second})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer u.Stop()
+	ln, err := u.Listen("", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	pid := os.Getpid()
+	draining := drained(u)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		// When this generation drains, say so; the client reconnects and
+		// the new generation answers. Messages that arrive after the close
+		// frame are not echoed: the client sends them again.
+		stop := context.AfterFunc(draining, func() {
+			_ = c.Close(websocket.StatusGoingAway, fmt.Sprintf("pid %d hands over", pid))
+		})
+		defer stop()
+		ctx := r.Context()
+		for {
+			typ, msg, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			if err := c.Write(ctx, typ, append([]byte(fmt.Sprintf("pid=%d ", pid)), msg...)); err != nil {
+				return
+			}
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if *cert != "" {
+		err = u.ServeTLS(srv, ln, *cert, *key)
+	} else {
+		err = u.Serve(srv, ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}
+
+// drained returns a context that ends when u's generation begins to drain.
+func drained(u *upgrader.Upgrader) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-u.Exit(); cancel() }()
+	return ctx
+}
