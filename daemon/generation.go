@@ -104,10 +104,12 @@ func overrideEnv(env, extra []string) []string {
 }
 
 // runSpec is what a generation runs, resolved when it starts: the program's
-// path (symlinks resolved), its arguments, its directory and the variables of
-// the env file. A rollback runs the spec of an earlier generation again.
+// file (symlinks resolved) and its name as configured (argv[0]), its
+// arguments, its directory and the variables of the env file. A rollback runs
+// the spec of an earlier generation again.
 type runSpec struct {
 	Program string   `json:"program"`
+	Name    string   `json:"name"`
 	Args    []string `json:"args,omitempty"`
 	Dir     string   `json:"dir,omitempty"`
 	Env     []string `json:"env,omitempty"`
@@ -134,6 +136,7 @@ func (s *supervisor) resolveSpec(n int) (*runSpec, error) {
 			spec.Program = filepath.Join(dir, spec.Program)
 		}
 	}
+	spec.Name = spec.Program
 	if real, err := filepath.EvalSymlinks(spec.Program); err == nil {
 		spec.Program = real
 	}
@@ -189,8 +192,8 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
-	cmd := exec.Command(s.self, append([]string{ShimCommand, program}, spec.Args...)...)
-	cmd.Args[0] = filepath.Base(program)
+	cmd := exec.Command(s.self, append([]string{ShimCommand, program, spec.Name}, spec.Args...)...)
+	cmd.Args[0] = filepath.Base(spec.Name)
 	cmd.Dir = g.dir
 	cmd.Env = env
 	cmd.ExtraFiles = s.files

@@ -169,3 +169,26 @@ func TestRollbackDuringBake(t *testing.T) {
 	}
 	d.stop()
 }
+
+// TestProgramNameThroughSymlink: a program reached through a symlink runs
+// the file it leads to, under the name it was given (argv[0]), as a
+// multi-call binary such as busybox needs.
+func TestProgramNameThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	real, link := filepath.Join(dir, "real-app"), filepath.Join(dir, "app")
+	proc.CopyExec(t, appBin, real)
+	if err := os.Symlink("real-app", link); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, []string{link})
+	pid := d.serving()
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if argv0 := strings.Split(string(cmdline), "\x00")[0]; argv0 != link || exe != real {
+		t.Errorf("generation pid %d runs %s as %q; want %s as %q", pid, exe, argv0, real, link)
+	}
+	d.stop()
+}

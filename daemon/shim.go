@@ -18,11 +18,13 @@ const ShimCommand = "__handoff_shim"
 var execLookPath = exec.LookPath
 
 // Shim sets LISTEN_PID, and WATCHDOG_PID when WATCHDOG_USEC is set, to its
-// own pid and replaces itself with args[0],
-// which it runs with args[1:]. It returns only on failure, with the exit
-// status to use (127, as a shell does for a program it cannot run).
+// own pid and replaces itself with the program at args[0], which it runs with
+// the argument vector args[1:] (args[1] is the program's name as configured:
+// a multi-call binary such as busybox reads its applet from it, even when
+// args[0] is the file a symlink leads to). It returns only on failure, with
+// the exit status to use (127, as a shell does for a program it cannot run).
 func Shim(args []string, stderr io.Writer) int {
-	if len(args) == 0 {
+	if len(args) < 2 {
 		fmt.Fprintln(stderr, "handoff: shim: no program")
 		return 127
 	}
@@ -34,7 +36,7 @@ func Shim(args []string, stderr io.Writer) int {
 	if os.Getenv("WATCHDOG_USEC") != "" {
 		_ = os.Setenv("WATCHDOG_PID", pid)
 	}
-	err := syscall.Exec(args[0], args, os.Environ())
-	fmt.Fprintf(stderr, "handoff: cannot run %s: %v — check that it exists and is executable by this user\n", args[0], err)
+	err := syscall.Exec(args[0], args[1:], os.Environ())
+	fmt.Fprintf(stderr, "handoff: cannot run %s: %v — check that it exists and is executable by this user\n", args[1], err)
 	return 127
 }
