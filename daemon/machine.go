@@ -37,6 +37,7 @@ type machine struct {
 	spawning    spawnKind // why the spawn asked for was asked
 
 	reloading     bool
+	extending     bool // an extendTick is on its way
 	reloadStart   time.Time
 	waiters       []chan<- ReloadResult
 	queued        bool
@@ -181,6 +182,7 @@ func (m *machine) step(ev any) []action {
 			m.spawn(spawnRestart)
 		}
 	case extendTick:
+		m.extending = m.reloading
 		if m.reloading {
 			m.do(actNotify{"extend", ""}, actAfter{extendEvery, extendTick{}})
 		}
@@ -451,8 +453,12 @@ const (
 func (m *machine) startReload() {
 	m.reloading = true
 	m.reloadStart = m.now()
-	m.do(actNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)},
-		actNotify{"extend", ""}, actAfter{extendEvery, extendTick{}})
+	m.do(actNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)}, actNotify{"extend", ""})
+	if !m.extending {
+		// One chain of ticks, however many reloads follow one another.
+		m.extending = true
+		m.do(actAfter{extendEvery, extendTick{}})
+	}
 	m.spawn(spawnReload)
 }
 

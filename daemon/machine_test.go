@@ -93,7 +93,7 @@ func TestMachine(t *testing.T) {
 			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
 			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "log:reload queued: a new generation is already starting"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 3"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "notify extend", "spawn 3"}},
 			{func() any { return evSpawned{gen(3)} }, []string{"log:generation started"}},
 			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited"}},
 		}},
