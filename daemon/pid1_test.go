@@ -54,11 +54,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	handoffPid := 0
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) && (handoffPid == 0 || !strings.Contains(readLog(), `msg="generation ready"`)) {
-		for _, p := range proc.Descendants(cmd.Process.Pid) {
-			if _, pp, _ := proc.Stat(p); pp == cmd.Process.Pid {
-				handoffPid = p
-			}
-		}
+		handoffPid = proc.ChildOf(cmd.Process.Pid)
 		time.Sleep(20 * time.Millisecond)
 	}
 	if handoffPid == 0 || !strings.Contains(readLog(), `msg="generation ready"`) {

@@ -138,7 +138,10 @@ func TestReadyAccept(t *testing.T) {
 		t.Fatalf("slow release: reload exit %d: %s\n%s", code, out, d.log())
 	}
 	m := regexp.MustCompile(`ready in (\d+) ms`).FindStringSubmatch(out)
-	if ms, _ := strconv.Atoi(m[1]); m == nil || ms < 1000 || took < time.Second {
+	if m == nil {
+		t.Fatalf("slow release: no ready time in %q", out)
+	}
+	if ms, _ := strconv.Atoi(m[1]); ms < 1000 || took < time.Second {
 		t.Errorf("slow release: %q after %v; want ready only after its 1 s start", out, took)
 	}
 	time.Sleep(300 * time.Millisecond)

@@ -33,11 +33,7 @@ func TestPID1StopDelay(t *testing.T) {
 	// here, the child of unshare.
 	server := 0
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && (server == 0 || !strings.Contains(s.log(), "msg=ready")); time.Sleep(10 * time.Millisecond) {
-		for _, p := range proc.Descendants(s.cmd.Process.Pid) {
-			if _, pp, _ := proc.Stat(p); pp == s.cmd.Process.Pid {
-				server = p
-			}
-		}
+		server = proc.ChildOf(s.cmd.Process.Pid)
 	}
 	if server == 0 || !strings.Contains(s.log(), "msg=ready") {
 		t.Fatalf("the server did not start as PID 1:\n%s", s.log())

@@ -122,6 +122,17 @@ func Descendants(pid int) []int {
 	return out
 }
 
+// ChildOf returns a live child of pid, or 0: for a process started under
+// unshare --fork, the one that runs in the namespace.
+func ChildOf(pid int) int {
+	for _, p := range Descendants(pid) {
+		if _, pp, _ := Stat(p); pp == pid {
+			return p
+		}
+	}
+	return 0
+}
+
 // Subreaper makes this process adopt its orphaned descendants, so that a
 // test sees every generation exit and can reap it.
 func Subreaper() error {
