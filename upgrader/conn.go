@@ -79,8 +79,8 @@ func readSince(c net.Conn, t time.Time) bool {
 	return ok && tc.lastRead.Load() >= t.UnixNano()
 }
 
-// connUnwrapper is a connection that wraps another and says which, as
-// *tls.Conn does with NetConn and trackedConn with Unwrap; a user's own
+// netConner and unwrapper are connections that wrap another and say which,
+// as *tls.Conn does with NetConn and trackedConn with Unwrap; a user's own
 // wrapper should have one of these methods too.
 type (
 	netConner interface{ NetConn() net.Conn }
