@@ -106,7 +106,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err != nil {
 		return exitFor(err, stderr)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil)).With("handoff_pid", os.Getpid())
+	log := slog.New(newLogHandler(cfg.LogFormat, stderr)).With("handoff_pid", os.Getpid())
 	s, err := setup(cfg, log)
 	if err != nil {
 		return exitFor(err, stderr)
@@ -118,6 +118,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	s.u.Stop()
 	log.Info("handoff exits", "status", code)
 	return code
+}
+
+// newLogHandler returns the handler for --log-format: "json" or "text".
+func newLogHandler(format string, w io.Writer) slog.Handler {
+	if format == "json" {
+		return slog.NewJSONHandler(w, nil)
+	}
+	return slog.NewTextHandler(w, nil)
 }
 
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the

@@ -54,6 +54,7 @@ type config struct {
 	Chdir        string // each generation's directory, resolved at its start
 	EnvFile      string // read at each generation's start
 	FDStore      bool
+	LogFormat    string // "text" or "json"
 	// Credential, if set, is the user and group the program runs as.
 	Credential *syscall.Credential
 	UserName   string
@@ -112,6 +113,7 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it;\nif the new one dies meanwhile, the reload fails and the old one serves on. Example: --bake 10s")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "handoff's log lines on stderr: text (key=value) or json (one object per line, times in\nnanoseconds), for a log shipper. Example: --log-format json")
 	fs.StringVar(&cfg.Chdir, "chdir", "", "start each generation in `DIR`, resolved afresh (symlinks too) when it starts, so that a\n"+
 		"flipped 'current' symlink takes effect on the next reload; a relative PROGRAM is found there.\n"+
 		"Example: --chdir /srv/app/current")
@@ -192,6 +194,8 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		return nil, usagef("handoff run: --bake must not be negative")
 	case cfg.MaxDraining < 1:
 		return nil, usagef("handoff run: --max-draining must be at least 1")
+	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
+		return nil, usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
 	}
 	if cfg.Control == "" {
 		cfg.Control = DefaultControl()

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -31,11 +32,21 @@ func main() {
 	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "how long requests in flight may take once draining")
 	idleGrace := flag.Duration("idle-grace", upgrader.DefaultIdleGrace, "how long an idle connection stays open once draining")
 	stopDelay := flag.Duration("stop-delay", 0, "how long to serve on after SIGTERM before draining, for a load balancer to deregister this instance")
+	logFormat := flag.String("log-format", "text", "log lines as text (key=value) or json")
 	fdstore := flag.Bool("fdstore", false, "store the sockets in systemd's fd store (on by itself where systemd sets $FDSTORE)")
 	flag.Parse()
 	log.SetFlags(0)
+	var logger *slog.Logger // nil: the upgrader's default, text on stderr
+	switch *logFormat {
+	case "text":
+	case "json":
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	default:
+		log.Fatalf("httpserver: -log-format %q: use text or json", *logFormat)
+	}
 
 	u, err := upgrader.New(upgrader.Options{
+		Logger:         logger,
 		PIDFile:        *pidfile,
 		UpgradeTimeout: *upgradeTimeout,
 		DrainTimeout:   *drainTimeout,

@@ -28,6 +28,7 @@ type config struct {
 	slow     time.Duration
 	scale    bool
 	steady   time.Duration
+	rounds   int // restart-speed rounds
 }
 
 // env is what every strategy shares: the built binaries and a scratch
@@ -38,6 +39,9 @@ type env struct {
 }
 
 var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reuseport"}
+
+// sectionNames are the parts of the benchmark besides the strategies' table.
+var sectionNames = []string{"speed", "steady", "scale"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -89,30 +93,38 @@ func run(cfg config, w io.Writer) error {
 	only := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
-			if !contains(strategyNames, s) {
-				return fmt.Errorf("--only %s: unknown strategy; use %s", s, strings.Join(strategyNames, ","))
+			if !contains(strategyNames, s) && !contains(sectionNames, s) {
+				return fmt.Errorf("--only %s: unknown strategy or section; use %s", s, strings.Join(append(strategyNames, sectionNames...), ","))
 			}
 			only[s] = true
 		}
 	}
 	fmt.Fprintf(w, "handoff benchmark — %s, nproc %d, %s; per strategy: %d rps for %v, %d upgrades, %v requests in flight\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), cfg.rate, cfg.duration, cfg.upgrades, cfg.slow)
-	floor := measureFloor(e, 20)
-
+	want := func(name string) bool { return len(only) == 0 || only[name] }
 	var rows []row
 	for _, name := range strategyNames {
-		if len(only) > 0 && !only[name] {
+		if !want(name) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s…\n", name)
 		rows = append(rows, runStrategy(e, cfg, name))
 		proc.ReapAll()
 	}
-	printTable(w, rows, floor)
-
-	fmt.Fprintf(os.Stderr, "bench: steady state…\n")
-	printSteady(w, e, cfg.steady)
-	if cfg.scale {
+	if len(rows) > 0 {
+		printTable(w, rows, measureFloor(e, 20))
+	}
+	if want("speed") && cfg.rounds > 0 {
+		fmt.Fprintf(os.Stderr, "bench: restart speed…\n")
+		fmt.Fprintln(w)
+		printSpeed(w, e, cfg.rounds)
+		proc.ReapAll()
+	}
+	if want("steady") {
+		fmt.Fprintf(os.Stderr, "bench: steady state…\n")
+		printSteady(w, e, cfg.steady)
+	}
+	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
 		printScale(w, e)
 	}

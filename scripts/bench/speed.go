@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The restart-speed section times, from outside, SIGHUP → the first answer
+// from the new generation, for the library (examples/httpserver) and the
+// daemon (handoff run examples/app), against the floor: fork+exec of a plain
+// Go server answering its first request on an inherited fd. The three are
+// measured in interleaved rounds, so that a busy moment of the machine
+// weighs on all of them alike. Where the time goes is read from the JSON log
+// records of the processes (times in nanoseconds).
+
+// speedSample is one upgrade: the total and its phases, in the order they
+// happen.
+type speedSample struct {
+	total  time.Duration
+	phases []time.Duration
+}
+
+// speedTarget is a server upgraded on SIGHUP.
+type speedTarget struct {
+	name    string
+	phases  []string // the names of speedSample.phases
+	dir     string
+	address string
+	sigPid  int // the process that gets SIGHUP (the library: the serving generation)
+	b       *base
+	daemon  bool
+	samples []speedSample
+}
+
+func printSpeed(w io.Writer, e *env, rounds int) {
+	lib := &speedTarget{name: "library", phases: []string{"start (fork, exec, runtime, upgrader.New)", "to ready (Listen, Ready)", "readiness report", "handover (first answer)"}}
+	dmn := &speedTarget{name: "daemon", daemon: true, phases: []string{"signal to fork", "start and READY=1 (shim, exec, runtime, program)", "readiness report", "handover (first answer)"}}
+	for _, t := range []*speedTarget{lib, dmn} {
+		if err := t.start(e); err != nil {
+			fmt.Fprintf(w, "restart speed: %s: %v\n", t.name, err)
+			return
+		}
+		defer t.b.stop()
+	}
+	var floor []time.Duration
+	for i := 0; i < rounds; i++ {
+		floor = append(floor, measureFloor(e, 1)...)
+		for _, t := range []*speedTarget{lib, dmn} {
+			if err := t.upgrade(); err != nil {
+				fmt.Fprintf(w, "restart speed: %s: %v\n", t.name, err)
+				return
+			}
+		}
+	}
+	f := pct(floor, 50)
+	fmt.Fprintf(w, "restart speed, SIGHUP → first answer from the new generation (%d interleaved rounds; p50):\n", rounds)
+	fmt.Fprintf(w, "  floor (fork+exec of a plain Go server answering on an inherited fd): %s\n", ms(f))
+	for _, t := range []*speedTarget{lib, dmn} {
+		var totals []time.Duration
+		for _, s := range t.samples {
+			totals = append(totals, s.total)
+		}
+		total := pct(totals, 50)
+		fmt.Fprintf(w, "  %s: %s = %.2f× the floor;", t.name, ms(total), float64(total)/float64(f))
+		for i, name := range t.phases {
+			var d []time.Duration
+			for _, s := range t.samples {
+				if i < len(s.phases) {
+					d = append(d, s.phases[i])
+				}
+			}
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %s %s", sep, name, ms(pct(d, 50)))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func (t *speedTarget) start(e *env) error {
+	t.b = &base{e: e, dir: mustTemp(e.dir, "speed-"+t.name), address: freeAddr()}
+	t.b.pidfile = filepath.Join(t.b.dir, "pid")
+	t.dir, t.address = t.b.dir, t.b.address
+	if t.daemon {
+		cmd, err := t.b.launch(e.bins["handoff"], "run", "--log-format", "json", "--control", filepath.Join(t.dir, "control.sock"),
+			"--listen", "web="+t.address, "--", e.bins["app"])
+		if err != nil {
+			return err
+		}
+		t.sigPid = cmd.Process.Pid
+	} else {
+		if _, err := t.b.launch(e.bins["httpserver"], "-addr", t.address, "-pidfile", t.b.pidfile, "-log-format", "json"); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if pid, err := answer(t.address); err == nil {
+			if !t.daemon {
+				t.sigPid = pid
+			}
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("no answer in 10s; see %s", filepath.Join(t.dir, "log"))
+}
+
+// upgrade sends SIGHUP and polls with fresh connections until a pid other
+// than the serving one answers, then waits for the old generation to exit.
+func (t *speedTarget) upgrade() error {
+	old, err := answer(t.address)
+	if err != nil {
+		return err
+	}
+	logStart := fileSize(filepath.Join(t.dir, "log"))
+	start := time.Now()
+	if err := syscall.Kill(t.sigPid, syscall.SIGHUP); err != nil {
+		return err
+	}
+	var pid int
+	deadline := start.Add(30 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer from a new generation in 30s; see %s", filepath.Join(t.dir, "log"))
+		}
+		if p, err := answer(t.address); err == nil && p != old {
+			pid = p
+			break
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	end := time.Now()
+	for alive(old) && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !t.daemon {
+		t.sigPid = pid
+	}
+	recs := readRecords(filepath.Join(t.dir, "log"), logStart)
+	s := speedSample{total: end.Sub(start)}
+	var marks []time.Time
+	if t.daemon {
+		marks = []time.Time{
+			recTime(recs, "generation started", "gen_pid", pid),
+			recTime(recs, "generation ready", "gen_pid", pid),
+			recTime(recs, "draining", "gen_pid", old),
+		}
+	} else {
+		marks = []time.Time{
+			recTime(recs, "new generation started", "child_pid", pid),
+			recTime(recs, "ready", "pid", pid),
+			recTime(recs, "new generation ready", "child_pid", pid),
+		}
+	}
+	prev := start
+	for _, m := range append(marks, end) {
+		if m.IsZero() {
+			s.phases = nil
+			break
+		}
+		s.phases = append(s.phases, m.Sub(prev))
+		prev = m
+	}
+	t.samples = append(t.samples, s)
+	return nil
+}
+
+var speedClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+
+// answer POSTs once on a fresh connection and returns the pid that answered.
+func answer(addr string) (int, error) {
+	resp, err := speedClient.Post("http://"+addr+"/", "text/plain", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(body), "pid=")))
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// readRecords returns the JSON log records of path from offset on, each
+// flattened: the attributes of groups are merged into the top level.
+func readRecords(path string, offset int64) []map[string]any {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil
+	}
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			continue
+		}
+		for k, v := range m {
+			if g, ok := v.(map[string]any); ok {
+				for gk, gv := range g {
+					m[gk] = gv
+				}
+				delete(m, k)
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// recTime returns the time of the first record with msg whose key holds
+// the number want, or the zero time.
+func recTime(recs []map[string]any, msg, key string, want int) time.Time {
+	for _, r := range recs {
+		if r["msg"] != msg {
+			continue
+		}
+		if v, ok := r[key].(float64); !ok || int(v) != want {
+			continue
+		}
+		s, _ := r["time"].(string)
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
