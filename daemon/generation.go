@@ -51,6 +51,7 @@ type generation struct {
 	notifyAt string
 	stdout   *linetail.Tail
 	stderr   *linetail.Tail
+	launch   string // how LISTEN_PID was passed: "traced" or "shim"
 	cancel   context.CancelFunc // stops the readiness wait
 	killT    *time.Timer
 	failWhy  string // set when the supervisor killed it for not being ready
@@ -175,7 +176,7 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 	}
 	env = append(env, "NOTIFY_SOCKET="+g.notifyAt)
 	if wd := s.u.WatchdogInterval(); wd > 0 {
-		// The shim adds WATCHDOG_PID. A program that pings is watched by
+		// launch adds WATCHDOG_PID. A program that pings is watched by
 		// handoff, which answers for the whole service to systemd.
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(wd.Microseconds(), 10))
 	}
@@ -192,18 +193,18 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
-	cmd := exec.Command(s.self, append([]string{ShimCommand, program, spec.Name}, spec.Args...)...)
-	cmd.Args[0] = filepath.Base(spec.Name)
-	cmd.Dir = g.dir
-	cmd.Env = env
-	cmd.ExtraFiles = s.files
-	cmd.Stdin = nil
-	cmd.Stdout, cmd.Stderr = outW, errW
-	// Its own process group: a Ctrl-C at the terminal reaches handoff alone,
-	// which stops the generations in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential}
+	ls := launchSpec{
+		Self: s.self, Path: program, Args: append([]string{spec.Name}, spec.Args...),
+		Dir: g.dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
+		// Its own process group: a Ctrl-C at the terminal reaches handoff
+		// alone, which stops the generations in order.
+		Attr:     syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential},
+		Watchdog: s.u.WatchdogInterval() > 0,
+	}
+	var cmd *exec.Cmd
 	err = s.reaper.start(func() (int, error) {
-		if err := cmd.Start(); err != nil {
+		var err error
+		if cmd, g.launch, err = launch(ls); err != nil {
 			return 0, err
 		}
 		return cmd.Process.Pid, nil

@@ -257,7 +257,7 @@ func (m *machine) onSpawned(g *generation) {
 	g.restart = m.spawning == spawnRestart
 	m.gens = append(m.gens, g)
 	m.next = g
-	m.log(slog.LevelInfo, "generation started", "gen", g.n, "gen_pid", g.pid, "restart", g.restart)
+	m.log(slog.LevelInfo, "generation started", "gen", g.n, "gen_pid", g.pid, "restart", g.restart, "launch", g.launch)
 }
 
 func (m *machine) onSpawnFailed(err error) {
