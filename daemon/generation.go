@@ -51,7 +51,7 @@ type generation struct {
 	notifyAt string
 	stdout   *linetail.Tail
 	stderr   *linetail.Tail
-	launch   string // how LISTEN_PID was passed: "traced" or "shim"
+	launch   string             // how LISTEN_PID was passed: "traced" or "shim"
 	cancel   context.CancelFunc // stops the readiness wait
 	killT    *time.Timer
 	failWhy  string // set when the supervisor killed it for not being ready
