@@ -85,6 +85,11 @@ func run(cfg config, w io.Writer) error {
 		e.bins[name] = filepath.Join(dir, name)
 		build := exec.Command("go", "build", "-o", e.bins[name], pkg)
 		build.Dir = root
+		if name == "handoff" {
+			// As it is released (scripts/package): static, without libc,
+			// whose pages would add 1.3 MiB to handoff's RSS.
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("building %s: %v\n%s", pkg, err, out)
 		}
