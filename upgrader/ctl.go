@@ -14,18 +14,16 @@ import (
 // The control channel is a Unix socketpair between a generation and the one it
 // starts, passed through tableflip under ctlName. Both ends write lines:
 //
-//	parent → child  "init GEN WATCHDOG_USEC"   before the child starts
+//	parent → child  "init GEN WATCHDOG_USEC"   before the child starts, with a pipe (SCM_RIGHTS)
 //	child → parent  "ready PID"                from Ready, before tableflip's own signal
 //	parent → child  "main"                     after systemd was told MAINPID=PID
 //	parent → child  "upgrade"                  an upgrade was asked while the child started: carry it out
 //	parent → child  "drain CONNS DEADLINE_MS"  while the parent drains (Unix ms)
 //
-// The real stderr travels beside it under stderrName: the child's fd 2 is a
-// pipe to the parent until Ready, so that a crash at start can be reported.
-const (
-	ctlName    = "handoff-ctl"
-	stderrName = "handoff-stderr"
-)
+// The pipe of the init message is the child's stderr from its New to its
+// Ready, so that the parent can quote the last lines of a release that fails
+// at start.
+const ctlName = "handoff-ctl"
 
 // ctl is one end of the control channel.
 type ctl struct {

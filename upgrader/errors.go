@@ -31,8 +31,10 @@ type UpgradeError struct {
 	Kind error
 	// Cause is what the operating system or the fd-passing layer reported.
 	Cause error
-	// Stderr holds the last lines the new generation wrote to stderr, oldest
-	// first, when any were seen.
+	// Stderr holds the last lines the new generation wrote to stderr
+	// between its New and its failure, oldest first, when any were seen.
+	// What it wrote before New went straight to the stderr it shares with
+	// this process.
 	Stderr []string
 }
 

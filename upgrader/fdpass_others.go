@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 )
 
 // newCore returns noHandoff: this system cannot pass descriptors to a child.
@@ -14,6 +15,14 @@ func newCore(opts Options) (core, error) { return newNoHandoff(opts.PIDFile), ni
 func newCtlPair() (*ctl, *os.File, error) { return nil, nil, errors.ErrUnsupported }
 
 func dupOnto(*os.File, int) error { return errors.ErrUnsupported }
+
+func (c *ctl) sendWithFile(*os.File, string, ...any) error { return errors.ErrUnsupported }
+
+func (c *ctl) recvWithFile(time.Time) ([]string, *os.File, error) {
+	return nil, nil, errors.ErrUnsupported
+}
+
+func dupFd(int) (*os.File, error) { return nil, errors.ErrUnsupported }
 
 // kill ends pid (there is no other signal to send here).
 func kill(pid int, sig syscall.Signal) error {

@@ -3,8 +3,13 @@
 package upgrader
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +39,62 @@ func newCtlPair() (parent *ctl, child *os.File, err error) {
 	return parent, child, nil
 }
 
+// sendWithFile writes one line with f attached (SCM_RIGHTS): the receiver
+// gets its own descriptor for it with recvWithFile. f may be closed once
+// this returns; the kernel holds it in flight.
+func (c *ctl) sendWithFile(f *os.File, format string, args ...any) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	line := []byte(fmt.Sprintf(format+"\n", args...))
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	var werr error
+	if err := raw.Control(func(fd uintptr) {
+		_, _, werr = c.conn.WriteMsgUnix(line, unix.UnixRights(int(fd)), nil)
+	}); err != nil {
+		return err
+	}
+	return werr
+}
+
+// recvWithFile reads the first line of the channel and the descriptor sent
+// with it, if any. It must be the first read: what follows the line is kept
+// for recv.
+func (c *ctl) recvWithFile(deadline time.Time) ([]string, *os.File, error) {
+	_ = c.conn.SetReadDeadline(deadline)
+	buf := make([]byte, 512)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := c.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, nil, err
+	}
+	var f *os.File
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			fds, err := unix.ParseUnixRights(&m)
+			for i, fd := range fds {
+				if err == nil && i == 0 && f == nil {
+					unix.CloseOnExec(fd)
+					f = os.NewFile(uintptr(fd), "handoff-stderr")
+				} else {
+					unix.Close(fd)
+				}
+			}
+		}
+	}
+	// The line, and whatever came after it, go through the reader.
+	c.r = bufio.NewReader(io.MultiReader(bytes.NewReader(buf[:n]), c.conn))
+	fields, err := c.recv(deadline)
+	if err != nil && f != nil {
+		f.Close()
+		f = nil
+	}
+	return fields, f, err
+}
+
 // dupOnto makes descriptor fd a copy of f.
 func dupOnto(f *os.File, fd int) error {
 	raw, err := f.SyscallConn()
@@ -45,6 +106,15 @@ func dupOnto(f *os.File, fd int) error {
 		return err
 	}
 	return os.NewSyscallError("dup2", dupErr)
+}
+
+// dupFd returns a close-on-exec copy of fd.
+func dupFd(fd int) (*os.File, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err)
+	}
+	return os.NewFile(uintptr(nfd), "stderr"), nil
 }
 
 // kill sends sig to pid.

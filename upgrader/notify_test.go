@@ -182,12 +182,15 @@ func TestNotifySequence(t *testing.T) {
 	}
 
 	// A failed reload.
-	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'cannot parse config' >&2\nexit 1\n"))
+	// A release that fails after upgrader.New: its stderr is quoted.
+	good := filepath.Join(s.dir, "good")
+	proc.CopyExec(t, s.bin, good)
+	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nexec "+good+" \"$@\" -addr tcp://no-port\n"))
 	s.signal(syscall.SIGHUP)
 	expect(next("RELOADING"), gen2, "RELOADING=1", "MONOTONIC_USEC=")
 	m = next("READY after failure")
 	expect(m, gen2, "READY=1", "STATUS=")
-	if !strings.Contains(m.text, "upgrade failed") || !strings.Contains(m.text, "cannot parse config") {
+	if !strings.Contains(m.text, "upgrade failed") || !strings.Contains(m.text, "no-port: malformed address") {
 		t.Errorf("failure STATUS does not say why: %q", m.text)
 	}
 

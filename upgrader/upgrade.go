@@ -5,15 +5,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/linetail"
 	"github.com/handoff-dev/handoff/systemd"
 )
-
-// stderrMu serialises the swap of os.Stderr around the fork.
-var stderrMu sync.Mutex
 
 // attempt runs one upgrade: it starts the next generation and waits until it
 // is ready or has failed. Only the run goroutine calls it, one at a time.
@@ -88,39 +84,42 @@ func (u *Upgrader) extendWhileUpgrading() (stop func()) {
 }
 
 // startNext forks and execs the next generation through tableflip, with a
-// control channel and, until it is ready, its stderr through a pipe whose
-// last lines explain a failure.
+// control channel and, from its New until its Ready, its stderr through a
+// pipe whose last lines explain a failure.
 func (u *Upgrader) startNext() attemptResult {
 	parent, childEnd, err := newCtlPair()
 	if err != nil {
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
 	}
-	// The child reads this as soon as it starts; the socket buffers it.
-	if err := parent.send("init %d %d", u.gen+1, u.watchdog.Microseconds()); err != nil {
+	// The child's stderr from its New to its Ready: a pipe of ours, which
+	// the child puts on its fd 2 (see adopt), so that a failure can be
+	// reported with its last lines. It travels with the init message, which
+	// the child reads as soon as it starts (the socket buffers it), and so
+	// has no copy anywhere else: once the child has put its stderr back, or
+	// died, the pipe ends. What a release prints before New goes to the
+	// stderr tableflip gives it as fd 2: this process's own.
+	pr, pw, err := os.Pipe()
+	if err != nil {
 		parent.close()
 		childEnd.Close()
+		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
+	}
+	err = parent.sendWithFile(pw, "init %d %d", u.gen+1, u.watchdog.Microseconds())
+	pw.Close()
+	if err != nil {
+		parent.close()
+		childEnd.Close()
+		pr.Close()
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("control channel: %w", err)}}
 	}
 	err = u.core.AddFile(ctlName, childEnd)
 	childEnd.Close()
-	if err == nil {
-		err = u.core.AddFile(stderrName, os.Stderr)
-	}
 	if err != nil {
 		parent.close()
+		pr.Close()
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("passing the control channel: %w", err)}}
 	}
-
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		parent.close()
-		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
-	}
-	stderrMu.Lock()
-	realStderr := os.Stderr
-	tl := linetail.New(pr, realStderr, 5)
-	// tableflip gives the child os.Stderr as its fd 2 when it forks.
-	os.Stderr = pw
+	tl := linetail.New(pr, os.Stderr, 5)
 	// Learn the child's pid as soon as it is ready, concurrently, since
 	// tableflip.Upgrade returns only then.
 	pidC := make(chan int, 1)
@@ -143,17 +142,18 @@ func (u *Upgrader) startNext() attemptResult {
 		}
 	}()
 	err = u.core.Upgrade()
-	os.Stderr = realStderr
-	stderrMu.Unlock()
-	pw.Close()
+	// The child has put its stderr back before it said it was ready, or it
+	// is dead: the pipe ends now. One that died before it read the init
+	// message leaves the write end in flight in the channel, which tableflip
+	// keeps until the next upgrade: its pipe is read for a moment more.
+	select {
+	case <-tl.Done():
+	case <-time.After(100 * time.Millisecond):
+		_ = pr.SetReadDeadline(time.Now())
+		<-tl.Done()
+	}
 
 	if err != nil {
-		// The child is dead (tableflip killed it on timeout): its end of the
-		// pipe closes, and the tail has the last words.
-		select {
-		case <-tl.Done():
-		case <-time.After(time.Second):
-		}
 		parent.close()
 		ue := &UpgradeError{Kind: ErrExited, Cause: err}
 		errors.As(err, &ue) // the core says which kind of failure it was

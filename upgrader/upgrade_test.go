@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,23 +94,28 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	resC := make(chan *loadcheck.Result, 1)
 	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 100}) }()
 	first := s.pid()
-	good, err := os.ReadFile(s.bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := filepath.Join(s.dir, "good")
+	proc.CopyExec(t, s.bin, good)
 
 	cases := []struct {
 		name    string
 		install func()
-		want    []string
+		want    []string // in the failure line
+		inLog   string   // anywhere in the log
 	}{
-		{"missing binary", func() { os.Remove(s.bin) }, []string{"new binary could not be started", "no such file"}},
+		{"missing binary", func() { os.Remove(s.bin) }, []string{"new binary could not be started", "no such file"}, ""},
+		// What a release prints before upgrader.New goes to the stderr both
+		// generations share, not into the report.
 		{"crash at start", func() {
 			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'config: bad value for port' >&2\nexit 3\n"))
-		}, []string{"exited before it was ready", "exit status 3", "config: bad value for port"}},
+		}, []string{"exited before it was ready", "exit status 3"}, "config: bad value for port"},
+		// What it prints after New, before Ready, is quoted in the report.
+		{"fails after New", func() {
+			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nexec "+good+" \"$@\" -addr 'tcp://no-port'\n"))
+		}, []string{"exited before it was ready", "exit status 1", "its last stderr:", "no-port"}, ""},
 		{"never ready", func() {
 			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'waiting for the database' >&2\nexec sleep 30\n"))
-		}, []string{"not ready in time", "waiting for the database"}},
+		}, []string{"not ready in time"}, "waiting for the database"},
 	}
 	for i, c := range cases {
 		c.install()
@@ -127,6 +133,9 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 				t.Errorf("%s: failure line lacks %q: %s", c.name, w, line)
 			}
 		}
+		if !strings.Contains(s.log(), c.inLog) {
+			t.Errorf("%s: its stderr did not reach the log:\n%s", c.name, s.log())
+		}
 		if p := s.pid(); p != first {
 			t.Fatalf("%s: pid file changed to %d", c.name, p)
 		}
@@ -138,7 +147,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	}
 
 	// A good binary again: the upgrade goes through.
-	proc.WriteExec(t, s.bin, good)
+	proc.CopyExec(t, good, s.bin)
 	s.signal(syscall.SIGHUP)
 	second := s.waitPid(first, 10*time.Second)
 	time.Sleep(500 * time.Millisecond)

@@ -223,7 +223,7 @@ func (u *Upgrader) adopt() error {
 	if err != nil {
 		return fmt.Errorf("upgrader: %w", err)
 	}
-	fields, err := c.recv(time.Now().Add(5 * time.Second))
+	fields, pipe, err := c.recvWithFile(time.Now().Add(5 * time.Second))
 	if err != nil || len(fields) != 3 || fields[0] != "init" {
 		c.close()
 		return fmt.Errorf("upgrader: reading the parent's init message: %v %q", err, fields)
@@ -233,8 +233,17 @@ func (u *Upgrader) adopt() error {
 	u.watchdog = time.Duration(usec) * time.Microsecond
 	u.parentCtl = c
 	_ = c.send("started %d", os.Getpid())
-	if f, err := u.core.File(stderrName); err == nil && f != nil {
-		u.trueStderr = f
+	if pipe != nil {
+		// Until Ready, fd 2 is the parent's pipe (see startNext); the
+		// stderr it replaces comes back at Ready.
+		if saved, err := dupFd(2); err == nil {
+			if err := dupOnto(pipe, 2); err == nil {
+				u.trueStderr = saved
+			} else {
+				saved.Close()
+			}
+		}
+		pipe.Close()
 	}
 	go func() {
 		_ = u.core.WaitForParent(context.Background())
