@@ -122,8 +122,8 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		"generation serves on. Example: --env-file /srv/app/current/app.env")
 	fs.StringVar(&cfg.PIDFile, "pidfile", "", "write handoff's own pid to this `PATH`. Example: --pidfile /run/app/handoff.pid")
 	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
-	userName := fs.String("user", "", "run the program as this `USER` (handoff binds as root first). Example: --user www-data")
-	groupName := fs.String("group", "", "run the program with this `GROUP` (default: the user's). Example: --group www-data")
+	userName := fs.String("user", "", "run the program as this `USER`, a name or a uid (handoff binds as root first). Example: --user www-data")
+	groupName := fs.String("group", "", "run the program with this `GROUP`, a name or a gid (default: the user's). Example: --group www-data")
 	// The flag package prints the usage on every error; print it on --help
 	// only, so that an error stays one line.
 	fs.Usage = func() {}
@@ -282,10 +282,19 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 	if userName != "" {
 		u, err := user.Lookup(userName)
 		if err != nil {
-			return nil, usagef("handoff run: --user %s: no such user — create it or choose another", userName)
+			u, err = user.LookupId(userName)
 		}
-		uid, _ = strconv.ParseUint(u.Uid, 10, 32)
-		gid, _ = strconv.ParseUint(u.Gid, 10, 32)
+		switch n, nerr := strconv.ParseUint(userName, 10, 32); {
+		case err == nil:
+			uid, _ = strconv.ParseUint(u.Uid, 10, 32)
+			gid, _ = strconv.ParseUint(u.Gid, 10, 32)
+		case nerr == nil:
+			// A uid with no entry here (NSS-only, or a container's): its
+			// group is the same number unless --group says otherwise.
+			uid, gid = n, n
+		default:
+			return nil, usagef("handoff run: --user %s: no such user — create it, choose another, or give a uid", userName)
+		}
 	} else {
 		uid = uint64(os.Getuid())
 		gid = uint64(os.Getgid())
@@ -293,9 +302,16 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 	if groupName != "" {
 		g, err := user.LookupGroup(groupName)
 		if err != nil {
-			return nil, usagef("handoff run: --group %s: no such group — create it or choose another", groupName)
+			g, err = user.LookupGroupId(groupName)
 		}
-		gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+		switch n, nerr := strconv.ParseUint(groupName, 10, 32); {
+		case err == nil:
+			gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+		case nerr == nil:
+			gid = n
+		default:
+			return nil, usagef("handoff run: --group %s: no such group — create it, choose another, or give a gid", groupName)
+		}
 	}
 	if os.Getuid() != 0 && (uid != uint64(os.Getuid()) || gid != uint64(os.Getgid())) {
 		return nil, usagef("handoff run: --user/--group need handoff to run as root")
