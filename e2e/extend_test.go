@@ -48,3 +48,44 @@ func TestReloadLongerThanStartTimeout(t *testing.T) {
 	}
 	_, _ = m.Systemctl("stop", name)
 }
+
+// TestLibraryReloadLongerThanStartTimeout is the same in library mode: a new
+// release that takes 4 s to start, under TimeoutStartSec=2s; the serving
+// generation sends EXTEND_TIMEOUT_USEC= while it waits for it.
+func TestLibraryReloadLongerThanStartTimeout(t *testing.T) {
+	m := systemdtest.Start(t)
+	if m.Version < 253 {
+		t.Skipf("systemd %d has no Type=notify-reload", m.Version)
+	}
+	const name = "httpserver.service"
+	addr := proc.FreeAddr(t)
+	dir := execDir(t)
+	proc.CopyExec(t, bin("httpserver"), dir+"/good")
+	proc.CopyExec(t, bin("httpserver"), dir+"/httpserver")
+	text := unit(t, m, name, "/usr/local/bin/httpserver", dir+"/httpserver", "0.0.0.0:8080", addr)
+	text = strings.Replace(text, "[Service]", "[Service]\nTimeoutStartSec=2s", 1)
+	m.Install(name, text)
+	if out, err := m.Systemctl("start", name); err != nil {
+		t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
+	}
+	waitActive(t, m, name)
+	first := answeredBy(t, addr)
+	proc.WriteExec(t, dir+"/httpserver", []byte("#!/bin/sh\nsleep 4\nexec "+dir+"/good \"$@\"\n"))
+	start := time.Now()
+	out, err := m.Systemctl("reload", name)
+	took := time.Since(start)
+	t.Logf("systemctl reload took %v: %v %s", took.Round(time.Millisecond), err, out)
+	if err != nil {
+		t.Fatalf("reload of a release that starts in 4 s under TimeoutStartSec=2s: %v %s\n%s", err, out, m.Journal(name))
+	}
+	if took < 4*time.Second {
+		t.Errorf("systemctl reload returned after %v, before the release could be ready", took)
+	}
+	if last := answeredBy(t, addr); last == first {
+		t.Errorf("still answered by the first generation %d", first)
+	}
+	if st := m.Show(name, "ActiveState"); st != "active" {
+		t.Errorf("after the reload the unit is %s:\n%s", st, m.Journal(name))
+	}
+	_, _ = m.Systemctl("stop", name)
+}
