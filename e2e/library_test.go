@@ -62,7 +62,9 @@ func TestLibraryNotifyReload(t *testing.T) {
 	t.Logf("systemctl reload took %v", took)
 
 	// A broken binary: the reload ends, the old generation serves on.
-	proc.WriteExec(t, dir+"/httpserver", []byte("#!/bin/sh\necho 'httpserver: bad flag' >&2\nexit 2\n"))
+	// (A release that fails after upgrader.New: its stderr is quoted.)
+	proc.CopyExec(t, dir+"/httpserver", dir+"/good")
+	proc.WriteExec(t, dir+"/httpserver", []byte("#!/bin/sh\nexec "+dir+"/good \"$@\" -addr tcp://no-port\n"))
 	start := time.Now()
 	out, _ := m.Systemctl("reload", "httpserver.service")
 	if d := time.Since(start); d > 15*time.Second {
@@ -79,7 +81,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 	for !strings.Contains(m.Show("httpserver.service", "StatusText"), "upgrade failed") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") || !strings.Contains(s, "bad flag") {
+	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") || !strings.Contains(s, "no-port: malformed address") {
 		t.Errorf("status text %q does not say the upgrade failed and why:\n%s", s, m.Journal("httpserver.service"))
 	}
 	checkLoad(t, stop(), m, "httpserver.service")

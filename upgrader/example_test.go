@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"time"
 
@@ -98,5 +99,42 @@ func ExampleUpgrader_ServeTLS() {
 	}
 	if err := u.ServeTLS(&http.Server{}, ln, "/etc/app/cert.pem", "/etc/app/key.pem"); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// rpcServer stands for *grpc.Server (google.golang.org/grpc), which this
+// module does not depend on: examples/grpc is the whole program, tested.
+type rpcServer interface {
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+// A gRPC server: serve the listener, say Ready, and when Exit is closed
+// (handed over, or stopping) stop gracefully — no new connections, a GOAWAY
+// to every client, the RPCs in flight finished — and cut what is left at the
+// drain deadline.
+func Example_grpc() {
+	u, err := upgrader.New(upgrader.Options{DrainTimeout: 10 * time.Second})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer u.Stop()
+	ln, err := u.Listen("", ":50051")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var srv rpcServer // srv := grpc.NewServer(); pb.RegisterYourServer(srv, …)
+	go func() { _ = srv.Serve(ln) }()
+	if err := u.Ready(); err != nil {
+		log.Fatal(err)
+	}
+	<-u.Exit()
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		srv.Stop()
 	}
 }
