@@ -115,12 +115,15 @@ func startTraced(cmd *exec.Cmd, watchdog bool) error {
 		}
 		if err != nil {
 			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
 			return fmt.Errorf("waiting for the exec of pid %d: %w", pid, os.NewSyscallError("wait4", err))
 		}
 		break
 	}
 	if !ws.Stopped() {
 		// It cannot have exited before the exec stop; treat it as refused.
+		// wait4 has reaped it: only the process handle is left to free.
+		_ = cmd.Process.Release()
 		return fmt.Errorf("%w: pid %d did not stop at exec (%v)", errNoTrace, pid, ws)
 	}
 	err := writePid(pid, watchdog)
@@ -133,8 +136,11 @@ func startTraced(cmd *exec.Cmd, watchdog bool) error {
 		err = os.NewSyscallError("ptrace(PTRACE_DETACH)", derr)
 	}
 	if err != nil {
-		// Killed: reaped by the caller's Wait. Later generations use the shim.
-		return fmt.Errorf("generation pid %d: passing its pid in LISTEN_PID: %w", pid, err)
+		// Killed before it ran an instruction: reap it here (the caller
+		// gets no command), and let the shim start the program instead,
+		// now and for later generations.
+		_ = cmd.Wait()
+		return fmt.Errorf("%w: pid %d: writing LISTEN_PID: %v", errNoTrace, pid, err)
 	}
 	return nil
 }
