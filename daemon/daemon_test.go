@@ -195,11 +195,20 @@ func TestReloadStorm(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	started := countLines(d.log(), `msg="generation started"`)
-	asked := countLines(d.log(), `msg="reload asked"`)
+	log := d.log()
+	started := countLines(log, `msg="generation started"`)
+	asked := countLines(log, `msg="reload asked"`)
 	t.Logf("50 SIGHUPs: %d reloads asked, %d generations started", asked, started)
-	if asked != 50 {
-		t.Errorf("%d reloads asked, want 50", asked)
+	// The kernel and the Go runtime merge a SIGHUP that arrives while the
+	// previous one is still pending, so on a busy machine fewer than 50 are
+	// seen; none may be dropped by handoff itself: most are seen, and the
+	// last one seen is followed by a generation started after it.
+	if asked < 25 || asked > 50 {
+		t.Errorf("%d reloads asked of 50 SIGHUPs", asked)
+	}
+	lastAsked := strings.LastIndex(log, `msg="reload asked"`)
+	if lastAsked < 0 || !strings.Contains(log[lastAsked:], `msg="generation started"`) {
+		t.Errorf("no generation started after the last reload asked:\n%s", log)
 	}
 	if started < 2 || started > 51 {
 		t.Errorf("%d generations started", started)
