@@ -61,6 +61,13 @@
 // http.Server.Shutdown is not used for this, because it closes idle keep-alive
 // connections at once, racing a client that is sending on them.
 //
+// HTTP/2 connections (net/http's own HTTP/2, as Serve with a TLS listener and
+// ServeTLS set it up) get a GOAWAY as soon as the drain begins, busy or idle:
+// it names the last stream the old generation will serve, so a client sends
+// its next request on a new connection — to the new generation — and retries
+// any stream it sent meanwhile without the risk of running it twice. Each
+// connection closes about a second after its last stream ends.
+//
 // Hijacked connections (WebSockets and the like) are waited for until their
 // handler closes them — tell handlers to finish with Options.OnDrain — or
 // cut at the deadline. The Drainer learns of their close through whatever

@@ -3,6 +3,7 @@ package upgrader
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,9 @@ type DrainStats struct {
 	// Hijacked counts hijacked connections (WebSockets and the like) open
 	// when the drain began.
 	Hijacked int
+	// GoAway counts HTTP/2 connections sent a GOAWAY (and left to close
+	// once their streams are done) rather than closed when idle.
+	GoAway int
 	// Cut counts connections still open at the deadline, closed with work in
 	// progress.
 	Cut int
@@ -43,6 +47,7 @@ type Drainer struct {
 	swept     int  // len(hijacked) after its last sweep
 	blind     bool // a hijacked connection whose close cannot be seen was logged
 	tracked   map[*http.Server]bool
+	h2Closed  map[net.Conn]bool // HTTP/2 connections whose close was reported (see serveH2)
 	listeners []net.Listener
 	onDrain   []func()
 	serving   sync.WaitGroup
@@ -74,6 +79,11 @@ type connInfo struct {
 	// the drain first saw it idle (valid if counted and rcvdOK).
 	counted, rcvdOK bool
 	rcvd            uint64
+	// h2 is the connection's own server when the Drainer serves its
+	// HTTP/2 (see serveH2); registered once HTTP/2 has reported its state
+	// (a GOAWAY then reaches it), goAway once it was sent one.
+	h2                 *h2Server
+	registered, goAway bool
 }
 
 // NewDrainer returns a Drainer that closes connections idle for idleGrace
@@ -94,6 +104,7 @@ func NewDrainer(idleGrace time.Duration, logger *slog.Logger) *Drainer {
 		conns:     map[net.Conn]*connInfo{},
 		hijacked:  map[net.Conn]struct{}{},
 		tracked:   map[*http.Server]bool{},
+		h2Closed:  map[net.Conn]bool{},
 		changed:   make(chan struct{}, 1),
 		errC:      make(chan error, 1),
 	}
@@ -114,6 +125,16 @@ func (d *Drainer) OnDrain(f func()) {
 // srv.BaseContext so that request contexts are cancelled at the drain
 // deadline; do not change them afterwards. One server may serve several listeners. A server that
 // fails is reported on Err.
+//
+// When srv would serve HTTP/2 with net/http's own implementation (over TLS
+// with "h2" in srv.TLSConfig.NextProtos, or a nil srv.TLSConfig), Serve sets
+// srv.TLSNextProto so that Drain can send its HTTP/2 connections a GOAWAY
+// without closing its idle HTTP/1.1 ones: each HTTP/2 connection is then
+// served by an http.Server of its own with srv's handler, hooks and
+// settings, which is the one a handler finds under http.ServerContextKey.
+// With srv.TLSNextProto already set (e.g. by x/net/http2.ConfigureServer)
+// HTTP/2 connections are drained as HTTP/1.1 ones are, closed once idle for
+// the idle grace.
 func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 	d.mu.Lock()
 	if !d.tracked[srv] {
@@ -153,10 +174,27 @@ func (d *Drainer) track(srv *http.Server) {
 		return ctx
 	}
 	prev := srv.ConnState
-	srv.ConnState = func(c net.Conn, s http.ConnState) {
+	report := func(c net.Conn, s http.ConnState) {
 		d.setState(c, s)
 		if prev != nil {
 			prev(c, s)
+		}
+	}
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			d.mu.Lock()
+			again := d.h2Closed[c]
+			delete(d.h2Closed, c)
+			d.mu.Unlock()
+			if again {
+				return
+			}
+		}
+		report(c, s)
+	}
+	if takesH2(srv) {
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
+			"h2": func(hs *http.Server, c *tls.Conn, h http.Handler) { d.serveH2(hs, c, h, report) },
 		}
 	}
 	h := srv.Handler
@@ -179,6 +217,7 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 	case http.StateNew, http.StateActive, http.StateIdle:
 		if ci := d.conns[c]; ci != nil {
 			ci.state, ci.since = s, time.Now()
+			ci.registered = ci.h2 != nil
 		} else {
 			d.conns[c] = &connInfo{state: s, since: time.Now()}
 		}
@@ -204,6 +243,33 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 	}
 	d.mu.Unlock()
 	d.signal()
+}
+
+// markH2 records that s is about to serve c with HTTP/2.
+func (d *Drainer) markH2(c *tls.Conn, s *h2Server) {
+	d.mu.Lock()
+	if ci := d.conns[c]; ci != nil {
+		ci.h2 = s
+	}
+	d.mu.Unlock()
+}
+
+// goAway sends a GOAWAY to the HTTP/2 connections that have not had one,
+// and counts them in stats.
+func (d *Drainer) goAway(stats *DrainStats) {
+	var servers []*h2Server
+	d.mu.Lock()
+	for _, ci := range d.conns {
+		if ci.registered && !ci.goAway {
+			ci.goAway = true
+			servers = append(servers, ci.h2)
+		}
+	}
+	d.mu.Unlock()
+	stats.GoAway += len(servers)
+	for _, s := range servers {
+		s.goAway()
+	}
 }
 
 // sweepHijacked drops the hijacked connections that have been closed.
@@ -234,12 +300,16 @@ func (d *Drainer) signal() {
 
 // Drain stops accepting (it closes the listeners given to Serve; the sockets
 // stay open wherever else they are held), answers every further request with
-// "Connection: close", and returns when every connection is closed: active
-// ones once their response is written, idle ones after the idle grace unless a
-// request waits unread on them, hijacked ones when their handler closes them.
-// When ctx ends first, the contexts of the requests still running are
-// cancelled; half a second later what is left is closed and counted in Cut. Drain then
-// closes the servers and waits for their Serve goroutines. Call it once.
+// "Connection: close", sends every HTTP/2 connection a GOAWAY, and returns
+// when every connection is closed: active HTTP/1.1 ones once their response
+// is written, idle ones after the idle grace unless a request waits unread on
+// them, HTTP/2 ones about a second after their last stream ends (a client
+// sends its next request on a new connection as soon as it reads the GOAWAY,
+// instead of on one that is closing), hijacked ones when their handler closes
+// them. When ctx ends first, the contexts of the requests still running are
+// cancelled; half a second later what is left is closed and counted in Cut.
+// Drain then closes the servers and waits for their Serve goroutines. Call it
+// once.
 func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	start := time.Now()
 	d.drainStart.Store(start.UnixNano())
@@ -258,6 +328,7 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		d.goAway(&stats)
 		left := d.closeIdle(start, &stats)
 		if d.progress != nil {
 			d.progress(left)
@@ -307,7 +378,7 @@ func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 	defer d.mu.Unlock()
 	d.sweepHijacked()
 	for c, ci := range d.conns {
-		if ci.closing || (ci.state != http.StateIdle && ci.state != http.StateNew) {
+		if ci.closing || ci.goAway || (ci.state != http.StateIdle && ci.state != http.StateNew) {
 			continue
 		}
 		since := ci.since

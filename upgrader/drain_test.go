@@ -3,11 +3,15 @@ package upgrader_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,5 +145,60 @@ func TestDrainHijacked(t *testing.T) {
 	}
 	if st.Duration < 400*time.Millisecond {
 		t.Errorf("Drain returned after %v, before the deadline, with a hijacked connection open", st.Duration)
+	}
+}
+
+// TestDrainH2 serves HTTP/2 through a Drainer with the server's own hooks:
+// a request sees the server's BaseContext and ConnContext values and TLS
+// state; the drain sends the idle connection a GOAWAY, and the server's
+// ConnState sees the connection new once and closed once.
+func TestDrainH2(t *testing.T) {
+	ts := httptest.NewTLSServer(nil) // for its certificate
+	ts.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key string
+	var mu sync.Mutex
+	states := map[http.ConnState]int{}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s tls=%v base=%v conn=%v", r.Proto, r.TLS != nil, r.Context().Value(key("base")), r.Context().Value(key("conn")))
+		}),
+		BaseContext: func(net.Listener) context.Context { return context.WithValue(context.Background(), key("base"), 1) },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, key("conn"), 2) },
+		ConnState: func(c net.Conn, s http.ConnState) {
+			mu.Lock()
+			states[s]++
+			mu.Unlock()
+		},
+	}
+	d := upgrader.NewDrainer(time.Second, nil)
+	d.Serve(srv, tls.NewListener(ln, &tls.Config{Certificates: ts.TLS.Certificates, NextProtos: []string{"h2", "http/1.1"}}))
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "example.com"}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "HTTP/2.0 tls=true base=1 conn=2"; string(b) != want {
+		t.Errorf("answered %q, want %q", b, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := d.Drain(ctx)
+	t.Logf("drain: %+v", st)
+	if st.Conns != 1 || st.GoAway != 1 || st.IdleClosed != 0 || st.Cut != 0 {
+		t.Errorf("drain stats %+v, want 1 connection sent a GOAWAY, none closed idle or cut", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if states[http.StateNew] != 1 || states[http.StateClosed] != 1 {
+		t.Errorf("ConnState saw %v, want one new and one closed", states)
 	}
 }

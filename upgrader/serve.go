@@ -93,11 +93,11 @@ func (u *Upgrader) drain(d *Drainer) {
 	u.drained.Store(true)
 	took := time.Since(deadline.Add(-u.opts.DrainTimeout))
 	if st.Cut > 0 || cancelled > 0 {
-		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked,
+		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked,
 			"jobs", jobs, "jobs_cancelled", cancelled, "after_ms", took.Milliseconds())
 		return
 	}
-	u.log.Info("drained", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "hijacked", st.Hijacked, "jobs", jobs)
+	u.log.Info("drained", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked, "jobs", jobs)
 }
 
 // jobGrace is how long background jobs have to return once their context is
@@ -107,7 +107,8 @@ const jobGrace = time.Second
 // ServeTLS is Serve over TLS, as http.Server.ServeTLS is to Serve: it serves
 // HTTPS on ln with a copy of srv.TLSConfig (nil: the defaults), adds HTTP/2
 // and HTTP/1.1 to its NextProtos as net/http does (HTTP/2 first, unless
-// srv.TLSNextProto is set to turn it off), and loads the certificate from
+// srv.Protocols leaves it out or srv.TLSNextProto is set to turn it off;
+// HTTP/1.1 unless srv.Protocols leaves it out), and loads the certificate from
 // certFile and keyFile unless the config already has one (Certificates,
 // GetCertificate or GetConfigForClient) and both names are empty. It sets
 // srv.TLSConfig to the config it serves with. It returns the certificate's
@@ -117,10 +118,14 @@ func (u *Upgrader) ServeTLS(srv *http.Server, ln net.Listener, certFile, keyFile
 	if srv.TLSConfig != nil {
 		config = srv.TLSConfig.Clone()
 	}
-	if srv.TLSNextProto == nil && !slices.Contains(config.NextProtos, "h2") {
+	h1, h2 := true, srv.TLSNextProto == nil
+	if p := srv.Protocols; p != nil {
+		h1, h2 = p.HTTP1(), p.HTTP2()
+	}
+	if h2 && !slices.Contains(config.NextProtos, "h2") {
 		config.NextProtos = append([]string{"h2"}, config.NextProtos...)
 	}
-	if !slices.Contains(config.NextProtos, "http/1.1") {
+	if h1 && !slices.Contains(config.NextProtos, "http/1.1") {
 		config.NextProtos = append(config.NextProtos, "http/1.1")
 	}
 	hasCert := len(config.Certificates) > 0 || config.GetCertificate != nil || config.GetConfigForClient != nil

@@ -95,7 +95,11 @@ func TestRPCsThroughUpgrades(t *testing.T) {
 		}
 		defer conn.Close()
 		c := healthpb.NewHealthClient(conn)
+		// The sender counts in wg too, so that its wg.Add never races
+		// wg.Wait with the count at zero.
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			tick := time.NewTicker(10 * time.Millisecond)
 			defer tick.Stop()
 			for {
