@@ -62,11 +62,15 @@
 // connections at once, racing a client that is sending on them.
 //
 // HTTP/2 connections (net/http's own HTTP/2, as Serve with a TLS listener and
-// ServeTLS set it up) get a GOAWAY as soon as the drain begins, busy or idle:
-// it names the last stream the old generation will serve, so a client sends
-// its next request on a new connection — to the new generation — and retries
-// any stream it sent meanwhile without the risk of running it twice. Each
-// connection closes about a second after its last stream ends.
+// ServeTLS set it up) get a GOAWAY instead of the FIN: it names the last
+// stream the old generation will serve, so a client sends its next request
+// on a new connection — to the new generation — and retries any stream it
+// sent meanwhile without the risk of running it twice. A connection that has
+// served a stream gets it as soon as the drain begins, busy or idle; one that
+// never has gets it after IdleGrace of silence, as a new HTTP/1.1 connection
+// gets its FIN (its first request is likely on its way, and Go's client fails
+// a request whose brand-new connection is sent away, rather than retrying
+// it). Each connection closes about a second after its last stream ends.
 //
 // Hijacked connections (WebSockets and the like) are waited for until their
 // handler closes them — tell handlers to finish with Options.OnDrain — or

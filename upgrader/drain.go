@@ -81,9 +81,12 @@ type connInfo struct {
 	rcvd            uint64
 	// h2 is the connection's own server when the Drainer serves its
 	// HTTP/2 (see serveH2); registered once HTTP/2 has reported its state
-	// (a GOAWAY then reaches it), goAway once it was sent one.
+	// (a GOAWAY then reaches it), goAway once it was sent one. HTTP/2
+	// reports StateActive once as it starts, then each time a stream opens
+	// on an idle connection: h2Active counts them.
 	h2                 *h2Server
 	registered, goAway bool
+	h2Active           int
 }
 
 // NewDrainer returns a Drainer that closes connections idle for idleGrace
@@ -218,6 +221,9 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 		if ci := d.conns[c]; ci != nil {
 			ci.state, ci.since = s, time.Now()
 			ci.registered = ci.h2 != nil
+			if ci.registered && s == http.StateActive {
+				ci.h2Active++
+			}
 		} else {
 			d.conns[c] = &connInfo{state: s, since: time.Now()}
 		}
@@ -254,16 +260,42 @@ func (d *Drainer) markH2(c *tls.Conn, s *h2Server) {
 	d.mu.Unlock()
 }
 
-// goAway sends a GOAWAY to the HTTP/2 connections that have not had one,
-// and counts them in stats.
-func (d *Drainer) goAway(stats *DrainStats) {
+// goAway sends a GOAWAY to the HTTP/2 connections that have served a
+// stream and not had one yet, and to those that never served one once they
+// have been silent for the idle grace since the drain began, and counts them
+// in stats. A GOAWAY sooner on a new connection would race the client's
+// first request, which Go's client, for one, then fails instead of retrying
+// ("http2: client conn could not be established").
+func (d *Drainer) goAway(start time.Time, stats *DrainStats) {
 	var servers []*h2Server
+	now := time.Now()
 	d.mu.Lock()
-	for _, ci := range d.conns {
-		if ci.registered && !ci.goAway {
-			ci.goAway = true
-			servers = append(servers, ci.h2)
+	for c, ci := range d.conns {
+		if !ci.registered || ci.goAway {
+			continue
 		}
+		if ci.h2Active < 2 {
+			since := ci.since
+			if since.Before(start) {
+				since = start
+			}
+			if ci.state != http.StateIdle {
+				continue
+			}
+			if !ci.counted {
+				ci.counted = true
+				ci.rcvd, ci.rcvdOK = received(c)
+			}
+			if now.Sub(since) < d.idleGrace {
+				continue
+			}
+			if n, ok := received(c); ok && ci.rcvdOK && n != ci.rcvd {
+				ci.rcvd, ci.since = n, now // frames came in: silent again first
+				continue
+			}
+		}
+		ci.goAway = true
+		servers = append(servers, ci.h2)
 	}
 	d.mu.Unlock()
 	stats.GoAway += len(servers)
@@ -300,12 +332,11 @@ func (d *Drainer) signal() {
 
 // Drain stops accepting (it closes the listeners given to Serve; the sockets
 // stay open wherever else they are held), answers every further request with
-// "Connection: close", sends every HTTP/2 connection a GOAWAY, and returns
-// when every connection is closed: active HTTP/1.1 ones once their response
-// is written, idle ones after the idle grace unless a request waits unread on
-// them, HTTP/2 ones about a second after their last stream ends (a client
-// sends its next request on a new connection as soon as it reads the GOAWAY,
-// instead of on one that is closing), hijacked ones when their handler closes
+// "Connection: close", sends HTTP/2 connections a GOAWAY (see the package
+// documentation), and returns when every connection is closed: active
+// HTTP/1.1 ones once their response is written, idle ones after the idle
+// grace unless a request waits unread on them, HTTP/2 ones about a second
+// after their last stream ends, hijacked ones when their handler closes
 // them. When ctx ends first, the contexts of the requests still running are
 // cancelled; half a second later what is left is closed and counted in Cut.
 // Drain then closes the servers and waits for their Serve goroutines. Call it
@@ -328,7 +359,7 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		d.goAway(&stats)
+		d.goAway(start, &stats)
 		left := d.closeIdle(start, &stats)
 		if d.progress != nil {
 			d.progress(left)
@@ -378,7 +409,7 @@ func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
 	defer d.mu.Unlock()
 	d.sweepHijacked()
 	for c, ci := range d.conns {
-		if ci.closing || ci.goAway || (ci.state != http.StateIdle && ci.state != http.StateNew) {
+		if ci.closing || ci.h2 != nil || (ci.state != http.StateIdle && ci.state != http.StateNew) {
 			continue
 		}
 		since := ci.since

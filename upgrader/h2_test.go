@@ -108,7 +108,9 @@ func (h *h2Conn) get(stream uint32, authority string) {
 // and over Serve with a TLS listener: the old generation sends each a GOAWAY
 // with NO_ERROR naming the last stream it served, and only then closes it, so
 // that a client moves its next request to a new connection instead of
-// sending it on one that is closing.
+// sending it on one that is closing. The one that never served a stream gets
+// it only after the idle grace (a new connection's first request is on its
+// way), so after the other.
 func TestH2IdleGetsGoAway(t *testing.T) {
 	for _, mode := range [][]string{{"-servetls", ""}, {"-tls"}} {
 		t.Run(mode[0], func(t *testing.T) {
@@ -169,6 +171,9 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 				if last != c.last || code != 0 {
 					t.Errorf("%s: GOAWAY last stream %d code %d, want %d and 0 (NO_ERROR)", c.name, last, code, c.last)
 				}
+			}
+			if u, n := conns[0].w, conns[1].w; u.goAway != nil && n.goAway != nil && !n.goAwayAt.After(u.goAwayAt) {
+				t.Errorf("the connection that never served a stream had its GOAWAY first")
 			}
 			line := s.waitLog(10*time.Second, "msg=drained", fmt.Sprintf("pid=%d", first))
 			if !bytes.Contains([]byte(line), []byte("go_away=2")) {
