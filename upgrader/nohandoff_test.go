@@ -44,7 +44,7 @@ func TestNoHandoff(t *testing.T) {
 	pidFile, sock := filepath.Join(dir, "app.pid"), filepath.Join(dir, "app.sock")
 	var logs syncBuffer
 	u, err := newWithCore(Options{NoSignals: true, PIDFile: pidFile, DrainTimeout: 2 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newNoHandoff(pidFile))
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newNoHandoff(pidFile), watchSignals(true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,19 +150,53 @@ func New(opts Options) (*Upgrader, error) {
 	if opts.IdleGrace <= 0 {
 		opts.IdleGrace = DefaultIdleGrace
 	}
+	sig := watchSignals(opts.NoSignals)
 	// Claim systemd's sockets before anything can start a child: they are
 	// not close-on-exec until then.
 	systemd.Activated()
-
 	c, err := newCore(opts)
 	if err != nil {
+		sig.stop()
 		return nil, fmt.Errorf("upgrader: %w", err)
 	}
-	return newWithCore(opts, c)
+	return newWithCore(opts, c, sig)
 }
 
-// newWithCore is New on a given core.
-func newWithCore(opts Options, c core) (*Upgrader, error) {
+// signals is the channel of the signals an Upgrader handles, set up in the
+// background (see watchSignals).
+type signals struct {
+	c    chan os.Signal
+	done chan struct{} // closed once signal.Notify has returned
+}
+
+// watchSignals starts relaying SIGHUP, SIGTERM and SIGINT to a channel
+// (unless off), in a goroutine: the first signal.Notify of a process takes
+// about a millisecond — the runtime starts a thread for signals and hands
+// each one over to it — which a new generation spends adopting its sockets
+// meanwhile. Wait for it with wait before relying on the handlers.
+func watchSignals(off bool) *signals {
+	s := &signals{c: make(chan os.Signal, 8), done: make(chan struct{})}
+	if off {
+		close(s.done)
+		return s
+	}
+	go func() {
+		defer close(s.done)
+		signal.Notify(s.c, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	}()
+	return s
+}
+
+func (s *signals) wait() { <-s.done }
+
+// stop undoes watchSignals.
+func (s *signals) stop() {
+	s.wait()
+	signal.Stop(s.c)
+}
+
+// newWithCore is New on a given core, with the signals from watchSignals.
+func newWithCore(opts Options, c core, sig *signals) (*Upgrader, error) {
 	var err error
 	u := &Upgrader{
 		opts:       opts,
@@ -172,7 +206,7 @@ func newWithCore(opts Options, c core) (*Upgrader, error) {
 		parentGone: make(chan struct{}),
 		becameMain: make(chan struct{}),
 		readyC:     make(chan struct{}),
-		sigC:       make(chan os.Signal, 8),
+		sigC:       sig.c,
 		statC:      make(chan struct{}, 1),
 		upgradeC:   make(chan chan error),
 		stopC:      make(chan struct{}),
@@ -183,6 +217,7 @@ func newWithCore(opts Options, c core) (*Upgrader, error) {
 	if c.HasParent() {
 		if err := u.adopt(); err != nil {
 			c.Stop()
+			sig.stop()
 			return nil, err
 		}
 	} else {
@@ -191,6 +226,7 @@ func newWithCore(opts Options, c core) (*Upgrader, error) {
 		u.watchdog, err = systemd.WatchdogInterval()
 		if err != nil {
 			c.Stop()
+			sig.stop()
 			return nil, fmt.Errorf("upgrader: %w", err)
 		}
 	}
@@ -202,9 +238,7 @@ func newWithCore(opts Options, c core) (*Upgrader, error) {
 	u.lc.Inherit = u.inherit
 	u.lc.InheritPacket = u.inheritPacket
 
-	if !opts.NoSignals {
-		signal.Notify(u.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	}
+	sig.wait()
 	go u.run()
 	return u, nil
 }
