@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -52,7 +53,7 @@ func TestSocketActivationByName(t *testing.T) {
 	if err := <-firstReq; err != nil {
 		t.Fatalf("first request: %v", err)
 	}
-	s.waitLog(5*time.Second, "addr=systemd:web", "source=systemd", "gen=1")
+	s.waitRecord(5*time.Second, "listening", "addr=systemd:web", "source=systemd", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	resC := make(chan *loadcheck.Result, 1)
@@ -70,7 +71,7 @@ func TestSocketActivationByName(t *testing.T) {
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
 	}
-	if n := countLines(s.log(), "addr=systemd:web", "source=inherited"); n != 3 {
+	if n := logrec.Count(s.records(), "listening", "addr=systemd:web", "source=inherited"); n != 3 {
 		t.Errorf("%d generations inherited systemd:web, want 3:\n%s", n, s.log())
 	}
 	s.stop()
@@ -102,7 +103,7 @@ func TestSocketActivationByAddress(t *testing.T) {
 	addr := proc.FreeAddr(t)
 	s := launchActivated(t, addr, "", "-addr", addr)
 	s.waitPid(0, 10*time.Second)
-	s.waitLog(5*time.Second, "addr="+addr, "source=systemd")
+	s.waitRecord(5*time.Second, "listening", "addr="+addr, "source=systemd")
 	resp, err := http.Post("http://"+addr+"/", "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@
 package upgrader_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -175,9 +174,8 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 			if u, n := conns[0].w, conns[1].w; u.goAway != nil && n.goAway != nil && !n.goAwayAt.After(u.goAwayAt) {
 				t.Errorf("the connection that never served a stream had its GOAWAY first")
 			}
-			line := s.waitLog(10*time.Second, "msg=drained", fmt.Sprintf("pid=%d", first))
-			if !bytes.Contains([]byte(line), []byte("go_away=2")) {
-				t.Errorf("the drain's record does not count 2 GOAWAYs: %s", line)
+			if r := s.waitRecord(10*time.Second, "drained", fmt.Sprintf("pid=%d", first)); !r.Match("go_away=2") {
+				t.Errorf("the drain's record does not count 2 GOAWAYs: %s", r)
 			}
 			s.stop()
 		})

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/logrec"
 )
 
 // TestHijackedDrain upgrades a server with hijacked connections open (as
@@ -46,7 +48,7 @@ func TestHijackedDrain(t *testing.T) {
 				}
 				took, line := upgradeAndWaitOld(t, s, 25*time.Second)
 				t.Logf("old generation gone %v after SIGHUP: %s", took.Round(time.Millisecond), line)
-				if took > 3*time.Second || !strings.Contains(line, "msg=drained") || !strings.Contains(line, "hijacked=5") {
+				if took > 3*time.Second || !line.Match("drained", "hijacked=5") {
 					t.Errorf("old generation exited %v after SIGHUP, logging %q; want within about a second, drained with hijacked=5", took, line)
 				}
 			})
@@ -59,7 +61,7 @@ func TestHijackedDrain(t *testing.T) {
 				defer hijack(t, s.addr, useTLS, true).Close()
 				took, line := upgradeAndWaitOld(t, s, 10*time.Second)
 				t.Logf("old generation gone %v after SIGHUP: %s", took.Round(time.Millisecond), line)
-				if took < 1400*time.Millisecond || !strings.Contains(line, "drain cut short") || !strings.Contains(line, "cut=2 ") || !strings.Contains(line, "hijacked=3") {
+				if took < 1400*time.Millisecond || !line.Match("drain cut short", "cut=2", "hijacked=3") {
 					t.Errorf("old generation exited %v after SIGHUP, logging %q; want at the 1.5 s deadline, cut=2 of hijacked=3", took, line)
 				}
 			})
@@ -69,8 +71,8 @@ func TestHijackedDrain(t *testing.T) {
 
 // upgradeAndWaitOld sends SIGHUP to the first generation, waits for it to
 // exit, stops the new one, and returns how long the old one took and its
-// drain line.
-func upgradeAndWaitOld(t *testing.T, s *server, timeout time.Duration) (time.Duration, string) {
+// drain's log record.
+func upgradeAndWaitOld(t *testing.T, s *server, timeout time.Duration) (time.Duration, logrec.Record) {
 	t.Helper()
 	first := s.cmd.Process.Pid
 	done := make(chan error, 1)
@@ -88,11 +90,10 @@ func upgradeAndWaitOld(t *testing.T, s *server, timeout time.Duration) (time.Dur
 	case <-time.After(timeout):
 		t.Fatalf("old generation pid %d still running %v after SIGHUP:\n%s", first, timeout, s.log())
 	}
-	line := findLine(s.log(), "pid="+strconv.Itoa(first), "drain")
-	for _, l := range strings.Split(s.log(), "\n") {
-		if strings.Contains(l, "pid="+strconv.Itoa(first)) && (strings.Contains(l, "msg=drained") || strings.Contains(l, "drain cut short")) {
-			line = l
-		}
+	recs := s.records()
+	line := logrec.Find(recs, "pid="+strconv.Itoa(first), "drained")
+	if line == nil {
+		line = logrec.Find(recs, "pid="+strconv.Itoa(first), "drain cut short")
 	}
 	_ = syscall.Kill(next, syscall.SIGTERM)
 	if !waitGone(next, 15*time.Second) {

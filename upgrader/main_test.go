@@ -3,16 +3,15 @@
 package upgrader_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -78,7 +77,7 @@ func launch(t *testing.T, env, prefix []string, args ...string) *server {
 // launchWith is launch with extra files, which the program gets as fds 3 on.
 func launchWith(t *testing.T, env []string, files []*os.File, prefix []string, args ...string) *server {
 	t.Helper()
-	return launchBin(t, serverBin, env, files, prefix, args...)
+	return launchBin(t, serverBin, env, files, prefix, append([]string{"-log-format", "json"}, args...)...)
 }
 
 // launchBin is launchWith for another program than examples/httpserver,
@@ -153,48 +152,23 @@ func (s *server) log() string {
 	return string(b)
 }
 
-// waitLog waits until the log has a line containing every one of words.
-func (s *server) waitLog(timeout time.Duration, words ...string) string {
+// records returns the structured log records the generations wrote so far
+// (the tests' programs log JSON).
+func (s *server) records() []logrec.Record { return logrec.Parse(s.log()) }
+
+// waitRecord waits until a log record matches terms (see logrec.Record.Match)
+// and returns it.
+func (s *server) waitRecord(timeout time.Duration, terms ...string) logrec.Record {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if line := findLine(s.log(), words...); line != "" {
-			return line
+		if r := logrec.Find(s.records(), terms...); r != nil {
+			return r
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.t.Fatalf("no log line with %q after %v; log:\n%s", words, timeout, s.log())
-	return ""
-}
-
-func findLine(log string, words ...string) string {
-	sc := bufio.NewScanner(strings.NewReader(log))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-next:
-	for sc.Scan() {
-		for _, w := range words {
-			if !strings.Contains(sc.Text(), w) {
-				continue next
-			}
-		}
-		return sc.Text()
-	}
-	return ""
-}
-
-// countLines counts the log lines containing every one of words.
-func countLines(log string, words ...string) int {
-	n := 0
-	for _, line := range strings.Split(log, "\n") {
-		ok := true
-		for _, w := range words {
-			ok = ok && strings.Contains(line, w)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
+	s.t.Fatalf("no log record with %q after %v; log:\n%s", terms, timeout, s.log())
+	return nil
 }
 
 // stop sends SIGTERM to the current generation and waits for every

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/logrec"
 )
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
@@ -44,7 +46,7 @@ func TestNoHandoff(t *testing.T) {
 	pidFile, sock := filepath.Join(dir, "app.pid"), filepath.Join(dir, "app.sock")
 	var logs syncBuffer
 	u, err := newWithCore(Options{NoSignals: true, PIDFile: pidFile, DrainTimeout: 2 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newNoHandoff(pidFile), watchSignals(true))
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, newNoHandoff(pidFile), watchSignals(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +92,8 @@ func TestNoHandoff(t *testing.T) {
 			t.Errorf("Upgrade: %v, want an error that wraps errors.ErrUnsupported and says what to do", err)
 		}
 	}
-	if n := strings.Count(logs.String(), "upgrade refused"); n != 1 {
-		t.Errorf("%d log lines say the upgrade was refused, want 1:\n%s", n, logs.String())
+	if n := logrec.Count(logrec.Parse(logs.String()), "msg~upgrade refused"); n != 1 {
+		t.Errorf("%d log records say the upgrade was refused, want 1:\n%s", n, logs.String())
 	}
 	if err := post(); err != nil {
 		t.Errorf("after the refused upgrade, the server does not serve: %v", err)
@@ -115,7 +117,7 @@ func TestNoHandoff(t *testing.T) {
 			t.Errorf("%s left behind after Stop: %v", f, err)
 		}
 	}
-	if !strings.Contains(logs.String(), `msg=drained`) || !strings.Contains(logs.String(), `reason=stopped`) {
+	if recs := logrec.Parse(logs.String()); logrec.Find(recs, "drained") == nil || logrec.Find(recs, "exit", "reason=stopped") == nil {
 		t.Errorf("no drain and stop in the log:\n%s", logs.String())
 	}
 }

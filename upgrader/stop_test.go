@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // TestUnixSocketSurvivesHandoff serves on a Unix socket: the file stays
@@ -36,7 +38,7 @@ func TestUnixSocketSurvivesHandoff(t *testing.T) {
 	}
 	pid := s.pid()
 	for i := 0; i < 2; i++ {
-		s.signal(syscall.SIGHUP)
+		old := s.signal(syscall.SIGHUP)
 		pid = s.waitPid(pid, 10*time.Second)
 		// The old generation may accept for a moment after the pid file
 		// changed, until it hears that the new one is ready.
@@ -51,7 +53,13 @@ func TestUnixSocketSurvivesHandoff(t *testing.T) {
 		if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o640 {
 			t.Fatalf("socket file after upgrade %d: %v %v", i+1, fi, err)
 		}
-		time.Sleep(300 * time.Millisecond) // the old generation drains and exits
+		// The old generation drains and exits (the first one is left for
+		// s.stop to reap).
+		for deadline := time.Now().Add(10 * time.Second); proc.Alive(old); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after upgrade %d: the old generation %d still runs", i+1, old)
+			}
+		}
 	}
 	s.stop()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
@@ -73,7 +81,7 @@ func TestSecondStopSignalCutsDrain(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	pid := s.signal(syscall.SIGTERM)
-	s.waitLog(5*time.Second, "msg=draining", "conns=1")
+	s.waitRecord(5*time.Second, "draining", "conns=1")
 	select {
 	case err := <-done:
 		t.Fatalf("the slow request ended during a graceful drain: %v", err)
@@ -86,7 +94,7 @@ func TestSecondStopSignalCutsDrain(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the second SIGTERM did not end the drain")
 	}
-	s.waitLog(5*time.Second, "drain cut short", "cut=1")
+	s.waitRecord(5*time.Second, "drain cut short", "cut=1")
 	if err := s.cmd.Wait(); err != nil {
 		t.Errorf("exit after a cut drain: %v", err)
 	}

@@ -5,15 +5,18 @@ package upgrader_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -76,7 +79,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 			t.Errorf("old generation pid %d has not exited", p)
 		}
 	}
-	if n := countLines(s.log(), "drain cut short"); n != 0 {
+	if n := logrec.Count(s.records(), "drain cut short"); n != 0 {
 		t.Errorf("%d drains were cut short:\n%s", n, s.log())
 	}
 	s.stop()
@@ -121,16 +124,16 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		c.install()
 		s.signal(syscall.SIGHUP)
 		deadline := time.Now().Add(10 * time.Second)
-		for countLines(s.log(), "upgrade failed; still serving") < i+1 && time.Now().Before(deadline) {
+		for logrec.Count(s.records(), "upgrade failed; still serving") < i+1 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if got := countLines(s.log(), "upgrade failed; still serving"); got != i+1 {
-			t.Fatalf("%s: %d failure lines, want %d:\n%s", c.name, got, i+1, s.log())
+		if got := logrec.Count(s.records(), "upgrade failed; still serving"); got != i+1 {
+			t.Fatalf("%s: %d failure records, want %d:\n%s", c.name, got, i+1, s.log())
 		}
-		line := lastLine(s.log(), "upgrade failed; still serving")
+		rec := logrec.Last(s.records(), "upgrade failed; still serving")
 		for _, w := range c.want {
-			if !strings.Contains(line, w) {
-				t.Errorf("%s: failure line lacks %q: %s", c.name, w, line)
+			if !rec.Match("err~" + w) {
+				t.Errorf("%s: the failure's err lacks %q: %s", c.name, w, rec)
 			}
 		}
 		if !strings.Contains(s.log(), c.inLog) {
@@ -167,25 +170,22 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	}
 }
 
-func lastLine(log string, words ...string) string {
-	lines := strings.Split(log, "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if findLine(lines[i], words...) != "" {
-			return lines[i]
-		}
-	}
-	return ""
-}
-
 // TestHUPDuringDrainIsCarriedOut sends SIGHUPs to a generation whose
 // predecessor is still draining a long request: one upgrade follows as soon
 // as the predecessor has exited, and the log says what it waited for.
 func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 	s := startServer(t, nil, "-idle-grace", "200ms")
 	first := s.pid()
-	slow := make(chan string, 1)
+	slow, written := make(chan string, 1), make(chan struct{})
 	go func() {
-		resp, err := http.Post("http://"+s.addr+"/slow?d=3s", "text/plain", nil)
+		var once sync.Once
+		wrote := func() { once.Do(func() { close(written) }) }
+		defer wrote()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+"/slow?d=3s", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { wrote() },
+		}))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			slow <- "error: " + err.Error()
 			return
@@ -195,17 +195,17 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 		n, _ := resp.Body.Read(b)
 		slow <- strings.TrimSpace(string(b[:n]))
 	}()
-	time.Sleep(300 * time.Millisecond) // the slow request is in flight
+	<-written // the slow request is in flight: the first generation accepts it
 	s.signal(syscall.SIGHUP)
 	second := s.waitPid(first, 10*time.Second)
 	for i := 0; i < 3; i++ {
 		s.signal(syscall.SIGHUP)
 		time.Sleep(50 * time.Millisecond)
 	}
-	line := s.waitLog(5*time.Second, "upgrade waits for the previous generation")
-	for _, w := range []string{"prev_pid=" + itoa(first), "prev_conns=1", "prev_deadline="} {
-		if !strings.Contains(line, w) {
-			t.Errorf("wait line lacks %q: %s", w, line)
+	rec := s.waitRecord(5*time.Second, "upgrade waits for the previous generation to finish draining")
+	for _, w := range []string{"prev_pid=" + itoa(first), "prev_conns=1", "prev_deadline~"} {
+		if !rec.Match(w) {
+			t.Errorf("the wait's record lacks %q: %s", w, rec)
 		}
 	}
 	if !proc.Alive(first) {
@@ -223,7 +223,7 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 	if p := s.pid(); p != third {
 		t.Errorf("pid file says %d, want %d: the queued SIGHUPs made more than one upgrade", p, third)
 	}
-	if n := countLines(s.log(), "msg=\"new generation ready\""); n != 2 {
+	if n := logrec.Count(s.records(), "new generation ready"); n != 2 {
 		t.Errorf("%d upgrades, want 2:\n%s", n, s.log())
 	}
 	s.stop()
@@ -243,10 +243,14 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 	proc.CopyExec(t, serverBin, real)
 	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nsleep 1\nexec "+real+" \"$@\"\n"))
 	s.signal(syscall.SIGHUP)
-	s.waitLog(5*time.Second, "upgrade asked", "pid="+strconv.Itoa(first))
-	// The new process is now in its one-second start: two more SIGHUPs to
+	s.waitRecord(5*time.Second, "upgrade asked", "pid="+strconv.Itoa(first))
+	// Once the new process is in its one-second start: two more SIGHUPs to
 	// the first generation, which is still the one serving.
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); proc.ChildOf(first) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first generation %d started no process:\n%s", first, s.log())
+		}
+	}
 	for i := 0; i < 2; i++ {
 		if err := syscall.Kill(first, syscall.SIGHUP); err != nil {
 			t.Fatal(err)
@@ -254,10 +258,10 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 	}
 	second := s.waitPid(first, 10*time.Second)
 	third := s.waitPid(second, 15*time.Second)
-	if line := findLine(s.log(), "upgrade asked", "queued"); line == "" {
+	if logrec.Find(s.records(), "upgrade asked", "queued~") == nil {
 		t.Errorf("no log line says the SIGHUP was queued:\n%s", s.log())
 	}
-	if n := countLines(s.log(), "new generation started"); n != 2 {
+	if n := logrec.Count(s.records(), "new generation started"); n != 2 {
 		t.Errorf("%d generations started after three SIGHUPs, two during the first upgrade; want 2:\n%s", n, s.log())
 	}
 	t.Logf("generations %d → %d → %d", first, second, third)

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -59,6 +60,7 @@ func main() {
 	u, err := upgrader.New(upgrader.Options{
 		PIDFile:      *pidfile,
 		DrainTimeout: *drainTimeout,
+		Logger:       slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 		OnDrain:      func() { mu.Lock(); defer mu.Unlock(); close(drained) },
 	})
 	if err != nil {
