@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -195,9 +196,9 @@ func TestReloadStorm(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	log := d.log()
-	started := countLines(log, `msg="generation started"`)
-	asked := countLines(log, `msg="reload asked"`)
+	recs := d.records()
+	started := logrec.Count(recs, "generation started")
+	asked := logrec.Count(recs, "reload asked")
 	t.Logf("50 SIGHUPs: %d reloads asked, %d generations started", asked, started)
 	// The kernel and the Go runtime merge a SIGHUP that arrives while the
 	// previous one is still pending, so on a busy machine fewer than 50 are
@@ -206,9 +207,14 @@ func TestReloadStorm(t *testing.T) {
 	if asked < 25 || asked > 50 {
 		t.Errorf("%d reloads asked of 50 SIGHUPs", asked)
 	}
-	lastAsked := strings.LastIndex(log, `msg="reload asked"`)
-	if lastAsked < 0 || !strings.Contains(log[lastAsked:], `msg="generation started"`) {
-		t.Errorf("no generation started after the last reload asked:\n%s", log)
+	lastAsked := -1
+	for i, r := range recs {
+		if r.Match("reload asked") {
+			lastAsked = i
+		}
+	}
+	if lastAsked < 0 || logrec.Find(recs[lastAsked:], "generation started") == nil {
+		t.Errorf("no generation started after the last reload asked:\n%s", d.log())
 	}
 	if started < 2 || started > 51 {
 		t.Errorf("%d generations started", started)
@@ -245,7 +251,7 @@ func TestStopDuringReload(t *testing.T) {
 	}
 	rc := make(chan result, 1)
 	go func() { out, code := d.reload(); rc <- result{out, code} }()
-	d.waitLog(5*time.Second, `msg="generation started"`, "gen=2")
+	d.waitRecord(5*time.Second, "generation started", "gen=2")
 	d.stop()
 	r := <-rc
 	if r.code != 1 || !strings.Contains(r.out, "stopping") {
@@ -269,7 +275,7 @@ func TestCrashRestart(t *testing.T) {
 	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
 	time.Sleep(300 * time.Millisecond)
 	_ = syscall.Kill(first, syscall.SIGKILL)
-	d.waitLog(10*time.Second, "generation exited on its own; restarting it")
+	d.waitRecord(10*time.Second, "generation exited on its own; restarting it")
 	deadline := time.Now().Add(10 * time.Second)
 	for d.serving() == 0 || d.serving() == first {
 		if time.Now().After(deadline) {
@@ -346,17 +352,11 @@ func TestUpgradeHandoffItself(t *testing.T) {
 // a 2xx answer from a health port.
 func TestReadyModes(t *testing.T) {
 	d := startDaemon(t, nil, "--ready", "delay:400ms")
-	line := ""
-	for _, l := range strings.Split(d.log(), "\n") {
-		if strings.Contains(l, `msg="generation ready"`) {
-			line = l
-		}
+	rec := logrec.Last(d.records(), "generation ready", "ready_ms~")
+	if rec == nil {
+		t.Fatalf("no generation ready record with ready_ms:\n%s", d.log())
 	}
-	m := regexp.MustCompile(`ready_ms=(\d+)`).FindStringSubmatch(line)
-	if m == nil {
-		t.Fatalf("no ready_ms in %q", line)
-	}
-	if ms, _ := strconv.Atoi(m[1]); ms < 400 {
+	if ms, _ := strconv.Atoi(rec.Get("ready_ms")); ms < 400 {
 		t.Errorf("ready after %d ms with --ready delay:400ms", ms)
 	}
 	d.stop()
@@ -372,8 +372,8 @@ func TestReadyModes(t *testing.T) {
 	defer health.Close()
 	start := time.Now()
 	d = startDaemon(t, nil, "--ready", health.URL+"/healthz")
-	if n := countLines(d.log(), `msg="generation ready"`); n != 1 {
-		t.Errorf("%d ready lines with --ready http://", n)
+	if n := logrec.Count(d.records(), "generation ready"); n != 1 {
+		t.Errorf("%d ready records with --ready http://", n)
 	}
 	if took := time.Since(start); took < 400*time.Millisecond {
 		t.Errorf("ready after %v, before the health endpoint answered 2xx", took)

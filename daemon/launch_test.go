@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -37,7 +38,7 @@ func TestLaunchPassesPid(t *testing.T) {
 					t.Fatalf("reload: %d %s", code, msg)
 				}
 			}
-			if n := countLines(d.log(), `msg="generation started"`, "launch="+c.mode); n != c.reloads+1 {
+			if n := logrec.Count(d.records(), "generation started", "launch="+c.mode); n != c.reloads+1 {
 				t.Errorf("%d generations started with launch=%s, want %d:\n%s", n, c.mode, c.reloads+1, d.log())
 			}
 			deadline := time.Now().Add(5 * time.Second)

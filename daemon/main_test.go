@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon"
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -81,7 +82,7 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 	for i := range flags {
 		flags[i] = strings.ReplaceAll(flags[i], "@ADDR@", d.addr)
 	}
-	args := append([]string{"run", "--control", d.control, "--listen", "web=" + d.addr}, flags...)
+	args := append([]string{"run", "--log-format", "json", "--control", d.control, "--listen", "web=" + d.addr}, flags...)
 	args = append(append(args, "--"), program...)
 	logf, err := os.Create(d.logPath)
 	if err != nil {
@@ -96,7 +97,7 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 	}
 	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(d.cleanup)
-	d.waitLog(15*time.Second, `msg="generation ready"`)
+	d.waitRecord(15*time.Second, "generation ready")
 	return d
 }
 
@@ -105,30 +106,22 @@ func (d *runningDaemon) log() string {
 	return string(b)
 }
 
-func (d *runningDaemon) waitLog(timeout time.Duration, words ...string) {
+// records returns handoff's log records so far (it logs JSON here).
+func (d *runningDaemon) records() []logrec.Record { return logrec.Parse(d.log()) }
+
+// waitRecord waits until a log record matches terms (see
+// logrec.Record.Match) and returns it.
+func (d *runningDaemon) waitRecord(timeout time.Duration, terms ...string) logrec.Record {
 	d.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if countLines(d.log(), words...) > 0 {
-			return
+		if r := logrec.Find(d.records(), terms...); r != nil {
+			return r
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	d.t.Fatalf("no log line with %q after %v:\n%s", words, timeout, d.log())
-}
-
-func countLines(log string, words ...string) int {
-	n := 0
-	for _, line := range strings.Split(log, "\n") {
-		ok := line != ""
-		for _, w := range words {
-			ok = ok && strings.Contains(line, w)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
+	d.t.Fatalf("no log record with %q after %v:\n%s", terms, timeout, d.log())
+	return nil
 }
 
 // reload runs `handoff reload` and returns its output and exit status.

@@ -152,7 +152,7 @@ func TestRollbackDuringBake(t *testing.T) {
 		out, code := d.reload()
 		reloaded <- fmt.Sprintf("%d %s", code, out)
 	}()
-	d.waitLog(10*time.Second, "baking")
+	d.waitRecord(10*time.Second, "msg~baking")
 	out, err := exec.Command(handoffBin, "rollback", "--control", d.control).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), fmt.Sprintf("rolled back: generation 1 (pid %d) serves on", first)) {
 		t.Errorf("rollback during the bake: %v, %q", err, out)
