@@ -36,6 +36,9 @@ type config struct {
 type env struct {
 	dir  string
 	bins map[string]string
+	// pidDir is a directory on tmpfs for the pid files of the restart-speed
+	// section, as production pid files live in /run; "" if none is found.
+	pidDir string
 }
 
 var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reuseport"}
@@ -77,6 +80,15 @@ func run(cfg config, w io.Writer) error {
 		return err
 	}
 	e := &env{dir: dir, bins: map[string]string{}}
+	for _, d := range []string{"/run", "/dev/shm"} {
+		if onTmpfs(d) {
+			if pd, err := os.MkdirTemp(d, "handoff-bench-"); err == nil {
+				defer os.RemoveAll(pd)
+				e.pidDir = pd
+				break
+			}
+		}
+	}
 	for name, pkg := range map[string]string{
 		"httpserver": "./examples/httpserver", "app": "./examples/app", "handoff": ".",
 		"tableflip": "./scripts/bench/servers/tableflip", "plain": "./scripts/bench/servers/plain",
@@ -313,4 +325,10 @@ func rssKB(pid int) int {
 		}
 	}
 	return 0
+}
+
+// onTmpfs reports whether dir is on a tmpfs.
+func onTmpfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }

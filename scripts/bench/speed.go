@@ -64,6 +64,11 @@ func printSpeed(w io.Writer, e *env, rounds int) {
 	f := pct(floor, 50)
 	fmt.Fprintf(w, "restart speed, SIGHUP → first answer from the new generation (%d interleaved rounds; p50):\n", rounds)
 	fmt.Fprintf(w, "  floor (fork+exec of a plain Go server answering on an inherited fd): %s\n", ms(f))
+	where := "in the benchmark's directory (not tmpfs: the library's Ready waits on writing it)"
+	if e.pidDir != "" {
+		where = "on tmpfs, as /run is"
+	}
+	fmt.Fprintf(w, "  (the library's pid file is %s)\n", where)
 	for _, t := range []*speedTarget{lib, dmn} {
 		var totals []time.Duration
 		for _, s := range t.samples {
@@ -93,6 +98,9 @@ func printSpeed(w io.Writer, e *env, rounds int) {
 func (t *speedTarget) start(e *env) error {
 	t.b = &base{e: e, dir: mustTemp(e.dir, "speed-"+t.name), address: freeAddr()}
 	t.b.pidfile = filepath.Join(t.b.dir, "pid")
+	if !t.daemon && e.pidDir != "" {
+		t.b.pidfile = filepath.Join(e.pidDir, "speed-"+t.name+".pid")
+	}
 	t.dir, t.address = t.b.dir, t.b.address
 	if t.daemon {
 		cmd, err := t.b.launch(e.bins["handoff"], "run", "--log-format", "json", "--control", filepath.Join(t.dir, "control.sock"),
