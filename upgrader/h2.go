@@ -117,6 +117,8 @@ func (d *Drainer) serveH2(srv *http.Server, c *tls.Conn, h http.Handler, report 
 		WriteTimeout:      srv.WriteTimeout,
 		IdleTimeout:       srv.IdleTimeout,
 		MaxHeaderBytes:    srv.MaxHeaderBytes,
+
+		DisableGeneralOptionsHandler: srv.DisableGeneralOptionsHandler,
 		ErrorLog:          srv.ErrorLog,
 		HTTP2:             srv.HTTP2,
 		BaseContext:       func(net.Listener) context.Context { return base },
