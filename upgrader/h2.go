@@ -117,8 +117,6 @@ func (d *Drainer) serveH2(srv *http.Server, c *tls.Conn, h http.Handler, report 
 		WriteTimeout:      srv.WriteTimeout,
 		IdleTimeout:       srv.IdleTimeout,
 		MaxHeaderBytes:    srv.MaxHeaderBytes,
-
-		DisableGeneralOptionsHandler: srv.DisableGeneralOptionsHandler,
 		ErrorLog:          srv.ErrorLog,
 		HTTP2:             srv.HTTP2,
 		BaseContext:       func(net.Listener) context.Context { return base },
@@ -138,6 +136,7 @@ func (d *Drainer) serveH2(srv *http.Server, c *tls.Conn, h http.Handler, report 
 			report(nc, st)
 		},
 	}
+	s.srv.DisableGeneralOptionsHandler = srv.DisableGeneralOptionsHandler
 	d.markH2(c, s)
 	_ = s.srv.Serve(s)
 	s.mu.Lock()
