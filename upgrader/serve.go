@@ -16,8 +16,9 @@ import (
 // stopping — or srv fails. It then drains (see Drainer.Drain) for at most
 // DrainTimeout, or less if a second stop signal cuts it short, logs how it
 // went, and returns nil. It returns an error only if Ready or srv failed; on
-// such a failure the generation stops. Serve changes srv.Handler and
-// srv.ConnState as Drainer.Serve describes. Use Run for several servers.
+// such a failure the generation stops. Serve changes srv.Handler,
+// srv.ConnState, srv.BaseContext and (for HTTP/2) srv.TLSNextProto as
+// Drainer.Serve describes. Use Run for several servers.
 func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 	d := u.NewDrainer()
 	d.Serve(srv, ln)
