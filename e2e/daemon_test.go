@@ -93,9 +93,11 @@ func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(c.unit))
 			}
 			waitActive(t, m, c.unit)
-			time.Sleep(300 * time.Millisecond) // stored once ready
-			if n := m.Show(c.unit, "NFileDescriptorStore"); n == "0" {
-				t.Fatalf("no descriptor in the fd store (NFileDescriptorStore=%s):\n%s", n, m.Journal(c.unit))
+			// The sockets go to the store once the program is ready.
+			for deadline := time.Now().Add(5 * time.Second); m.Show(c.unit, "NFileDescriptorStore") == "0"; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no descriptor in the fd store after 5 s:\n%s", m.Journal(c.unit))
+				}
 			}
 
 			stop := load("http://"+addr, 100, 0)
