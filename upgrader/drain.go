@@ -80,13 +80,13 @@ type connInfo struct {
 	counted, rcvdOK bool
 	rcvd            uint64
 	// h2 is the connection's own server when the Drainer serves its
-	// HTTP/2 (see serveH2); registered once HTTP/2 has reported its state
-	// (a GOAWAY then reaches it), goAway once it was sent one. HTTP/2
-	// reports StateActive once as it starts, then each time a stream opens
-	// on an idle connection: h2Active counts them.
-	h2                 *h2Server
-	registered, goAway bool
-	h2Active           int
+	// HTTP/2 (see serveH2), goAway set once it was sent one. HTTP/2 reports
+	// StateActive once as it starts — from then on a GOAWAY reaches the
+	// connection — and again each time a stream opens on an idle
+	// connection: h2Active counts these reports.
+	h2       *h2Server
+	goAway   bool
+	h2Active int
 }
 
 // NewDrainer returns a Drainer that closes connections idle for idleGrace
@@ -222,8 +222,7 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 	case http.StateNew, http.StateActive, http.StateIdle:
 		if ci := d.conns[c]; ci != nil {
 			ci.state, ci.since = s, time.Now()
-			ci.registered = ci.h2 != nil
-			if ci.registered && s == http.StateActive {
+			if ci.h2 != nil && s == http.StateActive {
 				ci.h2Active++
 			}
 		} else {
@@ -273,8 +272,8 @@ func (d *Drainer) goAway(start time.Time, stats *DrainStats) {
 	now := time.Now()
 	d.mu.Lock()
 	for c, ci := range d.conns {
-		if !ci.registered || ci.goAway {
-			continue
+		if ci.h2Active == 0 || ci.goAway {
+			continue // not HTTP/2, not serving yet, or done
 		}
 		if ci.h2Active < 2 {
 			since := ci.since

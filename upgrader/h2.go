@@ -120,6 +120,8 @@ func (d *Drainer) serveH2(srv *http.Server, c *tls.Conn, h http.Handler, report 
 		ErrorLog:          srv.ErrorLog,
 		HTTP2:             srv.HTTP2,
 		BaseContext:       func(net.Listener) context.Context { return base },
+
+		DisableGeneralOptionsHandler: srv.DisableGeneralOptionsHandler,
 		ConnState: func(nc net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -136,7 +138,6 @@ func (d *Drainer) serveH2(srv *http.Server, c *tls.Conn, h http.Handler, report 
 			report(nc, st)
 		},
 	}
-	s.srv.DisableGeneralOptionsHandler = srv.DisableGeneralOptionsHandler
 	d.markH2(c, s)
 	_ = s.srv.Serve(s)
 	s.mu.Lock()

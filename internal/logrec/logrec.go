@@ -44,6 +44,8 @@ func (r Record) Get(key string) string {
 // Match reports whether r satisfies every term: "key=value" (the value is
 // exactly value), "key~text" (the value contains text; "key~" only asks
 // that key be there), or else the message itself ("msg" equals the term).
+// A term is read as a key term when "=" or "~" follows its first character,
+// so a message holding either is matched with "msg=…" or "msg~…".
 func (r Record) Match(terms ...string) bool {
 	if r == nil {
 		return false
