@@ -168,15 +168,16 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 func (d *Drainer) Err() <-chan error { return d.errC }
 
 func (d *Drainer) track(srv *http.Server) {
-	base := srv.BaseContext
-	srv.BaseContext = func(l net.Listener) context.Context {
-		ctx := context.Background()
-		if base != nil {
-			ctx = base(l)
+	if base := srv.BaseContext; base != nil {
+		srv.BaseContext = func(l net.Listener) context.Context {
+			ctx, cancel := context.WithCancel(base(l))
+			context.AfterFunc(d.reqCtx, cancel)
+			return ctx
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		context.AfterFunc(d.reqCtx, cancel)
-		return ctx
+	} else {
+		// The common case, and the cheap one for a server on many
+		// listeners: reqCtx itself, which carries no value either.
+		srv.BaseContext = func(net.Listener) context.Context { return d.reqCtx }
 	}
 	prev := srv.ConnState
 	report := func(c net.Conn, s http.ConnState) {

@@ -208,11 +208,21 @@ func idle10k(w io.Writer, e *env, n int) {
 		len(conns), setup.Round(time.Millisecond), firstErrs, ms(ready), ms(drain), eof, other, res.Sent, res.Failures(), res.Retried)
 }
 
-// manyListeners times SIGHUP→ready with 1,000 listeners against 1.
+// manyListeners times SIGHUP→ready with 1,000 listeners against 1, and the
+// same for the floor: fork+exec of a plain Go server that serves as many
+// inherited listeners and then writes its pid file. Both write the pid file
+// once every listener is served, on tmpfs where there is one.
 func manyListeners(w io.Writer, e *env) {
-	timeIt := func(n int) (time.Duration, error) {
+	const rounds = 5
+	pidDir := func(b *base) string {
+		if e.pidDir != "" {
+			return e.pidDir
+		}
+		return b.dir
+	}
+	library := func(n int) (time.Duration, error) {
 		b := &base{e: e, dir: mustTemp(e.dir, fmt.Sprintf("many%d", n))}
-		b.pidfile = filepath.Join(b.dir, "pid")
+		b.pidfile = filepath.Join(pidDir(b), fmt.Sprintf("many%d.pid", n))
 		if _, err := b.launch(e.bins["many"], "-n", strconv.Itoa(n), "-dir", b.dir, "-pidfile", b.pidfile); err != nil {
 			return 0, err
 		}
@@ -221,7 +231,7 @@ func manyListeners(w io.Writer, e *env) {
 			return 0, err
 		}
 		var times []time.Duration
-		for i := 0; i < 5; i++ {
+		for i := 0; i < rounds; i++ {
 			old := b.pid()
 			start := time.Now()
 			_ = syscall.Kill(old, syscall.SIGHUP)
@@ -235,11 +245,62 @@ func manyListeners(w io.Writer, e *env) {
 		}
 		return pct(times, 50), nil
 	}
-	one, err1 := timeIt(1)
-	many, err2 := timeIt(1000)
-	if err1 != nil || err2 != nil {
-		fmt.Fprintf(w, "1,000 listeners: %v %v\n", err1, err2)
-		return
+	floor := func(n int) (time.Duration, error) {
+		b := &base{e: e, dir: mustTemp(e.dir, fmt.Sprintf("floor%d", n))}
+		b.pidfile = filepath.Join(pidDir(b), fmt.Sprintf("floor%d.pid", n))
+		var files []*os.File
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+		for i := 0; i < n; i++ {
+			ln, err := net.Listen("unix", filepath.Join(b.dir, fmt.Sprintf("s%d.sock", i)))
+			if err != nil {
+				return 0, err
+			}
+			f, err := ln.(*net.UnixListener).File()
+			ln.Close()
+			if err != nil {
+				return 0, err
+			}
+			files = append(files, f)
+		}
+		var times []time.Duration
+		for i := 0; i < rounds; i++ {
+			_ = os.Remove(b.pidfile)
+			cmd := exec.Command(e.bins["plain"], "-fds", strconv.Itoa(n), "-pidfile", b.pidfile)
+			cmd.ExtraFiles = files
+			start := time.Now()
+			if err := cmd.Start(); err != nil {
+				return 0, err
+			}
+			_, err := b.waitPid(0, time.Minute)
+			d := time.Since(start)
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+			if err != nil {
+				return 0, err
+			}
+			times = append(times, d)
+		}
+		return pct(times, 50), nil
 	}
-	fmt.Fprintf(w, "handover of 1,000 listeners (Unix sockets): SIGHUP→ready p50 %s, against %s for 1 listener (5 upgrades each)\n", ms(many), ms(one))
+	var t [4]time.Duration
+	for i, f := range []func() (time.Duration, error){
+		func() (time.Duration, error) { return library(1) },
+		func() (time.Duration, error) { return library(1000) },
+		func() (time.Duration, error) { return floor(1) },
+		func() (time.Duration, error) { return floor(1000) },
+	} {
+		var err error
+		if t[i], err = f(); err != nil {
+			fmt.Fprintf(w, "1,000 listeners: %v\n", err)
+			return
+		}
+	}
+	ratio := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
+	fmt.Fprintf(w, "handover of 1,000 listeners (Unix sockets), SIGHUP→ready p50 of %d: %s against %s for 1 listener (%.1f×)\n", rounds, ms(t[1]), ms(t[0]), ratio(t[1], t[0]))
+	fmt.Fprintf(w, "  floor, fork+exec of a plain Go server serving the inherited fds: %s for 1,000 against %s for 1 (%.1f×); the library is %.2f× the floor with 1 and %.2f× with 1,000\n",
+		ms(t[3]), ms(t[2]), ratio(t[3], t[2]), ratio(t[0], t[2]), ratio(t[1], t[3]))
 }

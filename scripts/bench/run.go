@@ -44,7 +44,9 @@ type env struct {
 var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reuseport"}
 
 // sectionNames are the parts of the benchmark besides the strategies' table.
-var sectionNames = []string{"speed", "steady", "scale"}
+// sectionNames are the measures besides the strategies; "listeners" is the
+// second half of "scale" alone.
+var sectionNames = []string{"speed", "steady", "scale", "listeners"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -144,6 +146,9 @@ func run(cfg config, w io.Writer) error {
 	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
 		printScale(w, e)
+	} else if only["listeners"] {
+		fmt.Fprintf(os.Stderr, "bench: 1,000 listeners…\n")
+		manyListeners(w, e)
 	}
 	proc.ReapAll()
 	return nil

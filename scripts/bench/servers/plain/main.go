@@ -1,6 +1,6 @@
 // Command plain is the benchmark's server without handoff: it binds its own
-// socket (optionally with SO_REUSEPORT) or serves an inherited fd, writes
-// its pid file once it listens, and on SIGTERM calls http.Server.Shutdown.
+// socket (optionally with SO_REUSEPORT) or serves inherited fds, writes its
+// pid file once it listens, and on SIGTERM calls http.Server.Shutdown.
 package main
 
 import (
@@ -24,11 +24,23 @@ func main() {
 	pidfile := flag.String("pidfile", "", "pid file, written once listening")
 	reuseport := flag.Bool("reuseport", false, "bind with SO_REUSEPORT, so that two processes can share the port")
 	fd := flag.Int("fd", 0, "serve this inherited listening fd instead of binding")
+	fds := flag.Int("fds", 0, "serve this many inherited listening fds, from fd 3 on, instead of binding")
 	flag.Parse()
 
+	srv := &http.Server{Handler: pidmux.New()}
 	var ln net.Listener
 	var err error
 	switch {
+	case *fds > 0:
+		// The last one is served below, the others here.
+		for i := 3; i < 2+*fds; i++ {
+			l, err := net.FileListener(os.NewFile(uintptr(i), "inherited"))
+			if err != nil {
+				log.Fatal(err)
+			}
+			go srv.Serve(l)
+		}
+		ln, err = net.FileListener(os.NewFile(uintptr(2+*fds), "inherited"))
 	case *fd > 0:
 		ln, err = net.FileListener(os.NewFile(uintptr(*fd), "inherited"))
 	case *reuseport:
@@ -48,7 +60,6 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := &http.Server{Handler: pidmux.New()}
 	go srv.Serve(ln)
 	if *pidfile != "" {
 		tmp := *pidfile + ".tmp"
