@@ -52,10 +52,12 @@ func (e *UpgradeError) Error() string {
 		b.WriteString("; its last stderr: ")
 		b.WriteString(strings.Join(e.Stderr, " | "))
 	}
-	switch e.Kind {
-	case ErrStart:
+	switch {
+	case e.Kind == ErrExited && len(e.Stderr) == 0:
+		b.WriteString(" — it printed nothing after upgrader.New; what it printed before is in this process's stderr")
+	case e.Kind == ErrStart:
 		b.WriteString(" — check that the binary exists at the same path and is executable")
-	case ErrTimeout:
+	case e.Kind == ErrTimeout:
 		b.WriteString(" — the new binary must call Ready (or Serve) within UpgradeTimeout")
 	}
 	return b.String()

@@ -113,7 +113,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		// generations share, not into the report.
 		{"crash at start", func() {
 			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\necho 'config: bad value for port' >&2\nexit 3\n"))
-		}, []string{"exited before it was ready", "exit status 3"}, "config: bad value for port"},
+		}, []string{"exited before it was ready", "exit status 3", "what it printed before is in this process's stderr"}, "config: bad value for port"},
 		// What it prints after New, before Ready, is quoted in the report.
 		{"fails after New", func() {
 			proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nexec "+good+" \"$@\" -addr 'tcp://no-port'\n"))
