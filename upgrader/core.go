@@ -29,6 +29,10 @@ type core interface {
 	Ready() error
 	// CanUpgrade returns nil where Upgrade can work, else why not.
 	CanUpgrade() error
+	// Next returns the file the next generation would run, with symlinks
+	// resolved, and the directory it would start in, or an error if the
+	// file cannot be found (Upgrade then reports it).
+	Next() (file, dir string, err error)
 	// Upgrade starts the next generation and waits until it is ready. It
 	// returns nil, or an *UpgradeError whose Kind says what failed.
 	Upgrade() error

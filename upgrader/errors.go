@@ -55,7 +55,7 @@ func (e *UpgradeError) Error() string {
 	switch {
 	case e.Kind == ErrExited && len(e.Stderr) == 0:
 		b.WriteString(" — it printed nothing after upgrader.New; what it printed before is in this process's stderr")
-	case e.Kind == ErrStart:
+	case e.Kind == ErrStart && !errors.As(e.Cause, new(*workDirError)):
 		b.WriteString(" — check that the binary exists at the same path and is executable")
 	case e.Kind == ErrTimeout:
 		b.WriteString(" — the new binary must call Ready (or Serve) within UpgradeTimeout")

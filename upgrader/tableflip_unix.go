@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -41,6 +43,26 @@ func (c *tableflipCore) File(name string) (*os.File, error) { return c.tf.Fds.Fi
 func (c *tableflipCore) AddFile(name string, f *os.File) error {
 	return c.tf.Fds.AddFile(name, f)
 }
+
+// startDir is where tableflip starts every child: the working directory as
+// os.Getwd returned it when this process started (tableflip reads it in its
+// package initialisation, and nothing of ours runs before that). It is $PWD
+// when $PWD names the working directory, else the path the kernel resolved.
+var startDir, _ = os.Getwd()
+
+// Next returns the file tableflip would exec — os.Args[0], looked up as it
+// does, symlinks resolved — and startDir.
+func (c *tableflipCore) Next() (string, string, error) {
+	file, err := exec.LookPath(os.Args[0])
+	if err == nil {
+		file, err = filepath.EvalSymlinks(file)
+	}
+	if err == nil {
+		file, err = filepath.Abs(file)
+	}
+	return file, startDir, err
+}
+
 func (c *tableflipCore) Ready() error          { return c.tf.Ready() }
 func (c *tableflipCore) CanUpgrade() error     { return nil }
 func (c *tableflipCore) Stop()                 { c.tf.Stop() }

@@ -1,0 +1,67 @@
+package upgrader
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Every generation starts in the directory the first one was started in, as
+// that process saw it: the path in $PWD when $PWD names the working
+// directory, else the path the kernel resolved. With releases side by side
+// and a `current` symlink as the working directory, and no $PWD (systemd sets
+// none), that is the first release's own directory: a newer binary would run
+// with the old release's files, and once that directory is removed no new
+// generation could start. checkNext says so before an upgrade.
+
+// workDirError is the Cause of an UpgradeError of Kind ErrStart when the
+// directory the new generation would start in no longer exists.
+type workDirError struct {
+	dir string // where the new generation would start
+	err error  // why it cannot
+}
+
+// Error says what is gone and how to start the program so that each
+// generation starts in its own release.
+func (e *workDirError) Error() string {
+	return fmt.Sprintf("the working directory %s, where each new generation starts, is gone (%v) — "+
+		"start the program with $PWD set to the symlinked path it runs in (systemd: Environment=PWD=/srv/app/current "+
+		"beside WorkingDirectory=/srv/app/current), so that each generation starts in the release the symlink names", e.dir, e.err)
+}
+
+func (e *workDirError) Unwrap() error { return e.err }
+
+// checkNext looks at where the next generation would start. It returns a
+// *workDirError if that directory is gone, and logs a warning if the binary
+// to start lies outside it while this generation's own binary lies inside:
+// the new release would run with the old one's files.
+func (u *Upgrader) checkNext() error {
+	file, dir, err := u.core.Next()
+	if err != nil || dir == "" {
+		return nil // Upgrade reports a binary it cannot find
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return &workDirError{dir: dir, err: err}
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil
+	}
+	self, err := os.Executable()
+	if err == nil {
+		self, err = filepath.EvalSymlinks(self)
+	}
+	if err == nil && within(self, real) && !within(file, real) {
+		u.log.Warn("the new generation will start in this release's directory, not its own",
+			"binary", file, "dir", real,
+			"fix", "start the program with $PWD set to the symlinked path it runs in (systemd: Environment=PWD=/srv/app/current beside WorkingDirectory=)")
+	}
+	return nil
+}
+
+// within reports whether path lies in dir or below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
