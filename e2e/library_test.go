@@ -1,7 +1,10 @@
 package e2e_test
 
 import (
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -144,5 +147,72 @@ func TestLibrarySocketUnit(t *testing.T) {
 	}
 	if got := answeredBy(t, addr); got != pid {
 		t.Errorf("web socket answered by %d, want %d", got, pid)
+	}
+}
+
+// TestLibraryReleaseSymlink: examples/systemd/httpserver.service run from a
+// `current` symlink, with the unit's WorkingDirectory= and Environment=PWD=
+// lines; before each of two `systemctl reload`s under load, current is
+// flipped to the next release and the previous release is removed. Each
+// generation must run its own release's binary, in its directory.
+func TestLibraryReleaseSymlink(t *testing.T) {
+	m := systemdtest.Start(t)
+	addr := proc.FreeAddr(t)
+	dir, err := filepath.EvalSymlinks(execDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := func(v string) string { return filepath.Join(dir, "releases", v) }
+	for _, v := range []string{"v1", "v2", "v3"} {
+		if err := os.MkdirAll(release(v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		proc.CopyExec(t, bin("httpserver"), filepath.Join(release(v), "httpserver"))
+	}
+	current := filepath.Join(dir, "current")
+	flip := func(v string) {
+		t.Helper()
+		tmp := current + ".new"
+		if err := os.Symlink(filepath.Join("releases", v), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, current); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip("v1")
+	const u = "httpserver.service"
+	m.Install(u, unit(t, m, u,
+		"/usr/local/bin/httpserver", current+"/httpserver", "0.0.0.0:8080", addr,
+		"#WorkingDirectory=/srv/app/current", "WorkingDirectory="+current,
+		"#Environment=PWD=/srv/app/current", "Environment=PWD="+current))
+	if out, err := m.Systemctl("start", u); err != nil {
+		t.Fatalf("start: %v %s\n%s", err, out, m.Journal(u))
+	}
+	waitActive(t, m, u)
+	stop := load("http://"+addr, 100, 0)
+	pid := mainPID(m, u)
+	for i, v := range []string{"v2", "v3"} {
+		flip(v)
+		if err := os.RemoveAll(release([]string{"v1", "v2"}[i])); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := m.Systemctl("reload", u); err != nil {
+			t.Fatalf("reload to %s: %v %s\n%s", v, err, out, m.Journal(u))
+		}
+		waitNewMain(t, m, u, pid)
+		pid = mainPID(m, u)
+		host := m.HostPID(pid)
+		cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", host))
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", host))
+		if cwd != release(v) || exe != filepath.Join(release(v), "httpserver") {
+			t.Errorf("after the reload to %s the main process runs %s in %s, want %s in %s\n%s",
+				v, exe, cwd, filepath.Join(release(v), "httpserver"), release(v), m.Output(u))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	checkLoad(t, stop(), m, u)
+	if strings.Contains(m.Output(u), "not its own") {
+		t.Errorf("the upgrade warned about the directory:\n%s", m.Output(u))
 	}
 }
