@@ -141,7 +141,32 @@ func (s *supervisor) resolveSpec(n int) (*runSpec, error) {
 	if real, err := filepath.EvalSymlinks(spec.Program); err == nil {
 		spec.Program = real
 	}
+	if s.cfg.Chdir == "" {
+		s.checkWorkDir(n, spec.Program)
+	}
 	return spec, nil
+}
+
+// checkWorkDir warns, without --chdir, when generation n would start in a
+// working directory that is the wrong one: handoff's own, removed since (a
+// release directory deleted after a `current` symlink moved on), or one
+// that held the first generation's program but not this one's.
+func (s *supervisor) checkWorkDir(n int, program string) {
+	const fix = "give --chdir the symlinked directory (--chdir /srv/app/current): it is resolved afresh for each generation"
+	// The kernel's idea of it, which the generation inherits: not $PWD.
+	wd, err := unix.Getwd()
+	if err != nil {
+		s.log.Warn("generation starts in handoff's working directory, which is gone", "gen", n, "err", err, "fix", fix)
+		return
+	}
+	rel, err := filepath.Rel(wd, program)
+	inside := err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	if s.firstInWd == nil {
+		s.firstInWd = &inside
+	} else if *s.firstInWd && !inside {
+		s.log.Warn("generation starts in handoff's working directory, which holds an earlier release, not its program",
+			"gen", n, "program", program, "dir", wd, "fix", fix)
+	}
 }
 
 // start runs generation n of the program through the shim — as spec says,

@@ -68,6 +68,13 @@ type runningDaemon struct {
 // until the first generation is ready.
 func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon {
 	t.Helper()
+	return startDaemonIn(t, "", program, flags...)
+}
+
+// startDaemonIn is startDaemon with handoff's working directory set to
+// workDir, if not "" (else the test's own directory for the daemon).
+func startDaemonIn(t *testing.T, workDir string, program []string, flags ...string) *runningDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &runningDaemon{t: t, dir: dir, addr: proc.FreeAddr(t), control: filepath.Join(dir, "control.sock"),
 		prog: filepath.Join(dir, "app"), logPath: filepath.Join(dir, "log"), exited: make(chan struct{})}
@@ -92,6 +99,9 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 	d.cmd = exec.Command(handoffBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.Dir = dir
+	if workDir != "" {
+		d.cmd.Dir = workDir
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

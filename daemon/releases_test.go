@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -191,4 +192,60 @@ func TestProgramNameThroughSymlink(t *testing.T) {
 		t.Errorf("generation pid %d runs %s as %q; want %s as %q", pid, exe, argv0, real, link)
 	}
 	d.stop()
+}
+
+// TestWorkDirWithoutChdir: handoff started in a `current` symlink to v1,
+// without --chdir, runs current/app. Each generation inherits handoff's
+// working directory, which stays v1: after a flip to v2, the reload warns
+// that the generation starts among an earlier release's files, and once v1
+// is removed, that the directory is gone; both name --chdir as the fix.
+func TestWorkDirWithoutChdir(t *testing.T) {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1", "v2", "v3"} {
+		dir := filepath.Join(root, "releases", v)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		proc.CopyExec(t, appBin, filepath.Join(dir, "app"))
+	}
+	current := filepath.Join(root, "current")
+	flip := func(v string) {
+		t.Helper()
+		tmp := current + ".new"
+		if err := os.Symlink(filepath.Join("releases", v), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, current); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip("v1")
+	d := startDaemonIn(t, current, []string{filepath.Join(current, "app")})
+	if n := logrec.Count(d.records(), "msg~handoff's working directory"); n != 0 {
+		t.Fatalf("%d warnings at the first generation:\n%s", n, d.log())
+	}
+
+	flip("v2")
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload to v2: %d %s", code, out)
+	}
+	w := d.waitRecord(5*time.Second, "generation starts in handoff's working directory, which holds an earlier release, not its program")
+	if !w.Match("gen=2") || !w.Match("program="+filepath.Join(root, "releases", "v2", "app")) || !w.Match("dir="+filepath.Join(root, "releases", "v1")) || !w.Match("fix~--chdir") {
+		t.Errorf("warning: %s", w)
+	}
+
+	if err := os.RemoveAll(filepath.Join(root, "releases", "v1")); err != nil {
+		t.Fatal(err)
+	}
+	flip("v3")
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload to v3: %d %s", code, out)
+	}
+	w = d.waitRecord(5*time.Second, "generation starts in handoff's working directory, which is gone")
+	if !w.Match("gen=3") || !w.Match("fix~--chdir") {
+		t.Errorf("warning: %s", w)
+	}
 }

@@ -54,6 +54,9 @@ type supervisor struct {
 	// systemdNames lists, joined by ':', the names of the sockets taken from
 	// systemd without --listen, for a new handoff on SIGUSR2.
 	systemdNames string
+	// firstInWd records, without --chdir, whether the first generation's
+	// program lay in handoff's working directory (see checkWorkDir).
+	firstInWd *bool
 
 	m *machine
 
