@@ -29,10 +29,12 @@ type core interface {
 	Ready() error
 	// CanUpgrade returns nil where Upgrade can work, else why not.
 	CanUpgrade() error
-	// Next returns the file the next generation would run, with symlinks
-	// resolved, and the directory it would start in, or an error if the
-	// file cannot be found (Upgrade then reports it).
-	Next() (file, dir string, err error)
+	// StartDir returns the directory the next generation would start in,
+	// or "" where no generation can be started.
+	StartDir() string
+	// NextBinary returns the file the next generation would run, symlinks
+	// resolved, or an error if it cannot be found (Upgrade reports that).
+	NextBinary() (string, error)
 	// Upgrade starts the next generation and waits until it is ready. It
 	// returns nil, or an *UpgradeError whose Kind says what failed.
 	Upgrade() error

@@ -78,9 +78,10 @@ func (n *noHandoff) Ready() error {
 var errNoHandoff = fmt.Errorf("upgrader: %s cannot pass sockets to a new process, so a running server cannot be upgraded here: %w — restart it instead (upgrades work on Linux and other Unix systems)",
 	runtime.GOOS, errors.ErrUnsupported)
 
-func (*noHandoff) CanUpgrade() error             { return errNoHandoff }
-func (*noHandoff) Next() (string, string, error) { return "", "", errNoHandoff }
-func (*noHandoff) Upgrade() error                { return errNoHandoff }
+func (*noHandoff) CanUpgrade() error           { return errNoHandoff }
+func (*noHandoff) StartDir() string            { return "" }
+func (*noHandoff) NextBinary() (string, error) { return "", errNoHandoff }
+func (*noHandoff) Upgrade() error              { return errNoHandoff }
 
 // Stop removes the Unix socket files noted by AddListener and closes Exit.
 func (n *noHandoff) Stop() {

@@ -33,20 +33,31 @@ func (e *workDirError) Error() string {
 func (e *workDirError) Unwrap() error { return e.err }
 
 // checkNext looks at where the next generation would start. It returns a
-// *workDirError if that directory is gone, and logs a warning if the binary
-// to start lies outside it while this generation's own binary lies inside:
-// the new release would run with the old one's files.
+// *workDirError if that directory is gone. In the background, so as not to
+// delay the fork (0.2 ms in a fresh process), it logs a warning if the
+// binary to start lies outside that directory while this generation's own
+// binary lies inside: the new release would run with the old one's files.
 func (u *Upgrader) checkNext() error {
-	file, dir, err := u.core.Next()
-	if err != nil || dir == "" {
-		return nil // Upgrade reports a binary it cannot find
+	dir := u.core.StartDir()
+	if dir == "" {
+		return nil
 	}
 	if _, err := os.Stat(dir); err != nil {
 		return &workDirError{dir: dir, err: err}
 	}
+	go u.warnOtherRelease(dir)
+	return nil
+}
+
+// warnOtherRelease is checkNext's warning.
+func (u *Upgrader) warnOtherRelease(dir string) {
+	file, err := u.core.NextBinary()
+	if err != nil {
+		return // Upgrade reports a binary it cannot find
+	}
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return nil
+		return
 	}
 	self, err := os.Executable()
 	if err == nil {
@@ -57,7 +68,6 @@ func (u *Upgrader) checkNext() error {
 			"binary", file, "dir", real,
 			"fix", "start the program with $PWD set to the symlinked path it runs in (systemd: Environment=PWD=/srv/app/current beside WorkingDirectory=)")
 	}
-	return nil
 }
 
 // within reports whether path lies in dir or below it.

@@ -50,9 +50,11 @@ func (c *tableflipCore) AddFile(name string, f *os.File) error {
 // when $PWD names the working directory, else the path the kernel resolved.
 var startDir, _ = os.Getwd()
 
-// Next returns the file tableflip would exec — os.Args[0], looked up as it
-// does, symlinks resolved — and startDir.
-func (c *tableflipCore) Next() (string, string, error) {
+func (c *tableflipCore) StartDir() string { return startDir }
+
+// NextBinary returns the file tableflip would exec: os.Args[0], looked up as
+// it does, symlinks resolved.
+func (c *tableflipCore) NextBinary() (string, error) {
 	file, err := exec.LookPath(os.Args[0])
 	if err == nil {
 		file, err = filepath.EvalSymlinks(file)
@@ -60,7 +62,7 @@ func (c *tableflipCore) Next() (string, string, error) {
 	if err == nil {
 		file, err = filepath.Abs(file)
 	}
-	return file, startDir, err
+	return file, err
 }
 
 func (c *tableflipCore) Ready() error          { return c.tf.Ready() }
