@@ -38,16 +38,7 @@ func TestReleasesOnOneHost(t *testing.T) {
 		proc.WriteExec(t, filepath.Join(dir, "app"), []byte("#!/bin/sh\nexec "+py+" "+script+"\n"))
 	}
 	current, envFile := filepath.Join(root, "current"), filepath.Join(root, "app.env")
-	flip := func(v string) {
-		tmp := current + ".new"
-		os.Remove(tmp)
-		if err := os.Symlink(filepath.Join("releases", v), tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, current); err != nil {
-			t.Fatal(err)
-		}
-	}
+	flip := func(v string) { proc.Flip(t, current, filepath.Join("releases", v)) }
 	writeEnv := func(s string) {
 		if err := os.WriteFile(envFile, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
@@ -212,16 +203,7 @@ func TestWorkDirWithoutChdir(t *testing.T) {
 		proc.CopyExec(t, appBin, filepath.Join(dir, "app"))
 	}
 	current := filepath.Join(root, "current")
-	flip := func(v string) {
-		t.Helper()
-		tmp := current + ".new"
-		if err := os.Symlink(filepath.Join("releases", v), tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, current); err != nil {
-			t.Fatal(err)
-		}
-	}
+	flip := func(v string) { proc.Flip(t, current, filepath.Join("releases", v)) }
 	flip("v1")
 	d := startDaemonIn(t, current, []string{filepath.Join(current, "app")})
 	if n := logrec.Count(d.records(), "msg~handoff's working directory"); n != 0 {

@@ -170,16 +170,7 @@ func TestLibraryReleaseSymlink(t *testing.T) {
 		proc.CopyExec(t, bin("httpserver"), filepath.Join(release(v), "httpserver"))
 	}
 	current := filepath.Join(dir, "current")
-	flip := func(v string) {
-		t.Helper()
-		tmp := current + ".new"
-		if err := os.Symlink(filepath.Join("releases", v), tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, current); err != nil {
-			t.Fatal(err)
-		}
-	}
+	flip := func(v string) { proc.Flip(t, current, filepath.Join("releases", v)) }
 	flip("v1")
 	const u = "httpserver.service"
 	m.Install(u, unit(t, m, u,

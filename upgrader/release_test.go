@@ -24,12 +24,18 @@ type releases struct {
 	root string
 }
 
+// newReleases returns releases v1, v2 and v3, with current naming v1.
 func newReleases(t *testing.T) releases {
 	root, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return releases{t, root}
+	r := releases{t, root}
+	for _, v := range []string{"v1", "v2", "v3"} {
+		r.add(v)
+	}
+	r.flip("v1")
+	return r
 }
 
 // add installs examples/httpserver as release name.
@@ -44,13 +50,7 @@ func (r releases) add(name string) {
 // flip points current at release name, atomically.
 func (r releases) flip(name string) {
 	r.t.Helper()
-	tmp := filepath.Join(r.root, "current.new")
-	if err := os.Symlink(filepath.Join("releases", name), tmp); err != nil {
-		r.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(r.root, "current")); err != nil {
-		r.t.Fatal(err)
-	}
+	proc.Flip(r.t, filepath.Join(r.root, "current"), filepath.Join("releases", name))
 }
 
 func (r releases) dir(name string) string { return filepath.Join(r.root, "releases", name) }
@@ -109,10 +109,6 @@ func TestReleaseSymlink(t *testing.T) {
 	}
 	t.Run("no PWD", func(t *testing.T) {
 		r := newReleases(t)
-		r.add("v1")
-		r.add("v2")
-		r.add("v3")
-		r.flip("v1")
 		s := startRelease(t, r, false)
 		first := s.pid()
 
@@ -155,10 +151,6 @@ func TestReleaseSymlink(t *testing.T) {
 
 	t.Run("PWD", func(t *testing.T) {
 		r := newReleases(t)
-		r.add("v1")
-		r.add("v2")
-		r.add("v3")
-		r.flip("v1")
 		s := startRelease(t, r, true)
 		pid := s.pid()
 		if got := cwd(t, pid); got != r.dir("v1") {

@@ -48,6 +48,20 @@ func CopyExec(t testing.TB, src, dst string) {
 	WriteExec(t, dst, b)
 }
 
+// Flip points the symlink link at target the way a deploy flips a
+// `current` symlink: a new link beside it, renamed over it.
+func Flip(t testing.TB, link, target string) {
+	t.Helper()
+	tmp := link + ".new"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // ReadPid returns the pid written in the file at path, or 0.
 func ReadPid(path string) int {
 	b, err := os.ReadFile(path)
