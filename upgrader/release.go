@@ -33,20 +33,26 @@ func (e *workDirError) Error() string {
 func (e *workDirError) Unwrap() error { return e.err }
 
 // checkNext looks at where the next generation would start. It returns a
-// *workDirError if that directory is gone. In the background, so as not to
-// delay the fork (0.2 ms in a fresh process), it logs a warning if the
-// binary to start lies outside that directory while this generation's own
-// binary lies inside: the new release would run with the old one's files.
-func (u *Upgrader) checkNext() error {
+// *workDirError if that directory is gone. Beside the fork, so as not to
+// delay it (0.2 ms in a fresh process), it logs a warning if the binary to
+// start lies outside that directory while this generation's own binary lies
+// inside: the new release would run with the old one's files. Call wait,
+// which returns once the warning is written or found unneeded, before the
+// attempt ends.
+func (u *Upgrader) checkNext() (wait func(), err error) {
 	dir := u.core.StartDir()
 	if dir == "" {
-		return nil
+		return func() {}, nil
 	}
 	if _, err := os.Stat(dir); err != nil {
-		return &workDirError{dir: dir, err: err}
+		return nil, &workDirError{dir: dir, err: err}
 	}
-	go u.warnOtherRelease(dir)
-	return nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		u.warnOtherRelease(dir)
+	}()
+	return func() { <-done }, nil
 }
 
 // warnOtherRelease is checkNext's warning.

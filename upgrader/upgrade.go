@@ -87,9 +87,11 @@ func (u *Upgrader) extendWhileUpgrading() (stop func()) {
 // control channel and, from its New until its Ready, its stderr through a
 // pipe whose last lines explain a failure.
 func (u *Upgrader) startNext() attemptResult {
-	if err := u.checkNext(); err != nil {
+	checked, err := u.checkNext()
+	if err != nil {
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
 	}
+	defer checked()
 	parent, childEnd, err := newCtlPair()
 	if err != nil {
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}

@@ -260,6 +260,9 @@ func (u *Upgrader) adopt() error {
 	fields, pipe, err := c.recvWithFile(time.Now().Add(5 * time.Second))
 	if err != nil || len(fields) != 3 || fields[0] != "init" {
 		c.close()
+		if pipe != nil {
+			pipe.Close()
+		}
 		return fmt.Errorf("upgrader: reading the parent's init message: %v %q", err, fields)
 	}
 	u.gen, _ = strconv.Atoi(fields[1])
