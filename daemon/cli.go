@@ -300,6 +300,10 @@ func localAddr(c io.Closer) net.Addr {
 	return nil
 }
 
+// statusTimeout bounds 'handoff status' and 'handoff signal', which the
+// daemon answers at once.
+const statusTimeout = 10 * time.Second
+
 var clientHelp = map[string]string{
 	"reload":   "Starts a new generation of the program and waits: exits 0 once it is ready,\n1 with the reason if it failed (the old generation then serves on).\nWorks as ExecReload= of a Type=notify unit.\n\nExample:\n  handoff reload --control /run/app/control.sock",
 	"rollback": "While a new generation bakes (--bake), stops it and keeps the old one serving.\nOtherwise starts a new generation from what the previous current generation ran —\nits resolved program, arguments, directory and env file as they were — with the same\nreadiness, bake and drain as a reload; exits 0 once it serves, 1 with the reason.\n'handoff status' says what it would run.\n\nExample:\n  handoff rollback --control /run/app/control.sock",
@@ -335,9 +339,25 @@ func parseClient(fs *flag.FlagSet, name string, args []string, stderr io.Writer)
 // alike.
 func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 	fs, control := clientFlags(cmd, stderr)
-	timeout := fs.Duration("timeout", 0, "give up waiting after this long (0: as long as it takes, which --ready-timeout bounds). Example: --timeout 2m")
+	timeout := fs.Duration("timeout", 0, "give up waiting after this long (default: the longest the reload can take, from\n"+
+		"'handoff run's --ready-timeout and --bake, as 'handoff status --json' reports it). Example: --timeout 2m")
 	if err := parseClient(fs, cmd, args, stderr); err != nil {
 		return exitFor(err, stderr)
+	}
+	if *timeout < 0 {
+		return exitFor(usagef("handoff %s: --timeout %v is negative — give a duration such as 2m", cmd, *timeout), stderr)
+	}
+	if *timeout == 0 {
+		// Ask the daemon for its bound; this also proves that it answers.
+		var st Status
+		if err := ask(*control, ctlMessage{Cmd: "status"}, statusTimeout, &st); err != nil {
+			fmt.Fprintf(stderr, "handoff %s: %v\n", cmd, err)
+			return 1
+		}
+		*timeout = time.Duration(st.ReloadBound * float64(time.Second))
+		if *timeout <= 0 {
+			*timeout = 2*(DefaultReadyTimeout) + 30*time.Second // a handoff from before the bound was reported
+		}
 	}
 	var r ReloadResult
 	if err := ask(*control, ctlMessage{Cmd: cmd}, *timeout, &r); err != nil {
@@ -358,6 +378,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 
 func cmdSignal(args []string, stdout, stderr io.Writer) int {
 	fs, control := clientFlags("signal", stderr)
+	timeout := fs.Duration("timeout", statusTimeout, "give up waiting for an answer after this long. Example: --timeout 30s")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "%s\n\nFlags:\n", clientHelp["signal"])
@@ -375,7 +396,7 @@ func cmdSignal(args []string, stdout, stderr io.Writer) int {
 		return exitFor(err, stderr)
 	}
 	var r SignalResult
-	if err := ask(*control, ctlMessage{Cmd: "signal", Signal: int(sig)}, 10*time.Second, &r); err != nil {
+	if err := ask(*control, ctlMessage{Cmd: "signal", Signal: int(sig)}, *timeout, &r); err != nil {
 		fmt.Fprintln(stderr, "handoff signal:", err)
 		return 1
 	}
@@ -407,11 +428,15 @@ func signalArg(s string) (syscall.Signal, error) {
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs, control := clientFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
+	timeout := fs.Duration("timeout", statusTimeout, "give up waiting for an answer after this long. Example: --timeout 30s")
 	if err := parseClient(fs, "status", args, stderr); err != nil {
 		return exitFor(err, stderr)
 	}
+	if *timeout <= 0 {
+		return exitFor(usagef("handoff status: --timeout %v is not positive — give a duration such as 10s", *timeout), stderr)
+	}
 	var st Status
-	if err := ask(*control, ctlMessage{Cmd: "status"}, 10*time.Second, &st); err != nil {
+	if err := ask(*control, ctlMessage{Cmd: "status"}, *timeout, &st); err != nil {
 		fmt.Fprintln(stderr, "handoff status:", err)
 		return 1
 	}

@@ -1,10 +1,10 @@
 package daemon
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -50,7 +50,10 @@ type Status struct {
 	Reloading   bool        `json:"reloading"`
 	Queued      bool        `json:"reload_queued"`
 	Rollback    *runSpec    `json:"rollback,omitempty"` // what 'handoff rollback' would run
-	Error       string      `json:"error,omitempty"`
+	// ReloadBound is the longest a reload asked now can take, in seconds:
+	// 'handoff reload' waits that long by default.
+	ReloadBound float64 `json:"reload_bound_seconds,omitempty"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // GenStatus describes one generation.
@@ -103,7 +106,8 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 // status describes handoff's state for `handoff status`.
 func (s *supervisor) status() Status {
 	m := s.m
-	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Reloading: m.reloading, Queued: m.queued, Rollback: m.previous}
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Reloading: m.reloading, Queued: m.queued, Rollback: m.previous,
+		ReloadBound: s.reloadBound().Seconds()}
 	for _, g := range m.gens {
 		st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),
 			AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds(), Dir: g.dir})
@@ -114,12 +118,55 @@ func (s *supervisor) status() Status {
 	return st
 }
 
-// serveControl answers control connections on ln until it is closed.
+// Bounds on control connections: a request must arrive within
+// ctlReadTimeout and be at most ctlMaxRequest bytes (the largest real one is
+// under 100), and a reply must be taken within ctlWriteTimeout.
+const (
+	ctlReadTimeout  = 5 * time.Second
+	ctlWriteTimeout = 5 * time.Second
+	ctlMaxRequest   = 4 << 10
+)
+
+// Accept backoff: after an accept error that is not the listener's close
+// (no descriptors left, no memory), serveControl waits acceptMin, doubled on
+// each error in a row up to acceptMax, and tries again.
+const (
+	acceptMin = 5 * time.Millisecond
+	acceptMax = time.Second
+)
+
+// reloadBound returns the longest a reload asked now can take: one under way
+// to its end, then its own, each a start bounded by --ready-timeout and a
+// bake window, and a margin for reading the env file and starting the
+// process.
+func (s *supervisor) reloadBound() time.Duration {
+	return 2*(s.cfg.ReadyTimeout+s.cfg.Bake) + 30*time.Second
+}
+
+// serveControl answers control connections on ln until it is closed. An
+// accept error other than the close — EMFILE when the fd table is full, for
+// one — is logged once, retried with backoff, and the recovery logged: the
+// control socket outlives every such episode.
 func (s *supervisor) serveControl(ln *net.UnixListener) {
+	var wait time.Duration
+	var failing error
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if failing == nil {
+				failing = err
+				s.log.Error("control socket: accept failed; retrying with backoff until it works again", "err", err)
+			}
+			wait = min(max(2*wait, acceptMin), acceptMax)
+			time.Sleep(wait)
+			continue
+		}
+		if failing != nil {
+			s.log.Info("control socket: accepting again", "after", failing.Error())
+			failing, wait = nil, 0
 		}
 		go s.handleControl(c)
 	}
@@ -127,34 +174,45 @@ func (s *supervisor) serveControl(ln *net.UnixListener) {
 
 func (s *supervisor) handleControl(c *net.UnixConn) {
 	defer c.Close()
+	reply := func(v any) {
+		_ = c.SetWriteDeadline(time.Now().Add(ctlWriteTimeout))
+		_ = json.NewEncoder(c).Encode(v)
+	}
 	if err := checkPeer(c); err != nil {
 		s.log.Warn("control connection refused", "err", err)
-		_ = json.NewEncoder(c).Encode(ReloadResult{Error: err.Error()})
+		reply(ReloadResult{Error: err.Error()})
 		return
 	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(ctlReadTimeout))
 	var m ctlMessage
-	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&m); err != nil {
+	if err := json.NewDecoder(io.LimitReader(c, ctlMaxRequest)).Decode(&m); err != nil {
+		if err == io.EOF {
+			return // closed without a word: nothing to answer
+		}
+		why := fmt.Sprintf("bad request: %v", err)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			why = fmt.Sprintf("bad request: not one JSON object of at most %d bytes", ctlMaxRequest)
+		}
+		s.log.Warn("control request refused", "err", why)
+		reply(ReloadResult{Error: why})
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	req := ctlRequest{cmd: m.Cmd, sig: syscall.Signal(m.Signal), reload: make(chan ReloadResult, 1), status: make(chan Status, 1), signal: make(chan SignalResult, 1)}
-	var reply any
 	switch m.Cmd {
 	case "reload", "rollback", "status", "signal":
 		s.ctlC <- req
 		switch m.Cmd {
 		case "reload", "rollback":
-			reply = <-req.reload
+			reply(<-req.reload)
 		case "status":
-			reply = <-req.status
+			reply(<-req.status)
 		default:
-			reply = <-req.signal
+			reply(<-req.signal)
 		}
 	default:
-		reply = ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)}
+		reply(ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)})
 	}
-	_ = json.NewEncoder(c).Encode(reply)
 }
 
 // checkPeer admits root and the user handoff runs as.
@@ -179,10 +237,11 @@ func checkPeer(c *net.UnixConn) error {
 	return nil
 }
 
-// ask sends msg to the daemon at path and decodes its reply into v. timeout
-// zero waits as long as the daemon takes (it bounds a reload itself).
+// ask sends msg to the daemon at path and decodes its reply into v, giving up
+// after timeout (which must be positive): a control socket that accepts
+// nothing, or a daemon that never answers, costs the caller timeout at most.
 func ask(path string, msg ctlMessage, timeout time.Duration, v any) error {
-	c, err := net.Dial("unix", path)
+	c, err := net.DialTimeout("unix", path, min(timeout, 5*time.Second))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ECONNREFUSED) {
 			return fmt.Errorf("no handoff answers on %s — is 'handoff run' running? (--control gives another path)", path)
@@ -193,13 +252,17 @@ func ask(path string, msg ctlMessage, timeout time.Duration, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer c.Close()
-	if timeout > 0 {
-		_ = c.SetDeadline(time.Now().Add(timeout))
-	}
-	if err := json.NewEncoder(c).Encode(msg); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	// A daemon that refuses the caller answers at once and closes, which
+	// can fail the write with EPIPE: its answer, if one came, says why.
+	werr := json.NewEncoder(c).Encode(msg)
 	if err := json.NewDecoder(c).Decode(v); err != nil {
+		if werr != nil {
+			return fmt.Errorf("%s: %w", path, werr)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%s: no answer within %v — 'handoff run' accepted nothing or is stuck; its log says why: %w", path, timeout, err)
+		}
 		return fmt.Errorf("%s: no answer: %w", path, err)
 	}
 	return nil
