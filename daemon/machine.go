@@ -118,6 +118,7 @@ type (
 	}
 	actSelfUpgrade      struct{ nextN int }
 	actSelfUpgradeEnded struct{}
+	actReleaseSockets   struct{} // every generation has the stop signal: close handoff's copies of the sockets
 	actDone             struct{ code int } // every generation has exited: handoff exits
 )
 
@@ -537,6 +538,11 @@ func (m *machine) stop(real bool) {
 			m.do(actCancelReady{g})
 			m.drain(g)
 		}
+	}
+	if real {
+		// From here the sockets live as long as a generation holds them:
+		// once none accepts, a connection is refused, not queued and reset.
+		m.do(actReleaseSockets{})
 	}
 }
 

@@ -87,7 +87,7 @@ func TestMachine(t *testing.T) {
 		{"the program fails at start: handoff exits 1", 0, 0, false, false, []step{
 			{func() any { return evStart{} }, []string{"spawn 1"}},
 			{func() any { return evSpawned{gen(1)} }, []string{"log:generation started"}},
-			{func() any { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:new generation failed", "log:the program failed at start; handoff exits", "notify stopping", "done 1"}},
+			{func() any { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:new generation failed", "log:the program failed at start; handoff exits", "notify stopping", "ReleaseSockets", "done 1"}},
 		}},
 		{"a reload: the new generation is ready, the old drains", 0, 0, false, true, []step{
 			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
@@ -121,7 +121,7 @@ func TestMachine(t *testing.T) {
 			{func() any { return evSpawnFailed{errors.New("fork: no memory")} }, []string{"log:cannot restart the program", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
 		}},
 		{"stop: every generation drains, then handoff exits 0; again kills", 0, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining"}},
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
 			{func() any { return evReload{w} }, []string{"log:reload asked", "reply1 handoff is stopping"}},
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
 			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited", "done 0"}},
@@ -129,7 +129,7 @@ func TestMachine(t *testing.T) {
 		{"stop delay: serve on, refuse reloads, then drain; a second signal skips it", 0, 2 * time.Second, false, true, []step{
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked; the generations serve on for the stop delay, then drain", "notify stopping", "after daemon.stopDelayOver"}},
 			{func() any { return evReload{w} }, []string{"log:reload asked", "log:reload refused: stopping, after the stop delay", "reply1 handoff is stopping"}},
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: skipping the rest of the stop delay", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining"}},
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: skipping the rest of the stop delay", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
 			{func() any { return stopDelayOver{} }, nil},
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
 		}},

@@ -184,6 +184,8 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			// The new handoff is tableflip's child, waited for by tableflip.
 			s.reaper.pause()
 			go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
+		case actReleaseSockets:
+			s.releaseSockets()
 		case actSelfUpgradeEnded:
 			s.reaper.resume()
 		case actDone:

@@ -1,0 +1,64 @@
+//go:build linux
+
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// releaseSockets closes every copy of the listening sockets that this
+// process holds, once a stop has sent the stop signal to every generation:
+// from then on a socket lives only as long as a generation holds it, so that
+// when the last one closes it, it stops listening at once. A copy kept open
+// here would let the kernel complete handshakes that nobody accepts, and
+// those connections would be reset when handoff exits — after their clients
+// had sent their requests.
+//
+// The upgrader (tableflip) keeps copies of its own, for a new handoff on
+// SIGUSR2, and closes them only when it stops. Those descriptors are replaced
+// in place by /dev/null (dup3), so that their numbers stay taken until the
+// upgrader closes them. Sockets that systemd holds too (a .socket unit, the
+// fd store) are systemd's to close.
+func (s *supervisor) releaseSockets() {
+	for _, f := range s.files {
+		f.Close()
+	}
+	for _, c := range s.sockets {
+		c.Close()
+	}
+	s.files, s.sockets = nil, nil
+	want := map[string]bool{}
+	for _, ino := range s.inodes {
+		want[fmt.Sprintf("socket:[%d]", ino)] = true
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		s.log.Warn("the sockets stay open until handoff exits: cannot list its descriptors", "err", err)
+		return
+	}
+	null := -1
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || !want[link] {
+			continue
+		}
+		if null < 0 {
+			if null, err = unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+				s.log.Warn("the sockets stay open until handoff exits", "err", os.NewSyscallError("open /dev/null", err))
+				return
+			}
+			defer unix.Close(null)
+		}
+		if err := unix.Dup3(null, fd, unix.O_CLOEXEC); err != nil {
+			s.log.Warn("a socket stays open until handoff exits", "fd", fd, "err", os.NewSyscallError("dup3", err))
+		}
+	}
+}
