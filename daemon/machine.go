@@ -118,7 +118,7 @@ type (
 	}
 	actSelfUpgrade      struct{ nextN int }
 	actSelfUpgradeEnded struct{}
-	actReleaseSockets   struct{} // every generation has the stop signal: close handoff's copies of the sockets
+	actReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
 	actDone             struct{ code int } // every generation has exited: handoff exits
 )
 
