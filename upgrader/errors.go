@@ -25,6 +25,10 @@ var (
 	ErrTimeout = errors.New("new generation was not ready in time")
 )
 
+// errParentUnreachable: the core wrote the PID file at Ready but could not
+// tell the parent, which has most likely died.
+var errParentUnreachable = errors.New("the parent generation cannot be told that this one is ready")
+
 // UpgradeError describes a failed upgrade. The old generation keeps serving.
 type UpgradeError struct {
 	// Kind is ErrStart, ErrExited, ErrTimeout or ErrStopped.

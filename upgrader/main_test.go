@@ -15,9 +15,9 @@ import (
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
-// serverBin is examples/httpserver, hijackBin testdata/hijackserver and
-// sseBin examples/sse, built once for all tests.
-var serverBin, hijackBin, sseBin string
+// serverBin is examples/httpserver, hijackBin testdata/hijackserver, sseBin
+// examples/sse and slowReadyBin testdata/slowready, built once for all tests.
+var serverBin, hijackBin, sseBin, slowReadyBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "handoff-test-")
@@ -26,7 +26,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	serverBin, hijackBin, sseBin = filepath.Join(dir, "httpserver"), filepath.Join(dir, "hijackserver"), filepath.Join(dir, "sse")
-	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}, {sseBin, "../examples/sse"}} {
+	slowReadyBin = filepath.Join(dir, "slowready")
+	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}, {sseBin, "../examples/sse"}, {slowReadyBin, "./testdata/slowready"}} {
 		build := exec.Command("go", "build", "-o", b[0], b[1])
 		build.Stderr = os.Stderr
 		if err := build.Run(); err != nil {

@@ -65,7 +65,17 @@ func (c *tableflipCore) NextBinary() (string, error) {
 	return file, err
 }
 
-func (c *tableflipCore) Ready() error          { return c.tf.Ready() }
+// Ready calls tableflip's Ready, which writes the PID file and then tells the
+// parent through a pipe; a failure of that last step, which tableflip words
+// "can't notify parent process: …", wraps errParentUnreachable.
+func (c *tableflipCore) Ready() error {
+	err := c.tf.Ready()
+	if err != nil && strings.Contains(err.Error(), "can't notify parent") {
+		return fmt.Errorf("%w: %v", errParentUnreachable, err)
+	}
+	return err
+}
+
 func (c *tableflipCore) CanUpgrade() error     { return nil }
 func (c *tableflipCore) Stop()                 { c.tf.Stop() }
 func (c *tableflipCore) Exit() <-chan struct{} { return c.tf.Exit() }

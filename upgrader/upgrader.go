@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -99,6 +100,10 @@ type Upgrader struct {
 	parentGone chan struct{} // closed when the parent has exited
 	parentStat atomic.Pointer[drainStatus]
 	trueStderr *os.File // the real stderr, while fd 2 is a pipe to the parent
+	// stderrOnce gives fd 2 back its real stderr, at Ready or when the
+	// parent dies first; pipeC catches SIGPIPE until then.
+	stderrOnce sync.Once
+	pipeC      chan os.Signal
 	becameMain chan struct{}
 
 	watchdog time.Duration
@@ -235,6 +240,9 @@ func newWithCore(opts Options, c core, sig *signals) (*Upgrader, error) {
 		base = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	u.log = base.With("gen", u.gen, "pid", os.Getpid())
+	if c.HasParent() {
+		go u.watchParent()
+	}
 	u.lc.Inherit = u.inherit
 	u.lc.InheritPacket = u.inheritPacket
 
@@ -272,8 +280,13 @@ func (u *Upgrader) adopt() error {
 	_ = c.send("started %d", os.Getpid())
 	if pipe != nil {
 		// Until Ready, fd 2 is the parent's pipe (see startNext); the
-		// stderr it replaces comes back at Ready.
+		// stderr it replaces comes back at Ready, or as soon as the parent
+		// dies. Meanwhile a write to the pipe of a parent killed with
+		// SIGKILL fails with EPIPE instead of ending this process with
+		// SIGPIPE, which Go does for fd 2 unless SIGPIPE is caught.
 		if saved, err := dupFd(2); err == nil {
+			u.pipeC = make(chan os.Signal, 1)
+			signal.Notify(u.pipeC, syscall.SIGPIPE)
 			if err := dupOnto(pipe, 2); err == nil {
 				u.trueStderr = saved
 			} else {
@@ -282,11 +295,48 @@ func (u *Upgrader) adopt() error {
 		}
 		pipe.Close()
 	}
-	go func() {
-		_ = u.core.WaitForParent(context.Background())
-		close(u.parentGone)
-	}()
 	return nil
+}
+
+// watchParent closes parentGone once the parent has exited; if that happens
+// before Ready, it gives fd 2 its real stderr back at once.
+func (u *Upgrader) watchParent() {
+	_ = u.core.WaitForParent(context.Background())
+	close(u.parentGone)
+	select {
+	case <-u.readyC:
+	default:
+		u.restoreStderr()
+	}
+}
+
+// restoreStderr gives fd 2 back the stderr it had before the parent's pipe
+// replaced it, once.
+func (u *Upgrader) restoreStderr() {
+	u.stderrOnce.Do(func() {
+		if u.trueStderr != nil {
+			if err := dupOnto(u.trueStderr, 2); err != nil {
+				u.log.Warn("cannot restore stderr", "err", err)
+			}
+			u.trueStderr.Close()
+			u.trueStderr = nil
+		}
+		if u.pipeC != nil {
+			signal.Stop(u.pipeC)
+		}
+	})
+}
+
+// orphaned reports whether the parent has died, waiting up to a second for
+// the sign of it: a parent killed with SIGKILL breaks the control channel
+// and the exit pipe together, and the pipe's end may be read a moment later.
+func (u *Upgrader) orphaned() bool {
+	select {
+	case <-u.parentGone:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
 }
 
 // Generation returns this process's generation number: 1 for the first
@@ -479,28 +529,36 @@ func (u *Upgrader) Ready() error {
 }
 
 func (u *Upgrader) ready() error {
+	// orphan: the parent died before this generation was ready (killed
+	// with SIGKILL, say). This one holds the sockets and can serve, so it
+	// serves on as the only generation instead of stopping.
+	orphan := false
 	if u.parentCtl != nil {
-		if u.trueStderr != nil {
-			// From here on the parent may exit: stop writing to its pipe.
-			if err := dupOnto(u.trueStderr, 2); err != nil {
-				u.log.Warn("cannot restore stderr", "err", err)
-			}
-			u.trueStderr.Close()
-			u.trueStderr = nil
-		}
+		// From here on the parent may exit: stop writing to its pipe.
+		u.restoreStderr()
 		if err := u.parentCtl.send("ready %d", os.Getpid()); err != nil {
-			return fmt.Errorf("upgrader: telling the parent pid %d we are ready: %w", u.parentPid, err)
+			if !u.orphaned() {
+				return fmt.Errorf("upgrader: telling the parent pid %d we are ready: %w", u.parentPid, err)
+			}
+			orphan = true
 		}
 	}
 	if err := u.core.Ready(); err != nil {
-		return fmt.Errorf("upgrader: %w", err)
+		// The PID file is written; only the parent could not be told.
+		if !errors.Is(err, errParentUnreachable) || !u.orphaned() {
+			return fmt.Errorf("upgrader: %w", err)
+		}
+		orphan = true
 	}
 	u.log.Info("ready", "after_ms", time.Since(u.started).Milliseconds())
-	if u.parentCtl == nil {
+	switch {
+	case u.parentCtl == nil:
 		if _, err := systemd.Ready(u.status("ready")); err != nil {
 			u.log.Warn("sd_notify failed", "err", err)
 		}
-	} else {
+	case orphan:
+		u.becomeMain("the previous generation exited before this one was ready")
+	default:
 		go u.followParent()
 	}
 	u.storeSockets()
@@ -510,19 +568,37 @@ func (u *Upgrader) ready() error {
 	return nil
 }
 
+// becomeMain makes this generation the service's main process by itself,
+// since its parent cannot hand over: it tells systemd its pid with READY=1,
+// so that a Type=notify unit follows it, and says why.
+func (u *Upgrader) becomeMain(why string) {
+	u.log.Warn("the previous generation is gone; this one serves on as the main process", "parent_pid", u.parentPid, "why", why)
+	if _, err := systemd.ReadyMainPID(os.Getpid(), u.status("ready; its predecessor (pid "+strconv.Itoa(u.parentPid)+") died during the handover")); err != nil {
+		u.log.Warn("sd_notify failed", "err", err)
+	}
+	close(u.becameMain)
+}
+
 // followParent reads the parent's messages after Ready: "main" once systemd
-// knows this process as the main one, then drain progress.
+// knows this process as the main one, then drain progress. A parent that
+// dies before it sent "main" never told systemd this process's pid: this one
+// does.
 func (u *Upgrader) followParent() {
-	mainOnce := sync.OnceFunc(func() { close(u.becameMain) })
-	defer mainOnce()
+	gotMain := false
 	for {
 		f, err := u.parentCtl.recv(time.Time{})
 		if err != nil {
+			if !gotMain {
+				u.becomeMain("the previous generation exited before it handed over")
+			}
 			return // the parent has exited
 		}
-		if len(f) == 1 && f[0] == "main" {
-			mainOnce()
-		} else if len(f) == 1 && f[0] == "upgrade" {
+		if len(f) == 1 && f[0] == "main" && !gotMain {
+			gotMain = true
+			close(u.becameMain)
+			continue
+		}
+		if len(f) == 1 && f[0] == "upgrade" {
 			// An upgrade asked while the parent was starting us: ours
 			// to carry out, once the parent has drained.
 			go func() {
