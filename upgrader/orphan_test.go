@@ -42,7 +42,7 @@ func TestParentKilledDuringHandover(t *testing.T) {
 	next := s.waitPid(old, 10*time.Second)
 	s.waitRecord(5*time.Second, "the previous generation is gone; this one serves on as the main process", "pid="+itoa(next))
 	s.waitRecord(5*time.Second, "starting slowly", "step=29") // it wrote on after its parent died
-	time.Sleep(300 * time.Millisecond)                         // load on the new generation alone
+	time.Sleep(300 * time.Millisecond)                        // load on the new generation alone
 
 	// It can hand over in turn.
 	os.Remove(slow)
