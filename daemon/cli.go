@@ -135,6 +135,9 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
 		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck})
+	if errors.Is(err, upgrader.ErrPIDFile) {
+		return nil, usagef("handoff run: --pidfile: %v", err)
+	}
 	if err != nil {
 		return nil, err
 	}

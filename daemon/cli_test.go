@@ -30,6 +30,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"run", "--listen", "127.0.0.1:80", "--chdir", "/nonexistent", "--", "true"}, "--chdir /nonexistent: not a directory"},
 		{[]string{"run", "--listen", "127.0.0.1:80", "--env-file", "/nonexistent/app.env", "--", "true"}, "no such file"},
 		{[]string{"run", "--listen", "127.0.0.1:80", "--stop-delay", "-1s", "--", "true"}, "--stop-delay must not be negative"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--pidfile", "/nonexistent/handoff.pid", "--", "true"}, "its directory /nonexistent does not exist"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--pidfile", "/", "--", "true"}, "/ is a directory"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--control", "/tmp/" + strings.Repeat("c", 120), "--", "true"}, "longer than the 107 a Unix socket's path may have"},
+		{[]string{"reload", "--timeout", "-1s"}, "--timeout -1s is negative"},
+		{[]string{"status", "--timeout", "0s"}, "--timeout 0s is not positive"},
 		{[]string{"signal"}, "give one signal"},
 		{[]string{"signal", "NOPE"}, "unknown signal"},
 	}

@@ -200,6 +200,10 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 	if cfg.Control == "" {
 		cfg.Control = DefaultControl()
 	}
+	// sun_path holds 108 bytes, the last a NUL.
+	if n := len(cfg.Control); n > 107 {
+		return nil, usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
+	}
 	if *userName != "" || *groupName != "" {
 		if cfg.Credential, err = credential(*userName, *groupName); err != nil {
 			return nil, err

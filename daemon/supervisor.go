@@ -164,7 +164,9 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			}
 		case actUpgraderReady:
 			if err := s.u.Ready(); err != nil {
+				// The generation serves all the same: systemd hears it.
 				s.log.Error("ready", "err", err)
+				s.notify(systemd.Ready("serving, but " + err.Error()))
 			}
 		case actUpgraderStop:
 			s.u.Stop()

@@ -38,7 +38,8 @@ const parentKillGrace = 5 * time.Second
 // Options configure an Upgrader. The zero value is usable.
 type Options struct {
 	// PIDFile, if set, is written with the pid of each generation when it
-	// becomes ready (atomically, by rename), and removed on a real stop.
+	// becomes ready (atomically, by rename), and removed on a real stop. New
+	// fails with ErrPIDFile if it cannot be written there.
 	PIDFile string
 	// UpgradeTimeout bounds how long a new generation may take to become
 	// ready; past it, it is killed and the old one keeps serving.
@@ -154,6 +155,11 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	if opts.IdleGrace <= 0 {
 		opts.IdleGrace = DefaultIdleGrace
+	}
+	if opts.PIDFile != "" {
+		if err := checkPIDFile(opts.PIDFile); err != nil {
+			return nil, err
+		}
 	}
 	sig := watchSignals(opts.NoSignals)
 	// Claim systemd's sockets before anything can start a child: they are
