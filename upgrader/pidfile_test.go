@@ -15,7 +15,7 @@ func TestPIDFileRefusedAtNew(t *testing.T) {
 	dir := t.TempDir()
 	for path, want := range map[string]string{
 		filepath.Join(dir, "missing", "app.pid"): "does not exist — create it",
-		dir:                                       "is a directory",
+		dir:                                      "is a directory",
 	} {
 		u, err := upgrader.New(upgrader.Options{PIDFile: path, NoSignals: true})
 		if err == nil {
