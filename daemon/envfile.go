@@ -1,11 +1,12 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // readEnvFile reads an --env-file: one KEY=VALUE per line, the subset of
@@ -20,35 +21,81 @@ import (
 //     quote, after which only a comment may follow;
 //   - an unquoted VALUE is taken as it is, to the end of the line.
 //
-// It returns the assignments in order, or an error naming FILE:LINE.
+// It returns the assignments in order, or an error naming FILE:LINE. The file
+// must be a regular one: a FIFO, or the pipe of a shell's <(…), would be read
+// once and found empty by the next generation, and opening a FIFO that nobody
+// writes would wait for ever. It is opened without waiting, so that such a
+// file is refused at once.
 func readEnvFile(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("--env-file %s: %w", path, err)
 	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("--env-file %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("--env-file %s: a %s, not a regular file: each generation reads the file afresh, and a pipe or FIFO (a shell's <(…)) gives its content once — write the variables to a file", path, fileKind(st.Mode()))
+	}
+	if st.Size() > maxEnvFile {
+		return nil, fmt.Errorf("--env-file %s: %d bytes, more than the %d an env file may have — is it the right file?", path, st.Size(), maxEnvFile)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxEnvFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--env-file %s: %w", path, err)
+	}
+	if len(b) > maxEnvFile {
+		return nil, fmt.Errorf("--env-file %s: more than the %d bytes an env file may have — is it the right file?", path, maxEnvFile)
+	}
 	var env []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
+	for n, raw := range bytes.Split(b, []byte("\n")) {
+		line := strings.TrimSpace(string(raw))
 		if line == "" || line[0] == '#' || line[0] == ';' {
 			continue
+		}
+		if i := strings.IndexByte(line, 0); i >= 0 {
+			return nil, fmt.Errorf("%s:%d: a NUL byte at column %d, which no environment variable can hold — is it a text file?", path, n+1, i+1)
 		}
 		key, value, ok := strings.Cut(line, "=")
 		key = strings.TrimSpace(key)
 		if !ok || !validEnvKey(key) {
-			return nil, fmt.Errorf("%s:%d: not KEY=VALUE (KEY: letters, digits and _, not starting with a digit): %.40q", path, n, line)
+			return nil, fmt.Errorf("%s:%d: not KEY=VALUE (KEY: letters, digits and _, not starting with a digit): %.40q", path, n+1, line)
 		}
 		value, err := envValue(strings.TrimSpace(value))
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %s: %v", path, n, key, err)
+			return nil, fmt.Errorf("%s:%d: %s: %v", path, n+1, key, err)
 		}
-		env = append(env, key+"="+value)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--env-file %s: %w", path, err)
+		kv := key + "=" + value
+		if len(kv) > maxEnvVar {
+			return nil, fmt.Errorf("%s:%d: %s: %d bytes, more than the %d Linux passes in one variable to a program", path, n+1, key, len(kv), maxEnvVar)
+		}
+		env = append(env, kv)
 	}
 	return env, nil
+}
+
+// Limits on env files: the whole file, and one KEY=VALUE, which Linux's
+// execve refuses past MAX_ARG_STRLEN (32 pages, less its NUL) with E2BIG.
+const (
+	maxEnvFile = 4 << 20
+	maxEnvVar  = 32*4096 - 1
+)
+
+// fileKind names what a file that is not a regular one is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO or pipe"
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 func validEnvKey(k string) bool {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -27,10 +28,24 @@ func TestReadEnvFile(t *testing.T) {
 		{"A=1\n9X=1\n", "env:2: not KEY=VALUE"},
 		{"A=\"open\n", "env:1: A: no closing \""},
 		{"A='x' y\n", "env:1: A: text after the closing quote"},
+		{"A=1\nB=x\x00y\n", "env:2: a NUL byte at column 4"},
+		{"A=1\n\nBIG=" + strings.Repeat("v", 900<<10) + "\n", "env:3: BIG: 921604 bytes, more than the 131071 Linux passes"},
+		{"LINE=" + strings.Repeat("v", 1100<<10) + "\n", "env:1: LINE: 1126405 bytes"},
 	} {
 		if _, err := readEnvFile(write(c.text)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want an error with %q", c.text, err, c.want)
 		}
+	}
+	// A FIFO nobody writes is refused at once, not waited on.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readEnvFile(fifo); err == nil || !strings.Contains(err.Error(), "FIFO or pipe, not a regular file") {
+		t.Errorf("FIFO: %v", err)
+	}
+	if _, err := readEnvFile(dir); err == nil || !strings.Contains(err.Error(), "a directory, not a regular file") {
+		t.Errorf("directory: %v", err)
 	}
 	if _, err := readEnvFile(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)

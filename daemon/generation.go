@@ -240,6 +240,13 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		outR.Close()
 		errR.Close()
 		g.closeNotify()
+		if errors.Is(err, syscall.E2BIG) {
+			size := 0
+			for _, kv := range append(env, ls.Args...) {
+				size += len(kv) + 1
+			}
+			return nil, fmt.Errorf("generation %d: starting %s: its environment and arguments, %d bytes, are more than Linux passes to a program (see getconf ARG_MAX) — shrink the env file or the environment: %w", n, program, size, err)
+		}
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
