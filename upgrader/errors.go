@@ -3,6 +3,7 @@ package upgrader
 import (
 	"errors"
 	"strings"
+	"syscall"
 )
 
 // Errors that Upgrade returns, wrapped in an *UpgradeError where a new
@@ -59,6 +60,8 @@ func (e *UpgradeError) Error() string {
 	switch {
 	case e.Kind == ErrExited && len(e.Stderr) == 0:
 		b.WriteString(" — it printed nothing after upgrader.New; what it printed before is in this process's stderr")
+	case e.Kind == ErrStart && (errors.Is(e.Cause, syscall.EMFILE) || errors.Is(e.Cause, syscall.ENFILE)):
+		b.WriteString(" — no descriptor was left to start it: raise the limit (ulimit -n, LimitNOFILE= in the unit) or find what holds them (ls /proc/PID/fd)")
 	case e.Kind == ErrStart && !errors.As(e.Cause, new(*workDirError)):
 		b.WriteString(" — check that the binary exists at the same path and is executable")
 	case e.Kind == ErrTimeout:

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -116,7 +117,13 @@ func (c *tableflipCore) Upgrade() error {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		return &UpgradeError{Kind: classify(msg), Cause: err}
+		cause := err
+		for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE} {
+			if strings.Contains(msg, e.Error()) {
+				cause = fmt.Errorf("%v: %w", err, e) // so that errors.Is finds it
+			}
+		}
+		return &UpgradeError{Kind: classify(msg), Cause: cause}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -160,6 +161,12 @@ func (u *Upgrader) startNext() attemptResult {
 
 	if err != nil {
 		parent.close()
+		// tableflip drops three descriptors of each attempt without closing
+		// them — the two pipe ends it gave the child, and the copy of the
+		// control channel that the next AddFile replaces — and leaves them
+		// to their finalizers: collect now, or a process that fails
+		// upgrades while allocating little keeps three per failure.
+		runtime.GC()
 		ue := &UpgradeError{Kind: ErrExited, Cause: err}
 		errors.As(err, &ue) // the core says which kind of failure it was
 		ue.Stderr = tl.Last()

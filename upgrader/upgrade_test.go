@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/handoff-dev/handoff/internal/loadcheck"
 	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
@@ -151,6 +153,25 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	// Failed upgrades leave no descriptor behind.
+	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nexit 3\n"))
+	fds := proc.FDCount(first)
+	for i := range 8 {
+		s.signal(syscall.SIGHUP)
+		deadline := time.Now().Add(10 * time.Second)
+		for logrec.Count(s.records(), "upgrade failed; still serving") < len(cases)+i+1 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// (Those of the last attempt are closed by finalizers, just after it.)
+	deadline := time.Now().Add(5 * time.Second)
+	for proc.FDCount(first) > fds && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := proc.FDCount(first); n > fds {
+		t.Errorf("the old generation holds %d descriptors after 8 failed upgrades, %d before", n, fds)
+	}
+
 	// A good binary again: the upgrade goes through.
 	proc.CopyExec(t, good, s.bin)
 	s.signal(syscall.SIGHUP)
@@ -267,5 +288,32 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 		t.Errorf("%d generations started after three SIGHUPs, two during the first upgrade; want 2:\n%s", n, s.log())
 	}
 	t.Logf("generations %d → %d → %d", first, second, third)
+	s.stop()
+}
+
+// TestUpgradeOutOfFDs: an upgrade that fails because the process has no
+// descriptor left says so, not that the binary is missing, and the process
+// serves on and upgrades once the limit is raised.
+func TestUpgradeOutOfFDs(t *testing.T) {
+	s := startServer(t, nil)
+	first := s.pid()
+	n := uint64(proc.FDCount(first))
+	var old unix.Rlimit
+	if err := unix.Prlimit(first, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Prlimit(first, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: n, Max: old.Max}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.signal(syscall.SIGHUP)
+	rec := s.waitRecord(10*time.Second, "upgrade failed; still serving")
+	if !rec.Match("err~no descriptor was left to start it") || rec.Match("err~check that the binary exists") {
+		t.Errorf("out of descriptors, the failure says: %s", rec)
+	}
+	if err := unix.Prlimit(first, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.signal(syscall.SIGHUP)
+	s.waitPid(first, 10*time.Second)
 	s.stop()
 }

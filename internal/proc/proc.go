@@ -152,3 +152,13 @@ func ChildOf(pid int) int {
 func Subreaper() error {
 	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 }
+
+// FDCount returns how many descriptors process pid holds, or -1 if its
+// /proc/PID/fd cannot be read.
+func FDCount(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
