@@ -116,7 +116,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.
 	s.u.Stop()
-	log.Info("handoff exits", "status", code)
+	if s.m.killed > 0 {
+		log.Warn("handoff exits", "status", code, "killed", s.m.killed)
+	} else {
+		log.Info("handoff exits", "status", code, "killed", 0)
+	}
 	return code
 }
 
@@ -453,7 +457,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		_ = enc.Encode(st)
 		return 0
 	}
-	fmt.Fprintf(stdout, "handoff pid %d running %s (restarts: %d", st.PID, st.Program, st.Restarts)
+	fmt.Fprintf(stdout, "handoff pid %d running %s (restarts: %d, killed: %d", st.PID, st.Program, st.Restarts, st.Killed)
 	if st.Reloading {
 		fmt.Fprint(stdout, ", reloading")
 	}

@@ -47,9 +47,13 @@ type Status struct {
 	Generations []GenStatus `json:"generations"`
 	Listeners   []Socket    `json:"listeners"`
 	Restarts    int         `json:"restarts"`
-	Reloading   bool        `json:"reloading"`
-	Queued      bool        `json:"reload_queued"`
-	Rollback    *runSpec    `json:"rollback,omitempty"` // what 'handoff rollback' would run
+	// Killed counts the generations handoff had to kill with SIGKILL: not
+	// ready within --ready-timeout, hung, still draining at
+	// --drain-timeout, past --max-draining, or on a second stop signal.
+	Killed    int      `json:"killed"`
+	Reloading bool     `json:"reloading"`
+	Queued    bool     `json:"reload_queued"`
+	Rollback  *runSpec `json:"rollback,omitempty"` // what 'handoff rollback' would run
 	// ReloadBound is the longest a reload asked now can take, in seconds:
 	// 'handoff reload' waits that long by default.
 	ReloadBound float64 `json:"reload_bound_seconds,omitempty"`
@@ -106,7 +110,7 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 // status describes handoff's state for `handoff status`.
 func (s *supervisor) status() Status {
 	m := s.m
-	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Reloading: m.reloading, Queued: m.queued, Rollback: m.previous,
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Reloading: m.reloading, Queued: m.queued, Rollback: m.previous,
 		ReloadBound: s.reloadBound().Seconds()}
 	for _, g := range m.gens {
 		st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),

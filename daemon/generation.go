@@ -57,6 +57,7 @@ type generation struct {
 	failWhy  string // set when the supervisor killed it for not being ready
 	exitedAt time.Time
 	hung     bool
+	killed   bool // sent SIGKILL (counted in machine.killed)
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }

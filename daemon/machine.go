@@ -44,6 +44,7 @@ type machine struct {
 	queuedWaiters []chan<- ReloadResult
 
 	restarts    int
+	killed      int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
 	backoff     time.Duration
 	stopping    bool
 	delaying    bool // a stop was asked; the generations serve on for stopDelay
@@ -124,6 +125,15 @@ type (
 
 func (m *machine) do(a ...action) { m.out = append(m.out, a...) }
 
+// kill sends g SIGKILL, once, and counts it.
+func (m *machine) kill(g *generation) {
+	if !g.killed {
+		g.killed = true
+		m.killed++
+	}
+	m.do(actSignal{g, syscall.SIGKILL})
+}
+
 func (m *machine) log(level slog.Level, msg string, args ...any) {
 	m.do(actLog{level, msg, args})
 }
@@ -163,7 +173,7 @@ func (m *machine) step(ev any) []action {
 				e.g.failWhy += ": " + e.err.Error()
 			}
 			m.log(slog.LevelWarn, "generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
-			m.do(actSignal{e.g, syscall.SIGKILL})
+			m.kill(e.g)
 		}
 	case genExited:
 		m.onExit(e.g, e.err)
@@ -175,7 +185,7 @@ func (m *machine) step(ev any) []action {
 	case killDue:
 		if e.g.state != exited {
 			m.log(slog.LevelWarn, "generation did not exit within the drain timeout; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "drain_timeout", m.drainTimeout.String())
-			m.do(actSignal{e.g, syscall.SIGKILL})
+			m.kill(e.g)
 		}
 	case restartDue:
 		if !m.stopping && m.current == nil && m.next == nil {
@@ -234,7 +244,7 @@ func (m *machine) onSignal(sig syscall.Signal) {
 		if m.stopSignals > 1 {
 			m.log(slog.LevelWarn, "stop signal again: killing every generation", "signal", unixName(sig))
 			for _, g := range m.gens {
-				m.do(actSignal{g, syscall.SIGKILL})
+				m.kill(g)
 			}
 			return
 		}
@@ -336,7 +346,7 @@ func (m *machine) drain(g *generation) {
 	for i := 0; len(drainingGens)-i > m.maxDraining; i++ {
 		d := drainingGens[i]
 		m.log(slog.LevelWarn, "too many generations draining (--max-draining); killing the oldest", "gen", d.n, "gen_pid", d.pid, "max", m.maxDraining)
-		m.do(actSignal{d, syscall.SIGKILL})
+		m.kill(d)
 	}
 }
 

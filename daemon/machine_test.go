@@ -166,11 +166,20 @@ func TestMachine(t *testing.T) {
 					t.Fatal("generation 1 does not serve")
 				}
 			}
+			killed := map[string]bool{} // each generation sent SIGKILL counts once in status
 			for i, s := range c.steps {
 				ev := s.ev()
 				if got := names(m.step(ev)); !reflect.DeepEqual(got, s.want) && (len(got) > 0 || len(s.want) > 0) {
 					t.Errorf("step %d %T:\n got %q\nwant %q", i, ev, got, s.want)
 				}
+				for _, a := range s.want {
+					if strings.HasPrefix(a, "signal ") && strings.HasSuffix(a, " killed") {
+						killed[a] = true
+					}
+				}
+			}
+			if m.killed != len(killed) {
+				t.Errorf("machine counts %d generations killed, want %d", m.killed, len(killed))
 			}
 		})
 	}
