@@ -53,7 +53,11 @@ type generation struct {
 	stderr   *linetail.Tail
 	launch   string             // how LISTEN_PID was passed: "traced" or "shim"
 	cancel   context.CancelFunc // stops the readiness wait
-	killT    *time.Timer
+	// timers holds the pending timers whose events name this generation
+	// (its kill at the drain timeout, the end of its bake): stopped when it
+	// exits, so that a generation gone is not kept in memory until they
+	// fire — --drain-timeout after each reload, 30 s by default.
+	timers   []*time.Timer
 	failWhy  string // set when the supervisor killed it for not being ready
 	exitedAt time.Time
 	hung     bool

@@ -143,12 +143,19 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 		case actSignal:
 			a.g.signal(a.sig)
 		case actAfter:
-			time.AfterFunc(a.d, func() { s.events <- a.ev })
+			t := time.AfterFunc(a.d, func() { s.events <- a.ev })
+			if g := eventGen(a.ev); g != nil {
+				g.timers = append(g.timers, t)
+			}
 		case actCancelReady:
 			a.g.cancel()
 		case actRelease:
 			a.g.cancel()
 			a.g.closeNotify()
+			for _, t := range a.g.timers {
+				t.Stop()
+			}
+			a.g.timers = nil
 		case actNotify:
 			switch a.kind {
 			case "ready":
@@ -195,6 +202,17 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 		}
 	}
 	return code, done
+}
+
+// eventGen returns the generation a timed event is about, or nil.
+func eventGen(ev any) *generation {
+	switch e := ev.(type) {
+	case killDue:
+		return e.g
+	case bakeDone:
+		return e.g
+	}
+	return nil
 }
 
 // trimMemory returns the memory a generation's start and drain used to the

@@ -32,6 +32,7 @@ func main() {
 	flag.DurationVar(&cfg.duration, "duration", 60*time.Second, "how long each strategy runs under load")
 	flag.IntVar(&cfg.upgrades, "upgrades", 50, "upgrades per strategy, spread over --duration")
 	flag.StringVar(&cfg.only, "only", "", "run only these strategies and sections, comma-separated: "+strings.Join(append(strategyNames, sectionNames...), ","))
+	flag.IntVar(&cfg.memReloads, "mem-reloads", 1000, "reloads in a row of the memory section (handoff run's RSS along the way)")
 	flag.IntVar(&cfg.rounds, "rounds", 20, "rounds of the restart-speed measure (floor, library, daemon interleaved)")
 	flag.DurationVar(&cfg.slow, "slow", time.Second, "duration of the slow requests kept in flight")
 	flag.BoolVar(&cfg.scale, "scale", true, "also run the scale cases (10,000 idle connections, 1,000 listeners)")

@@ -25,10 +25,12 @@ type config struct {
 	duration time.Duration
 	upgrades int
 	only     string
-	slow     time.Duration
-	scale    bool
-	steady   time.Duration
-	rounds   int // restart-speed rounds
+	// memReloads is how many reloads the memory section makes.
+	memReloads int
+	slow       time.Duration
+	scale      bool
+	steady     time.Duration
+	rounds     int // restart-speed rounds
 }
 
 // env is what every strategy shares: the built binaries and a scratch
@@ -46,7 +48,7 @@ var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reusepo
 // sectionNames are the parts of the benchmark besides the strategies' table.
 // sectionNames are the measures besides the strategies; "listeners" is the
 // second half of "scale" alone.
-var sectionNames = []string{"speed", "steady", "scale", "listeners"}
+var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -142,6 +144,11 @@ func run(cfg config, w io.Writer) error {
 	if want("steady") {
 		fmt.Fprintf(os.Stderr, "bench: steady state…\n")
 		printSteady(w, e, cfg.steady)
+	}
+	if want("memory") && cfg.memReloads > 0 {
+		fmt.Fprintf(os.Stderr, "bench: memory over %d reloads…\n", cfg.memReloads)
+		fmt.Fprintln(w)
+		printMemory(w, e, cfg.memReloads)
 	}
 	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
