@@ -113,6 +113,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(s.runDir)
 	code := s.run()
+	s.stopAllStrays()
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.
 	s.u.Stop()

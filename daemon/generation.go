@@ -61,7 +61,8 @@ type generation struct {
 	failWhy  string // set when the supervisor killed it for not being ready
 	exitedAt time.Time
 	hung     bool
-	killed   bool // sent SIGKILL (counted in machine.killed)
+	killed   bool    // sent SIGKILL (counted in machine.killed)
+	left     []stray // the processes it left behind at its exit
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }
@@ -271,6 +272,9 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 			case <-t.Done():
 			case <-time.After(200 * time.Millisecond):
 			}
+		}
+		if left := s.newStrays(); len(left) > 0 {
+			s.events <- genLeft{g, left}
 		}
 		s.events <- genExited{g, err}
 	}()

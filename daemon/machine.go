@@ -175,6 +175,10 @@ func (m *machine) step(ev any) []action {
 			m.log(slog.LevelWarn, "generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
 			m.kill(e.g)
 		}
+	case genLeft:
+		e.g.left = e.strays
+		m.log(slog.LevelWarn, "generation left processes behind; stopping them", "gen", e.g.n, "gen_pid", e.g.pid, "left", strayList(e.strays))
+		m.do(actStopStrays{e.strays})
 	case genExited:
 		m.onExit(e.g, e.err)
 	case bakeDone:
@@ -365,6 +369,10 @@ func (m *machine) onExit(g *generation, err error) {
 	case g == m.next:
 		m.next = nil
 		why := g.failWhy
+		if why == "" && err == nil && len(g.left) > 0 {
+			why = fmt.Sprintf("daemonized: its process exited 0 and left %s running in the background, now stopped — run the program in the foreground "+
+				"(nginx: 'daemon off;', memcached: without -d, gunicorn: without --daemon, else its --foreground or --no-daemon option)", strayList(g.left))
+		}
 		if why == "" && prev == baking {
 			why = "died during the bake window (" + how + ")"
 		} else if why == "" {

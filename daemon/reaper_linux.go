@@ -3,7 +3,9 @@ package daemon
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"strconv"
@@ -40,11 +42,18 @@ type reaper struct {
 	reaped int
 }
 
-// newReaper returns a reaper that runs if handoff is PID 1 or a child
-// subreaper, or nil if orphans do not come to handoff (then nothing is to be
-// done: start and done may be called on a nil *reaper).
+// newReaper makes handoff a child subreaper, so that every process a
+// generation starts stays in handoff's care when its parent exits — a
+// program that daemonizes cannot escape — and returns a reaper for the
+// orphans that come, or nil if they cannot come to handoff (then nothing is
+// to be done: its methods may be called on a nil *reaper).
 func newReaper(log *slog.Logger) *reaper {
 	pid := os.Getpid()
+	if pid != 1 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			log.Warn("cannot become a child subreaper: a program that daemonizes will escape handoff", "err", os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err))
+		}
+	}
 	var sub int32
 	_ = unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&sub)), 0, 0, 0)
 	if pid != 1 && sub == 0 {
@@ -64,7 +73,9 @@ func newReaper(log *slog.Logger) *reaper {
 			r.sweep()
 		}
 	}()
-	log.Info("reaping orphans", "reason", map[bool]string{true: "handoff is PID 1", false: "handoff is a child subreaper"}[pid == 1])
+	if pid == 1 {
+		log.Info("reaping orphans", "reason", "handoff is PID 1")
+	}
 	return r
 }
 
@@ -140,14 +151,60 @@ func (r *reaper) sweep() {
 	}
 }
 
-// zombieChildren lists the children of pid that have exited and wait to be
-// reaped, from /proc/*/stat.
-func zombieChildren(pid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
+// stray is a live child of handoff that it did not start: a process a
+// generation left behind, re-parented to handoff (a child subreaper) when its
+// parent exited.
+type stray struct {
+	PID  int    `json:"pid"`
+	PGID int    `json:"pgid"`
+	Cmd  string `json:"cmd"`
+}
+
+func (s stray) String() string { return fmt.Sprintf("pid %d (%s)", s.PID, s.Cmd) }
+
+// strays lists handoff's live children that it did not start and whose
+// process group is not that of a generation still running (a generation
+// leads a process group of its own): what the generations that have exited
+// left behind — the copy of a program that daemonized (its own session), or
+// a helper whose parent died.
+func (r *reaper) strays() []stray {
+	if r == nil {
 		return nil
 	}
-	var out []int
+	r.mu.Lock()
+	own := maps.Clone(r.own)
+	r.mu.Unlock()
+	// A new handoff (SIGUSR2) is started in handoff's own process group,
+	// and the generations each in a group of their own.
+	self := unix.Getpgrp()
+	var out []stray
+	forEachProc(func(pid int, state string, ppid, pgid int) {
+		if ppid != r.pid || state == "Z" || own[pid] || own[pgid] || pgid == self {
+			return
+		}
+		out = append(out, stray{PID: pid, PGID: pgid, Cmd: cmdline(pid)})
+	})
+	return out
+}
+
+// cmdline returns pid's command line, its words joined by spaces, at most 80
+// bytes.
+func cmdline(pid int) string {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	s := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+// forEachProc calls f with the pid, state, parent and process group of
+// every process in /proc.
+func forEachProc(f func(pid int, state string, ppid, pgid int)) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -161,16 +218,25 @@ func zombieChildren(pid int) []int {
 		if i < 0 {
 			continue
 		}
-		// ") Z 1 …": the state, then the parent's pid.
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
+		// ") S PPID PGRP …": the state, the parent, the process group.
+		fs := strings.Fields(string(b[i+1:]))
+		if len(fs) < 3 {
 			continue
 		}
-		state := f[0]
-		ppid, _ := strconv.Atoi(f[1])
+		ppid, _ := strconv.Atoi(fs[1])
+		pgid, _ := strconv.Atoi(fs[2])
+		f(p, fs[0], ppid, pgid)
+	}
+}
+
+// zombieChildren lists the children of pid that have exited and wait to be
+// reaped, from /proc/*/stat.
+func zombieChildren(pid int) []int {
+	var out []int
+	forEachProc(func(p int, state string, ppid, _ int) {
 		if state == "Z" && ppid == pid {
 			out = append(out, p)
 		}
-	}
+	})
 	return out
 }

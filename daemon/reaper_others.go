@@ -2,7 +2,10 @@
 
 package daemon
 
-import "log/slog"
+import (
+	"log/slog"
+	"strconv"
+)
 
 // reaper does nothing where handoff cannot list its zombie children.
 type reaper struct{}
@@ -17,3 +20,15 @@ func (r *reaper) start(startFn func() (int, error)) error {
 func (r *reaper) done(int) {}
 func (r *reaper) pause()   {}
 func (r *reaper) resume()  {}
+
+// stray is a process a generation left behind (see reaper_linux.go).
+type stray struct {
+	PID  int    `json:"pid"`
+	PGID int    `json:"pgid"`
+	Cmd  string `json:"cmd"`
+}
+
+func (s stray) String() string { return "pid " + strconv.Itoa(s.PID) + " (" + s.Cmd + ")" }
+
+// strays finds nothing where orphans do not come to handoff.
+func (r *reaper) strays() []stray { return nil }

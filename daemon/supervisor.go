@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -59,6 +60,11 @@ type supervisor struct {
 	firstInWd *bool
 
 	m *machine
+
+	// strayStopping holds the pids of the processes left behind that are
+	// being stopped (see strays.go).
+	strayMu       sync.Mutex
+	strayStopping map[int]bool
 
 	events chan any
 	sigC   chan os.Signal
@@ -193,6 +199,8 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			// The new handoff is tableflip's child, waited for by tableflip.
 			s.reaper.pause()
 			go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
+		case actStopStrays:
+			s.stopStrays(a.strays)
 		case actReleaseSockets:
 			s.releaseSockets()
 		case actSelfUpgradeEnded:

@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// What the generations leave behind. handoff is a child subreaper (see
+// newReaper): a process whose parent in a generation's tree exits — the
+// copy of a program that daemonized, a helper whose parent died — becomes
+// handoff's child, and outlives no generation unmanaged. When a generation
+// exits, what it left is stopped as a draining generation is: the stop
+// signal to its process group, SIGKILL after --drain-timeout. A generation
+// that exits 0 before it is ready and leaves processes behind daemonized,
+// and its failure says so. Whatever is left when handoff exits is stopped
+// first.
+
+// genLeft reports the processes a generation left behind at its exit; it
+// comes before that generation's genExited.
+type genLeft struct {
+	g      *generation
+	strays []stray
+}
+
+// actStopStrays stops processes left behind.
+type actStopStrays struct{ strays []stray }
+
+// newStrays returns the strays not already being stopped, and marks them.
+func (s *supervisor) newStrays() []stray {
+	all := s.reaper.strays()
+	if len(all) == 0 {
+		return nil
+	}
+	s.strayMu.Lock()
+	defer s.strayMu.Unlock()
+	if s.strayStopping == nil {
+		s.strayStopping = map[int]bool{}
+	}
+	var out []stray
+	for _, st := range all {
+		if !s.strayStopping[st.PID] {
+			s.strayStopping[st.PID] = true
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// stopStrays sends the stop signal to each stray's process group (or to the
+// stray, if it leads none), and SIGKILL to those still there after the
+// drain timeout.
+func (s *supervisor) stopStrays(strays []stray) {
+	for _, st := range strays {
+		target := st.PID
+		if st.PGID == st.PID {
+			target = -st.PID
+		}
+		_ = unix.Kill(target, s.cfg.StopSignal)
+	}
+	time.AfterFunc(s.cfg.DrainTimeout, func() { s.killStrays(strays) })
+}
+
+// killStrays kills the strays that are still handoff's live children (so
+// that a pid reused since is not hit) and forgets them.
+func (s *supervisor) killStrays(strays []stray) {
+	live := map[int]bool{}
+	for _, st := range s.reaper.strays() {
+		live[st.PID] = true
+	}
+	s.strayMu.Lock()
+	defer s.strayMu.Unlock()
+	for _, st := range strays {
+		if live[st.PID] {
+			s.log.Warn("a process left behind did not exit within the drain timeout; killing it", "pid", st.PID, "cmd", st.Cmd)
+			killStray(st)
+		}
+		delete(s.strayStopping, st.PID)
+	}
+}
+
+// stopAllStrays stops, as handoff exits, whatever the generations left that
+// is still running, and waits up to the drain timeout for it (then kills
+// it), so that nothing handoff started outlives it.
+func (s *supervisor) stopAllStrays() {
+	left := s.reaper.strays()
+	if len(left) == 0 {
+		return
+	}
+	s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "left", strayList(left))
+	for _, st := range left {
+		target := st.PID
+		if st.PGID == st.PID {
+			target = -st.PID
+		}
+		_ = unix.Kill(target, s.cfg.StopSignal)
+	}
+	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	for len(s.reaper.strays()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, st := range s.reaper.strays() {
+		s.log.Warn("killing a process left behind", "pid", st.PID, "cmd", st.Cmd)
+		killStray(st)
+	}
+}
+
+// killStray sends SIGKILL to st, and to its process group if it leads one.
+func killStray(st stray) {
+	if st.PGID == st.PID {
+		_ = unix.Kill(-st.PID, syscall.SIGKILL)
+	}
+	_ = unix.Kill(st.PID, syscall.SIGKILL)
+}
+
+// strayList describes strays for a log line or a failure.
+func strayList(strays []stray) string {
+	out := ""
+	for i, st := range strays {
+		if i > 0 {
+			out += ", "
+		}
+		out += st.String()
+	}
+	return out
+}
