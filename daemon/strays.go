@@ -88,7 +88,19 @@ func (s *supervisor) stopAllStrays() {
 	if len(left) == 0 {
 		return
 	}
-	s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "left", strayList(left))
+	// Those already being stopped were reported when their generation
+	// exited; they are waited for all the same.
+	var fresh []stray
+	s.strayMu.Lock()
+	for _, st := range left {
+		if !s.strayStopping[st.PID] {
+			fresh = append(fresh, st)
+		}
+	}
+	s.strayMu.Unlock()
+	if len(fresh) > 0 {
+		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "left", strayList(fresh))
+	}
 	for _, st := range left {
 		target := st.PID
 		if st.PGID == st.PID {
