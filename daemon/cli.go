@@ -205,6 +205,9 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	if err := cfg.Ready.checkProbe(held, s.names); err != nil {
 		return nil, err
 	}
+	if err := cfg.Health.checkProbe(held, s.names); err != nil {
+		return nil, usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
+	}
 	if cfg.Ready.Kind == "accept" {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
 			return nil, usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)

@@ -35,6 +35,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"run", "--listen", "127.0.0.1:80", "--control", "/tmp/" + strings.Repeat("c", 120), "--", "true"}, "longer than the 107 a Unix socket's path may have"},
 		{[]string{"reload", "--timeout", "-1s"}, "--timeout -1s is negative"},
 		{[]string{"status", "--timeout", "0s"}, "--timeout 0s is not positive"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--health", "http://127.0.0.1:9100/", "--", "true"}, "--health is checked during the bake window — give --bake too"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--bake", "5s", "--health", "udp://127.0.0.1:9100", "--", "true"}, "use http://HOST:PORT/PATH or tcp://HOST:PORT"},
 		{[]string{"signal"}, "give one signal"},
 		{[]string{"signal", "NOPE"}, "unknown signal"},
 	}

@@ -43,6 +43,7 @@ type listenSpec struct {
 type config struct {
 	Listens      []listenSpec
 	Ready        readyMode
+	Health       readyMode // checked during --bake: http or tcp, or none
 	ReadyTimeout time.Duration
 	DrainTimeout time.Duration
 	StopDelay    time.Duration
@@ -110,7 +111,13 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.StopDelay, "stop-delay", 0, "on SIGTERM or SIGINT, let the generations serve on this long before they drain, so that a load\n"+
 		"balancer deregisters this instance first; a second signal skips the rest. Example: --stop-delay 5s")
 	stop := fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
-	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it;\nif the new one dies meanwhile, the reload fails and the old one serves on. Example: --bake 10s")
+	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it, and\n"+
+		"watch the new one: if it exits, takes no connection while the old one takes several, answers\n"+
+		"nothing on connections that sent it requests 2 s ago, or fails --health 3 times in a row, it is\n"+
+		"rolled back within seconds: the reload fails and the old one serves on. Example: --bake 10s")
+	health := fs.String("health", "", "during --bake, check the new generation every 250 ms at `URL`: http://HOST:PORT/PATH must answer\n"+
+		"2xx, tcp://HOST:PORT accept; an address only the new generation serves (not a --listen socket).\n"+
+		"A --ready http:// or tcp:// probe is used when this is not given. Example: --health http://127.0.0.1:9100/healthz")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "handoff's log lines on stderr: text (key=value) or json (one object per line, times in\nnanoseconds), for a log shipper. Example: --log-format json")
@@ -177,6 +184,14 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		}
 		seen[l.Addr.String()] = true
 	}
+	if *health != "" {
+		if !strings.HasPrefix(*health, "http://") && !strings.HasPrefix(*health, "tcp://") {
+			return nil, usagef("handoff run: --health %s: use http://HOST:PORT/PATH or tcp://HOST:PORT", *health)
+		}
+		if cfg.Health, err = parseReady(*health); err != nil {
+			return nil, usagef("handoff run: --health: %v", strings.TrimPrefix(err.Error(), "handoff run: --ready "))
+		}
+	}
 	if cfg.Ready, err = parseReady(*ready); err != nil {
 		return nil, err
 	}
@@ -192,6 +207,8 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		return nil, usagef("handoff run: --stop-delay must not be negative")
 	case cfg.Bake < 0:
 		return nil, usagef("handoff run: --bake must not be negative")
+	case cfg.Health.Kind != "" && cfg.Bake <= 0:
+		return nil, usagef("handoff run: --health is checked during the bake window — give --bake too, as in --bake 10s")
 	case cfg.MaxDraining < 1:
 		return nil, usagef("handoff run: --max-draining must be at least 1")
 	case cfg.LogFormat != "text" && cfg.LogFormat != "json":

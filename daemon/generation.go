@@ -61,8 +61,9 @@ type generation struct {
 	failWhy  string // set when the supervisor killed it for not being ready
 	exitedAt time.Time
 	hung     bool
-	killed   bool    // sent SIGKILL (counted in machine.killed)
-	left     []stray // the processes it left behind at its exit
+	killed   bool          // sent SIGKILL (counted in machine.killed)
+	left     []stray       // the processes it left behind at its exit
+	exitedC  chan struct{} // closed when it has exited
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }
@@ -262,6 +263,7 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
 	g.cancel = cancel
 	exitedC := make(chan struct{})
+	g.exitedC = exitedC
 	go func() {
 		err := cmd.Wait()
 		s.reaper.done(cmd.Process.Pid)

@@ -186,6 +186,8 @@ func (m *machine) step(ev any) []action {
 			m.log(slog.LevelInfo, "bake window over", "gen", e.g.n, "gen_pid", e.g.pid)
 			m.promote(e.g)
 		}
+	case bakeFailed:
+		m.onBakeFailed(e.g, e.reason)
 	case killDue:
 		if e.g.state != exited {
 			m.log(slog.LevelWarn, "generation did not exit within the drain timeout; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "drain_timeout", m.drainTimeout.String())
@@ -300,10 +302,26 @@ func (m *machine) onReady(g *generation) {
 	if m.bake > 0 && m.current != nil {
 		g.state = baking
 		m.log(slog.LevelInfo, "baking: the old generation serves on", "gen", g.n, "gen_pid", g.pid, "bake", m.bake.String())
-		m.do(actAfter{m.bake, bakeDone{g}})
+		m.do(actAfter{m.bake, bakeDone{g}}, actWatchBake{g, m.current})
 		return
 	}
 	m.promote(g)
+}
+
+// onBakeFailed rolls back g, which bakes and was shown not to serve: it is
+// stopped, and the generation it was to replace serves on.
+func (m *machine) onBakeFailed(g *generation, reason string) {
+	if g != m.next || g.state != baking || m.current == nil {
+		return
+	}
+	g.failWhy = "failed its bake window: it " + reason
+	m.log(slog.LevelError, "new generation does not serve; rolling it back, the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n, "reason", reason)
+	m.drain(g)
+	m.next = nil
+	why := fmt.Sprintf("generation %d (pid %d) %s", g.n, g.pid, g.failWhy)
+	m.do(actNotify{"ready", fmt.Sprintf("reload rolled back: %s; serving generation %d", why, m.current.n)})
+	m.finishReload(ReloadResult{Error: "reload failed: " + why})
+	m.afterNext()
 }
 
 // promote makes g the serving generation and drains the one before it.

@@ -111,7 +111,7 @@ func TestMachine(t *testing.T) {
 		{"bake: the old generation serves until the window ends", time.Second, 0, false, true, []step{
 			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
 			{func() any { return extendTick{} }, []string{"notify extend", "after daemon.extendTick"}},
 			{func() any { return bakeDone{gen(2)} }, []string{"log:bake window over", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done"}},
 		}},
@@ -139,8 +139,16 @@ func TestMachine(t *testing.T) {
 		{"rollback during a bake stops the new generation; the old serves on", time.Second, 0, false, true, []step{
 			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
 			{func() any { return evRollback{w} }, []string{"log:rollback asked", "log:rollback: stopping the generation that bakes; the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},
+			{func() any { return bakeDone{gen(2)} }, nil},
+		}},
+		{"a generation that does not serve is rolled back during its bake; the old serves on", time.Second, 0, false, true, []step{
+			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
+			{func() any { return bakeFailed{gen(2), "took no connection"} }, []string{"log:new generation does not serve; rolling it back, the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) failed its bake window: it took no connection"}},
+			{func() any { return bakeFailed{gen(2), "answers nothing"} }, nil},
 			{func() any { return bakeDone{gen(2)} }, nil},
 		}},
 		{"SIGUSR2 as PID 1 is refused", 0, 0, true, true, []step{

@@ -199,6 +199,8 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			// The new handoff is tableflip's child, waited for by tableflip.
 			s.reaper.pause()
 			go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
+		case actWatchBake:
+			go s.watchBake(a.g, a.old)
 		case actStopStrays:
 			s.stopStrays(a.strays)
 		case actReleaseSockets:

@@ -1,0 +1,247 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// What the bake window checks. While a new generation bakes beside the
+// serving one, handoff looks at it every bakeTick and rolls it back — stops
+// it, and the serving generation serves on — as soon as it is shown not to
+// serve:
+//
+//   - it exits (any status);
+//   - it takes no connection: while the serving generation is paused
+//     (SIGSTOP to its process group) for at most bakeProbeFor, connections
+//     wait in the sockets' accept queue for bakeQueueStuck and it takes none
+//     — a program that says READY=1 and never accepts, or whose event loop
+//     is blocked. Until the new generation is seen holding a connection,
+//     this probe runs every bakeProbeEvery; without traffic it shows
+//     nothing. The paused generation's connections wait meanwhile: none is
+//     lost, some answers come up to bakeProbeFor later;
+//   - it answers nothing: at least bakeMinStuck of its connections got a
+//     request bakeStuckAfter or more ago and no byte back since, none of its
+//     connections has been answered, and none of the serving generation's
+//     waits so (its requests are not all slow by nature) — handlers that all
+//     block;
+//   - the health check fails bakeHealthFails times in a row: --health, or the
+//     --ready http:// or tcp:// probe, which reach an address only the new
+//     generation serves.
+//
+// The connection checks read the kernel's view (sock_diag, /proc) and need
+// Linux. A generation that serves some requests and fails others is not
+// caught: that takes a health check that exercises what fails.
+const (
+	bakeTick        = 250 * time.Millisecond
+	bakeProbeEvery  = 2 * time.Second
+	bakeProbeFor    = 500 * time.Millisecond
+	bakeQueueStuck  = 300 * time.Millisecond
+	bakeMinStuck    = 3
+	bakeStuckAfter  = 2 * time.Second
+	bakeHealthFails = 3
+)
+
+// bakeFailed: a baking generation was shown not to serve.
+type bakeFailed struct {
+	g      *generation
+	reason string
+}
+
+// actWatchBake starts the checks of g's bake window; old is the generation
+// serving beside it.
+type actWatchBake struct{ g, old *generation }
+
+// watchBake checks g until its bake window ends or it exits, and sends
+// bakeFailed at the first check that fails.
+func (s *supervisor) watchBake(g, old *generation) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
+	defer cancel()
+	w := &bakeWatch{s: s, g: g, old: old, ports: s.tcpPorts()}
+	w.start()
+	tick := time.NewTicker(bakeTick)
+	defer tick.Stop()
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.exitedC:
+			return
+		case <-tick.C:
+		}
+		reason := w.look()
+		if reason == "" {
+			reason = w.health(ctx, client)
+		}
+		if reason != "" {
+			select {
+			case <-ctx.Done(): // the window ended meanwhile: too late to roll back
+			case s.events <- bakeFailed{g, reason}:
+			}
+			return
+		}
+	}
+}
+
+// bakeWatch is the state of one bake window's checks.
+type bakeWatch struct {
+	s      *supervisor
+	g, old *generation
+	ports  map[uint16]bool
+
+	broken    bool            // the connection checks cannot run here
+	newSeen   map[uint64]bool // connections g accepted
+	lastProbe time.Time       // the last soloProbe
+	answered  map[uint64]bool // those that got data back
+	fails     int             // health checks failed in a row
+	lastErr   string
+}
+
+func (w *bakeWatch) start() {
+	w.newSeen, w.answered = map[uint64]bool{}, map[uint64]bool{}
+	// A first probe a moment into the window, not at once: the new
+	// generation's accept loop may still be settling.
+	w.lastProbe = time.Now().Add(bakeTick - bakeProbeEvery)
+	if _, err := tcpConns(w.ports); err != nil || len(w.ports) == 0 {
+		w.broken = true
+		if err != nil {
+			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "gen", w.g.n, "err", err)
+		}
+	}
+}
+
+// look runs the connection checks and returns why g does not serve, or "".
+func (w *bakeWatch) look() string {
+	if w.broken {
+		return ""
+	}
+	conns, err := tcpConns(w.ports)
+	if err != nil {
+		return ""
+	}
+	pending := 0
+	for ino := range held(w.g.pid, conns) {
+		w.newSeen[ino] = true
+		c := conns[ino]
+		if c.segsOut > 0 {
+			w.answered[ino] = true
+		}
+		if c.pending(bakeStuckAfter) {
+			pending++
+		}
+	}
+	oldPending := 0
+	for ino := range held(w.old.pid, conns) {
+		if conns[ino].pending(bakeStuckAfter) {
+			oldPending++
+		}
+	}
+	if pending >= bakeMinStuck && len(w.answered) == 0 && oldPending == 0 {
+		return fmt.Sprintf("answers nothing: %d of its connections got a request %v or more ago and no byte back, and it has answered none of the %d it accepted",
+			pending, bakeStuckAfter, len(w.newSeen))
+	}
+	if len(w.newSeen) == 0 && time.Since(w.lastProbe) >= bakeProbeEvery {
+		w.lastProbe = time.Now()
+		return w.soloProbe()
+	}
+	return ""
+}
+
+// soloProbe pauses the serving generation for at most bakeProbeFor, so that
+// only g can take connections off the sockets, and returns why g does not:
+// connections waited in the accept queue for bakeQueueStuck, and it took
+// none and holds none. It returns "" if g took one, or if none came. The
+// serving generation is resumed before it returns.
+func (w *bakeWatch) soloProbe() string {
+	inodes := map[uint64]bool{}
+	for _, ino := range w.s.inodes {
+		inodes[ino] = true
+	}
+	if q, err := acceptQueue(inodes); err != nil || q > 0 {
+		return "" // the serving generation lags already: no time to pause it
+	}
+	if err := unix.Kill(-w.old.pid, unix.SIGSTOP); err != nil {
+		return ""
+	}
+	defer unix.Kill(-w.old.pid, unix.SIGCONT)
+	start := time.Now()
+	var since time.Time // since when connections have waited
+	last := 0
+	for time.Since(start) < bakeProbeFor {
+		q, err := acceptQueue(inodes)
+		switch {
+		case err != nil:
+			return ""
+		case q < last:
+			return "" // it takes them
+		case q == 0:
+			since = time.Time{}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= bakeQueueStuck:
+			if conns, err := tcpConns(w.ports); err != nil || len(held(w.g.pid, conns)) > 0 {
+				return "" // it holds one: busy, not deaf
+			}
+			return fmt.Sprintf("takes no connection: with generation %d paused, %d connections waited %v in the accept queue and it took none",
+				w.old.n, q, bakeQueueStuck.Round(time.Millisecond))
+		}
+		last = q
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ""
+}
+
+// health runs the health check, if any, and returns why g failed it
+// bakeHealthFails times in a row, or "".
+func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
+	m := w.s.cfg.Health
+	if m.Kind == "" && (w.s.cfg.Ready.Kind == "http" || w.s.cfg.Ready.Kind == "tcp") {
+		m = w.s.cfg.Ready
+	}
+	if m.Kind == "" {
+		return ""
+	}
+	if m.check(ctx, client) {
+		w.fails = 0
+		return ""
+	}
+	w.fails++
+	if w.fails >= bakeHealthFails {
+		return fmt.Sprintf("failed the health check %s %d times in a row", m, w.fails)
+	}
+	return ""
+}
+
+// held returns the connections of conns that the process tree of root
+// holds.
+func held(root int, conns map[uint64]connInfo) map[uint64]bool {
+	out := map[uint64]bool{}
+	pids, err := processTree(root)
+	if err != nil {
+		return out
+	}
+	for ino := range socketInodes(pids) {
+		if _, ok := conns[ino]; ok {
+			out[ino] = true
+		}
+	}
+	return out
+}
+
+// tcpPorts returns the local ports of the TCP sockets handoff holds.
+func (s *supervisor) tcpPorts() map[uint16]bool {
+	ports := map[uint16]bool{}
+	for _, c := range s.sockets {
+		if ln, ok := c.(net.Listener); ok {
+			if a, ok := ln.Addr().(*net.TCPAddr); ok {
+				ports[uint16(a.Port)] = true
+			}
+		}
+	}
+	return ports
+}

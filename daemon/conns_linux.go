@@ -1,0 +1,175 @@
+package daemon
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// connInfo is what the kernel reports of one TCP connection a generation
+// accepted (sock_diag, with its tcp_info).
+type connInfo struct {
+	segsIn, segsOut        uint32 // data segments received and sent
+	lastRecvMs, lastSentMs uint32 // since it last received, sent data
+}
+
+// pending reports whether c received data at least after ago, and has sent
+// nothing since: a request waiting for its answer.
+func (c connInfo) pending(after time.Duration) bool {
+	return c.segsIn > 0 && (c.segsOut == 0 || c.lastRecvMs < c.lastSentMs) && time.Duration(c.lastRecvMs)*time.Millisecond >= after
+}
+
+// Constants of sock_diag(7) and inet_diag that x/sys does not name.
+const (
+	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+	inetDiagInfo     = 2  // INET_DIAG_INFO: a struct tcp_info
+	tcpEstablished   = 1
+	tcpCloseWait     = 8
+	tcpListen        = 10
+	inetDiagMsgLen   = 72 // struct inet_diag_msg
+)
+
+// tcpConns returns, by inode, the established TCP connections (IPv4 and
+// IPv6) whose local port is one of ports, with their tcp_info, as the
+// kernel's sock_diag interface lists them.
+func tcpConns(ports map[uint16]bool) (map[uint64]connInfo, error) {
+	out := map[uint64]connInfo{}
+	err := diagDump(1<<tcpEstablished|1<<tcpCloseWait, func(port uint16, ino uint64, _ uint32, attrs []byte) {
+		if ports[port] {
+			out[ino] = parseTCPInfo(attrs)
+		}
+	})
+	return out, err
+}
+
+// acceptQueue returns how many connections wait, complete, in the accept
+// queues of the listening sockets of inodes: the kernel reports a listening
+// socket's accept queue as its receive queue.
+func acceptQueue(inodes map[uint64]bool) (int, error) {
+	n := 0
+	err := diagDump(1<<tcpListen, func(_ uint16, ino uint64, rqueue uint32, _ []byte) {
+		if inodes[ino] {
+			n += int(rqueue)
+		}
+	})
+	return n, err
+}
+
+// diagDump lists the TCP sockets, IPv4 and IPv6, in the states of the mask,
+// and calls f with each one's local port, inode, receive queue and
+// attributes (a struct tcp_info among them).
+func diagDump(states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		if err := diagDumpFamily(family, states, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func diagDumpFamily(family uint8, states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+	}
+	defer unix.Close(fd)
+	// struct nlmsghdr, then struct inet_diag_req_v2 (family, protocol,
+	// extensions, pad, states, and a zero struct inet_diag_sockid).
+	req := make([]byte, unix.NLMSG_HDRLEN+56)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], sockDiagByFamily)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(req[8:], 1)
+	b := req[unix.NLMSG_HDRLEN:]
+	b[0], b[1], b[2] = family, unix.IPPROTO_TCP, 1<<(inetDiagInfo-1)
+	ne.PutUint32(b[4:], states)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return os.NewSyscallError("sendto sock_diag", err)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return os.NewSyscallError("recvfrom sock_diag", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return fmt.Errorf("sock_diag: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := int32(ne.Uint32(m.Data)); e != 0 {
+						return os.NewSyscallError("sock_diag", syscall.Errno(-e))
+					}
+				}
+				return nil
+			}
+			if len(m.Data) < inetDiagMsgLen {
+				continue
+			}
+			// struct inet_diag_msg: family, state, timer, retrans; the
+			// sockid, whose local port (network order) comes first;
+			// expires, rqueue, wqueue, uid, inode.
+			port := binary.BigEndian.Uint16(m.Data[4:6])
+			f(port, uint64(ne.Uint32(m.Data[68:72])), ne.Uint32(m.Data[56:60]), m.Data[inetDiagMsgLen:])
+		}
+	}
+}
+
+// parseTCPInfo finds INET_DIAG_INFO among attrs and reads the fields of
+// struct tcp_info that connInfo holds.
+func parseTCPInfo(attrs []byte) connInfo {
+	ne := binary.NativeEndian
+	for len(attrs) >= 4 {
+		l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
+		if l < 4 || l > len(attrs) {
+			break
+		}
+		if typ == inetDiagInfo {
+			var ti unix.TCPInfo
+			n := copy(unsafe.Slice((*byte)(unsafe.Pointer(&ti)), unsafe.Sizeof(ti)), attrs[4:l])
+			// An old kernel's tcp_info may end before data_segs_out.
+			c := connInfo{lastRecvMs: ti.Last_data_recv, lastSentMs: ti.Last_data_sent}
+			if uintptr(n) >= unsafe.Offsetof(ti.Data_segs_out)+4 {
+				c.segsIn, c.segsOut = ti.Data_segs_in, ti.Data_segs_out
+			}
+			return c
+		}
+		attrs = attrs[(l+3)&^3:]
+	}
+	return connInfo{}
+}
+
+// socketInodes returns the inodes of the sockets the processes pids hold.
+func socketInodes(pids []int) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			link, err := os.Readlink(dir + e.Name())
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 64); err == nil {
+				out[ino] = true
+			}
+		}
+	}
+	return out
+}
