@@ -69,6 +69,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case ShimCommand:
 		return Shim(args[1:], stderr)
+	case KeeperCommand:
+		return Keeper(stderr)
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "reload":
@@ -114,6 +116,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer os.RemoveAll(s.runDir)
 	code := s.run()
 	s.stopAllStrays()
+	s.keeper.bye()
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.
 	s.u.Stop()
@@ -156,6 +159,12 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	s.m = newMachine(cfg, first)
 	// The shim is the running binary, even if a new one replaced it on disk.
 	s.self = "/proc/self/exe"
+	// As PID 1, handoff's death ends the container: no keeper is needed.
+	if os.Getpid() != 1 {
+		if s.keeper, err = startKeeper(s.self, s.reaper, log); err != nil {
+			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "err", err)
+		}
+	}
 
 	inherited, fromParent := os.LookupEnv(envSystemdNames)
 	os.Unsetenv(envSystemdNames)
@@ -234,6 +243,12 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		return nil, fmt.Errorf("handoff: run directory: %w", err)
 	}
 	signal.Notify(s.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	// As systemd does for every service (IgnoreSIGPIPE=yes), the generations
+	// start with SIGPIPE ignored, inherited from handoff: a write to the
+	// pipe of their output after handoff died fails with EPIPE instead of
+	// ending them at a random log line. handoff, too, then sees EPIPE when
+	// whatever reads its own output goes away.
+	signal.Ignore(syscall.SIGPIPE)
 	go s.serveControl(cln.(*net.UnixListener))
 	go func() { <-u.Exit(); cln.Close() }()
 	return s, nil

@@ -230,7 +230,10 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		Dir: g.dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
 		// Its own process group: a Ctrl-C at the terminal reaches handoff
 		// alone, which stops the generations in order.
-		Attr:     syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential},
+		// If handoff dies (SIGKILL, the OOM killer), the generation gets
+		// its stop signal and drains, rather than serving on unmanaged
+		// with the sockets that a new handoff needs (see doc.go).
+		Attr:     syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: s.cfg.StopSignal},
 		Watchdog: s.u.WatchdogInterval() > 0,
 	}
 	var cmd *exec.Cmd
@@ -257,6 +260,7 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
+	s.keeper.hold(n, outR, errR)
 	g.stdout = linetail.New(outR, os.Stdout, 10)
 	g.stderr = linetail.New(errR, os.Stderr, 10)
 

@@ -45,6 +45,7 @@ type supervisor struct {
 	trimming atomic.Bool
 	u        *upgrader.Upgrader
 	reaper   *reaper // nil unless handoff is PID 1 or a child subreaper
+	keeper   *keeper // holds the generations' output pipes for when handoff dies; nil as PID 1
 	self     string  // the binary to re-execute as the shim
 	runDir   string
 	files    []*os.File  // the sockets, as fds 3.. of each generation
@@ -158,6 +159,7 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 		case actRelease:
 			a.g.cancel()
 			a.g.closeNotify()
+			s.keeper.drop(a.g.n)
 			for _, t := range a.g.timers {
 				t.Stop()
 			}
