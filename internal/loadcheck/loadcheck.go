@@ -52,7 +52,9 @@ type Result struct {
 	OK      int
 	Retried int
 	// Failed counts failures by class: ECONNREFUSED, ENOENT (a Unix socket's
-	// file is missing), ECONNRESET, EOF, timeout, HTTP <code>, other.
+	// file is missing), "connect ECONNRESET" (reset during the handshake:
+	// like a refusal, the request was never sent), ECONNRESET, EOF,
+	// timeout, HTTP <code>, other.
 	Failed map[string]int
 	// Samples holds up to 10 failure messages.
 	Samples []string
@@ -288,6 +290,12 @@ type statusError struct{ code int }
 func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
 
 // classify names the class of a failed request.
+// isDial reports whether err happened while connecting.
+func isDial(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
 func classify(err error) string {
 	var se *statusError
 	var ne net.Error
@@ -298,6 +306,9 @@ func classify(err error) string {
 		return "ECONNREFUSED"
 	case errors.Is(err, syscall.ENOENT):
 		return "ENOENT" // no socket file to connect to
+	case errors.Is(err, syscall.ECONNRESET) && isDial(err):
+		// Reset during the handshake: like a refusal, nothing was sent.
+		return "connect ECONNRESET"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return "ECONNRESET"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
