@@ -40,12 +40,12 @@ const envSystemdNames = "HANDOFF_SYSTEMD_NAMES"
 const mainUsage = `handoff — zero-downtime restarts for any program that accepts systemd sockets
 
 Usage:
-  handoff run [flags] -- PROGRAM [ARGS...]   hold the sockets and run PROGRAM as generations
-  handoff reload [--control PATH]            start a new generation; exit 0 once it is ready
-  handoff status [--control PATH] [--json]   show the generations and sockets
-  handoff rollback [--control PATH]          back to what the previous generation ran (or stop one that bakes)
-  handoff signal [--control PATH] SIG        send SIG (USR1, SIGUSR1, 10) to the serving generation
-  handoff version                            print the version
+  handoff run [flags] -- PROGRAM [ARGS...]       hold the sockets and run PROGRAM as generations
+  handoff reload [--control PATH] [--timeout D]  start a new generation; exit 0 once it is ready
+  handoff status [--control PATH] [--json]       show the generations and sockets
+  handoff rollback [--control PATH]              back to what the previous generation ran (or stop one that bakes)
+  handoff signal [--control PATH] SIG            send SIG (USR1, SIGUSR1, 10) to the serving generation
+  handoff version                                print the version
 
 Signals to 'handoff run':
   SIGHUP           reload: new generation, then drain the old one

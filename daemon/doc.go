@@ -15,7 +15,9 @@
 //	          Ready → baking (if --bake) or ready. Exits, or not ready
 //	          within --ready-timeout → killed, failed (final).
 //	baking    ready, while the previous generation still serves for --bake.
-//	          → ready when the window ends; exits → failed (final).
+//	          → ready when the window ends; exits, or is shown not to
+//	          serve (bake.go: takes no connection, answers nothing, fails
+//	          --health) → rolled back: drained, and failed (final).
 //	ready     the current generation, serving. → draining when a newer one
 //	          takes over or on stop; exits on its own, or hangs (no
 //	          WATCHDOG=1 for WatchdogSec= after it once sent one) → exited
@@ -34,6 +36,23 @@
 // process has started joins it, one asked after is queued. (handoff starts
 // the process as soon as the reload is asked, so here every reload asked
 // during another is queued.)
+//
+// # Stops, strays and handoff's own death
+//
+// A stop sends every generation its stop signal, then closes handoff's own
+// copies of the sockets (release_linux.go): a socket stops listening when
+// the last generation closes it, so a connection that comes after is
+// refused, never accepted by the kernel only to be reset when handoff exits.
+//
+// handoff is a child subreaper (reaper_linux.go): what a generation leaves
+// behind — a program that daemonized, a helper whose parent died — becomes
+// handoff's child, and is stopped like a draining generation when that
+// generation exits (strays.go); a generation that exits 0 before it is ready
+// and leaves processes behind failed because it daemonized, and says so.
+//
+// If handoff is killed, each generation gets its stop signal as its
+// parent-death signal and drains; its output reaches handoff's stdout and
+// stderr through the keeper, which holds the pipes (keeper.go).
 //
 // The supervisor's own pid never changes on a reload. SIGUSR2 upgrades
 // handoff itself through the upgrader package: a new handoff process takes

@@ -43,6 +43,13 @@
 // old one passes the request on), by this one when it failed. `handoff run`
 // follows the same rule for its reloads.
 //
+// A Starting generation whose parent dies (killed with SIGKILL during the
+// handover) does not stop: at Ready it finds the parent gone, and serves on
+// as the main process — it writes the PID file, tells systemd its pid
+// (MAINPID=, READY=1) and logs why. Until Ready its stderr is a pipe to the
+// parent, so it catches SIGPIPE meanwhile, and takes its real stderr back as
+// soon as the parent dies.
+//
 // A SIGHUP that reaches a generation while its predecessor is still draining
 // is not refused, as tableflip would: it is carried out as soon as the
 // predecessor has exited, and several such SIGHUPs make one upgrade. A
