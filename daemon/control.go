@@ -149,11 +149,15 @@ func (s *supervisor) reloadBound() time.Duration {
 
 // serveControl answers control connections on ln until it is closed. An
 // accept error other than the close — EMFILE when the fd table is full, for
-// one — is logged once, retried with backoff, and the recovery logged: the
-// control socket outlives every such episode.
+// one — is retried with backoff: the control socket outlives every such
+// episode. An episode is logged once when it begins and once when it ends:
+// at the first accept a second or more after its last error (descriptors
+// freed one at a time let accepts and errors alternate for a while).
 func (s *supervisor) serveControl(ln *net.UnixListener) {
 	var wait time.Duration
 	var failing error
+	var errs int
+	var lastErr time.Time
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -161,16 +165,19 @@ func (s *supervisor) serveControl(ln *net.UnixListener) {
 				return
 			}
 			if failing == nil {
-				failing = err
+				failing, errs = err, 0
 				s.log.Error("control socket: accept failed; retrying with backoff until it works again", "err", err)
 			}
+			errs++
+			lastErr = time.Now()
 			wait = min(max(2*wait, acceptMin), acceptMax)
 			time.Sleep(wait)
 			continue
 		}
-		if failing != nil {
-			s.log.Info("control socket: accepting again", "after", failing.Error())
-			failing, wait = nil, 0
+		wait = 0
+		if failing != nil && time.Since(lastErr) >= time.Second {
+			s.log.Info("control socket: accepting again", "after", failing.Error(), "errors", errs)
+			failing = nil
 		}
 		go s.handleControl(c)
 	}
