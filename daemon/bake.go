@@ -97,6 +97,7 @@ type bakeWatch struct {
 	broken    bool            // the connection checks cannot run here
 	newSeen   map[uint64]bool // connections g accepted
 	lastProbe time.Time       // the last soloProbe
+	accepts   bool            // a soloProbe saw g take connections
 	answered  map[uint64]bool // those that got data back
 	fails     int             // health checks failed in a row
 	lastErr   string
@@ -145,9 +146,11 @@ func (w *bakeWatch) look() string {
 		return fmt.Sprintf("answers nothing: %d of its connections got a request %v or more ago and no byte back, and it has answered none of the %d it accepted",
 			pending, bakeStuckAfter, len(w.newSeen))
 	}
-	if len(w.newSeen) == 0 && time.Since(w.lastProbe) >= bakeProbeEvery {
+	if len(w.newSeen) == 0 && !w.accepts && time.Since(w.lastProbe) >= bakeProbeEvery {
 		w.lastProbe = time.Now()
-		return w.soloProbe()
+		var why string
+		why, w.accepts = w.soloProbe()
+		return why
 	}
 	return ""
 }
@@ -155,18 +158,19 @@ func (w *bakeWatch) look() string {
 // soloProbe pauses the serving generation for at most bakeProbeFor, so that
 // only g can take connections off the sockets, and returns why g does not:
 // connections waited in the accept queue for bakeQueueStuck, and it took
-// none and holds none. It returns "" if g took one, or if none came. The
+// none and holds none. accepts reports that g was seen taking connections
+// (no more probes are needed); both are zero when no connection came. The
 // serving generation is resumed before it returns.
-func (w *bakeWatch) soloProbe() string {
+func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 	inodes := map[uint64]bool{}
 	for _, ino := range w.s.inodes {
 		inodes[ino] = true
 	}
 	if q, err := acceptQueue(inodes); err != nil || q > 0 {
-		return "" // the serving generation lags already: no time to pause it
+		return "", false // the serving generation lags already: no time to pause it
 	}
 	if err := unix.Kill(-w.old.pid, unix.SIGSTOP); err != nil {
-		return ""
+		return "", false
 	}
 	defer unix.Kill(-w.old.pid, unix.SIGCONT)
 	start := time.Now()
@@ -176,24 +180,24 @@ func (w *bakeWatch) soloProbe() string {
 		q, err := acceptQueue(inodes)
 		switch {
 		case err != nil:
-			return ""
+			return "", false
 		case q < last:
-			return "" // it takes them
+			return "", true // it takes them
 		case q == 0:
 			since = time.Time{}
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) >= bakeQueueStuck:
 			if conns, err := tcpConns(w.ports); err != nil || len(held(w.g.pid, conns)) > 0 {
-				return "" // it holds one: busy, not deaf
+				return "", true // it holds one: busy, not deaf
 			}
 			return fmt.Sprintf("takes no connection: with generation %d paused, %d connections waited %v in the accept queue and it took none",
-				w.old.n, q, bakeQueueStuck.Round(time.Millisecond))
+				w.old.n, q, bakeQueueStuck.Round(time.Millisecond)), false
 		}
 		last = q
 		time.Sleep(10 * time.Millisecond)
 	}
-	return ""
+	return "", false
 }
 
 // health runs the health check, if any, and returns why g failed it
