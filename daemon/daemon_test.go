@@ -233,17 +233,7 @@ func TestReloadStorm(t *testing.T) {
 // exits.
 func TestStopDuringReload(t *testing.T) {
 	d := startDaemon(t, nil)
-	slow := make(chan error, 1)
-	go func() {
-		resp, err := http.Post("http://"+d.addr+"/slow?d=1s", "text/plain", nil)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				err = errStatus(resp.StatusCode)
-			}
-		}
-		slow <- err
-	}()
+	slow := d.postSlow(time.Second)
 	proc.WriteExec(t, d.prog, []byte("#!/bin/sh\nsleep 2\nexec "+appBin+"\n"))
 	type result struct {
 		out  string

@@ -22,17 +22,7 @@ func TestHandoffKilled(t *testing.T) {
 	d := startDaemon(t, nil)
 	gen := d.serving()
 	fds := fdCount(gen)
-	slow := make(chan error, 1)
-	go func() {
-		resp, err := http.Post("http://"+d.addr+"/slow?d=1s", "text/plain", nil)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				err = errStatus(resp.StatusCode)
-			}
-		}
-		slow <- err
-	}()
+	slow := d.postSlow(time.Second)
 	// Once the generation holds the request's connection:
 	for wait := time.Now().Add(5 * time.Second); fdCount(gen) <= fds && time.Now().Before(wait); {
 		time.Sleep(5 * time.Millisecond)

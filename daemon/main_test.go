@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,6 +169,23 @@ func (d *runningDaemon) serving() int {
 		}
 	}
 	return 0
+}
+
+// postSlow sends a request that takes d to answer, and returns where its
+// outcome will come: nil for a 200.
+func (d *runningDaemon) postSlow(dur time.Duration) <-chan error {
+	c := make(chan error, 1)
+	go func() {
+		resp, err := http.Post("http://"+d.addr+"/slow?d="+dur.String(), "text/plain", nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = errStatus(resp.StatusCode)
+			}
+		}
+		c <- err
+	}()
+	return c
 }
 
 // stop sends SIGTERM and waits for handoff to exit 0.

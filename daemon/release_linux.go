@@ -24,13 +24,7 @@ import (
 // upgrader closes them. Sockets that systemd holds too (a .socket unit, the
 // fd store) are systemd's to close.
 func (s *supervisor) releaseSockets() {
-	for _, f := range s.files {
-		f.Close()
-	}
-	for _, c := range s.sockets {
-		c.Close()
-	}
-	s.files, s.sockets = nil, nil
+	s.closeOwnCopies()
 	want := map[string]bool{}
 	for _, ino := range s.inodes {
 		want[fmt.Sprintf("socket:[%d]", ino)] = true

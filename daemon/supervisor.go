@@ -216,6 +216,18 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 	return code, done
 }
 
+// closeOwnCopies closes the descriptors of the sockets that handoff opened
+// for itself: those it passes to generations and the listeners it holds.
+func (s *supervisor) closeOwnCopies() {
+	for _, f := range s.files {
+		f.Close()
+	}
+	for _, c := range s.sockets {
+		c.Close()
+	}
+	s.files, s.sockets = nil, nil
+}
+
 // eventGen returns the generation a timed event is about, or nil.
 func eventGen(ev any) *generation {
 	switch e := ev.(type) {
