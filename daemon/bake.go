@@ -56,12 +56,13 @@ type bakeFailed struct {
 // serving beside it.
 type actWatchBake struct{ g, old *generation }
 
-// watchBake checks g until its bake window ends or it exits, and sends
-// bakeFailed at the first check that fails.
-func (s *supervisor) watchBake(g, old *generation) {
+// watchBake checks g, whose connections come on ports, until its bake
+// window ends or it exits, and sends bakeFailed at the first check that
+// fails.
+func (s *supervisor) watchBake(g, old *generation, ports map[uint16]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
 	defer cancel()
-	w := &bakeWatch{s: s, g: g, old: old, ports: s.tcpPorts()}
+	w := &bakeWatch{s: s, g: g, old: old, ports: ports}
 	w.start()
 	tick := time.NewTicker(bakeTick)
 	defer tick.Stop()

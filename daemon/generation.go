@@ -260,7 +260,7 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
-	s.keeper.hold(n, outR, errR)
+	s.keeper.hold(n, g.pid, outR, errR)
 	g.stdout = linetail.New(outR, os.Stdout, 10)
 	g.stderr = linetail.New(errR, os.Stderr, 10)
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,8 +34,8 @@ import (
 const KeeperCommand = "__handoff_keeper"
 
 // Keeper runs the output keeper: fd 3 is a SOCK_SEQPACKET socket from
-// handoff, on which it gets "hold N" with the read ends of generation N's
-// stdout and stderr pipes, "drop N" when that generation has exited, and
+// handoff, on which it gets "hold N PID" with the read ends of generation N's
+// stdout and stderr pipes (PID leads its process group), "drop N" when that generation has exited, and
 // "bye" when handoff exits. If the socket ends without "bye", handoff died:
 // the keeper copies what the pipes it holds carry to its own stdout and
 // stderr (handoff's) until each ends, then exits 0.
@@ -53,6 +54,7 @@ func Keeper(stderr io.Writer) int {
 		return 1
 	}
 	held := map[string][]*os.File{}
+	pgids := map[string]int{} // each generation's process group
 	buf := make([]byte, 256)
 	oob := make([]byte, unix.CmsgSpace(2*4))
 	for {
@@ -74,17 +76,26 @@ func Keeper(stderr io.Writer) int {
 		switch {
 		case len(f) == 1 && f[0] == "bye":
 			return 0
-		case len(f) == 2 && f[0] == "hold" && len(files) == 2:
+		case len(f) == 3 && f[0] == "hold" && len(files) == 2:
 			held[f[1]] = files
+			pgids[f[1]], _ = strconv.Atoi(f[2])
 			continue
 		case len(f) == 2 && f[0] == "drop":
 			for _, h := range held[f[1]] {
 				h.Close()
 			}
 			delete(held, f[1])
+			delete(pgids, f[1])
 		}
 		for _, h := range files {
 			h.Close()
+		}
+	}
+	// A generation handoff had paused for a moment (the bake's probe)
+	// could not drain: resume them all.
+	for _, pgid := range pgids {
+		if pgid > 0 {
+			_ = unix.Kill(-pgid, unix.SIGCONT)
 		}
 	}
 	var wg sync.WaitGroup
@@ -145,8 +156,9 @@ func startKeeper(self string, r *reaper, log *slog.Logger) (*keeper, error) {
 	return &keeper{log: log, conn: c.(*net.UnixConn)}, nil
 }
 
-// hold gives the keeper copies of generation n's output pipes' read ends.
-func (k *keeper) hold(n int, stdout, stderr *os.File) {
+// hold gives the keeper copies of the output pipes' read ends of generation
+// n, whose process group pid leads.
+func (k *keeper) hold(n, pid int, stdout, stderr *os.File) {
 	if k == nil {
 		return
 	}
@@ -158,7 +170,7 @@ func (k *keeper) hold(n int, stdout, stderr *os.File) {
 		}
 		_ = raw.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
 	}
-	k.send(fmt.Sprintf("hold %d", n), unix.UnixRights(fds...))
+	k.send(fmt.Sprintf("hold %d %d", n, pid), unix.UnixRights(fds...))
 }
 
 // drop tells the keeper that generation n has exited.

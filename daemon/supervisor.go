@@ -202,7 +202,7 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			s.reaper.pause()
 			go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
 		case actWatchBake:
-			go s.watchBake(a.g, a.old)
+			go s.watchBake(a.g, a.old, s.tcpPorts())
 		case actStopStrays:
 			s.stopStrays(a.strays)
 		case actReleaseSockets:
