@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -119,10 +120,11 @@ func Keeper(stderr io.Writer) int {
 // keeper is handoff's end of the output keeper; nil where none runs (its
 // methods do nothing then).
 type keeper struct {
-	log  *slog.Logger
-	conn *net.UnixConn
-	mu   sync.Mutex
-	dead bool
+	log    *slog.Logger
+	conn   *net.UnixConn
+	exited chan struct{} // closed once the keeper has exited
+	mu     sync.Mutex
+	dead   bool
 }
 
 // startKeeper starts the output keeper, a child of handoff in its process
@@ -147,13 +149,14 @@ func startKeeper(self string, r *reaper, log *slog.Logger) (*keeper, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("starting the output keeper: %w", err)
 	}
-	go func() { _ = cmd.Wait(); r.done(cmd.Process.Pid) }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); r.done(cmd.Process.Pid); close(exited) }()
 	c, err := net.FileConn(mine)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		return nil, err
 	}
-	return &keeper{log: log, conn: c.(*net.UnixConn)}, nil
+	return &keeper{log: log, conn: c.(*net.UnixConn), exited: exited}, nil
 }
 
 // hold gives the keeper copies of the output pipes' read ends of generation
@@ -180,11 +183,18 @@ func (k *keeper) drop(n int) {
 	}
 }
 
-// bye tells the keeper that handoff exits, and closes the socket.
+// bye tells the keeper that handoff exits, closes the socket, and waits up
+// to a second for the keeper to exit, so that handoff leaves nothing behind.
 func (k *keeper) bye() {
-	if k != nil {
-		k.send("bye", nil)
-		k.conn.Close()
+	if k == nil {
+		return
+	}
+	k.send("bye", nil)
+	k.conn.Close()
+	select {
+	case <-k.exited:
+	case <-time.After(time.Second):
+		k.log.Warn("the output keeper did not exit within a second of handoff's goodbye")
 	}
 }
 
