@@ -178,7 +178,7 @@ func (r *reaper) strays() []stray {
 	// and the generations each in a group of their own.
 	self := unix.Getpgrp()
 	var out []stray
-	forEachProc(func(pid int, state string, ppid, pgid int) {
+	forEachChild(func(pid int, state string, ppid, pgid int) {
 		if ppid != r.pid || state == "Z" || own[pid] || own[pgid] || pgid == self {
 			return
 		}
@@ -198,6 +198,42 @@ func cmdline(pid int) string {
 	return s
 }
 
+// forEachChild calls f with the pid, state, parent and process group of
+// each child of this process. Its threads' /proc/self/task/TID/children list
+// them, which costs a read per thread and per child, not a scan of every
+// process on the host once a second; a kernel without those files
+// (CONFIG_PROC_CHILDREN) gets the scan.
+func forEachChild(f func(pid int, state string, ppid, pgid int)) {
+	if !childrenFiles() {
+		forEachProc(f)
+		return
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue // a thread that has exited meanwhile
+		}
+		for _, field := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(field); err == nil {
+				if state, ppid, pgid, ok := procStat(pid); ok {
+					f(pid, state, ppid, pgid)
+				}
+			}
+		}
+	}
+}
+
+// childrenFiles reports whether the kernel lists a thread's children in
+// /proc/PID/task/TID/children.
+var childrenFiles = sync.OnceValue(func() bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d/children", os.Getpid()))
+	return err == nil
+})
+
 // forEachProc calls f with the pid, state, parent and process group of
 // every process in /proc.
 func forEachProc(f func(pid int, state string, ppid, pgid int)) {
@@ -210,30 +246,38 @@ func forEachProc(f func(pid int, state string, ppid, pgid int)) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
+		if state, ppid, pgid, ok := procStat(p); ok {
+			f(p, state, ppid, pgid)
 		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		// ") S PPID PGRP …": the state, the parent, the process group.
-		fs := strings.Fields(string(b[i+1:]))
-		if len(fs) < 3 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fs[1])
-		pgid, _ := strconv.Atoi(fs[2])
-		f(p, fs[0], ppid, pgid)
 	}
 }
 
-// zombieChildren lists the children of pid that have exited and wait to be
-// reaped, from /proc/*/stat.
+// procStat reads the state, parent and process group of pid from
+// /proc/PID/stat.
+func procStat(pid int) (state string, ppid, pgid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0, 0, false
+	}
+	// ") S PPID PGRP …": the state, the parent, the process group.
+	fs := strings.Fields(string(b[i+1:]))
+	if len(fs) < 3 {
+		return "", 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(fs[1])
+	pgid, _ = strconv.Atoi(fs[2])
+	return fs[0], ppid, pgid, true
+}
+
+// zombieChildren lists the children of this process that have exited and
+// wait to be reaped.
 func zombieChildren(pid int) []int {
 	var out []int
-	forEachProc(func(p int, state string, ppid, _ int) {
+	forEachChild(func(p int, state string, ppid, _ int) {
 		if state == "Z" && ppid == pid {
 			out = append(out, p)
 		}
