@@ -1,8 +1,10 @@
 package daemon_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -88,5 +90,28 @@ func TestReloadWithoutDaemon(t *testing.T) {
 	out, err := exec.Command(handoffBin, "reload", "--control", t.TempDir()+"/none.sock").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "is 'handoff run' running?") {
 		t.Errorf("got %v: %s", err, out)
+	}
+}
+
+// TestEnvTooBigToExec: variables each within Linux's limit for one, but too
+// many together for an exec, fail the start with one line that gives the
+// size and the fix, not a bare "argument list too long".
+func TestEnvTooBigToExec(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	for i := range 24 {
+		fmt.Fprintf(&b, "V%d=%s\n", i, strings.Repeat("x", 120000))
+	}
+	env := filepath.Join(dir, "big.env")
+	if err := os.WriteFile(env, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(handoffBin, "run", "--env-file", env, "--control", filepath.Join(dir, "c.sock"),
+		"--listen", "web=127.0.0.1:0", "--", "/bin/true").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("handoff run: %v, want exit 1:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "are more than Linux passes to a program (see getconf ARG_MAX) — shrink the env file") {
+		t.Errorf("the failure does not say the environment is too large:\n%s", out)
 	}
 }
