@@ -1,0 +1,145 @@
+package helpers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
+	"github.com/handoff-dev/handoff/internal/proc"
+)
+
+// handoffBin is the handoff command, built once.
+var handoffBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "handoff-helpers-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	handoffBin = filepath.Join(dir, "handoff")
+	cmd := exec.Command("go", "build", "-o", handoffBin, "..")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building handoff:", err)
+		os.Exit(1)
+	}
+	if err := proc.Subreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// reloadsUnderLoad runs program under `handoff run --ready accept` and
+// reloads it 15 times, a second apart, under an open-loop POST load of 600
+// requests/s over keep-alive and fresh connections, with 500 ms requests in
+// flight: none may fail or be retried, and every generation must have
+// answered. (The drain Node's docs teach — server.close() — lost 6 and 7 of
+// 32,200 requests under a heavier form of this load, 40 s long, and failed
+// this test in 1 of 3 runs here: the race it loses is narrow.)
+func reloadsUnderLoad(t *testing.T, program ...string) {
+	const reloads = 15
+	dir := t.TempDir()
+	addr := proc.FreeAddr(t)
+	control := filepath.Join(dir, "control.sock")
+	logPath := filepath.Join(dir, "log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	args := append([]string{"run", "--log-format", "json", "--ready", "accept", "--max-draining", "16", "--control", control, "--listen", "web=" + addr, "--"}, program...)
+	cmd := exec.Command(handoffBin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{}) // closed when handoff has exited; then waitErr is set
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		for _, p := range proc.Descendants(os.Getpid()) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		proc.ReapAll()
+	}()
+	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	waitRecord := func(terms ...string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			if logrec.Find(logrec.Parse(readLog()), terms...) != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no log record %q:\n%s", terms, readLog())
+	}
+	waitRecord("generation ready", "gen=1")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	resC := make(chan *loadcheck.Result, 1)
+	go func() {
+		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 600, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+	}()
+	time.Sleep(500 * time.Millisecond)
+	for i := range reloads {
+		out, err := exec.Command(handoffBin, "reload", "--control", control).CombinedOutput()
+		if err != nil {
+			cancel()
+			t.Fatalf("reload %d: %v: %s\n%s", i+1, err, out, readLog())
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(time.Second)
+	cancel()
+	r := <-resC
+	t.Logf("%d reloads: %v", reloads, r)
+	if r.Failures() != 0 || r.Retried != 0 {
+		t.Errorf("%d failed %v, %d retried: %q", r.Failures(), r.Failed, r.Retried, r.Samples)
+	}
+	if len(r.Pids) != reloads+1 {
+		t.Errorf("%d generations answered, want %d", len(r.Pids), reloads+1)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("handoff: %v:\n%s", waitErr, readLog())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("handoff did not stop:\n%s", readLog())
+	}
+	if n := strings.Count(readLog(), "drained"); n < reloads {
+		t.Errorf("%d generations said they drained, want %d or more:\n%s", n, reloads, readLog())
+	}
+}
+
+func TestNodeHTTP(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	server, err := filepath.Abs("node/example/server.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadsUnderLoad(t, node, server)
+}
