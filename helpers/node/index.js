@@ -10,10 +10,12 @@
 // LISTEN_FDNAMES, else the first), or binds port/host when none was passed,
 // and on SIGTERM or SIGINT drains:
 //
-//   1. it stops accepting (the next generation, which holds the same socket,
-//      accepts from then on) — without Node's own server.close(), which since
-//      Node 19 closes every idle keep-alive connection at once, racing a
-//      client that is sending its next request on one;
+//   1. it stops accepting, once what waits in the accept queue is taken (the
+//      next generation, which holds the same socket, accepts from then on;
+//      alone, new connections are refused) — without Node's own
+//      server.close(), which since Node 19 closes every idle keep-alive
+//      connection at once, racing a client that is sending its next request
+//      on one;
 //   2. every response from then on carries Connection: close;
 //   3. a keep-alive connection is closed only once it has been idle for
 //      idleGrace with nothing received (its bytes-read count unchanged);
@@ -137,8 +139,11 @@ function serve(server, opts = {}) {
     draining = true;
     const start = Date.now();
     const stats = { conns: conns.size + upgraded.size, idleClosed: 0, cut: 0, ms: 0 };
-    // Stop accepting, without http.Server.close's closeIdleConnections.
-    net.Server.prototype.close.call(server);
+    // Stop accepting, without http.Server.close's closeIdleConnections —
+    // after the event loop's next poll phase, which accepts what already
+    // waits in the accept queue: closing the socket would reset those
+    // connections, whose requests may be sent.
+    setImmediate(() => net.Server.prototype.close.call(server));
     // Requests already being answered: Connection: close where the headers
     // are not out yet.
     for (const c of conns.values()) {

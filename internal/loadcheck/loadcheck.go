@@ -56,6 +56,10 @@ type Result struct {
 	// like a refusal, the request was never sent), ECONNRESET, EOF,
 	// timeout, HTTP <code>, other.
 	Failed map[string]int
+	// FailedReused counts the failures on a reused keep-alive connection:
+	// the ones a server's drain causes when it closes an idle connection
+	// that a client is sending on.
+	FailedReused int
 	// Samples holds up to 10 failure messages.
 	Samples []string
 	// Pids counts answers by the pid in the body ("pid=N").
@@ -189,6 +193,9 @@ func Run(ctx context.Context, cfg Config) *Result {
 		if err != nil {
 			class := classify(err)
 			res.Failed[class]++
+			if ce := (*connErr)(nil); errors.As(err, &ce) && ce.reused {
+				res.FailedReused++
+			}
 			if len(res.Samples) < 10 {
 				res.Samples = append(res.Samples, err.Error())
 			}
@@ -282,8 +289,17 @@ func connError(err error, c httptrace.GotConnInfo) error {
 			how += fmt.Sprintf(" idle for %v", c.IdleTime.Round(time.Millisecond))
 		}
 	}
-	return fmt.Errorf("%w (%s from %s)", err, how, c.Conn.LocalAddr())
+	return &connErr{fmt.Errorf("%w (%s from %s)", err, how, c.Conn.LocalAddr()), c.Reused}
 }
+
+// connErr is a request's failure with the connection it failed on.
+type connErr struct {
+	err    error
+	reused bool // a keep-alive connection that had served before
+}
+
+func (e *connErr) Error() string { return e.err.Error() }
+func (e *connErr) Unwrap() error { return e.err }
 
 type statusError struct{ code int }
 

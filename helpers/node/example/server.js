@@ -13,5 +13,5 @@ const server = http.createServer((req, res) => {
     setTimeout(() => res.end(`pid=${process.pid}\n`), Math.min(wait, 60000));
   });
 });
-handoff.serve(server, { name: 'web', port: 8080 });
+handoff.serve(server, { name: 'web', port: Number(process.env.PORT) || 8080, host: '127.0.0.1' });
 console.log(`app: pid=${process.pid} serving`);
