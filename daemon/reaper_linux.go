@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"os/signal"
 	"strconv"
@@ -171,15 +170,17 @@ func (r *reaper) strays() []stray {
 	if r == nil {
 		return nil
 	}
+	// Held for the whole look, as the sweep does: a generation started
+	// meanwhile is a child before it is recorded as handoff's own, and
+	// would be taken for a stray.
 	r.mu.Lock()
-	own := maps.Clone(r.own)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
 	// A new handoff (SIGUSR2) is started in handoff's own process group,
 	// and the generations each in a group of their own.
 	self := unix.Getpgrp()
 	var out []stray
 	forEachChild(func(pid int, state string, ppid, pgid int) {
-		if ppid != r.pid || state == "Z" || own[pid] || own[pgid] || pgid == self {
+		if ppid != r.pid || state == "Z" || r.own[pid] || r.own[pgid] || pgid == self {
 			return
 		}
 		out = append(out, stray{PID: pid, PGID: pgid, Cmd: cmdline(pid)})
