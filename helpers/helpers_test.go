@@ -50,6 +50,12 @@ func TestMain(m *testing.M) {
 // 32,200 requests under a heavier form of this load, 40 s long, and failed
 // this test in 1 of 3 runs here: the race it loses is narrow.)
 func reloadsUnderLoad(t *testing.T, ready string, program ...string) {
+	reloadsUnderLoadEnv(t, nil, ready, program...)
+}
+
+// reloadsUnderLoadEnv is reloadsUnderLoad with env added to handoff's
+// environment, which the generations inherit.
+func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...string) {
 	const reloads = 15
 	dir := t.TempDir()
 	addr := proc.FreeAddr(t)
@@ -62,6 +68,7 @@ func reloadsUnderLoad(t *testing.T, ready string, program ...string) {
 	defer logf.Close()
 	args := append([]string{"run", "--log-format", "json", "--ready", ready, "--max-draining", "16", "--control", control, "--listen", "web=" + addr, "--"}, program...)
 	cmd := exec.Command(handoffBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -147,6 +154,30 @@ func TestNodeHTTP(t *testing.T) {
 	reloadsUnderLoad(t, "accept", node, server)
 }
 
+// TestNodeExpress is TestNodeHTTP with an Express app, Express installed
+// from the npm registry into the test's own directory.
+func TestNodeExpress(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		t.Skip("npm is not installed")
+	}
+	prefix := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--prefix", prefix, "express@5").CombinedOutput(); err != nil {
+		t.Skipf("express could not be installed from the npm registry: %v: %s", err, out)
+	}
+	server, err := filepath.Abs("node/example/express.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadsUnderLoadEnv(t, []string{"NODE_PATH=" + filepath.Join(prefix, "node_modules")}, "accept", node, server)
+}
+
 func TestPythonHTTPServer(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -157,6 +188,18 @@ func TestPythonHTTPServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloadsUnderLoad(t, "notify", py, server) // the helper sends READY=1
+}
+
+func TestPythonWSGI(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	app, err := filepath.Abs("python/example/wsgi_app.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadsUnderLoad(t, "notify", py, app)
 }
 
 // stopsAlone runs program on its own — no handoff, the helper binds the

@@ -27,15 +27,17 @@ serves, and on SIGTERM or SIGINT drains:
 
 Standard library only; Python 3.9 and later.
 """
+import io
 import os
 import select
 import signal
 import socket
+import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["listen_fds", "listener", "notify", "serve_http", "DrainingHTTPServer"]
+__all__ = ["listen_fds", "listener", "notify", "serve_http", "serve_wsgi", "DrainingHTTPServer"]
 
 SD_LISTEN_FDS_START = 3
 
@@ -234,3 +236,72 @@ def serve_http(handler_class, name=None, address=("127.0.0.1", 8080), idle_grace
     cut = server.drain(start + drain_timeout)
     t.join()
     return {"cut": cut, "ms": int((time.monotonic() - start) * 1000)}
+
+
+class _WSGIHandler(BaseHTTPRequestHandler):
+    """Runs a WSGI application for each request, keep-alive where the
+    response's length is known."""
+
+    protocol_version = "HTTP/1.1"
+    application = None  # set by serve_wsgi
+
+    def _wsgi(self):
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        host, port = self.server.server_address[:2]
+        environ = {
+            "REQUEST_METHOD": self.command, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
+            "SERVER_NAME": str(host), "SERVER_PORT": str(port), "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0] if self.client_address else "",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(length) if length else "",
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        }
+        for k, v in self.headers.items():
+            key = "HTTP_" + k.upper().replace("-", "_")
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                environ[key] = v if key not in environ else environ[key] + "," + v
+        started = []
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [status, headers]
+            return lambda data: chunks.append(data)
+
+        chunks = []
+        result = self.application(environ, start_response)
+        try:
+            for data in result:
+                chunks.append(data)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        status, headers = started
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason)
+        payload = b"".join(chunks)
+        names = {k.lower() for k, _ in headers}
+        for k, v in headers:
+            self.send_header(k, v)
+        if "content-length" not in names:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _wsgi
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_wsgi(application, name=None, address=("127.0.0.1", 8080), idle_grace=1.0, drain_timeout=30.0,
+               signals=(signal.SIGTERM, signal.SIGINT)):
+    """serve_http for a WSGI application: each request runs application, and
+    its response (collected whole) goes out with its length, so that the
+    connection can be kept alive and drained as serve_http does. For
+    streaming responses, run the application under a WSGI server of its own."""
+    handler = type("WSGIHandler", (_WSGIHandler,), {"application": staticmethod(application)})
+    return serve_http(handler, name=name, address=address, idle_grace=idle_grace, drain_timeout=drain_timeout, signals=signals)
