@@ -135,6 +135,9 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	case <-time.After(30 * time.Second):
 		t.Fatalf("handoff did not stop:\n%s", readLog())
 	}
+	if logrec.Find(logrec.Parse(readLog()), "handoff exits", "killed=0") == nil {
+		t.Errorf("handoff had to kill generations that did not drain in time:\n%s", readLog())
+	}
 	if n := strings.Count(readLog(), "drained"); n < reloads {
 		t.Errorf("%d generations said they drained, want %d or more:\n%s", n, reloads, readLog())
 	}

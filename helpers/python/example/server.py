@@ -5,8 +5,10 @@ SIGTERM.
 
     handoff run --listen web=127.0.0.1:8080 -- python3 server.py
 """
+import faulthandler
 import os
 import re
+import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler
@@ -36,5 +38,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # the threads' stacks on SIGUSR1
     st = handoff.serve_http(Handler, name="web", address=("127.0.0.1", int(os.environ.get("PORT", "8080"))))
     print(f"app: pid={os.getpid()} drained in {st['ms']} ms ({st['cut']} cut)", flush=True)

@@ -228,10 +228,20 @@ def serve_http(handler_class, name=None, address=("127.0.0.1", 8080), idle_grace
     stop = threading.Event()
     for sig in signals:
         signal.signal(sig, lambda *_: stop.set())
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
+    # The serving threads (and the handler threads they start) block the
+    # stop signals, so that the kernel delivers them to this thread: Python
+    # runs a handler only in the main thread, and a signal that lands on
+    # another one does not wake it from stop.wait(). The wait wakes now and
+    # then all the same.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        t.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     notify("READY=1")
-    stop.wait()
+    while not stop.wait(0.5):
+        pass
     start = time.monotonic()
     cut = server.drain(start + drain_timeout)
     t.join()
