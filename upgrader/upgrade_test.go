@@ -279,8 +279,20 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	second := s.waitPid(first, 10*time.Second)
-	third := s.waitPid(second, 15*time.Second)
+	// The second generation can hand over to the third within milliseconds
+	// of its own handover: too fast for the pid file to be seen naming it.
+	// Their pids come from the handovers' records.
+	rec := s.waitRecord(10*time.Second, "new generation ready", "gen=1")
+	second, _ := strconv.Atoi(rec.Get("child_pid"))
+	rec = s.waitRecord(15*time.Second, "new generation ready", "gen=2")
+	third, _ := strconv.Atoi(rec.Get("child_pid"))
+	for deadline := time.Now().Add(5 * time.Second); s.pid() != third && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p := s.pid(); p != third {
+		t.Fatalf("pid file says %d, want the third generation %d:\n%s", p, third, s.log())
+	}
+	s.seen[second], s.seen[third] = true, true
 	if logrec.Find(s.records(), "upgrade asked", "queued~") == nil {
 		t.Errorf("no log line says the SIGHUP was queued:\n%s", s.log())
 	}
