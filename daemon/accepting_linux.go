@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -84,7 +83,7 @@ func processTree(root int) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		ppid, pgrp, ok := statIDs(pid)
+		_, ppid, pgrp, ok := procStat(pid)
 		if !ok {
 			continue
 		}
@@ -112,28 +111,6 @@ func processTree(root int) ([]int, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// statIDs returns the parent pid and process group of pid from
-// /proc/PID/stat.
-func statIDs(pid int) (ppid, pgrp int, ok bool) {
-	var buf [512]byte
-	b, err := readSmall("/proc/"+strconv.Itoa(pid)+"/stat", buf[:])
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name, in parentheses, may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 {
-		return 0, 0, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	pgrp, err2 := strconv.Atoi(f[2])
-	return ppid, pgrp, err1 == nil && err2 == nil
 }
 
 // readSmall reads the start of a small file into buf with three system

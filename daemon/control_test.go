@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/internal/logrec"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // TestControlSurvivesFDExhaustion fills handoff's fd table with idle control
@@ -18,7 +19,7 @@ import (
 func TestControlSurvivesFDExhaustion(t *testing.T) {
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
-	limit := uint64(fdCount(pid) + 16)
+	limit := uint64(proc.FDCount(pid) + 16)
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: limit, Max: limit}, nil); err != nil {
 		t.Fatal(err)
 	}

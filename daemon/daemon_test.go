@@ -169,7 +169,7 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 func TestReloadStorm(t *testing.T) {
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
-	fdsBefore := fdCount(pid)
+	fdsBefore := proc.FDCount(pid)
 	before := fdList(pid)
 	for i := 0; i < 50; i++ {
 		_ = syscall.Kill(pid, syscall.SIGHUP)
@@ -222,7 +222,7 @@ func TestReloadStorm(t *testing.T) {
 	if z := zombies(pid); len(z) > 0 {
 		t.Errorf("zombies: %v", z)
 	}
-	if n := fdCount(pid); n != fdsBefore {
+	if n := proc.FDCount(pid); n != fdsBefore {
 		t.Errorf("handoff holds %d fds, %d before the storm: %v, before: %v", n, fdsBefore, fdList(pid), before)
 	}
 	d.stop()

@@ -21,10 +21,10 @@ import (
 func TestHandoffKilled(t *testing.T) {
 	d := startDaemon(t, nil)
 	gen := d.serving()
-	fds := fdCount(gen)
+	fds := proc.FDCount(gen)
 	slow := d.postSlow(time.Second)
 	// Once the generation holds the request's connection:
-	for wait := time.Now().Add(5 * time.Second); fdCount(gen) <= fds && time.Now().Before(wait); {
+	for wait := time.Now().Add(5 * time.Second); proc.FDCount(gen) <= fds && time.Now().Before(wait); {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {

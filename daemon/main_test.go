@@ -232,11 +232,6 @@ func zombies(pid int) []int {
 	return out
 }
 
-func fdCount(pid int) int {
-	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(ents)
-}
-
 func fdList(pid int) []string {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	var out []string

@@ -256,22 +256,24 @@ func forEachProc(f func(pid int, state string, ppid, pgid int)) {
 // procStat reads the state, parent and process group of pid from
 // /proc/PID/stat.
 func procStat(pid int) (state string, ppid, pgid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	var buf [512]byte
+	b, err := readSmall("/proc/"+strconv.Itoa(pid)+"/stat", buf[:])
 	if err != nil {
 		return "", 0, 0, false
 	}
+	// The command name, in parentheses, may hold spaces and parentheses;
+	// then ") S PPID PGRP …": the state, the parent, the process group.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return "", 0, 0, false
 	}
-	// ") S PPID PGRP …": the state, the parent, the process group.
 	fs := strings.Fields(string(b[i+1:]))
 	if len(fs) < 3 {
 		return "", 0, 0, false
 	}
-	ppid, _ = strconv.Atoi(fs[1])
-	pgid, _ = strconv.Atoi(fs[2])
-	return fs[0], ppid, pgid, true
+	ppid, err1 := strconv.Atoi(fs[1])
+	pgid, err2 := strconv.Atoi(fs[2])
+	return fs[0], ppid, pgid, err1 == nil && err2 == nil
 }
 
 // zombieChildren lists the children of this process that have exited and

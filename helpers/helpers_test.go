@@ -143,27 +143,32 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	}
 }
 
-func TestNodeHTTP(t *testing.T) {
-	node, err := exec.LookPath("node")
+// example returns the command line that runs the example at path (relative
+// to helpers/) with interpreter, and skips the test where the interpreter is
+// not installed.
+func example(t *testing.T, interpreter, path string) []string {
+	t.Helper()
+	bin, err := exec.LookPath(interpreter)
 	if err != nil {
-		t.Skip("node is not installed")
+		t.Skipf("%s is not installed", interpreter)
 	}
-	server, err := filepath.Abs("node/example/server.js")
+	abs, err := filepath.Abs(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return []string{bin, abs}
+}
+
+func TestNodeHTTP(t *testing.T) {
 	// Node's core cannot send READY=1 (no Unix datagram sockets): handoff
 	// sees it wait for connections instead.
-	reloadsUnderLoad(t, "accept", node, server)
+	reloadsUnderLoad(t, "accept", example(t, "node", "node/example/server.js")...)
 }
 
 // TestNodeExpress is TestNodeHTTP with an Express app, Express installed
 // from the npm registry into the test's own directory.
 func TestNodeExpress(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
+	program := example(t, "node", "node/example/express.js")
 	npm, err := exec.LookPath("npm")
 	if err != nil {
 		t.Skip("npm is not installed")
@@ -174,35 +179,15 @@ func TestNodeExpress(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--prefix", prefix, "express@5").CombinedOutput(); err != nil {
 		t.Skipf("express could not be installed from the npm registry: %v: %s", err, out)
 	}
-	server, err := filepath.Abs("node/example/express.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reloadsUnderLoadEnv(t, []string{"NODE_PATH=" + filepath.Join(prefix, "node_modules")}, "accept", node, server)
+	reloadsUnderLoadEnv(t, []string{"NODE_PATH=" + filepath.Join(prefix, "node_modules")}, "accept", program...)
 }
 
 func TestPythonHTTPServer(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed")
-	}
-	server, err := filepath.Abs("python/example/server.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reloadsUnderLoad(t, "notify", py, server) // the helper sends READY=1
+	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/server.py")...) // the helper sends READY=1
 }
 
 func TestPythonWSGI(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed")
-	}
-	app, err := filepath.Abs("python/example/wsgi_app.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reloadsUnderLoad(t, "notify", py, app)
+	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/wsgi_app.py")...)
 }
 
 // stopsAlone runs program on its own — no handoff, the helper binds the
@@ -271,25 +256,9 @@ func stopsAlone(t *testing.T, program ...string) {
 }
 
 func TestNodeAlone(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
-	server, err := filepath.Abs("node/example/server.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopsAlone(t, node, server)
+	stopsAlone(t, example(t, "node", "node/example/server.js")...)
 }
 
 func TestPythonAlone(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed")
-	}
-	server, err := filepath.Abs("python/example/server.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopsAlone(t, py, server)
+	stopsAlone(t, example(t, "python3", "python/example/server.py")...)
 }
