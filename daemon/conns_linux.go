@@ -31,8 +31,10 @@ const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
 	inetDiagInfo     = 2  // INET_DIAG_INFO: a struct tcp_info
 	tcpEstablished   = 1
+	tcpSynRecv       = 3
 	tcpCloseWait     = 8
 	tcpListen        = 10
+	tcpNewSynRecv    = 12 // a request socket: a connection half open
 	inetDiagMsgLen   = 72 // struct inet_diag_msg
 )
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,7 @@ type machine struct {
 	backoff     time.Duration
 	stopping    bool
 	delaying    bool // a stop was asked; the generations serve on for stopDelay
+	closing     bool // a stop holds new connections back before the generations drain
 	stopSignals int
 	exitCode    int
 	selfUpgrade bool
@@ -83,6 +85,15 @@ type (
 	killDue         struct{ g *generation }
 	restartDue      struct{}
 	selfUpgradeDone struct{ err error }
+	// doorsClosed: new connections are held back for a stop (see
+	// supervisor.closeDoors).
+	doorsClosed struct {
+		held   int           // sockets that drop new connections
+		left   []string      // sockets left open to them: the service manager holds them too
+		queued int           // connections still queued or half open when the wait ended
+		took   time.Duration // how long it took
+		err    error
+	}
 )
 
 // Actions.
@@ -119,6 +130,7 @@ type (
 	}
 	actSelfUpgrade      struct{ nextN int }
 	actSelfUpgradeEnded struct{}
+	actCloseDoors       struct{}           // a stop begins: hold new connections back, let the generations take the queued ones
 	actReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
 	actDone             struct{ code int } // every generation has exited: handoff exits
 )
@@ -202,6 +214,12 @@ func (m *machine) step(ev any) []action {
 		m.extending = m.reloading
 		if m.reloading {
 			m.do(actNotify{"extend", ""}, actAfter{extendEvery, extendTick{}})
+		}
+	case doorsClosed:
+		if m.closing {
+			m.closing = false
+			m.doorsClosed(e)
+			m.drainAll(true)
 		}
 	case stopDelayOver:
 		if m.delaying {
@@ -569,8 +587,21 @@ func (m *machine) stop(real bool) {
 		}
 	}
 	m.next = nil
+	if real && slices.ContainsFunc(m.gens, func(g *generation) bool { return g.state != draining }) {
+		// The generations serve on while the connections already queued
+		// are taken; doorsClosed drains them.
+		m.closing = true
+		m.do(actCloseDoors{})
+		return
+	}
+	m.drainAll(real)
+}
+
+// drainAll has every generation that is not draining yet drain; real, it
+// then releases handoff's copies of the sockets.
+func (m *machine) drainAll(real bool) {
 	for _, g := range m.gens {
-		if g.state != draining {
+		if g.state != draining && !g.killed {
 			m.do(actCancelReady{g})
 			m.drain(g)
 		}
@@ -580,6 +611,24 @@ func (m *machine) stop(real bool) {
 		// once none accepts, a connection is refused, not queued and reset.
 		m.do(actReleaseSockets{})
 	}
+}
+
+// doorsClosed logs how the stop held new connections back.
+func (m *machine) doorsClosed(e doorsClosed) {
+	if e.err != nil {
+		m.log(slog.LevelWarn, "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.err)
+	}
+	if len(e.left) > 0 {
+		m.log(slog.LevelInfo, "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "))
+	}
+	if e.held == 0 {
+		return
+	}
+	if e.queued > 0 {
+		m.log(slog.LevelWarn, "connections still queued after the wait: no generation took them, and they will be reset", "queued", e.queued, "waited_ms", e.took.Milliseconds())
+		return
+	}
+	m.log(slog.LevelInfo, "new connections held back for the stop; none queued", "sockets", e.held, "waited_ms", e.took.Milliseconds())
 }
 
 func (m *machine) upgradeSelf() {

@@ -121,16 +121,25 @@ func TestMachine(t *testing.T) {
 			{func() any { return evSpawnFailed{errors.New("fork: no memory")} }, []string{"log:cannot restart the program", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
 		}},
 		{"stop: every generation drains, then handoff exits 0; again kills", 0, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "CloseDoors"}},
 			{func() any { return evReload{w} }, []string{"log:reload asked", "reply1 handoff is stopping"}},
+			{func() any { return doorsClosed{held: 1} }, []string{"log:new connections held back for the stop; none queued", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
 			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited", "done 0"}},
+		}},
+		{"stop signal again while new connections are held back: killed, then the sockets released", 0, 0, false, true, []step{
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "CloseDoors"}},
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
+			{func() any { return doorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:the service manager holds sockets too: connections to them queue for its next start",
+				"log:connections still queued after the wait: no generation took them, and they will be reset", "ReleaseSockets"}},
+			{func() any { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation exited", "done 0"}},
 		}},
 		{"stop delay: serve on, refuse reloads, then drain; a second signal skips it", 0, 2 * time.Second, false, true, []step{
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked; the generations serve on for the stop delay, then drain", "notify stopping", "after daemon.stopDelayOver"}},
 			{func() any { return evReload{w} }, []string{"log:reload asked", "log:reload refused: stopping, after the stop delay", "reply1 handoff is stopping"}},
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: skipping the rest of the stop delay", "notify stopping", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
+			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: skipping the rest of the stop delay", "notify stopping", "CloseDoors"}},
 			{func() any { return stopDelayOver{} }, nil},
+			{func() any { return doorsClosed{} }, []string{"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
 			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
 		}},
 		{"rollback with nothing before the current generation is refused", 0, 0, false, true, []step{

@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -14,15 +16,33 @@ import (
 // the generation draining: connections that arrive once it has stopped
 // accepting are refused (the client knows nothing was sent), none is
 // accepted by the kernel only to be reset when handoff exits, and the
-// requests in flight complete. Also when the stop comes during a reload.
+// requests in flight complete. Also when the stop comes during a reload, and
+// with a program that stops accepting at once but holds its socket for a
+// while before it exits.
 func TestStopRefusesNotResets(t *testing.T) {
-	for _, duringReload := range []bool{false, true} {
-		name := "plain"
-		if duringReload {
-			name = "during reload"
-		}
-		t.Run(name, func(t *testing.T) {
-			d := startDaemon(t, nil)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	script, err := filepath.Abs("testdata/plain_server.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lingering := filepath.Join(t.TempDir(), "lingering")
+	proc.WriteExec(t, lingering, []byte("#!/bin/sh\nLINGER=0.6 exec "+py+" "+script+"\n"))
+	for _, c := range []struct {
+		name         string
+		program      []string
+		flags        []string
+		duringReload bool
+	}{
+		{"plain", nil, nil, false},
+		{"during reload", nil, nil, true},
+		{"the program holds its socket after it stops accepting", []string{lingering}, []string{"--ready", "accept"}, false},
+	} {
+		duringReload := c.duringReload
+		t.Run(c.name, func(t *testing.T) {
+			d := startDaemon(t, c.program, c.flags...)
 			ctx, cancel := context.WithCancel(context.Background())
 			resC := make(chan *loadcheck.Result, 1)
 			go func() {

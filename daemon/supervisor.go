@@ -205,6 +205,8 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 			go s.watchBake(a.g, a.old, s.tcpPorts())
 		case actStopStrays:
 			s.stopStrays(a.strays)
+		case actCloseDoors:
+			go func() { s.events <- s.closeDoors() }()
 		case actReleaseSockets:
 			s.releaseSockets()
 		case actSelfUpgradeEnded:

@@ -39,8 +39,15 @@ type Config struct {
 	Inherit func(network, address string) (net.Listener, error)
 	// InheritPacket is Inherit for datagram sockets.
 	InheritPacket func(network, address string) (net.PacketConn, error)
-	// ListenConfig is used to bind fresh sockets.
+	// ListenConfig is used to bind fresh TCP and Unix sockets, with
+	// Multipath TCP off unless MultipathTCP says otherwise.
 	ListenConfig net.ListenConfig
+	// MultipathTCP binds fresh TCP listeners as Multipath TCP sockets, which
+	// Go does by default. It is off here because listening sockets are
+	// passed on to other programs, which expect the TCP sockets that systemd
+	// gives them: the kernel refuses many socket options on an MPTCP
+	// listener (a socket filter among them, with EOPNOTSUPP).
+	MultipathTCP bool
 }
 
 // Listen parses addr and returns a listener for it. See Config.Listen.
@@ -129,7 +136,9 @@ func (c *Config) bind(ctx context.Context, a Addr) (net.Listener, error) {
 	if a.Network == "unix" {
 		return c.bindUnix(ctx, a)
 	}
-	ln, err := c.ListenConfig.Listen(ctx, a.Network, a.Address)
+	lc := c.ListenConfig
+	lc.SetMultipathTCP(c.MultipathTCP)
+	ln, err := lc.Listen(ctx, a.Network, a.Address)
 	if err != nil {
 		return nil, bindError(a, err)
 	}

@@ -2,6 +2,8 @@
 """A plain server that takes its socket from fd 3 and never sends READY=1,
 as most programs outside systemd's world do. With DELAY set, it waits that
 many seconds before it serves (a slow start: loading code, warming a cache).
+With LINGER set, it holds its socket that many seconds after it stops
+accepting on SIGTERM, before it exits (as a program that tidies up does).
 Answers every request with its pid; on SIGTERM finishes and exits 0."""
 import os
 import signal
@@ -34,3 +36,4 @@ srv.socket.close()
 srv.socket = socket.socket(fileno=3)
 signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=srv.shutdown).start())
 srv.serve_forever()  # waits in poll(2) on fd 3
+time.sleep(float(os.environ.get("LINGER", "0")))

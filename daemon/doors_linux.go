@@ -1,0 +1,127 @@
+//go:build linux
+
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// doorsWait bounds how long a stop waits for the generations to take the
+// connections already queued once new ones are held back.
+const doorsWait = time.Second
+
+// synDrop is a classic BPF socket filter that drops a TCP segment that opens
+// a connection (SYN without ACK) and lets every other through. A socket
+// filter on a TCP socket sees the segment from its TCP header, whose flags
+// are byte 13.
+var synDrop = []unix.SockFilter{
+	{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 13},
+	{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: 0x10, Jt: 1}, // ACK: let it through
+	{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: 0x02, Jt: 1}, // SYN: drop it
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+}
+
+// closeDoors readies a stop of the listening TCP sockets that handoff and its
+// generations alone hold: it drops the segments that open connections, so
+// that the kernel completes no new handshake, and waits (up to doorsWait)
+// until the generations, still serving, have taken every connection already
+// queued or half open. When a generation then closes a socket, nothing waits
+// in it to be reset; a client whose SYN was dropped sends it again a second
+// later and is refused by then, or gets through if the socket still listens.
+//
+// A socket that handoff's parent holds too — a service manager's .socket unit
+// or fd store — is left alone: it outlives the stop, and queues connections
+// for the next start.
+func (s *supervisor) closeDoors() doorsClosed {
+	var r doorsClosed
+	start := time.Now()
+	parent := parentSockets()
+	inodes, ports := map[uint64]bool{}, map[uint16]bool{}
+	for i, c := range s.sockets {
+		ln, ok := c.(*net.TCPListener)
+		if !ok {
+			continue
+		}
+		if parent == nil || parent[s.inodes[i]] {
+			r.left = append(r.left, s.addrs[i])
+			continue
+		}
+		if err := dropSYNs(ln); err != nil {
+			r.err = errors.Join(r.err, fmt.Errorf("%s: %w", s.addrs[i], err))
+			continue
+		}
+		inodes[s.inodes[i]] = true
+		ports[uint16(ln.Addr().(*net.TCPAddr).Port)] = true
+		r.held++
+	}
+	for r.held > 0 {
+		q, err := acceptQueue(inodes)
+		if err == nil {
+			var h int
+			h, err = halfOpen(ports)
+			q += h
+		}
+		if err != nil {
+			r.err = errors.Join(r.err, err)
+			break
+		}
+		r.queued = q
+		if q == 0 || time.Since(start) >= doorsWait {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.took = time.Since(start)
+	return r
+}
+
+// dropSYNs attaches synDrop to the listening socket of ln (shared with every
+// process that holds it).
+func dropSYNs(ln *net.TCPListener) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	prog := unix.SockFprog{Len: uint16(len(synDrop)), Filter: &synDrop[0]}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
+	}); err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", serr)
+}
+
+// parentSockets returns the inodes of the sockets handoff's parent holds, an
+// empty set when handoff has no parent (PID 1 of a container), and nil when
+// they cannot be read.
+func parentSockets() map[uint64]bool {
+	ppid := os.Getppid()
+	if ppid == 0 {
+		return map[uint64]bool{}
+	}
+	if _, err := os.ReadDir("/proc/" + strconv.Itoa(ppid) + "/fd"); err != nil {
+		return nil
+	}
+	return socketInodes([]int{ppid})
+}
+
+// halfOpen returns how many connections to ports are half open: their SYN
+// was answered, and the handshake's last ACK has not come.
+func halfOpen(ports map[uint16]bool) (int, error) {
+	n := 0
+	err := diagDump(1<<tcpSynRecv|1<<tcpNewSynRecv, func(port uint16, _ uint64, _ uint32, _ []byte) {
+		if ports[port] {
+			n++
+		}
+	})
+	return n, err
+}
