@@ -17,8 +17,9 @@ serves, and on SIGTERM or SIGINT drains:
 
 1. it stops accepting, serves what already waits in the accept queue, and
    closes its copy of the listening socket (under handoff the next
-   generation accepts; alone, new connections are refused, not queued to be
-   reset at exit);
+   generation accepts; alone, on Linux, it first drops the SYNs of new
+   connections, so that none completes only to be reset by the close: their
+   clients send them again a second later and are refused);
 2. every response from then on carries Connection: close;
 3. a keep-alive connection is closed only once it has been idle for
    idle_grace with nothing received (checked without consuming it);
@@ -27,6 +28,7 @@ serves, and on SIGTERM or SIGINT drains:
 
 Standard library only; Python 3.9 and later.
 """
+import asyncio
 import io
 import os
 import select
@@ -35,9 +37,11 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["listen_fds", "listener", "notify", "serve_http", "serve_wsgi", "DrainingHTTPServer"]
+__all__ = ["listen_fds", "listener", "notify", "serve_http", "serve_wsgi", "serve_asgi", "run_asgi", "DrainingHTTPServer"]
 
 SD_LISTEN_FDS_START = 3
 
@@ -77,7 +81,61 @@ def listener(name=None, address=("127.0.0.1", 8080)):
         raise LookupError(f"handoff: no socket named {name!r} was passed (passed: {', '.join(n or '?' for n, _ in fds)}) "
                           f"— give --listen {name}=ADDR to handoff run")
     s = socket.create_server(address, reuse_port=False)
+    _bound.add(s.fileno())
     return s
+
+
+_bound = set()  # descriptors of the sockets listener() bound itself
+
+# A classic BPF socket filter that drops the TCP segments that open a
+# connection (SYN without ACK) and lets the rest through: the TCP flags are
+# byte 13 of the header the filter sees. (code, jt, jf, k) each.
+_SYN_DROP = [(0x30, 0, 0, 13), (0x45, 1, 0, 0x10), (0x45, 1, 0, 0x02), (0x06, 0, 0, 0xFFFFFFFF), (0x06, 0, 0, 0)]
+_SO_ATTACH_FILTER = 26
+
+
+def _hold_back(sock):
+    """Before a socket that this process alone holds is closed, drop the
+    SYNs that open new connections (their clients send them again a second
+    later, and are refused by then), so that no connection completes
+    in the kernel only to be reset by the close. Reports whether it did: not
+    for a passed socket, which the next generation serves on, nor off Linux."""
+    if sock.fileno() not in _bound or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import struct
+        prog = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in _SYN_DROP))
+        fprog = struct.pack("HL", len(_SYN_DROP), ctypes.addressof(prog))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+        return True
+    except (OSError, ImportError):
+        return False
+
+
+def _take_queued(sock, take):
+    """Accept what waits in sock's accept queue, handing each connection to
+    take, until it is empty; when new connections are held back, until it
+    has stayed empty for 20 ms (a handshake under way completes meanwhile)."""
+    held = _hold_back(sock)
+    sock.setblocking(False)
+    quiet_since = None
+    while True:
+        try:
+            conn, addr = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            if not held:
+                return
+            now = time.monotonic()
+            quiet_since = quiet_since or now
+            if now - quiet_since >= 0.02:
+                return
+            time.sleep(0.002)
+            continue
+        except OSError:
+            return
+        quiet_since = None
+        take(conn, addr)
 
 
 def notify(state):
@@ -129,14 +187,10 @@ class DrainingHTTPServer(ThreadingHTTPServer):
         os.write(self._wake_w, b"x")
         # Take what waits in the accept queue before closing the socket,
         # which would reset those connections (their requests may be sent).
-        self.socket.setblocking(False)
-        while True:
-            try:
-                conn, addr = self.socket.accept()
-            except OSError:
-                break  # BlockingIOError: the queue is empty
+        def take(conn, addr):
             conn.setblocking(True)
             self.process_request(conn, addr)
+        _take_queued(self.socket, take)
         self.socket.close()
         while time.monotonic() < deadline:
             with self._lock:
@@ -315,3 +369,345 @@ def serve_wsgi(application, name=None, address=("127.0.0.1", 8080), idle_grace=1
     streaming responses, run the application under a WSGI server of its own."""
     handler = type("WSGIHandler", (_WSGIHandler,), {"application": staticmethod(application)})
     return serve_http(handler, name=name, address=address, idle_grace=idle_grace, drain_timeout=drain_timeout, signals=signals)
+
+
+# --- asyncio: ASGI ---------------------------------------------------------
+
+
+class _HTTPError(Exception):
+    pass
+
+
+class _ASGIConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection of serve_asgi: requests parsed from what was
+    received, each run through the ASGI application in turn; the server's
+    drain closes it when idle and quiet for idle_grace."""
+
+    def __init__(self, server):
+        self.srv = server
+        self.buf = bytearray()
+        self.transport = None
+        self.task = None  # the request being served
+        self.last = time.monotonic()  # when data last came or a response ended
+        self.closed = False
+        self.eof = False  # the client will send nothing more
+        self.received = asyncio.Event()  # data came, or the connection closed
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.srv.conns.add(self)
+
+    def data_received(self, data):
+        self.buf += data
+        self.last = time.monotonic()
+        self.received.set()
+        if self.task is None:
+            self._next()
+
+    def eof_received(self):
+        self.eof = True
+        self.received.set()
+        if self.task is None:
+            self.transport.close()
+        return True  # a request in flight still gets its answer
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.received.set()
+        self.writable.set()
+        self.srv.conns.discard(self)
+
+    def pause_writing(self):
+        self.writable.clear()
+
+    def resume_writing(self):
+        self.writable.set()
+
+    # requests
+
+    def idle(self):
+        """True when no request is under way and nothing was received: not
+        in the buffer, nor in the kernel's (a look that consumes nothing)."""
+        if self.task is not None or self.buf:
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as s:
+                return not s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return True
+
+    def _next(self):
+        """Start the next request if the buffer holds a whole one."""
+        try:
+            req = self._parse()
+        except _HTTPError as e:
+            body = str(e).encode()
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+            return
+        if req is not None:
+            self.task = asyncio.ensure_future(self._serve(*req))
+
+    def _parse(self):
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > 65536:
+                raise _HTTPError("request head over 64 KiB")
+            return None
+        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        try:
+            method, target, version = lines[0].split(" ")
+        except ValueError:
+            raise _HTTPError("malformed request line")
+        headers = []
+        for line in lines[1:]:
+            k, sep, v = line.partition(":")
+            if not sep:
+                raise _HTTPError("malformed header line")
+            headers.append((k.strip().lower().encode("latin-1"), v.strip().encode("latin-1")))
+        hd = dict(headers)
+        pos = end + 4
+        if b"chunked" in hd.get(b"transfer-encoding", b"").lower():
+            body = bytearray()
+            while True:
+                nl = self.buf.find(b"\r\n", pos)
+                if nl < 0:
+                    return None
+                try:
+                    size = int(bytes(self.buf[pos:nl]).split(b";")[0], 16)
+                except ValueError:
+                    raise _HTTPError("malformed chunk size")
+                if size == 0:
+                    trailer = self.buf.find(b"\r\n\r\n", nl)
+                    if trailer < 0:
+                        return None
+                    pos = trailer + 4
+                    break
+                if len(self.buf) < nl + 2 + size + 2:
+                    return None
+                body += self.buf[nl + 2:nl + 2 + size]
+                pos = nl + 2 + size + 2
+        else:
+            try:
+                length = int(hd.get(b"content-length", b"0"))
+            except ValueError:
+                raise _HTTPError("malformed Content-Length")
+            if len(self.buf) < pos + length:
+                if hd.get(b"expect", b"").lower() == b"100-continue" and len(self.buf) == pos:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                return None
+            body = bytes(self.buf[pos:pos + length])
+            pos += length
+        del self.buf[:pos]
+        conn = hd.get(b"connection", b"").lower()
+        keep = b"close" not in conn if version == "HTTP/1.1" else b"keep-alive" in conn
+        return method, target, version, headers, bytes(body), keep
+
+    async def _serve(self, method, target, version, headers, body, keep):
+        path, _, query = target.partition("?")
+        sock = self.transport.get_extra_info("sockname")
+        peer = self.transport.get_extra_info("peername")
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": version[5:],
+            "method": method, "scheme": "http", "path": urllib.parse.unquote(path), "raw_path": path.encode("latin-1"),
+            "query_string": query.encode("latin-1"), "root_path": "", "headers": headers,
+            "server": tuple(sock[:2]) if isinstance(sock, tuple) else None,
+            "client": tuple(peer[:2]) if isinstance(peer, tuple) else None,
+            "state": dict(self.srv.state),
+        }
+        state = {"started": False, "chunked": False, "done": False, "close": not keep}
+        sent_body = [False]
+
+        async def receive():
+            if not sent_body[0]:
+                sent_body[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            while not self.closed and not state["done"]:
+                self.received.clear()
+                await self.received.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(msg):
+            if self.closed or state["done"]:
+                return
+            if msg["type"] == "http.response.start":
+                state["status"], state["headers"] = msg["status"], list(msg.get("headers", []))
+                return
+            if msg["type"] != "http.response.body":
+                return
+            chunk, more = msg.get("body", b""), msg.get("more_body", False)
+            out = bytearray()
+            if not state["started"]:
+                state["started"] = True
+                names = {bytes(k).lower() for k, _ in state["headers"]}
+                if self.srv.draining:
+                    state["close"] = True
+                out += b"HTTP/1.1 %d %s\r\n" % (state["status"], _reason(state["status"]))
+                for k, v in state["headers"]:
+                    if bytes(k).lower() != b"connection":
+                        out += bytes(k) + b": " + bytes(v) + b"\r\n"
+                if b"content-length" not in names and method != "HEAD":
+                    if more:
+                        state["chunked"] = True
+                        out += b"Transfer-Encoding: chunked\r\n"
+                    else:
+                        out += b"Content-Length: %d\r\n" % len(chunk)
+                if state["close"]:
+                    out += b"Connection: close\r\n"
+                out += b"\r\n"
+            if method != "HEAD":
+                if state["chunked"]:
+                    if chunk:
+                        out += b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                    if not more:
+                        out += b"0\r\n\r\n"
+                else:
+                    out += chunk
+            self.transport.write(bytes(out))
+            if not more:
+                state["done"] = True
+            await self.writable.wait()
+
+        try:
+            await self.srv.app(scope, receive, send)
+        except Exception as e:  # the application failed: a 500 if nothing was sent
+            print(f"handoff: ASGI application failed: {e!r}", file=sys.stderr, flush=True)
+            if not state["started"]:
+                state["close"] = True
+                self.transport.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            state["done"], state["close"] = True, True
+        if not state["done"]:  # returned without finishing its response
+            if state["started"] and state["chunked"]:
+                self.transport.write(b"0\r\n\r\n")
+            elif not state["started"]:
+                self.transport.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            state["close"] = True
+        self.task = None
+        self.last = time.monotonic()
+        if state["close"] or self.closed or (self.eof and not self.buf):
+            self.transport.close()
+        elif self.buf:
+            self._next()
+
+
+def _reason(status):
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class _ASGIServer:
+    def __init__(self, app, sock, idle_grace):
+        self.app, self.sock, self.idle_grace = app, sock, idle_grace
+        self.conns = set()
+        self.draining = False
+        self.state = {}
+
+    def _accept(self, loop):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                print(f"handoff: accept: {e}", file=sys.stderr, flush=True)
+                return
+            self._take(loop, conn)
+
+    def _take(self, loop, conn):
+        conn.setblocking(False)
+        asyncio.ensure_future(loop.connect_accepted_socket(lambda: _ASGIConnection(self), conn))
+
+    async def _lifespan(self, kind, queue, done):
+        await queue.put({"type": "lifespan." + kind})
+        msg = await done.get()
+        if msg["type"].endswith(".failed"):
+            raise RuntimeError(f"ASGI lifespan {kind} failed: {msg.get('message', '')}")
+
+
+async def serve_asgi(app, name=None, address=("127.0.0.1", 8080), idle_grace=1.0, drain_timeout=30.0,
+                     signals=(signal.SIGTERM, signal.SIGINT)):
+    """Serve an ASGI application (HTTP; lifespan events if it handles them)
+    over HTTP/1.1 on the socket listener(name, address) returns, in the
+    running asyncio loop; say READY=1 once it serves; on one of signals,
+    drain as serve_http does; return its figures, {"cut", "ms"}. Request
+    bodies are read whole before the application runs; responses stream
+    (chunked when their length is not given). WebSocket scopes are not
+    served: run such an application under an ASGI server of its own.
+
+    asyncio programs that serve HTTP write their handler as an ASGI callable,
+    which needs no framework: async def app(scope, receive, send)."""
+    loop = asyncio.get_running_loop()
+    sock = listener(name, address)
+    sock.setblocking(False)
+    srv = _ASGIServer(app, sock, idle_grace)
+
+    # Lifespan: startup before serving, shutdown after the drain, where the
+    # application takes part (an application that raises on the lifespan
+    # scope does not use it).
+    queue, done = asyncio.Queue(), asyncio.Queue()
+    lifespan = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": srv.state}, queue.get, done.put))
+    await queue.put({"type": "lifespan.startup"})
+    getter = asyncio.ensure_future(done.get())
+    await asyncio.wait([lifespan, getter], return_when=asyncio.FIRST_COMPLETED)
+    use_lifespan = getter.done()
+    if use_lifespan:
+        msg = getter.result()
+        if msg["type"] == "lifespan.startup.failed":
+            raise RuntimeError("ASGI lifespan startup failed: " + msg.get("message", ""))
+    else:
+        getter.cancel()
+        if lifespan.done() and not lifespan.cancelled():
+            lifespan.exception()  # retrieved: an application without lifespan support raises on its scope
+
+    stop = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_reader(sock.fileno(), srv._accept, loop)
+    notify("READY=1")
+    await stop.wait()
+
+    start = time.monotonic()
+    deadline = start + drain_timeout
+    srv.draining = True
+    loop.remove_reader(sock.fileno())
+    _take_queued(sock, lambda conn, _: srv._take(loop, conn))  # before the socket closes
+    await asyncio.sleep(0)
+    sock.close()
+    while srv.conns and time.monotonic() < deadline:
+        now = time.monotonic()
+        for c in list(srv.conns):
+            if c.task is None and now - c.last >= idle_grace and c.idle():
+                c.transport.close()
+        await asyncio.sleep(0.05)
+    left = list(srv.conns)
+    for c in left:
+        if c.task is not None:
+            c.task.cancel()
+        c.transport.abort()
+    await asyncio.sleep(0)
+    if use_lifespan:
+        await queue.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(done.get(), max(deadline - time.monotonic(), 1.0))
+        except asyncio.TimeoutError:
+            pass
+    for sig in signals:
+        loop.remove_signal_handler(sig)
+    return {"cut": len(left), "ms": int((time.monotonic() - start) * 1000)}
+
+
+def run_asgi(app, **kwargs):
+    """Run serve_asgi(app, **kwargs) in a new asyncio loop (asyncio.run) and
+    return its figures."""
+    return asyncio.run(serve_asgi(app, **kwargs))
