@@ -14,7 +14,8 @@ func TestSmoke(t *testing.T) {
 		t.Skip("builds and runs every strategy")
 	}
 	var out bytes.Buffer
-	err := run(config{rate: 100, duration: 2 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond}, &out)
+	only := strings.Join(append(strategyNames, "steady"), ",")
+	err := run(config{rate: 100, duration: 2 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: only}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,5 +27,35 @@ func TestSmoke(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "could not start") {
 		t.Errorf("a strategy did not start:\n%s", out.String())
+	}
+}
+
+// TestPeersSmoke runs each peer for a moment: every row is measured, or
+// says how to install what it lacks; the figures are not judged.
+func TestPeersSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts every installed peer")
+	}
+	var out bytes.Buffer
+	err := run(config{rate: 100, duration: 3 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, only: "peers"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	rows := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| what") {
+			continue
+		}
+		rows++
+		if strings.Contains(line, "could not start") || strings.Contains(line, "stopped:") {
+			t.Errorf("a peer failed: %s", line)
+		}
+		if !strings.Contains(line, " of ") && !strings.Contains(line, "not installed: `") {
+			t.Errorf("a row neither measured nor says what to install: %s", line)
+		}
+	}
+	if rows != len(peers("")) {
+		t.Errorf("%d rows, want %d:\n%s", rows, len(peers("")), out.String())
 	}
 }

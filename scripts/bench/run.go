@@ -48,7 +48,7 @@ var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reusepo
 // sectionNames are the parts of the benchmark besides the strategies' table.
 // sectionNames are the measures besides the strategies; "listeners" is the
 // second half of "scale" alone.
-var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory"}
+var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -149,6 +149,10 @@ func run(cfg config, w io.Writer) error {
 		fmt.Fprintf(os.Stderr, "bench: memory over %d reloads…\n", cfg.memReloads)
 		fmt.Fprintln(w)
 		printMemory(w, e, cfg.memReloads)
+	}
+	if want("peers") {
+		fmt.Fprintf(os.Stderr, "bench: peers…\n")
+		printPeers(w, e, cfg, root)
 	}
 	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
@@ -262,16 +266,7 @@ func printTable(w io.Writer, rows []row, floor []time.Duration) {
 			fmt.Fprintf(w, "| %s | could not start: %v | | | | | | |\n", label(r.name), r.err)
 			continue
 		}
-		failed := fmt.Sprint(r.res.Failures())
-		if len(r.res.Failed) > 0 {
-			var parts []string
-			for k, v := range r.res.Failed {
-				parts = append(parts, fmt.Sprintf("%s %d", k, v))
-			}
-			sort.Strings(parts)
-			failed += " (" + strings.Join(parts, ", ") + ")"
-		}
-		failed += fmt.Sprintf(" of %d", r.res.Sent)
+		failed := failures(r.res)
 		ratio := "–"
 		if r.p99Base > 0 {
 			ratio = fmt.Sprintf("%.1f× (%s / %s)", float64(r.p99Up)/float64(r.p99Base), ms(r.p99Up), ms(r.p99Base))
