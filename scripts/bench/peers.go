@@ -182,10 +182,12 @@ func peers(root string) []peer {
 		start: func(p *peerRun) error {
 			p.pm2, _ = exec.LookPath("pm2")
 			_, port, _ := strings.Cut(p.addr, ":")
-			// PM2's documented graceful start and reload: the app says
-			// ready (wait_ready), and has kill_timeout to close.
+			// PM2's documented graceful start and stop ("Graceful
+			// Start/Shutdown"): the app says ready (wait_ready, with the
+			// docs' listen_timeout), and has the docs' kill_timeout to close
+			// before SIGKILL.
 			eco := fmt.Sprintf(`module.exports = { apps: [{ name: 'bench', script: %q, instances: 2, exec_mode: 'cluster',
-  wait_ready: true, listen_timeout: 10000, kill_timeout: 10000, env: { PORT: %q } }] };
+  wait_ready: true, listen_timeout: 10000, kill_timeout: 3000, env: { PORT: %q } }] };
 `, node("usual.js"), port)
 			if err := os.WriteFile(filepath.Join(p.dir, "ecosystem.config.js"), []byte(eco), 0o644); err != nil {
 				return err
@@ -386,7 +388,9 @@ func runPeer(e *env, cfg config, pr peer) peerRow {
 		r.err = err
 		return r
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration)
+	// The load lasts cfg.duration, or longer if the reloads take longer:
+	// every peer is reloaded as often, and serves a while after the last.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resC := make(chan *loadcheck.Result, 1)
 	go func() {
@@ -396,9 +400,6 @@ func runPeer(e *env, cfg config, pr peer) peerRow {
 	begin := time.Now()
 	for i := 0; i < cfg.upgrades; i++ {
 		time.Sleep(time.Until(begin.Add(time.Duration(i+1) * interval)))
-		if time.Until(begin.Add(cfg.duration)) < interval/2 {
-			break
-		}
 		start := time.Now()
 		if err := pr.reload(p); err != nil {
 			r.err = err
@@ -406,12 +407,14 @@ func runPeer(e *env, cfg config, pr peer) peerRow {
 		}
 		r.reloads = append(r.reloads, time.Since(start))
 	}
+	time.Sleep(max(time.Until(begin.Add(cfg.duration)), interval))
+	cancel()
 	r.res = <-resC
 	return r
 }
 
 func printPeers(w io.Writer, e *env, cfg config, root string) {
-	fmt.Fprintf(w, "\nPeers — under the same load: failed requests, latency, and how long each reload took\n\n")
+	fmt.Fprintf(w, "\nPeers — under the same load, each reloaded %d times (the load lasts until it has served a while after the last): failed requests, reload time, latency\n\n", cfg.upgrades)
 	fmt.Fprintln(w, "| what is reloaded | failed requests (by class) | silently retried | reloads | reload time p50 / max | p99 / max latency |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for _, pr := range peers(root) {
