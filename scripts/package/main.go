@@ -2,7 +2,8 @@
 // (github.com/goreleaser/nfpm, run from the Go module proxy at a pinned
 // version): a static handoff in /usr/bin, a man page made from its help
 // text, the daemon's example systemd units (made to run /usr/bin/handoff)
-// under /usr/share/doc/handoff/examples/systemd, and the README.
+// under /usr/share/doc/handoff/examples/systemd, the README, docs/ and the
+// license.
 //
 //	go run ./scripts/package                 # ./dist/handoff_VERSION_ARCH.deb
 //	go run ./scripts/package -o /tmp/out -arch arm64
@@ -91,6 +92,14 @@ func main() {
 	add(bin, "/usr/bin/handoff", 0o755)
 	add(filepath.Join(stage, "handoff.1.gz"), "/usr/share/man/man1/handoff.1.gz", 0o644)
 	add(filepath.Join(root, "README.md"), "/usr/share/doc/handoff/README.md", 0o644)
+	add(filepath.Join(root, "LICENSE"), "/usr/share/doc/handoff/copyright", 0o644)
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(docs) == 0 {
+		log.Fatalf("no docs/*.md under %s", root)
+	}
+	for _, d := range docs {
+		add(d, "/usr/share/doc/handoff/docs/"+filepath.Base(d), 0o644)
+	}
 	for _, u := range units {
 		b, err := os.ReadFile(filepath.Join(root, "examples", "systemd", u))
 		if err != nil {
