@@ -57,37 +57,15 @@
 //
 // # Draining without losing a request
 //
-// Serve and Run drain through a Drainer: the old generation closes its copy of
-// each listener (the sockets stay open in the new generation), answers every
-// further request with "Connection: close", lets requests in flight finish up
-// to DrainTimeout, and closes a connection that has stayed idle for IdleGrace
-// after the drain began — unless a request already waits unread on it, or
-// the kernel has received anything on it since; that check and the FIN are
-// one step, so a request is lost only if the client sends it while the FIN
-// is on its way (which HTTP/1.1 cannot rule out). Go's
-// http.Server.Shutdown is not used for this, because it closes idle keep-alive
-// connections at once, racing a client that is sending on them.
-//
-// HTTP/2 connections (net/http's own HTTP/2, as Serve with a TLS listener and
-// ServeTLS set it up) get a GOAWAY instead of the FIN: it names the last
-// stream the old generation will serve, so a client sends its next request
-// on a new connection — to the new generation — and retries any stream it
-// sent meanwhile without the risk of running it twice. A connection that has
-// served a stream gets it as soon as the drain begins, busy or idle; one that
-// never has gets it after IdleGrace of silence, as a new HTTP/1.1 connection
-// gets its FIN (its first request is likely on its way, and Go's client fails
-// a request whose brand-new connection is sent away, rather than retrying
-// it). Each connection closes about a second after its last stream ends.
-//
-// Hijacked connections (WebSockets and the like) are waited for until their
-// handler closes them — tell handlers to finish with Options.OnDrain — or
-// cut at the deadline. The Drainer learns of their close through whatever
-// wraps the connection: TLS from tls.NewListener (HTTP/1.1, or h2 by ALPN),
-// and wrappers of your own around the listener from Listen, provided each
-// connection wrapper says what it wraps with a NetConn() net.Conn method (as
-// *tls.Conn does) or Unwrap() net.Conn. A wrapper under TLS that hides its
-// socket leaves the Drainer blind to the close: it logs so once, and such
-// connections are waited for until the deadline.
+// Serve and ServeDrainer drain through package drain's Drainer, which says what a
+// drain guarantees: the old generation closes its copy of each listener (the
+// sockets stay open in the new generation), answers every further request
+// with "Connection: close", lets requests in flight finish up to
+// DrainTimeout, closes an idle keep-alive connection only after IdleGrace
+// with nothing received, sends HTTP/2 connections a GOAWAY, and waits for
+// hijacked connections — tell their handlers to finish with Options.OnDrain.
+// Background work started with Go is waited for after the connections,
+// within the same deadline.
 //
 // # systemd
 //

@@ -32,7 +32,7 @@ func ExampleUpgrader_Serve() {
 }
 
 // Two servers, public and admin, drained as one.
-func ExampleUpgrader_Run() {
+func ExampleUpgrader_ServeDrainer() {
 	u, err := upgrader.New(upgrader.Options{})
 	if err != nil {
 		log.Fatal(err)
@@ -49,7 +49,7 @@ func ExampleUpgrader_Run() {
 	d := u.NewDrainer()
 	d.Serve(&http.Server{Handler: http.DefaultServeMux}, public)
 	d.Serve(&http.Server{Handler: http.NotFoundHandler()}, admin)
-	if err := u.Run(d); err != nil {
+	if err := u.ServeDrainer(d); err != nil {
 		log.Fatal(err)
 	}
 }

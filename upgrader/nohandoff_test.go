@@ -63,7 +63,7 @@ func TestNoHandoff(t *testing.T) {
 	d.Serve(srv, ln)
 	d.Serve(srv, uln)
 	served := make(chan error, 1)
-	go func() { served <- u.Run(d) }()
+	go func() { served <- u.ServeDrainer(d) }()
 
 	post := func() error {
 		resp, err := http.Post("http://"+ln.Addr().String()+"/", "text/plain", nil)
@@ -103,10 +103,10 @@ func TestNoHandoff(t *testing.T) {
 	select {
 	case err := <-served:
 		if err != nil {
-			t.Errorf("Run: %v", err)
+			t.Errorf("ServeDrainer: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after Stop")
+		t.Fatal("ServeDrainer did not return after Stop")
 	}
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()

@@ -34,7 +34,7 @@ func (u *Upgrader) run() {
 		delayC     <-chan time.Time
 	)
 	for {
-		var ev any
+		var ev event
 		select {
 		case sig := <-u.sigC:
 			if sig == syscall.SIGHUP {
@@ -141,55 +141,6 @@ func (u *Upgrader) reportDrain(conns int, deadline time.Time) {
 	if c := u.childCtl.Load(); c != nil {
 		_ = c.send("drain %d %d", conns, deadline.UnixMilli())
 	}
-}
-
-// pingWatchdog sends WATCHDOG=1 every half of the interval while this
-// generation is systemd's main process.
-func (u *Upgrader) pingWatchdog() {
-	select {
-	case <-u.becameMain:
-	case <-u.exitC:
-		return
-	}
-	t := time.NewTicker(u.watchdog / 2)
-	defer t.Stop()
-	for {
-		if u.handedOver.Load() {
-			return
-		}
-		if err := u.checkHealth(); err != nil {
-			u.log.Warn("watchdog ping skipped: health check failed", "err", err)
-		} else if !u.ping() {
-			return
-		}
-		<-t.C
-	}
-}
-
-// ping sends one WATCHDOG=1 unless a new generation has been announced as
-// the main process, and reports whether this one still is.
-func (u *Upgrader) ping() bool {
-	u.mainMu.Lock()
-	defer u.mainMu.Unlock()
-	if u.notMain {
-		return false
-	}
-	if _, err := systemd.Watchdog(); err != nil {
-		u.log.Warn("sd_notify failed", "err", err)
-	}
-	return true
-}
-
-func (u *Upgrader) checkHealth() error {
-	if u.opts.WatchdogCheck == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), u.watchdog/4)
-	defer cancel()
-	if err := u.opts.WatchdogCheck(ctx); err != nil {
-		return fmt.Errorf("watchdog check: %w", err)
-	}
-	return nil
 }
 
 // reply answers w, unless it is nil (an upgrade nobody waits for).

@@ -8,41 +8,43 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/handoff-dev/handoff/drain"
 )
 
 // Serve serves HTTP on ln with srv until this generation should exit, then
 // drains it. In order: it starts srv on ln, marks the generation ready (see
 // Ready), and waits until Exit is closed — the generation handed over or is
-// stopping — or srv fails. It then drains (see Drainer.Drain) for at most
+// stopping — or srv fails. It then drains (see drain.Drainer.Drain) for at most
 // DrainTimeout, or less if a second stop signal cuts it short, logs how it
 // went, and returns nil. It returns an error only if Ready or srv failed; on
 // such a failure the generation stops. Serve changes srv.Handler,
 // srv.ConnState, srv.BaseContext and (for HTTP/2) srv.TLSNextProto as
-// Drainer.Serve describes. Use Run for several servers.
+// drain.Drainer.Serve describes. Use ServeDrainer for several servers.
 func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 	d := u.NewDrainer()
 	d.Serve(srv, ln)
-	return u.Run(d)
+	return u.ServeDrainer(d)
 }
 
-// NewDrainer returns a Drainer with the Upgrader's idle grace, logger and
-// OnDrain hook, for use with Run.
-func (u *Upgrader) NewDrainer() *Drainer {
-	d := NewDrainer(u.opts.IdleGrace, u.log)
+// NewDrainer returns a drain.Drainer with the Upgrader's idle grace, logger
+// and OnDrain hook, for use with ServeDrainer.
+func (u *Upgrader) NewDrainer() *drain.Drainer {
+	d := drain.New(u.opts.IdleGrace, u.log)
 	if u.opts.OnDrain != nil {
 		d.OnDrain(u.opts.OnDrain)
 	}
 	return d
 }
 
-// Run is Serve for servers already started with d.Serve: it marks the
+// ServeDrainer is Serve for servers already started with d.Serve: it marks the
 // generation ready, waits for Exit or a server failure, drains d and returns.
 //
 //	d := u.NewDrainer()
 //	d.Serve(publicSrv, publicLn)
 //	d.Serve(adminSrv, adminLn)
-//	err := u.Run(d)
-func (u *Upgrader) Run(d *Drainer) error {
+//	err := u.ServeDrainer(d)
+func (u *Upgrader) ServeDrainer(d *drain.Drainer) error {
 	var failure error
 	if err := u.Ready(); err != nil {
 		failure = err
@@ -64,7 +66,7 @@ func (u *Upgrader) Run(d *Drainer) error {
 
 // drain drains d within DrainTimeout, or until a second stop signal, and logs
 // the outcome.
-func (u *Upgrader) drain(d *Drainer) {
+func (u *Upgrader) drain(d *drain.Drainer) {
 	deadline := time.Now().Add(u.opts.DrainTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -77,15 +79,13 @@ func (u *Upgrader) drain(d *Drainer) {
 	}()
 	last := -1
 	var lastSent time.Time
-	d.progress = func(left int) {
+	d.OnProgress(func(left int) {
 		if left != last && (left == 0 || time.Since(lastSent) >= 100*time.Millisecond) {
 			last, lastSent = left, time.Now()
 			u.reportDrain(left, deadline)
 		}
-	}
-	d.mu.Lock()
-	open := len(d.conns) + len(d.hijacked)
-	d.mu.Unlock()
+	})
+	open := d.Open()
 	jobs := u.jobs.close()
 	u.log.Info("draining", "conns", open, "jobs", jobs, "deadline_s", u.opts.DrainTimeout.Seconds())
 	st := d.Drain(ctx)

@@ -103,7 +103,7 @@ func newMachine(parentPid int, canUpgrade error, stopDelay time.Duration) *machi
 }
 
 // step applies ev and returns the actions to carry out, in order.
-func (m *machine) step(ev any) []action {
+func (m *machine) step(ev event) []action {
 	m.out = nil
 	switch e := ev.(type) {
 	case evReady:
@@ -305,5 +305,37 @@ func (m *machine) advance() {
 	m.do(actStartAttempt{})
 }
 
-// action is one of the act* types.
-type action any
+// event is one of the ev* types: a sealed interface, whose every type step
+// handles (TestSwitchesAreExhaustive).
+type event interface{ isEvent() }
+
+func (evReady) isEvent()        {}
+func (evHUP) isEvent()          {}
+func (evUpgradeCall) isEvent()  {}
+func (evStopSignal) isEvent()   {}
+func (evStopCall) isEvent()     {}
+func (evParentGone) isEvent()   {}
+func (evParentStatus) isEvent() {}
+func (evWaitLogDue) isEvent()   {}
+func (evKillDue) isEvent()      {}
+func (evDelayOver) isEvent()    {}
+func (evAttemptDone) isEvent()  {}
+
+// action is one of the act* types: a sealed interface, whose every type the
+// run goroutine carries out (TestSwitchesAreExhaustive).
+type action interface{ isAction() }
+
+func (actLog) isAction()           {}
+func (actReply) isAction()         {}
+func (actStartAttempt) isAction()  {}
+func (actBeginStop) isAction()     {}
+func (actHandOver) isAction()      {}
+func (actPassOnUpgrade) isAction() {}
+func (actStopChild) isAction()     {}
+func (actCutDrain) isAction()      {}
+func (actExitNow) isAction()       {}
+func (actKillParent) isAction()    {}
+func (actArmKill) isAction()       {}
+func (actDisarmKill) isAction()    {}
+func (actArmWaitLog) isAction()    {}
+func (actStopAsked) isAction()     {}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/sealed"
 )
 
 // kinds names the actions, with the message of a log and the error of a
@@ -42,7 +44,7 @@ func TestMachine(t *testing.T) {
 	failed := attemptResult{err: &UpgradeError{Kind: ErrExited}}
 	deadline := time.Now().Add(10 * time.Second)
 	type step struct {
-		ev    any
+		ev    event
 		state genState
 		acts  []string
 	}
@@ -165,5 +167,19 @@ func TestMachine(t *testing.T) {
 	}
 	if !errors.Is(errNoHandoff, errors.ErrUnsupported) {
 		t.Error("errNoHandoff does not wrap errors.ErrUnsupported")
+	}
+}
+
+// TestSwitchesAreExhaustive: step handles every event, and the run
+// goroutine every action.
+func TestSwitchesAreExhaustive(t *testing.T) {
+	for _, c := range []struct{ marker, fn string }{{"isEvent", "step"}, {"isAction", "run"}} {
+		missing, err := sealed.Missing(".", c.marker, c.fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s does not handle %v", c.fn, missing)
+		}
 	}
 }

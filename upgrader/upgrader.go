@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/drain"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 )
@@ -23,7 +24,7 @@ import (
 const (
 	DefaultUpgradeTimeout = time.Minute
 	DefaultDrainTimeout   = 30 * time.Second
-	DefaultIdleGrace      = time.Second
+	DefaultIdleGrace      = drain.DefaultIdleGrace
 )
 
 // FDStoreName is the FDNAME under which sockets go to systemd's fd store;
@@ -626,10 +627,6 @@ func (u *Upgrader) followParent() {
 func (u *Upgrader) status(what string) string {
 	return fmt.Sprintf("generation %d (pid %d) %s", u.gen, os.Getpid(), what)
 }
-
-// WatchdogInterval returns the watchdog timeout systemd set for this
-// service (WatchdogSec=), or 0. The Upgrader pings at half of it.
-func (u *Upgrader) WatchdogInterval() time.Duration { return u.watchdog }
 
 // Exit returns a channel that is closed when this generation should stop
 // serving: it has handed over to a new one, or it is stopping. Drain then.

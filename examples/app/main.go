@@ -21,7 +21,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/handoff-dev/handoff/upgrader"
+	"github.com/handoff-dev/handoff/drain"
 )
 
 func main() {
@@ -51,7 +51,7 @@ func main() {
 
 	// 2. Serve; the Drainer tracks connections so that the drain loses none.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	d := upgrader.NewDrainer(time.Second, nil)
+	d := drain.New(time.Second, nil)
 	for _, ln := range listeners {
 		d.Serve(srv, ln)
 	}

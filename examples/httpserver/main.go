@@ -98,7 +98,7 @@ func main() {
 	for _, ln := range lns {
 		d.Serve(srv, ln)
 	}
-	if err := u.Run(d); err != nil {
+	if err := u.ServeDrainer(d); err != nil {
 		log.Fatal(err)
 	}
 }

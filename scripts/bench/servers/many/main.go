@@ -34,7 +34,7 @@ func main() {
 		}
 		d.Serve(srv, ln)
 	}
-	if err := u.Run(d); err != nil {
+	if err := u.ServeDrainer(d); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package upgrader
+package drain
 
 import (
 	"context"
@@ -25,7 +25,7 @@ import (
 
 // errNoConns is what a listener of this file returns once it has nothing
 // more to accept.
-var errNoConns = errors.New("upgrader: no more connections to accept")
+var errNoConns = errors.New("drain: no more connections to accept")
 
 // noConns is a listener with nothing to accept: serving it makes net/http
 // set up a server's HTTP/2 and return.

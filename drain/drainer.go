@@ -1,4 +1,4 @@
-package upgrader
+package drain
 
 import (
 	"bufio"
@@ -14,8 +14,12 @@ import (
 	"time"
 )
 
-// DrainStats reports how a drain went.
-type DrainStats struct {
+// DefaultIdleGrace is how long a connection must have been idle, with
+// nothing received, before a drain closes it.
+const DefaultIdleGrace = time.Second
+
+// Stats reports how a drain went.
+type Stats struct {
 	// Conns is the number of connections open when the drain began.
 	Conns int
 	// IdleClosed counts connections closed after IdleGrace with no request
@@ -36,7 +40,7 @@ type DrainStats struct {
 
 // Drainer tracks the connections of one or more http.Servers and drains them
 // without losing a request; see the package documentation. Create one with
-// NewDrainer, start each server with Serve, then call Drain once.
+// New, start each server with Serve, then call Drain once.
 type Drainer struct {
 	idleGrace time.Duration
 	log       *slog.Logger
@@ -52,12 +56,12 @@ type Drainer struct {
 	onDrain   []func()
 	serving   sync.WaitGroup
 
-	draining   atomic.Bool
-	drainStart atomic.Int64 // UnixNano
-	changed    chan struct{}
-	errC       chan error
+	draining atomic.Bool
+	changed  chan struct{}
+	errC     chan error
 
-	// progress, if set, is called with the connections left during Drain.
+	// progress, if set, is called with the connections left during Drain
+	// (see OnProgress).
 	progress func(left int)
 
 	// reqCtx is the parent of every request's context; cancelled at the
@@ -89,9 +93,9 @@ type connInfo struct {
 	h2Active int
 }
 
-// NewDrainer returns a Drainer that closes connections idle for idleGrace
+// New returns a Drainer that closes connections idle for idleGrace
 // (DefaultIdleGrace if zero) once the drain has begun. logger may be nil.
-func NewDrainer(idleGrace time.Duration, logger *slog.Logger) *Drainer {
+func New(idleGrace time.Duration, logger *slog.Logger) *Drainer {
 	if idleGrace <= 0 {
 		idleGrace = DefaultIdleGrace
 	}
@@ -166,6 +170,23 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 // Err returns a channel that receives the first error of a server that
 // stopped serving before Drain.
 func (d *Drainer) Err() <-chan error { return d.errC }
+
+// Open returns how many connections are open: served, and hijacked ones not
+// yet seen closed.
+func (d *Drainer) Open() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns) + len(d.hijacked)
+}
+
+// OnProgress registers f to be called by Drain, in Drain's goroutine, with
+// the number of connections left each time it looks (every 50 ms at most,
+// and at every change). f must return quickly. Call it before Drain.
+func (d *Drainer) OnProgress(f func(left int)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.progress = f
+}
 
 func (d *Drainer) track(srv *http.Server) {
 	if base := srv.BaseContext; base != nil {
@@ -268,7 +289,7 @@ func (d *Drainer) markH2(c *tls.Conn, s *h2Server) {
 // in stats. A GOAWAY sooner on a new connection would race the client's
 // first request, which Go's client, for one, then fails instead of retrying
 // ("http2: client conn could not be established").
-func (d *Drainer) goAway(start time.Time, stats *DrainStats) {
+func (d *Drainer) goAway(start time.Time, stats *Stats) {
 	var servers []*h2Server
 	now := time.Now()
 	d.mu.Lock()
@@ -343,16 +364,15 @@ func (d *Drainer) signal() {
 // cancelled; half a second later what is left is closed and counted in Cut.
 // Drain then closes the servers and waits for their Serve goroutines. Call it
 // once.
-func (d *Drainer) Drain(ctx context.Context) DrainStats {
+func (d *Drainer) Drain(ctx context.Context) Stats {
 	start := time.Now()
-	d.drainStart.Store(start.UnixNano())
 	d.draining.Store(true)
 	d.mu.Lock()
 	for _, ln := range d.listeners {
 		ln.Close()
 	}
 	d.sweepHijacked()
-	stats := DrainStats{Conns: len(d.conns) + len(d.hijacked), Hijacked: len(d.hijacked)}
+	stats := Stats{Conns: len(d.conns) + len(d.hijacked), Hijacked: len(d.hijacked)}
 	for _, f := range d.onDrain {
 		go f()
 	}
@@ -363,8 +383,8 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	for {
 		d.goAway(start, &stats)
 		left := d.closeIdle(start, &stats)
-		if d.progress != nil {
-			d.progress(left)
+		if progress := d.progressFunc(); progress != nil {
+			progress(left)
 		}
 		if left == 0 {
 			break
@@ -400,12 +420,18 @@ func (d *Drainer) Drain(ctx context.Context) DrainStats {
 	return stats
 }
 
+func (d *Drainer) progressFunc() func(int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.progress
+}
+
 // closeIdle closes the connections that have been idle (or new and silent)
 // for the idle grace since the drain began, and returns how many connections
 // are left. A connection is closed only if nothing has arrived on it since
 // the drain first saw it idle, and its FIN goes out in the same step as that
 // check, to leave a client the least time to send a request in between.
-func (d *Drainer) closeIdle(start time.Time, stats *DrainStats) int {
+func (d *Drainer) closeIdle(start time.Time, stats *Stats) int {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -446,7 +472,7 @@ func closeUnderlying(c net.Conn) {
 // requests still running, gives their handlers requestCancelGrace to return
 // (closing idle connections meanwhile), then closes what is left and
 // returns how many.
-func (d *Drainer) cut(start time.Time, stats *DrainStats, tick <-chan time.Time) int {
+func (d *Drainer) cut(start time.Time, stats *Stats, tick <-chan time.Time) int {
 	d.reqCancel()
 	grace := time.NewTimer(requestCancelGrace)
 	defer grace.Stop()

@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package upgrader
+package drain
 
 // tcpReceived cannot tell outside Linux: the idle close then relies on the
 // peek alone.

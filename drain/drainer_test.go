@@ -1,4 +1,4 @@
-package upgrader_test
+package drain_test
 
 import (
 	"bufio"
@@ -15,18 +15,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/upgrader"
+	"github.com/handoff-dev/handoff/drain"
 )
 
 // serveDrainer starts an http.Server with h through a Drainer on a fresh
 // loopback listener.
-func serveDrainer(t *testing.T, grace time.Duration, h http.Handler) (*upgrader.Drainer, string) {
+func serveDrainer(t *testing.T, grace time.Duration, h http.Handler) (*drain.Drainer, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := upgrader.NewDrainer(grace, nil)
+	d := drain.New(grace, nil)
 	d.Serve(&http.Server{Handler: h}, ln)
 	return d, ln.Addr().String()
 }
@@ -72,7 +72,7 @@ func TestDrainIdleAndBusy(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 
-	done := make(chan upgrader.DrainStats, 1)
+	done := make(chan drain.Stats, 1)
 	go func() { done <- d.Drain(context.Background()) }()
 	time.Sleep(100 * time.Millisecond)
 	// Within the grace, a request on an idle connection is served, and told
@@ -174,7 +174,7 @@ func TestDrainH2(t *testing.T) {
 			mu.Unlock()
 		},
 	}
-	d := upgrader.NewDrainer(time.Second, nil)
+	d := drain.New(time.Second, nil)
 	d.Serve(srv, tls.NewListener(ln, &tls.Config{Certificates: ts.TLS.Certificates, NextProtos: []string{"h2", "http/1.1"}}))
 	pool := x509.NewCertPool()
 	pool.AddCert(ts.Certificate())

@@ -1,4 +1,4 @@
-package upgrader
+package drain
 
 import (
 	"crypto/tls"

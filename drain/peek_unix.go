@@ -1,6 +1,6 @@
 //go:build unix
 
-package upgrader
+package drain
 
 import (
 	"errors"

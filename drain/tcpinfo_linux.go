@@ -1,4 +1,4 @@
-package upgrader
+package drain
 
 import "golang.org/x/sys/unix"
 
