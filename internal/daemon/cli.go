@@ -139,7 +139,7 @@ func newLogHandler(format string, w io.Writer) slog.Handler {
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
 func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
-	s := &supervisor{cfg: cfg, log: log, events: make(chan any, 64), sigC: make(chan os.Signal, 16),
+	s := &supervisor{cfg: cfg, log: log, events: make(chan event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
 		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck})
@@ -166,50 +166,9 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		}
 	}
 
-	inherited, fromParent := os.LookupEnv(envSystemdNames)
-	os.Unsetenv(envSystemdNames)
-	listens := cfg.Listens
-	if len(listens) == 0 {
-		var names []string
-		if fromParent && u.HasParent() {
-			names = strings.Split(inherited, ":")
-		} else {
-			for _, af := range systemd.Activated() {
-				if af.Name != upgrader.FDStoreName {
-					// (handoff's own sockets back from the fd store belong
-					// to --listen addresses, matched by address.)
-					names = append(names, af.Name)
-				}
-			}
-		}
-		for _, name := range names {
-			a, err := listener.Parse("systemd:" + name)
-			if err != nil {
-				return nil, fmt.Errorf("handoff: socket name %q from systemd: %w", name, err)
-			}
-			listens = append(listens, listenSpec{Name: name, Addr: a})
-		}
-		s.systemdNames = strings.Join(names, ":")
-		if len(listens) == 0 {
-			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
-		}
-	}
-	var held []net.Addr
-	for _, l := range listens {
-		f, sock, err := openSocket(u, l.Addr)
-		if err != nil {
-			return nil, err
-		}
-		s.sockets = append(s.sockets, sock)
-		s.files = append(s.files, f)
-		s.names = append(s.names, l.Name)
-		s.addrs = append(s.addrs, l.Addr.String())
-		var st unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
-		}
-		s.inodes = append(s.inodes, st.Ino)
-		held = append(held, localAddr(sock))
+	held, err := s.openSockets(u)
+	if err != nil {
+		return nil, err
 	}
 	if err := cfg.Ready.checkProbe(held, s.names); err != nil {
 		return nil, err
@@ -252,6 +211,59 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	go s.serveControl(cln.(*net.UnixListener))
 	go func() { <-u.Exit(); cln.Close() }()
 	return s, nil
+}
+
+// openSockets opens the sockets to pass on through u, so that a new handoff
+// inherits them: the --listen addresses, else every socket systemd passed
+// (or the old handoff, after SIGUSR2), by name. It returns their local
+// addresses.
+func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
+	inherited, fromParent := os.LookupEnv(envSystemdNames)
+	os.Unsetenv(envSystemdNames)
+	listens := s.cfg.Listens
+	if len(listens) == 0 {
+		var names []string
+		if fromParent && u.HasParent() {
+			names = strings.Split(inherited, ":")
+		} else {
+			for _, af := range systemd.Activated() {
+				if af.Name != upgrader.FDStoreName {
+					// (handoff's own sockets back from the fd store belong
+					// to --listen addresses, matched by address.)
+					names = append(names, af.Name)
+				}
+			}
+		}
+		for _, name := range names {
+			a, err := listener.Parse("systemd:" + name)
+			if err != nil {
+				return nil, fmt.Errorf("handoff: socket name %q from systemd: %w", name, err)
+			}
+			listens = append(listens, listenSpec{Name: name, Addr: a})
+		}
+		s.systemdNames = strings.Join(names, ":")
+		if len(listens) == 0 {
+			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
+		}
+	}
+	var held []net.Addr
+	for _, l := range listens {
+		f, sock, err := openSocket(u, l.Addr)
+		if err != nil {
+			return nil, err
+		}
+		s.sockets = append(s.sockets, sock)
+		s.files = append(s.files, f)
+		s.names = append(s.names, l.Name)
+		s.addrs = append(s.addrs, l.Addr.String())
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
+		}
+		s.inodes = append(s.inodes, st.Ino)
+		held = append(held, localAddr(sock))
+	}
+	return held, nil
 }
 
 // openSocket opens a through the upgrader, so that a new handoff inherits

@@ -58,7 +58,6 @@ type config struct {
 	LogFormat    string // "text" or "json"
 	// Credential, if set, is the user and group the program runs as.
 	Credential *syscall.Credential
-	UserName   string
 	Program    string // as resolved in PATH
 	Args       []string
 }
@@ -87,20 +86,27 @@ Example:
 Flags:
 `
 
-// parseRun parses the arguments of `handoff run`.
-func parseRun(args []string, stderr io.Writer) (*config, error) {
+// runFlags holds the flags of 'handoff run' that are checked and converted
+// after parsing, into a config.
+type runFlags struct {
+	listens                                  []string
+	ready, stop, health, userName, groupName *string
+}
+
+// runFlagSet defines the flags of 'handoff run': those that go straight into
+// cfg, and the others into the returned runFlags.
+func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
 	fs := flag.NewFlagSet("handoff run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfg := &config{}
-	var listens []string
+	raw := &runFlags{}
 	fs.Func("listen", "`[NAME=]ADDR` to listen on; repeatable. ADDR: HOST:PORT, :PORT, tcp6://[::1]:PORT,\n"+
 		"unix:///run/app.sock?mode=0660, udp://HOST:PORT or systemd:NAME. NAME (default: the ADDR's\n"+
 		"systemd name, else \"listen<N>\") goes to LISTEN_FDNAMES. Example: --listen web=:8080.\n"+
 		"Without --listen, every socket systemd passed to handoff is passed on, with its name.", func(s string) error {
-		listens = append(listens, s)
+		raw.listens = append(raw.listens, s)
 		return nil
 	})
-	ready := fs.String("ready", "notify", "when a new generation is ready: `MODE` is one of\n"+
+	raw.ready = fs.String("ready", "notify", "when a new generation is ready: `MODE` is one of\n"+
 		"  notify     it sends READY=1 to $NOTIFY_SOCKET (systemd's protocol);\n"+
 		"  accept     one of its processes waits for connections on every socket it was given\n"+
 		"             (epoll, accept, poll or select on it, seen in /proc): for programs that do\n"+
@@ -114,12 +120,12 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "after the stop signal, a generation has this long to exit before SIGKILL. Example: --drain-timeout 10s")
 	fs.DurationVar(&cfg.StopDelay, "stop-delay", 0, "on SIGTERM or SIGINT, let the generations serve on this long before they drain, so that a load\n"+
 		"balancer deregisters this instance first; a second signal skips the rest. Example: --stop-delay 5s")
-	stop := fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
+	raw.stop = fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
 	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it, and\n"+
 		"watch the new one: if it exits, takes no connection while the old one takes several, answers\n"+
 		"nothing on connections that sent it requests 2 s ago, or fails --health 3 times in a row, it is\n"+
 		"rolled back within seconds: the reload fails and the old one serves on. Example: --bake 10s")
-	health := fs.String("health", "", "during --bake, check the new generation every 250 ms at `URL`: http://HOST:PORT/PATH must answer\n"+
+	raw.health = fs.String("health", "", "during --bake, check the new generation every 250 ms at `URL`: http://HOST:PORT/PATH must answer\n"+
 		"2xx, tcp://HOST:PORT accept; an address only the new generation serves (not a --listen socket).\n"+
 		"A --ready http:// or tcp:// probe is used when this is not given. Example: --health http://127.0.0.1:9100/healthz")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
@@ -133,8 +139,15 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		"generation serves on. Example: --env-file /srv/app/current/app.env")
 	fs.StringVar(&cfg.PIDFile, "pidfile", "", "write handoff's own pid to this `PATH`. Example: --pidfile /run/app/handoff.pid")
 	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
-	userName := fs.String("user", "", "run the program as this `USER`, a name or a uid (handoff binds as root first). Example: --user www-data")
-	groupName := fs.String("group", "", "run the program with this `GROUP`, a name or a gid (default: the user's). Example: --group www-data")
+	raw.userName = fs.String("user", "", "run the program as this `USER`, a name or a uid (handoff binds as root first). Example: --user www-data")
+	raw.groupName = fs.String("group", "", "run the program with this `GROUP`, a name or a gid (default: the user's). Example: --group www-data")
+	return fs, raw
+}
+
+// parseRun parses the arguments of `handoff run`.
+func parseRun(args []string, stderr io.Writer) (*config, error) {
+	cfg := &config{}
+	fs, raw := runFlagSet(cfg)
 	// The flag package prints the usage on every error; print it on --help
 	// only, so that an error stays one line.
 	fs.Usage = func() {}
@@ -147,91 +160,99 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 		}
 		return nil, usagef("handoff run: %v — see 'handoff run --help'", err)
 	}
-	rest := fs.Args()
+	if err := cfg.resolve(raw, fs.Args()); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// resolve checks the flags and the program line (rest), and fills in what
+// they give: the program found in PATH, the sockets, the readiness and
+// health probes, the stop signal, the control socket and the user.
+func (cfg *config) resolve(raw *runFlags, rest []string) error {
 	if len(rest) == 0 {
-		return nil, usagef("handoff run: no program given — put it after --, as in: handoff run --listen :8080 -- /usr/local/bin/app")
+		return usagef("handoff run: no program given — put it after --, as in: handoff run --listen :8080 -- /usr/local/bin/app")
 	}
 	var err error
 	if cfg.Chdir != "" {
 		if fi, err := os.Stat(cfg.Chdir); err != nil || !fi.IsDir() {
-			return nil, usagef("handoff run: --chdir %s: not a directory — give the directory the program runs in", cfg.Chdir)
+			return usagef("handoff run: --chdir %s: not a directory — give the directory the program runs in", cfg.Chdir)
 		}
 		if cfg.Chdir, err = filepath.Abs(cfg.Chdir); err != nil {
-			return nil, usagef("handoff run: --chdir: %v", err)
+			return usagef("handoff run: --chdir: %v", err)
 		}
 	}
 	if cfg.EnvFile != "" {
 		if cfg.EnvFile, err = filepath.Abs(cfg.EnvFile); err != nil {
-			return nil, usagef("handoff run: --env-file: %v", err)
+			return usagef("handoff run: --env-file: %v", err)
 		}
 		if _, err := readEnvFile(cfg.EnvFile); err != nil {
-			return nil, usagef("handoff run: %v", err)
+			return usagef("handoff run: %v", err)
 		}
 	}
 	prog, err := lookProgram(rest[0], cfg.Chdir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cfg.Program, cfg.Args = prog, rest[1:]
 
-	for i, s := range listens {
+	for i, s := range raw.listens {
 		l, err := parseListen(s, i)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		cfg.Listens = append(cfg.Listens, l)
 	}
 	seen := map[string]bool{}
 	for _, l := range cfg.Listens {
 		if seen[l.Addr.String()] {
-			return nil, usagef("handoff run: --listen %s given twice", l.Addr)
+			return usagef("handoff run: --listen %s given twice", l.Addr)
 		}
 		seen[l.Addr.String()] = true
 	}
-	if *health != "" {
-		if !strings.HasPrefix(*health, "http://") && !strings.HasPrefix(*health, "tcp://") {
-			return nil, usagef("handoff run: --health %s: use http://HOST:PORT/PATH or tcp://HOST:PORT", *health)
+	if *raw.health != "" {
+		if !strings.HasPrefix(*raw.health, "http://") && !strings.HasPrefix(*raw.health, "tcp://") {
+			return usagef("handoff run: --health %s: use http://HOST:PORT/PATH or tcp://HOST:PORT", *raw.health)
 		}
-		if cfg.Health, err = parseReady(*health); err != nil {
-			return nil, usagef("handoff run: --health: %v", strings.TrimPrefix(err.Error(), "handoff run: --ready "))
+		if cfg.Health, err = parseReady(*raw.health); err != nil {
+			return usagef("handoff run: --health: %v", strings.TrimPrefix(err.Error(), "handoff run: --ready "))
 		}
 	}
-	if cfg.Ready, err = parseReady(*ready); err != nil {
-		return nil, err
+	if cfg.Ready, err = parseReady(*raw.ready); err != nil {
+		return err
 	}
-	if cfg.StopSignal, err = parseSignal(*stop); err != nil {
-		return nil, err
+	if cfg.StopSignal, err = parseSignal(*raw.stop); err != nil {
+		return err
 	}
 	switch {
 	case cfg.ReadyTimeout <= 0:
-		return nil, usagef("handoff run: --ready-timeout must be positive, as in --ready-timeout 30s")
+		return usagef("handoff run: --ready-timeout must be positive, as in --ready-timeout 30s")
 	case cfg.DrainTimeout <= 0:
-		return nil, usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
+		return usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
 	case cfg.StopDelay < 0:
-		return nil, usagef("handoff run: --stop-delay must not be negative")
+		return usagef("handoff run: --stop-delay must not be negative")
 	case cfg.Bake < 0:
-		return nil, usagef("handoff run: --bake must not be negative")
+		return usagef("handoff run: --bake must not be negative")
 	case cfg.Health.Kind != "" && cfg.Bake <= 0:
-		return nil, usagef("handoff run: --health is checked during the bake window — give --bake too, as in --bake 10s")
+		return usagef("handoff run: --health is checked during the bake window — give --bake too, as in --bake 10s")
 	case cfg.MaxDraining < 1:
-		return nil, usagef("handoff run: --max-draining must be at least 1")
+		return usagef("handoff run: --max-draining must be at least 1")
 	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
-		return nil, usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
+		return usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
 	}
 	if cfg.Control == "" {
 		cfg.Control = DefaultControl()
 	}
 	// sun_path holds 108 bytes, the last a NUL.
 	if n := len(cfg.Control); n > 107 {
-		return nil, usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
+		return usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
 	}
-	if *userName != "" || *groupName != "" {
-		if cfg.Credential, err = credential(*userName, *groupName); err != nil {
-			return nil, err
+	if *raw.userName != "" || *raw.groupName != "" {
+		if cfg.Credential, err = credential(*raw.userName, *raw.groupName); err != nil {
+			return err
 		}
-		cfg.UserName = *userName
 	}
-	return cfg, nil
+	return nil
 }
 
 func parseListen(s string, i int) (listenSpec, error) {

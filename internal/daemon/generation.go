@@ -181,16 +181,6 @@ func (s *supervisor) checkWorkDir(n int, program string) {
 // fds 3 on, and reports its readiness and exit on events.
 func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 	g := &generation{n: n, started: time.Now()}
-	env := make([]string, 0, len(os.Environ())+3)
-	for _, kv := range os.Environ() {
-		keep := true
-		for _, p := range envStrip {
-			keep = keep && !strings.HasPrefix(kv, p)
-		}
-		if keep {
-			env = append(env, kv)
-		}
-	}
 	if spec == nil {
 		var err error
 		if spec, err = s.resolveSpec(n); err != nil {
@@ -198,19 +188,10 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		}
 	}
 	g.spec, g.dir = spec, spec.Dir
-	env = overrideEnv(env, spec.Env)
-	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
 	program := spec.Program
-
-	var err error
-	if g.notify, g.notifyAt, err = s.notifySocket(n); err != nil {
+	env, err := s.environ(g)
+	if err != nil {
 		return nil, err
-	}
-	env = append(env, "NOTIFY_SOCKET="+g.notifyAt)
-	if wd := s.u.WatchdogInterval(); wd > 0 {
-		// launch adds WATCHDOG_PID. A program that pings is watched by
-		// handoff, which answers for the whole service to systemd.
-		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(wd.Microseconds(), 10))
 	}
 
 	outR, outW, err := os.Pipe()
@@ -264,6 +245,44 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 	g.stdout = linetail.New(outR, os.Stdout, 10)
 	g.stderr = linetail.New(errR, os.Stderr, 10)
 
+	s.watch(g)
+	return g, nil
+}
+
+// environ returns the environment of generation g: handoff's own, without
+// what systemd meant for handoff alone, with g's env file over it, and the
+// socket activation variables; it opens g's notify socket for NOTIFY_SOCKET.
+func (s *supervisor) environ(g *generation) ([]string, error) {
+	env := make([]string, 0, len(os.Environ())+4)
+	for _, kv := range os.Environ() {
+		keep := true
+		for _, p := range envStrip {
+			keep = keep && !strings.HasPrefix(kv, p)
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
+	env = overrideEnv(env, g.spec.Env)
+	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
+	var err error
+	if g.notify, g.notifyAt, err = s.notifySocket(g.n); err != nil {
+		return nil, err
+	}
+	env = append(env, "NOTIFY_SOCKET="+g.notifyAt)
+	if wd := s.u.WatchdogInterval(); wd > 0 {
+		// launch adds WATCHDOG_PID. A program that pings is watched by
+		// handoff, which answers for the whole service to systemd.
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(wd.Microseconds(), 10))
+	}
+	return env, nil
+}
+
+// watch waits, in goroutines of its own, for generation g to exit and to be
+// ready within --ready-timeout, and sends the supervisor what happened:
+// genLeft and genExited, genReady or genNotReady.
+func (s *supervisor) watch(g *generation) {
+	cmd := g.cmd
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
 	g.cancel = cancel
 	exitedC := make(chan struct{})
@@ -296,7 +315,6 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 			s.events <- genNotReady{g, err}
 		}
 	}()
-	return g, nil
 }
 
 var errGenExited = errors.New("exited")

@@ -96,9 +96,56 @@ type (
 	}
 )
 
+// event is what step takes: one of the types above, or a generation's own
+// (genReady, genNotReady, genExited, genLeft, bakeFailed). A sealed
+// interface, whose every type step handles (TestSwitchesAreExhaustive).
+type event interface{ isEvent() }
+
+func (evStart) isEvent()         {}
+func (evSignal) isEvent()        {}
+func (evReload) isEvent()        {}
+func (evRollback) isEvent()      {}
+func (evSpawned) isEvent()       {}
+func (evSpawnFailed) isEvent()   {}
+func (evHandedOver) isEvent()    {}
+func (evHung) isEvent()          {}
+func (bakeDone) isEvent()        {}
+func (extendTick) isEvent()      {}
+func (stopDelayOver) isEvent()   {}
+func (killDue) isEvent()         {}
+func (restartDue) isEvent()      {}
+func (selfUpgradeDone) isEvent() {}
+func (doorsClosed) isEvent()     {}
+func (genReady) isEvent()        {}
+func (genExited) isEvent()       {}
+func (genNotReady) isEvent()     {}
+func (genLeft) isEvent()         {}
+func (bakeFailed) isEvent()      {}
+
+// action is one of the act* types below: a sealed interface, whose every
+// type the supervisor carries out (TestSwitchesAreExhaustive).
+type action interface{ isAction() }
+
+func (actLog) isAction()              {}
+func (actSpawn) isAction()            {}
+func (actSignal) isAction()           {}
+func (actAfter) isAction()            {}
+func (actRelease) isAction()          {}
+func (actCancelReady) isAction()      {}
+func (actNotify) isAction()           {}
+func (actUpgraderReady) isAction()    {}
+func (actUpgraderStop) isAction()     {}
+func (actReply) isAction()            {}
+func (actSelfUpgrade) isAction()      {}
+func (actSelfUpgradeEnded) isAction() {}
+func (actCloseDoors) isAction()       {}
+func (actReleaseSockets) isAction()   {}
+func (actWatchBake) isAction()        {}
+func (actStopStrays) isAction()       {}
+func (actDone) isAction()             {}
+
 // Actions.
 type (
-	action any
 	actLog struct {
 		level slog.Level
 		msg   string
@@ -114,7 +161,7 @@ type (
 	}
 	actAfter struct {
 		d  time.Duration
-		ev any
+		ev event
 	}
 	actRelease     struct{ g *generation } // it exited: close what it held
 	actCancelReady struct{ g *generation } // stop waiting for its readiness
@@ -151,7 +198,7 @@ func (m *machine) log(level slog.Level, msg string, args ...any) {
 }
 
 // step applies ev and returns the actions to carry out, in order.
-func (m *machine) step(ev any) []action {
+func (m *machine) step(ev event) []action {
 	m.out = nil
 	switch e := ev.(type) {
 	case evStart:

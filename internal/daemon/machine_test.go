@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/sealed"
 )
 
 // names lists actions as short strings: the message of a log, the signal
@@ -65,7 +67,7 @@ func TestMachine(t *testing.T) {
 		return gens[n]
 	}
 	type step struct {
-		ev   func() any // built when the case runs, with its generations
+		ev   func() event // built when the case runs, with its generations
 		want []string
 	}
 	w := make(chan ReloadResult, 8)
@@ -80,94 +82,94 @@ func TestMachine(t *testing.T) {
 		steps   []step
 	}{
 		{"first start", 0, 0, false, false, []step{
-			{func() any { return evStart{} }, []string{"spawn 1"}},
-			{func() any { return evSpawned{gen(1)} }, []string{"log:generation started"}},
-			{func() any { return genReady{gen(1)} }, []string{"log:generation ready", "UpgraderReady", "notify status"}},
+			{func() event { return evStart{} }, []string{"spawn 1"}},
+			{func() event { return evSpawned{gen(1)} }, []string{"log:generation started"}},
+			{func() event { return genReady{gen(1)} }, []string{"log:generation ready", "UpgraderReady", "notify status"}},
 		}},
 		{"the program fails at start: handoff exits 1", 0, 0, false, false, []step{
-			{func() any { return evStart{} }, []string{"spawn 1"}},
-			{func() any { return evSpawned{gen(1)} }, []string{"log:generation started"}},
-			{func() any { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:new generation failed", "log:the program failed at start; handoff exits", "notify stopping", "ReleaseSockets", "done 1"}},
+			{func() event { return evStart{} }, []string{"spawn 1"}},
+			{func() event { return evSpawned{gen(1)} }, []string{"log:generation started"}},
+			{func() event { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:new generation failed", "log:the program failed at start; handoff exits", "notify stopping", "ReleaseSockets", "done 1"}},
 		}},
 		{"a reload: the new generation is ready, the old drains", 0, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
-			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "log:reload queued: a new generation is already starting"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "notify extend", "spawn 3"}},
-			{func() any { return evSpawned{gen(3)} }, []string{"log:generation started"}},
-			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited"}},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() event { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "log:reload queued: a new generation is already starting"}},
+			{func() event { return genReady{gen(2)} }, []string{"log:generation ready", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done", "reply1 ok", "log:starting the queued reload", "notify reloading", "notify extend", "spawn 3"}},
+			{func() event { return evSpawned{gen(3)} }, []string{"log:generation started"}},
+			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited"}},
 		}},
 		{"a broken release fails the reload; the old one serves on", 0, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
-			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genExited{gen(2), errors.New("exit status 3")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) exited before it was ready (exit status 3)"}},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() event { return genExited{gen(2), errors.New("exit status 3")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) exited before it was ready (exit status 3)"}},
 		}},
 		{"not ready in time: killed, then failed", 0, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
-			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation not ready in time; killing it", "signal 2 killed"}},
-			{func() any { return genExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() event { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation not ready in time; killing it", "signal 2 killed"}},
+			{func() event { return genExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:new generation failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
 		}},
 		{"bake: the old generation serves until the window ends", time.Second, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
-			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
-			{func() any { return extendTick{} }, []string{"notify extend", "after daemon.extendTick"}},
-			{func() any { return bakeDone{gen(2)} }, []string{"log:bake window over", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done"}},
+			{func() event { return evSignal{syscall.SIGHUP} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() event { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
+			{func() event { return extendTick{} }, []string{"notify extend", "after daemon.extendTick"}},
+			{func() event { return bakeDone{gen(2)} }, []string{"log:bake window over", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "log:reload done"}},
 		}},
 		{"the serving generation exits: restarted after a backoff", 0, 0, false, true, []step{
-			{func() any { return genExited{gen(1), errors.New("exit status 1")} }, []string{"release 1", "log:generation exited on its own; restarting it", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
-			{func() any { return restartDue{} }, []string{"spawn 2"}},
-			{func() any { return evSpawnFailed{errors.New("fork: no memory")} }, []string{"log:cannot restart the program", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
+			{func() event { return genExited{gen(1), errors.New("exit status 1")} }, []string{"release 1", "log:generation exited on its own; restarting it", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
+			{func() event { return restartDue{} }, []string{"spawn 2"}},
+			{func() event { return evSpawnFailed{errors.New("fork: no memory")} }, []string{"log:cannot restart the program", "log:restart scheduled; the sockets stay open meanwhile", "after daemon.restartDue"}},
 		}},
 		{"stop: every generation drains, then handoff exits 0; again kills", 0, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "CloseDoors"}},
-			{func() any { return evReload{w} }, []string{"log:reload asked", "reply1 handoff is stopping"}},
-			{func() any { return doorsClosed{held: 1} }, []string{"log:new connections held back for the stop; none queued", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
-			{func() any { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited", "done 0"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "CloseDoors"}},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "reply1 handoff is stopping"}},
+			{func() event { return doorsClosed{held: 1} }, []string{"log:new connections held back for the stop; none queued", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
+			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation exited", "done 0"}},
 		}},
 		{"stop signal again while new connections are held back: killed, then the sockets released", 0, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "CloseDoors"}},
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
-			{func() any { return doorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:the service manager holds sockets too: connections to them queue for its next start",
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked", "notify stopping", "CloseDoors"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
+			{func() event { return doorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:the service manager holds sockets too: connections to them queue for its next start",
 				"log:connections still queued after the wait: no generation took them, and they will be reset", "ReleaseSockets"}},
-			{func() any { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation exited", "done 0"}},
+			{func() event { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation exited", "done 0"}},
 		}},
 		{"stop delay: serve on, refuse reloads, then drain; a second signal skips it", 0, 2 * time.Second, false, true, []step{
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked; the generations serve on for the stop delay, then drain", "notify stopping", "after daemon.stopDelayOver"}},
-			{func() any { return evReload{w} }, []string{"log:reload asked", "log:reload refused: stopping, after the stop delay", "reply1 handoff is stopping"}},
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: skipping the rest of the stop delay", "notify stopping", "CloseDoors"}},
-			{func() any { return stopDelayOver{} }, nil},
-			{func() any { return doorsClosed{} }, []string{"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
-			{func() any { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop asked; the generations serve on for the stop delay, then drain", "notify stopping", "after daemon.stopDelayOver"}},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "log:reload refused: stopping, after the stop delay", "reply1 handoff is stopping"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: skipping the rest of the stop delay", "notify stopping", "CloseDoors"}},
+			{func() event { return stopDelayOver{} }, nil},
+			{func() event { return doorsClosed{} }, []string{"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining", "ReleaseSockets"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop signal again: killing every generation", "signal 1 killed"}},
 		}},
 		{"rollback with nothing before the current generation is refused", 0, 0, false, true, []step{
-			{func() any { return evRollback{w} }, []string{"log:rollback asked", "reply1 nothing to roll back to: no generation served before the current one"}},
+			{func() event { return evRollback{w} }, []string{"log:rollback asked", "reply1 nothing to roll back to: no generation served before the current one"}},
 		}},
 		{"rollback during a bake stops the new generation; the old serves on", time.Second, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
-			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
-			{func() any { return evRollback{w} }, []string{"log:rollback asked", "log:rollback: stopping the generation that bakes; the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},
-			{func() any { return bakeDone{gen(2)} }, nil},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() event { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
+			{func() event { return evRollback{w} }, []string{"log:rollback asked", "log:rollback: stopping the generation that bakes; the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},
+			{func() event { return bakeDone{gen(2)} }, nil},
 		}},
 		{"a generation that does not serve is rolled back during its bake; the old serves on", time.Second, 0, false, true, []step{
-			{func() any { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
-			{func() any { return evSpawned{gen(2)} }, []string{"log:generation started"}},
-			{func() any { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
-			{func() any { return bakeFailed{gen(2), "took no connection"} }, []string{"log:new generation does not serve; rolling it back, the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) failed its bake window: it took no connection"}},
-			{func() any { return bakeFailed{gen(2), "answers nothing"} }, nil},
-			{func() any { return bakeDone{gen(2)} }, nil},
+			{func() event { return evReload{w} }, []string{"log:reload asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSpawned{gen(2)} }, []string{"log:generation started"}},
+			{func() event { return genReady{gen(2)} }, []string{"log:generation ready", "log:baking: the old generation serves on", "after daemon.bakeDone", "WatchBake"}},
+			{func() event { return bakeFailed{gen(2), "took no connection"} }, []string{"log:new generation does not serve; rolling it back, the old one serves on", "signal 2 SIGTERM", "after daemon.killDue", "log:draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) failed its bake window: it took no connection"}},
+			{func() event { return bakeFailed{gen(2), "answers nothing"} }, nil},
+			{func() event { return bakeDone{gen(2)} }, nil},
 		}},
 		{"SIGUSR2 as PID 1 is refused", 0, 0, true, true, []step{
-			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; restart the container with the new handoff, or SIGHUP to reload the program"}},
+			{func() event { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; restart the container with the new handoff, or SIGHUP to reload the program"}},
 		}},
 		{"SIGUSR2 upgrades handoff; the new one took over: stop ours", 0, 0, false, true, []step{
-			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:handoff upgrade asked", "SelfUpgrade"}},
-			{func() any { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 ignored: an upgrade of handoff or a stop is under way"}},
-			{func() any { return selfUpgradeDone{nil} }, []string{"SelfUpgradeEnded"}},
-			{func() any { return evHandedOver{} }, []string{"log:handed over to the new handoff; stopping this one's generations", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining"}},
+			{func() event { return evSignal{syscall.SIGUSR2} }, []string{"log:handoff upgrade asked", "SelfUpgrade"}},
+			{func() event { return evSignal{syscall.SIGUSR2} }, []string{"log:SIGUSR2 ignored: an upgrade of handoff or a stop is under way"}},
+			{func() event { return selfUpgradeDone{nil} }, []string{"SelfUpgradeEnded"}},
+			{func() event { return evHandedOver{} }, []string{"log:handed over to the new handoff; stopping this one's generations", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:draining"}},
 		}},
 	}
 	for _, c := range cases {
@@ -199,5 +201,19 @@ func TestMachine(t *testing.T) {
 				t.Errorf("machine counts %d generations killed, want %d", m.killed, len(killed))
 			}
 		})
+	}
+}
+
+// TestSwitchesAreExhaustive: step handles every event, and the supervisor
+// every action.
+func TestSwitchesAreExhaustive(t *testing.T) {
+	for _, c := range []struct{ marker, fn string }{{"isEvent", "step"}, {"isAction", "apply"}} {
+		missing, err := sealed.Missing(".", c.marker, c.fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s does not handle %v", c.fn, missing)
+		}
 	}
 }

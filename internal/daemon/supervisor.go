@@ -67,7 +67,7 @@ type supervisor struct {
 	strayMu       sync.Mutex
 	strayStopping map[int]bool
 
-	events chan any
+	events chan event
 	sigC   chan os.Signal
 	ctlC   chan ctlRequest
 	wdC    chan chan error // watchdog checks from the upgrader's ping loop
@@ -87,7 +87,7 @@ func (s *supervisor) run() int {
 		return code
 	}
 	for {
-		var ev any
+		var ev event
 		select {
 		case sig := <-s.sigC:
 			ev = evSignal{sig.(syscall.Signal)}
@@ -128,7 +128,7 @@ func (s *supervisor) run() int {
 
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
-func (s *supervisor) apply(ev any) (code int, done bool) {
+func (s *supervisor) apply(ev event) (code int, done bool) {
 	if _, ok := ev.(genExited); ok {
 		defer s.trimMemory()
 	}
@@ -140,7 +140,7 @@ func (s *supervisor) apply(ev any) (code int, done bool) {
 		case actLog:
 			s.log.Log(context.Background(), a.level, a.msg, a.args...)
 		case actSpawn:
-			var next any
+			var next event
 			if g, err := s.start(a.n, a.spec); err != nil {
 				next = evSpawnFailed{err}
 			} else {
@@ -278,7 +278,7 @@ func (s *supervisor) watchdogCheck(ctx context.Context) error {
 // watchdog (it has sent WATCHDOG=1) and has not pinged for the whole
 // interval — it is then killed and restarted like a generation that crashed
 // — or nil.
-func (s *supervisor) checkHung() any {
+func (s *supervisor) checkHung() event {
 	g := s.m.current
 	wd := s.u.WatchdogInterval()
 	if g == nil || g.hung || wd <= 0 {
