@@ -104,7 +104,7 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 		}
 		t.Fatalf("no log record %q:\n%s", terms, readLog())
 	}
-	waitRecord("generation ready", "gen=1")
+	waitRecord("event=generation.ready", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	resC := make(chan *loadcheck.Result, 1)
@@ -139,7 +139,7 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	case <-time.After(30 * time.Second):
 		t.Fatalf("handoff did not stop:\n%s", readLog())
 	}
-	if logrec.Find(logrec.Parse(readLog()), "handoff exits", "killed=0") == nil {
+	if logrec.Find(logrec.Parse(readLog()), "event=handoff.exit", "killed=0") == nil {
 		t.Errorf("handoff had to kill generations that did not drain in time:\n%s", readLog())
 	}
 	if n := strings.Count(readLog(), drainedLine); n < reloads {

@@ -112,7 +112,7 @@ func (w *bakeWatch) start() {
 	if _, err := tcpConns(w.ports); err != nil || len(w.ports) == 0 {
 		w.broken = true
 		if err != nil {
-			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "gen", w.g.n, "err", err)
+			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "event", "bake.checks_off", "gen", w.g.n, "err", err)
 		}
 	}
 }

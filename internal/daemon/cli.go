@@ -121,9 +121,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// the stop began.
 	s.u.Stop()
 	if s.m.killed > 0 {
-		log.Warn("handoff exits", "status", code, "killed", s.m.killed)
+		log.Warn("handoff exits", "event", "handoff.exit", "status", code, "killed", s.m.killed)
 	} else {
-		log.Info("handoff exits", "status", code, "killed", 0)
+		log.Info("handoff exits", "event", "handoff.exit", "status", code, "killed", 0)
 	}
 	return code
 }
@@ -162,7 +162,7 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	// As PID 1, handoff's death ends the container: no keeper is needed.
 	if os.Getpid() != 1 {
 		if s.keeper, err = startKeeper(s.self, s.reaper, log); err != nil {
-			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "err", err)
+			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", err)
 		}
 	}
 

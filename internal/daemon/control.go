@@ -103,7 +103,7 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 		return SignalResult{Error: "no generation is serving"}
 	}
 	r.OK = true
-	s.log.Info("signal sent", "signal", unix.SignalName(sig), "gen_pids", r.Sent)
+	s.log.Info("signal sent", "event", "signal.sent", "signal", unix.SignalName(sig), "gen_pids", r.Sent)
 	return r
 }
 
@@ -166,7 +166,7 @@ func (s *supervisor) serveControl(ln *net.UnixListener) {
 			}
 			if failing == nil {
 				failing, errs = err, 0
-				s.log.Error("control socket: accept failed; retrying with backoff until it works again", "err", err)
+				s.log.Error("control socket: accept failed; retrying with backoff until it works again", "event", "control.accept_failed", "err", err)
 			}
 			errs++
 			lastErr = time.Now()
@@ -176,7 +176,7 @@ func (s *supervisor) serveControl(ln *net.UnixListener) {
 		}
 		wait = 0
 		if failing != nil && time.Since(lastErr) >= time.Second {
-			s.log.Info("control socket: accepting again", "after", failing.Error(), "errors", errs)
+			s.log.Info("control socket: accepting again", "event", "control.accepting", "after", failing.Error(), "errors", errs)
 			failing = nil
 		}
 		go s.handleControl(c)
@@ -190,7 +190,7 @@ func (s *supervisor) handleControl(c *net.UnixConn) {
 		_ = json.NewEncoder(c).Encode(v)
 	}
 	if err := checkPeer(c); err != nil {
-		s.log.Warn("control connection refused", "err", err)
+		s.log.Warn("control connection refused", "event", "control.refused", "err", err)
 		reply(ReloadResult{Error: err.Error()})
 		return
 	}
@@ -204,7 +204,7 @@ func (s *supervisor) handleControl(c *net.UnixConn) {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			why = fmt.Sprintf("bad request: not one JSON object of at most %d bytes", ctlMaxRequest)
 		}
-		s.log.Warn("control request refused", "err", why)
+		s.log.Warn("control request refused", "event", "control.request_refused", "err", why)
 		reply(ReloadResult{Error: why})
 		return
 	}

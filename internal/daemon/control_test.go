@@ -36,7 +36,7 @@ func TestControlSurvivesFDExhaustion(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	d.waitRecord(10*time.Second, "control socket: accept failed; retrying with backoff until it works again", "err~too many open files")
+	d.waitRecord(10*time.Second, "event=control.accept_failed", "err~too many open files")
 	for _, c := range conns {
 		c.Close()
 	}
@@ -50,13 +50,13 @@ func TestControlSurvivesFDExhaustion(t *testing.T) {
 	// The end of the episode is logged at the first accept a second after
 	// its last error: ask until it is.
 	deadline := time.Now().Add(10 * time.Second)
-	for logrec.Find(d.records(), "control socket: accepting again") == nil && time.Now().Before(deadline) {
+	for logrec.Find(d.records(), "event=control.accepting") == nil && time.Now().Before(deadline) {
 		d.status()
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Once per episode: a failure record, then a recovery record.
-	failed := logrec.Count(d.records(), "control socket: accept failed; retrying with backoff until it works again")
-	recovered := logrec.Count(d.records(), "control socket: accepting again")
+	failed := logrec.Count(d.records(), "event=control.accept_failed")
+	recovered := logrec.Count(d.records(), "event=control.accepting")
 	if failed != 1 || recovered != 1 {
 		t.Errorf("%d accept-failure records and %d recoveries: want one of each for the one episode", failed, recovered)
 	}

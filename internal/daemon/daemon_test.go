@@ -197,8 +197,8 @@ func TestReloadStorm(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	recs := d.records()
-	started := logrec.Count(recs, "generation started")
-	asked := logrec.Count(recs, "reload asked")
+	started := logrec.Count(recs, "event=generation.started")
+	asked := logrec.Count(recs, "event=reload.asked")
 	t.Logf("50 SIGHUPs: %d reloads asked, %d generations started", asked, started)
 	// The kernel and the Go runtime merge a SIGHUP that arrives while the
 	// previous one is still pending, so on a busy machine fewer than 50 are
@@ -209,11 +209,11 @@ func TestReloadStorm(t *testing.T) {
 	}
 	lastAsked := -1
 	for i, r := range recs {
-		if r.Match("reload asked") {
+		if r.Match("event=reload.asked") {
 			lastAsked = i
 		}
 	}
-	if lastAsked < 0 || logrec.Find(recs[lastAsked:], "generation started") == nil {
+	if lastAsked < 0 || logrec.Find(recs[lastAsked:], "event=generation.started") == nil {
 		t.Errorf("no generation started after the last reload asked:\n%s", d.log())
 	}
 	if started < 2 || started > 51 {
@@ -241,7 +241,7 @@ func TestStopDuringReload(t *testing.T) {
 	}
 	rc := make(chan result, 1)
 	go func() { out, code := d.reload(); rc <- result{out, code} }()
-	d.waitRecord(5*time.Second, "generation started", "gen=2")
+	d.waitRecord(5*time.Second, "event=generation.started", "gen=2")
 	d.stop()
 	r := <-rc
 	if r.code != 1 || !strings.Contains(r.out, "stopping") {
@@ -265,7 +265,7 @@ func TestCrashRestart(t *testing.T) {
 	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
 	time.Sleep(300 * time.Millisecond)
 	_ = syscall.Kill(first, syscall.SIGKILL)
-	d.waitRecord(10*time.Second, "generation exited on its own; restarting it")
+	d.waitRecord(10*time.Second, "event=generation.crashed")
 	deadline := time.Now().Add(10 * time.Second)
 	for d.serving() == 0 || d.serving() == first {
 		if time.Now().After(deadline) {
@@ -342,7 +342,7 @@ func TestUpgradeHandoffItself(t *testing.T) {
 // a 2xx answer from a health port.
 func TestReadyModes(t *testing.T) {
 	d := startDaemon(t, nil, "--ready", "delay:400ms")
-	rec := logrec.Last(d.records(), "generation ready", "ready_ms~")
+	rec := logrec.Last(d.records(), "event=generation.ready", "ready_ms~")
 	if rec == nil {
 		t.Fatalf("no generation ready record with ready_ms:\n%s", d.log())
 	}
@@ -362,7 +362,7 @@ func TestReadyModes(t *testing.T) {
 	defer health.Close()
 	start := time.Now()
 	d = startDaemon(t, nil, "--ready", health.URL+"/healthz")
-	if n := logrec.Count(d.records(), "generation ready"); n != 1 {
+	if n := logrec.Count(d.records(), "event=generation.ready"); n != 1 {
 		t.Errorf("%d ready records with --ready http://", n)
 	}
 	if took := time.Since(start); took < 400*time.Millisecond {

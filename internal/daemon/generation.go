@@ -163,7 +163,7 @@ func (s *supervisor) checkWorkDir(n int, program string) {
 	// The kernel's idea of it, which the generation inherits: not $PWD.
 	wd, err := unix.Getwd()
 	if err != nil {
-		s.log.Warn("generation starts in handoff's working directory, which is gone", "gen", n, "err", err, "fix", fix)
+		s.log.Warn("generation starts in handoff's working directory, which is gone", "event", "generation.workdir_gone", "gen", n, "err", err, "fix", fix)
 		return
 	}
 	rel, err := filepath.Rel(wd, program)
@@ -171,7 +171,7 @@ func (s *supervisor) checkWorkDir(n int, program string) {
 	if s.firstInWd == nil {
 		s.firstInWd = &inside
 	} else if *s.firstInWd && !inside {
-		s.log.Warn("generation starts in handoff's working directory, which holds an earlier release, not its program",
+		s.log.Warn("generation starts in handoff's working directory, which holds an earlier release, not its program", "event", "generation.workdir_old",
 			"gen", n, "program", program, "dir", wd, "fix", fix)
 	}
 }

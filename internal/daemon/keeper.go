@@ -194,7 +194,7 @@ func (k *keeper) bye() {
 	select {
 	case <-k.exited:
 	case <-time.After(time.Second):
-		k.log.Warn("the output keeper did not exit within a second of handoff's goodbye")
+		k.log.Warn("the output keeper did not exit within a second of handoff's goodbye", "event", "keeper.slow_exit")
 	}
 }
 
@@ -206,6 +206,6 @@ func (k *keeper) send(msg string, oob []byte) {
 	}
 	if _, _, err := k.conn.WriteMsgUnix([]byte(msg), oob, nil); err != nil {
 		k.dead = true
-		k.log.Warn("the output keeper is gone: if handoff dies, the generations' next writes to their output will fail", "err", err)
+		k.log.Warn("the output keeper is gone: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.gone", "err", err)
 	}
 }

@@ -38,7 +38,7 @@ func TestLaunchPassesPid(t *testing.T) {
 					t.Fatalf("reload: %d %s", code, msg)
 				}
 			}
-			if n := logrec.Count(d.records(), "generation started", "launch="+c.mode); n != c.reloads+1 {
+			if n := logrec.Count(d.records(), "event=generation.started", "launch="+c.mode); n != c.reloads+1 {
 				t.Errorf("%d generations started with launch=%s, want %d:\n%s", n, c.mode, c.reloads+1, d.log())
 			}
 			deadline := time.Now().Add(5 * time.Second)

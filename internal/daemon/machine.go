@@ -148,6 +148,7 @@ func (actDone) isAction()             {}
 type (
 	actLog struct {
 		level slog.Level
+		event string
 		msg   string
 		args  []any
 	}
@@ -193,8 +194,10 @@ func (m *machine) kill(g *generation) {
 	m.do(actSignal{g, syscall.SIGKILL})
 }
 
-func (m *machine) log(level slog.Level, msg string, args ...any) {
-	m.do(actLog{level, msg, args})
+// log logs msg, with event, the record's stable key (see docs/daemon.md,
+// "Log events"): what log shippers and tests match, whatever the wording.
+func (m *machine) log(level slog.Level, event, msg string, args ...any) {
+	m.do(actLog{level, event, msg, args})
 }
 
 // step applies ev and returns the actions to carry out, in order.
@@ -206,21 +209,21 @@ func (m *machine) step(ev event) []action {
 	case evSignal:
 		m.onSignal(e.sig)
 	case evReload:
-		m.log(slog.LevelInfo, "reload asked", "by", "handoff reload")
+		m.log(slog.LevelInfo, "reload.asked", "reload asked", "by", "handoff reload")
 		m.askReload(e.w)
 	case evRollback:
-		m.log(slog.LevelInfo, "rollback asked", "by", "handoff rollback")
+		m.log(slog.LevelInfo, "rollback.asked", "rollback asked", "by", "handoff rollback")
 		m.rollback(e.w)
 	case evSpawned:
 		m.onSpawned(e.g)
 	case evSpawnFailed:
 		m.onSpawnFailed(e.err)
 	case evHandedOver:
-		m.log(slog.LevelInfo, "handed over to the new handoff; stopping this one's generations")
+		m.log(slog.LevelInfo, "upgrade.done", "handed over to the new handoff; stopping this one's generations")
 		m.stop(false)
 	case evHung:
 		e.g.hung = true
-		m.log(slog.LevelError, "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "quiet", e.quiet.Round(time.Millisecond).String())
+		m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "quiet", e.quiet.Round(time.Millisecond).String())
 		m.do(actSignal{e.g, syscall.SIGABRT}, actAfter{time.Second, killDue{e.g}})
 	case genReady:
 		m.onReady(e.g)
@@ -231,25 +234,25 @@ func (m *machine) step(ev event) []action {
 			if errors.As(e.err, &na) || errors.Is(e.err, errNoReadyNotify) {
 				e.g.failWhy += ": " + e.err.Error()
 			}
-			m.log(slog.LevelWarn, "generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
+			m.log(slog.LevelWarn, "generation.not_ready", "generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
 			m.kill(e.g)
 		}
 	case genLeft:
 		e.g.left = e.strays
-		m.log(slog.LevelWarn, "generation left processes behind; stopping them", "gen", e.g.n, "gen_pid", e.g.pid, "left", strayList(e.strays))
+		m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", "gen", e.g.n, "gen_pid", e.g.pid, "left", strayList(e.strays))
 		m.do(actStopStrays{e.strays})
 	case genExited:
 		m.onExit(e.g, e.err)
 	case bakeDone:
 		if e.g == m.next && e.g.state == baking {
-			m.log(slog.LevelInfo, "bake window over", "gen", e.g.n, "gen_pid", e.g.pid)
+			m.log(slog.LevelInfo, "bake.done", "bake window over", "gen", e.g.n, "gen_pid", e.g.pid)
 			m.promote(e.g)
 		}
 	case bakeFailed:
 		m.onBakeFailed(e.g, e.reason)
 	case killDue:
 		if e.g.state != exited {
-			m.log(slog.LevelWarn, "generation did not exit within the drain timeout; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "drain_timeout", m.drainTimeout.String())
+			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "drain_timeout", m.drainTimeout.String())
 			m.kill(e.g)
 		}
 	case restartDue:
@@ -271,14 +274,14 @@ func (m *machine) step(ev event) []action {
 	case stopDelayOver:
 		if m.delaying {
 			m.delaying = false
-			m.log(slog.LevelInfo, "stop delay over; stopping every generation")
+			m.log(slog.LevelInfo, "stop.delay_over", "stop delay over; stopping every generation")
 			m.stop(true)
 		}
 	case selfUpgradeDone:
 		m.selfUpgrade = false
 		m.do(actSelfUpgradeEnded{})
 		if e.err != nil {
-			m.log(slog.LevelError, "handoff upgrade failed; this handoff keeps running", "err", e.err)
+			m.log(slog.LevelError, "upgrade.failed", "handoff upgrade failed; this handoff keeps running", "err", e.err)
 		}
 	}
 	if m.stopping && len(m.gens) == 0 {
@@ -290,20 +293,20 @@ func (m *machine) step(ev event) []action {
 func (m *machine) onSignal(sig syscall.Signal) {
 	switch sig {
 	case syscall.SIGHUP:
-		m.log(slog.LevelInfo, "reload asked", "signal", "SIGHUP")
+		m.log(slog.LevelInfo, "reload.asked", "reload asked", "signal", "SIGHUP")
 		m.askReload(nil)
 	case syscall.SIGUSR2:
 		m.upgradeSelf()
 	case syscall.SIGTERM, syscall.SIGINT:
 		m.stopSignals++
 		if m.delaying {
-			m.log(slog.LevelInfo, "stop signal again: skipping the rest of the stop delay", "signal", unixName(sig))
+			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", unixName(sig))
 			m.delaying, m.stopSignals = false, 1
 			m.stop(true)
 			return
 		}
 		if m.stopSignals == 1 && m.stopDelay > 0 && !m.stopping {
-			m.log(slog.LevelInfo, "stop asked; the generations serve on for the stop delay, then drain", "signal", unixName(sig), "stop_delay", m.stopDelay.String())
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", unixName(sig), "stop_delay", m.stopDelay.String())
 			m.delaying = true
 			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", m.stopDelay)}, actAfter{m.stopDelay, stopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
@@ -313,13 +316,13 @@ func (m *machine) onSignal(sig syscall.Signal) {
 			return
 		}
 		if m.stopSignals > 1 {
-			m.log(slog.LevelWarn, "stop signal again: killing every generation", "signal", unixName(sig))
+			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", unixName(sig))
 			for _, g := range m.gens {
 				m.kill(g)
 			}
 			return
 		}
-		m.log(slog.LevelInfo, "stop asked", "signal", unixName(sig))
+		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", unixName(sig))
 		m.stop(true)
 	}
 }
@@ -339,21 +342,21 @@ func (m *machine) onSpawned(g *generation) {
 	g.restart = m.spawning == spawnRestart
 	m.gens = append(m.gens, g)
 	m.next = g
-	m.log(slog.LevelInfo, "generation started", "gen", g.n, "gen_pid", g.pid, "restart", g.restart, "launch", g.launch)
+	m.log(slog.LevelInfo, "generation.started", "generation started", "gen", g.n, "gen_pid", g.pid, "restart", g.restart, "launch", g.launch)
 }
 
 func (m *machine) onSpawnFailed(err error) {
 	switch m.spawning {
 	case spawnFirst:
-		m.log(slog.LevelError, "cannot start the program", "err", err)
+		m.log(slog.LevelError, "start.failed", "cannot start the program", "err", err)
 		m.do(actDone{1})
 	case spawnReload:
-		m.log(slog.LevelError, "reload failed", "err", err)
+		m.log(slog.LevelError, "reload.failed", "reload failed", "err", err)
 		m.do(actNotify{"ready", "reload failed: " + err.Error()})
 		m.finishReload(ReloadResult{Error: "reload failed: " + err.Error()})
 		m.afterNext()
 	case spawnRestart:
-		m.log(slog.LevelError, "cannot restart the program", "err", err)
+		m.log(slog.LevelError, "restart.failed", "cannot restart the program", "err", err)
 		m.scheduleRestart()
 	}
 }
@@ -363,10 +366,10 @@ func (m *machine) onReady(g *generation) {
 		return
 	}
 	g.readyAt = m.now()
-	m.log(slog.LevelInfo, "generation ready", "gen", g.n, "gen_pid", g.pid, "ready_ms", g.readyAt.Sub(g.started).Milliseconds())
+	m.log(slog.LevelInfo, "generation.ready", "generation ready", "gen", g.n, "gen_pid", g.pid, "ready_ms", g.readyAt.Sub(g.started).Milliseconds())
 	if m.bake > 0 && m.current != nil {
 		g.state = baking
-		m.log(slog.LevelInfo, "baking: the old generation serves on", "gen", g.n, "gen_pid", g.pid, "bake", m.bake.String())
+		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", "gen", g.n, "gen_pid", g.pid, "bake", m.bake.String())
 		m.do(actAfter{m.bake, bakeDone{g}}, actWatchBake{g, m.current})
 		return
 	}
@@ -380,7 +383,7 @@ func (m *machine) onBakeFailed(g *generation, reason string) {
 		return
 	}
 	g.failWhy = "failed its bake window: it " + reason
-	m.log(slog.LevelError, "new generation does not serve; rolling it back, the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n, "reason", reason)
+	m.log(slog.LevelError, "bake.failed", "new generation does not serve; rolling it back, the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n, "reason", reason)
 	m.drain(g)
 	m.next = nil
 	why := fmt.Sprintf("generation %d (pid %d) %s", g.n, g.pid, g.failWhy)
@@ -411,7 +414,7 @@ func (m *machine) promote(g *generation) {
 	}
 	if m.reloading {
 		took := m.now().Sub(m.reloadStart)
-		m.log(slog.LevelInfo, "reload done", "gen", g.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
+		m.log(slog.LevelInfo, "reload.done", "reload done", "gen", g.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
 		m.finishReload(ReloadResult{OK: true, Generation: g.n, PID: g.pid, Millis: took.Milliseconds()})
 	}
 	m.afterNext()
@@ -423,7 +426,7 @@ func (m *machine) drain(g *generation) {
 	g.state = draining
 	g.exitedAt = m.now() // when the drain began, until it exits
 	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, killDue{g}})
-	m.log(slog.LevelInfo, "draining", "gen", g.n, "gen_pid", g.pid, "signal", unixName(m.stopSignal))
+	m.log(slog.LevelInfo, "generation.draining", "draining", "gen", g.n, "gen_pid", g.pid, "signal", unixName(m.stopSignal))
 	var drainingGens []*generation
 	for _, d := range m.gens {
 		if d.state == draining {
@@ -432,7 +435,7 @@ func (m *machine) drain(g *generation) {
 	}
 	for i := 0; len(drainingGens)-i > m.maxDraining; i++ {
 		d := drainingGens[i]
-		m.log(slog.LevelWarn, "too many generations draining (--max-draining); killing the oldest", "gen", d.n, "gen_pid", d.pid, "max", m.maxDraining)
+		m.log(slog.LevelWarn, "generation.too_many_draining", "too many generations draining (--max-draining); killing the oldest", "gen", d.n, "gen_pid", d.pid, "max", m.maxDraining)
 		m.kill(d)
 	}
 }
@@ -465,11 +468,11 @@ func (m *machine) onExit(g *generation, err error) {
 		if lines := g.lastLines(); len(lines) > 0 {
 			reason += "; it printed last: " + strings.Join(lines, " | ")
 		}
-		m.log(slog.LevelError, "new generation failed", "gen", g.n, "gen_pid", g.pid, "reason", reason)
+		m.log(slog.LevelError, "generation.failed", "new generation failed", "gen", g.n, "gen_pid", g.pid, "reason", reason)
 		switch {
 		case m.stopping:
 		case !m.firstReady && !g.restart:
-			m.log(slog.LevelError, "the program failed at start; handoff exits", "reason", reason)
+			m.log(slog.LevelError, "program.failed", "the program failed at start; handoff exits", "reason", reason)
 			m.exitCode = 1
 			m.stop(true)
 		case m.reloading:
@@ -483,18 +486,18 @@ func (m *machine) onExit(g *generation, err error) {
 	case g == m.current:
 		m.current = nil
 		if m.stopping {
-			m.log(slog.LevelInfo, "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how)
+			m.log(slog.LevelInfo, "generation.exited", "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how)
 			return
 		}
 		if m.now().Sub(g.readyAt) >= stableAfter {
 			m.backoff = 0
 		}
-		m.log(slog.LevelWarn, "generation exited on its own; restarting it", "gen", g.n, "gen_pid", g.pid, "status", how, "last_output", strings.Join(g.lastLines(), " | "))
+		m.log(slog.LevelWarn, "generation.crashed", "generation exited on its own; restarting it", "gen", g.n, "gen_pid", g.pid, "status", how, "last_output", strings.Join(g.lastLines(), " | "))
 		if m.next == nil {
 			m.scheduleRestart()
 		}
 	default:
-		m.log(slog.LevelInfo, "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())
+		m.log(slog.LevelInfo, "generation.exited", "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())
 	}
 }
 
@@ -512,7 +515,7 @@ func (m *machine) scheduleRestart() {
 	case m.backoff < restartMax:
 		m.backoff = min(2*m.backoff, restartMax)
 	}
-	m.log(slog.LevelInfo, "restart scheduled; the sockets stay open meanwhile", "in", m.backoff.String())
+	m.log(slog.LevelInfo, "restart.scheduled", "restart scheduled; the sockets stay open meanwhile", "in", m.backoff.String())
 	m.do(actAfter{m.backoff, restartDue{}})
 }
 
@@ -521,7 +524,7 @@ func (m *machine) scheduleRestart() {
 func (m *machine) askReload(w chan<- ReloadResult) {
 	if m.stopping || m.delaying {
 		if m.delaying {
-			m.log(slog.LevelInfo, "reload refused: stopping, after the stop delay")
+			m.log(slog.LevelInfo, "reload.refused", "reload refused: stopping, after the stop delay")
 		}
 		if w != nil {
 			m.do(actReply{[]chan<- ReloadResult{w}, ReloadResult{Error: "handoff is stopping"}})
@@ -530,7 +533,7 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 	}
 	if m.next != nil {
 		if !m.queued {
-			m.log(slog.LevelInfo, "reload queued: a new generation is already starting", "gen", m.next.n)
+			m.log(slog.LevelInfo, "reload.queued", "reload queued: a new generation is already starting", "gen", m.next.n)
 		}
 		m.queued = true
 		if w != nil {
@@ -579,7 +582,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 		reply(ReloadResult{Error: "handoff is stopping"})
 	case m.next != nil && m.next.state == baking && m.current != nil:
 		g := m.next
-		m.log(slog.LevelWarn, "rollback: stopping the generation that bakes; the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n)
+		m.log(slog.LevelWarn, "rollback.stopping", "rollback: stopping the generation that bakes; the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n)
 		g.failWhy = "was rolled back during its bake window"
 		m.drain(g)
 		m.next = nil
@@ -597,7 +600,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 			m.waiters = append(m.waiters, w)
 		}
 		m.rollingBack = true
-		m.log(slog.LevelInfo, "rolling back", "program", m.previous.Program, "dir", m.previous.Dir)
+		m.log(slog.LevelInfo, "rollback.started", "rolling back", "program", m.previous.Program, "dir", m.previous.Dir)
 		m.startReload()
 	}
 }
@@ -610,7 +613,7 @@ func (m *machine) afterNext() {
 	}
 	m.queued = false
 	m.waiters, m.queuedWaiters = m.queuedWaiters, nil
-	m.log(slog.LevelInfo, "starting the queued reload")
+	m.log(slog.LevelInfo, "reload.dequeued", "starting the queued reload")
 	m.startReload()
 }
 
@@ -663,34 +666,34 @@ func (m *machine) drainAll(real bool) {
 // doorsClosed logs how the stop held new connections back.
 func (m *machine) doorsClosed(e doorsClosed) {
 	if e.err != nil {
-		m.log(slog.LevelWarn, "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.err)
+		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.err)
 	}
 	if len(e.left) > 0 {
-		m.log(slog.LevelInfo, "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "))
+		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "))
 	}
 	if e.held == 0 {
 		return
 	}
 	if e.queued > 0 {
-		m.log(slog.LevelWarn, "connections still queued after the wait: no generation took them, and they will be reset", "queued", e.queued, "waited_ms", e.took.Milliseconds())
+		m.log(slog.LevelWarn, "stop.queued_left", "connections still queued after the wait: no generation took them, and they will be reset", "queued", e.queued, "waited_ms", e.took.Milliseconds())
 		return
 	}
-	m.log(slog.LevelInfo, "new connections held back for the stop; none queued", "sockets", e.held, "waited_ms", e.took.Milliseconds())
+	m.log(slog.LevelInfo, "stop.held_back", "new connections held back for the stop; none queued", "sockets", e.held, "waited_ms", e.took.Milliseconds())
 }
 
 func (m *machine) upgradeSelf() {
 	if m.selfUpgrade || m.stopping || m.delaying {
-		m.log(slog.LevelInfo, "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
+		m.log(slog.LevelInfo, "upgrade.ignored", "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
 		return
 	}
 	if m.pid1 {
 		// The old handoff exits once the new one serves, and PID 1's exit
 		// ends the container.
-		m.log(slog.LevelWarn, "SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; "+
+		m.log(slog.LevelWarn, "upgrade.refused", "SIGUSR2 refused: handoff is PID 1, and its exit after the upgrade would end the container; "+
 			"restart the container with the new handoff, or SIGHUP to reload the program")
 		return
 	}
-	m.log(slog.LevelInfo, "handoff upgrade asked", "signal", "SIGUSR2")
+	m.log(slog.LevelInfo, "upgrade.asked", "handoff upgrade asked", "signal", "SIGUSR2")
 	m.selfUpgrade = true
 	m.do(actSelfUpgrade{m.nextN})
 }

@@ -108,7 +108,7 @@ func startDaemonIn(t *testing.T, workDir string, program []string, flags ...stri
 	}
 	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(d.cleanup)
-	d.waitRecord(15*time.Second, "generation ready")
+	d.waitRecord(15*time.Second, "event=generation.ready")
 	return d
 }
 

@@ -54,14 +54,14 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
 	handoffPid := 0
 	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) && (handoffPid == 0 || logrec.Find(logrec.Parse(readLog()), "generation ready") == nil) {
+	for time.Now().Before(deadline) && (handoffPid == 0 || logrec.Find(logrec.Parse(readLog()), "event=generation.ready") == nil) {
 		handoffPid = proc.ChildOf(cmd.Process.Pid)
 		time.Sleep(20 * time.Millisecond)
 	}
-	if handoffPid == 0 || logrec.Find(logrec.Parse(readLog()), "generation ready") == nil {
+	if handoffPid == 0 || logrec.Find(logrec.Parse(readLog()), "event=generation.ready") == nil {
 		t.Fatalf("handoff did not start in the namespace:\n%s", readLog())
 	}
-	if logrec.Find(logrec.Parse(readLog()), "reaping orphans", "reason=handoff is PID 1") == nil {
+	if logrec.Find(logrec.Parse(readLog()), "event=reaper.started", "reason=handoff is PID 1") == nil {
 		t.Errorf("handoff did not say it reaps orphans as PID 1:\n%s", readLog())
 	}
 
@@ -88,7 +88,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 
 	// SIGUSR2 would end the container: refused, with the reason.
 	_ = syscall.Kill(handoffPid, syscall.SIGUSR2)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && logrec.Find(logrec.Parse(readLog()), "msg~SIGUSR2 refused") == nil; {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && logrec.Find(logrec.Parse(readLog()), "event=upgrade.refused") == nil; {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The container runtime's stop; the load goes on until just before the
@@ -112,7 +112,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("handoff as PID 1 did not exit after SIGTERM:\n%s", readLog())
 	}
-	if logrec.Find(logrec.Parse(readLog()), "stop delay over; stopping every generation") == nil {
+	if logrec.Find(logrec.Parse(readLog()), "event=stop.delay_over") == nil {
 		t.Errorf("the log does not say when the stop delay ended:\n%s", readLog())
 	}
 	if !strings.Contains(readLog(), "SIGUSR2 refused: handoff is PID 1") {

@@ -50,7 +50,7 @@ func newReaper(log *slog.Logger) *reaper {
 	pid := os.Getpid()
 	if pid != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			log.Warn("cannot become a child subreaper: a program that daemonizes will escape handoff", "err", os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err))
+			log.Warn("cannot become a child subreaper: a program that daemonizes will escape handoff", "event", "reaper.failed", "err", os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err))
 		}
 	}
 	var sub int32
@@ -73,7 +73,7 @@ func newReaper(log *slog.Logger) *reaper {
 		}
 	}()
 	if pid == 1 {
-		log.Info("reaping orphans", "reason", "handoff is PID 1")
+		log.Info("reaping orphans", "event", "reaper.started", "reason", "handoff is PID 1")
 	}
 	return r
 }
@@ -141,12 +141,12 @@ func (r *reaper) sweep() {
 		if err == nil && got == pid {
 			n++
 		} else if err != nil && !errors.Is(err, unix.ECHILD) {
-			r.log.Warn("reaping an orphan failed", "orphan_pid", pid, "err", os.NewSyscallError("wait4", err))
+			r.log.Warn("reaping an orphan failed", "event", "reaper.reap_failed", "orphan_pid", pid, "err", os.NewSyscallError("wait4", err))
 		}
 	}
 	if n > 0 {
 		r.reaped += n
-		r.log.Debug("reaped orphans", "n", n, "total", r.reaped)
+		r.log.Debug("reaped orphans", "event", "reaper.reaped", "n", n, "total", r.reaped)
 	}
 }
 

@@ -31,7 +31,7 @@ func (s *supervisor) releaseSockets() {
 	}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		s.log.Warn("the sockets stay open until handoff exits: cannot list its descriptors", "err", err)
+		s.log.Warn("the sockets stay open until handoff exits: cannot list its descriptors", "event", "stop.release_failed", "err", err)
 		return
 	}
 	null := -1
@@ -46,13 +46,13 @@ func (s *supervisor) releaseSockets() {
 		}
 		if null < 0 {
 			if null, err = unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
-				s.log.Warn("the sockets stay open until handoff exits", "err", os.NewSyscallError("open /dev/null", err))
+				s.log.Warn("the sockets stay open until handoff exits", "event", "stop.release_failed", "err", os.NewSyscallError("open /dev/null", err))
 				return
 			}
 			defer unix.Close(null)
 		}
 		if err := unix.Dup3(null, fd, unix.O_CLOEXEC); err != nil {
-			s.log.Warn("a socket stays open until handoff exits", "fd", fd, "err", os.NewSyscallError("dup3", err))
+			s.log.Warn("a socket stays open until handoff exits", "event", "stop.release_failed", "fd", fd, "err", os.NewSyscallError("dup3", err))
 		}
 	}
 }

@@ -144,7 +144,7 @@ func TestRollbackDuringBake(t *testing.T) {
 		out, code := d.reload()
 		reloaded <- fmt.Sprintf("%d %s", code, out)
 	}()
-	d.waitRecord(10*time.Second, "msg~baking")
+	d.waitRecord(10*time.Second, "event=bake.started")
 	out, err := exec.Command(handoffBin, "rollback", "--control", d.control).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), fmt.Sprintf("rolled back: generation 1 (pid %d) serves on", first)) {
 		t.Errorf("rollback during the bake: %v, %q", err, out)
@@ -206,7 +206,7 @@ func TestWorkDirWithoutChdir(t *testing.T) {
 	flip := func(v string) { proc.Flip(t, current, filepath.Join("releases", v)) }
 	flip("v1")
 	d := startDaemonIn(t, current, []string{filepath.Join(current, "app")})
-	if n := logrec.Count(d.records(), "msg~handoff's working directory"); n != 0 {
+	if n := logrec.Count(d.records(), "event~generation.workdir_"); n != 0 {
 		t.Fatalf("%d warnings at the first generation:\n%s", n, d.log())
 	}
 
@@ -214,7 +214,7 @@ func TestWorkDirWithoutChdir(t *testing.T) {
 	if out, code := d.reload(); code != 0 {
 		t.Fatalf("reload to v2: %d %s", code, out)
 	}
-	w := d.waitRecord(5*time.Second, "generation starts in handoff's working directory, which holds an earlier release, not its program")
+	w := d.waitRecord(5*time.Second, "event=generation.workdir_old")
 	if !w.Match("gen=2") || !w.Match("program="+filepath.Join(root, "releases", "v2", "app")) || !w.Match("dir="+filepath.Join(root, "releases", "v1")) || !w.Match("fix~--chdir") {
 		t.Errorf("warning: %s", w)
 	}
@@ -226,7 +226,7 @@ func TestWorkDirWithoutChdir(t *testing.T) {
 	if out, code := d.reload(); code != 0 {
 		t.Fatalf("reload to v3: %d %s", code, out)
 	}
-	w = d.waitRecord(5*time.Second, "generation starts in handoff's working directory, which is gone")
+	w = d.waitRecord(5*time.Second, "event=generation.workdir_gone")
 	if !w.Match("gen=3") || !w.Match("fix~--chdir") {
 		t.Errorf("warning: %s", w)
 	}

@@ -52,10 +52,10 @@ func TestStopRefusesNotResets(t *testing.T) {
 			if duringReload {
 				proc.WriteExec(t, d.prog, []byte("#!/bin/sh\nsleep 5\nexec "+appBin+"\n"))
 				go d.reload()
-				d.waitRecord(5*time.Second, "generation started", "gen=2")
+				d.waitRecord(5*time.Second, "event=generation.started", "gen=2")
 			}
 			_ = d.cmd.Process.Signal(syscall.SIGTERM)
-			d.waitRecord(5*time.Second, "draining", "gen=1")
+			d.waitRecord(5*time.Second, "event=generation.draining", "gen=1")
 			// Load on through the drain, which the slow requests make last.
 			time.Sleep(1200 * time.Millisecond)
 			cancel()

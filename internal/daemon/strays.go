@@ -73,7 +73,7 @@ func (s *supervisor) killStrays(strays []stray) {
 	defer s.strayMu.Unlock()
 	for _, st := range strays {
 		if live[st.PID] {
-			s.log.Warn("a process left behind did not exit within the drain timeout; killing it", "pid", st.PID, "cmd", st.Cmd)
+			s.log.Warn("a process left behind did not exit within the drain timeout; killing it", "event", "strays.kill", "pid", st.PID, "cmd", st.Cmd)
 			killStray(st)
 		}
 		delete(s.strayStopping, st.PID)
@@ -99,7 +99,7 @@ func (s *supervisor) stopAllStrays() {
 	}
 	s.strayMu.Unlock()
 	if len(fresh) > 0 {
-		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "left", strayList(fresh))
+		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "event", "strays.stopping", "left", strayList(fresh))
 	}
 	for _, st := range left {
 		target := st.PID
@@ -113,7 +113,7 @@ func (s *supervisor) stopAllStrays() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, st := range s.reaper.strays() {
-		s.log.Warn("killing a process left behind", "pid", st.PID, "cmd", st.Cmd)
+		s.log.Warn("killing a process left behind", "event", "strays.killing", "pid", st.PID, "cmd", st.Cmd)
 		killStray(st)
 	}
 }

@@ -51,7 +51,7 @@ func TestDaemonizingProgram(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "daemonized") {
 			t.Errorf("reload of a release that daemonizes: exit %d: %s", code, out)
 		}
-		d.waitRecord(5*time.Second, "generation left processes behind; stopping them", "gen=2")
+		d.waitRecord(5*time.Second, "event=generation.strays", "gen=2")
 		if p := d.serving(); p != first {
 			t.Errorf("serving pid %d, want %d", p, first)
 		}
@@ -76,7 +76,7 @@ func TestDaemonizingProgram(t *testing.T) {
 		if left := proc.Descendants(os.Getpid()); len(left) > 0 {
 			t.Errorf("processes left behind after handoff exited: %v", left)
 		}
-		d.waitRecord(time.Second, "generation left processes behind; stopping them", "gen=1", "left~sleep 300")
+		d.waitRecord(time.Second, "event=generation.strays", "gen=1", "left~sleep 300")
 	})
 	t.Run("ignores the stop signal", func(t *testing.T) {
 		// What it leaves ignores SIGTERM (and its children with it): killed
@@ -90,7 +90,7 @@ func TestDaemonizingProgram(t *testing.T) {
 			t.Errorf("processes left behind after handoff exited: %v", left)
 		}
 		recs := d.records()
-		if logrec.Find(recs, "killing a process left behind") == nil && logrec.Find(recs, "a process left behind did not exit within the drain timeout; killing it") == nil {
+		if logrec.Find(recs, "event=strays.killing") == nil && logrec.Find(recs, "event=strays.kill") == nil {
 			t.Errorf("no record of the kill:\n%s", d.log())
 		}
 	})

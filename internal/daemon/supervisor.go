@@ -138,7 +138,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		queue = queue[1:]
 		switch a := a.(type) {
 		case actLog:
-			s.log.Log(context.Background(), a.level, a.msg, a.args...)
+			s.log.Log(context.Background(), a.level, a.msg, append([]any{"event", a.event}, a.args...)...)
 		case actSpawn:
 			var next event
 			if g, err := s.start(a.n, a.spec); err != nil {
@@ -180,7 +180,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		case actUpgraderReady:
 			if err := s.u.Ready(); err != nil {
 				// The generation serves all the same: systemd hears it.
-				s.log.Error("ready", "err", err)
+				s.log.Error("ready, with an error", "event", "ready.error", "err", err)
 				s.notify(systemd.Ready("serving, but " + err.Error()))
 			}
 		case actUpgraderStop:
@@ -296,7 +296,7 @@ func (s *supervisor) checkHung() event {
 
 func (s *supervisor) notify(_ bool, err error) {
 	if err != nil {
-		s.log.Warn("sd_notify failed", "err", err)
+		s.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
 }
 
