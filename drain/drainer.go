@@ -256,7 +256,7 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 		if !seen && !d.blind {
 			d.blind = true
 			d.log.Warn("a hijacked connection's close cannot be seen: the drain waits for it until its deadline; "+
-				"give your net.Conn wrapper a NetConn() or Unwrap() net.Conn method", "conn_type", fmt.Sprintf("%T", c))
+				"give your net.Conn wrapper a NetConn() or Unwrap() net.Conn method", "event", "drain.blind", "conn_type", fmt.Sprintf("%T", c))
 		}
 		if !closed {
 			d.hijacked[c] = struct{}{}
@@ -414,7 +414,7 @@ func (d *Drainer) Drain(ctx context.Context) Stats {
 	select {
 	case <-done:
 	case <-time.After(time.Second):
-		d.log.Warn("a server's Serve did not return within 1s of Close")
+		d.log.Warn("a server's Serve did not return within 1s of Close", "event", "drain.serve_stuck")
 	}
 	stats.Duration = time.Since(start)
 	return stats

@@ -92,7 +92,7 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, opts Options) (
 	select {
 	case <-ctx.Done():
 		close(stopping)
-		log.Info("stop asked", "stop_delay", opts.StopDelay.String(), "conns", d.Open(), "pid", os.Getpid())
+		log.Info("stop asked", "event", "stop.asked", "stop_delay", opts.StopDelay.String(), "conns", d.Open(), "pid", os.Getpid())
 		if opts.StopDelay > 0 {
 			t := time.NewTimer(opts.StopDelay)
 			select {
@@ -106,7 +106,7 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, opts Options) (
 	}
 	if failure != nil {
 		failure = fmt.Errorf("drain: serving %s: %w", ln.Addr(), failure)
-		log.Error("serving failed; draining", "err", failure, "pid", os.Getpid())
+		log.Error("serving failed; draining", "event", "serve.failed", "err", failure, "pid", os.Getpid())
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
 	defer cancel()
@@ -115,7 +115,7 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, opts Options) (
 	if st.Cut > 0 {
 		level = slog.LevelWarn
 	}
-	log.Log(context.Background(), level, "drained", "drain_ms", st.Duration.Milliseconds(), "conns", st.Conns,
+	log.Log(context.Background(), level, "drained", "event", "drain.done", "drain_ms", st.Duration.Milliseconds(), "conns", st.Conns,
 		"idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked, "cut", st.Cut, "pid", os.Getpid())
 	return st, failure
 }

@@ -53,7 +53,7 @@ func TestSocketActivationByName(t *testing.T) {
 	if err := <-firstReq; err != nil {
 		t.Fatalf("first request: %v", err)
 	}
-	s.waitRecord(5*time.Second, "listening", "addr=systemd:web", "source=systemd", "gen=1")
+	s.waitRecord(5*time.Second, "event=listening", "addr=systemd:web", "source=systemd", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	resC := make(chan *loadcheck.Result, 1)
@@ -71,7 +71,7 @@ func TestSocketActivationByName(t *testing.T) {
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
 	}
-	if n := logrec.Count(s.records(), "listening", "addr=systemd:web", "source=inherited"); n != 3 {
+	if n := logrec.Count(s.records(), "event=listening", "addr=systemd:web", "source=inherited"); n != 3 {
 		t.Errorf("%d generations inherited systemd:web, want 3:\n%s", n, s.log())
 	}
 	s.stop()
@@ -103,7 +103,7 @@ func TestSocketActivationByAddress(t *testing.T) {
 	addr := proc.FreeAddr(t)
 	s := launchActivated(t, addr, "", "-addr", addr)
 	s.waitPid(0, 10*time.Second)
-	s.waitRecord(5*time.Second, "listening", "addr="+addr, "source=systemd")
+	s.waitRecord(5*time.Second, "event=listening", "addr="+addr, "source=systemd")
 	resp, err := http.Post("http://"+addr+"/", "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)

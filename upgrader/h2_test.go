@@ -174,7 +174,7 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 			if u, n := conns[0].w, conns[1].w; u.goAway != nil && n.goAway != nil && !n.goAwayAt.After(u.goAwayAt) {
 				t.Errorf("the connection that never served a stream had its GOAWAY first")
 			}
-			if r := s.waitRecord(10*time.Second, "drained", fmt.Sprintf("pid=%d", first)); !r.Match("go_away=2") {
+			if r := s.waitRecord(10*time.Second, "event=drain.done", fmt.Sprintf("pid=%d", first)); !r.Match("go_away=2") {
 				t.Errorf("the drain's record does not count 2 GOAWAYs: %s", r)
 			}
 			s.stop()

@@ -48,7 +48,7 @@ func TestHijackedDrain(t *testing.T) {
 				}
 				took, line := upgradeAndWaitOld(t, s, 25*time.Second)
 				t.Logf("old generation gone %v after SIGHUP: %s", took.Round(time.Millisecond), line)
-				if took > 3*time.Second || !line.Match("drained", "hijacked=5") {
+				if took > 3*time.Second || !line.Match("event=drain.done", "hijacked=5") {
 					t.Errorf("old generation exited %v after SIGHUP, logging %q; want within about a second, drained with hijacked=5", took, line)
 				}
 			})
@@ -61,7 +61,7 @@ func TestHijackedDrain(t *testing.T) {
 				defer hijack(t, s.addr, useTLS, true).Close()
 				took, line := upgradeAndWaitOld(t, s, 10*time.Second)
 				t.Logf("old generation gone %v after SIGHUP: %s", took.Round(time.Millisecond), line)
-				if took < 1400*time.Millisecond || !line.Match("drain cut short", "cut=2", "hijacked=3") {
+				if took < 1400*time.Millisecond || !line.Match("event=drain.cut", "cut=2", "hijacked=3") {
 					t.Errorf("old generation exited %v after SIGHUP, logging %q; want at the 1.5 s deadline, cut=2 of hijacked=3", took, line)
 				}
 			})
@@ -91,9 +91,9 @@ func upgradeAndWaitOld(t *testing.T, s *server, timeout time.Duration) (time.Dur
 		t.Fatalf("old generation pid %d still running %v after SIGHUP:\n%s", first, timeout, s.log())
 	}
 	recs := s.records()
-	line := logrec.Find(recs, "pid="+strconv.Itoa(first), "drained")
+	line := logrec.Find(recs, "pid="+strconv.Itoa(first), "event=drain.done")
 	if line == nil {
-		line = logrec.Find(recs, "pid="+strconv.Itoa(first), "drain cut short")
+		line = logrec.Find(recs, "pid="+strconv.Itoa(first), "event=drain.cut")
 	}
 	_ = syscall.Kill(next, syscall.SIGTERM)
 	if !waitGone(next, 15*time.Second) {

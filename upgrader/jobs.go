@@ -57,7 +57,7 @@ func (u *Upgrader) Go(f func(ctx context.Context) error) error {
 			j.mu.Unlock()
 		}()
 		if err := f(j.ctx); err != nil && !errors.Is(err, context.Canceled) {
-			u.log.Error("background job failed", "err", err)
+			u.log.Error("background job failed", "event", "job.failed", "err", err)
 		}
 	}()
 	return nil

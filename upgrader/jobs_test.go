@@ -90,7 +90,7 @@ func TestJobsKeptThroughHandoverAndStop(t *testing.T) {
 	if done := records(rec, "done", "pid="+strconv.Itoa(first)); len(done) != 5 {
 		t.Errorf("%d of 5 jobs finished in the old generation: %q\n%s", len(done), done, s.log())
 	}
-	if line := logrec.Find(s.records(), "drained", "pid="+strconv.Itoa(first)); !line.Match("jobs=5") {
+	if line := logrec.Find(s.records(), "event=drain.done", "pid="+strconv.Itoa(first)); !line.Match("jobs=5") {
 		t.Errorf("the old generation's drain line does not count its 5 jobs: %q", line)
 	}
 
@@ -145,7 +145,7 @@ func TestDeadlineCancelsJobsAndRequests(t *testing.T) {
 		t.Errorf("the job's and the request's contexts were not both cancelled: %q", b)
 	}
 	// The request returned once its context was cancelled: it was not cut.
-	if line := logrec.Find(s.records(), "drain cut short"); !line.Match("jobs_cancelled=1", "cut=0") {
+	if line := logrec.Find(s.records(), "event=drain.cut"); !line.Match("jobs_cancelled=1", "cut=0") {
 		t.Errorf("drain line %q; want cut=0 (the handler returned when cancelled) and jobs_cancelled=1", line)
 	}
 }

@@ -117,7 +117,7 @@ func TestNoHandoff(t *testing.T) {
 			t.Errorf("%s left behind after Stop: %v", f, err)
 		}
 	}
-	if recs := logrec.Parse(logs.String()); logrec.Find(recs, "drained") == nil || logrec.Find(recs, "exit", "reason=stopped") == nil {
+	if recs := logrec.Parse(logs.String()); logrec.Find(recs, "event=drain.done") == nil || logrec.Find(recs, "event=exit", "reason=stopped") == nil {
 		t.Errorf("no drain and stop in the log:\n%s", logs.String())
 	}
 }

@@ -40,7 +40,7 @@ func TestParentKilledDuringHandover(t *testing.T) {
 	killed := time.Now()
 	_ = s.cmd.Wait()
 	next := s.waitPid(old, 10*time.Second)
-	s.waitRecord(5*time.Second, "the previous generation is gone; this one serves on as the main process", "pid="+itoa(next))
+	s.waitRecord(5*time.Second, "event=orphaned", "pid="+itoa(next))
 	s.waitRecord(5*time.Second, "starting slowly", "step=29") // it wrote on after its parent died
 	time.Sleep(300 * time.Millisecond)                        // load on the new generation alone
 

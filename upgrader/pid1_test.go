@@ -32,10 +32,10 @@ func TestPID1StopDelay(t *testing.T) {
 	// The pid file holds 1, the server's pid in its namespace: find its pid
 	// here, the child of unshare.
 	server := 0
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && (server == 0 || logrec.Find(s.records(), "ready") == nil); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && (server == 0 || logrec.Find(s.records(), "event=ready") == nil); time.Sleep(10 * time.Millisecond) {
 		server = proc.ChildOf(s.cmd.Process.Pid)
 	}
-	if server == 0 || logrec.Find(s.records(), "ready") == nil {
+	if server == 0 || logrec.Find(s.records(), "event=ready") == nil {
 		t.Fatalf("the server did not start as PID 1:\n%s", s.log())
 	}
 	exited := make(chan error, 1)
@@ -47,14 +47,14 @@ func TestPID1StopDelay(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	_ = syscall.Kill(server, syscall.SIGHUP)
-	s.waitRecord(5*time.Second, "upgrade refused; still serving", "err~PID 1")
+	s.waitRecord(5*time.Second, "event=upgrade.refused", "err~PID 1")
 	if health(t, s.addr) != http.StatusOK {
 		t.Error("/healthz does not answer 200 while serving")
 	}
 
 	stopAt := time.Now()
 	_ = syscall.Kill(server, syscall.SIGTERM)
-	s.waitRecord(5*time.Second, "stop asked; serving on for the stop delay, then draining", "stop_delay=2s")
+	s.waitRecord(5*time.Second, "event=stop.delayed", "stop_delay=2s")
 	if code := health(t, s.addr); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz answers %d during the stop delay, want 503", code)
 	}
@@ -76,7 +76,7 @@ func TestPID1StopDelay(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("still running 15 s after SIGTERM:\n%s", s.log())
 	}
-	if logrec.Find(s.records(), "stop delay over; draining") == nil {
+	if logrec.Find(s.records(), "event=stop.delay_over") == nil {
 		t.Errorf("the log does not say when the delay ended:\n%s", s.log())
 	}
 	if left := proc.Descendants(os.Getpid()); len(left) > 0 {

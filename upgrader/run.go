@@ -68,7 +68,7 @@ func (u *Upgrader) run() {
 		for _, a := range m.step(ev) {
 			switch a := a.(type) {
 			case actLog:
-				u.log.Log(context.Background(), a.level, a.msg, a.args...)
+				u.log.Log(context.Background(), a.level, a.msg, append([]any{"event", a.event}, a.args...)...)
 			case actReply:
 				for _, w := range a.ws {
 					reply(w, a.err)
@@ -82,7 +82,7 @@ func (u *Upgrader) run() {
 				u.handOver(a.res)
 			case actPassOnUpgrade:
 				if err := a.res.child.send("upgrade"); err != nil {
-					u.log.Warn("cannot pass the queued upgrade on to the new generation; signal it again", "child_pid", a.res.pid, "err", err)
+					u.log.Warn("cannot pass the queued upgrade on to the new generation; signal it again", "event", "upgrade.pass_on_failed", "child_pid", a.res.pid, "err", err)
 				}
 			case actStopChild:
 				if a.res.pid > 0 {
@@ -108,7 +108,7 @@ func (u *Upgrader) run() {
 			case actStopAsked:
 				u.stopAsked.Store(true)
 				if _, err := systemd.Stopping(u.status(fmt.Sprintf("stopping in %v (stop delay)", a.delay))); err != nil {
-					u.log.Warn("sd_notify failed", "err", err)
+					u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 				}
 				delayC = time.After(a.delay)
 			}
@@ -121,7 +121,7 @@ func (u *Upgrader) run() {
 func (u *Upgrader) beginStop() {
 	if !u.stopAsked.Swap(true) {
 		if _, err := systemd.Stopping(u.status("stopping")); err != nil {
-			u.log.Warn("sd_notify failed", "err", err)
+			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
 	}
 	u.core.Stop()

@@ -56,7 +56,7 @@ func (u *Upgrader) ServeDrainer(d *drain.Drainer) error {
 		}
 	}
 	if failure != nil {
-		u.log.Error("stopping", "err", failure)
+		u.log.Error("stopping", "event", "serve.failed", "err", failure)
 		u.requestStop()
 	}
 	u.drain(d)
@@ -87,18 +87,18 @@ func (u *Upgrader) drain(d *drain.Drainer) {
 	})
 	open := d.Open()
 	jobs := u.jobs.close()
-	u.log.Info("draining", "conns", open, "jobs", jobs, "deadline_s", u.opts.DrainTimeout.Seconds())
+	u.log.Info("draining", "event", "drain.started", "conns", open, "jobs", jobs, "deadline_s", u.opts.DrainTimeout.Seconds())
 	st := d.Drain(ctx)
 	// Then the background work, within the same deadline.
 	cancelled := u.jobs.wait(ctx, jobGrace)
 	u.drained.Store(true)
 	took := time.Since(deadline.Add(-u.opts.DrainTimeout))
 	if st.Cut > 0 || cancelled > 0 {
-		u.log.Warn("drain cut short", "cut", st.Cut, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked,
+		u.log.Warn("drain cut short", "event", "drain.cut", "cut", st.Cut, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked,
 			"jobs", jobs, "jobs_cancelled", cancelled, "after_ms", took.Milliseconds())
 		return
 	}
-	u.log.Info("drained", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked, "jobs", jobs)
+	u.log.Info("drained", "event", "drain.done", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked, "jobs", jobs)
 }
 
 // jobGrace is how long background jobs have to return once their context is

@@ -44,6 +44,7 @@ type (
 type (
 	actLog struct {
 		level slog.Level
+		event string
 		msg   string
 		args  []any
 	}
@@ -113,18 +114,18 @@ func (m *machine) step(ev event) []action {
 	case evHUP:
 		switch {
 		case m.state == stHandedOver:
-			m.log(slog.LevelInfo, "SIGHUP ignored: this generation has handed over; signal the newest one")
+			m.log(slog.LevelInfo, "upgrade.ignored", "SIGHUP ignored: this generation has handed over; signal the newest one")
 		case m.state == stStopping:
-			m.log(slog.LevelInfo, "SIGHUP ignored: stopping")
+			m.log(slog.LevelInfo, "upgrade.ignored", "SIGHUP ignored: stopping")
 		case m.state == stDelaying:
-			m.log(slog.LevelInfo, "SIGHUP refused: stopping, after the stop delay")
+			m.log(slog.LevelInfo, "upgrade.refused", "SIGHUP refused: stopping, after the stop delay")
 		case m.attempting:
-			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
+			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
 			m.queued = true
 		case m.wanted:
-			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
+			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
 		default:
-			m.log(slog.LevelInfo, "upgrade asked", "signal", "SIGHUP")
+			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP")
 			m.wanted, m.waitLogged = true, false
 		}
 	case evUpgradeCall:
@@ -137,13 +138,13 @@ func (m *machine) step(ev event) []action {
 			m.do(actReply{[]chan error{e.w}, ErrNotReady})
 		case m.attempting:
 			if !m.queued {
-				m.log(slog.LevelInfo, "upgrade asked", "by", by(e.w), "queued", "after the upgrade in progress")
+				m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "by", by(e.w), "queued", "after the upgrade in progress")
 			}
 			m.queued = true
 			m.queuedWaiters = append(m.queuedWaiters, e.w)
 		default:
 			if !m.wanted {
-				m.log(slog.LevelInfo, "upgrade asked", "by", by(e.w))
+				m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "by", by(e.w))
 				m.waitLogged = false
 			}
 			m.wanted = true
@@ -154,36 +155,36 @@ func (m *machine) step(ev event) []action {
 		again := m.stops == 2 || m.state == stStopping
 		switch {
 		case m.state == stDelaying:
-			m.log(slog.LevelInfo, "stop signal again: skipping the rest of the stop delay", "signal", e.sig)
+			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", e.sig)
 			m.stops = 1 // the drain counts its own stop signals from here
 			m.stop()
 		case m.stops >= 3:
-			m.log(slog.LevelWarn, "third stop signal: exiting now", "signal", e.sig)
+			m.log(slog.LevelWarn, "stop.exit_now", "third stop signal: exiting now", "signal", e.sig)
 			m.do(actExitNow{})
 		case again && e.drained:
-			m.log(slog.LevelInfo, "stop signal again; the drain is over already", "signal", e.sig)
+			m.log(slog.LevelInfo, "stop.again", "stop signal again; the drain is over already", "signal", e.sig)
 		case again:
-			m.log(slog.LevelWarn, "stop signal again: cutting the drain short", "signal", e.sig)
+			m.log(slog.LevelWarn, "stop.cut", "stop signal again: cutting the drain short", "signal", e.sig)
 			m.do(actCutDrain{})
 		case m.state == stHandedOver:
-			m.log(slog.LevelInfo, "stop asked; already draining after the handover", "signal", e.sig)
+			m.log(slog.LevelInfo, "stop.asked", "stop asked; already draining after the handover", "signal", e.sig)
 		case m.stopDelay > 0:
-			m.log(slog.LevelInfo, "stop asked; serving on for the stop delay, then draining", "signal", e.sig, "stop_delay", m.stopDelay.String())
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; serving on for the stop delay, then draining", "signal", e.sig, "stop_delay", m.stopDelay.String())
 			m.state = stDelaying
 			m.do(actStopAsked{m.stopDelay}, actReply{m.waiters, ErrStopped})
 			m.wanted, m.waiters = false, nil
 		default:
-			m.log(slog.LevelInfo, "stop asked", "signal", e.sig)
+			m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", e.sig)
 			m.stop()
 		}
 	case evDelayOver:
 		if m.state == stDelaying {
-			m.log(slog.LevelInfo, "stop delay over; draining")
+			m.log(slog.LevelInfo, "stop.delay_over", "stop delay over; draining")
 			m.stop()
 		}
 	case evStopCall:
 		if m.state != stStopping && m.state != stHandedOver {
-			m.log(slog.LevelInfo, "stop asked", "by", "Stop")
+			m.log(slog.LevelInfo, "stop.asked", "stop asked", "by", "Stop")
 			m.stop()
 		}
 	case evParentGone:
@@ -193,7 +194,7 @@ func (m *machine) step(ev event) []action {
 			m.do(actDisarmKill{})
 		}
 		if m.wanted {
-			m.log(slog.LevelInfo, "previous generation exited; upgrading", "prev_pid", m.parentPid)
+			m.log(slog.LevelInfo, "upgrade.previous_exited", "previous generation exited; upgrading", "prev_pid", m.parentPid)
 		}
 	case evParentStatus:
 		st := e.st
@@ -203,7 +204,7 @@ func (m *machine) step(ev event) []action {
 	case evKillDue:
 		m.killPending = false
 		if m.parentAlive {
-			m.log(slog.LevelWarn, "previous generation still running past its drain deadline; killing it", "prev_pid", m.parentPid)
+			m.log(slog.LevelWarn, "upgrade.previous_killed", "previous generation still running past its drain deadline; killing it", "prev_pid", m.parentPid)
 			m.do(actKillParent{})
 		}
 	case evAttemptDone:
@@ -217,8 +218,10 @@ func (m *machine) step(ev event) []action {
 func (m *machine) do(acts ...action) { m.out = append(m.out, acts...) }
 
 // log queues a log line.
-func (m *machine) log(level slog.Level, msg string, args ...any) {
-	m.do(actLog{level, msg, args})
+// log logs msg with event, the record's stable key, which log shippers and
+// tests match whatever the wording.
+func (m *machine) log(level slog.Level, event, msg string, args ...any) {
+	m.do(actLog{level, event, msg, args})
 }
 
 // stop enters Stopping: upgrades asked and not started fail with ErrStopped;
@@ -235,7 +238,7 @@ func (m *machine) attemptDone(res attemptResult) {
 		if res.err == nil {
 			// The new generation became ready just as the stop began: it
 			// must not outlive this one.
-			m.log(slog.LevelWarn, "stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
+			m.log(slog.LevelWarn, "stop.new_generation", "stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
 			m.do(actStopChild{res})
 		}
 		m.do(actReply{m.queuedWaiters, ErrStopped})
@@ -247,12 +250,12 @@ func (m *machine) attemptDone(res attemptResult) {
 	switch {
 	case !m.queued:
 	case res.err != nil:
-		m.log(slog.LevelInfo, "starting the upgrade queued during the failed one")
+		m.log(slog.LevelInfo, "upgrade.dequeued", "starting the upgrade queued during the failed one")
 		m.wanted, m.waiters, m.waitLogged = true, m.queuedWaiters, false
 	default:
 		// The new generation carries out the queued upgrade; this one has
 		// handed over, as its callers are told.
-		m.log(slog.LevelInfo, "the new generation carries out the upgrade queued during this one", "child_pid", res.pid)
+		m.log(slog.LevelInfo, "upgrade.passed_on", "the new generation carries out the upgrade queued during this one", "child_pid", res.pid)
 		m.do(actPassOnUpgrade{res}, actReply{m.queuedWaiters, nil})
 	}
 	m.queued, m.queuedWaiters = false, nil
@@ -288,14 +291,14 @@ func (m *machine) advance() {
 			if m.parent != nil {
 				args = append(args, "prev_conns", m.parent.conns, "prev_deadline", m.parent.deadline.Format(time.RFC3339))
 			}
-			m.log(slog.LevelInfo, "upgrade waits for the previous generation to finish draining", args...)
+			m.log(slog.LevelInfo, "upgrade.waiting", "upgrade waits for the previous generation to finish draining", args...)
 		}
 		return
 	}
 	if m.canUpgrade != nil {
 		if !m.refusalLogged {
 			m.refusalLogged = true
-			m.log(slog.LevelWarn, "upgrade refused; still serving", "err", m.canUpgrade)
+			m.log(slog.LevelWarn, "upgrade.refused", "upgrade refused; still serving", "err", m.canUpgrade)
 		}
 		m.do(actReply{m.waiters, m.canUpgrade})
 		m.wanted, m.waiters = false, nil

@@ -18,7 +18,7 @@ func kinds(acts []action) []string {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case actLog:
-			out = append(out, "log:"+a.msg)
+			out = append(out, "log:"+a.event)
 		case actReply:
 			n := 0
 			for _, w := range a.ws {
@@ -56,10 +56,10 @@ func TestMachine(t *testing.T) {
 		steps     []step
 	}{
 		{"SIGHUP while starting waits for Ready, then upgrades, then hands over", 0, nil, 0, []step{
-			{evHUP{}, stStarting, []string{"log:upgrade asked"}},
+			{evHUP{}, stStarting, []string{"log:upgrade.asked"}},
 			{evReady{}, stUpgrading, []string{"StartAttempt"}},
 			{evAttemptDone{ok}, stHandedOver, []string{"HandOver"}},
-			{evHUP{}, stHandedOver, []string{"log:SIGHUP ignored: this generation has handed over; signal the newest one"}},
+			{evHUP{}, stHandedOver, []string{"log:upgrade.ignored"}},
 			{evUpgradeCall{w}, stHandedOver, []string{"reply1:" + ErrHandedOver.Error()}},
 		}},
 		{"Upgrade before Ready fails with ErrNotReady", 0, nil, 0, []step{
@@ -67,82 +67,82 @@ func TestMachine(t *testing.T) {
 		}},
 		{"a failed upgrade leaves the generation ready and answers its caller", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evUpgradeCall{w}, stUpgrading, []string{"log:upgrade asked", "StartAttempt"}},
+			{evUpgradeCall{w}, stUpgrading, []string{"log:upgrade.asked", "StartAttempt"}},
 			{evAttemptDone{failed}, stReady, []string{"reply1:" + failed.err.Error()}},
 		}},
 		{"SIGHUPs during an attempt queue one more; after a failure this one runs it", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stUpgrading, []string{"log:upgrade asked", "StartAttempt"}},
-			{evHUP{}, stUpgrading, []string{"log:upgrade asked"}},
+			{evHUP{}, stUpgrading, []string{"log:upgrade.asked", "StartAttempt"}},
+			{evHUP{}, stUpgrading, []string{"log:upgrade.asked"}},
 			{evUpgradeCall{w}, stUpgrading, nil},
-			{evAttemptDone{failed}, stUpgrading, []string{"log:starting the upgrade queued during the failed one", "StartAttempt"}},
+			{evAttemptDone{failed}, stUpgrading, []string{"log:upgrade.dequeued", "StartAttempt"}},
 			{evAttemptDone{ok}, stHandedOver, []string{"reply1:<nil>", "HandOver"}},
 		}},
 		{"an upgrade queued during a successful attempt is passed on", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stUpgrading, []string{"log:upgrade asked", "StartAttempt"}},
-			{evUpgradeCall{w}, stUpgrading, []string{"log:upgrade asked"}},
-			{evAttemptDone{ok}, stHandedOver, []string{"log:the new generation carries out the upgrade queued during this one", "PassOnUpgrade", "reply1:<nil>", "HandOver"}},
+			{evHUP{}, stUpgrading, []string{"log:upgrade.asked", "StartAttempt"}},
+			{evUpgradeCall{w}, stUpgrading, []string{"log:upgrade.asked"}},
+			{evAttemptDone{ok}, stHandedOver, []string{"log:upgrade.passed_on", "PassOnUpgrade", "reply1:<nil>", "HandOver"}},
 		}},
 		{"an upgrade waits for the draining predecessor, which is killed past its deadline", 7, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stReady, []string{"log:upgrade asked", "ArmWaitLog"}},
-			{evParentStatus{drainStatus{conns: 3, deadline: deadline}}, stReady, []string{"ArmKill", "log:upgrade waits for the previous generation to finish draining"}},
-			{evKillDue{}, stReady, []string{"log:previous generation still running past its drain deadline; killing it", "KillParent"}},
-			{evParentGone{}, stUpgrading, []string{"log:previous generation exited; upgrading", "StartAttempt"}},
+			{evHUP{}, stReady, []string{"log:upgrade.asked", "ArmWaitLog"}},
+			{evParentStatus{drainStatus{conns: 3, deadline: deadline}}, stReady, []string{"ArmKill", "log:upgrade.waiting"}},
+			{evKillDue{}, stReady, []string{"log:upgrade.previous_killed", "KillParent"}},
+			{evParentGone{}, stUpgrading, []string{"log:upgrade.previous_exited", "StartAttempt"}},
 		}},
 		{"without a drain report the wait is logged after a second", 7, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stReady, []string{"log:upgrade asked", "ArmWaitLog"}},
-			{evWaitLogDue{}, stReady, []string{"log:upgrade waits for the previous generation to finish draining"}},
-			{evParentGone{}, stUpgrading, []string{"log:previous generation exited; upgrading", "StartAttempt"}},
+			{evHUP{}, stReady, []string{"log:upgrade.asked", "ArmWaitLog"}},
+			{evWaitLogDue{}, stReady, []string{"log:upgrade.waiting"}},
+			{evParentGone{}, stUpgrading, []string{"log:upgrade.previous_exited", "StartAttempt"}},
 		}},
 		{"stop signals: stop, cut the drain, exit", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop asked", "BeginStop"}},
-			{evHUP{}, stStopping, []string{"log:SIGHUP ignored: stopping"}},
+			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.asked", "BeginStop"}},
+			{evHUP{}, stStopping, []string{"log:upgrade.ignored"}},
 			{evUpgradeCall{w}, stStopping, []string{"reply1:" + ErrStopped.Error()}},
-			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop signal again: cutting the drain short", "CutDrain"}},
-			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:third stop signal: exiting now", "ExitNow"}},
+			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.cut", "CutDrain"}},
+			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.exit_now", "ExitNow"}},
 		}},
 		{"a second stop signal after the drain ended only says so", 0, nil, 0, []step{
-			{evStopCall{}, stStopping, []string{"log:stop asked", "BeginStop"}},
-			{evStopSignal{sig: "interrupt", drained: true}, stStopping, []string{"log:stop signal again; the drain is over already"}},
+			{evStopCall{}, stStopping, []string{"log:stop.asked", "BeginStop"}},
+			{evStopSignal{sig: "interrupt", drained: true}, stStopping, []string{"log:stop.again"}},
 		}},
 		{"a stop during an attempt stops the child that became ready meanwhile", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evUpgradeCall{w}, stUpgrading, []string{"log:upgrade asked", "StartAttempt"}},
-			{evHUP{}, stUpgrading, []string{"log:upgrade asked"}},
-			{evStopCall{}, stStopping, []string{"log:stop asked", "BeginStop", "reply1:" + ErrStopped.Error()}},
-			{evAttemptDone{ok}, stStopping, []string{"log:stopping: stopping the new generation that just became ready too", "StopChild"}},
+			{evUpgradeCall{w}, stUpgrading, []string{"log:upgrade.asked", "StartAttempt"}},
+			{evHUP{}, stUpgrading, []string{"log:upgrade.asked"}},
+			{evStopCall{}, stStopping, []string{"log:stop.asked", "BeginStop", "reply1:" + ErrStopped.Error()}},
+			{evAttemptDone{ok}, stStopping, []string{"log:stop.new_generation", "StopChild"}},
 		}},
 		{"after a handover, a stop signal drains on; a second cuts", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stUpgrading, []string{"log:upgrade asked", "StartAttempt"}},
+			{evHUP{}, stUpgrading, []string{"log:upgrade.asked", "StartAttempt"}},
 			{evAttemptDone{ok}, stHandedOver, []string{"HandOver"}},
-			{evStopSignal{sig: "terminated"}, stHandedOver, []string{"log:stop asked; already draining after the handover"}},
-			{evStopSignal{sig: "terminated"}, stHandedOver, []string{"log:stop signal again: cutting the drain short", "CutDrain"}},
+			{evStopSignal{sig: "terminated"}, stHandedOver, []string{"log:stop.asked"}},
+			{evStopSignal{sig: "terminated"}, stHandedOver, []string{"log:stop.cut", "CutDrain"}},
 			{evStopCall{}, stHandedOver, nil},
 		}},
 		{"stop delay: serve on, refuse upgrades, then drain", 0, nil, 2 * time.Second, []step{
 			{evReady{}, stReady, nil},
-			{evStopSignal{sig: "terminated"}, stDelaying, []string{"log:stop asked; serving on for the stop delay, then draining", "StopAsked"}},
-			{evHUP{}, stDelaying, []string{"log:SIGHUP refused: stopping, after the stop delay"}},
+			{evStopSignal{sig: "terminated"}, stDelaying, []string{"log:stop.delayed", "StopAsked"}},
+			{evHUP{}, stDelaying, []string{"log:upgrade.refused"}},
 			{evUpgradeCall{w}, stDelaying, []string{"reply1:" + ErrStopped.Error()}},
-			{evDelayOver{}, stStopping, []string{"log:stop delay over; draining", "BeginStop"}},
-			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop signal again: cutting the drain short", "CutDrain"}},
+			{evDelayOver{}, stStopping, []string{"log:stop.delay_over", "BeginStop"}},
+			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.cut", "CutDrain"}},
 		}},
 		{"stop delay: a second signal skips it, a third cuts the drain", 0, nil, 2 * time.Second, []step{
 			{evReady{}, stReady, nil},
-			{evStopSignal{sig: "terminated"}, stDelaying, []string{"log:stop asked; serving on for the stop delay, then draining", "StopAsked"}},
-			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop signal again: skipping the rest of the stop delay", "BeginStop"}},
+			{evStopSignal{sig: "terminated"}, stDelaying, []string{"log:stop.delayed", "StopAsked"}},
+			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.delay_skipped", "BeginStop"}},
 			{evDelayOver{}, stStopping, nil},
-			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop signal again: cutting the drain short", "CutDrain"}},
+			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.cut", "CutDrain"}},
 		}},
 		{"where upgrades cannot work, each is refused, logged once", 0, errNoHandoff, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stReady, []string{"log:upgrade asked", "log:upgrade refused; still serving"}},
-			{evUpgradeCall{w}, stReady, []string{"log:upgrade asked", "reply1:" + errNoHandoff.Error()}},
+			{evHUP{}, stReady, []string{"log:upgrade.asked", "log:upgrade.refused"}},
+			{evUpgradeCall{w}, stReady, []string{"log:upgrade.asked", "reply1:" + errNoHandoff.Error()}},
 		}},
 	}
 	for _, c := range cases {
@@ -162,7 +162,7 @@ func TestMachine(t *testing.T) {
 	// A nil waiter (an upgrade passed on by the parent) is never answered.
 	m := newMachine(0, nil, 0)
 	m.step(evReady{})
-	if acts := kinds(m.step(evUpgradeCall{nil})); !reflect.DeepEqual(acts, []string{"log:upgrade asked", "StartAttempt"}) {
+	if acts := kinds(m.step(evUpgradeCall{nil})); !reflect.DeepEqual(acts, []string{"log:upgrade.asked", "StartAttempt"}) {
 		t.Errorf("passed-on upgrade: %q", acts)
 	}
 	if !errors.Is(errNoHandoff, errors.ErrUnsupported) {

@@ -81,7 +81,7 @@ func TestSecondStopSignalCutsDrain(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	pid := s.signal(syscall.SIGTERM)
-	s.waitRecord(5*time.Second, "draining", "conns=1")
+	s.waitRecord(5*time.Second, "event=drain.started", "conns=1")
 	select {
 	case err := <-done:
 		t.Fatalf("the slow request ended during a graceful drain: %v", err)
@@ -94,7 +94,7 @@ func TestSecondStopSignalCutsDrain(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the second SIGTERM did not end the drain")
 	}
-	s.waitRecord(5*time.Second, "drain cut short", "cut=1")
+	s.waitRecord(5*time.Second, "event=drain.cut", "cut=1")
 	if err := s.cmd.Wait(); err != nil {
 		t.Errorf("exit after a cut drain: %v", err)
 	}

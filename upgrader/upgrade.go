@@ -17,19 +17,19 @@ import (
 func (u *Upgrader) attempt() attemptResult {
 	start := time.Now()
 	if _, err := systemd.Reloading(u.status("starting the next generation")); err != nil {
-		u.log.Warn("sd_notify failed", "err", err)
+		u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
 	stopExtending := u.extendWhileUpgrading()
 	res := u.startNext()
 	stopExtending()
 	if res.err != nil {
-		u.log.Error("upgrade failed; still serving", "err", res.err, "after_ms", time.Since(start).Milliseconds())
+		u.log.Error("upgrade failed; still serving", "event", "upgrade.failed", "err", res.err, "after_ms", time.Since(start).Milliseconds())
 		if _, err := systemd.Ready(u.status("serving; upgrade failed: " + res.err.Error())); err != nil {
-			u.log.Warn("sd_notify failed", "err", err)
+			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
 		return res
 	}
-	u.log.Info("new generation ready", "child_pid", res.pid, "ready_ms", time.Since(start).Milliseconds())
+	u.log.Info("new generation ready", "event", "upgrade.ready", "child_pid", res.pid, "ready_ms", time.Since(start).Milliseconds())
 	status := fmt.Sprintf("generation %d (pid %d) ready", u.gen+1, res.pid)
 	var err error
 	if res.pid > 0 {
@@ -43,13 +43,13 @@ func (u *Upgrader) attempt() attemptResult {
 		_, err = systemd.Ready(status)
 	}
 	if err != nil {
-		u.log.Warn("sd_notify failed", "err", err)
+		u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
 	if _, err := systemd.Barrier(5 * time.Second); err != nil {
-		u.log.Warn("sd_notify barrier failed", "err", err)
+		u.log.Warn("sd_notify barrier failed", "event", "notify.failed", "err", err)
 	}
 	if err := res.child.send("main"); err != nil {
-		u.log.Warn("cannot tell the new generation it is the main process", "child_pid", res.pid, "err", err)
+		u.log.Warn("cannot tell the new generation it is the main process", "event", "upgrade.main_failed", "child_pid", res.pid, "err", err)
 	}
 	return res
 }
@@ -72,7 +72,7 @@ func (u *Upgrader) extendWhileUpgrading() (stop func()) {
 		defer t.Stop()
 		for {
 			if _, err := systemd.ExtendTimeout(extendBy); err != nil {
-				u.log.Warn("sd_notify failed", "err", err)
+				u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 			}
 			select {
 			case <-done:
@@ -140,7 +140,7 @@ func (u *Upgrader) startNext() attemptResult {
 			pid, _ := strconv.Atoi(f[1])
 			switch f[0] {
 			case "started":
-				u.log.Info("new generation started", "child_pid", pid)
+				u.log.Info("new generation started", "event", "upgrade.started", "child_pid", pid)
 			case "ready":
 				pidC <- pid
 				return
@@ -178,7 +178,7 @@ func (u *Upgrader) startNext() attemptResult {
 	case <-time.After(2 * time.Second):
 	}
 	if pid == 0 {
-		u.log.Warn("the new generation did not say its pid; systemd keeps the old MAINPID")
+		u.log.Warn("the new generation did not say its pid; systemd keeps the old MAINPID", "event", "upgrade.no_pid")
 	}
 	return attemptResult{pid: pid, child: parent}
 }

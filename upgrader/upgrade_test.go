@@ -82,9 +82,9 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		}
 	}
 	// Each old generation logged its drain, none cut short.
-	if recs := s.records(); logrec.Count(recs, "drained") != upgrades || logrec.Count(recs, "drain cut short") != 0 {
+	if recs := s.records(); logrec.Count(recs, "event=drain.done") != upgrades || logrec.Count(recs, "event=drain.cut") != 0 {
 		t.Errorf("%d drains, %d cut short; want %d, none cut:\n%s",
-			logrec.Count(recs, "drained"), logrec.Count(recs, "drain cut short"), upgrades, s.log())
+			logrec.Count(recs, "event=drain.done"), logrec.Count(recs, "event=drain.cut"), upgrades, s.log())
 	}
 	s.stop()
 	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
@@ -128,13 +128,13 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		c.install()
 		s.signal(syscall.SIGHUP)
 		deadline := time.Now().Add(10 * time.Second)
-		for logrec.Count(s.records(), "upgrade failed; still serving") < i+1 && time.Now().Before(deadline) {
+		for logrec.Count(s.records(), "event=upgrade.failed") < i+1 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if got := logrec.Count(s.records(), "upgrade failed; still serving"); got != i+1 {
+		if got := logrec.Count(s.records(), "event=upgrade.failed"); got != i+1 {
 			t.Fatalf("%s: %d failure records, want %d:\n%s", c.name, got, i+1, s.log())
 		}
-		rec := logrec.Last(s.records(), "upgrade failed; still serving")
+		rec := logrec.Last(s.records(), "event=upgrade.failed")
 		for _, w := range c.want {
 			if !rec.Match("err~" + w) {
 				t.Errorf("%s: the failure's err lacks %q: %s", c.name, w, rec)
@@ -159,7 +159,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	for i := range 8 {
 		s.signal(syscall.SIGHUP)
 		deadline := time.Now().Add(10 * time.Second)
-		for logrec.Count(s.records(), "upgrade failed; still serving") < len(cases)+i+1 && time.Now().Before(deadline) {
+		for logrec.Count(s.records(), "event=upgrade.failed") < len(cases)+i+1 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
@@ -225,7 +225,7 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 		s.signal(syscall.SIGHUP)
 		time.Sleep(50 * time.Millisecond)
 	}
-	rec := s.waitRecord(5*time.Second, "upgrade waits for the previous generation to finish draining")
+	rec := s.waitRecord(5*time.Second, "event=upgrade.waiting")
 	for _, w := range []string{"prev_pid=" + itoa(first), "prev_conns=1", "prev_deadline~"} {
 		if !rec.Match(w) {
 			t.Errorf("the wait's record lacks %q: %s", w, rec)
@@ -246,7 +246,7 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 	if p := s.pid(); p != third {
 		t.Errorf("pid file says %d, want %d: the queued SIGHUPs made more than one upgrade", p, third)
 	}
-	if n := logrec.Count(s.records(), "new generation ready"); n != 2 {
+	if n := logrec.Count(s.records(), "event=upgrade.ready"); n != 2 {
 		t.Errorf("%d upgrades, want 2:\n%s", n, s.log())
 	}
 	s.stop()
@@ -266,7 +266,7 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 	proc.CopyExec(t, serverBin, real)
 	proc.WriteExec(t, s.bin, []byte("#!/bin/sh\nsleep 1\nexec "+real+" \"$@\"\n"))
 	s.signal(syscall.SIGHUP)
-	s.waitRecord(5*time.Second, "upgrade asked", "pid="+strconv.Itoa(first))
+	s.waitRecord(5*time.Second, "event=upgrade.asked", "pid="+strconv.Itoa(first))
 	// Once the new process is in its one-second start: two more SIGHUPs to
 	// the first generation, which is still the one serving.
 	for deadline := time.Now().Add(5 * time.Second); proc.ChildOf(first) == 0; time.Sleep(5 * time.Millisecond) {
@@ -282,9 +282,9 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 	// The second generation can hand over to the third within milliseconds
 	// of its own handover: too fast for the pid file to be seen naming it.
 	// Their pids come from the handovers' records.
-	rec := s.waitRecord(10*time.Second, "new generation ready", "gen=1")
+	rec := s.waitRecord(10*time.Second, "event=upgrade.ready", "gen=1")
 	second, _ := strconv.Atoi(rec.Get("child_pid"))
-	rec = s.waitRecord(15*time.Second, "new generation ready", "gen=2")
+	rec = s.waitRecord(15*time.Second, "event=upgrade.ready", "gen=2")
 	third, _ := strconv.Atoi(rec.Get("child_pid"))
 	for deadline := time.Now().Add(5 * time.Second); s.pid() != third && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
@@ -293,10 +293,10 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 		t.Fatalf("pid file says %d, want the third generation %d:\n%s", p, third, s.log())
 	}
 	s.seen[second], s.seen[third] = true, true
-	if logrec.Find(s.records(), "upgrade asked", "queued~") == nil {
+	if logrec.Find(s.records(), "event=upgrade.asked", "queued~") == nil {
 		t.Errorf("no log line says the SIGHUP was queued:\n%s", s.log())
 	}
-	if n := logrec.Count(s.records(), "new generation started"); n != 2 {
+	if n := logrec.Count(s.records(), "event=upgrade.started"); n != 2 {
 		t.Errorf("%d generations started after three SIGHUPs, two during the first upgrade; want 2:\n%s", n, s.log())
 	}
 	t.Logf("generations %d → %d → %d", first, second, third)
@@ -318,7 +318,7 @@ func TestUpgradeOutOfFDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.signal(syscall.SIGHUP)
-	rec := s.waitRecord(10*time.Second, "upgrade failed; still serving")
+	rec := s.waitRecord(10*time.Second, "event=upgrade.failed")
 	if !rec.Match("err~no descriptor was left to start it") || rec.Match("err~check that the binary exists") {
 		t.Errorf("out of descriptors, the failure says: %s", rec)
 	}

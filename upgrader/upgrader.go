@@ -323,7 +323,7 @@ func (u *Upgrader) restoreStderr() {
 	u.stderrOnce.Do(func() {
 		if u.trueStderr != nil {
 			if err := dupOnto(u.trueStderr, 2); err != nil {
-				u.log.Warn("cannot restore stderr", "err", err)
+				u.log.Warn("cannot restore stderr", "event", "stderr.failed", "err", err)
 			}
 			u.trueStderr.Close()
 			u.trueStderr = nil
@@ -384,7 +384,7 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 		}
 	}
 	u.remember(ln)
-	u.log.Info("listening", "addr", a.String(), "local", ln.Addr().String(), "source", src.String())
+	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", ln.Addr().String(), "source", src.String())
 	return ln, nil
 }
 
@@ -414,7 +414,7 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 		}
 	}
 	u.remember(pc)
-	u.log.Info("listening", "addr", a.String(), "local", pc.LocalAddr().String(), "source", src.String())
+	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", pc.LocalAddr().String(), "source", src.String())
 	return pc, nil
 }
 
@@ -443,9 +443,9 @@ func (u *Upgrader) storeSockets() {
 	ok, err := systemd.StoreFiles(FDStoreName, socks...)
 	switch {
 	case err != nil:
-		u.log.Warn("cannot store the sockets in systemd's fd store", "err", err)
+		u.log.Warn("cannot store the sockets in systemd's fd store", "event", "fdstore.failed", "err", err)
 	case ok:
-		u.log.Info("sockets stored in systemd's fd store", "count", len(socks))
+		u.log.Info("sockets stored in systemd's fd store", "event", "fdstore.stored", "count", len(socks))
 	}
 }
 
@@ -557,11 +557,11 @@ func (u *Upgrader) ready() error {
 		}
 		orphan = true
 	}
-	u.log.Info("ready", "after_ms", time.Since(u.started).Milliseconds())
+	u.log.Info("ready", "event", "ready", "after_ms", time.Since(u.started).Milliseconds())
 	switch {
 	case u.parentCtl == nil:
 		if _, err := systemd.Ready(u.status("ready")); err != nil {
-			u.log.Warn("sd_notify failed", "err", err)
+			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
 	case orphan:
 		u.becomeMain("the previous generation exited before this one was ready")
@@ -579,9 +579,9 @@ func (u *Upgrader) ready() error {
 // since its parent cannot hand over: it tells systemd its pid with READY=1,
 // so that a Type=notify unit follows it, and says why.
 func (u *Upgrader) becomeMain(why string) {
-	u.log.Warn("the previous generation is gone; this one serves on as the main process", "parent_pid", u.parentPid, "why", why)
+	u.log.Warn("the previous generation is gone; this one serves on as the main process", "event", "orphaned", "parent_pid", u.parentPid, "why", why)
 	if _, err := systemd.ReadyMainPID(os.Getpid(), u.status("ready; its predecessor (pid "+strconv.Itoa(u.parentPid)+") died during the handover")); err != nil {
-		u.log.Warn("sd_notify failed", "err", err)
+		u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
 	close(u.becameMain)
 }
@@ -688,7 +688,7 @@ func (u *Upgrader) requestStop() {
 func (u *Upgrader) finish() {
 	u.finishOnce.Do(func() {
 		if u.handedOver.Load() {
-			u.log.Info("exit", "reason", "handed over")
+			u.log.Info("exit", "event", "exit", "reason", "handed over")
 			return
 		}
 		// tableflip closes the sockets and removes the files of Unix ones in
@@ -698,13 +698,13 @@ func (u *Upgrader) finish() {
 		select {
 		case <-u.core.Exit():
 		case <-time.After(5 * time.Second):
-			u.log.Warn("the sockets were not released within 5s of the stop; Unix socket files may be left behind")
+			u.log.Warn("the sockets were not released within 5s of the stop; Unix socket files may be left behind", "event", "exit.sockets_held")
 		}
 		if u.opts.PIDFile != "" {
 			if b, err := os.ReadFile(u.opts.PIDFile); err == nil && string(b) == strconv.Itoa(os.Getpid()) {
 				os.Remove(u.opts.PIDFile)
 			}
 		}
-		u.log.Info("exit", "reason", "stopped")
+		u.log.Info("exit", "event", "exit", "reason", "stopped")
 	})
 }

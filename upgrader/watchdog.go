@@ -27,7 +27,7 @@ func (u *Upgrader) pingWatchdog() {
 			return
 		}
 		if err := u.checkWatchdog(); err != nil {
-			u.log.Warn("watchdog ping skipped: health check failed", "err", err)
+			u.log.Warn("watchdog ping skipped: health check failed", "event", "watchdog.skipped", "err", err)
 		} else if !u.ping() {
 			return
 		}
@@ -44,7 +44,7 @@ func (u *Upgrader) ping() bool {
 		return false
 	}
 	if _, err := systemd.Watchdog(); err != nil {
-		u.log.Warn("sd_notify failed", "err", err)
+		u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
 	return true
 }

@@ -70,7 +70,7 @@ func (u *Upgrader) warnOtherRelease(dir string) {
 		self, err = filepath.EvalSymlinks(self)
 	}
 	if err == nil && within(self, real) && !within(file, real) {
-		u.log.Warn("the new generation will start in this release's directory, not its own",
+		u.log.Warn("the new generation will start in this release's directory, not its own", "event", "upgrade.workdir",
 			"binary", file, "dir", real,
 			"fix", "start the program with $PWD set to the symlinked path it runs in (systemd: Environment=PWD=/srv/app/current beside WorkingDirectory=)")
 	}

@@ -115,7 +115,7 @@ func TestReleaseSymlink(t *testing.T) {
 		r.flip("v2")
 		s.signal(syscall.SIGHUP)
 		second := s.waitPid(first, 10*time.Second)
-		warn := s.waitRecord(5*time.Second, "the new generation will start in this release's directory, not its own")
+		warn := s.waitRecord(5*time.Second, "event=upgrade.workdir")
 		if !warn.Match("binary="+filepath.Join(r.dir("v2"), "app")) || !warn.Match("dir="+r.dir("v1")) || !warn.Match("fix~PWD") {
 			t.Errorf("warning: %s", warn)
 		}
@@ -129,7 +129,7 @@ func TestReleaseSymlink(t *testing.T) {
 		}
 		r.flip("v3")
 		s.signal(syscall.SIGHUP)
-		fail := s.waitRecord(10*time.Second, "upgrade failed; still serving")
+		fail := s.waitRecord(10*time.Second, "event=upgrade.failed")
 		for _, w := range []string{"new binary could not be started", "the working directory " + r.dir("v1"), "is gone", "Environment=PWD="} {
 			if !fail.Match("err~" + w) {
 				t.Errorf("the failure's err lacks %q: %s", w, fail)
@@ -170,7 +170,7 @@ func TestReleaseSymlink(t *testing.T) {
 				t.Errorf("generation %d runs %s, want %s", i+2, exe, filepath.Join(r.dir(next), "app"))
 			}
 		}
-		if n := logrec.Count(s.records(), "the new generation will start in this release's directory, not its own"); n != 0 {
+		if n := logrec.Count(s.records(), "event=upgrade.workdir"); n != 0 {
 			t.Errorf("%d warnings about the directory with $PWD set:\n%s", n, s.log())
 		}
 		s.stop()
