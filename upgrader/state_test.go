@@ -173,13 +173,5 @@ func TestMachine(t *testing.T) {
 // TestSwitchesAreExhaustive: step handles every event, and the run
 // goroutine every action.
 func TestSwitchesAreExhaustive(t *testing.T) {
-	for _, c := range []struct{ marker, fn string }{{"isEvent", "step"}, {"isAction", "run"}} {
-		missing, err := sealed.Missing(".", c.marker, c.fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(missing) > 0 {
-			t.Errorf("%s does not handle %v", c.fn, missing)
-		}
-	}
+	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "step"}, sealed.Switch{Marker: "isAction", Fn: "run"})
 }

@@ -207,13 +207,5 @@ func TestMachine(t *testing.T) {
 // TestSwitchesAreExhaustive: step handles every event, and the supervisor
 // every action.
 func TestSwitchesAreExhaustive(t *testing.T) {
-	for _, c := range []struct{ marker, fn string }{{"isEvent", "step"}, {"isAction", "apply"}} {
-		missing, err := sealed.Missing(".", c.marker, c.fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(missing) > 0 {
-			t.Errorf("%s does not handle %v", c.fn, missing)
-		}
-	}
+	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "step"}, sealed.Switch{Marker: "isAction", Fn: "apply"})
 }

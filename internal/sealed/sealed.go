@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"testing"
 )
 
 // Missing parses the Go package in dir (its non-test files) and returns,
@@ -85,4 +86,23 @@ func typeName(e ast.Expr) string {
 		return id.Name
 	}
 	return ""
+}
+
+// Switch names a type switch over a sealed interface: the function that
+// holds it, and the marker method of the interface's types.
+type Switch struct{ Marker, Fn string }
+
+// Check fails t for each type of a sealed interface that its switch in the
+// package in dir does not name (see Missing).
+func Check(t testing.TB, dir string, switches ...Switch) {
+	t.Helper()
+	for _, s := range switches {
+		missing, err := Missing(dir, s.Marker, s.Fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s does not handle %v", s.Fn, missing)
+		}
+	}
 }
