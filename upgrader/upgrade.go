@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
 	"github.com/handoff-dev/handoff/systemd"
 )
@@ -54,24 +55,16 @@ func (u *Upgrader) attempt() attemptResult {
 	return res
 }
 
-// While an upgrade runs, systemd is asked every extendEvery for extendBy
-// more (EXTEND_TIMEOUT_USEC=), so that an upgrade longer than the unit's
-// start timeout does not fail `systemctl reload`.
-const (
-	extendEvery = time.Second
-	extendBy    = 5 * time.Second
-)
-
-// extendWhileUpgrading sends EXTEND_TIMEOUT_USEC= now and every extendEvery
+// extendWhileUpgrading sends EXTEND_TIMEOUT_USEC= now and every lifecycle.ExtendEvery
 // until the function it returns is called, which waits for the last one.
 func (u *Upgrader) extendWhileUpgrading() (stop func()) {
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(extendEvery)
+		t := time.NewTicker(lifecycle.ExtendEvery)
 		defer t.Stop()
 		for {
-			if _, err := systemd.ExtendTimeout(extendBy); err != nil {
+			if _, err := systemd.ExtendTimeout(lifecycle.ExtendBy); err != nil {
 				u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 			}
 			select {

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 )
 
 // Every generation starts in the directory the first one was started in, as
@@ -69,15 +70,9 @@ func (u *Upgrader) warnOtherRelease(dir string) {
 	if err == nil {
 		self, err = filepath.EvalSymlinks(self)
 	}
-	if err == nil && within(self, real) && !within(file, real) {
+	if err == nil && lifecycle.Within(self, real) && !lifecycle.Within(file, real) {
 		u.log.Warn("the new generation will start in this release's directory, not its own", "event", "upgrade.workdir",
 			"binary", file, "dir", real,
 			"fix", "start the program with $PWD set to the symlinked path it runs in (systemd: Environment=PWD=/srv/app/current beside WorkingDirectory=)")
 	}
-}
-
-// within reports whether path lies in dir or below it.
-func within(path, dir string) bool {
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
 )
 
@@ -166,8 +167,7 @@ func (s *supervisor) checkWorkDir(n int, program string) {
 		s.log.Warn("generation starts in handoff's working directory, which is gone", "event", "generation.workdir_gone", "gen", n, "err", err, "fix", fix)
 		return
 	}
-	rel, err := filepath.Rel(wd, program)
-	inside := err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	inside := lifecycle.Within(program, wd)
 	if s.firstInWd == nil {
 		s.firstInWd = &inside
 	} else if *s.firstInWd && !inside {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 )
 
 // machine is the supervisor's state: the generations, the reload under way
@@ -263,7 +265,7 @@ func (m *machine) step(ev event) []action {
 	case extendTick:
 		m.extending = m.reloading
 		if m.reloading {
-			m.do(actNotify{"extend", ""}, actAfter{extendEvery, extendTick{}})
+			m.do(actNotify{"extend", ""}, actAfter{lifecycle.ExtendEvery, extendTick{}})
 		}
 	case doorsClosed:
 		if m.closing {
@@ -547,14 +549,6 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 	m.startReload()
 }
 
-// While a reload lasts, systemd is asked every extendEvery for extendBy more
-// (EXTEND_TIMEOUT_USEC=), so that a reload longer than the unit's start
-// timeout — a slow start, a bake — does not fail `systemctl reload`.
-const (
-	extendEvery = time.Second
-	extendBy    = 5 * time.Second
-)
-
 func (m *machine) startReload() {
 	m.reloading = true
 	m.reloadStart = m.now()
@@ -562,7 +556,7 @@ func (m *machine) startReload() {
 	if !m.extending {
 		// One chain of ticks, however many reloads follow one another.
 		m.extending = true
-		m.do(actAfter{extendEvery, extendTick{}})
+		m.do(actAfter{lifecycle.ExtendEvery, extendTick{}})
 	}
 	m.spawn(spawnReload)
 }

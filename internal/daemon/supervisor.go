@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
 )
@@ -173,7 +174,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			case "stopping":
 				s.notify(systemd.Stopping(a.status))
 			case "extend":
-				s.notify(systemd.ExtendTimeout(extendBy))
+				s.notify(systemd.ExtendTimeout(lifecycle.ExtendBy))
 			default:
 				s.notify(systemd.Status(a.status))
 			}
