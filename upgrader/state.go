@@ -3,6 +3,8 @@ package upgrader
 import (
 	"log/slog"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 )
 
 // genState is a generation's state; the package documentation lists the
@@ -77,13 +79,11 @@ type machine struct {
 	canUpgrade  error        // non-nil where upgrades cannot work
 	stopDelay   time.Duration
 
-	wanted  bool         // an upgrade is asked and not started
-	waiters []chan error // for it
-	// queued: an upgrade was asked after the attempt in progress had
-	// started; it runs once after it, in the new generation if the attempt
-	// succeeded. queuedWaiters wait for it.
-	queued        bool
-	queuedWaiters []chan error
+	wanted bool // an upgrade is asked and not started
+	// q holds who waits for it, and the upgrade asked after the attempt in
+	// progress had started: it runs once after it, in the new generation
+	// if the attempt succeeded.
+	q lifecycle.Queue[chan error]
 
 	stops         int  // stop signals received
 	killSet       bool // the predecessor's kill timer was armed once
@@ -121,7 +121,7 @@ func (m *machine) step(ev event) []action {
 			m.log(slog.LevelInfo, "upgrade.refused", "SIGHUP refused: stopping, after the stop delay")
 		case m.attempting:
 			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP", "queued", "after the upgrade in progress")
-			m.queued = true
+			m.q.Enqueue()
 		case m.wanted:
 			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
 		default:
@@ -137,18 +137,16 @@ func (m *machine) step(ev event) []action {
 		case m.state == stStarting && e.w != nil:
 			m.do(actReply{[]chan error{e.w}, ErrNotReady})
 		case m.attempting:
-			if !m.queued {
+			if m.q.Enqueue(e.w) {
 				m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "by", by(e.w), "queued", "after the upgrade in progress")
 			}
-			m.queued = true
-			m.queuedWaiters = append(m.queuedWaiters, e.w)
 		default:
 			if !m.wanted {
 				m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "by", by(e.w))
 				m.waitLogged = false
 			}
 			m.wanted = true
-			m.waiters = append(m.waiters, e.w)
+			m.q.Join(e.w)
 		}
 	case evStopSignal:
 		m.stops++
@@ -171,8 +169,8 @@ func (m *machine) step(ev event) []action {
 		case m.stopDelay > 0:
 			m.log(slog.LevelInfo, "stop.delayed", "stop asked; serving on for the stop delay, then draining", "signal", e.sig, "stop_delay", m.stopDelay.String())
 			m.state = stDelaying
-			m.do(actStopAsked{m.stopDelay}, actReply{m.waiters, ErrStopped})
-			m.wanted, m.waiters = false, nil
+			m.do(actStopAsked{m.stopDelay}, actReply{m.q.Finish(), ErrStopped})
+			m.wanted = false
 		default:
 			m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", e.sig)
 			m.stop()
@@ -228,8 +226,8 @@ func (m *machine) log(level slog.Level, event, msg string, args ...any) {
 // one running is ended when it reports.
 func (m *machine) stop() {
 	m.state = stStopping
-	m.do(actBeginStop{}, actReply{m.waiters, ErrStopped})
-	m.wanted, m.waiters = false, nil
+	m.do(actBeginStop{}, actReply{m.q.Finish(), ErrStopped})
+	m.wanted = false
 }
 
 func (m *machine) attemptDone(res attemptResult) {
@@ -241,24 +239,23 @@ func (m *machine) attemptDone(res attemptResult) {
 			m.log(slog.LevelWarn, "stop.new_generation", "stopping: stopping the new generation that just became ready too", "child_pid", res.pid)
 			m.do(actStopChild{res})
 		}
-		m.do(actReply{m.queuedWaiters, ErrStopped})
-		m.queued, m.queuedWaiters = false, nil
+		m.do(actReply{m.q.Drop(), ErrStopped})
 		return
 	}
-	m.do(actReply{m.waiters, res.err})
-	m.wanted, m.waiters = false, nil
+	m.do(actReply{m.q.Finish(), res.err})
+	m.wanted = false
 	switch {
-	case !m.queued:
+	case !m.q.Queued():
 	case res.err != nil:
 		m.log(slog.LevelInfo, "upgrade.dequeued", "starting the upgrade queued during the failed one")
-		m.wanted, m.waiters, m.waitLogged = true, m.queuedWaiters, false
+		m.q.Promote()
+		m.wanted, m.waitLogged = true, false
 	default:
 		// The new generation carries out the queued upgrade; this one has
 		// handed over, as its callers are told.
 		m.log(slog.LevelInfo, "upgrade.passed_on", "the new generation carries out the upgrade queued during this one", "child_pid", res.pid)
-		m.do(actPassOnUpgrade{res}, actReply{m.queuedWaiters, nil})
+		m.do(actPassOnUpgrade{res}, actReply{m.q.Drop(), nil})
 	}
-	m.queued, m.queuedWaiters = false, nil
 	if res.err == nil {
 		m.state = stHandedOver
 		m.do(actHandOver{res})
@@ -300,8 +297,8 @@ func (m *machine) advance() {
 			m.refusalLogged = true
 			m.log(slog.LevelWarn, "upgrade.refused", "upgrade refused; still serving", "err", m.canUpgrade)
 		}
-		m.do(actReply{m.waiters, m.canUpgrade})
-		m.wanted, m.waiters = false, nil
+		m.do(actReply{m.q.Finish(), m.canUpgrade})
+		m.wanted = false
 		return
 	}
 	m.attempting, m.state = true, stUpgrading

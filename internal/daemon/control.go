@@ -110,7 +110,7 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 // status describes handoff's state for `handoff status`.
 func (s *supervisor) status() Status {
 	m := s.m
-	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Reloading: m.reloading, Queued: m.queued, Rollback: m.previous,
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Reloading: m.reloading, Queued: m.q.Queued(), Rollback: m.previous,
 		ReloadBound: s.reloadBound().Seconds()}
 	for _, g := range m.gens {
 		st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),

@@ -39,12 +39,10 @@ type machine struct {
 	rollingBack bool
 	spawning    spawnKind // why the spawn asked for was asked
 
-	reloading     bool
-	extending     bool // an extendTick is on its way
-	reloadStart   time.Time
-	waiters       []chan<- ReloadResult
-	queued        bool
-	queuedWaiters []chan<- ReloadResult
+	reloading   bool
+	extending   bool // an extendTick is on its way
+	reloadStart time.Time
+	q           lifecycle.Queue[chan<- ReloadResult] // who waits for the reload under way, and the one queued
 
 	restarts    int
 	killed      int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
@@ -313,8 +311,7 @@ func (m *machine) onSignal(sig syscall.Signal) {
 			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", m.stopDelay)}, actAfter{m.stopDelay, stopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
-			m.do(actReply{m.queuedWaiters, fail})
-			m.queued, m.queuedWaiters = false, nil
+			m.do(actReply{m.q.Drop(), fail})
 			return
 		}
 		if m.stopSignals > 1 {
@@ -534,18 +531,12 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 		return
 	}
 	if m.next != nil {
-		if !m.queued {
+		if m.q.Enqueue(waiting(w)...) {
 			m.log(slog.LevelInfo, "reload.queued", "reload queued: a new generation is already starting", "gen", m.next.n)
-		}
-		m.queued = true
-		if w != nil {
-			m.queuedWaiters = append(m.queuedWaiters, w)
 		}
 		return
 	}
-	if w != nil {
-		m.waiters = append(m.waiters, w)
-	}
+	m.q.Join(waiting(w)...)
 	m.startReload()
 }
 
@@ -562,8 +553,16 @@ func (m *machine) startReload() {
 }
 
 func (m *machine) finishReload(r ReloadResult) {
-	m.do(actReply{m.waiters, r})
-	m.waiters, m.reloading, m.rollingBack = nil, false, false
+	m.do(actReply{m.q.Finish(), r})
+	m.reloading, m.rollingBack = false, false
+}
+
+// waiting returns w as a list of those who wait, none if w is nil.
+func waiting(w chan<- ReloadResult) []chan<- ReloadResult {
+	if w == nil {
+		return nil
+	}
+	return []chan<- ReloadResult{w}
 }
 
 // rollback stops a new generation that bakes, keeping the one it was to
@@ -590,9 +589,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 	case m.previous == nil:
 		reply(ReloadResult{Error: "nothing to roll back to: no generation served before the current one"})
 	default:
-		if w != nil {
-			m.waiters = append(m.waiters, w)
-		}
+		m.q.Join(waiting(w)...)
 		m.rollingBack = true
 		m.log(slog.LevelInfo, "rollback.started", "rolling back", "program", m.previous.Program, "dir", m.previous.Dir)
 		m.startReload()
@@ -602,11 +599,10 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 // afterNext starts the queued reload, if any, once no generation is on its
 // way.
 func (m *machine) afterNext() {
-	if m.next != nil || !m.queued || m.stopping {
+	if m.next != nil || !m.q.Queued() || m.stopping {
 		return
 	}
-	m.queued = false
-	m.waiters, m.queuedWaiters = m.queuedWaiters, nil
+	m.q.Promote()
 	m.log(slog.LevelInfo, "reload.dequeued", "starting the queued reload")
 	m.startReload()
 }
@@ -620,8 +616,7 @@ func (m *machine) stop(real bool) {
 	m.stopping = true
 	fail := ReloadResult{Error: "handoff is stopping"}
 	m.finishReload(fail)
-	m.do(actReply{m.queuedWaiters, fail})
-	m.queued, m.queuedWaiters = false, nil
+	m.do(actReply{m.q.Drop(), fail})
 	if real {
 		m.do(actNotify{"stopping", "stopping every generation"})
 		if m.selfUpgrade {
