@@ -365,8 +365,14 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	return u.ListenAddr(a)
+}
+
+// ListenAddr is Listen for an address already parsed (see listener.Parse).
+func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 	key := u.regAddr(a)
 	var ln net.Listener
+	var err error
 	src := listener.Inherited
 	if key != a.Address {
 		ln, err = u.inherit(a.Network, key)
@@ -395,8 +401,15 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 	if err != nil {
 		return nil, err
 	}
+	return u.ListenPacketAddr(a)
+}
+
+// ListenPacketAddr is ListenPacket for an address already parsed (see
+// listener.Parse).
+func (u *Upgrader) ListenPacketAddr(a listener.Addr) (net.PacketConn, error) {
 	key := u.regAddr(a)
 	var pc net.PacketConn
+	var err error
 	src := listener.Inherited
 	if key != a.Address {
 		pc, err = u.inheritPacket(a.Network, key)

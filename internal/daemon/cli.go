@@ -272,13 +272,13 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, io.Closer, error) {
 	var c io.Closer
 	if a.Packet() {
-		pc, err := u.ListenPacket("", a.String())
+		pc, err := u.ListenPacketAddr(a)
 		if err != nil {
 			return nil, nil, err
 		}
 		c = pc
 	} else {
-		ln, err := u.Listen("", a.String())
+		ln, err := u.ListenAddr(a)
 		if err != nil {
 			return nil, nil, err
 		}
