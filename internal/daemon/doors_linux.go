@@ -52,6 +52,7 @@ func (s *supervisor) closeDoors() doorsClosed {
 		}
 		if parent == nil || parent[s.inodes[i]] {
 			r.left = append(r.left, s.addrs[i])
+			r.parentUnknown = parent == nil
 			continue
 		}
 		if err := dropSYNs(ln); err != nil {

@@ -88,11 +88,14 @@ type (
 	// doorsClosed: new connections are held back for a stop (see
 	// supervisor.closeDoors).
 	doorsClosed struct {
-		held   int           // sockets that drop new connections
-		left   []string      // sockets left open to them: the service manager holds them too
-		queued int           // connections still queued or half open when the wait ended
-		took   time.Duration // how long it took
-		err    error
+		held int      // sockets that drop new connections
+		left []string // sockets left open to them: handoff's parent (a service manager) holds them too
+		// parentUnknown: handoff could not read its parent's descriptors,
+		// and left every socket alone.
+		parentUnknown bool
+		queued        int           // connections still queued or half open when the wait ended
+		took          time.Duration // how long it took
+		err           error
 	}
 )
 
@@ -657,7 +660,11 @@ func (m *machine) doorsClosed(e doorsClosed) {
 	if e.err != nil {
 		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.err)
 	}
-	if len(e.left) > 0 {
+	switch {
+	case len(e.left) > 0 && e.parentUnknown:
+		m.log(slog.LevelInfo, "stop.sockets_unknown", "cannot tell whether handoff's parent holds the sockets too (its descriptors cannot be read): they are left open to new connections",
+			"sockets", strings.Join(e.left, " "))
+	case len(e.left) > 0:
 		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "))
 	}
 	if e.held == 0 {

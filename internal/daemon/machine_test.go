@@ -129,6 +129,11 @@ func TestMachine(t *testing.T) {
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
 			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 0"}},
 		}},
+		{"a stop where handoff cannot read its parent's descriptors leaves the sockets alone, and says so", 0, 0, false, true, []step{
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
+			{func() event { return doorsClosed{left: []string{"127.0.0.1:8080"}, parentUnknown: true} }, []string{"log:stop.sockets_unknown",
+				"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
+		}},
 		{"stop signal again while new connections are held back: killed, then the sockets released", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
