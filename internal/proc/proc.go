@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,12 +140,45 @@ func Descendants(pid int) []int {
 // ChildOf returns a live child of pid, or 0: for a process started under
 // unshare --fork, the one that runs in the namespace.
 func ChildOf(pid int) int {
-	for _, p := range Descendants(pid) {
-		if _, pp, _ := Stat(p); pp == pid {
-			return p
-		}
+	if c := Children(pid); len(c) > 0 {
+		return c[0]
 	}
 	return 0
+}
+
+// Children returns the live (not zombie) children of pid, sorted. It reads
+// the kernel's lists of each thread's children, and only where the kernel
+// keeps none (CONFIG_PROC_CHILDREN) walks every process in /proc.
+func Children(pid int) []int {
+	var out []int
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(dir)
+	listed := err == nil
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + t.Name() + "/children")
+		if err != nil {
+			if os.IsNotExist(err) && t.Name() == strconv.Itoa(pid) {
+				listed = false // no such file on this kernel
+			}
+			continue // else a thread that exited meanwhile
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				if st, _, ok := Stat(c); ok && st != "Z" {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	if !listed {
+		for _, c := range Descendants(pid) {
+			if _, pp, _ := Stat(c); pp == pid {
+				out = append(out, c)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Subreaper makes this process adopt its orphaned descendants, so that a

@@ -102,23 +102,11 @@ func (p *peerRun) startBackend() error {
 	return p.waitServing()
 }
 
-// children returns the live child processes of pid.
-func children(pid int) []int {
-	var out []int
-	for _, c := range proc.Descendants(pid) {
-		if _, pp, _ := proc.Stat(c); pp == pid {
-			out = append(out, c)
-		}
-	}
-	sort.Ints(out)
-	return out
-}
-
 // waitNewChild waits until pid has a child that is not among old.
 func waitNewChild(pid int, old []int) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, c := range children(pid) {
+		for _, c := range proc.Children(pid) {
 			if !slices.Contains(old, c) {
 				return nil
 			}
@@ -234,7 +222,7 @@ backend app
 			return p.waitServing()
 		},
 		reload: func(p *peerRun) error {
-			old := children(p.main.Process.Pid)
+			old := proc.Children(p.main.Process.Pid)
 			if err := p.main.Process.Signal(syscall.SIGUSR2); err != nil {
 				return err
 			}
@@ -296,7 +284,7 @@ http {
 		start:   nginxStart,
 		reload: func(p *peerRun) error {
 			m := nginxMaster(p)
-			old := children(m)
+			old := proc.Children(m)
 			bin, _ := exec.LookPath("nginx")
 			if err := p.run(nil, bin, "-p", p.dir, "-c", filepath.Join(p.dir, "nginx.conf"), "-s", "reload"); err != nil {
 				return err
@@ -319,7 +307,7 @@ http {
 			// then start.
 			deadline := time.Now().Add(20 * time.Second)
 			var m int
-			for m = nginxMaster(p); m == old || m == 0 || len(children(m)) < 2; m = nginxMaster(p) {
+			for m = nginxMaster(p); m == old || m == 0 || len(proc.Children(m)) < 2; m = nginxMaster(p) {
 				if time.Now().After(deadline) {
 					return fmt.Errorf("no new nginx master with workers after 20s")
 				}
