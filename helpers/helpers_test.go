@@ -299,3 +299,39 @@ func TestPythonAlone(t *testing.T) {
 func TestPythonASGIAlone(t *testing.T) {
 	stopsAlone(t, 0, example(t, "python3", "python/example/asgi_app.py")...)
 }
+
+// TestPythonHoldsBackAlone checks the mechanism behind the Python alone
+// tests' zero allowance directly: on a socket the helper bound itself, its
+// hold-back makes a new connection wait (its SYN is dropped) instead of
+// completing; on a socket passed by handoff or systemd, which the next
+// generation serves, it does nothing.
+func TestPythonHoldsBackAlone(t *testing.T) {
+	py := example(t, "python3", "python")
+	script := `
+import os, socket, sys
+sys.path.insert(0, sys.argv[1])
+import handoff
+s = handoff.listener(address=("127.0.0.1", 0))
+if not handoff._hold_back(s):
+    sys.exit("bound socket: not held back")
+c = socket.socket()
+c.settimeout(0.5)
+try:
+    c.connect(s.getsockname())
+    sys.exit("bound socket: a new connection completed after the hold-back")
+except socket.timeout:
+    pass
+p = socket.create_server(("127.0.0.1", 0))
+os.dup2(p.fileno(), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
+handoff._passed = None
+passed = handoff.listener("web")
+if handoff._hold_back(passed):
+    sys.exit("passed socket: held back")
+print("ok")
+`
+	out, err := exec.Command(py[0], "-c", script, py[1]).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("%v: %s", err, out)
+	}
+}

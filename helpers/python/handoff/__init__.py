@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import weakref
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -81,11 +82,13 @@ def listener(name=None, address=("127.0.0.1", 8080)):
         raise LookupError(f"handoff: no socket named {name!r} was passed (passed: {', '.join(n or '?' for n, _ in fds)}) "
                           f"— give --listen {name}=ADDR to handoff run")
     s = socket.create_server(address, reuse_port=False)
-    _bound.add(s.fileno())
+    _bound.add(s)
     return s
 
 
-_bound = set()  # descriptors of the sockets listener() bound itself
+# The sockets listener() bound itself, by identity: a descriptor's number can
+# come back for another socket once the first is closed.
+_bound = weakref.WeakSet()
 
 # A classic BPF socket filter that drops the TCP segments that open a
 # connection (SYN without ACK) and lets the rest through: the TCP flags are
@@ -100,7 +103,7 @@ def _hold_back(sock):
     later, and are refused by then), so that no connection completes
     in the kernel only to be reset by the close. Reports whether it did: not
     for a passed socket, which the next generation serves on, nor off Linux."""
-    if sock.fileno() not in _bound or not sys.platform.startswith("linux"):
+    if sock not in _bound or not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
