@@ -34,6 +34,10 @@ type peer struct {
 	stop   func(p *peerRun)
 }
 
+// peerCommandTimeout bounds each command a peer runs (a start, a reload, a
+// stop), so that a peer that hangs ends its row instead of the benchmark.
+const peerCommandTimeout = 2 * time.Minute
+
 // peerRun is one peer's run: its directory, its address, the backend a
 // proxy forwards to, and the processes it started.
 type peerRun struct {
@@ -62,10 +66,13 @@ func (p *peerRun) launch(env []string, bin string, args ...string) (*exec.Cmd, e
 	return cmd, nil
 }
 
-// run runs a command to its end, and returns its output in the error when
-// it fails.
+// run runs a command to its end, at most peerCommandTimeout, and returns its
+// output in the error when it fails.
 func (p *peerRun) run(env []string, bin string, args ...string) error {
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), peerCommandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = 5 * time.Second // a daemon it started may hold its output open
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s %s: %v: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(string(out)))
