@@ -92,8 +92,9 @@ func TestNoHandoff(t *testing.T) {
 			t.Errorf("Upgrade: %v, want an error that wraps errors.ErrUnsupported and says what to do", err)
 		}
 	}
-	if n := logrec.Count(logrec.Parse(logs.String()), "msg~upgrade refused"); n != 1 {
-		t.Errorf("%d log records say the upgrade was refused, want 1:\n%s", n, logs.String())
+	recs := logrec.Parse(logs.String())
+	if n, m := logrec.Count(recs, "event=upgrade.unavailable"), logrec.Count(recs, "event=upgrade.refused"); n != 1 || m != 0 {
+		t.Errorf("%d log records say upgrades are unavailable and %d that one was refused, want 1 and 0 (the callers got the error):\n%s", n, m, logs.String())
 	}
 	if err := post(); err != nil {
 		t.Errorf("after the refused upgrade, the server does not serve: %v", err)

@@ -30,7 +30,6 @@ func (u *Upgrader) run() {
 		attempt    chan attemptResult // non-nil while an attempt runs
 		killTimer  *time.Timer
 		killC      <-chan time.Time
-		waitLogC   <-chan time.Time
 		delayC     <-chan time.Time
 	)
 	for {
@@ -56,8 +55,6 @@ func (u *Upgrader) run() {
 				continue
 			}
 			ev = evParentStatus{*st}
-		case <-waitLogC:
-			waitLogC, ev = nil, evWaitLogDue{}
 		case <-killC:
 			killC, ev = nil, evKillDue{}
 		case <-delayC:
@@ -103,8 +100,6 @@ func (u *Upgrader) run() {
 					killTimer.Stop()
 				}
 				killC = nil
-			case actArmWaitLog:
-				waitLogC = time.After(a.after)
 			case actStopAsked:
 				u.stopAsked.Store(true)
 				if _, err := systemd.Stopping(u.status(fmt.Sprintf("stopping in %v (stop delay)", a.delay))); err != nil {

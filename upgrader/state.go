@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/lifecycle"
@@ -36,7 +37,6 @@ type (
 	evStopCall     struct{}
 	evParentGone   struct{}
 	evParentStatus struct{ st drainStatus }
-	evWaitLogDue   struct{}
 	evKillDue      struct{}
 	evDelayOver    struct{}
 	evAttemptDone  struct{ res attemptResult }
@@ -64,7 +64,6 @@ type (
 	actKillParent    struct{}
 	actArmKill       struct{ at time.Time }
 	actDisarmKill    struct{}
-	actArmWaitLog    struct{ after time.Duration }
 	actStopAsked     struct{ delay time.Duration }
 )
 
@@ -77,7 +76,7 @@ type machine struct {
 	parentAlive bool
 	parent      *drainStatus // the predecessor's last drain report
 	canUpgrade  error        // non-nil where upgrades cannot work
-	stopDelay   time.Duration
+	stops       lifecycle.Stops
 
 	wanted bool // an upgrade is asked and not started
 	// q holds who waits for it, and the upgrade asked after the attempt in
@@ -85,22 +84,13 @@ type machine struct {
 	// if the attempt succeeded.
 	q lifecycle.Queue[chan error]
 
-	stops         int  // stop signals received
-	killSet       bool // the predecessor's kill timer was armed once
-	killPending   bool // and has not fired
-	out           []action
-	waitLogArmed  bool
-	waitLogDue    bool
-	waitLogged    bool
-	refusalLogged bool
+	killSet     bool // the predecessor's kill timer was armed once
+	killPending bool // and has not fired
+	out         []action
 }
 
-// waitLogDelay is how long an upgrade that waits for a draining predecessor
-// waits for its drain report before logging without it.
-const waitLogDelay = time.Second
-
 func newMachine(parentPid int, canUpgrade error, stopDelay time.Duration) *machine {
-	return &machine{state: stStarting, parentPid: parentPid, parentAlive: parentPid != 0, canUpgrade: canUpgrade, stopDelay: stopDelay}
+	return &machine{state: stStarting, parentPid: parentPid, parentAlive: parentPid != 0, canUpgrade: canUpgrade, stops: lifecycle.Stops{Delay: stopDelay}}
 }
 
 // step applies ev and returns the actions to carry out, in order.
@@ -110,6 +100,9 @@ func (m *machine) step(ev event) []action {
 	case evReady:
 		if m.state == stStarting {
 			m.state = stReady
+			if m.canUpgrade != nil {
+				m.log(slog.LevelWarn, "upgrade.unavailable", "upgrades will be refused; restart to change the program", "err", m.canUpgrade)
+			}
 		}
 	case evHUP:
 		switch {
@@ -126,7 +119,8 @@ func (m *machine) step(ev event) []action {
 			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP", "joins", "the pending upgrade")
 		default:
 			m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "signal", "SIGHUP")
-			m.wanted, m.waitLogged = true, false
+			m.q.Join(nil) // nobody waits on a signal
+			m.want()
 		}
 	case evUpgradeCall:
 		switch {
@@ -143,20 +137,19 @@ func (m *machine) step(ev event) []action {
 		default:
 			if !m.wanted {
 				m.log(slog.LevelInfo, "upgrade.asked", "upgrade asked", "by", by(e.w))
-				m.waitLogged = false
+				m.want()
 			}
-			m.wanted = true
 			m.q.Join(e.w)
 		}
 	case evStopSignal:
-		m.stops++
-		again := m.stops == 2 || m.state == stStopping
+		step := m.stops.Signal(m.state != stStopping && m.state != stHandedOver)
+		// A Stop call counts as the first stop signal.
+		again := step == lifecycle.StopAgain || (step == lifecycle.StopBegin && m.state == stStopping)
 		switch {
-		case m.state == stDelaying:
+		case step == lifecycle.StopSkipDelay:
 			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", e.sig)
-			m.stops = 1 // the drain counts its own stop signals from here
 			m.stop()
-		case m.stops >= 3:
+		case step == lifecycle.StopNow:
 			m.log(slog.LevelWarn, "stop.exit_now", "third stop signal: exiting now", "signal", e.sig)
 			m.do(actExitNow{})
 		case again && e.drained:
@@ -166,17 +159,17 @@ func (m *machine) step(ev event) []action {
 			m.do(actCutDrain{})
 		case m.state == stHandedOver:
 			m.log(slog.LevelInfo, "stop.asked", "stop asked; already draining after the handover", "signal", e.sig)
-		case m.stopDelay > 0:
-			m.log(slog.LevelInfo, "stop.delayed", "stop asked; serving on for the stop delay, then draining", "signal", e.sig, "stop_delay", m.stopDelay.String())
+		case step == lifecycle.StopDelay:
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; serving on for the stop delay, then draining", "signal", e.sig, "stop_delay", m.stops.Delay.String())
 			m.state = stDelaying
-			m.do(actStopAsked{m.stopDelay}, actReply{m.q.Finish(), ErrStopped})
+			m.do(actStopAsked{m.stops.Delay}, actReply{m.q.Finish(), ErrStopped})
 			m.wanted = false
 		default:
 			m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", e.sig)
 			m.stop()
 		}
 	case evDelayOver:
-		if m.state == stDelaying {
+		if m.stops.DelayOver() {
 			m.log(slog.LevelInfo, "stop.delay_over", "stop delay over; draining")
 			m.stop()
 		}
@@ -195,10 +188,12 @@ func (m *machine) step(ev event) []action {
 			m.log(slog.LevelInfo, "upgrade.previous_exited", "previous generation exited; upgrading", "prev_pid", m.parentPid)
 		}
 	case evParentStatus:
+		first := m.parent == nil
 		st := e.st
 		m.parent = &st
-	case evWaitLogDue:
-		m.waitLogArmed, m.waitLogDue = false, true
+		if first && m.wanted && m.parentAlive {
+			m.logWaiting() // again, now with the drain report
+		}
 	case evKillDue:
 		m.killPending = false
 		if m.parentAlive {
@@ -249,7 +244,7 @@ func (m *machine) attemptDone(res attemptResult) {
 	case res.err != nil:
 		m.log(slog.LevelInfo, "upgrade.dequeued", "starting the upgrade queued during the failed one")
 		m.q.Promote()
-		m.wanted, m.waitLogged = true, false
+		m.want()
 	default:
 		// The new generation carries out the queued upgrade; this one has
 		// handed over, as its callers are told.
@@ -264,6 +259,25 @@ func (m *machine) attemptDone(res attemptResult) {
 	}
 }
 
+// want marks an upgrade wanted, and says so if it must wait for the previous
+// generation, which is still draining.
+func (m *machine) want() {
+	m.wanted = true
+	if m.parentAlive {
+		m.logWaiting()
+	}
+}
+
+// logWaiting says that the wanted upgrade waits for the previous generation,
+// with its drain report once there is one (it comes moments after Ready).
+func (m *machine) logWaiting() {
+	args := []any{"prev_pid", m.parentPid}
+	if m.parent != nil {
+		args = append(args, "prev_conns", m.parent.conns, "prev_deadline", m.parent.deadline.Format(time.RFC3339))
+	}
+	m.log(slog.LevelInfo, "upgrade.waiting", "upgrade waits for the previous generation to finish draining", args...)
+}
+
 // advance starts the upgrade that is wanted, once this generation is ready
 // and its predecessor has exited; until then it says what it waits for.
 func (m *machine) advance() {
@@ -275,29 +289,16 @@ func (m *machine) advance() {
 			m.killSet, m.killPending = true, true
 			m.do(actArmKill{m.parent.deadline.Add(parentKillGrace)})
 		}
-		if m.parent == nil && !m.waitLogArmed && !m.waitLogged && !m.waitLogDue {
-			// The predecessor reports its drain within moments of our
-			// Ready; give it that long before logging without it.
-			m.waitLogArmed = true
-			m.do(actArmWaitLog{waitLogDelay})
-			return
-		}
-		if !m.waitLogged && (m.parent != nil || m.waitLogDue) {
-			m.waitLogged = true
-			args := []any{"prev_pid", m.parentPid}
-			if m.parent != nil {
-				args = append(args, "prev_conns", m.parent.conns, "prev_deadline", m.parent.deadline.Format(time.RFC3339))
-			}
-			m.log(slog.LevelInfo, "upgrade.waiting", "upgrade waits for the previous generation to finish draining", args...)
-		}
 		return
 	}
 	if m.canUpgrade != nil {
-		if !m.refusalLogged {
-			m.refusalLogged = true
+		// Ready said so once (upgrade.unavailable); a caller gets the
+		// error, and a signal, with nobody to tell, gets a line.
+		ws := m.q.Finish()
+		if slices.Contains(ws, nil) {
 			m.log(slog.LevelWarn, "upgrade.refused", "upgrade refused; still serving", "err", m.canUpgrade)
 		}
-		m.do(actReply{m.q.Finish(), m.canUpgrade})
+		m.do(actReply{ws, m.canUpgrade})
 		m.wanted = false
 		return
 	}
@@ -316,7 +317,6 @@ func (evStopSignal) isEvent()   {}
 func (evStopCall) isEvent()     {}
 func (evParentGone) isEvent()   {}
 func (evParentStatus) isEvent() {}
-func (evWaitLogDue) isEvent()   {}
 func (evKillDue) isEvent()      {}
 func (evDelayOver) isEvent()    {}
 func (evAttemptDone) isEvent()  {}
@@ -337,5 +337,4 @@ func (actExitNow) isAction()       {}
 func (actKillParent) isAction()    {}
 func (actArmKill) isAction()       {}
 func (actDisarmKill) isAction()    {}
-func (actArmWaitLog) isAction()    {}
 func (actStopAsked) isAction()     {}

@@ -86,16 +86,18 @@ func TestMachine(t *testing.T) {
 		}},
 		{"an upgrade waits for the draining predecessor, which is killed past its deadline", 7, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stReady, []string{"log:upgrade.asked", "ArmWaitLog"}},
-			{evParentStatus{drainStatus{conns: 3, deadline: deadline}}, stReady, []string{"ArmKill", "log:upgrade.waiting"}},
+			{evHUP{}, stReady, []string{"log:upgrade.asked", "log:upgrade.waiting"}},
+			{evParentStatus{drainStatus{conns: 3, deadline: deadline}}, stReady, []string{"log:upgrade.waiting", "ArmKill"}},
+			{evParentStatus{drainStatus{conns: 2, deadline: deadline}}, stReady, nil},
 			{evKillDue{}, stReady, []string{"log:upgrade.previous_killed", "KillParent"}},
 			{evParentGone{}, stUpgrading, []string{"log:upgrade.previous_exited", "StartAttempt"}},
 		}},
-		{"without a drain report the wait is logged after a second", 7, nil, 0, []step{
+		{"a drain report before the upgrade is asked goes in the one wait line", 7, nil, 0, []step{
 			{evReady{}, stReady, nil},
-			{evHUP{}, stReady, []string{"log:upgrade.asked", "ArmWaitLog"}},
-			{evWaitLogDue{}, stReady, []string{"log:upgrade.waiting"}},
-			{evParentGone{}, stUpgrading, []string{"log:upgrade.previous_exited", "StartAttempt"}},
+			{evParentStatus{drainStatus{conns: 3, deadline: deadline}}, stReady, nil},
+			{evHUP{}, stReady, []string{"log:upgrade.asked", "log:upgrade.waiting", "ArmKill"}},
+			{evHUP{}, stReady, []string{"log:upgrade.asked"}},
+			{evParentGone{}, stUpgrading, []string{"DisarmKill", "log:upgrade.previous_exited", "StartAttempt"}},
 		}},
 		{"stop signals: stop, cut the drain, exit", 0, nil, 0, []step{
 			{evReady{}, stReady, nil},
@@ -139,8 +141,8 @@ func TestMachine(t *testing.T) {
 			{evDelayOver{}, stStopping, nil},
 			{evStopSignal{sig: "terminated"}, stStopping, []string{"log:stop.cut", "CutDrain"}},
 		}},
-		{"where upgrades cannot work, each is refused, logged once", 0, errNoHandoff, 0, []step{
-			{evReady{}, stReady, nil},
+		{"where upgrades cannot work, Ready says so once; a signal's refusal is logged, a caller's returned", 0, errNoHandoff, 0, []step{
+			{evReady{}, stReady, []string{"log:upgrade.unavailable"}},
 			{evHUP{}, stReady, []string{"log:upgrade.asked", "log:upgrade.refused"}},
 			{evUpgradeCall{w}, stReady, []string{"log:upgrade.asked", "reply1:" + errNoHandoff.Error()}},
 		}},

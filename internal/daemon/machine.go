@@ -24,7 +24,6 @@ type machine struct {
 	drainTimeout time.Duration
 	stopSignal   syscall.Signal
 	pid1         bool // handoff is PID 1: it must not upgrade itself
-	stopDelay    time.Duration
 	now          func() time.Time
 
 	gens       []*generation // not exited, oldest first
@@ -48,9 +47,8 @@ type machine struct {
 	killed      int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
 	backoff     time.Duration
 	stopping    bool
-	delaying    bool // a stop was asked; the generations serve on for stopDelay
-	closing     bool // a stop holds new connections back before the generations drain
-	stopSignals int
+	stops       lifecycle.Stops // stop signals, and the stop delay
+	closing     bool            // a stop holds new connections back before the generations drain
 	exitCode    int
 	selfUpgrade bool
 
@@ -275,8 +273,7 @@ func (m *machine) step(ev event) []action {
 			m.drainAll(true)
 		}
 	case stopDelayOver:
-		if m.delaying {
-			m.delaying = false
+		if m.stops.DelayOver() {
 			m.log(slog.LevelInfo, "stop.delay_over", "stop delay over; stopping every generation")
 			m.stop(true)
 		}
@@ -301,23 +298,20 @@ func (m *machine) onSignal(sig syscall.Signal) {
 	case syscall.SIGUSR2:
 		m.upgradeSelf()
 	case syscall.SIGTERM, syscall.SIGINT:
-		m.stopSignals++
-		if m.delaying {
+		switch m.stops.Signal(!m.stopping) {
+		case lifecycle.StopSkipDelay:
 			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", unixName(sig))
-			m.delaying, m.stopSignals = false, 1
 			m.stop(true)
 			return
-		}
-		if m.stopSignals == 1 && m.stopDelay > 0 && !m.stopping {
-			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", unixName(sig), "stop_delay", m.stopDelay.String())
-			m.delaying = true
-			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", m.stopDelay)}, actAfter{m.stopDelay, stopDelayOver{}})
+		case lifecycle.StopDelay:
+			d := m.stops.Delay
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", unixName(sig), "stop_delay", d.String())
+			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, actAfter{d, stopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
 			m.do(actReply{m.q.Drop(), fail})
 			return
-		}
-		if m.stopSignals > 1 {
+		case lifecycle.StopAgain, lifecycle.StopNow:
 			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", unixName(sig))
 			for _, g := range m.gens {
 				m.kill(g)
@@ -524,8 +518,8 @@ func (m *machine) scheduleRestart() {
 // askReload starts a reload, or queues one if a generation is already on its
 // way. w, if not nil, receives the result.
 func (m *machine) askReload(w chan<- ReloadResult) {
-	if m.stopping || m.delaying {
-		if m.delaying {
+	if m.stopping || m.stops.Delaying() {
+		if m.stops.Delaying() {
 			m.log(slog.LevelInfo, "reload.refused", "reload refused: stopping, after the stop delay")
 		}
 		if w != nil {
@@ -574,7 +568,7 @@ func waiting(w chan<- ReloadResult) []chan<- ReloadResult {
 func (m *machine) rollback(w chan<- ReloadResult) {
 	reply := func(r ReloadResult) { m.do(actReply{[]chan<- ReloadResult{w}, r}) }
 	switch {
-	case m.stopping || m.delaying:
+	case m.stopping || m.stops.Delaying():
 		reply(ReloadResult{Error: "handoff is stopping"})
 	case m.next != nil && m.next.state == baking && m.current != nil:
 		g := m.next
@@ -678,7 +672,7 @@ func (m *machine) doorsClosed(e doorsClosed) {
 }
 
 func (m *machine) upgradeSelf() {
-	if m.selfUpgrade || m.stopping || m.delaying {
+	if m.selfUpgrade || m.stopping || m.stops.Delaying() {
 		m.log(slog.LevelInfo, "upgrade.ignored", "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
 		return
 	}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"reflect"
 	"strings"
 	"syscall"
@@ -180,7 +181,7 @@ func TestMachine(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			clear(gens)
-			m := &machine{bake: c.bake, stopDelay: c.delay, maxDraining: 3, readyTimeout: time.Minute, drainTimeout: 30 * time.Second,
+			m := &machine{bake: c.bake, stops: lifecycle.Stops{Delay: c.delay}, maxDraining: 3, readyTimeout: time.Minute, drainTimeout: 30 * time.Second,
 				stopSignal: syscall.SIGTERM, pid1: c.pid1, now: func() time.Time { return clock }, nextN: 1}
 			if c.serving {
 				m.step(evStart{})

@@ -77,7 +77,7 @@ type supervisor struct {
 // newMachine returns the machine for cfg, numbering generations from first.
 func newMachine(cfg *config, first int) *machine {
 	return &machine{bake: cfg.Bake, maxDraining: cfg.MaxDraining, readyTimeout: cfg.ReadyTimeout,
-		drainTimeout: cfg.DrainTimeout, stopSignal: cfg.StopSignal, pid1: os.Getpid() == 1, stopDelay: cfg.StopDelay, now: time.Now, nextN: first}
+		drainTimeout: cfg.DrainTimeout, stopSignal: cfg.StopSignal, pid1: os.Getpid() == 1, stops: lifecycle.Stops{Delay: cfg.StopDelay}, now: time.Now, nextN: first}
 }
 
 // run drives the generations until handoff stops, and returns the exit

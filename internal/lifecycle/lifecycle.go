@@ -1,7 +1,9 @@
 // Package lifecycle holds what the library (package upgrader) and the daemon
-// (handoff run) both do around a generation's life, written once: how they
-// keep systemd waiting while an upgrade or reload runs, and the check that a
-// program lies in the directory a generation starts in.
+// (handoff run) both do around a generation's life, written once: the rule
+// for a reload asked while another is on its way (Queue), the books of stop
+// signals and the stop delay (Stops), how they keep systemd waiting while an
+// upgrade or reload runs, and the check that a program lies in the directory
+// a generation starts in.
 package lifecycle
 
 import (
