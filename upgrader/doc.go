@@ -63,7 +63,8 @@
 // with "Connection: close", lets requests in flight finish up to
 // DrainTimeout, closes an idle keep-alive connection only after IdleGrace
 // with nothing received, sends HTTP/2 connections a GOAWAY, and waits for
-// hijacked connections — tell their handlers to finish with Options.OnDrain.
+// hijacked connections — tell their handlers to finish from the OnDrain hook
+// of the Drainer given to ServeDrainer (see NewDrainer), or when Exit is closed.
 // Background work started with Go is waited for after the connections,
 // within the same deadline.
 //

@@ -22,7 +22,7 @@ import (
 // TestHijackedDrain upgrades a server with hijacked connections open (as
 // WebSocket servers have), over plain TCP, TLS (with ALPN for h2 and
 // HTTP/1.1), a listener wrapper of the user's own, and TLS over that
-// wrapper. Handlers that close their connection on OnDrain let the old
+// wrapper. Handlers that close their connection on the Drainer's OnDrain let the old
 // generation exit at once; ones that do not are cut at the drain deadline
 // and counted as such.
 func TestHijackedDrain(t *testing.T) {

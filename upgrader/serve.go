@@ -27,14 +27,11 @@ func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 	return u.ServeDrainer(d)
 }
 
-// NewDrainer returns a drain.Drainer with the Upgrader's idle grace, logger
-// and OnDrain hook, for use with ServeDrainer.
+// NewDrainer returns drain.New with the Upgrader's IdleGrace and Logger, for
+// use with ServeDrainer. Register a hook on it with OnDrain to tell WebSocket
+// and other hijacked connections to finish when the drain begins.
 func (u *Upgrader) NewDrainer() *drain.Drainer {
-	d := drain.New(u.opts.IdleGrace, u.log)
-	if u.opts.OnDrain != nil {
-		d.OnDrain(u.opts.OnDrain)
-	}
-	return d
+	return drain.New(u.opts.IdleGrace, u.log)
 }
 
 // ServeDrainer is Serve for servers already started with d.Serve: it marks the

@@ -59,10 +59,6 @@ type Options struct {
 	// NoSignals, if true, leaves SIGHUP, SIGTERM and SIGINT alone; the caller
 	// then drives the Upgrader with Upgrade and Stop.
 	NoSignals bool
-	// OnDrain, if set, is called in its own goroutine when Serve begins to
-	// drain: the place to tell WebSocket and other hijacked connections to
-	// finish. Serve waits for them until DrainTimeout.
-	OnDrain func()
 	// FDStore, if true, stores the listening sockets in systemd's file
 	// descriptor store (FDSTORE=1) once ready, so that they stay open while
 	// the service restarts or after it crashes; the next start gets them back
@@ -250,8 +246,6 @@ func newWithCore(opts Options, c core, sig *signals) (*Upgrader, error) {
 	if c.HasParent() {
 		go u.watchParent()
 	}
-	u.lc.Inherit = u.inherit
-	u.lc.InheritPacket = u.inheritPacket
 
 	sig.wait()
 	go u.run()
@@ -371,15 +365,9 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 // ListenAddr is Listen for an address already parsed (see listener.Parse).
 func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 	key := u.regAddr(a)
-	var ln net.Listener
-	var err error
-	src := listener.Inherited
-	if key != a.Address {
-		ln, err = u.inherit(a.Network, key)
-	}
-	if ln == nil && err == nil {
-		ln, src, err = u.lc.Listen(context.Background(), a)
-	}
+	lc := u.lc
+	lc.Inherit = func(network, _ string) (net.Listener, error) { return u.inherit(network, key) }
+	ln, src, err := lc.Listen(context.Background(), a)
 	if err != nil {
 		return nil, err
 	}
@@ -408,15 +396,9 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 // listener.Parse).
 func (u *Upgrader) ListenPacketAddr(a listener.Addr) (net.PacketConn, error) {
 	key := u.regAddr(a)
-	var pc net.PacketConn
-	var err error
-	src := listener.Inherited
-	if key != a.Address {
-		pc, err = u.inheritPacket(a.Network, key)
-	}
-	if pc == nil && err == nil {
-		pc, src, err = u.lc.ListenPacket(context.Background(), a)
-	}
+	lc := u.lc
+	lc.InheritPacket = func(network, _ string) (net.PacketConn, error) { return u.inheritPacket(network, key) }
+	pc, src, err := lc.ListenPacket(context.Background(), a)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,7 @@
 //
 //	GET /hijack        answers 101 and keeps the connection, as WebSocket
 //	                   servers do; with ?polite=1 the handler closes it when
-//	                   the drain begins (Options.OnDrain), otherwise it holds
+//	                   the drain begins (the Drainer's OnDrain), otherwise it holds
 //	                   it until the peer goes away
 //	POST /job?id=N&d=D starts background work (Upgrader.Go) that lasts D, or
 //	                   until its context is cancelled
@@ -53,15 +53,10 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 
-	var (
-		mu      sync.Mutex
-		drained = make(chan struct{})
-	)
 	u, err := upgrader.New(upgrader.Options{
 		PIDFile:      *pidfile,
 		DrainTimeout: *drainTimeout,
 		Logger:       slog.New(slog.NewJSONHandler(os.Stderr, nil)),
-		OnDrain:      func() { mu.Lock(); defer mu.Unlock(); close(drained) },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -78,6 +73,7 @@ func main() {
 		ln = tls.NewListener(ln, tlsConfig())
 	}
 	pid := os.Getpid()
+	drained := make(chan struct{}) // closed when the drain begins
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := http.NewResponseController(w).Hijack()
@@ -143,7 +139,10 @@ func main() {
 		}
 		return
 	}
-	if err := u.Serve(&http.Server{Handler: mux}, ln); err != nil {
+	d := u.NewDrainer()
+	d.OnDrain(func() { close(drained) })
+	d.Serve(&http.Server{Handler: mux}, ln)
+	if err := u.ServeDrainer(d); err != nil {
 		log.Fatal(err)
 	}
 }
