@@ -58,16 +58,15 @@ func TestStopUnderLoad(t *testing.T) {
 	waitHealth(200)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 400, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
-	}()
-	time.Sleep(time.Second) // load, and slow requests in flight
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 400, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+	if err := load.WaitAnswers(0, 200, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	waitHealth(503)
 	time.Sleep(2 * time.Second) // the load balancer still sends
 	cancel()
-	r := <-resC
+	r := load.Wait()
 	t.Logf("SIGTERM, then 2 s more of load: %v", r)
 	if r.Failures() != 0 || r.Retried != 0 {
 		t.Errorf("%d failed %v, %d retried: %q", r.Failures(), r.Failed, r.Retried, r.Samples)

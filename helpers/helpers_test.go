@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,22 +108,21 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	waitRecord("event=generation.ready", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 600, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
-	}()
-	time.Sleep(500 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 600, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+	if err := load.WaitAnswers(0, 120, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	for i := range reloads {
 		out, err := exec.Command(handoffBin, "reload", "--control", control).CombinedOutput()
 		if err != nil {
 			cancel()
 			t.Fatalf("reload %d: %v: %s\n%s", i+1, err, out, readLog())
 		}
-		time.Sleep(time.Second)
+		// The load runs on through the old generation's drain.
+		waitRecord("event=generation.exited", "gen="+strconv.Itoa(i+1))
 	}
-	time.Sleep(time.Second)
 	cancel()
-	r := <-resC
+	r := load.Wait()
 	t.Logf("%d reloads: %v", reloads, r)
 	if r.Failures() != 0 || r.Retried != 0 {
 		t.Errorf("%d failed %v, %d retried: %q", r.Failures(), r.Failed, r.Retried, r.Samples)
@@ -252,11 +252,10 @@ func stopsAlone(t *testing.T, freshResets int, program ...string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 400, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
-	}()
-	time.Sleep(time.Second)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 400, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+	if err := load.WaitAnswers(0, 200, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
@@ -268,7 +267,7 @@ func stopsAlone(t *testing.T, freshResets int, program ...string) {
 	}
 	time.Sleep(300 * time.Millisecond) // load on a closed port: refused
 	cancel()
-	r := <-resC
+	r := load.Wait()
 	t.Logf("stop under load, alone: %v", r)
 	// On a keep-alive connection, nothing may fail: that is the drain's
 	// part. A fresh connection whose handshake the kernel was completing as

@@ -56,17 +56,22 @@ func TestSocketActivationByName(t *testing.T) {
 	s.waitRecord(5*time.Second, "event=listening", "addr=systemd:web", "source=systemd", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 100}) }()
-	time.Sleep(200 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 100})
+	if err := load.WaitAnswers(0, 10, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	pid := first
 	for i := 0; i < 3; i++ {
 		s.signal(syscall.SIGHUP)
+		old := pid
 		pid = s.waitPid(pid, 10*time.Second)
-		time.Sleep(1500 * time.Millisecond)
+		s.waitExited(old, 15*time.Second) // the load runs on through its drain
+		if err := load.WaitAnswers(pid, 20, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)

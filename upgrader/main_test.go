@@ -4,6 +4,7 @@ package upgrader_test
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,6 +137,18 @@ func (s *server) waitPid(old int, timeout time.Duration) int {
 }
 
 // signal sends sig to the generation in the pid file.
+// waitExited waits until the generation pid has exited: it drained.
+func (s *server) waitExited(pid int, timeout time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for proc.Alive(pid) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("generation %d still runs after %v; log:\n%s", pid, timeout, s.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (s *server) signal(sig syscall.Signal) int {
 	s.t.Helper()
 	p := s.pid()
@@ -224,4 +237,23 @@ func waitGone(pid int, timeout time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return false
+}
+
+// waitAccepted waits until written is closed — a request went out on its own
+// connection — and then until the server has accepted that connection: it
+// answers a request on a connection opened after it, and a listener hands
+// out connections in the order they came.
+func waitAccepted(t *testing.T, addr string, written <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-written:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request was not sent in 10 s")
+	}
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Post("http://"+addr+"/", "text/plain", nil)
+	if err != nil {
+		t.Fatalf("a request after it: %v", err)
+	}
+	resp.Body.Close()
 }

@@ -26,8 +26,7 @@ func TestParentKilledDuringHandover(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200}) }()
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200})
 
 	if err := os.WriteFile(slow, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -42,7 +41,10 @@ func TestParentKilledDuringHandover(t *testing.T) {
 	next := s.waitPid(old, 10*time.Second)
 	s.waitRecord(5*time.Second, "event=orphaned", "pid="+itoa(next))
 	s.waitRecord(5*time.Second, "starting slowly", "step=29") // it wrote on after its parent died
-	time.Sleep(300 * time.Millisecond)                        // load on the new generation alone
+	// load on the new generation alone
+	if err := load.WaitAnswers(next, load.Answers(next)+30, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	// It can hand over in turn.
 	os.Remove(slow)
@@ -50,9 +52,11 @@ func TestParentKilledDuringHandover(t *testing.T) {
 		t.Fatal(err)
 	}
 	third := s.waitPid(next, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	if err := load.WaitAnswers(third, 30, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
-	r := <-resC
+	r := load.Wait()
 	t.Logf("%v", r)
 	after := 0
 	for _, q := range r.Requests {

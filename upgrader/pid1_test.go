@@ -42,9 +42,10 @@ func TestPID1StopDelay(t *testing.T) {
 	go func() { exited <- s.cmd.Wait() }()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200}) }()
-	time.Sleep(300 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200})
+	if err := load.WaitAnswers(0, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	_ = syscall.Kill(server, syscall.SIGHUP)
 	s.waitRecord(5*time.Second, "event=upgrade.refused", "err~PID 1")
@@ -61,7 +62,7 @@ func TestPID1StopDelay(t *testing.T) {
 	// Load until just before the delay ends: all of it must be served.
 	time.Sleep(time.Until(stopAt.Add(1800 * time.Millisecond)))
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load through the refused SIGHUP and the stop delay: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,15 +72,19 @@ func TestUnixSocketSurvivesHandoff(t *testing.T) {
 // flight: the first SIGTERM drains, the second ends it at once.
 func TestSecondStopSignalCutsDrain(t *testing.T) {
 	s := startServer(t, nil)
-	done := make(chan error, 1)
+	done, written := make(chan error, 1), make(chan struct{})
 	go func() {
-		resp, err := http.Post("http://"+s.addr+"/slow?d=20s", "text/plain", nil)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+"/slow?d=20s", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { close(written) },
+		}))
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitAccepted(t, s.addr, written)
 	pid := s.signal(syscall.SIGTERM)
 	s.waitRecord(5*time.Second, "event=drain.started", "conns=1")
 	select {

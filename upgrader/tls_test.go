@@ -30,7 +30,7 @@ func TestServeTLSUnderUpgrades(t *testing.T) {
 		"multiplexed": {Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second},
 		"fresh":       {Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true, DisableKeepAlives: true}, Timeout: 10 * time.Second},
 	}
-	type counts struct{ sent, failed, retried, notH2 atomic.Int64 }
+	type counts struct{ sent, ok, failed, retried, notH2 atomic.Int64 }
 	results := map[string]*counts{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -71,6 +71,7 @@ func TestServeTLSUnderUpgrades(t *testing.T) {
 					}
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
+					n.ok.Add(1)
 					if conns.Load() > 1 {
 						n.retried.Add(1)
 						mu.Lock()
@@ -84,12 +85,26 @@ func TestServeTLSUnderUpgrades(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Both clients are answered, then through each upgrade until the old
+	// generation has drained and exited.
+	answered := func(min int64) {
+		deadline := time.Now().Add(10 * time.Second)
+		for _, n := range results {
+			for n.ok.Load() < min {
+				if time.Now().After(deadline) {
+					t.Fatalf("fewer than %d requests answered in 10 s", min)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	answered(20)
 	pid := s.pid()
 	for i := 0; i < 3; i++ {
 		s.signal(syscall.SIGHUP)
+		old := pid
 		pid = s.waitPid(pid, 10*time.Second)
-		time.Sleep(700 * time.Millisecond)
+		s.waitExited(old, 15*time.Second)
 	}
 	close(stop)
 	wg.Wait()

@@ -33,22 +33,23 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	const upgrades = 20
 	s := startServer(t, nil, "-drain-timeout", "10s", "-idle-grace", "500ms")
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
-	}()
-	time.Sleep(500 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
+	if err := load.WaitAnswers(0, 40, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	pid := s.pid()
 	for i := 0; i < upgrades; i++ {
 		old := s.signal(syscall.SIGHUP)
 		pid = s.waitPid(old, 30*time.Second)
-		// Let the new generation serve a while before the next SIGHUP,
-		// which waits anyway until this one's predecessor has drained.
-		time.Sleep(300 * time.Millisecond)
+		// Let the new generation serve before the next SIGHUP, which
+		// waits anyway until this one's predecessor has drained.
+		if err := load.WaitAnswers(pid, 30, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(2500 * time.Millisecond) // the last generation serves alone
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 
 	if res.Failures() != 0 {
@@ -98,8 +99,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 func TestFailedUpgradeKeepsServing(t *testing.T) {
 	s := startServer(t, nil, "-upgrade-timeout", "1500ms", "-idle-grace", "300ms")
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 100}) }()
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 100})
 	first := s.pid()
 	good := filepath.Join(s.dir, "good")
 	proc.CopyExec(t, s.bin, good)
@@ -176,9 +176,11 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	proc.CopyExec(t, good, s.bin)
 	s.signal(syscall.SIGHUP)
 	second := s.waitPid(first, 10*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	if err := load.WaitAnswers(second, 30, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
@@ -225,7 +227,7 @@ func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
 		s.signal(syscall.SIGHUP)
 		time.Sleep(50 * time.Millisecond)
 	}
-	rec := s.waitRecord(5*time.Second, "event=upgrade.waiting")
+	rec := s.waitRecord(5*time.Second, "event=upgrade.waiting", "prev_conns=1")
 	for _, w := range []string{"prev_pid=" + itoa(first), "prev_conns=1", "prev_deadline~"} {
 		if !rec.Match(w) {
 			t.Errorf("the wait's record lacks %q: %s", w, rec)

@@ -48,16 +48,13 @@ func TestBakeRollsBackLyingRelease(t *testing.T) {
 			first := d.serving()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			resC := make(chan *loadcheck.Result, 1)
-			go func() {
-				resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100, Timeout: 3 * time.Second})
-			}()
+			load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100, Timeout: 3 * time.Second})
 			if c.mode == "noaccept" || c.mode == "hang" {
 				proc.WriteExec(t, d.prog, []byte("#!/bin/sh\nexec "+py+" "+lying+" "+c.mode+"\n"))
 			}
 			out, code := d.reload()
 			cancel()
-			r := <-resC
+			r := load.Wait()
 			t.Logf("reload: exit %d: %s; load: %v", code, out, r)
 			if c.want == "" {
 				if code != 0 {

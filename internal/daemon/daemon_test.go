@@ -45,21 +45,26 @@ func reloadsUnderLoad(t *testing.T, program []string) {
 	d := startDaemon(t, program, "--max-draining", "16")
 	handoffPid := d.cmd.Process.Pid
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
-	}()
-	time.Sleep(500 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
+	if err := load.WaitAnswers(0, 40, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < reloads; i++ {
 		out, code := d.reload()
 		if code != 0 {
 			t.Fatalf("reload %d: exit %d: %s\n%s", i+1, code, out, d.log())
 		}
-		time.Sleep(400 * time.Millisecond)
+		if err := load.WaitAnswers(d.serving(), 40, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
-	time.Sleep(2500 * time.Millisecond)
+	// The load runs on while the last generation answers 100 more (the
+	// test programs keep keep-alive connections open through a drain).
+	if err := load.WaitAnswers(d.serving(), load.Answers(d.serving())+100, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
@@ -102,10 +107,18 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 	first := d.serving()
 	load := func() func() *loadcheck.Result {
 		ctx, cancel := context.WithCancel(context.Background())
-		resC := make(chan *loadcheck.Result, 1)
-		go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
-		time.Sleep(100 * time.Millisecond)
-		return func() *loadcheck.Result { time.Sleep(200 * time.Millisecond); cancel(); return <-resC }
+		load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100})
+		if err := load.WaitAnswers(0, 10, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return func() *loadcheck.Result {
+			// 20 answers more after what the case did.
+			if err := load.WaitAnswers(0, load.Answers(0)+20, 10*time.Second); err != nil {
+				t.Error(err)
+			}
+			cancel()
+			return load.Wait()
+		}
 	}
 
 	cases := []struct {
@@ -261,9 +274,10 @@ func TestCrashRestart(t *testing.T) {
 	d := startDaemon(t, nil)
 	first := d.serving()
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
-	time.Sleep(300 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100})
+	if err := load.WaitAnswers(first, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	_ = syscall.Kill(first, syscall.SIGKILL)
 	d.waitRecord(10*time.Second, "event=generation.crashed")
 	deadline := time.Now().Add(10 * time.Second)
@@ -273,9 +287,11 @@ func TestCrashRestart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := load.WaitAnswers(d.serving(), 30, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if n := res.Failed["ECONNREFUSED"]; n != 0 {
 		t.Errorf("%d requests were refused while the program restarted", n)
@@ -298,11 +314,10 @@ func TestUpgradeHandoffItself(t *testing.T) {
 	oldPid := d.cmd.Process.Pid
 	oldGen := d.serving()
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: time.Second, SlowEvery: 200 * time.Millisecond})
-	}()
-	time.Sleep(300 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: time.Second, SlowEvery: 200 * time.Millisecond})
+	if err := load.WaitAnswers(oldGen, 40, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	_ = syscall.Kill(oldPid, syscall.SIGUSR2)
 	select {
 	case <-d.exited:
@@ -320,9 +335,12 @@ func TestUpgradeHandoffItself(t *testing.T) {
 	if out, code := d.reload(); code != 0 {
 		t.Errorf("reload through the new handoff: %d %s", code, out)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	if err := load.WaitAnswers(d.serving(), 40, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	d.waitAlone(10 * time.Second) // the load runs on through the drain
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)

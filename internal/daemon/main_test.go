@@ -171,6 +171,19 @@ func (d *runningDaemon) serving() int {
 	return 0
 }
 
+// waitAlone waits until the serving generation is the only one: the ones
+// before it have drained and exited.
+func (d *runningDaemon) waitAlone(timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for len(d.status().Generations) != 1 {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("older generations still run after %v: %+v\n%s", timeout, d.status().Generations, d.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // postSlow sends a request that takes d to answer, and returns where its
 // outcome will come: nil for a 200.
 func (d *runningDaemon) postSlow(dur time.Duration) <-chan error {

@@ -66,8 +66,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 100}) }()
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 100})
 	defer cancel()
 	out, err := exec.Command(handoffBin, "reload", "--control", control).CombinedOutput()
 	if err != nil {
@@ -97,7 +96,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	_ = syscall.Kill(handoffPid, syscall.SIGTERM)
 	time.Sleep(time.Until(stopAt.Add(1800 * time.Millisecond)))
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load through the reload and the stop delay: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)

@@ -114,9 +114,10 @@ func TestReadyAccept(t *testing.T) {
 	first := d.serving()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
-	time.Sleep(200 * time.Millisecond)
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100})
+	if err := load.WaitAnswers(0, 10, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	// The broken release of the reproduction: it sleeps 1.5 s and exits 3.
 	proc.WriteExec(t, prog, []byte("#!/bin/sh\nexec "+py+" -c 'import sys, time; time.sleep(1.5); sys.exit(3)'\n"))
@@ -144,9 +145,9 @@ func TestReadyAccept(t *testing.T) {
 	if ms, _ := strconv.Atoi(m[1]); ms < 1000 || took < time.Second {
 		t.Errorf("slow release: %q after %v; want ready only after its 1 s start", out, took)
 	}
-	time.Sleep(300 * time.Millisecond)
+	d.waitAlone(15 * time.Second) // the load runs on through the drain
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)

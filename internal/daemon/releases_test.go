@@ -49,10 +49,11 @@ func TestReleasesOnOneHost(t *testing.T) {
 	d := startDaemon(t, []string{"./app"}, "--chdir", current, "--env-file", envFile, "--ready", "accept")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() { resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100}) }()
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100})
 	defer cancel()
-	time.Sleep(300 * time.Millisecond)
+	if err := load.WaitAnswers(0, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	ask := func() string {
 		t.Helper()
 		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
@@ -123,9 +124,9 @@ func TestReleasesOnOneHost(t *testing.T) {
 	if got := ask(); !strings.Contains(got, "release=v1 color=blue") {
 		t.Errorf("after the rollback: %q, want v1 with COLOR=blue", got)
 	}
-	time.Sleep(300 * time.Millisecond)
+	d.waitAlone(15 * time.Second) // the load runs on through the drain
 	cancel()
-	res := <-resC
+	res := load.Wait()
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 || res.Retried != 0 {
 		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)

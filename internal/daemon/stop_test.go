@@ -44,11 +44,10 @@ func TestStopRefusesNotResets(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := startDaemon(t, c.program, c.flags...)
 			ctx, cancel := context.WithCancel(context.Background())
-			resC := make(chan *loadcheck.Result, 1)
-			go func() {
-				resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: 1500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
-			}()
-			time.Sleep(700 * time.Millisecond) // load, and slow requests in flight
+			load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 200, Slow: 1500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+			if err := load.WaitAnswers(0, 60, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
 			if duringReload {
 				proc.WriteExec(t, d.prog, []byte("#!/bin/sh\nsleep 5\nexec "+appBin+"\n"))
 				go d.reload()
@@ -59,7 +58,7 @@ func TestStopRefusesNotResets(t *testing.T) {
 			// Load on through the drain, which the slow requests make last.
 			time.Sleep(1200 * time.Millisecond)
 			cancel()
-			r := <-resC
+			r := load.Wait()
 			t.Logf("%v", r)
 			select {
 			case <-d.exited:

@@ -159,11 +159,80 @@ func (r *Result) String() string {
 // Run sends load until ctx is done, waits for the requests in flight, and
 // returns the counts.
 func Run(ctx context.Context, cfg Config) *Result {
+	return Start(ctx, cfg).Wait()
+}
+
+// Load is a load under way, started by Start.
+type Load struct {
+	mu      sync.Mutex
+	res     *Result
+	answers int           // successful requests so far
+	changed chan struct{} // closed and replaced at each success
+	done    chan struct{} // closed when the load has ended
+}
+
+// Start starts the load that Run sends, until ctx is done, and returns at
+// once: a test waits on its answers (WaitAnswers) to know that the load
+// reaches the server, instead of sleeping.
+func Start(ctx context.Context, cfg Config) *Load {
+	l := &Load{res: &Result{Failed: map[string]int{}, Pids: map[int]int{}}, changed: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		l.run(ctx, cfg)
+		close(l.done)
+	}()
+	return l
+}
+
+// Wait waits until the load has ended, its context done and every request
+// it started finished, and returns what happened.
+func (l *Load) Wait() *Result {
+	<-l.done
+	return l.res
+}
+
+// Answers returns how many requests pid has answered so far; pid 0 counts
+// every successful request.
+func (l *Load) Answers(pid int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pid == 0 {
+		return l.answers
+	}
+	return l.res.Pids[pid]
+}
+
+// WaitAnswers waits until pid (0: any pid) has answered n requests in all,
+// and returns an error that says how many it answered if that takes longer
+// than timeout or the load ends first.
+func (l *Load) WaitAnswers(pid, n int, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		got, ch := l.answers, l.changed
+		if pid != 0 {
+			got = l.res.Pids[pid]
+		}
+		l.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return fmt.Errorf("loadcheck: pid %d answered %d requests in %v, want %d", pid, got, timeout, n)
+		case <-l.done:
+			return fmt.Errorf("loadcheck: the load ended with pid %d having answered %d requests, want %d", pid, got, n)
+		}
+	}
+}
+
+func (l *Load) run(ctx context.Context, cfg Config) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10*time.Second + cfg.Slow
 	}
-	res := &Result{Failed: map[string]int{}, Pids: map[int]int{}}
-	var mu sync.Mutex
+	res := l.res
+	mu := &l.mu
 	var wg sync.WaitGroup
 	keep := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64, DialContext: cfg.Dial}}
 	fresh := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true, DialContext: cfg.Dial}}
@@ -203,6 +272,9 @@ func Run(ctx context.Context, cfg Config) *Result {
 		}
 		res.OK++
 		res.Pids[pid]++
+		l.answers++
+		close(l.changed)
+		l.changed = make(chan struct{})
 		if fast {
 			res.Latencies = append(res.Latencies, lat)
 		}
@@ -243,7 +315,6 @@ loop:
 	wg.Wait()
 	res.End = time.Now()
 	sort.Slice(res.Latencies, func(i, j int) bool { return res.Latencies[i] < res.Latencies[j] })
-	return res
 }
 
 // post sends one POST and returns its latency, the pid that answered, and
