@@ -85,14 +85,14 @@ func TestServeTLSUnderUpgrades(t *testing.T) {
 			}
 		}()
 	}
-	// Both clients are answered, then through each upgrade until the old
-	// generation has drained and exited.
-	answered := func(min int64) {
+	// Both clients get k more answers: before the upgrades, and after each
+	// once the old generation has drained and exited.
+	answered := func(k int64) {
 		deadline := time.Now().Add(10 * time.Second)
 		for _, n := range results {
-			for n.ok.Load() < min {
+			for min := n.ok.Load() + k; n.ok.Load() < min; {
 				if time.Now().After(deadline) {
-					t.Fatalf("fewer than %d requests answered in 10 s", min)
+					t.Fatalf("fewer than %d more requests answered in 10 s", k)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -105,6 +105,7 @@ func TestServeTLSUnderUpgrades(t *testing.T) {
 		old := pid
 		pid = s.waitPid(pid, 10*time.Second)
 		s.waitExited(old, 15*time.Second)
+		answered(30)
 	}
 	close(stop)
 	wg.Wait()
