@@ -14,20 +14,23 @@ import (
 // (Type=notify-reload, systemd 253+) and app-notify.service (Type=notify with
 // ExecReload=handoff reload, any systemd): ten `systemctl reload`s under
 // load, each returning once the new generation serves, with MainPID — handoff
-// itself — constant.
+// itself — constant; and app.service with --workers 2, whose reloads roll
+// both workers.
 func TestDaemonReload(t *testing.T) {
 	m := systemdtest.Start(t)
-	units := []string{"app-notify.service"}
+	type tc struct{ name, file, flags string }
+	cases := []tc{{"app-notify.service", "app-notify.service", ""}}
 	if m.Version >= 253 {
-		units = append(units, "app.service")
+		cases = append(cases, tc{"app.service", "app.service", ""}, tc{"app.service --workers 2", "app.service", " --workers 2"})
 	} else {
 		t.Logf("systemd %d has no Type=notify-reload; testing app-notify.service only", m.Version)
 	}
-	for _, name := range units {
-		t.Run(name, func(t *testing.T) {
+	for _, c := range cases {
+		name := c.file
+		t.Run(c.name, func(t *testing.T) {
 			addr := proc.FreeAddr(t)
 			m.Install(name, unit(t, m, name, "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"),
-				"0.0.0.0:80", addr, "? --user www-data", ""))
+				"0.0.0.0:80", addr, "? --user www-data", "", "handoff run", "handoff run"+c.flags))
 			if out, err := m.Systemctl("start", name); err != nil {
 				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
 			}
@@ -54,8 +57,12 @@ func TestDaemonReload(t *testing.T) {
 				t.Errorf("still answered by the first generation %d", first)
 			}
 			checkLoad(t, stop(), m, name)
-			if st := m.Show(name, "StatusText"); !strings.Contains(st, "serving generation 11") {
-				t.Errorf("status text %q", st)
+			want := "serving generation 11"
+			if c.flags != "" {
+				want = "serving 2 of 2 workers (generation 11)"
+			}
+			if st := m.Show(name, "StatusText"); !strings.Contains(st, want) {
+				t.Errorf("status text %q, want %q", st, want)
 			}
 			if out, err := m.Systemctl("stop", name); err != nil {
 				t.Errorf("stop: %v %s", err, out)

@@ -54,15 +54,18 @@ type bakeFailed struct {
 
 // actWatchBake starts the checks of g's bake window; old is the generation
 // serving beside it.
-type actWatchBake struct{ g, old *generation }
+type actWatchBake struct {
+	g, old *generation
+	others []*generation // every process serving beside g, old among them
+}
 
 // watchBake checks g, whose connections come on ports, until its bake
 // window ends or it exits, and sends bakeFailed at the first check that
 // fails.
-func (s *supervisor) watchBake(g, old *generation, ports map[uint16]bool) {
+func (s *supervisor) watchBake(g, old *generation, others []*generation, ports map[uint16]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
 	defer cancel()
-	w := &bakeWatch{s: s, g: g, old: old, ports: ports}
+	w := &bakeWatch{s: s, g: g, old: old, others: others, ports: ports}
 	w.start()
 	tick := time.NewTicker(bakeTick)
 	defer tick.Stop()
@@ -93,6 +96,7 @@ func (s *supervisor) watchBake(g, old *generation, ports map[uint16]bool) {
 type bakeWatch struct {
 	s      *supervisor
 	g, old *generation
+	others []*generation // paused together for the probe
 	ports  map[uint16]bool
 
 	broken    bool            // the connection checks cannot run here
@@ -170,10 +174,21 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 	if q, err := acceptQueue(inodes); err != nil || q > 0 {
 		return "", false // the serving generation lags already: no time to pause it
 	}
-	if err := unix.Kill(-w.old.pid, unix.SIGSTOP); err != nil {
-		return "", false
+	// Every process that serves beside g pauses, or another worker would
+	// take what g does not.
+	for _, o := range w.others {
+		if err := unix.Kill(-o.pid, unix.SIGSTOP); err != nil {
+			for _, p := range w.others {
+				_ = unix.Kill(-p.pid, unix.SIGCONT)
+			}
+			return "", false
+		}
 	}
-	defer unix.Kill(-w.old.pid, unix.SIGCONT)
+	defer func() {
+		for _, o := range w.others {
+			_ = unix.Kill(-o.pid, unix.SIGCONT)
+		}
+	}()
 	start := time.Now()
 	var since time.Time // since when connections have waited
 	last := 0
@@ -211,6 +226,7 @@ func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
 	if m.Kind == "" {
 		return ""
 	}
+	m = m.forWorker(w.g.w)
 	if m.check(ctx, client) {
 		w.fails = 0
 		return ""

@@ -170,11 +170,13 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Ready.checkProbe(held, s.names); err != nil {
-		return nil, err
-	}
-	if err := cfg.Health.checkProbe(held, s.names); err != nil {
-		return nil, usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
+	for w := range max(cfg.Workers, 1) {
+		if err := cfg.Ready.forWorker(w).checkProbe(held, s.names); err != nil {
+			return nil, err
+		}
+		if err := cfg.Health.forWorker(w).checkProbe(held, s.names); err != nil {
+			return nil, usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
+		}
 	}
 	if cfg.Ready.Kind == "accept" {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
@@ -410,6 +412,10 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 		fmt.Fprintf(stdout, "rolled back: generation %d (pid %d) serves on\n", r.Generation, r.PID)
 		return 0
 	}
+	if len(r.PIDs) > 1 {
+		fmt.Fprintf(stdout, "generation %d: %d workers (pids %s) ready in %d ms\n", r.Generation, len(r.PIDs), strings.Trim(fmt.Sprint(r.PIDs), "[]"), r.Millis)
+		return 0
+	}
 	fmt.Fprintf(stdout, "generation %d (pid %d) ready in %d ms\n", r.Generation, r.PID, r.Millis)
 	return 0
 }
@@ -497,6 +503,17 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, ")")
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	if len(st.Workers) > 0 {
+		fmt.Fprintln(tw, "WORKER\tGEN\tPID\tSTATE\tUPTIME\tRESTARTS\tRSS")
+		for _, w := range st.Workers {
+			rss := "-"
+			if w.RSSBytes > 0 {
+				rss = fmt.Sprintf("%.1f MiB", float64(w.RSSBytes)/(1<<20))
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\n", w.Index, w.Generation, w.PID, w.State, time.Duration(w.UptimeSeconds*float64(time.Second)).Round(time.Second), w.Restarts, rss)
+		}
+		fmt.Fprintln(tw)
+	}
 	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE\tDIR")
 	for _, g := range st.Generations {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second), g.Dir)

@@ -50,6 +50,9 @@ type config struct {
 	StopSignal   syscall.Signal
 	Bake         time.Duration
 	MaxDraining  int
+	Workers      int   // processes per generation
+	MaxSurge     int   // processes a roll runs beyond Workers
+	MaxMemory    int64 // bytes of resident memory past which a worker is replaced; 0: none
 	PIDFile      string
 	Control      string
 	Chdir        string // each generation's directory, resolved at its start
@@ -67,6 +70,8 @@ const (
 	DefaultReadyTimeout = 60 * time.Second
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultMaxDraining  = 3
+	DefaultMaxSurge     = 1
+	maxWorkers          = 1024
 )
 
 const runUsage = `Usage: handoff run [flags] -- PROGRAM [ARGS...]
@@ -89,8 +94,8 @@ Flags:
 // runFlags holds the flags of 'handoff run' that are checked and converted
 // after parsing, into a config.
 type runFlags struct {
-	listens                                  []string
-	ready, stop, health, userName, groupName *string
+	listens                                             []string
+	ready, stop, health, userName, groupName, maxMemory *string
 }
 
 // runFlagSet defines the flags of 'handoff run': those that go straight into
@@ -128,6 +133,17 @@ func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
 	raw.health = fs.String("health", "", "during --bake, check the new generation every 250 ms at `URL`: http://HOST:PORT/PATH must answer\n"+
 		"2xx, tcp://HOST:PORT accept; an address only the new generation serves (not a --listen socket).\n"+
 		"A --ready http:// or tcp:// probe is used when this is not given. Example: --health http://127.0.0.1:9100/healthz")
+	fs.IntVar(&cfg.Workers, "workers", 1, "run each generation as `N` processes of the program, each given the same sockets, its own\n"+
+		"LISTEN_PID and its index from 0 in HANDOFF_WORKER (and NODE_APP_INSTANCE), HANDOFF_WORKERS=N: for\n"+
+		"programs that use one core. A reload rolls: each new worker is ready before the old one it\n"+
+		"replaces drains, so N serve throughout; a new worker that fails stops the roll and the workers\n"+
+		"already replaced are put back. With an http or tcp --ready or --health probe, worker I is probed\n"+
+		"at its PORT plus I. Example: --workers 4")
+	fs.IntVar(&cfg.MaxSurge, "max-surge", DefaultMaxSurge, "with --workers, at most `K` processes beyond N run during a roll: the new ones starting or\n"+
+		"baking, and the old ones the roll drained until they exit. More is a faster roll and more memory.\n"+
+		"Example: --max-surge 2")
+	raw.maxMemory = fs.String("max-memory", "", "replace a worker whose resident memory passes `SIZE` (as 512M, 2G, 300MiB), a new one ready\n"+
+		"first, with no request lost; checked every second. Example: --max-memory 512M")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "handoff's log lines on stderr: text (key=value) or json (one object per line, times in\nnanoseconds), for a log shipper. Example: --log-format json")
@@ -218,6 +234,11 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 			return usagef("handoff run: --health: %v", strings.TrimPrefix(err.Error(), "handoff run: --ready "))
 		}
 	}
+	if *raw.maxMemory != "" {
+		if cfg.MaxMemory, err = parseSize(*raw.maxMemory); err != nil {
+			return usagef("handoff run: --max-memory %s: %v — give a size such as 512M, 2G or 300MiB", *raw.maxMemory, err)
+		}
+	}
 	if cfg.Ready, err = parseReady(*raw.ready); err != nil {
 		return err
 	}
@@ -237,6 +258,10 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 		return usagef("handoff run: --health is checked during the bake window — give --bake too, as in --bake 10s")
 	case cfg.MaxDraining < 1:
 		return usagef("handoff run: --max-draining must be at least 1")
+	case cfg.Workers < 1 || cfg.Workers > maxWorkers:
+		return usagef("handoff run: --workers %d: give 1 to %d, as in --workers 4", cfg.Workers, maxWorkers)
+	case cfg.MaxSurge < 1:
+		return usagef("handoff run: --max-surge %d: give at least 1 (a roll starts a new worker before the old one drains), as in --max-surge 1", cfg.MaxSurge)
 	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
 		return usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
 	}
@@ -381,4 +406,24 @@ func DefaultControl() string {
 		return filepath.Join(x, "handoff", "control.sock")
 	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("handoff-%d", os.Getuid()), "control.sock")
+}
+
+// parseSize parses a size in bytes: a number with an optional unit, K, M,
+// G or T (powers of 1024, as ps and top count memory), with or without
+// "iB" or "B".
+func parseSize(s string) (int64, error) {
+	num := strings.TrimRight(s, "KMGTkmgtiBb")
+	unit := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s[len(num):]), "B"), "I")
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || n <= 0 {
+		return 0, errors.New("not a positive size")
+	}
+	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit %q", s[len(num):])
+	}
+	if n*mult < 1<<20 {
+		return 0, errors.New("less than 1 MiB, which no program runs in")
+	}
+	return int64(n * mult), nil
 }

@@ -54,6 +54,9 @@ type Status struct {
 	Reloading bool     `json:"reloading"`
 	Queued    bool     `json:"reload_queued"`
 	Rollback  *runSpec `json:"rollback,omitempty"` // what 'handoff rollback' would run
+	// Workers lists each worker index: what serves there, with --workers
+	// above 1.
+	Workers []WorkerStatus `json:"workers,omitempty"`
 	// ReloadBound is the longest a reload asked now can take, in seconds:
 	// 'handoff reload' waits that long by default.
 	ReloadBound float64 `json:"reload_bound_seconds,omitempty"`
@@ -63,10 +66,23 @@ type Status struct {
 // GenStatus describes one generation.
 type GenStatus struct {
 	Generation int     `json:"generation"`
+	Worker     int     `json:"worker"`
 	PID        int     `json:"pid"`
 	State      string  `json:"state"`
 	AgeSeconds float64 `json:"age_seconds"`
 	Dir        string  `json:"dir,omitempty"`
+}
+
+// WorkerStatus describes one worker index of the service.
+type WorkerStatus struct {
+	Index      int    `json:"index"`
+	Generation int    `json:"generation,omitempty"`
+	PID        int    `json:"pid,omitempty"`
+	State      string `json:"state"` // ready, starting, restarting, crashing (restarting after failingAfter exits in a row)
+	// UptimeSeconds is how long its serving process has run.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Restarts      int     `json:"restarts"`
+	RSSBytes      int64   `json:"rss_bytes,omitempty"`
 }
 
 // Socket describes one socket handoff holds.
@@ -76,9 +92,9 @@ type Socket struct {
 	FD   int    `json:"fd"`
 }
 
-// sendSignal sends sig to the serving generations (the current one, and the
-// new one while it bakes beside it), unless sig would break handoff's
-// bookkeeping.
+// sendSignal sends sig to every serving process (every worker of the
+// current generation, and a new one while it bakes beside them), unless sig
+// would break handoff's bookkeeping.
 func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 	switch sig {
 	case syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
@@ -90,8 +106,8 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 		return SignalResult{Error: fmt.Sprintf("no signal number %d", int(sig))}
 	}
 	var r SignalResult
-	for _, g := range []*generation{s.m.current, s.m.next} {
-		if g == nil || (g.state != serving && g.state != baking) {
+	for _, g := range s.m.gens {
+		if g.state != serving && g.state != baking {
 			continue
 		}
 		if err := unix.Kill(-g.pid, sig); err != nil {
@@ -113,8 +129,24 @@ func (s *supervisor) status() Status {
 	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Reloading: m.reloading, Queued: m.q.Queued(), Rollback: m.previous,
 		ReloadBound: s.reloadBound().Seconds()}
 	for _, g := range m.gens {
-		st.Generations = append(st.Generations, GenStatus{Generation: g.n, PID: g.pid, State: g.state.String(),
+		st.Generations = append(st.Generations, GenStatus{Generation: g.n, Worker: g.w, PID: g.pid, State: g.state.String(),
 			AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds(), Dir: g.dir})
+	}
+	if len(m.slots) > 1 {
+		for w, sl := range m.slots {
+			ws := WorkerStatus{Index: w, Restarts: sl.restarts, State: "restarting"}
+			switch g := sl.cur; {
+			case g != nil:
+				ws.Generation, ws.PID, ws.State = g.n, g.pid, "ready"
+				ws.UptimeSeconds = time.Since(g.started).Round(time.Millisecond).Seconds()
+				ws.RSSBytes, _ = residentBytes(g.pid)
+			case sl.next != nil:
+				ws.Generation, ws.PID, ws.State = sl.next.n, sl.next.pid, sl.next.state.String()
+			case sl.crashes >= failingAfter:
+				ws.State = "crashing"
+			}
+			st.Workers = append(st.Workers, ws)
+		}
 	}
 	for i, name := range s.names {
 		st.Listeners = append(st.Listeners, Socket{Name: name, Addr: s.addrs[i], FD: 3 + i})

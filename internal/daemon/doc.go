@@ -6,7 +6,9 @@
 //
 // # Generations
 //
-// Each run of the program is a generation, numbered from 1. Its states, which
+// Each run of the program is a generation, numbered from 1: one process, or
+// with --workers N, N processes (workers, indexed from 0) that share the
+// sockets. A process's states, which
 // only the supervisor's goroutine changes — through machine.step (machine.go),
 // one transition function from events to actions, tested against this table
 // in-process — are:
@@ -29,7 +31,13 @@
 // `handoff status` shows these names.
 //
 // A reload (SIGHUP, `handoff reload`) starts generation N+1; generation N
-// keeps serving until N+1 is ready and its bake window has passed. A reload
+// keeps serving until N+1 is ready and its bake window has passed. With
+// several workers the reload rolls (machine.go, roll): one worker index
+// after another, each new process ready before the old one drains, at most
+// --max-surge processes beyond the workers' number; a new process that fails
+// stops the roll, and the workers already replaced are put back to what they
+// ran. A worker that exits on its own is restarted alone, with its own
+// backoff; one past --max-memory is replaced by a roll of its index alone. A reload
 // asked while one runs is queued — several make one — and carried out after,
 // so that a program replaced meanwhile is always picked up. This is the
 // library's rule too (package upgrader): an upgrade asked before the new

@@ -39,6 +39,7 @@ func (s state) String() string {
 // or writes its fields after start returns.
 type generation struct {
 	n       int
+	w       int // its worker index, from 0 (--workers)
 	pid     int
 	cmd     *exec.Cmd
 	state   state
@@ -179,8 +180,8 @@ func (s *supervisor) checkWorkDir(n int, program string) {
 // start runs generation n of the program through the shim — as spec says,
 // or as the configuration resolves now if spec is nil — with the sockets as
 // fds 3 on, and reports its readiness and exit on events.
-func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
-	g := &generation{n: n, started: time.Now()}
+func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
+	g := &generation{n: n, w: w, started: time.Now()}
 	if spec == nil {
 		var err error
 		if spec, err = s.resolveSpec(n); err != nil {
@@ -241,7 +242,7 @@ func (s *supervisor) start(n int, spec *runSpec) (*generation, error) {
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
-	s.keeper.hold(n, g.pid, outR, errR)
+	s.keeper.hold(g.key(), g.pid, outR, errR)
 	g.stdout = linetail.New(outR, os.Stdout, 10)
 	g.stderr = linetail.New(errR, os.Stderr, 10)
 
@@ -265,8 +266,12 @@ func (s *supervisor) environ(g *generation) ([]string, error) {
 	}
 	env = overrideEnv(env, g.spec.Env)
 	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
+	// Its worker index, and PM2's name for it, which Node programs read.
+	w := strconv.Itoa(g.w)
+	env = overrideEnv(env, []string{"NODE_APP_INSTANCE=" + w})
+	env = append(env, "HANDOFF_WORKER="+w, "HANDOFF_WORKERS="+strconv.Itoa(max(s.cfg.Workers, 1)))
 	var err error
-	if g.notify, g.notifyAt, err = s.notifySocket(g.n); err != nil {
+	if g.notify, g.notifyAt, err = s.notifySocket(g); err != nil {
 		return nil, err
 	}
 	env = append(env, "NOTIFY_SOCKET="+g.notifyAt)
@@ -344,7 +349,8 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 	case "accept":
 		go func() { readyC <- s.waitAccepting(ctx, g.pid) }()
 	default:
-		go func() { readyC <- s.cfg.Ready.probe(ctx) }()
+		mode := s.cfg.Ready.forWorker(g.w)
+		go func() { readyC <- mode.probe(ctx) }()
 	}
 	select {
 	case err := <-readyC:
@@ -381,10 +387,11 @@ func readNotify(conn *net.UnixConn, ready chan<- struct{}, lastPing *atomic.Int6
 	}
 }
 
-// notifySocket creates generation n's NOTIFY_SOCKET, writable by the user
-// the program runs as.
-func (s *supervisor) notifySocket(n int) (*net.UnixConn, string, error) {
-	path := filepath.Join(s.runDir, fmt.Sprintf("gen-%d.notify", n))
+// notifySocket creates g's NOTIFY_SOCKET, writable by the user the program
+// runs as.
+func (s *supervisor) notifySocket(g *generation) (*net.UnixConn, string, error) {
+	n := g.n
+	path := filepath.Join(s.runDir, fmt.Sprintf("gen-%s.notify", g.key()))
 	_ = os.Remove(path)
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
@@ -398,6 +405,10 @@ func (s *supervisor) notifySocket(n int) (*net.UnixConn, string, error) {
 	}
 	return conn, path, nil
 }
+
+// key names process g uniquely among those handoff runs: its generation
+// and worker index.
+func (g *generation) key() string { return fmt.Sprintf("%d.%d", g.n, g.w) }
 
 func (g *generation) closeNotify() {
 	if g.notify != nil {

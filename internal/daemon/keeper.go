@@ -161,7 +161,7 @@ func startKeeper(self string, r *reaper, log *slog.Logger) (*keeper, error) {
 
 // hold gives the keeper copies of the output pipes' read ends of generation
 // n, whose process group pid leads.
-func (k *keeper) hold(n, pid int, stdout, stderr *os.File) {
+func (k *keeper) hold(key string, pid int, stdout, stderr *os.File) {
 	if k == nil {
 		return
 	}
@@ -173,13 +173,13 @@ func (k *keeper) hold(n, pid int, stdout, stderr *os.File) {
 		}
 		_ = raw.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
 	}
-	k.send(fmt.Sprintf("hold %d %d", n, pid), unix.UnixRights(fds...))
+	k.send(fmt.Sprintf("hold %s %d", key, pid), unix.UnixRights(fds...))
 }
 
 // drop tells the keeper that generation n has exited.
-func (k *keeper) drop(n int) {
+func (k *keeper) drop(key string) {
 	if k != nil {
-		k.send(fmt.Sprintf("drop %d", n), nil)
+		k.send("drop "+key, nil)
 	}
 }
 

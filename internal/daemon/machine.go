@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,18 +26,22 @@ type machine struct {
 	stopSignal   syscall.Signal
 	pid1         bool // handoff is PID 1: it must not upgrade itself
 	now          func() time.Time
+	workers      int   // processes per generation (--workers); 0 means 1
+	surge        int   // processes a roll may run beyond workers (--max-surge); 0 means 1
+	maxMemory    int64 // a worker's resident memory past which it is replaced (--max-memory); 0: never
 
-	gens       []*generation // not exited, oldest first
-	current    *generation   // serving
-	next       *generation   // starting or baking
+	gens  []*generation // every process not exited, oldest first
+	slots []slot        // one per worker index
+	// roll is the reload, rollback, first start or replacement under way,
+	// nil when none.
+	roll       *roll
 	nextN      int
 	firstReady bool
 	// previous is what the generation current before the current one ran:
 	// what a rollback runs. A generation that failed never counts.
 	previous *runSpec
-	// rollingBack: the reload under way runs previous.
+	// rollingBack: the reload asked next runs previous.
 	rollingBack bool
-	spawning    spawnKind // why the spawn asked for was asked
 
 	reloading   bool
 	extending   bool // an extendTick is on its way
@@ -45,14 +50,56 @@ type machine struct {
 
 	restarts    int
 	killed      int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
-	backoff     time.Duration
 	stopping    bool
 	stops       lifecycle.Stops // stop signals, and the stop delay
 	closing     bool            // a stop holds new connections back before the generations drain
 	exitCode    int
 	selfUpgrade bool
+	measuring   bool // a memTick is on its way
 
 	out []action
+}
+
+// slot is one worker index of the service: the process serving there, the
+// one starting to take its place, and its restart books.
+type slot struct {
+	cur  *generation // serving; nil before its first start is ready, or after it exited
+	next *generation // starting or baking to take its place
+	spec *runSpec    // what its last worker ran: what a restart runs
+	// restarts counts the restarts of this worker; crashes its exits in a
+	// row without having served stableAfter, and backoff the wait before
+	// the next restart.
+	restarts int
+	crashes  int
+	backoff  time.Duration
+}
+
+// roll is a change of the workers, one worker index after another: new
+// processes start before old ones drain, so that the ready workers never
+// number fewer than before, and at most surge processes run beyond the
+// workers' number — those starting, and the old ones this roll drains until
+// they exit. A reload that fails puts the workers it replaced back to what
+// they ran (back).
+type roll struct {
+	kind  spawnKind
+	n     int      // the generation number of the processes it starts
+	spec  *runSpec // what they run; nil until the first resolved it
+	todo  []int    // worker indexes still to start, in order
+	done  []int    // worker indexes replaced so far
+	olds  map[int]*runSpec
+	surge int
+	// spawning: an actSpawn is on its way (one at a time, so that the
+	// first resolves the spec the others run).
+	spawning bool
+	draining map[*generation]bool // old processes it drained that still run
+	// back: putting back the workers replaced before failure, the reason
+	// the reload fails, and what to tell systemd.
+	back       bool
+	failure    string
+	notify     string
+	putBack    int // workers put back
+	backFailed int
+	rollbackWs []chan<- ReloadResult // rollbacks that stopped this roll, answered at its end
 }
 
 // spawnKind says why a generation is started.
@@ -60,8 +107,9 @@ type spawnKind int
 
 const (
 	spawnFirst   spawnKind = iota // handoff's start
-	spawnReload                   // a reload
+	spawnReload                   // a reload or a rollback
 	spawnRestart                  // the serving generation exited on its own
+	spawnReplace                  // a worker passed --max-memory
 )
 
 // Events, besides the generations' own (genReady, genNotReady, genExited).
@@ -71,17 +119,24 @@ type (
 	evReload      struct{ w chan<- ReloadResult }
 	evRollback    struct{ w chan<- ReloadResult }
 	evSpawned     struct{ g *generation }
-	evSpawnFailed struct{ err error }
-	evHandedOver  struct{} // a new handoff took over (SIGUSR2)
-	evHung        struct {
+	evSpawnFailed struct {
+		err  error
+		n, w int // the generation and worker index it was to start
+	}
+	evHandedOver struct{} // a new handoff took over (SIGUSR2)
+	evHung       struct {
 		g     *generation
 		quiet time.Duration
 	}
-	bakeDone        struct{ g *generation }
-	extendTick      struct{}
-	stopDelayOver   struct{}
-	killDue         struct{ g *generation }
-	restartDue      struct{}
+	bakeDone      struct{ g *generation }
+	extendTick    struct{}
+	stopDelayOver struct{}
+	killDue       struct{ g *generation }
+	restartDue    struct{ w int } // worker index w
+	memTick       struct{}
+	// memSample: the resident memory of the serving workers, measured for
+	// actMeasure.
+	memSample       struct{ rss map[*generation]int64 }
 	selfUpgradeDone struct{ err error }
 	// doorsClosed: new connections are held back for a stop (see
 	// supervisor.closeDoors).
@@ -115,6 +170,8 @@ func (extendTick) isEvent()      {}
 func (stopDelayOver) isEvent()   {}
 func (killDue) isEvent()         {}
 func (restartDue) isEvent()      {}
+func (memTick) isEvent()         {}
+func (memSample) isEvent()       {}
 func (selfUpgradeDone) isEvent() {}
 func (doorsClosed) isEvent()     {}
 func (genReady) isEvent()        {}
@@ -144,6 +201,7 @@ func (actReleaseSockets) isAction()   {}
 func (actWatchBake) isAction()        {}
 func (actStopStrays) isAction()       {}
 func (actDone) isAction()             {}
+func (actMeasure) isAction()          {}
 
 // Actions.
 type (
@@ -156,6 +214,7 @@ type (
 	actSpawn struct {
 		n    int
 		spec *runSpec // nil: as the configuration resolves now
+		w    int      // its worker index
 	}
 	actSignal struct {
 		g   *generation
@@ -182,6 +241,7 @@ type (
 	actCloseDoors       struct{}           // a stop begins: hold new connections back, let the generations take the queued ones
 	actReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
 	actDone             struct{ code int } // every generation has exited: handoff exits
+	actMeasure          struct{}           // measure the serving workers' memory: memSample follows
 )
 
 func (m *machine) do(a ...action) { m.out = append(m.out, a...) }
@@ -206,7 +266,7 @@ func (m *machine) step(ev event) []action {
 	m.out = nil
 	switch e := ev.(type) {
 	case evStart:
-		m.spawn(spawnFirst)
+		m.start()
 	case evSignal:
 		m.onSignal(e.sig)
 	case evReload:
@@ -218,49 +278,61 @@ func (m *machine) step(ev event) []action {
 	case evSpawned:
 		m.onSpawned(e.g)
 	case evSpawnFailed:
-		m.onSpawnFailed(e.err)
+		m.onSpawnFailed(e)
 	case evHandedOver:
 		m.log(slog.LevelInfo, "upgrade.done", "handed over to the new handoff; stopping this one's generations")
 		m.stop(false)
 	case evHung:
 		e.g.hung = true
-		m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "quiet", e.quiet.Round(time.Millisecond).String())
+		m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", append(m.about(e.g), "quiet", e.quiet.Round(time.Millisecond).String())...)
 		m.do(actSignal{e.g, syscall.SIGABRT}, actAfter{time.Second, killDue{e.g}})
 	case genReady:
 		m.onReady(e.g)
 	case genNotReady:
-		if e.g == m.next && e.g.state == starting {
+		if m.isNext(e.g) && e.g.state == starting {
 			e.g.failWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", m.readyTimeout)
 			var na *notAccepting
 			if errors.As(e.err, &na) || errors.Is(e.err, errNoReadyNotify) {
 				e.g.failWhy += ": " + e.err.Error()
 			}
-			m.log(slog.LevelWarn, "generation.not_ready", "generation not ready in time; killing it", "gen", e.g.n, "gen_pid", e.g.pid)
+			m.log(slog.LevelWarn, "generation.not_ready", "generation not ready in time; killing it", m.about(e.g)...)
 			m.kill(e.g)
 		}
 	case genLeft:
 		e.g.left = e.strays
-		m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", "gen", e.g.n, "gen_pid", e.g.pid, "left", strayList(e.strays))
+		m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", append(m.about(e.g), "left", strayList(e.strays))...)
 		m.do(actStopStrays{e.strays})
 	case genExited:
 		m.onExit(e.g, e.err)
 	case bakeDone:
-		if e.g == m.next && e.g.state == baking {
-			m.log(slog.LevelInfo, "bake.done", "bake window over", "gen", e.g.n, "gen_pid", e.g.pid)
+		if m.isNext(e.g) && e.g.state == baking {
+			m.log(slog.LevelInfo, "bake.done", "bake window over", m.about(e.g)...)
 			m.promote(e.g)
 		}
 	case bakeFailed:
 		m.onBakeFailed(e.g, e.reason)
 	case killDue:
 		if e.g.state != exited {
-			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", "gen", e.g.n, "gen_pid", e.g.pid, "drain_timeout", m.drainTimeout.String())
+			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(e.g), "drain_timeout", m.drainTimeout.String())...)
 			m.kill(e.g)
 		}
 	case restartDue:
-		if !m.stopping && m.current == nil && m.next == nil {
+		if sl := &m.slots[e.w]; !m.stopping && sl.cur == nil && sl.next == nil {
 			m.restarts++
-			m.spawn(spawnRestart)
+			sl.restarts++
+			spec := sl.spec
+			if m.workerCount() == 1 {
+				spec = nil // one worker: a restart runs what the configuration says now
+			}
+			m.do(actSpawn{m.nextN, spec, e.w})
 		}
+	case memTick:
+		m.measuring = false
+		if !m.stopping && m.maxMemory > 0 {
+			m.do(actMeasure{})
+		}
+	case memSample:
+		m.onMemory(e.rss)
 	case extendTick:
 		m.extending = m.reloading
 		if m.reloading {
@@ -323,116 +395,347 @@ func (m *machine) onSignal(sig syscall.Signal) {
 	}
 }
 
-// spawn asks for the next generation; evSpawned or evSpawnFailed follows.
-func (m *machine) spawn(why spawnKind) {
-	m.spawning = why
-	var spec *runSpec
-	if why == spawnReload && m.rollingBack {
-		spec = m.previous
+// workerCount returns the number of workers per generation.
+func (m *machine) workerCount() int { return max(m.workers, 1) }
+
+// about returns the log attributes that name process g: its generation and
+// pid, and its worker index where there are several.
+func (m *machine) about(g *generation) []any {
+	if m.workerCount() == 1 {
+		return []any{"gen", g.n, "gen_pid", g.pid}
 	}
-	m.do(actSpawn{m.nextN, spec})
+	return []any{"gen", g.n, "worker", g.w, "gen_pid", g.pid}
+}
+
+// isNext reports whether g is starting or baking to take a worker's place.
+func (m *machine) isNext(g *generation) bool {
+	return g.w < len(m.slots) && m.slots[g.w].next == g
+}
+
+// start begins handoff's first generation: every worker at once.
+func (m *machine) start() {
+	m.slots = make([]slot, m.workerCount())
+	r := m.newRoll(spawnFirst)
+	r.surge = len(m.slots)
+	m.advanceRoll()
+}
+
+// newRoll begins a roll over every worker index, under a new generation
+// number.
+func (m *machine) newRoll(kind spawnKind) *roll {
+	r := &roll{kind: kind, n: m.nextN, surge: max(m.surge, 1), olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+	m.nextN++
+	for w := range m.slots {
+		r.todo = append(r.todo, w)
+	}
+	m.roll = r
+	return r
+}
+
+// inFlight counts the processes the roll r runs beyond the workers: its new
+// ones starting or baking, and the old ones it drained that still run.
+func (m *machine) inFlight(r *roll) int {
+	n := len(r.draining)
+	for _, sl := range m.slots {
+		if sl.next != nil && sl.next.n == r.n {
+			n++
+		}
+	}
+	return n
+}
+
+// advanceRoll starts the roll's next process if it may, and ends the roll
+// once every worker index is done and nothing it started is on its way.
+func (m *machine) advanceRoll() {
+	r := m.roll
+	if r == nil || r.spawning || m.stopping {
+		return
+	}
+	if len(r.todo) > 0 && m.inFlight(r) < r.surge {
+		w := r.todo[0]
+		if m.slots[w].next != nil {
+			return // a restart of this worker is starting: once it is ready, it is replaced
+		}
+		r.todo = r.todo[1:]
+		spec := r.spec
+		if r.back {
+			spec = r.olds[w]
+		}
+		r.spawning = true
+		m.do(actSpawn{r.n, spec, w})
+		return
+	}
+	if len(r.todo) == 0 && m.inFlight(r)-len(r.draining) == 0 {
+		m.endRoll()
+	}
 }
 
 func (m *machine) onSpawned(g *generation) {
-	m.nextN++
-	g.restart = m.spawning == spawnRestart
+	r := m.roll
+	if r != nil && r.spawning && g.n == r.n {
+		r.spawning = false
+		if r.spec == nil && !r.back {
+			r.spec = g.spec
+		}
+		g.restart = false
+	} else {
+		// A restart.
+		g.restart = true
+		if g.n == m.nextN {
+			m.nextN++
+		}
+	}
 	m.gens = append(m.gens, g)
-	m.next = g
-	m.log(slog.LevelInfo, "generation.started", "generation started", "gen", g.n, "gen_pid", g.pid, "restart", g.restart, "launch", g.launch)
+	m.slots[g.w].next = g
+	m.log(slog.LevelInfo, "generation.started", "generation started", append(m.about(g), "restart", g.restart, "launch", g.launch)...)
+	m.advanceRoll()
 }
 
-func (m *machine) onSpawnFailed(err error) {
-	switch m.spawning {
+func (m *machine) onSpawnFailed(e evSpawnFailed) {
+	r := m.roll
+	if r == nil || !r.spawning || e.n != r.n {
+		m.log(slog.LevelError, "restart.failed", "cannot restart the program", "err", e.err)
+		m.scheduleRestart(e.w)
+		return
+	}
+	r.spawning = false
+	switch r.kind {
 	case spawnFirst:
-		m.log(slog.LevelError, "start.failed", "cannot start the program", "err", err)
+		m.log(slog.LevelError, "start.failed", "cannot start the program", "err", e.err)
 		m.do(actDone{1})
-	case spawnReload:
-		m.log(slog.LevelError, "reload.failed", "reload failed", "err", err)
-		m.do(actNotify{"ready", "reload failed: " + err.Error()})
-		m.finishReload(ReloadResult{Error: "reload failed: " + err.Error()})
-		m.afterNext()
-	case spawnRestart:
-		m.log(slog.LevelError, "restart.failed", "cannot restart the program", "err", err)
-		m.scheduleRestart()
+	default:
+		m.log(slog.LevelError, "reload.failed", "reload failed", "err", e.err)
+		m.failRoll(nil, e.err.Error(), "")
 	}
 }
 
 func (m *machine) onReady(g *generation) {
-	if g != m.next || g.state != starting {
+	if !m.isNext(g) || g.state != starting {
 		return
 	}
 	g.readyAt = m.now()
-	m.log(slog.LevelInfo, "generation.ready", "generation ready", "gen", g.n, "gen_pid", g.pid, "ready_ms", g.readyAt.Sub(g.started).Milliseconds())
-	if m.bake > 0 && m.current != nil {
+	m.log(slog.LevelInfo, "generation.ready", "generation ready", append(m.about(g), "ready_ms", g.readyAt.Sub(g.started).Milliseconds())...)
+	if old := m.slots[g.w].cur; m.bake > 0 && old != nil {
 		g.state = baking
-		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", "gen", g.n, "gen_pid", g.pid, "bake", m.bake.String())
-		m.do(actAfter{m.bake, bakeDone{g}}, actWatchBake{g, m.current})
+		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", append(m.about(g), "bake", m.bake.String())...)
+		m.do(actAfter{m.bake, bakeDone{g}}, actWatchBake{g, old, m.servingBut(g)})
 		return
 	}
 	m.promote(g)
 }
 
+// servingBut returns the processes that serve beside g: the bake pauses
+// them all for a moment to see g take connections alone.
+func (m *machine) servingBut(g *generation) []*generation {
+	var out []*generation
+	for _, x := range m.gens {
+		if x != g && (x.state == serving || x.state == baking) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // onBakeFailed rolls back g, which bakes and was shown not to serve: it is
 // stopped, and the generation it was to replace serves on.
 func (m *machine) onBakeFailed(g *generation, reason string) {
-	if g != m.next || g.state != baking || m.current == nil {
+	if !m.isNext(g) || g.state != baking || m.slots[g.w].cur == nil {
 		return
 	}
 	g.failWhy = "failed its bake window: it " + reason
-	m.log(slog.LevelError, "bake.failed", "new generation does not serve; rolling it back, the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n, "reason", reason)
+	m.log(slog.LevelError, "bake.failed", "new generation does not serve; rolling it back, the old one serves on", append(m.about(g), "serving", m.slots[g.w].cur.n, "reason", reason)...)
 	m.drain(g)
-	m.next = nil
-	why := fmt.Sprintf("generation %d (pid %d) %s", g.n, g.pid, g.failWhy)
-	m.do(actNotify{"ready", fmt.Sprintf("reload rolled back: %s; serving generation %d", why, m.current.n)})
-	m.finishReload(ReloadResult{Error: "reload failed: " + why})
-	m.afterNext()
+	m.slots[g.w].next = nil
+	why := fmt.Sprintf("%s %s", m.name(g), g.failWhy)
+	m.failRoll(g, why, "reload rolled back: "+why)
 }
 
-// promote makes g the serving generation and drains the one before it.
-func (m *machine) promote(g *generation) {
-	old := m.current
-	if old != nil && old.spec != nil {
-		m.previous = old.spec
+// name names process g in messages: "generation 3 (pid 1234)", with its
+// worker index where there are several.
+func (m *machine) name(g *generation) string {
+	if m.workerCount() == 1 {
+		return fmt.Sprintf("generation %d (pid %d)", g.n, g.pid)
 	}
-	g.state, m.current, m.next = serving, g, nil
+	return fmt.Sprintf("generation %d worker %d (pid %d)", g.n, g.w, g.pid)
+}
+
+// promote makes g serve in its worker's place and drains the process it
+// replaces.
+func (m *machine) promote(g *generation) {
+	sl := &m.slots[g.w]
+	old := sl.cur
+	g.state, sl.cur, sl.next, sl.spec = serving, g, nil, g.spec
 	if old != nil {
 		m.drain(old)
 	}
-	status := fmt.Sprintf("serving generation %d (pid %d)", g.n, g.pid)
-	switch {
-	case !m.firstReady:
-		m.firstReady = true
-		m.do(actUpgraderReady{}, actNotify{"status", status})
-	case m.reloading:
-		m.do(actNotify{"ready", status})
-	default:
-		m.do(actNotify{"status", status})
+	if r := m.roll; r != nil && g.n == r.n {
+		if r.back {
+			r.putBack++
+		} else {
+			r.done = append(r.done, g.w)
+		}
+		if old != nil {
+			r.draining[old] = true
+			if _, ok := r.olds[g.w]; !ok {
+				r.olds[g.w] = old.spec
+			}
+		}
+		if r.kind == spawnFirst || len(r.todo) > 0 || m.inFlight(r)-len(r.draining) > 0 {
+			m.advanceRoll()
+			if m.roll == r && r.kind != spawnFirst {
+				m.do(actNotify{"status", fmt.Sprintf("reloading: %d of %d workers of generation %d ready", len(r.done), len(m.slots), r.n)})
+			}
+			return
+		}
+		m.endRoll()
+		return
 	}
-	if m.reloading {
+	m.do(actNotify{"status", m.servingStatus()})
+}
+
+// servingStatus says what serves, for systemd's STATUS=.
+func (m *machine) servingStatus() string {
+	if m.workerCount() == 1 {
+		if g := m.slots[0].cur; g != nil {
+			return fmt.Sprintf("serving generation %d (pid %d)", g.n, g.pid)
+		}
+		return "no generation serving"
+	}
+	ready, gens := 0, []string{}
+	for _, sl := range m.slots {
+		if sl.cur != nil {
+			ready++
+			if n := strconv.Itoa(sl.cur.n); !slices.Contains(gens, n) {
+				gens = append(gens, n)
+			}
+		}
+	}
+	st := fmt.Sprintf("serving %d of %d workers (generation %s)", ready, len(m.slots), strings.Join(gens, ", "))
+	for w, sl := range m.slots {
+		if sl.crashes >= failingAfter {
+			st += fmt.Sprintf("; worker %d keeps crashing (%d exits in a row)", w, sl.crashes)
+		}
+	}
+	return st
+}
+
+// endRoll ends the roll under way: it reports how it went, and starts the
+// reload queued meanwhile.
+func (m *machine) endRoll() {
+	r := m.roll
+	m.roll = nil
+	for old := range r.draining {
+		delete(r.draining, old)
+	}
+	switch {
+	case r.kind == spawnFirst:
+		if !m.firstReady {
+			m.firstReady = true
+			m.do(actUpgraderReady{}, actNotify{"status", m.servingStatus()})
+			m.armMemory()
+		}
+	case r.kind == spawnReplace && r.failure == "":
+		g := m.slots[r.done[0]].cur
+		m.log(slog.LevelInfo, "worker.replaced", "worker replaced", m.about(g)...)
+		m.do(actNotify{"status", m.servingStatus()})
+	case r.kind == spawnReplace:
+		m.log(slog.LevelWarn, "worker.replace_failed", "cannot replace the worker; it serves on", "reason", r.failure)
+	case r.failure != "":
+		msg := r.failure
+		if r.back {
+			msg += fmt.Sprintf("; put back the %s it had replaced", workersN(r.putBack))
+			if r.backFailed > 0 {
+				msg += fmt.Sprintf(" (%s could not be, and serve the new release)", workersN(r.backFailed))
+			}
+		}
+		notify := r.notify
+		if notify == "" {
+			notify = fmt.Sprintf("reload failed: %s; serving generation %d", msg, m.currentN())
+		} else if r.back {
+			notify += "; workers put back"
+		}
+		m.do(actNotify{"ready", notify})
+		m.finishReload(ReloadResult{Error: "reload failed: " + msg})
+		m.do(actReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.currentN(), PID: m.currentPID()}})
+	default:
+		g := m.slots[0].cur
+		if spec := r.olds[0]; spec != nil {
+			m.previous = spec
+		}
+		m.do(actNotify{"ready", m.servingStatus()})
 		took := m.now().Sub(m.reloadStart)
-		m.log(slog.LevelInfo, "reload.done", "reload done", "gen", g.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
-		m.finishReload(ReloadResult{OK: true, Generation: g.n, PID: g.pid, Millis: took.Milliseconds()})
+		m.log(slog.LevelInfo, "reload.done", "reload done", "gen", r.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
+		res := ReloadResult{OK: true, Generation: r.n, PID: g.pid, Millis: took.Milliseconds()}
+		if len(m.slots) > 1 {
+			for _, sl := range m.slots {
+				res.PIDs = append(res.PIDs, sl.cur.pid)
+			}
+		}
+		m.finishReload(res)
 	}
 	m.afterNext()
 }
 
+// failRoll stops the roll under way, which g (nil: its spawn) made fail
+// for why; notify, if set, is what systemd is told. The workers it replaced
+// are put back to what they ran before, each new one ready before the one
+// it replaces drains; the reload fails once they are.
+func (m *machine) failRoll(g *generation, why, notify string) {
+	r := m.roll
+	if r == nil {
+		return
+	}
+	if r.back {
+		// Putting back failed for this worker: the new release serves
+		// there on.
+		r.backFailed++
+		w := -1
+		if g != nil {
+			w = g.w
+		}
+		m.log(slog.LevelError, "reload.put_back_failed", "cannot put this worker back; the new release serves there", "worker", w, "reason", why)
+		m.advanceRoll()
+		return
+	}
+	r.failure, r.notify, r.todo = why, notify, nil
+	for w := range m.slots {
+		if x := m.slots[w].next; x != nil && x != g && x.n == r.n {
+			m.do(actCancelReady{x})
+			m.drain(x)
+			m.slots[w].next = nil
+		}
+	}
+	replaced := r.done
+	if len(replaced) == 0 || r.kind == spawnReplace {
+		m.endRoll()
+		return
+	}
+	m.log(slog.LevelWarn, "reload.putting_back", "reload failed; putting back the workers already replaced", "workers", len(replaced), "reason", why)
+	r.back, r.todo, r.n = true, slices.Clone(replaced), m.nextN
+	m.nextN++
+	m.advanceRoll()
+}
+
 // drain asks g to stop, and kills it after the drain timeout; past
-// --max-draining, the oldest draining generation is killed at once.
+// --max-draining generations draining, the oldest is killed at once.
 func (m *machine) drain(g *generation) {
 	g.state = draining
 	g.exitedAt = m.now() // when the drain began, until it exits
 	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, killDue{g}})
-	m.log(slog.LevelInfo, "generation.draining", "draining", "gen", g.n, "gen_pid", g.pid, "signal", unixName(m.stopSignal))
-	var drainingGens []*generation
+	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", unixName(m.stopSignal))...)
+	var drainingGens []int // generation numbers, oldest first
 	for _, d := range m.gens {
-		if d.state == draining {
-			drainingGens = append(drainingGens, d)
+		if d.state == draining && !slices.Contains(drainingGens, d.n) {
+			drainingGens = append(drainingGens, d.n)
 		}
 	}
 	for i := 0; len(drainingGens)-i > m.maxDraining; i++ {
-		d := drainingGens[i]
-		m.log(slog.LevelWarn, "generation.too_many_draining", "too many generations draining (--max-draining); killing the oldest", "gen", d.n, "gen_pid", d.pid, "max", m.maxDraining)
-		m.kill(d)
+		for _, d := range m.gens {
+			if d.state == draining && d.n == drainingGens[i] && !d.killed {
+				m.log(slog.LevelWarn, "generation.too_many_draining", "too many generations draining (--max-draining); killing the oldest", append(m.about(d), "max", m.maxDraining)...)
+				m.kill(d)
+			}
+		}
 	}
 }
 
@@ -447,9 +750,13 @@ func (m *machine) onExit(g *generation, err error) {
 		}
 	}
 	how := describeExit(err)
+	var sl *slot
+	if g.w < len(m.slots) {
+		sl = &m.slots[g.w]
+	}
 	switch {
-	case g == m.next:
-		m.next = nil
+	case sl != nil && g == sl.next:
+		sl.next = nil
 		why := g.failWhy
 		if why == "" && err == nil && len(g.left) > 0 {
 			why = fmt.Sprintf("daemonized: its process exited 0 and left %s running in the background, now stopped — run the program in the foreground "+
@@ -460,59 +767,121 @@ func (m *machine) onExit(g *generation, err error) {
 		} else if why == "" {
 			why = "exited before it was ready (" + how + ")"
 		}
-		reason := fmt.Sprintf("generation %d (pid %d) %s", g.n, g.pid, why)
+		reason := fmt.Sprintf("%s %s", m.name(g), why)
 		if lines := g.lastLines(); len(lines) > 0 {
 			reason += "; it printed last: " + strings.Join(lines, " | ")
 		}
-		m.log(slog.LevelError, "generation.failed", "new generation failed", "gen", g.n, "gen_pid", g.pid, "reason", reason)
+		m.log(slog.LevelError, "generation.failed", "new generation failed", append(m.about(g), "reason", reason)...)
+		r := m.roll
 		switch {
 		case m.stopping:
 		case !m.firstReady && !g.restart:
 			m.log(slog.LevelError, "program.failed", "the program failed at start; handoff exits", "reason", reason)
 			m.exitCode = 1
 			m.stop(true)
-		case m.reloading:
-			m.do(actNotify{"ready", fmt.Sprintf("reload failed: %s; serving generation %d", reason, m.currentN())})
-			m.finishReload(ReloadResult{Error: "reload failed: " + reason})
+		case r != nil && g.n == r.n:
+			m.failRoll(g, reason, "")
 		}
-		if m.current == nil && !m.stopping {
-			m.scheduleRestart()
+		if sl.cur == nil && sl.next == nil && !m.stopping {
+			m.scheduleRestart(g.w)
 		}
 		m.afterNext()
-	case g == m.current:
-		m.current = nil
+	case sl != nil && g == sl.cur:
+		sl.cur = nil
 		if m.stopping {
-			m.log(slog.LevelInfo, "generation.exited", "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how)
+			m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how)...)
 			return
 		}
 		if m.now().Sub(g.readyAt) >= stableAfter {
-			m.backoff = 0
+			sl.backoff, sl.crashes = 0, 0
 		}
-		m.log(slog.LevelWarn, "generation.crashed", "generation exited on its own; restarting it", "gen", g.n, "gen_pid", g.pid, "status", how, "last_output", strings.Join(g.lastLines(), " | "))
-		if m.next == nil {
-			m.scheduleRestart()
+		sl.crashes++
+		m.log(slog.LevelWarn, "generation.crashed", "generation exited on its own; restarting it", append(m.about(g), "status", how, "last_output", strings.Join(g.lastLines(), " | "))...)
+		if sl.next == nil {
+			m.scheduleRestart(g.w)
 		}
 	default:
-		m.log(slog.LevelInfo, "generation.exited", "generation exited", "gen", g.n, "gen_pid", g.pid, "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())
+		m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())...)
+		if r := m.roll; r != nil && r.draining[g] {
+			delete(r.draining, g)
+			m.advanceRoll()
+		}
 	}
 }
+
+// failingAfter is how many exits in a row mark a worker as one that keeps
+// crashing: said in the log, in status and in systemd's STATUS=.
+const failingAfter = 5
 
 func (m *machine) currentN() int {
-	if m.current == nil {
+	if len(m.slots) == 0 || m.slots[0].cur == nil {
 		return 0
 	}
-	return m.current.n
+	return m.slots[0].cur.n
 }
 
-func (m *machine) scheduleRestart() {
-	switch {
-	case m.backoff == 0:
-		m.backoff = restartMin
-	case m.backoff < restartMax:
-		m.backoff = min(2*m.backoff, restartMax)
+func (m *machine) currentPID() int {
+	if len(m.slots) == 0 || m.slots[0].cur == nil {
+		return 0
 	}
-	m.log(slog.LevelInfo, "restart.scheduled", "restart scheduled; the sockets stay open meanwhile", "in", m.backoff.String())
-	m.do(actAfter{m.backoff, restartDue{}})
+	return m.slots[0].cur.pid
+}
+
+// scheduleRestart restarts worker w after its backoff.
+func (m *machine) scheduleRestart(w int) {
+	sl := &m.slots[w]
+	switch {
+	case sl.backoff == 0:
+		sl.backoff = restartMin
+	case sl.backoff < restartMax:
+		sl.backoff = min(2*sl.backoff, restartMax)
+	}
+	args := []any{"in", sl.backoff.String()}
+	if m.workerCount() > 1 {
+		args = append(args, "worker", w)
+	}
+	m.log(slog.LevelInfo, "restart.scheduled", "restart scheduled; the sockets stay open meanwhile", args...)
+	if sl.crashes == failingAfter {
+		m.log(slog.LevelError, "worker.failing", "worker keeps crashing; restarts go on, each after the longest backoff",
+			"worker", w, "crashes", sl.crashes, "backoff_max", restartMax.String())
+		m.do(actNotify{"status", m.servingStatus()})
+	}
+	m.do(actAfter{sl.backoff, restartDue{w}})
+}
+
+// armMemory starts the checks of --max-memory.
+func (m *machine) armMemory() {
+	if m.maxMemory > 0 && !m.measuring {
+		m.measuring = true
+		m.do(actAfter{memEvery, memTick{}})
+	}
+}
+
+// memEvery is how often the workers' resident memory is checked against
+// --max-memory.
+const memEvery = time.Second
+
+// onMemory replaces, alone, a worker whose resident memory passed
+// --max-memory: a new one starts with what it runs, and it drains once that
+// one is ready. One at a time, and not while a reload rolls.
+func (m *machine) onMemory(rss map[*generation]int64) {
+	defer m.armMemory()
+	if m.roll != nil || m.stopping || m.stops.Delaying() {
+		return
+	}
+	for w, sl := range m.slots {
+		g := sl.cur
+		if g == nil || sl.next != nil || rss[g] <= m.maxMemory {
+			continue
+		}
+		m.log(slog.LevelWarn, "worker.over_memory", "worker passed --max-memory; replacing it, a new one ready first",
+			append(m.about(g), "rss_bytes", rss[g], "max_bytes", m.maxMemory)...)
+		r := &roll{kind: spawnReplace, n: m.nextN, spec: g.spec, todo: []int{w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+		m.nextN++
+		m.roll = r
+		m.advanceRoll()
+		return
+	}
 }
 
 // askReload starts a reload, or queues one if a generation is already on its
@@ -527,14 +896,31 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 		}
 		return
 	}
-	if m.next != nil {
+	if g := m.starting(); g != nil || m.roll != nil {
 		if m.q.Enqueue(waiting(w)...) {
-			m.log(slog.LevelInfo, "reload.queued", "reload queued: a new generation is already starting", "gen", m.next.n)
+			n := m.nextN - 1
+			if m.roll != nil {
+				n = m.roll.n
+			} else if g != nil {
+				n = g.n
+			}
+			m.log(slog.LevelInfo, "reload.queued", "reload queued: a new generation is already starting", "gen", n)
 		}
 		return
 	}
 	m.q.Join(waiting(w)...)
 	m.startReload()
+}
+
+// starting returns a process starting or baking to take a worker's place,
+// or nil.
+func (m *machine) starting() *generation {
+	for _, sl := range m.slots {
+		if sl.next != nil {
+			return sl.next
+		}
+	}
+	return nil
 }
 
 func (m *machine) startReload() {
@@ -546,7 +932,11 @@ func (m *machine) startReload() {
 		m.extending = true
 		m.do(actAfter{lifecycle.ExtendEvery, extendTick{}})
 	}
-	m.spawn(spawnReload)
+	r := m.newRoll(spawnReload)
+	if m.rollingBack {
+		r.spec = m.previous
+	}
+	m.advanceRoll()
 }
 
 func (m *machine) finishReload(r ReloadResult) {
@@ -562,27 +952,36 @@ func waiting(w chan<- ReloadResult) []chan<- ReloadResult {
 	return []chan<- ReloadResult{w}
 }
 
-// rollback stops a new generation that bakes, keeping the one it was to
-// replace; otherwise it starts a generation from what the previous current
-// generation ran, as a reload does.
+// rollback stops a reload whose new workers bake, putting back the workers
+// it replaced; otherwise it starts a generation from what the previous
+// current generation ran, as a reload does.
 func (m *machine) rollback(w chan<- ReloadResult) {
 	reply := func(r ReloadResult) { m.do(actReply{[]chan<- ReloadResult{w}, r}) }
+	var bakingG *generation
+	for _, sl := range m.slots {
+		if sl.next != nil && sl.next.state == baking && sl.cur != nil {
+			bakingG = sl.next
+		}
+	}
+	r := m.roll
 	switch {
 	case m.stopping || m.stops.Delaying():
 		reply(ReloadResult{Error: "handoff is stopping"})
-	case m.next != nil && m.next.state == baking && m.current != nil:
-		g := m.next
-		m.log(slog.LevelWarn, "rollback.stopping", "rollback: stopping the generation that bakes; the old one serves on", "gen", g.n, "gen_pid", g.pid, "serving", m.current.n)
+	case bakingG != nil && r != nil && r.kind == spawnReload && !r.back:
+		g := bakingG
+		m.log(slog.LevelWarn, "rollback.stopping", "rollback: stopping the generation that bakes; the old one serves on", append(m.about(g), "serving", m.slots[g.w].cur.n)...)
 		g.failWhy = "was rolled back during its bake window"
 		m.drain(g)
-		m.next = nil
-		m.do(actNotify{"ready", fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.current.n, m.current.pid)})
-		r := ReloadResult{Error: fmt.Sprintf("reload failed: generation %d (pid %d) was rolled back during its bake window", g.n, g.pid)}
-		m.finishReload(r)
-		reply(ReloadResult{OK: true, Generation: m.current.n, PID: m.current.pid})
-		m.afterNext()
-	case m.next != nil:
-		reply(ReloadResult{Error: fmt.Sprintf("generation %d is starting; roll back once it is ready (or failed)", m.next.n)})
+		m.slots[g.w].next = nil
+		r.rollbackWs = append(r.rollbackWs, w)
+		why := fmt.Sprintf("%s was rolled back during its bake window", m.name(g))
+		m.failRoll(g, why, fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.slots[g.w].cur.n, m.slots[g.w].cur.pid))
+	case m.starting() != nil || r != nil:
+		n := m.nextN - 1
+		if r != nil {
+			n = r.n
+		}
+		reply(ReloadResult{Error: fmt.Sprintf("generation %d is starting; roll back once it is ready (or failed)", n)})
 	case m.previous == nil:
 		reply(ReloadResult{Error: "nothing to roll back to: no generation served before the current one"})
 	default:
@@ -596,7 +995,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 // afterNext starts the queued reload, if any, once no generation is on its
 // way.
 func (m *machine) afterNext() {
-	if m.next != nil || !m.q.Queued() || m.stopping {
+	if m.roll != nil || m.starting() != nil || !m.q.Queued() || m.stopping {
 		return
 	}
 	m.q.Promote()
@@ -622,7 +1021,13 @@ func (m *machine) stop(real bool) {
 			m.do(actUpgraderStop{})
 		}
 	}
-	m.next = nil
+	if r := m.roll; r != nil {
+		m.do(actReply{r.rollbackWs, fail})
+		m.roll = nil
+	}
+	for w := range m.slots {
+		m.slots[w].next = nil
+	}
 	if real && slices.ContainsFunc(m.gens, func(g *generation) bool { return g.state != draining }) {
 		// The generations serve on while the connections already queued
 		// are taken; doorsClosed drains them.
@@ -686,4 +1091,12 @@ func (m *machine) upgradeSelf() {
 	m.log(slog.LevelInfo, "upgrade.asked", "handoff upgrade asked", "signal", "SIGUSR2")
 	m.selfUpgrade = true
 	m.do(actSelfUpgrade{m.nextN})
+}
+
+// workersN says "1 worker" or "N workers".
+func workersN(n int) string {
+	if n == 1 {
+		return "1 worker"
+	}
+	return fmt.Sprintf("%d workers", n)
 }

@@ -3,13 +3,14 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/sealed"
 )
 
@@ -121,7 +122,7 @@ func TestMachine(t *testing.T) {
 		{"the serving generation exits: restarted after a backoff", 0, 0, false, true, []step{
 			{func() event { return genExited{gen(1), errors.New("exit status 1")} }, []string{"release 1", "log:generation.crashed", "log:restart.scheduled", "after daemon.restartDue"}},
 			{func() event { return restartDue{} }, []string{"spawn 2"}},
-			{func() event { return evSpawnFailed{errors.New("fork: no memory")} }, []string{"log:restart.failed", "log:restart.scheduled", "after daemon.restartDue"}},
+			{func() event { return evSpawnFailed{errors.New("fork: no memory"), 2, 0} }, []string{"log:restart.failed", "log:restart.scheduled", "after daemon.restartDue"}},
 		}},
 		{"stop: every generation drains, then handoff exits 0; again kills", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
@@ -187,7 +188,7 @@ func TestMachine(t *testing.T) {
 				m.step(evStart{})
 				m.step(evSpawned{gen(1)})
 				m.step(genReady{gen(1)})
-				if m.current != gen(1) {
+				if m.slots[0].cur != gen(1) {
 					t.Fatal("generation 1 does not serve")
 				}
 			}
@@ -214,4 +215,170 @@ func TestMachine(t *testing.T) {
 // every action.
 func TestSwitchesAreExhaustive(t *testing.T) {
 	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "step"}, sealed.Switch{Marker: "isAction", Fn: "apply"})
+}
+
+// TestMachineWorkers drives the machine with --workers 3 and --max-surge 1
+// through a roll, a roll that fails halfway and puts back the workers it
+// replaced, a worker's crash, and a replacement for --max-memory. After each
+// step it checks the roll's two bounds: never fewer than 3 workers ready
+// once the first start is over, never more than 4 processes.
+func TestMachineWorkers(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	type key struct{ n, w int }
+	procs := map[key]*generation{}
+	gw := func(n, w int) *generation {
+		if procs[key{n, w}] == nil {
+			procs[key{n, w}] = &generation{n: n, w: w, pid: 100*n + w, started: clock}
+		}
+		return procs[key{n, w}]
+	}
+	v1, v2 := &runSpec{Program: "/srv/v1/app"}, &runSpec{Program: "/srv/v2/app"}
+	type step struct {
+		ev   event
+		want []string
+	}
+	w := make(chan ReloadResult, 8)
+	newMachine := func() *machine {
+		clear(procs)
+		m := &machine{workers: 3, surge: 1, maxDraining: 3, readyTimeout: time.Minute, drainTimeout: 30 * time.Second,
+			stopSignal: syscall.SIGTERM, now: func() time.Time { return clock }, nextN: 1}
+		// The first start: every worker at once.
+		if got := names(m.step(evStart{})); !reflect.DeepEqual(got, []string{"spawn 1"}) {
+			t.Fatalf("start: %q", got)
+		}
+		for i := range 3 {
+			gw(1, i).spec = v1
+			acts := m.step(evSpawned{gw(1, i)})
+			if want := i < 2; want != slices.ContainsFunc(acts, func(a action) bool { _, ok := a.(actSpawn); return ok }) {
+				t.Fatalf("spawned worker %d: %q, want the next spawn %v", i, names(acts), want)
+			}
+		}
+		for i := range 3 {
+			got := names(m.step(genReady{gw(1, i)}))
+			if i == 2 && !slices.Contains(got, "UpgraderReady") {
+				t.Fatalf("the last worker ready: %q, want UpgraderReady", got)
+			}
+			if i < 2 && slices.Contains(got, "UpgraderReady") {
+				t.Fatalf("worker %d ready: UpgraderReady before every worker is", i)
+			}
+		}
+		return m
+	}
+	check := func(t *testing.T, m *machine, i int) {
+		t.Helper()
+		ready := 0
+		for _, sl := range m.slots {
+			if sl.cur != nil && sl.cur.state == serving {
+				ready++
+			}
+		}
+		if ready < 3 {
+			t.Errorf("after step %d: %d workers ready, want 3", i, ready)
+		}
+		if len(m.gens) > 4 {
+			t.Errorf("after step %d: %d processes, want at most 4", i, len(m.gens))
+		}
+	}
+	run := func(t *testing.T, m *machine, steps []step) {
+		t.Helper()
+		for i, s := range steps {
+			if got := names(m.step(s.ev)); !reflect.DeepEqual(got, s.want) && (len(got) > 0 || len(s.want) > 0) {
+				t.Errorf("step %d %T:\n got %q\nwant %q", i, s.ev, got, s.want)
+			}
+			check(t, m, i)
+		}
+	}
+	drained := []string{"signal %d SIGTERM", "after daemon.killDue", "log:generation.draining"}
+	drains := func(n int) []string {
+		return []string{fmt.Sprintf(drained[0], n), drained[1], drained[2]}
+	}
+	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
+
+	t.Run("a reload rolls one worker at a time", func(t *testing.T) {
+		m := newMachine()
+		for i := range 3 {
+			gw(2, i).spec = v2
+		}
+		run(t, m, []step{
+			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{evSpawned{gw(2, 0)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 0)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
+			// Worker 1 waits: the old worker 0 still drains.
+			{genExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 1)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
+			{genExited{gw(1, 1), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evSpawned{gw(2, 2)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 2)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify ready", "log:reload.done", "reply1 ok"})},
+		})
+		if m.previous != v1 {
+			t.Errorf("rollback would run %v, want v1", m.previous)
+		}
+	})
+
+	t.Run("a new worker that fails halfway: the replaced ones are put back", func(t *testing.T) {
+		m := newMachine()
+		for i := range 3 {
+			gw(2, i).spec = v2
+			gw(3, i).spec = v1
+		}
+		run(t, m, []step{
+			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{evSpawned{gw(2, 0)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 0)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
+			{genExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
+			// Worker 1 of the new release dies before it is ready: worker 0
+			// goes back to v1, under generation 3.
+			{genExited{gw(2, 1), errors.New("exit status 3")}, []string{"release 2", "log:generation.failed", "log:reload.putting_back", "spawn 3"}},
+			{evSpawned{gw(3, 0)}, []string{"log:generation.started"}},
+			{genReady{gw(3, 0)}, cat([]string{"log:generation.ready"}, drains(2), []string{"notify ready", "reply1 reload failed: generation 2 worker 1 (pid 201) exited before it was ready (exit status 3); put back the 1 worker it had replaced"})},
+		})
+		for i, sl := range m.slots {
+			if sl.cur == nil || sl.cur.spec != v1 {
+				t.Errorf("worker %d runs %+v, want v1", i, sl.cur)
+			}
+		}
+	})
+
+	t.Run("a worker that crashes is restarted alone; one that keeps crashing is reported", func(t *testing.T) {
+		m := newMachine()
+		m.step(genExited{gw(1, 1), errors.New("exit status 1")})
+		if m.slots[0].cur == nil || m.slots[2].cur == nil {
+			t.Fatal("the other workers stopped serving")
+		}
+		var got []string
+		for i := range failingAfter - 1 {
+			got = names(m.step(restartDue{1}))
+			g := gw(2+i, 1)
+			if !reflect.DeepEqual(got, []string{fmt.Sprintf("spawn %d", 2+i)}) {
+				t.Fatalf("restart %d: %q", i+1, got)
+			}
+			m.step(evSpawned{g})
+			m.step(genReady{g})
+			got = names(m.step(genExited{g, errors.New("exit status 1")}))
+		}
+		if !slices.Contains(got, "log:worker.failing") || m.slots[1].backoff != 1600*time.Millisecond || m.slots[1].restarts != failingAfter-1 {
+			t.Errorf("after %d crashes in a row: %q, backoff %v, %d restarts; want worker.failing, 1.6s, %d", failingAfter, got, m.slots[1].backoff, m.slots[1].restarts, failingAfter-1)
+		}
+		if st := m.servingStatus(); !strings.Contains(st, "worker 1 keeps crashing") {
+			t.Errorf("status %q does not say worker 1 keeps crashing", st)
+		}
+	})
+
+	t.Run("a worker past --max-memory is replaced, the new one ready first", func(t *testing.T) {
+		m := newMachine()
+		m.maxMemory = 100 << 20
+		gw(2, 1).spec = v1
+		run(t, m, []step{
+			{memSample{map[*generation]int64{gw(1, 0): 50 << 20, gw(1, 1): 150 << 20, gw(1, 2): 60 << 20}}, []string{"log:worker.over_memory", "spawn 2", "after daemon.memTick"}},
+			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
+			{memTick{}, []string{"Measure"}},
+			{memSample{map[*generation]int64{gw(1, 1): 160 << 20}}, []string{"after daemon.memTick"}},
+			{genReady{gw(2, 1)}, cat([]string{"log:generation.ready"}, drains(1), []string{"log:worker.replaced", "notify status"})},
+		})
+		if m.slots[1].cur != gw(2, 1) || m.slots[1].cur.spec != v1 {
+			t.Error("worker 1 was not replaced by one that runs what it ran")
+		}
+	})
 }

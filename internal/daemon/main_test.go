@@ -172,11 +172,20 @@ func (d *runningDaemon) serving() int {
 }
 
 // waitAlone waits until the serving generation is the only one: the ones
-// before it have drained and exited.
+// before it have drained and exited, and every process left serves.
 func (d *runningDaemon) waitAlone(timeout time.Duration) {
 	d.t.Helper()
 	deadline := time.Now().Add(timeout)
-	for len(d.status().Generations) != 1 {
+	alone := func() bool {
+		gens := d.status().Generations
+		for _, g := range gens {
+			if g.State != "ready" {
+				return false
+			}
+		}
+		return len(gens) > 0
+	}
+	for !alone() {
 		if time.Now().After(deadline) {
 			d.t.Fatalf("older generations still run after %v: %+v\n%s", timeout, d.status().Generations, d.log())
 		}

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,8 +23,14 @@ import (
 // fails; SIGUSR2 is refused; a SIGTERM from outside (the container
 // runtime's) lets the generations serve on for the delay — no request sent
 // meanwhile fails — then stops them, with exit status 0, and nothing is left
-// running.
+// running. The same with two workers.
 func TestPID1ReapsOrphans(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d workers", workers), func(t *testing.T) { testPID1ReapsOrphans(t, workers) })
+	}
+}
+
+func testPID1ReapsOrphans(t *testing.T, workers int) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil || os.Geteuid() != 0 {
 		t.Skip("needs root and unshare(1) for a pid namespace")
@@ -37,7 +44,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", handoffBin, "run", "--log-format", "json", "--control", control, "--listen", "web="+addr, "--stop-delay", "2s", "--", prog)
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", handoffBin, "run", "--log-format", "json", "--control", control, "--listen", "web="+addr, "--stop-delay", "2s", "--workers", fmt.Sprint(workers), "--", prog)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -82,7 +89,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	}
 	t.Logf("zombies under PID 1 after the reload: at most %d", most)
 	if most != 0 {
-		t.Errorf("%d zombies under handoff as PID 1 (40 orphans exited)", most)
+		t.Errorf("%d zombies under handoff as PID 1 (%d orphans exited)", most, 40*workers)
 	}
 
 	// SIGUSR2 would end the container: refused, with the reason.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -69,6 +70,35 @@ func parseReady(s string) (readyMode, error) {
 		return readyMode{Kind: "http", Target: s}, nil
 	}
 	return readyMode{}, usagef("handoff run: --ready %s: unknown mode — use notify, accept, http://HOST:PORT/PATH, tcp://HOST:PORT or delay:DURATION", s)
+}
+
+// forWorker returns the mode for worker w: an http or tcp probe of worker w
+// goes to the given port plus w, where that worker (its index is in
+// HANDOFF_WORKER) serves it alone; the other modes are the same for all.
+func (m readyMode) forWorker(w int) readyMode {
+	if w == 0 || (m.Kind != "http" && m.Kind != "tcp") {
+		return m
+	}
+	host, portStr, err := net.SplitHostPort(m.probeAddr())
+	if err != nil {
+		return m
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return m
+	}
+	hp := net.JoinHostPort(host, strconv.Itoa(port+w))
+	if m.Kind == "tcp" {
+		m.Target = hp
+		return m
+	}
+	u, err := url.Parse(m.Target)
+	if err != nil {
+		return m
+	}
+	u.Host = hp
+	m.Target = u.String()
+	return m
 }
 
 // probeAddr returns the HOST:PORT an http or tcp mode connects to, or "".

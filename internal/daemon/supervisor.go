@@ -32,6 +32,7 @@ type ReloadResult struct {
 	Generation int    `json:"generation,omitempty"`
 	PID        int    `json:"pid,omitempty"`
 	Millis     int64  `json:"ms,omitempty"`
+	PIDs       []int  `json:"pids,omitempty"` // every worker's, with --workers above 1
 	Error      string `json:"error,omitempty"`
 }
 
@@ -76,7 +77,7 @@ type supervisor struct {
 
 // newMachine returns the machine for cfg, numbering generations from first.
 func newMachine(cfg *config, first int) *machine {
-	return &machine{bake: cfg.Bake, maxDraining: cfg.MaxDraining, readyTimeout: cfg.ReadyTimeout,
+	return &machine{bake: cfg.Bake, maxDraining: cfg.MaxDraining, readyTimeout: cfg.ReadyTimeout, workers: cfg.Workers, surge: cfg.MaxSurge, maxMemory: cfg.MaxMemory,
 		drainTimeout: cfg.DrainTimeout, stopSignal: cfg.StopSignal, pid1: os.Getpid() == 1, stops: lifecycle.Stops{Delay: cfg.StopDelay}, now: time.Now, nextN: first}
 }
 
@@ -142,8 +143,8 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			s.log.Log(context.Background(), a.level, a.msg, append([]any{"event", a.event}, a.args...)...)
 		case actSpawn:
 			var next event
-			if g, err := s.start(a.n, a.spec); err != nil {
-				next = evSpawnFailed{err}
+			if g, err := s.start(a.n, a.w, a.spec); err != nil {
+				next = evSpawnFailed{err, a.n, a.w}
 			} else {
 				next = evSpawned{g}
 			}
@@ -160,7 +161,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		case actRelease:
 			a.g.cancel()
 			a.g.closeNotify()
-			s.keeper.drop(a.g.n)
+			s.keeper.drop(a.g.key())
 			for _, t := range a.g.timers {
 				t.Stop()
 			}
@@ -203,7 +204,17 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			s.reaper.pause()
 			go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
 		case actWatchBake:
-			go s.watchBake(a.g, a.old, s.tcpPorts())
+			go s.watchBake(a.g, a.old, a.others, s.tcpPorts())
+		case actMeasure:
+			rss := map[*generation]int64{}
+			for _, g := range s.m.gens {
+				if g.state == serving {
+					if b, err := residentBytes(g.pid); err == nil {
+						rss[g] = b
+					}
+				}
+			}
+			queue = append(s.m.step(memSample{rss}), queue...)
 		case actStopStrays:
 			s.stopStrays(a.strays)
 		case actCloseDoors:
@@ -237,6 +248,8 @@ func eventGen(ev any) *generation {
 	case killDue:
 		return e.g
 	case bakeDone:
+		return e.g
+	case evHung:
 		return e.g
 	}
 	return nil
@@ -280,17 +293,22 @@ func (s *supervisor) watchdogCheck(ctx context.Context) error {
 // interval — it is then killed and restarted like a generation that crashed
 // — or nil.
 func (s *supervisor) checkHung() event {
-	g := s.m.current
 	wd := s.u.WatchdogInterval()
-	if g == nil || g.hung || wd <= 0 {
+	if wd <= 0 {
 		return nil
 	}
-	last := g.lastPing.Load()
-	if last == 0 {
-		return nil
-	}
-	if quiet := time.Since(time.Unix(0, last)); quiet > wd {
-		return evHung{g, quiet}
+	for _, sl := range s.m.slots {
+		g := sl.cur
+		if g == nil || g.hung {
+			continue
+		}
+		last := g.lastPing.Load()
+		if last == 0 {
+			continue
+		}
+		if quiet := time.Since(time.Unix(0, last)); quiet > wd {
+			return evHung{g, quiet}
+		}
 	}
 	return nil
 }

@@ -4,7 +4,10 @@ as most programs outside systemd's world do. With DELAY set, it waits that
 many seconds before it serves (a slow start: loading code, warming a cache).
 With LINGER set, it holds its socket that many seconds after it stops
 accepting on SIGTERM, before it exits (as a program that tidies up does).
-Answers every request with its pid; on SIGTERM finishes and exits 0."""
+With BALLOON_FILE set, worker 1 (HANDOFF_WORKER) that finds no such file
+creates it and holds 64 MiB more, once: a worker that grows past
+--max-memory. Answers every request with its pid; on SIGTERM finishes and
+exits 0."""
 import os
 import signal
 import socket
@@ -31,6 +34,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 time.sleep(float(os.environ.get("DELAY", "0")))
+balloon = b""
+if os.environ.get("BALLOON_FILE") and os.environ.get("HANDOFF_WORKER") == "1":
+    try:
+        os.close(os.open(os.environ["BALLOON_FILE"], os.O_CREAT | os.O_EXCL))
+        balloon = b"x" * (64 << 20)  # written, so resident
+    except FileExistsError:
+        pass
 srv = HTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
 srv.socket.close()
 srv.socket = socket.socket(fileno=3)
