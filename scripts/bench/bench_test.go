@@ -59,3 +59,33 @@ func TestPeersSmoke(t *testing.T) {
 		t.Errorf("%d rows, want %d:\n%s", rows, len(peers("")), out.String())
 	}
 }
+
+// TestWorkersSmoke runs the workers section for a moment, one reload per
+// case: every row is measured, or says what to install.
+func TestWorkersSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the Node.js app under each case")
+	}
+	var out bytes.Buffer
+	err := run(config{upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: "workers"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	rows := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| setup") {
+			continue
+		}
+		rows++
+		if strings.Contains(line, "could not start") || strings.Contains(line, "stopped:") {
+			t.Errorf("a case failed: %s", line)
+		}
+		if !strings.Contains(line, " of ") && !strings.Contains(line, "not installed: `") {
+			t.Errorf("a row neither measured nor says what to install: %s", line)
+		}
+	}
+	if rows != len(workersCases("")) {
+		t.Errorf("%d rows, want %d:\n%s", rows, len(workersCases("")), out.String())
+	}
+}

@@ -48,7 +48,7 @@ var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reusepo
 // sectionNames are the parts of the benchmark besides the strategies' table.
 // sectionNames are the measures besides the strategies; "listeners" is the
 // second half of "scale" alone.
-var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers"}
+var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers", "workers"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -153,6 +153,10 @@ func run(cfg config, w io.Writer) error {
 	if want("peers") {
 		fmt.Fprintf(os.Stderr, "bench: peers…\n")
 		printPeers(w, e, cfg, root)
+	}
+	if want("workers") {
+		fmt.Fprintf(os.Stderr, "bench: workers…\n")
+		printWorkers(w, e, cfg, root)
 	}
 	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
