@@ -45,9 +45,11 @@ type generation struct {
 	state   state
 	started time.Time
 	readyAt time.Time
-	restart bool     // started to replace a generation that exited on its own
-	dir     string   // its working directory (--chdir, resolved), or ""
-	spec    *runSpec // what it runs
+	restart bool // started to replace a generation that exited on its own
+	// forMemory: started to replace a worker past --max-memory.
+	forMemory bool
+	dir       string   // its working directory (--chdir, resolved), or ""
+	spec      *runSpec // what it runs
 
 	notify   *net.UnixConn
 	notifyAt string

@@ -72,6 +72,9 @@ type slot struct {
 	restarts int
 	crashes  int
 	backoff  time.Duration
+	// memWarned: a worker here needed more than --max-memory from its
+	// start, and was said to.
+	memWarned bool
 }
 
 // roll is a change of the workers, one worker index after another: new
@@ -474,6 +477,7 @@ func (m *machine) onSpawned(g *generation) {
 	r := m.roll
 	if r != nil && r.spawning && g.n == r.n {
 		r.spawning = false
+		g.forMemory = r.kind == spawnReplace
 		if r.spec == nil && !r.back {
 			r.spec = g.spec
 		}
@@ -591,6 +595,9 @@ func (m *machine) promote(g *generation) {
 		return
 	}
 	m.do(actNotify{"status", m.servingStatus()})
+	// A restart or a replacement took its place: a roll that waited for
+	// this worker index goes on.
+	m.advanceRoll()
 }
 
 // servingStatus says what serves, for systemd's STATUS=.
@@ -785,6 +792,9 @@ func (m *machine) onExit(g *generation, err error) {
 		if sl.cur == nil && sl.next == nil && !m.stopping {
 			m.scheduleRestart(g.w)
 		}
+		// A roll that waited for this worker index to restart starts its
+		// own process there instead.
+		m.advanceRoll()
 		m.afterNext()
 	case sl != nil && g == sl.cur:
 		sl.cur = nil
@@ -869,11 +879,24 @@ func (m *machine) onMemory(rss map[*generation]int64) {
 	if m.roll != nil || m.stopping || m.stops.Delaying() {
 		return
 	}
-	for w, sl := range m.slots {
+	for w := range m.slots {
+		sl := &m.slots[w]
 		g := sl.cur
 		if g == nil || sl.next != nil || rss[g] <= m.maxMemory {
 			continue
 		}
+		if g.forMemory && m.now().Sub(g.readyAt) < stableAfter {
+			// Replaced for its memory, and over it again at once: the
+			// program needs more than --max-memory. Replacing it again
+			// would loop.
+			if !sl.memWarned {
+				sl.memWarned = true
+				m.log(slog.LevelError, "worker.memory_too_low", "a worker replaced for its memory passed --max-memory again at once; it is left serving — raise --max-memory above what the program needs",
+					append(m.about(g), "rss_bytes", rss[g], "max_bytes", m.maxMemory)...)
+			}
+			continue
+		}
+		sl.memWarned = false
 		m.log(slog.LevelWarn, "worker.over_memory", "worker passed --max-memory; replacing it, a new one ready first",
 			append(m.about(g), "rss_bytes", rss[g], "max_bytes", m.maxMemory)...)
 		r := &roll{kind: spawnReplace, n: m.nextN, spec: g.spec, todo: []int{w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}

@@ -381,4 +381,46 @@ func TestMachineWorkers(t *testing.T) {
 			t.Error("worker 1 was not replaced by one that runs what it ran")
 		}
 	})
+
+	t.Run("a reload while a worker crash-loops replaces it too", func(t *testing.T) {
+		m := newMachine()
+		steps := []event{
+			genExited{gw(1, 1), errors.New("exit status 1")},
+			restartDue{1}, evSpawned{gw(2, 1)},
+			evReload{w}, // queued behind the restart
+			genExited{gw(2, 1), errors.New("exit status 1")}, // the restart fails: the reload starts
+			evSpawned{gw(3, 0)}, genReady{gw(3, 0)}, genExited{gw(1, 0), nil},
+			evSpawned{gw(3, 1)}, genReady{gw(3, 1)},
+			evSpawned{gw(3, 2)}, genReady{gw(3, 2)},
+			restartDue{1}, // too late: worker 1 serves
+		}
+		var all []string
+		for _, ev := range steps {
+			all = append(all, names(m.step(ev))...)
+		}
+		for i, sl := range m.slots {
+			if sl.cur == nil || sl.cur.n != 3 {
+				t.Errorf("worker %d: %+v, want generation 3 serving", i, sl.cur)
+			}
+		}
+		if !slices.Contains(all, "reply1 ok") || !slices.Contains(all, "log:reload.dequeued") {
+			t.Errorf("the queued reload did not run to its end: %q", all)
+		}
+	})
+
+	t.Run("a worker replaced for its memory and over it again at once is left serving, said once", func(t *testing.T) {
+		m := newMachine()
+		m.maxMemory = 100 << 20
+		m.step(memSample{map[*generation]int64{gw(1, 1): 150 << 20}})
+		m.step(evSpawned{gw(2, 1)})
+		m.step(genReady{gw(2, 1)})
+		var all []string
+		for range 3 {
+			m.step(memTick{})
+			all = append(all, names(m.step(memSample{map[*generation]int64{gw(2, 1): 150 << 20}}))...)
+		}
+		if n := strings.Count(strings.Join(all, " "), "log:worker.memory_too_low"); n != 1 || slices.ContainsFunc(all, func(a string) bool { return strings.HasPrefix(a, "spawn") }) {
+			t.Errorf("%q: want one worker.memory_too_low and no spawn", all)
+		}
+	})
 }
