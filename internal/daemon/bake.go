@@ -207,8 +207,12 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 			if conns, err := tcpConns(w.ports); err != nil || len(held(w.g.pid, conns)) > 0 {
 				return "", true // it holds one: busy, not deaf
 			}
-			return fmt.Sprintf("takes no connection: with generation %d paused, %d connections waited %v in the accept queue and it took none",
-				w.old.n, q, bakeQueueStuck.Round(time.Millisecond)), false
+			paused := fmt.Sprintf("generation %d paused", w.old.n)
+			if len(w.others) > 1 {
+				paused = fmt.Sprintf("the %d processes serving beside it paused", len(w.others))
+			}
+			return fmt.Sprintf("takes no connection: with %s, %d connections waited %v in the accept queue and it took none",
+				paused, q, bakeQueueStuck.Round(time.Millisecond)), false
 		}
 		last = q
 		time.Sleep(10 * time.Millisecond)

@@ -31,13 +31,15 @@ func TestBakeRollsBackLyingRelease(t *testing.T) {
 		flags      []string
 	}{
 		{"noaccept", "takes no connection", nil},
+		// With two workers, the probe pauses both old ones.
+		{"noaccept", "takes no connection", []string{"--workers", "2"}},
 		{"hang", "answers nothing", nil},
 		// The program serves, but its health check (an address only it
 		// would serve) never answers.
 		{"unhealthy", "failed the health check tcp://", []string{"--health", "tcp://" + proc.FreeAddr(t)}},
 		{"healthy", "", nil},
 	} {
-		t.Run(c.mode, func(t *testing.T) {
+		t.Run(strings.Join(append([]string{c.mode}, c.flags...), " "), func(t *testing.T) {
 			// A bake longer than the test waits: the reload ends early only
 			// if the release is rolled back.
 			bake := "60s"
