@@ -505,8 +505,10 @@ func (m *machine) onSpawnFailed(e evSpawnFailed) {
 	r.spawning = false
 	switch r.kind {
 	case spawnFirst:
+		// The workers already started are stopped before handoff exits.
 		m.log(slog.LevelError, "start.failed", "cannot start the program", "err", e.err)
-		m.do(actDone{1})
+		m.exitCode = 1
+		m.stop(true)
 	default:
 		m.log(slog.LevelError, "reload.failed", "reload failed", "err", e.err)
 		m.failRoll(nil, e.err.Error(), "")
