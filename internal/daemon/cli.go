@@ -139,7 +139,7 @@ func newLogHandler(format string, w io.Writer) slog.Handler {
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
 func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
-	s := &supervisor{cfg: cfg, log: log, events: make(chan event, 64), sigC: make(chan os.Signal, 16),
+	s := &supervisor{cfg: cfg, log: log, started: time.Now(), events: make(chan event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
 		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck})
@@ -169,6 +169,12 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	held, err := s.openSockets(u)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Metrics != "" {
+		m := readyMode{Kind: "tcp", Target: cfg.Metrics}
+		if err := m.checkProbe(held, s.names); err != nil {
+			return nil, usagef("handoff run: --metrics %s is a socket handoff passes to the program; give an address of its own, as in --metrics 127.0.0.1:9101", cfg.Metrics)
+		}
 	}
 	for w := range max(cfg.Workers, 1) {
 		if err := cfg.Ready.forWorker(w).checkProbe(held, s.names); err != nil {
@@ -212,6 +218,16 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	signal.Ignore(syscall.SIGPIPE)
 	go s.serveControl(cln.(*net.UnixListener))
 	go func() { <-u.Exit(); cln.Close() }()
+	if cfg.Metrics != "" {
+		// Through the upgrader, so that a new handoff (SIGUSR2) serves on
+		// the same socket.
+		mln, err := u.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			return nil, usagef("handoff run: --metrics %s: %v", cfg.Metrics, err)
+		}
+		go s.serveMetrics(mln)
+		go func() { <-u.Exit(); mln.Close() }()
+	}
 	return s, nil
 }
 

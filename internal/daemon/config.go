@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -50,9 +51,10 @@ type config struct {
 	StopSignal   syscall.Signal
 	Bake         time.Duration
 	MaxDraining  int
-	Workers      int   // processes per generation
-	MaxSurge     int   // processes a roll runs beyond Workers
-	MaxMemory    int64 // bytes of resident memory past which a worker is replaced; 0: none
+	Workers      int    // processes per generation
+	MaxSurge     int    // processes a roll runs beyond Workers
+	MaxMemory    int64  // bytes of resident memory past which a worker is replaced; 0: none
+	Metrics      string // HOST:PORT to serve /metrics on, or ""
 	PIDFile      string
 	Control      string
 	Chdir        string // each generation's directory, resolved at its start
@@ -144,6 +146,9 @@ func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
 		"Example: --max-surge 2")
 	raw.maxMemory = fs.String("max-memory", "", "replace a worker whose resident memory passes `SIZE` (as 512M, 2G, 300MiB), a new one ready\n"+
 		"first, with no request lost; checked every second. Example: --max-memory 512M")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "serve handoff's metrics on `HOST:PORT`/metrics in the Prometheus text format: reloads by\n"+
+		"outcome, their duration, processes by state, drains, restarts, workers. An address of its own,\n"+
+		"not a --listen socket. Example: --metrics 127.0.0.1:9101")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "handoff's log lines on stderr: text (key=value) or json (one object per line, times in\nnanoseconds), for a log shipper. Example: --log-format json")
@@ -260,6 +265,8 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 		return usagef("handoff run: --max-draining must be at least 1")
 	case cfg.Workers < 1 || cfg.Workers > maxWorkers:
 		return usagef("handoff run: --workers %d: give 1 to %d, as in --workers 4", cfg.Workers, maxWorkers)
+	case cfg.Metrics != "" && !validHostPort(cfg.Metrics):
+		return usagef("handoff run: --metrics %s: give HOST:PORT, as in --metrics 127.0.0.1:9101", cfg.Metrics)
 	case cfg.MaxSurge < 1:
 		return usagef("handoff run: --max-surge %d: give at least 1 (a roll starts a new worker before the old one drains), as in --max-surge 1", cfg.MaxSurge)
 	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
@@ -426,4 +433,14 @@ func parseSize(s string) (int64, error) {
 		return 0, errors.New("less than 1 MiB, which no program runs in")
 	}
 	return int64(n * mult), nil
+}
+
+// validHostPort reports whether s is HOST:PORT with a numeric port.
+func validHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	_, err = strconv.ParseUint(port, 10, 16)
+	return err == nil
 }

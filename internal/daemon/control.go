@@ -25,11 +25,12 @@ type ctlMessage struct {
 }
 
 type ctlRequest struct {
-	cmd    string
-	sig    syscall.Signal
-	reload chan ReloadResult
-	status chan Status
-	signal chan SignalResult
+	cmd     string
+	sig     syscall.Signal
+	reload  chan ReloadResult
+	status  chan Status
+	signal  chan SignalResult
+	metrics chan []byte
 }
 
 // SignalResult is the outcome of `handoff signal`.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/lifecycle"
+	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
 // machine is the supervisor's state: the generations, the reload under way
@@ -57,7 +58,40 @@ type machine struct {
 	selfUpgrade bool
 	measuring   bool // a memTick is on its way
 
-	out []action
+	counts counters // for --metrics
+	out    []action
+}
+
+// counters are what --metrics reports that only the machine sees.
+type counters struct {
+	// reloads counts reloads and rollbacks by outcome ("ready", "failed",
+	// "rolled_back") and, for "failed", reason.
+	reloads      map[[2]string]int
+	reloadSec    *promtext.Histogram
+	drainSec     *promtext.Histogram // from the stop signal to the exit of each process
+	drainsKilled int                 // processes killed at --drain-timeout
+}
+
+// reloadBuckets and drainBuckets are the histograms' upper bounds, in
+// seconds.
+var (
+	reloadBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+	drainBuckets  = []float64{0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+)
+
+// count records a reload's outcome; took is its duration when it ended
+// with a new generation serving.
+func (m *machine) count(outcome, reason string, took time.Duration) {
+	if m.counts.reloads == nil {
+		m.counts.reloads = map[[2]string]int{}
+	}
+	m.counts.reloads[[2]string{outcome, reason}]++
+	if outcome == "ready" {
+		if m.counts.reloadSec == nil {
+			m.counts.reloadSec = promtext.NewHistogram(reloadBuckets...)
+		}
+		m.counts.reloadSec.Observe(took.Seconds())
+	}
 }
 
 // slot is one worker index of the service: the process serving there, the
@@ -99,6 +133,7 @@ type roll struct {
 	// the reload fails, and what to tell systemd.
 	back       bool
 	failure    string
+	code       string // the failure's reason, for --metrics
 	notify     string
 	putBack    int // workers put back
 	backFailed int
@@ -317,6 +352,7 @@ func (m *machine) step(ev event) []action {
 	case killDue:
 		if e.g.state != exited {
 			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(e.g), "drain_timeout", m.drainTimeout.String())...)
+			m.counts.drainsKilled++
 			m.kill(e.g)
 		}
 	case restartDue:
@@ -511,7 +547,7 @@ func (m *machine) onSpawnFailed(e evSpawnFailed) {
 		m.stop(true)
 	default:
 		m.log(slog.LevelError, "reload.failed", "reload failed", "err", e.err)
-		m.failRoll(nil, e.err.Error(), "")
+		m.failRoll(nil, "start_failed", e.err.Error(), "")
 	}
 }
 
@@ -553,7 +589,7 @@ func (m *machine) onBakeFailed(g *generation, reason string) {
 	m.drain(g)
 	m.slots[g.w].next = nil
 	why := fmt.Sprintf("%s %s", m.name(g), g.failWhy)
-	m.failRoll(g, why, "reload rolled back: "+why)
+	m.failRoll(g, "bake_failed", why, "reload rolled back: "+why)
 }
 
 // name names process g in messages: "generation 3 (pid 1234)", with its
@@ -664,6 +700,11 @@ func (m *machine) endRoll() {
 			notify += "; workers put back"
 		}
 		m.do(actNotify{"ready", notify})
+		if r.code == "rolled_back" {
+			m.count("rolled_back", "", 0)
+		} else {
+			m.count("failed", r.code, 0)
+		}
 		m.finishReload(ReloadResult{Error: "reload failed: " + msg})
 		m.do(actReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.currentN(), PID: m.currentPID()}})
 	default:
@@ -674,6 +715,7 @@ func (m *machine) endRoll() {
 		m.do(actNotify{"ready", m.servingStatus()})
 		took := m.now().Sub(m.reloadStart)
 		m.log(slog.LevelInfo, "reload.done", "reload done", "gen", r.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
+		m.count("ready", "", took)
 		res := ReloadResult{OK: true, Generation: r.n, PID: g.pid, Millis: took.Milliseconds()}
 		if len(m.slots) > 1 {
 			for _, sl := range m.slots {
@@ -689,7 +731,7 @@ func (m *machine) endRoll() {
 // for why; notify, if set, is what systemd is told. The workers it replaced
 // are put back to what they ran before, each new one ready before the one
 // it replaces drains; the reload fails once they are.
-func (m *machine) failRoll(g *generation, why, notify string) {
+func (m *machine) failRoll(g *generation, code, why, notify string) {
 	r := m.roll
 	if r == nil {
 		return
@@ -706,7 +748,7 @@ func (m *machine) failRoll(g *generation, why, notify string) {
 		m.advanceRoll()
 		return
 	}
-	r.failure, r.notify, r.todo = why, notify, nil
+	r.failure, r.code, r.notify, r.todo = why, code, notify, nil
 	for w := range m.slots {
 		if x := m.slots[w].next; x != nil && x != g && x.n == r.n {
 			m.do(actCancelReady{x})
@@ -789,7 +831,14 @@ func (m *machine) onExit(g *generation, err error) {
 			m.exitCode = 1
 			m.stop(true)
 		case r != nil && g.n == r.n:
-			m.failRoll(g, reason, "")
+			code := "exited"
+			switch {
+			case prev == baking:
+				code = "died_baking"
+			case g.failWhy != "":
+				code = "not_ready"
+			}
+			m.failRoll(g, code, reason, "")
 		}
 		if sl.cur == nil && sl.next == nil && !m.stopping {
 			m.scheduleRestart(g.w)
@@ -813,6 +862,10 @@ func (m *machine) onExit(g *generation, err error) {
 			m.scheduleRestart(g.w)
 		}
 	default:
+		if m.counts.drainSec == nil {
+			m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
+		}
+		m.counts.drainSec.Observe(m.now().Sub(g.exitedAt).Seconds())
 		m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())...)
 		if r := m.roll; r != nil && r.draining[g] {
 			delete(r.draining, g)
@@ -1000,7 +1053,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 		m.slots[g.w].next = nil
 		r.rollbackWs = append(r.rollbackWs, w)
 		why := fmt.Sprintf("%s was rolled back during its bake window", m.name(g))
-		m.failRoll(g, why, fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.slots[g.w].cur.n, m.slots[g.w].cur.pid))
+		m.failRoll(g, "rolled_back", why, fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.slots[g.w].cur.n, m.slots[g.w].cur.pid))
 	case m.starting() != nil || r != nil:
 		n := m.nextN - 1
 		if r != nil {
@@ -1036,6 +1089,9 @@ func (m *machine) stop(real bool) {
 	}
 	m.stopping = true
 	fail := ReloadResult{Error: "handoff is stopping"}
+	if m.reloading {
+		m.count("failed", "stopping", 0)
+	}
 	m.finishReload(fail)
 	m.do(actReply{m.q.Drop(), fail})
 	if real {

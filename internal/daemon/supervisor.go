@@ -62,7 +62,8 @@ type supervisor struct {
 	// program lay in handoff's working directory (see checkWorkDir).
 	firstInWd *bool
 
-	m *machine
+	m       *machine
+	started time.Time
 
 	// strayStopping holds the pids of the processes left behind that are
 	// being stopped (see strays.go).
@@ -102,6 +103,9 @@ func (s *supervisor) run() int {
 				continue
 			case "signal":
 				req.signal <- s.sendSignal(req.sig)
+				continue
+			case "metrics":
+				req.metrics <- s.metrics()
 				continue
 			}
 			if req.cmd == "rollback" {

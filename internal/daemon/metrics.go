@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/promtext"
+)
+
+// The metrics handoff run serves with --metrics, in the Prometheus text
+// format (docs/daemon.md, "Metrics", lists them).
+
+// serveMetrics serves GET /metrics on ln until it is closed. Each scrape
+// asks the supervisor's goroutine, which owns the machine, for the figures.
+func (s *supervisor) serveMetrics(ln net.Listener) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		req := ctlRequest{cmd: "metrics", metrics: make(chan []byte, 1)}
+		select {
+		case s.ctlC <- req:
+		case <-r.Context().Done():
+			return
+		}
+		var b []byte
+		select {
+		case b = <-req.metrics:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", promtext.ContentType)
+		_, _ = w.Write(b)
+		// What the scrape allocated goes back to the system, as after a
+		// generation's exit: a scrape every few seconds would otherwise
+		// hold a few MiB of heap (measured: 13.3 MiB after 200 scrapes,
+		// 9.1 without --metrics).
+		s.trimMemory()
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	_ = srv.Serve(ln)
+}
+
+// metrics renders the figures; only the supervisor's goroutine calls it.
+func (s *supervisor) metrics() []byte {
+	m := s.m
+	var b bytes.Buffer
+	p := promtext.NewWriter(&b)
+	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
+		promtext.Sample{Labels: promtext.L("version", version(), "goversion", runtime.Version()), Value: 1})
+	p.Gauge("handoff_start_time_seconds", "When this handoff process started, in seconds since the epoch.",
+		promtext.Sample{Value: float64(s.started.UnixNano()) / 1e9})
+
+	var reloads []promtext.Sample
+	for _, k := range []string{"ready", "rolled_back"} {
+		reloads = append(reloads, promtext.Sample{Labels: promtext.L("outcome", k), Value: float64(m.counts.reloads[[2]string{k, ""}])})
+	}
+	var reasons []string
+	for k := range m.counts.reloads {
+		if k[0] == "failed" {
+			reasons = append(reasons, k[1])
+		}
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		reloads = append(reloads, promtext.Sample{Labels: promtext.L("outcome", "failed", "reason", r), Value: float64(m.counts.reloads[[2]string{"failed", r}])})
+	}
+	p.Counter("handoff_reloads_total", "Reloads and rollbacks that ended, by outcome: ready (the new generation serves), failed (by reason: exited, not_ready, died_baking, bake_failed, start_failed, stopping), rolled_back (handoff rollback during the bake window).", reloads...)
+	if m.counts.reloadSec == nil {
+		m.counts.reloadSec = promtext.NewHistogram(reloadBuckets...)
+	}
+	p.Histogram("handoff_reload_duration_seconds", "How long each reload that ended ready took, from the ask to the last new worker serving.", m.counts.reloadSec)
+	p.Gauge("handoff_reload_in_progress", "1 while a reload, rollback or worker replacement runs.", promtext.Sample{Value: b2f(m.roll != nil && m.roll.kind != spawnFirst)})
+
+	byState := map[string]int{}
+	for _, g := range m.gens {
+		byState[g.state.String()]++
+	}
+	var states []promtext.Sample
+	for _, st := range []string{"starting", "baking", "ready", "draining"} {
+		states = append(states, promtext.Sample{Labels: promtext.L("state", st), Value: float64(byState[st])})
+	}
+	p.Gauge("handoff_processes", "The program's processes handoff runs, by state: one per worker of each generation not exited.", states...)
+	if g := m.slots0(); g != nil {
+		p.Gauge("handoff_serving_generation", "The number of the generation serving (worker 0's).", promtext.Sample{Value: float64(g.n)})
+		p.Gauge("handoff_serving_generation_start_time_seconds", "When the serving generation (worker 0's) started, in seconds since the epoch.",
+			promtext.Sample{Value: float64(g.started.UnixNano()) / 1e9})
+	}
+	if m.counts.drainSec == nil {
+		m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
+	}
+	p.Histogram("handoff_drain_duration_seconds", "How long each old process took to exit after its stop signal.", m.counts.drainSec)
+	p.Counter("handoff_drain_timeouts_total", "Old processes killed because they had not exited within --drain-timeout.", promtext.Sample{Value: float64(m.counts.drainsKilled)})
+	p.Counter("handoff_restarts_total", "Restarts of a worker that exited on its own.", promtext.Sample{Value: float64(m.restarts)})
+	p.Counter("handoff_killed_total", "Processes handoff killed with SIGKILL: not ready in time, hung, past --drain-timeout or --max-draining, a second stop signal.", promtext.Sample{Value: float64(m.killed)})
+
+	var up, restarts, rss []promtext.Sample
+	for w, sl := range m.slots {
+		l := promtext.L("worker", strconv.Itoa(w))
+		up = append(up, promtext.Sample{Labels: l, Value: b2f(sl.cur != nil)})
+		restarts = append(restarts, promtext.Sample{Labels: l, Value: float64(sl.restarts)})
+		if sl.cur != nil {
+			if n, err := residentBytes(sl.cur.pid); err == nil {
+				rss = append(rss, promtext.Sample{Labels: l, Value: float64(n)})
+			}
+		}
+	}
+	p.Gauge("handoff_worker_up", "1 when a process serves at this worker index.", up...)
+	p.Counter("handoff_worker_restarts_total", "Restarts at this worker index after its process exited on its own.", restarts...)
+	p.Gauge("handoff_worker_resident_memory_bytes", "The resident memory of the process serving at this worker index.", rss...)
+	if err := p.Err(); err != nil {
+		return []byte(fmt.Sprintf("# error: %v\n", err))
+	}
+	return b.Bytes()
+}
+
+// slots0 returns worker 0's serving process, or nil.
+func (m *machine) slots0() *generation {
+	if len(m.slots) == 0 {
+		return nil
+	}
+	return m.slots[0].cur
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
