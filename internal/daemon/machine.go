@@ -49,14 +49,16 @@ type machine struct {
 	reloadStart time.Time
 	q           lifecycle.Queue[chan<- ReloadResult] // who waits for the reload under way, and the one queued
 
-	restarts    int
-	killed      int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
-	stopping    bool
-	stops       lifecycle.Stops // stop signals, and the stop delay
-	closing     bool            // a stop holds new connections back before the generations drain
-	exitCode    int
-	selfUpgrade bool
-	measuring   bool // a memTick is on its way
+	restarts int
+	killed   int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
+	// killedBeforeStop is killed when the stop began.
+	killedBeforeStop int
+	stopping         bool
+	stops            lifecycle.Stops // stop signals, and the stop delay
+	closing          bool            // a stop holds new connections back before the generations drain
+	exitCode         int
+	selfUpgrade      bool
+	measuring        bool // a memTick is on its way
 
 	counts counters // for --metrics
 	out    []action
@@ -93,6 +95,11 @@ func (m *machine) count(outcome, reason string, took time.Duration) {
 		m.counts.reloadSec.Observe(took.Seconds())
 	}
 }
+
+// ExitStopCut is handoff run's exit status after a stop that had to kill a
+// generation — a second stop signal, or one still draining at
+// --drain-timeout — where a clean stop exits 0.
+const ExitStopCut = 3
 
 // slot is one worker index of the service: the process serving there, the
 // one starting to take its place, and its restart books.
@@ -396,7 +403,13 @@ func (m *machine) step(ev event) []action {
 		}
 	}
 	if m.stopping && len(m.gens) == 0 {
-		m.do(actDone{m.exitCode})
+		code := m.exitCode
+		if code == 0 && m.killed > m.killedBeforeStop {
+			// The stop had to kill: an orchestrator must tell it from a
+			// clean one.
+			code = ExitStopCut
+		}
+		m.do(actDone{code})
 	}
 	return m.out
 }
@@ -1088,6 +1101,7 @@ func (m *machine) stop(real bool) {
 		return
 	}
 	m.stopping = true
+	m.killedBeforeStop = m.killed
 	fail := ReloadResult{Error: "handoff is stopping"}
 	if m.reloading {
 		m.count("failed", "stopping", 0)

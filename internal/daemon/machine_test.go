@@ -129,7 +129,7 @@ func TestMachine(t *testing.T) {
 			{func() event { return evReload{w} }, []string{"log:reload.asked", "reply1 handoff is stopping"}},
 			{func() event { return doorsClosed{held: 1} }, []string{"log:stop.held_back", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
-			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 0"}},
+			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},
 		{"a stop where handoff cannot read its parent's descriptors leaves the sockets alone, and says so", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
@@ -141,7 +141,7 @@ func TestMachine(t *testing.T) {
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
 			{func() event { return doorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:stop.sockets_kept",
 				"log:stop.queued_left", "ReleaseSockets"}},
-			{func() event { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation.exited", "done 0"}},
+			{func() event { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},
 		{"stop delay: serve on, refuse reloads, then drain; a second signal skips it", 0, 2 * time.Second, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.delayed", "notify stopping", "after daemon.stopDelayOver"}},

@@ -2,12 +2,14 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/daemon"
 	"github.com/handoff-dev/handoff/internal/loadcheck"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
@@ -72,6 +74,45 @@ func TestStopRefusesNotResets(t *testing.T) {
 			}
 			if r.Failed["ECONNREFUSED"] == 0 {
 				t.Errorf("no request was refused after the stop: %v", r.Failed)
+			}
+		})
+	}
+}
+
+// TestStopThatKillsExitsNonZero: a stop whose generation is still draining
+// at --drain-timeout is killed, and handoff exits with ExitStopCut, so that
+// an orchestrator can tell it from a clean stop (exit 0); the same for a
+// second stop signal.
+func TestStopThatKillsExitsNonZero(t *testing.T) {
+	for _, second := range []bool{false, true} {
+		t.Run(map[bool]string{false: "drain timeout", true: "second signal"}[second], func(t *testing.T) {
+			d := startDaemon(t, nil, "--drain-timeout", "1s")
+			slow := d.postSlow(30 * time.Second)
+			// The slow request reaches the program: it holds a connection.
+			for deadline := time.Now().Add(5 * time.Second); openConns(d.serving()) == 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the program holds no connection 5 s after the slow request")
+				}
+			}
+			_ = d.cmd.Process.Signal(syscall.SIGTERM)
+			if second {
+				d.waitRecord(5*time.Second, "event=generation.draining")
+				_ = d.cmd.Process.Signal(syscall.SIGTERM)
+			}
+			select {
+			case <-d.exited:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("handoff did not exit:\n%s", d.log())
+			}
+			var ee *exec.ExitError
+			if !errors.As(d.waitErr, &ee) || ee.ExitCode() != daemon.ExitStopCut {
+				t.Errorf("handoff exited with %v, want status %d", d.waitErr, daemon.ExitStopCut)
+			}
+			if err := <-slow; err == nil {
+				t.Error("the slow request was answered, yet the stop says it killed")
+			}
+			if rec := d.waitRecord(time.Second, "event=handoff.exit"); rec.Get("status") != "3" {
+				t.Errorf("exit record: %s", rec)
 			}
 		})
 	}

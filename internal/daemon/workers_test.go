@@ -237,21 +237,27 @@ func TestWorkerKilled(t *testing.T) {
 	d.stop()
 }
 
-// openConns counts the TCP connections process pid holds besides its
-// listening socket (fd 3): sockets among its fds, less the listener and its
-// notify socket.
+// openConns counts the established TCP connections process pid holds: its
+// socket descriptors whose inode /proc/net/tcp{,6} lists in state 01.
 func openConns(pid int) int {
+	established := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			if fs := strings.Fields(line); len(fs) > 9 && fs[3] == "01" {
+				established[fs[9]] = true
+			}
+		}
+	}
 	ents, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
 	n := 0
 	for _, e := range ents {
-		if e.Name() == "3" {
-			continue
-		}
-		if l, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + e.Name()); strings.HasPrefix(l, "socket:") {
+		l, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + e.Name())
+		if ino, ok := strings.CutPrefix(l, "socket:["); ok && established[strings.TrimSuffix(ino, "]")] {
 			n++
 		}
 	}
-	return max(n-1, 0) // NOTIFY_SOCKET's connection
+	return n
 }
 
 // TestWorkerOverMemory: worker 1 grows past --max-memory; it alone is
