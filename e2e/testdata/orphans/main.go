@@ -1,0 +1,38 @@
+// Command orphans leaves processes behind, as a shell wrapper's background
+// children do: with -sleep D it sleeps D and exits; otherwise it starts
+// $ORPHANS copies of itself with -sleep 1500ms, waits for none of them, and
+// execs the program its arguments name. When that program exits, its
+// children become the orphans of PID 1.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "-sleep" {
+		d, _ := time.ParseDuration(os.Args[2])
+		time.Sleep(d)
+		return
+	}
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: orphans PROGRAM [ARGS...]")
+		os.Exit(2)
+	}
+	n, _ := strconv.Atoi(os.Getenv("ORPHANS"))
+	for range n {
+		if err := exec.Command("/proc/self/exe", "-sleep", "1500ms").Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "orphans:", err)
+			os.Exit(1)
+		}
+	}
+	if err := syscall.Exec(os.Args[1], os.Args[1:], os.Environ()); err != nil {
+		fmt.Fprintln(os.Stderr, "orphans:", err)
+		os.Exit(1)
+	}
+}
