@@ -3,6 +3,7 @@ package upgrader
 import (
 	"bufio"
 	"fmt"
+	"github.com/handoff-dev/handoff/drain"
 	"net"
 	"os"
 	"strconv"
@@ -19,6 +20,8 @@ import (
 //	parent → child  "main"                     after systemd was told MAINPID=PID
 //	parent → child  "upgrade"                  an upgrade was asked while the child started: carry it out
 //	parent → child  "drain CONNS DEADLINE_MS"  while the parent drains (Unix ms)
+//	parent → child  "counters JSON"            after "main": the metrics' counters, to count on from
+//	parent → child  "drained JSON"             the parent's drain ended (drainedMsg)
 //
 // The pipe of the init message is the child's stderr from its New to its
 // Ready, so that the parent can quote the last lines of a release that fails
@@ -82,4 +85,12 @@ func parseDrain(f []string) (drainStatus, bool) {
 		return drainStatus{}, false
 	}
 	return drainStatus{conns: n, deadline: time.UnixMilli(ms)}, true
+}
+
+// drainedMsg is what a generation tells the next of its drain, for Metrics.
+type drainedMsg struct {
+	Ms        int64
+	Stats     drain.Stats
+	Jobs      int
+	Cancelled int
 }

@@ -22,7 +22,8 @@ type attemptResult struct {
 // happens into events, and the machine's actions into calls. It lives as long
 // as the process, so that signals are handled while the generation drains.
 func (u *Upgrader) run() {
-	m := newMachine(u.parentPid, u.canUpgrade(), u.opts.StopDelay)
+	refusal := u.canUpgrade()
+	m := newMachine(u.parentPid, refusal, u.opts.StopDelay)
 	var (
 		ready      = u.readyC
 		parentGone = u.parentGone
@@ -67,6 +68,9 @@ func (u *Upgrader) run() {
 			case actLog:
 				u.log.Log(context.Background(), a.level, a.msg, append([]any{"event", a.event}, a.args...)...)
 			case actReply:
+				if refusal != nil && a.err == refusal {
+					u.book.do(func(c *counters) { c.Refused++ })
+				}
 				for _, w := range a.ws {
 					reply(w, a.err)
 				}

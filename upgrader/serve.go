@@ -3,6 +3,7 @@ package upgrader
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -90,6 +91,11 @@ func (u *Upgrader) drain(d *drain.Drainer) {
 	cancelled := u.jobs.wait(ctx, jobGrace)
 	u.drained.Store(true)
 	took := time.Since(deadline.Add(-u.opts.DrainTimeout))
+	u.book.drained(took, st, jobs, cancelled)
+	if c := u.childCtl.Load(); c != nil {
+		b, _ := json.Marshal(drainedMsg{took.Milliseconds(), st, jobs, cancelled})
+		_ = c.send("drained %s", b)
+	}
 	if st.Cut > 0 || cancelled > 0 {
 		u.log.Warn("drain cut short", "event", "drain.cut", "cut", st.Cut, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked,
 			"jobs", jobs, "jobs_cancelled", cancelled, "after_ms", took.Milliseconds())

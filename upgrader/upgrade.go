@@ -24,6 +24,7 @@ func (u *Upgrader) attempt() attemptResult {
 	res := u.startNext()
 	stopExtending()
 	if res.err != nil {
+		u.book.do(func(c *counters) { c.Failed++ })
 		u.log.Error("upgrade failed; still serving", "event", "upgrade.failed", "err", res.err, "after_ms", time.Since(start).Milliseconds())
 		if _, err := systemd.Ready(u.status("serving; upgrade failed: " + res.err.Error())); err != nil {
 			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
@@ -31,6 +32,14 @@ func (u *Upgrader) attempt() attemptResult {
 		return res
 	}
 	u.log.Info("new generation ready", "event", "upgrade.ready", "child_pid", res.pid, "ready_ms", time.Since(start).Milliseconds())
+	u.book.do(func(c *counters) {
+		c.Ready++
+		c.UpgradeSec.Observe(time.Since(start).Seconds())
+	})
+	// The new generation counts on from here.
+	if err := res.child.send("counters %s", u.book.encode()); err != nil {
+		u.log.Warn("cannot pass the metrics' counters to the new generation", "event", "metrics.pass_failed", "child_pid", res.pid, "err", err)
+	}
 	status := fmt.Sprintf("generation %d (pid %d) ready", u.gen+1, res.pid)
 	var err error
 	if res.pid > 0 {

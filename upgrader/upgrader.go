@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,6 +133,7 @@ type Upgrader struct {
 	stopAsked  atomic.Bool         // a stop was asked (Health answers 503)
 	jobs       *jobs               // background work started with Go
 	childCtl   atomic.Pointer[ctl] // to the generation we handed over to
+	book       metricsBook         // see Metrics
 	finishOnce sync.Once
 }
 
@@ -609,6 +611,13 @@ func (u *Upgrader) followParent() {
 				case <-u.exitC:
 				}
 			}()
+		} else if len(f) == 2 && f[0] == "counters" {
+			u.book.adopt(f[1])
+		} else if len(f) == 2 && f[0] == "drained" {
+			var d drainedMsg
+			if json.Unmarshal([]byte(f[1]), &d) == nil {
+				u.book.drained(time.Duration(d.Ms)*time.Millisecond, d.Stats, d.Jobs, d.Cancelled)
+			}
 		} else if st, ok := parseDrain(f); ok {
 			u.parentStat.Store(&st)
 			select {

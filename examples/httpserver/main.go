@@ -76,6 +76,9 @@ func main() {
 	})
 	// For a load balancer's readiness check: 503 once a stop is asked.
 	mux.Handle("/healthz", u.Health())
+	// Upgrades and drains for Prometheus, counted since the program
+	// started (each generation hands its counters on).
+	mux.Handle("GET /metrics", u.MetricsHandler())
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		d, err := time.ParseDuration(r.URL.Query().Get("d"))

@@ -102,37 +102,51 @@ func (p *Writer) Gauge(name, help string, samples ...Sample) {
 }
 
 // Histogram counts observations in buckets with the upper bounds it was
-// made with. The zero value is not usable: make one with NewHistogram.
+// made with. The zero value is not usable: make one with NewHistogram. Its
+// fields are exported so that it travels as JSON (from one process to the
+// next); change them only through Observe.
 type Histogram struct {
-	bounds []float64
-	counts []uint64 // per bucket, not cumulative; the last is +Inf
-	sum    float64
-	n      uint64
+	Bounds []float64
+	Counts []uint64 // per bucket, not cumulative; the last is +Inf
+	Sum    float64
+	N      uint64
 }
 
 // NewHistogram returns a Histogram with these upper bounds, sorted.
 func NewHistogram(bounds ...float64) *Histogram {
 	b := append([]float64(nil), bounds...)
 	sort.Float64s(b)
-	return &Histogram{bounds: b, counts: make([]uint64, len(b)+1)}
+	return &Histogram{Bounds: b, Counts: make([]uint64, len(b)+1)}
 }
 
 // Observe adds one observation.
 func (h *Histogram) Observe(v float64) {
-	i := sort.SearchFloat64s(h.bounds, v)
-	h.counts[i]++
-	h.sum += v
-	h.n++
+	i := sort.SearchFloat64s(h.Bounds, v)
+	h.Counts[i]++
+	h.Sum += v
+	h.N++
 }
 
 // Count returns the number of observations.
-func (h *Histogram) Count() uint64 { return h.n }
+func (h *Histogram) Count() uint64 { return h.N }
+
+// Cumulative returns the count of observations at or under each bound, as
+// client libraries take a histogram's buckets (the +Inf one is Count).
+func (h *Histogram) Cumulative() map[float64]uint64 {
+	out := make(map[float64]uint64, len(h.Bounds))
+	var cum uint64
+	for i, b := range h.Bounds {
+		cum += h.Counts[i]
+		out[b] = cum
+	}
+	return out
+}
 
 // Clone returns a copy, for a snapshot taken under a lock.
 func (h *Histogram) Clone() *Histogram {
 	c := *h
-	c.bounds = append([]float64(nil), h.bounds...)
-	c.counts = append([]uint64(nil), h.counts...)
+	c.Bounds = append([]float64(nil), h.Bounds...)
+	c.Counts = append([]uint64(nil), h.Counts...)
 	return &c
 }
 
@@ -140,9 +154,9 @@ func (h *Histogram) Clone() *Histogram {
 func (p *Writer) Histogram(name, help string, h *Histogram) {
 	p.printf("# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
 	var cum uint64
-	for i, b := range h.bounds {
-		cum += h.counts[i]
+	for i, b := range h.Bounds {
+		cum += h.Counts[i]
 		p.printf("%s_bucket{le=\"%s\"} %d\n", name, value(b), cum)
 	}
-	p.printf("%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", name, h.n, name, value(h.sum), name, h.n)
+	p.printf("%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", name, h.N, name, value(h.Sum), name, h.N)
 }
