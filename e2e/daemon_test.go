@@ -36,7 +36,7 @@ func TestDaemonReload(t *testing.T) {
 			}
 			waitActive(t, m, name)
 			handoffPid := mainPID(m, name)
-			stop := load("http://"+addr, 200, 2*time.Second)
+			l := load("http://"+addr, 200, 2*time.Second)
 			first := answeredBy(t, addr)
 			var took []time.Duration
 			for i := 0; i < 10; i++ {
@@ -56,7 +56,7 @@ func TestDaemonReload(t *testing.T) {
 			if last := answeredBy(t, addr); last == first {
 				t.Errorf("still answered by the first generation %d", first)
 			}
-			checkLoad(t, stop(), m, name)
+			checkLoad(t, l.stop(), m, name)
 			want := "serving generation 11"
 			if c.flags != "" {
 				want = "serving 2 of 2 workers (generation 11)"
@@ -107,24 +107,26 @@ func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 				}
 			}
 
-			stop := load("http://"+addr, 100, 0)
+			l := load("http://"+addr, 100, 0)
 			// The socket file as the host sees it, inside systemd's /run.
 			hostSock := fmt.Sprintf("/proc/%d/root%s", m.PID, sock)
-			stopUnix := loadVia(hostSock, 50)
-			time.Sleep(300 * time.Millisecond)
+			lu := loadVia(hostSock, 50)
+			l.more(t, 0, 20)
+			lu.more(t, 0, 10)
 			first := mainPID(m, c.unit)
 			if out, err := m.Systemctl("kill", "--kill-whom=main", "--signal=KILL", c.unit); err != nil {
 				t.Fatalf("kill: %v %s", err, out)
 			}
 			waitNewMain(t, m, c.unit, first)
-			time.Sleep(500 * time.Millisecond)
+			l.more(t, 0, 30)
 			second := mainPID(m, c.unit)
 			if out, err := m.Systemctl("restart", c.unit); err != nil {
 				t.Fatalf("restart: %v %s", err, out)
 			}
 			waitNewMain(t, m, c.unit, second)
-			time.Sleep(500 * time.Millisecond)
-			res := stop()
+			l.more(t, 0, 30)
+			lu.more(t, 0, 15)
+			res := l.stop()
 			t.Logf("load: %v", res)
 			if n := res.Failed["ECONNREFUSED"]; n != 0 {
 				t.Errorf("%d connections refused across a SIGKILL and a restart", n)
@@ -136,7 +138,7 @@ func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 				}
 			}
 			t.Logf("%s: longest wait of a successful request across SIGKILL and restart: %v; failures by class: %v", c.unit, longest, res.Failed)
-			ures := stopUnix()
+			ures := lu.stop()
 			t.Logf("load over %s: %v", sock, ures)
 			if n := ures.Failed["ECONNREFUSED"] + ures.Failed["ENOENT"]; n != 0 || ures.OK == 0 {
 				t.Errorf("over the Unix socket, %d connections refused or with no socket file, %d answered: %q", n, ures.OK, ures.Samples)

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,7 +32,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 		t.Fatalf("start: %v %s\n%s", err, out, m.Journal("httpserver.service"))
 	}
 	waitActive(t, m, "httpserver.service")
-	stop := load("http://"+addr, 200, 2*time.Second)
+	l := load("http://"+addr, 200, 2*time.Second)
 
 	var took []time.Duration
 	pid := mainPID(m, "httpserver.service")
@@ -60,7 +61,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 			t.Fatalf("reload %d: unit %s", i+1, st)
 		}
 		pid = next
-		time.Sleep(300 * time.Millisecond)
+		l.more(t, pid, 30) // the new generation serves
 	}
 	t.Logf("systemctl reload took %v", took)
 
@@ -73,7 +74,7 @@ func TestLibraryNotifyReload(t *testing.T) {
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("reload of a broken binary took %v", d)
 	}
-	time.Sleep(500 * time.Millisecond)
+	l.more(t, pid, 30) // the old generation serves on
 	if p := mainPID(m, "httpserver.service"); p != pid {
 		t.Errorf("MainPID %d after a failed reload, want %d (%s)", p, pid, out)
 	}
@@ -87,12 +88,16 @@ func TestLibraryNotifyReload(t *testing.T) {
 	if s := m.Show("httpserver.service", "StatusText"); !strings.Contains(s, "upgrade failed") || !strings.Contains(s, "no-port: malformed address") {
 		t.Errorf("status text %q does not say the upgrade failed and why:\n%s", s, m.Journal("httpserver.service"))
 	}
-	checkLoad(t, stop(), m, "httpserver.service")
+	checkLoad(t, l.stop(), m, "httpserver.service")
 
 	// systemctl stop drains a request in flight.
-	slow := make(chan error, 1)
+	slow, written := make(chan error, 1), make(chan struct{})
 	go func() {
-		resp, err := http.Post("http://"+addr+"/slow?d=2s", "text/plain", nil)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/slow?d=2s", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { close(written) },
+		}))
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
@@ -101,7 +106,10 @@ func TestLibraryNotifyReload(t *testing.T) {
 		}
 		slow <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Sent, and accepted: a request on a connection opened after it is
+	// answered, and connections are accepted in the order they came.
+	<-written
+	answeredBy(t, addr)
 	if out, err := m.Systemctl("stop", "httpserver.service"); err != nil {
 		t.Errorf("stop: %v %s", err, out)
 	}
@@ -125,7 +133,7 @@ func TestLibrarySocketUnit(t *testing.T) {
 		t.Fatalf("start socket: %v %s", err, out)
 	}
 	// The first connection starts the service.
-	stop := load("http://"+addr, 100, 0)
+	l := load("http://"+addr, 100, 0)
 	waitActive(t, m, "httpserver-socket.service")
 	pid := mainPID(m, "httpserver-socket.service")
 	for i := 0; i < 3; i++ {
@@ -137,9 +145,9 @@ func TestLibrarySocketUnit(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		pid = mainPID(m, "httpserver-socket.service")
-		time.Sleep(300 * time.Millisecond)
+		l.more(t, pid, 30)
 	}
-	checkLoad(t, stop(), m, "httpserver-socket.service")
+	checkLoad(t, l.stop(), m, "httpserver-socket.service")
 	// The admin socket, by name, from the newest generation.
 	out, err := m.Exec("curl", "-s", "-X", "POST", "--max-time", "5", "--unix-socket", "/run/httpserver-admin.sock", "http://admin/")
 	if err != nil || out != "pid="+strconv.Itoa(pid) {
@@ -181,7 +189,7 @@ func TestLibraryReleaseSymlink(t *testing.T) {
 		t.Fatalf("start: %v %s\n%s", err, out, m.Journal(u))
 	}
 	waitActive(t, m, u)
-	stop := load("http://"+addr, 100, 0)
+	l := load("http://"+addr, 100, 0)
 	pid := mainPID(m, u)
 	for i, v := range []string{"v2", "v3"} {
 		flip(v)
@@ -200,9 +208,9 @@ func TestLibraryReleaseSymlink(t *testing.T) {
 			t.Errorf("after the reload to %s the main process runs %s in %s, want %s in %s\n%s",
 				v, exe, cwd, filepath.Join(release(v), "httpserver"), release(v), m.Output(u))
 		}
-		time.Sleep(300 * time.Millisecond)
+		l.more(t, pid, 30)
 	}
-	checkLoad(t, stop(), m, u)
+	checkLoad(t, l.stop(), m, u)
 	if strings.Contains(m.Output(u), "not its own") {
 		t.Errorf("the upgrade warned about the directory:\n%s", m.Output(u))
 	}

@@ -86,32 +86,44 @@ func execDir(t *testing.T) string {
 }
 
 // load runs an open-loop POST load until the returned stop is called.
-func load(url string, rate int, slow time.Duration) (stop func() *loadcheck.Result) {
+func load(url string, rate int, slow time.Duration) *runningLoad {
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		cfg := loadcheck.Config{URL: url, Rate: rate}
-		if slow > 0 {
-			cfg.Slow, cfg.SlowEvery = slow, 250*time.Millisecond
-		}
-		resC <- loadcheck.Run(ctx, cfg)
-	}()
-	return func() *loadcheck.Result { cancel(); return <-resC }
+	cfg := loadcheck.Config{URL: url, Rate: rate}
+	if slow > 0 {
+		cfg.Slow, cfg.SlowEvery = slow, 250*time.Millisecond
+	}
+	return &runningLoad{loadcheck.Start(ctx, cfg), cancel}
+}
+
+// runningLoad is a load under way: tests wait on its answers, then stop it.
+type runningLoad struct {
+	*loadcheck.Load
+	cancel func()
+}
+
+// stop ends the load and returns what happened.
+func (l *runningLoad) stop() *loadcheck.Result {
+	l.cancel()
+	return l.Wait()
+}
+
+// more waits until pid (0: any) has answered n requests more than so far.
+func (l *runningLoad) more(t *testing.T, pid, n int) {
+	t.Helper()
+	if err := l.WaitAnswers(pid, l.Answers(pid)+n, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // loadVia runs an open-loop POST load over the Unix socket at path until the
 // returned stop is called.
-func loadVia(path string, rate int) (stop func() *loadcheck.Result) {
+func loadVia(path string, rate int) *runningLoad {
 	ctx, cancel := context.WithCancel(context.Background())
-	resC := make(chan *loadcheck.Result, 1)
-	go func() {
-		dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}
-		resC <- loadcheck.Run(ctx, loadcheck.Config{URL: "http://unix", Rate: rate, Dial: dial})
-	}()
-	return func() *loadcheck.Result { cancel(); return <-resC }
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}
+	return &runningLoad{loadcheck.Start(ctx, loadcheck.Config{URL: "http://unix", Rate: rate, Dial: dial}), cancel}
 }
 
 // checkLoad fails t if a request failed or was retried, and then shows the
