@@ -223,7 +223,9 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 		// the same socket.
 		mln, err := u.Listen("tcp", cfg.Metrics)
 		if err != nil {
-			return nil, usagef("handoff run: --metrics %s: %v", cfg.Metrics, err)
+			// As a --listen socket that cannot be bound: the machine's
+			// state, not the command line's fault (exit 1).
+			return nil, fmt.Errorf("handoff run: --metrics: %w", err)
 		}
 		go s.serveMetrics(mln)
 		go func() { <-u.Exit(); mln.Close() }()
