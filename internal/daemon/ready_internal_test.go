@@ -75,3 +75,26 @@ func benchmarkWaiters(b *testing.B, tree bool) {
 		}
 	}
 }
+
+// TestReadyForWorker: with --workers, worker I's http or tcp probe goes to
+// the given port plus I; the other modes are the same for every worker.
+func TestReadyForWorker(t *testing.T) {
+	for _, c := range []struct{ mode, want string }{
+		{"http://127.0.0.1:9100/healthz", "http://127.0.0.1:9102/healthz"},
+		{"http://localhost/healthz", "http://localhost:82/healthz"},
+		{"tcp://[::1]:7000", "tcp://[::1]:7002"},
+		{"notify", "notify"},
+		{"delay:1s", "delay:1s"},
+	} {
+		m, err := parseReady(c.mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.forWorker(2).String(); got != c.want {
+			t.Errorf("%s for worker 2: %s, want %s", c.mode, got, c.want)
+		}
+		if got := m.forWorker(0).String(); got != c.mode {
+			t.Errorf("%s for worker 0: %s, want it unchanged", c.mode, got)
+		}
+	}
+}
