@@ -83,9 +83,10 @@ LISTEN_PID, as systemd's socket activation does), and on SIGHUP or
 'handoff reload' starts a new generation of it with the same sockets, stopping
 the old one only once the new one is ready. No request is refused meanwhile.
 With --bake, a new generation that says it is ready but does not serve is
-rolled back within seconds. A program must run in the foreground: one that
-daemonizes fails, saying so. If handoff is killed, the generations drain and
-exit, and their output still reaches handoff's.
+rolled back within seconds. With --workers N, each generation is N processes
+on the same sockets, and a reload rolls them one at a time. A program must run
+in the foreground: one that daemonizes fails, saying so. If handoff is killed,
+the generations drain and exit, and their output still reaches handoff's.
 
 Example:
   handoff run --listen web=127.0.0.1:8080 --ready notify -- /usr/local/bin/app -config /etc/app.toml
