@@ -693,8 +693,9 @@ func (m *machine) endRoll() {
 			m.armMemory()
 		}
 	case r.kind == spawnReplace && r.failure == "":
-		g := m.slots[r.done[0]].cur
-		m.log(slog.LevelInfo, "worker.replaced", "worker replaced", m.about(g)...)
+		if g := m.slots[r.done[0]].cur; g != nil {
+			m.log(slog.LevelInfo, "worker.replaced", "worker replaced", m.about(g)...)
+		}
 		m.do(actNotify{"status", m.servingStatus()})
 	case r.kind == spawnReplace:
 		m.log(slog.LevelWarn, "worker.replace_failed", "cannot replace the worker; it serves on", "reason", r.failure)
@@ -721,20 +722,31 @@ func (m *machine) endRoll() {
 		m.finishReload(ReloadResult{Error: "reload failed: " + msg})
 		m.do(actReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.currentN(), PID: m.currentPID()}})
 	default:
-		g := m.slots[0].cur
-		if spec := r.olds[0]; spec != nil {
-			m.previous = spec
+		// What the first worker replaced ran (a rollback's target).
+		for w := range m.slots {
+			if spec, ok := r.olds[w]; ok {
+				m.previous = spec
+				break
+			}
 		}
 		m.do(actNotify{"ready", m.servingStatus()})
 		took := m.now().Sub(m.reloadStart)
-		m.log(slog.LevelInfo, "reload.done", "reload done", "gen", r.n, "gen_pid", g.pid, "reload_ms", took.Milliseconds())
-		m.count("ready", "", took)
-		res := ReloadResult{OK: true, Generation: r.n, PID: g.pid, Millis: took.Milliseconds()}
-		if len(m.slots) > 1 {
-			for _, sl := range m.slots {
+		res := ReloadResult{OK: true, Generation: r.n, Millis: took.Milliseconds()}
+		// A new worker may have exited since it was ready (it restarts):
+		// only those that serve are named.
+		for _, sl := range m.slots {
+			if sl.cur != nil {
 				res.PIDs = append(res.PIDs, sl.cur.pid)
 			}
 		}
+		if len(res.PIDs) > 0 {
+			res.PID = res.PIDs[0]
+		}
+		if len(m.slots) == 1 {
+			res.PIDs = nil
+		}
+		m.log(slog.LevelInfo, "reload.done", "reload done", "gen", r.n, "gen_pid", res.PID, "reload_ms", took.Milliseconds())
+		m.count("ready", "", took)
 		m.finishReload(res)
 	}
 	m.afterNext()

@@ -382,6 +382,27 @@ func TestMachineWorkers(t *testing.T) {
 		}
 	})
 
+	t.Run("a new worker that crashes once it serves, before the roll ends: the roll ends, the worker restarts", func(t *testing.T) {
+		m := newMachine()
+		var all []string
+		for _, ev := range []event{
+			evReload{w},
+			evSpawned{gw(2, 0)}, genReady{gw(2, 0)}, genExited{gw(1, 0), nil},
+			evSpawned{gw(2, 1)}, genReady{gw(2, 1)}, genExited{gw(1, 1), nil},
+			evSpawned{gw(2, 2)},
+			genExited{gw(2, 0), errors.New("exit status 1")}, // serving, it crashes
+			genReady{gw(2, 2)},
+		} {
+			all = append(all, names(m.step(ev))...)
+		}
+		if !slices.Contains(all, "reply1 ok") || !slices.Contains(all, "after daemon.restartDue") {
+			t.Errorf("%q: want the reload done and worker 0 restarting", all)
+		}
+		if m.roll != nil || m.slots[0].cur != nil || m.slots[1].cur != gw(2, 1) || m.slots[2].cur != gw(2, 2) {
+			t.Errorf("after the roll: roll %v, workers %v %v %v", m.roll, m.slots[0].cur, m.slots[1].cur, m.slots[2].cur)
+		}
+	})
+
 	t.Run("a reload while a worker crash-loops replaces it too", func(t *testing.T) {
 		m := newMachine()
 		steps := []event{
