@@ -774,11 +774,18 @@ func (m *machine) failRoll(g *generation, code, why, notify string) {
 		return
 	}
 	r.failure, r.code, r.notify, r.todo = why, code, notify, nil
+	// The new processes stopped here count toward --max-surge until they
+	// exit, as the old ones this roll drained do: the put-back waits for
+	// room.
+	if g != nil && g.state == draining {
+		r.draining[g] = true
+	}
 	for w := range m.slots {
 		if x := m.slots[w].next; x != nil && x != g && x.n == r.n {
 			m.do(actCancelReady{x})
 			m.drain(x)
 			m.slots[w].next = nil
+			r.draining[x] = true
 		}
 	}
 	replaced := r.done

@@ -382,6 +382,30 @@ func TestMachineWorkers(t *testing.T) {
 		}
 	})
 
+	t.Run("a put-back waits until the new worker rolled back in its bake has exited: never more than 4 processes", func(t *testing.T) {
+		m := newMachine()
+		m.bake = time.Second
+		for i := range 3 {
+			gw(2, i).spec = v2
+			gw(3, i).spec = v1
+		}
+		bakes := []string{"log:generation.ready", "log:bake.started", "after daemon.bakeDone", "WatchBake"}
+		run(t, m, []step{
+			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{evSpawned{gw(2, 0)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 0)}, bakes},
+			{bakeDone{gw(2, 0)}, cat([]string{"log:bake.done"}, drains(1), []string{"notify status"})},
+			{genExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 1)}, bakes},
+			// Worker 1 of v2 fails its bake: it drains, and worker 0 is put
+			// back only once it has exited.
+			{bakeFailed{gw(2, 1), "took no connection"}, cat([]string{"log:bake.failed"}, drains(2), []string{"log:reload.putting_back"})},
+			{genExited{gw(2, 1), nil}, []string{"release 2", "log:generation.exited", "spawn 3"}},
+			{evSpawned{gw(3, 0)}, []string{"log:generation.started"}},
+		})
+	})
+
 	t.Run("a new worker that crashes once it serves, before the roll ends: the roll ends, the worker restarts", func(t *testing.T) {
 		m := newMachine()
 		var all []string
