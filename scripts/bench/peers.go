@@ -141,37 +141,32 @@ func (p *peerRun) stopAll() {
 	}
 }
 
-// peers returns the peers in the order of the table; root is the
-// repository's directory.
-func peers(root string) []peer {
-	node := func(script string) string { return filepath.Join(root, "scripts/bench/servers/node", script) }
-	handoffRun := func(script string) peer {
-		return peer{
-			needs:   []string{"node"},
-			install: "apt-get install nodejs",
-			start: func(p *peerRun) error {
-				node, _ := exec.LookPath("node")
-				var err error
-				p.main, err = p.launch(nil, p.e.bins["handoff"], "run", "--control", filepath.Join(p.dir, "control.sock"),
-					"--ready", "accept", "--listen", "web="+p.addr, "--", node, script)
-				if err != nil {
-					return err
-				}
-				return p.waitServing()
-			},
-			reload: func(p *peerRun) error {
-				return p.run(nil, p.e.bins["handoff"], "reload", "--control", filepath.Join(p.dir, "control.sock"))
-			},
-			stop: func(p *peerRun) { p.stopAll() },
-		}
+// handoffRunPeer runs the Node.js script under handoff run with flags,
+// reloaded by `handoff reload`.
+func handoffRunPeer(script string, flags ...string) peer {
+	return peer{
+		needs:   []string{"node"},
+		install: "apt-get install nodejs",
+		start: func(p *peerRun) error {
+			node, _ := exec.LookPath("node")
+			args := append([]string{"run", "--control", filepath.Join(p.dir, "control.sock"), "--ready", "accept", "--listen", "web=" + p.addr}, flags...)
+			var err error
+			if p.main, err = p.launch(nil, p.e.bins["handoff"], append(args, "--", node, script)...); err != nil {
+				return err
+			}
+			return p.waitServing()
+		},
+		reload: func(p *peerRun) error {
+			return p.run(nil, p.e.bins["handoff"], "reload", "--control", filepath.Join(p.dir, "control.sock"))
+		},
+		stop: func(p *peerRun) { p.stopAll() },
 	}
-	helper := handoffRun(node("helper.js"))
-	helper.label = "handoff run, Node.js app with handoff's drain helper"
-	usual := handoffRun(node("usual.js"))
-	usual.label = "handoff run, Node.js app draining with server.close()"
+}
 
-	pm2 := peer{
-		label:   "PM2 cluster mode, 2 instances, `pm2 reload` (app draining with server.close(), wait_ready)",
+// pm2Peer runs the Node.js script in PM2's cluster mode, 2 instances,
+// reloaded by `pm2 reload`.
+func pm2Peer(script string) peer {
+	return peer{
 		needs:   []string{"node", "pm2"},
 		install: "npm install -g pm2",
 		start: func(p *peerRun) error {
@@ -183,7 +178,7 @@ func peers(root string) []peer {
 			// before SIGKILL.
 			eco := fmt.Sprintf(`module.exports = { apps: [{ name: 'bench', script: %q, instances: 2, exec_mode: 'cluster',
   wait_ready: true, listen_timeout: 10000, kill_timeout: 3000, env: { PORT: %q } }] };
-`, node("usual.js"), port)
+`, script, port)
 			if err := os.WriteFile(filepath.Join(p.dir, "ecosystem.config.js"), []byte(eco), 0o644); err != nil {
 				return err
 			}
@@ -195,6 +190,18 @@ func peers(root string) []peer {
 		reload: func(p *peerRun) error { return p.run(p.pm2Env(), p.pm2, "reload", "bench") },
 		stop:   func(p *peerRun) { _ = p.run(p.pm2Env(), p.pm2, "kill") },
 	}
+}
+
+// peers returns the peers in the order of the table; root is the
+// repository's directory.
+func peers(root string) []peer {
+	node := func(script string) string { return filepath.Join(root, "scripts/bench/servers/node", script) }
+	helper := handoffRunPeer(node("helper.js"))
+	helper.label = "handoff run, Node.js app with handoff's drain helper"
+	usual := handoffRunPeer(node("usual.js"))
+	usual.label = "handoff run, Node.js app draining with server.close()"
+	pm2 := pm2Peer(node("usual.js"))
+	pm2.label = "PM2 cluster mode, 2 instances, `pm2 reload` (app draining with server.close(), wait_ready)"
 
 	haproxy := peer{
 		label:   "HAProxy, seamless reload (master-worker, expose-fd listeners, SIGUSR2)",

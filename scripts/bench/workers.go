@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,61 +18,20 @@ import (
 // A workersCase is one way to run the CPU-bound Node.js app (servers/node/
 // cpu.js) on every core: handoff run with --workers, or PM2's cluster mode.
 type workersCase struct {
-	label   string
-	needs   []string
-	install string
-	start   func(p *peerRun) error
-	reload  func(p *peerRun) error
-	stop    func(p *peerRun)
-	root    func(p *peerRun) int // the process whose tree is the service, for its memory
+	peer
+	root func(p *peerRun) int // the process whose tree is the service, for its memory
 }
 
 func workersCases(root string) []workersCase {
 	script := filepath.Join(root, "scripts/bench/servers/node/cpu.js")
 	handoffRun := func(workers, surge int) workersCase {
-		return workersCase{
-			label:   fmt.Sprintf("handoff run --workers %d --max-surge %d", workers, surge),
-			needs:   []string{"node"},
-			install: "apt-get install nodejs",
-			start: func(p *peerRun) error {
-				node, _ := exec.LookPath("node")
-				var err error
-				p.main, err = p.launch(nil, p.e.bins["handoff"], "run", "--control", filepath.Join(p.dir, "control.sock"),
-					"--ready", "accept", "--workers", fmt.Sprint(workers), "--max-surge", fmt.Sprint(surge), "--listen", "web="+p.addr, "--", node, script)
-				if err != nil {
-					return err
-				}
-				return p.waitServing()
-			},
-			reload: func(p *peerRun) error {
-				return p.run(nil, p.e.bins["handoff"], "reload", "--control", filepath.Join(p.dir, "control.sock"))
-			},
-			stop: func(p *peerRun) { p.stopAll() },
-			root: func(p *peerRun) int { return p.main.Process.Pid },
-		}
+		c := workersCase{peer: handoffRunPeer(script, "--workers", fmt.Sprint(workers), "--max-surge", fmt.Sprint(surge)),
+			root: func(p *peerRun) int { return p.main.Process.Pid }}
+		c.label = fmt.Sprintf("handoff run --workers %d --max-surge %d", workers, surge)
+		return c
 	}
-	pm2 := workersCase{
-		label:   "PM2 cluster mode, 2 instances, `pm2 reload` (the same app and drain, wait_ready)",
-		needs:   []string{"node", "pm2"},
-		install: "npm install -g pm2",
-		start: func(p *peerRun) error {
-			p.pm2, _ = exec.LookPath("pm2")
-			_, port, _ := strings.Cut(p.addr, ":")
-			eco := fmt.Sprintf(`module.exports = { apps: [{ name: 'bench', script: %q, instances: 2, exec_mode: 'cluster',
-  wait_ready: true, listen_timeout: 10000, kill_timeout: 3000, env: { PORT: %q } }] };
-`, script, port)
-			if err := os.WriteFile(filepath.Join(p.dir, "ecosystem.config.js"), []byte(eco), 0o644); err != nil {
-				return err
-			}
-			if err := p.run(p.pm2Env(), p.pm2, "start", filepath.Join(p.dir, "ecosystem.config.js")); err != nil {
-				return err
-			}
-			return p.waitServing()
-		},
-		reload: func(p *peerRun) error { return p.run(p.pm2Env(), p.pm2, "reload", "bench") },
-		stop:   func(p *peerRun) { _ = p.run(p.pm2Env(), p.pm2, "kill") },
-		root:   func(p *peerRun) int { return proc.ReadPid(filepath.Join(p.dir, "pm2", "pm2.pid")) },
-	}
+	pm2 := workersCase{peer: pm2Peer(script), root: func(p *peerRun) int { return proc.ReadPid(filepath.Join(p.dir, "pm2", "pm2.pid")) }}
+	pm2.label = "PM2 cluster mode, 2 instances, `pm2 reload` (the same app and drain, wait_ready)"
 	return []workersCase{handoffRun(1, 1), handoffRun(2, 1), handoffRun(2, 2), pm2}
 }
 
