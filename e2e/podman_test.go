@@ -163,19 +163,36 @@ func TestPodmanDaemonPID1(t *testing.T) {
 		t.Fatalf("podman kill --signal HUP: %v %s", err, out)
 	}
 	waitGen(3)
-	// Generations 1 and 2 left 10 orphans each, which exit 1.5 s after
-	// they started; once they have, none may stay a zombie.
+	// Generations 1 and 2 each left 10 orphans (sleeping 3 s): when a
+	// generation exits, its orphans come under PID 1, which stops them as
+	// strays and must reap them. Both generations' strays are logged; then
+	// none is left under PID 1, running or a zombie.
 	host := containerPid(t, name)
-	t.Logf("processes under PID 1 after the second reload: %d (generations and their orphans)", len(proc.Children(host)))
-	deadline := time.Now().Add(10 * time.Second)
-	for len(proc.Children(host)) > 1+10 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		logs := podmanLogs(name)
+		if strings.Contains(logs, "event=generation.strays gen=1 ") && strings.Contains(logs, "event=generation.strays gen=2 ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no generation.strays line for generations 1 and 2: their orphans never came under PID 1\n%s", logs)
+		}
 	}
-	if z := zombies(host); len(z) != 0 {
-		t.Errorf("zombies under handoff as PID 1: %v", z)
+	orphans := func() (running, dead int) {
+		for _, c := range proc.Children(host) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c))
+			if strings.Contains(string(b), "-sleep") {
+				running++
+			}
+		}
+		return running, len(zombies(host))
 	}
-	if n := len(proc.Children(host)); n > 11 {
-		t.Errorf("%d processes under PID 1, want the generation and its 10 orphans at most", n)
+	running, dead := orphans()
+	t.Logf("orphans under PID 1 once both generations' strays were logged: %d running, %d zombies", running, dead)
+	for deadline := time.Now().Add(10 * time.Second); running+dead > 0 && time.Now().Before(deadline); running, dead = orphans() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if running != 0 || dead != 0 {
+		t.Errorf("%d orphans still run and %d zombies wait under handoff as PID 1", running, dead)
 	}
 
 	stopAt := time.Now()

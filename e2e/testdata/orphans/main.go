@@ -1,14 +1,16 @@
-// Command orphans leaves processes behind, as a shell wrapper's background
-// children do: with -sleep D it sleeps D and exits; otherwise it starts
-// $ORPHANS copies of itself with -sleep 1500ms, waits for none of them, and
-// execs the program its arguments name. When that program exits, its
-// children become the orphans of PID 1.
+// Command orphans leaves processes behind, as a detached helper does: with
+// -sleep D it ignores SIGTERM and SIGINT (so that the stop signal sent to
+// its process group with the program's does not end it), sleeps D and exits;
+// otherwise it starts $ORPHANS copies of itself with -sleep 3s, waits for
+// none of them, and execs the program its arguments name. When that
+// program exits, its children become the orphans of PID 1.
 package main
 
 import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "-sleep" {
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
 		d, _ := time.ParseDuration(os.Args[2])
 		time.Sleep(d)
 		return
@@ -26,7 +29,7 @@ func main() {
 	}
 	n, _ := strconv.Atoi(os.Getenv("ORPHANS"))
 	for range n {
-		if err := exec.Command("/proc/self/exe", "-sleep", "1500ms").Start(); err != nil {
+		if err := exec.Command("/proc/self/exe", "-sleep", "3s").Start(); err != nil {
 			fmt.Fprintln(os.Stderr, "orphans:", err)
 			os.Exit(1)
 		}
