@@ -319,13 +319,8 @@ func TestUpgradeHandoffItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = syscall.Kill(oldPid, syscall.SIGUSR2)
-	select {
-	case <-d.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the old handoff did not exit:\n%s", d.log())
-	}
-	if d.waitErr != nil {
-		t.Errorf("old handoff: %v", d.waitErr)
+	if err := d.waitExit(20 * time.Second); err != nil {
+		t.Errorf("old handoff: %v", err)
 	}
 	st := d.status()
 	if st.PID == oldPid || len(st.Generations) != 1 || st.Generations[0].PID == oldGen || st.Generations[0].Generation != 2 {

@@ -224,6 +224,18 @@ func (d *runningDaemon) stop() {
 	}
 }
 
+// waitExit waits for handoff to exit, and returns what Wait returned.
+func (d *runningDaemon) waitExit(timeout time.Duration) error {
+	d.t.Helper()
+	select {
+	case <-d.exited:
+		return d.waitErr
+	case <-time.After(timeout):
+		d.t.Fatalf("handoff did not exit within %v:\n%s", timeout, d.log())
+		return nil
+	}
+}
+
 func (d *runningDaemon) cleanup() {
 	select {
 	case <-d.exited:

@@ -99,14 +99,9 @@ func TestStopThatKillsExitsNonZero(t *testing.T) {
 				d.waitRecord(5*time.Second, "event=generation.draining")
 				_ = d.cmd.Process.Signal(syscall.SIGTERM)
 			}
-			select {
-			case <-d.exited:
-			case <-time.After(20 * time.Second):
-				t.Fatalf("handoff did not exit:\n%s", d.log())
-			}
-			var ee *exec.ExitError
-			if !errors.As(d.waitErr, &ee) || ee.ExitCode() != daemon.ExitStopCut {
-				t.Errorf("handoff exited with %v, want status %d", d.waitErr, daemon.ExitStopCut)
+			err := d.waitExit(20 * time.Second)
+			if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != daemon.ExitStopCut {
+				t.Errorf("handoff exited with %v, want status %d", err, daemon.ExitStopCut)
 			}
 			if err := <-slow; err == nil {
 				t.Error("the slow request was answered, yet the stop says it killed")

@@ -253,8 +253,6 @@ func eventGen(ev any) *generation {
 		return e.g
 	case bakeDone:
 		return e.g
-	case evHung:
-		return e.g
 	}
 	return nil
 }

@@ -327,13 +327,8 @@ func TestWorkersSignalSelfUpgradeStop(t *testing.T) {
 	}
 	oldHandoff := d.cmd.Process.Pid
 	_ = syscall.Kill(oldHandoff, syscall.SIGUSR2)
-	select {
-	case <-d.exited:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the old handoff did not exit:\n%s", d.log())
-	}
-	if d.waitErr != nil {
-		t.Errorf("old handoff: %v", d.waitErr)
+	if err := d.waitExit(20 * time.Second); err != nil {
+		t.Errorf("old handoff: %v", err)
 	}
 	now := d.waitWorkers(2)
 	st := d.status()
