@@ -513,6 +513,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "handoff pid %d running %s (restarts: %d, killed: %d", st.PID, st.Program, st.Restarts, st.Killed)
+	if st.Unresponsive > 0 {
+		fmt.Fprintf(stdout, ", replaced as hung: %d", st.Unresponsive)
+	}
 	if st.Reloading {
 		fmt.Fprint(stdout, ", reloading")
 	}
@@ -522,13 +525,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, ")")
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	if len(st.Workers) > 0 {
-		fmt.Fprintln(tw, "WORKER\tGEN\tPID\tSTATE\tUPTIME\tRESTARTS\tRSS")
+		fmt.Fprintln(tw, "WORKER\tGEN\tPID\tSTATE\tUPTIME\tRESTARTS\tHUNG\tRSS")
 		for _, w := range st.Workers {
 			rss := "-"
 			if w.RSSBytes > 0 {
 				rss = fmt.Sprintf("%.1f MiB", float64(w.RSSBytes)/(1<<20))
 			}
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\n", w.Index, w.Generation, w.PID, w.State, time.Duration(w.UptimeSeconds*float64(time.Second)).Round(time.Second), w.Restarts, rss)
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%s\n", w.Index, w.Generation, w.PID, w.State, time.Duration(w.UptimeSeconds*float64(time.Second)).Round(time.Second), w.Restarts, w.Unresponsive, rss)
 		}
 		fmt.Fprintln(tw)
 	}

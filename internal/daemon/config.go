@@ -44,23 +44,26 @@ type listenSpec struct {
 type config struct {
 	Listens      []listenSpec
 	Ready        readyMode
-	Health       readyMode // checked during --bake: http or tcp, or none
+	Health       readyMode // checked during --bake and while serving: http or tcp, or none
 	ReadyTimeout time.Duration
 	DrainTimeout time.Duration
 	StopDelay    time.Duration
 	StopSignal   syscall.Signal
 	Bake         time.Duration
 	MaxDraining  int
-	Workers      int    // processes per generation
-	MaxSurge     int    // processes a roll runs beyond Workers
-	MaxMemory    int64  // bytes of resident memory past which a worker is replaced; 0: none
-	Metrics      string // HOST:PORT to serve /metrics on, or ""
-	PIDFile      string
-	Control      string
-	Chdir        string // each generation's directory, resolved at its start
-	EnvFile      string // read at each generation's start
-	FDStore      bool
-	LogFormat    string // "text" or "json"
+	Workers      int   // processes per generation
+	MaxSurge     int   // processes a roll runs beyond Workers
+	MaxMemory    int64 // bytes of resident memory past which a worker is replaced; 0: none
+	// HungAfter is how long a serving process may leave requests
+	// unanswered, answering none, before it is replaced; 0: never.
+	HungAfter time.Duration
+	Metrics   string // HOST:PORT to serve /metrics on, or ""
+	PIDFile   string
+	Control   string
+	Chdir     string // each generation's directory, resolved at its start
+	EnvFile   string // read at each generation's start
+	FDStore   bool
+	LogFormat string // "text" or "json"
 	// Credential, if set, is the user and group the program runs as.
 	Credential *syscall.Credential
 	Program    string // as resolved in PATH
@@ -73,7 +76,11 @@ const (
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultMaxDraining  = 3
 	DefaultMaxSurge     = 1
+	DefaultHungAfter    = 2 * time.Second
 	maxWorkers          = 1024
+	// hungAfterMin is the shortest --hung-after: the checks look every
+	// liveTick, and a request needs a moment to be answered.
+	hungAfterMin = 500 * time.Millisecond
 )
 
 const runUsage = `Usage: handoff run [flags] -- PROGRAM [ARGS...]
@@ -133,9 +140,16 @@ func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
 		"watch the new one: if it exits, takes no connection while the old one takes several, answers\n"+
 		"nothing on connections that sent it requests 2 s ago, or fails --health 3 times in a row, it is\n"+
 		"rolled back within seconds: the reload fails and the old one serves on. Example: --bake 10s")
-	raw.health = fs.String("health", "", "during --bake, check the new generation every 250 ms at `URL`: http://HOST:PORT/PATH must answer\n"+
-		"2xx, tcp://HOST:PORT accept; an address only the new generation serves (not a --listen socket).\n"+
-		"A --ready http:// or tcp:// probe is used when this is not given. Example: --health http://127.0.0.1:9100/healthz")
+	raw.health = fs.String("health", "", "check each serving process every second, and a new generation during --bake every 250 ms,\n"+
+		"at `URL`: http://HOST:PORT/PATH must answer 2xx, tcp://HOST:PORT accept; an address only that\n"+
+		"process serves (not a --listen socket). 3 failures in a row roll back a baking generation and\n"+
+		"replace a serving one (see --hung-after). A --ready http:// or tcp:// probe is used when this is\n"+
+		"not given. Example: --health http://127.0.0.1:9100/healthz")
+	fs.DurationVar(&cfg.HungAfter, "hung-after", DefaultHungAfter, "replace a serving process, a new one ready first, when it is shown hung: it holds requests\n"+
+		"unanswered this long or longer while it answers none and takes more, it takes no connection\n"+
+		"while they wait this long, or it fails --health 3 times in a row. It is paused at once, so that\n"+
+		"it takes no more. Requests slower than this that are answered raise the bar to twice the\n"+
+		"slowest. 0 turns the checks off. Example: --hung-after 5s")
 	fs.IntVar(&cfg.Workers, "workers", 1, "run each generation as `N` processes of the program, each given the same sockets, its own\n"+
 		"LISTEN_PID and its index from 0 in HANDOFF_WORKER (and NODE_APP_INSTANCE), HANDOFF_WORKERS=N: for\n"+
 		"programs that use one core. A reload rolls: each new worker is ready before the old one it\n"+
@@ -260,8 +274,12 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 		return usagef("handoff run: --stop-delay must not be negative")
 	case cfg.Bake < 0:
 		return usagef("handoff run: --bake must not be negative")
-	case cfg.Health.Kind != "" && cfg.Bake <= 0:
-		return usagef("handoff run: --health is checked during the bake window — give --bake too, as in --bake 10s")
+	case cfg.HungAfter < 0:
+		return usagef("handoff run: --hung-after must not be negative (0 turns the checks off), as in --hung-after 5s")
+	case cfg.HungAfter > 0 && cfg.HungAfter < hungAfterMin:
+		return usagef("handoff run: --hung-after %v: give at least %v (or 0 to turn the checks off), as in --hung-after 5s", cfg.HungAfter, hungAfterMin)
+	case cfg.Health.Kind != "" && cfg.Bake <= 0 && cfg.HungAfter <= 0:
+		return usagef("handoff run: --health is checked during --bake and while serving, and both are off — give --bake 10s, or a positive --hung-after")
 	case cfg.MaxDraining < 1:
 		return usagef("handoff run: --max-draining must be at least 1")
 	case cfg.Workers < 1 || cfg.Workers > maxWorkers:

@@ -18,6 +18,7 @@ import (
 type connInfo struct {
 	segsIn, segsOut        uint32 // data segments received and sent
 	lastRecvMs, lastSentMs uint32 // since it last received, sent data
+	rqueue                 uint32 // bytes received that the program has not read
 }
 
 // pending reports whether c received data at least after ago, and has sent
@@ -43,9 +44,11 @@ const (
 // kernel's sock_diag interface lists them.
 func tcpConns(ports map[uint16]bool) (map[uint64]connInfo, error) {
 	out := map[uint64]connInfo{}
-	err := diagDump(1<<tcpEstablished|1<<tcpCloseWait, func(port uint16, ino uint64, _ uint32, attrs []byte) {
+	err := diagDump(1<<tcpEstablished|1<<tcpCloseWait, func(port uint16, ino uint64, rqueue uint32, attrs []byte) {
 		if ports[port] {
-			out[ino] = parseTCPInfo(attrs)
+			c := parseTCPInfo(attrs)
+			c.rqueue = rqueue
+			out[ino] = c
 		}
 	})
 	return out, err

@@ -9,8 +9,9 @@ import (
 
 // connInfo is what the kernel reports of one TCP connection (Linux only).
 type connInfo struct {
-	segsIn, segsOut uint32
-	lastRecvMs      uint32
+	segsIn, segsOut        uint32
+	lastRecvMs, lastSentMs uint32
+	rqueue                 uint32
 }
 
 // tcpConns needs Linux's sock_diag: elsewhere the bake window's connection

@@ -51,10 +51,13 @@ type Status struct {
 	// Killed counts the generations handoff had to kill with SIGKILL: not
 	// ready within --ready-timeout, hung, still draining at
 	// --drain-timeout, past --max-draining, or on a second stop signal.
-	Killed    int      `json:"killed"`
-	Reloading bool     `json:"reloading"`
-	Queued    bool     `json:"reload_queued"`
-	Rollback  *runSpec `json:"rollback,omitempty"` // what 'handoff rollback' would run
+	Killed int `json:"killed"`
+	// Unresponsive counts the processes replaced because they were shown
+	// hung (--hung-after).
+	Unresponsive int      `json:"unresponsive"`
+	Reloading    bool     `json:"reloading"`
+	Queued       bool     `json:"reload_queued"`
+	Rollback     *runSpec `json:"rollback,omitempty"` // what 'handoff rollback' would run
 	// Workers lists each worker index: what serves there, with --workers
 	// above 1.
 	Workers []WorkerStatus `json:"workers,omitempty"`
@@ -83,7 +86,10 @@ type WorkerStatus struct {
 	// UptimeSeconds is how long its serving process has run.
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Restarts      int     `json:"restarts"`
-	RSSBytes      int64   `json:"rss_bytes,omitempty"`
+	// Unresponsive counts the processes at this index replaced because
+	// they were shown hung.
+	Unresponsive int   `json:"unresponsive"`
+	RSSBytes     int64 `json:"rss_bytes,omitempty"`
 }
 
 // Socket describes one socket handoff holds.
@@ -127,18 +133,25 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 // status describes handoff's state for `handoff status`.
 func (s *supervisor) status() Status {
 	m := s.m
-	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Reloading: m.reloading, Queued: m.q.Queued(), Rollback: m.previous,
-		ReloadBound: s.reloadBound().Seconds()}
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive,
+		Reloading: m.reloading, Queued: m.q.Queued(), Rollback: m.previous, ReloadBound: s.reloadBound().Seconds()}
 	for _, g := range m.gens {
-		st.Generations = append(st.Generations, GenStatus{Generation: g.n, Worker: g.w, PID: g.pid, State: g.state.String(),
+		state := g.state.String()
+		if g.unresponsive && g.state == serving {
+			state = "unresponsive" // paused, while its replacement starts
+		}
+		st.Generations = append(st.Generations, GenStatus{Generation: g.n, Worker: g.w, PID: g.pid, State: state,
 			AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds(), Dir: g.dir})
 	}
 	if len(m.slots) > 1 {
 		for w, sl := range m.slots {
-			ws := WorkerStatus{Index: w, Restarts: sl.restarts, State: "restarting"}
+			ws := WorkerStatus{Index: w, Restarts: sl.restarts, Unresponsive: sl.unresponsive, State: "restarting"}
 			switch g := sl.cur; {
 			case g != nil:
 				ws.Generation, ws.PID, ws.State = g.n, g.pid, "ready"
+				if g.unresponsive {
+					ws.State = "unresponsive"
+				}
 				ws.UptimeSeconds = time.Since(g.started).Round(time.Millisecond).Seconds()
 				ws.RSSBytes, _ = residentBytes(g.pid)
 			case sl.next != nil:

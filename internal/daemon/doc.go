@@ -24,6 +24,10 @@
 //	          takes over or on stop; exits on its own, or hangs (no
 //	          WATCHDOG=1 for WatchdogSec= after it once sent one) → exited
 //	          (final), and a new generation is started after a backoff.
+//	          Shown hung by the liveness checks (liveness.go: answers
+//	          nothing, takes no connection, fails --health) → paused, shown
+//	          as "unresponsive", until a new process takes its worker
+//	          index → draining.
 //	draining  sent --stop-signal; SIGKILL after --drain-timeout, or at once
 //	          when more than --max-draining generations drain. → exited.
 //	exited    final.
@@ -37,7 +41,8 @@
 // --max-surge processes beyond the workers' number; a new process that fails
 // stops the roll, and the workers already replaced are put back to what they
 // ran. A worker that exits on its own is restarted alone, with its own
-// backoff; one past --max-memory is replaced by a roll of its index alone. A reload
+// backoff; one past --max-memory, or shown hung, is replaced by a roll of
+// its index alone. A reload
 // asked while one runs is queued — several make one — and carried out after,
 // so that a program replaced meanwhile is always picked up. This is the
 // library's rule too (package upgrader): an upgrade asked before the new

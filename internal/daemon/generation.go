@@ -48,8 +48,12 @@ type generation struct {
 	restart bool // started to replace a generation that exited on its own
 	// forMemory: started to replace a worker past --max-memory.
 	forMemory bool
-	dir       string   // its working directory (--chdir, resolved), or ""
-	spec      *runSpec // what it runs
+	// forHung: started to replace a process shown hung; unresponsive: it
+	// was shown hung itself, and is paused until it drains.
+	forHung      bool
+	unresponsive bool
+	dir          string   // its working directory (--chdir, resolved), or ""
+	spec         *runSpec // what it runs
 
 	notify   *net.UnixConn
 	notifyAt string

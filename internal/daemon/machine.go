@@ -72,6 +72,7 @@ type counters struct {
 	reloadSec    *promtext.Histogram
 	drainSec     *promtext.Histogram // from the stop signal to the exit of each process
 	drainsKilled int                 // processes killed at --drain-timeout
+	unresponsive int                 // processes replaced because they were shown hung
 }
 
 // reloadBuckets and drainBuckets are the histograms' upper bounds, in
@@ -116,6 +117,11 @@ type slot struct {
 	// memWarned: a worker here needed more than --max-memory from its
 	// start, and was said to.
 	memWarned bool
+	// unresponsive counts the processes here replaced because they were
+	// shown hung; hungWarned: the one serving now was, too soon after it
+	// replaced one for the same, and was said to.
+	unresponsive int
+	hungWarned   bool
 }
 
 // roll is a change of the workers, one worker index after another: new
@@ -125,13 +131,18 @@ type slot struct {
 // they exit. A reload that fails puts the workers it replaced back to what
 // they ran (back).
 type roll struct {
-	kind  spawnKind
-	n     int      // the generation number of the processes it starts
-	spec  *runSpec // what they run; nil until the first resolved it
-	todo  []int    // worker indexes still to start, in order
-	done  []int    // worker indexes replaced so far
-	olds  map[int]*runSpec
-	surge int
+	kind spawnKind
+	// target is the process a replacement (spawnReplace) replaces, and
+	// hung says it replaces it because it was shown hung, not for its
+	// memory.
+	target *generation
+	hung   bool
+	n      int      // the generation number of the processes it starts
+	spec   *runSpec // what they run; nil until the first resolved it
+	todo   []int    // worker indexes still to start, in order
+	done   []int    // worker indexes replaced so far
+	olds   map[int]*runSpec
+	surge  int
 	// spawning: an actSpawn is on its way (one at a time, so that the
 	// first resolves the spec the others run).
 	spawning bool
@@ -154,7 +165,7 @@ const (
 	spawnFirst   spawnKind = iota // handoff's start
 	spawnReload                   // a reload or a rollback
 	spawnRestart                  // the serving generation exited on its own
-	spawnReplace                  // a worker passed --max-memory
+	spawnReplace                  // a worker passed --max-memory, or was shown hung
 )
 
 // Events, besides the generations' own (genReady, genNotReady, genExited).
@@ -224,6 +235,7 @@ func (genExited) isEvent()       {}
 func (genNotReady) isEvent()     {}
 func (genLeft) isEvent()         {}
 func (bakeFailed) isEvent()      {}
+func (genUnresponsive) isEvent() {}
 
 // action is one of the act* types below: a sealed interface, whose every
 // type the supervisor carries out (TestSwitchesAreExhaustive).
@@ -247,6 +259,7 @@ func (actWatchBake) isAction()        {}
 func (actStopStrays) isAction()       {}
 func (actDone) isAction()             {}
 func (actMeasure) isAction()          {}
+func (actPause) isAction()            {}
 
 // Actions.
 type (
@@ -287,6 +300,12 @@ type (
 	actReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
 	actDone             struct{ code int } // every generation has exited: handoff exits
 	actMeasure          struct{}           // measure the serving workers' memory: memSample follows
+	// actPause stops (SIGSTOP) g's process group, so that it takes no
+	// more connections, or resumes it (SIGCONT).
+	actPause struct {
+		g     *generation
+		pause bool
+	}
 )
 
 func (m *machine) do(a ...action) { m.out = append(m.out, a...) }
@@ -356,6 +375,8 @@ func (m *machine) step(ev event) []action {
 		}
 	case bakeFailed:
 		m.onBakeFailed(e.g, e.reason)
+	case genUnresponsive:
+		m.onUnresponsive(e)
 	case killDue:
 		if e.g.state != exited {
 			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(e.g), "drain_timeout", m.drainTimeout.String())...)
@@ -526,7 +547,8 @@ func (m *machine) onSpawned(g *generation) {
 	r := m.roll
 	if r != nil && r.spawning && g.n == r.n {
 		r.spawning = false
-		g.forMemory = r.kind == spawnReplace
+		g.forMemory = r.kind == spawnReplace && !r.hung
+		g.forHung = r.kind == spawnReplace && r.hung
 		if r.spec == nil && !r.back {
 			r.spec = g.spec
 		}
@@ -570,7 +592,9 @@ func (m *machine) onReady(g *generation) {
 	}
 	g.readyAt = m.now()
 	m.log(slog.LevelInfo, "generation.ready", "generation ready", append(m.about(g), "ready_ms", g.readyAt.Sub(g.started).Milliseconds())...)
-	if old := m.slots[g.w].cur; m.bake > 0 && old != nil {
+	// A process that replaces one shown hung does not bake: the old one
+	// does not serve.
+	if old := m.slots[g.w].cur; m.bake > 0 && old != nil && !old.unresponsive {
 		g.state = baking
 		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", append(m.about(g), "bake", m.bake.String())...)
 		m.do(actAfter{m.bake, bakeDone{g}}, actWatchBake{g, old, m.servingBut(g)})
@@ -694,11 +718,20 @@ func (m *machine) endRoll() {
 		}
 	case r.kind == spawnReplace && r.failure == "":
 		if g := m.slots[r.done[0]].cur; g != nil {
-			m.log(slog.LevelInfo, "worker.replaced", "worker replaced", m.about(g)...)
+			why := "memory"
+			if r.hung {
+				why = "unresponsive"
+			}
+			m.log(slog.LevelInfo, "worker.replaced", "worker replaced", append(m.about(g), "why", why)...)
 		}
 		m.do(actNotify{"status", m.servingStatus()})
 	case r.kind == spawnReplace:
 		m.log(slog.LevelWarn, "worker.replace_failed", "cannot replace the worker; it serves on", "reason", r.failure)
+		if t := r.target; t != nil && t.unresponsive && t.state == serving {
+			// Paused as hung: it is all there is at its index.
+			t.unresponsive = false
+			m.do(actPause{t, false})
+		}
 	case r.failure != "":
 		msg := r.failure
 		if r.back {
@@ -803,6 +836,11 @@ func (m *machine) failRoll(g *generation, code, why, notify string) {
 // --max-draining generations draining, the oldest is killed at once.
 func (m *machine) drain(g *generation) {
 	g.state = draining
+	if g.unresponsive {
+		// Paused as hung: it must run to drain, or to die of its stop
+		// signal.
+		m.do(actPause{g, false})
+	}
 	g.exitedAt = m.now() // when the drain began, until it exits
 	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, killDue{g}})
 	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", unixName(m.stopSignal))...)
@@ -986,7 +1024,7 @@ func (m *machine) onMemory(rss map[*generation]int64) {
 		sl.memWarned = false
 		m.log(slog.LevelWarn, "worker.over_memory", "worker passed --max-memory; replacing it, a new one ready first",
 			append(m.about(g), "rss_bytes", rss[g], "max_bytes", m.maxMemory)...)
-		r := &roll{kind: spawnReplace, n: m.nextN, spec: g.spec, todo: []int{w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+		r := &roll{kind: spawnReplace, target: g, n: m.nextN, spec: g.spec, todo: []int{w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
 		m.nextN++
 		m.roll = r
 		m.advanceRoll()
@@ -1213,4 +1251,43 @@ func workersN(n int) string {
 		return "1 worker"
 	}
 	return fmt.Sprintf("%d workers", n)
+}
+
+// onUnresponsive replaces a serving process shown hung (liveness.go): it is
+// paused at once, so that it takes no more connections — those it holds
+// are lost to it — and a new process with what it ran takes its index; it
+// drains once that one is ready, with no bake. One replacement at a time,
+// and none while a reload rolls: the checks report it again meanwhile.
+// A process that replaced one for the same and hangs within stableAfter of
+// its start is said to once, and replaced only once it has served
+// stableAfter: replacing it faster would not help a program that hangs on
+// something outside it.
+func (m *machine) onUnresponsive(e genUnresponsive) {
+	g := e.g
+	if g.w >= len(m.slots) {
+		return
+	}
+	sl := &m.slots[g.w]
+	if g.state != serving || sl.cur != g || sl.next != nil || g.unresponsive || m.roll != nil || m.stopping || m.stops.Delaying() {
+		return
+	}
+	if g.forHung && m.now().Sub(g.readyAt) < stableAfter {
+		if !sl.hungWarned {
+			sl.hungWarned = true
+			m.log(slog.LevelError, "worker.unresponsive_again", "a process that replaced a hung one hangs too; it is replaced again once it has served 10s — look at what the program waits on",
+				append(m.about(g), append([]any{"reason", e.reason}, e.args...)...)...)
+		}
+		return
+	}
+	sl.hungWarned = false
+	g.unresponsive = true
+	sl.unresponsive++
+	m.counts.unresponsive++
+	m.log(slog.LevelError, "worker.unresponsive", "process shown hung; pausing it and replacing it, a new one ready first",
+		append(m.about(g), append([]any{"reason", e.reason}, e.args...)...)...)
+	m.do(actPause{g, true})
+	r := &roll{kind: spawnReplace, target: g, hung: true, n: m.nextN, spec: g.spec, todo: []int{g.w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+	m.nextN++
+	m.roll = r
+	m.advanceRoll()
 }

@@ -382,6 +382,72 @@ func TestMachineWorkers(t *testing.T) {
 		}
 	})
 
+	t.Run("a worker shown hung is paused and replaced, the new one ready first and not baked; one replacement at a time", func(t *testing.T) {
+		m := newMachine()
+		m.bake = time.Minute // not for a hung process's replacement
+		gw(2, 1).spec = v1
+		hung := genUnresponsive{gw(1, 1), "answers nothing", []any{"waiting", 5}}
+		run(t, m, []step{
+			{hung, []string{"log:worker.unresponsive", "Pause", "spawn 2"}},
+			// Reported again while its replacement starts: nothing more.
+			{hung, nil},
+			// Another worker is reported meanwhile: one replacement at a time.
+			{genUnresponsive{gw(1, 2), "answers nothing", nil}, nil},
+			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
+			{genReady{gw(2, 1)}, cat([]string{"log:generation.ready", "Pause"}, drains(1), []string{"log:worker.replaced", "notify status"})},
+		})
+		if m.slots[1].cur != gw(2, 1) || m.slots[1].unresponsive != 1 || m.counts.unresponsive != 1 || !gw(2, 1).forHung {
+			t.Errorf("worker 1: serving %v, %d replaced as hung (%d in all)", m.slots[1].cur, m.slots[1].unresponsive, m.counts.unresponsive)
+		}
+		if st := m.servingStatus(); !strings.Contains(st, "serving 3 of 3") {
+			t.Errorf("status %q", st)
+		}
+	})
+
+	t.Run("a hung worker whose replacement fails is resumed, and serves on", func(t *testing.T) {
+		m := newMachine()
+		run(t, m, []step{
+			{genUnresponsive{gw(1, 0), "takes no connection", nil}, []string{"log:worker.unresponsive", "Pause", "spawn 2"}},
+			{evSpawnFailed{errors.New("no such file"), 2, 0}, []string{"log:reload.failed", "log:worker.replace_failed", "Pause"}},
+		})
+		if gw(1, 0).unresponsive || m.slots[0].cur != gw(1, 0) || m.roll != nil {
+			t.Errorf("worker 0 after the failed replacement: %+v, roll %v", m.slots[0].cur, m.roll)
+		}
+	})
+
+	t.Run("a replacement that hangs again at once is said once and replaced only after it served stableAfter", func(t *testing.T) {
+		m := newMachine()
+		gw(2, 1).spec, gw(3, 1).spec = v1, v1
+		m.step(genUnresponsive{gw(1, 1), "answers nothing", nil})
+		m.step(evSpawned{gw(2, 1)})
+		m.step(genReady{gw(2, 1)})
+		var all []string
+		for range 3 {
+			all = append(all, names(m.step(genUnresponsive{gw(2, 1), "answers nothing", nil}))...)
+		}
+		if n := strings.Count(strings.Join(all, " "), "log:worker.unresponsive_again"); n != 1 || slices.Contains(all, "spawn 3") {
+			t.Errorf("%q: want one worker.unresponsive_again and no spawn", all)
+		}
+		clock = clock.Add(stableAfter)
+		defer func() { clock = clock.Add(-stableAfter) }()
+		if got := names(m.step(genUnresponsive{gw(2, 1), "answers nothing", nil})); !slices.Contains(got, "spawn 3") {
+			t.Errorf("after stableAfter: %q, want it replaced", got)
+		}
+	})
+
+	t.Run("no worker is replaced as hung while a reload rolls or handoff stops", func(t *testing.T) {
+		m := newMachine()
+		m.step(evReload{w})
+		if got := names(m.step(genUnresponsive{gw(1, 2), "answers nothing", nil})); len(got) != 0 {
+			t.Errorf("during a reload: %q", got)
+		}
+		m = newMachine()
+		m.step(evSignal{syscall.SIGTERM})
+		if got := names(m.step(genUnresponsive{gw(1, 2), "answers nothing", nil})); len(got) != 0 {
+			t.Errorf("during a stop: %q", got)
+		}
+	})
+
 	t.Run("a put-back waits until the new worker rolled back in its bake has exited: never more than 4 processes", func(t *testing.T) {
 		m := newMachine()
 		m.bake = time.Second

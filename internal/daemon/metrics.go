@@ -98,11 +98,14 @@ func (s *supervisor) metrics() []byte {
 	p.Counter("handoff_restarts_total", "Restarts of a worker that exited on its own.", promtext.Sample{Value: float64(m.restarts)})
 	p.Counter("handoff_killed_total", "Processes handoff killed with SIGKILL: not ready in time, hung, past --drain-timeout or --max-draining, a second stop signal.", promtext.Sample{Value: float64(m.killed)})
 
-	var up, restarts, rss []promtext.Sample
+	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.counts.unresponsive)})
+
+	var up, restarts, hung, rss []promtext.Sample
 	for w, sl := range m.slots {
 		l := promtext.L("worker", strconv.Itoa(w))
 		up = append(up, promtext.Sample{Labels: l, Value: b2f(sl.cur != nil)})
 		restarts = append(restarts, promtext.Sample{Labels: l, Value: float64(sl.restarts)})
+		hung = append(hung, promtext.Sample{Labels: l, Value: float64(sl.unresponsive)})
 		if sl.cur != nil {
 			if n, err := residentBytes(sl.cur.pid); err == nil {
 				rss = append(rss, promtext.Sample{Labels: l, Value: float64(n)})
@@ -111,6 +114,7 @@ func (s *supervisor) metrics() []byte {
 	}
 	p.Gauge("handoff_worker_up", "1 when a process serves at this worker index.", up...)
 	p.Counter("handoff_worker_restarts_total", "Restarts at this worker index after its process exited on its own.", restarts...)
+	p.Counter("handoff_worker_unresponsive_total", "Processes at this worker index replaced because they were shown hung.", hung...)
 	p.Gauge("handoff_worker_resident_memory_bytes", "The resident memory of the process serving at this worker index.", rss...)
 	if err := p.Err(); err != nil {
 		return []byte(fmt.Sprintf("# error: %v\n", err))

@@ -64,6 +64,9 @@ type supervisor struct {
 
 	m       *machine
 	started time.Time
+	// serving is what the liveness checks watch (liveness.go): the
+	// processes that serve, as of the last step.
+	serving atomic.Pointer[[]*generation]
 
 	// strayStopping holds the pids of the processes left behind that are
 	// being stopped (see strays.go).
@@ -86,6 +89,11 @@ func newMachine(cfg *config, first int) *machine {
 // status.
 func (s *supervisor) run() int {
 	exitC := s.u.Exit()
+	if s.cfg.HungAfter > 0 {
+		quit := make(chan struct{})
+		defer close(quit)
+		go s.watchLive(quit)
+	}
 	if code, done := s.apply(evStart{}); done {
 		return code
 	}
@@ -138,6 +146,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 	if _, ok := ev.(genExited); ok {
 		defer s.trimMemory()
 	}
+	defer s.publishServing()
 	queue := s.m.step(ev)
 	for len(queue) > 0 {
 		a := queue[0]
@@ -155,6 +164,12 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			queue = append(s.m.step(next), queue...)
 		case actSignal:
 			a.g.signal(a.sig)
+		case actPause:
+			if a.pause {
+				a.g.signal(syscall.SIGSTOP)
+			} else {
+				a.g.signal(syscall.SIGCONT)
+			}
 		case actAfter:
 			t := time.AfterFunc(a.d, func() { s.events <- a.ev })
 			if g := eventGen(a.ev); g != nil {

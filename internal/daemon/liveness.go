@@ -1,0 +1,285 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// What the liveness checks look at. While a process serves, handoff looks
+// at it every liveTick (--hung-after > 0) and reports it unresponsive —
+// the machine then pauses it and replaces it, a new one ready first — when
+// it is shown hung:
+//
+//   - it answers nothing: for --hung-after it has made no progress — sent
+//     no byte on any of its connections, closed none, read no more of a
+//     request it had not answered — while at least liveMinWaiting of its
+//     connections got a request after its last progress and wait for the
+//     answer. Requests keep coming and none is answered: handlers that
+//     block on a deadlock or a stuck dependency, an event loop that never
+//     returns. A busy process answers some; a long-polling one holds old
+//     requests but gets no new ones on them until it answers;
+//   - it takes no connection: connections have waited in the sockets'
+//     accept queue for --hung-after, the queue never shrinking, and it
+//     took none meanwhile;
+//   - it fails the health check (--health, or the --ready http:// or tcp://
+//     probe) liveHealthFails times in a row, checked every liveHealthEvery.
+//
+// The connection checks read the kernel's view (sock_diag, /proc) as the
+// bake's do. What they cannot tell apart: a program whose clients send on
+// long-lived connections and never get a byte back (a telemetry sink that
+// never acknowledges) looks hung once three such clients send after its
+// last answer; turn the checks off for it (--hung-after 0), or give
+// --health.
+const (
+	liveTick        = 250 * time.Millisecond
+	liveMinWaiting  = 3
+	liveHealthEvery = time.Second
+	liveHealthFails = 3
+)
+
+// genUnresponsive: a serving process was shown hung.
+type genUnresponsive struct {
+	g      *generation
+	reason string
+	args   []any // the evidence, for the log record
+}
+
+// liveProc is what the checks know of one serving process.
+type liveProc struct {
+	g     *generation
+	since time.Time // watched from
+	// progress is when it was last seen to serve: a byte sent, a
+	// connection closed, more of an unanswered request read.
+	progress time.Time
+	accepted time.Time           // when it last took a new connection
+	prev     map[uint64]connInfo // its connections at the last look
+	fails    atomic.Int32        // health checks failed in a row
+	stop     context.CancelFunc  // ends its health checks
+	reported time.Time           // when it was last reported
+}
+
+// publishServing gives the liveness checks the processes that serve now.
+// Called by the supervisor's goroutine after each step.
+func (s *supervisor) publishServing() {
+	if s.cfg.HungAfter <= 0 {
+		return
+	}
+	var out []*generation
+	for _, sl := range s.m.slots {
+		if g := sl.cur; g != nil && g.state == serving && !g.unresponsive {
+			out = append(out, g)
+		}
+	}
+	s.serving.Store(&out)
+}
+
+// watchLive runs the liveness checks until quit is closed.
+func (s *supervisor) watchLive(quit <-chan struct{}) {
+	ports, inodes := s.tcpPorts(), map[uint64]bool{}
+	for _, ino := range s.inodes {
+		inodes[ino] = true
+	}
+	health := s.cfg.Health
+	if health.Kind == "" && (s.cfg.Ready.Kind == "http" || s.cfg.Ready.Kind == "tcp") {
+		health = s.cfg.Ready
+	}
+	w := &liveWatch{s: s, after: s.cfg.HungAfter, ports: ports, inodes: inodes, health: health,
+		procs: map[*generation]*liveProc{}, client: probeClient()}
+	tick := time.NewTicker(liveTick)
+	defer tick.Stop()
+	defer w.forgetAll()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-tick.C:
+		}
+		var serving []*generation
+		if p := s.serving.Load(); p != nil {
+			serving = *p
+		}
+		for _, ev := range w.look(time.Now(), serving) {
+			select {
+			case s.events <- ev:
+			case <-quit:
+				return
+			}
+		}
+	}
+}
+
+// probeClient is the HTTP client of the health checks.
+func probeClient() *http.Client {
+	return &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
+// liveWatch is the state of the liveness checks.
+type liveWatch struct {
+	s      *supervisor
+	after  time.Duration
+	ports  map[uint16]bool
+	inodes map[uint64]bool
+	health readyMode
+	client *http.Client
+	procs  map[*generation]*liveProc
+	// queueSince is since when connections have waited in the accept
+	// queue without it shrinking; zero when it is empty.
+	queueSince time.Time
+	queueLast  int
+	broken     bool // sock_diag cannot be read: only the health check runs
+}
+
+// look checks every process of serving once, and returns an event for each
+// one found hung.
+func (w *liveWatch) look(now time.Time, serving []*generation) []event {
+	// Follow the serving set: new processes are watched from now, those
+	// that no longer serve are forgotten.
+	in := map[*generation]bool{}
+	for _, g := range serving {
+		in[g] = true
+		if w.procs[g] == nil {
+			w.watch(now, g)
+		}
+	}
+	for g := range w.procs {
+		if !in[g] {
+			w.forget(g)
+		}
+	}
+	if len(w.procs) == 0 {
+		return nil
+	}
+	var conns map[uint64]connInfo
+	queue := 0
+	if !w.broken && len(w.ports) > 0 {
+		var err error
+		if conns, err = tcpConns(w.ports); err != nil {
+			w.broken = true
+			w.s.log.Warn("liveness: the connection checks cannot run; only --health counts", "event", "liveness.checks_off", "err", err)
+		} else if q, err := acceptQueue(w.inodes); err == nil {
+			queue = q
+		}
+	}
+	switch {
+	case queue == 0:
+		w.queueSince = time.Time{}
+	case w.queueSince.IsZero() || queue < w.queueLast:
+		w.queueSince = now
+	}
+	w.queueLast = queue
+
+	var out []event
+	for _, p := range w.procs {
+		reason, args := w.judge(now, p, conns, queue)
+		if reason == "" || now.Sub(p.reported) < w.after {
+			continue
+		}
+		p.reported = now
+		out = append(out, genUnresponsive{p.g, reason, args})
+	}
+	return out
+}
+
+// judge updates what is known of p from conns and the accept queue, and
+// returns why p is hung, with the evidence, or "".
+func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo, queue int) (string, []any) {
+	if conns != nil {
+		mine := map[uint64]connInfo{}
+		if len(conns) > 0 {
+			for ino := range held(p.g.pid, conns) {
+				mine[ino] = conns[ino]
+			}
+		}
+		for ino, c := range mine {
+			if c.segsOut > 0 {
+				// Any byte sent is progress: an answer, or part of one.
+				if t := now.Add(-time.Duration(c.lastSentMs) * time.Millisecond); t.After(p.progress) {
+					p.progress = t
+				}
+			}
+			was, seen := p.prev[ino]
+			if !seen {
+				p.accepted = now
+			} else if was.pending(0) && c.segsIn > was.segsIn && c.rqueue == 0 {
+				// More data on a request it has not answered, and it read
+				// it: a stream it consumes, not a handler that blocks.
+				p.progress = now
+			}
+		}
+		for ino := range p.prev {
+			if _, ok := mine[ino]; !ok {
+				p.progress = now // it closed one
+			}
+		}
+		waiting := 0 // connections with a request since its last progress, unanswered
+		for _, c := range mine {
+			if c.pending(0) && now.Add(-time.Duration(c.lastRecvMs)*time.Millisecond).After(p.progress) {
+				waiting++
+			}
+		}
+		p.prev = mine
+		quiet := now.Sub(p.progress)
+		if quiet >= w.after && waiting >= liveMinWaiting {
+			return fmt.Sprintf("answers nothing: %d of its connections got a request after it last answered, %v ago, and wait",
+					waiting, quiet.Round(100*time.Millisecond)),
+				[]any{"waiting", waiting, "quiet_ms", quiet.Milliseconds(), "conns", len(mine)}
+		}
+		if queue > 0 && !w.queueSince.IsZero() && now.Sub(w.queueSince) >= w.after && p.accepted.Before(w.queueSince) {
+			stuck := now.Sub(w.queueSince)
+			return fmt.Sprintf("takes no connection: %d connections have waited %v in the accept queue and it took none",
+					queue, stuck.Round(100*time.Millisecond)),
+				[]any{"accept_queue", queue, "queued_ms", stuck.Milliseconds(), "conns", len(mine)}
+		}
+	}
+	if n := p.fails.Load(); n >= liveHealthFails {
+		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.forWorker(p.g.w), n),
+			[]any{"health", w.health.forWorker(p.g.w).String(), "fails", n}
+	}
+	return "", nil
+}
+
+// watch starts watching g.
+func (w *liveWatch) watch(now time.Time, g *generation) {
+	p := &liveProc{g: g, since: now, progress: now, accepted: now, prev: map[uint64]connInfo{}}
+	w.procs[g] = p
+	if w.health.Kind == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	m := w.health.forWorker(g.w)
+	go func() {
+		t := time.NewTicker(liveHealthEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-g.exitedC:
+				return
+			case <-t.C:
+			}
+			if m.check(ctx, w.client) {
+				p.fails.Store(0)
+			} else if ctx.Err() == nil {
+				p.fails.Add(1)
+			}
+		}
+	}()
+}
+
+func (w *liveWatch) forget(g *generation) {
+	if p := w.procs[g]; p != nil && p.stop != nil {
+		p.stop()
+	}
+	delete(w.procs, g)
+}
+
+func (w *liveWatch) forgetAll() {
+	for g := range w.procs {
+		w.forget(g)
+	}
+}

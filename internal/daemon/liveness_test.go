@@ -1,0 +1,141 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
+	"github.com/handoff-dev/handoff/internal/proc"
+)
+
+// hangServer returns the command line of testdata/hang_server.py, or skips.
+func hangServer(t *testing.T) []string {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	script, err := filepath.Abs("testdata/hang_server.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{py, script}
+}
+
+// TestHungProcessReplaced: under load, with no reload under way, one
+// serving process hangs — it accepts connections and reads their requests,
+// and answers none. handoff finds it hung, pauses it so that it takes no
+// more, and replaces it, the new one ready first: the load loses only the
+// requests the hung process held, and nothing once the new one serves;
+// status and the metrics count it.
+func TestHungProcessReplaced(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			metricsAddr := proc.FreeAddr(t)
+			d := startDaemon(t, hangServer(t), "--workers", strconv.Itoa(workers), "--ready", "accept", "--metrics", metricsAddr)
+			var pids []int
+			if workers > 1 {
+				pids = d.waitWorkers(workers)
+			} else {
+				pids = []int{d.serving()}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100, Timeout: 5 * time.Second})
+			target := pids[len(pids)-1]
+			if err := load.WaitAnswers(target, 20, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			hungAt := time.Now()
+			if err := syscall.Kill(target, syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			rec := d.waitRecord(15*time.Second, "event=worker.unresponsive", "gen_pid="+strconv.Itoa(target))
+			found := time.Now()
+			repl := d.waitRecord(15*time.Second, "event=worker.replaced", "why=unresponsive")
+			newPID, _ := strconv.Atoi(repl.Get("gen_pid"))
+			// Nothing is lost once the new one serves: it answers 100.
+			if err := load.WaitAnswers(newPID, 100, 15*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			res := load.Wait()
+			t.Logf("hung pid %d found in about %v: %s; replaced by %d; load: %v", target, found.Sub(hungAt).Round(100*time.Millisecond), rec, newPID, res)
+			if !strings.HasPrefix(rec.Get("reason"), "answers nothing") {
+				t.Errorf("reason %q, want answers nothing", rec.Get("reason"))
+			}
+			// The checks count its connections, then the supervisor pauses
+			// it: at 100 requests/s, one or two more may reach it between.
+			held, _ := strconv.Atoi(rec.Get("conns"))
+			if res.Failures() > held+2 || res.Retried != 0 {
+				t.Errorf("%d requests failed (%v), %d retried; the hung process held %d connections, and only those may fail", res.Failures(), res.Failed, res.Retried, held)
+			}
+			st := d.status()
+			if st.Unresponsive != 1 {
+				t.Errorf("status counts %d replaced as hung, want 1", st.Unresponsive)
+			}
+			if workers > 1 {
+				for _, w := range st.Workers {
+					if w.PID == newPID && w.Unresponsive != 1 {
+						t.Errorf("worker %d: %d replaced as hung, want 1", w.Index, w.Unresponsive)
+					}
+				}
+			}
+			resp, err := http.Get("http://" + metricsAddr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "\nhandoff_unresponsive_total 1\n") {
+				t.Errorf("metrics do not count the replacement:\n%s", body)
+			}
+			d.stop()
+		})
+	}
+}
+
+// TestBusyProcessNotReplaced: one process whose slow requests take longer
+// than --hung-after, and which holds long-polling requests that it never
+// answers, beside fast ones, is busy, not hung: it is not replaced.
+func TestBusyProcessNotReplaced(t *testing.T) {
+	d := startDaemon(t, hangServer(t), "--ready", "accept")
+	pid := d.serving()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Five long polls, held for the whole test.
+	polls := make(chan error, 5)
+	for range 5 {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.addr+"/poll", strings.NewReader("x"))
+			_, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+			polls <- err
+		}()
+	}
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 50, Slow: 3 * time.Second, SlowEvery: 250 * time.Millisecond})
+	// 600 answers at 50 fast requests a second and 4 slow ones: 10 s, five
+	// times --hung-after, 40 slow requests answered after 3 s each.
+	if err := load.WaitAnswers(pid, 600, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	res := load.Wait()
+	t.Logf("load: %v", res)
+	if r := logrec.Find(d.records(), "event=worker.unresponsive"); r != nil {
+		t.Errorf("a busy process was found hung: %s", r)
+	}
+	if p := d.serving(); p != pid {
+		t.Errorf("serving pid %d, want %d still", p, pid)
+	}
+	d.stop()
+}
