@@ -13,17 +13,22 @@ import (
 // the machine then pauses it and replaces it, a new one ready first — when
 // it is shown hung:
 //
-//   - it answers nothing: for --hung-after it has made no progress — sent
-//     no byte on any of its connections, closed none, read no more of a
+//   - it answers nothing: for the bar it has made no progress — sent no
+//     byte on any of its connections, closed none, read no more of a
 //     request it had not answered — while at least liveMinWaiting of its
 //     connections got a request after its last progress and wait for the
-//     answer. Requests keep coming and none is answered: handlers that
-//     block on a deadlock or a stuck dependency, an event loop that never
-//     returns. A busy process answers some; a long-polling one holds old
-//     requests but gets no new ones on them until it answers;
+//     answer, the last of them in the bar's second half. Requests keep
+//     coming and none is answered: handlers that block on a deadlock or a
+//     stuck dependency, an event loop that never returns. A busy process
+//     answers some; a long-polling one holds old requests but gets no new
+//     ones on them until it answers; slow requests that came together and
+//     nothing after are work under way;
 //   - it takes no connection: connections have waited in the sockets'
-//     accept queue for --hung-after, the queue never shrinking, and it
-//     took none meanwhile;
+//     accept queue for the bar, the queue never shrinking, and it took
+//     none meanwhile;
+//
+// The bar is --hung-after, or twice the longest a request was seen to
+// wait for its answer, whichever is longer: the program's own pace.
 //   - it fails the health check (--health, or the --ready http:// or tcp://
 //     probe) liveHealthFails times in a row, checked every liveHealthEvery.
 //
@@ -59,6 +64,9 @@ type liveProc struct {
 	fails    atomic.Int32        // health checks failed in a row
 	stop     context.CancelFunc  // ends its health checks
 	reported time.Time           // when it was last reported
+	// closedWait is the longest a request waited on the connections it
+	// closed since the last look.
+	closedWait time.Duration
 }
 
 // publishServing gives the liveness checks the processes that serve now.
@@ -130,6 +138,16 @@ type liveWatch struct {
 	queueSince time.Time
 	queueLast  int
 	broken     bool // sock_diag cannot be read: only the health check runs
+	lastLook   time.Time
+	// slowest is the longest a request was seen to wait for its answer, on
+	// a connection that stayed open: the program's own pace.
+	slowest time.Duration
+}
+
+// bar is how long a process may answer nothing: --hung-after, or twice the
+// slowest request seen answered, whichever is longer.
+func (w *liveWatch) bar() time.Duration {
+	return max(w.after, 2*w.slowest)
 }
 
 // look checks every process of serving once, and returns an event for each
@@ -172,6 +190,7 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 	w.queueLast = queue
 
 	var out []event
+	defer func() { w.lastLook = now }()
 	for _, p := range w.procs {
 		reason, args := w.judge(now, p, conns, queue)
 		if reason == "" || now.Sub(p.reported) < w.after {
@@ -201,33 +220,71 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo,
 				}
 			}
 			was, seen := p.prev[ino]
-			if !seen {
+			switch {
+			case !seen:
 				p.accepted = now
-			} else if was.pending(0) && c.segsIn > was.segsIn && c.rqueue == 0 {
+			case was.pending(0) && c.segsOut > was.segsOut:
+				// A request answered on a connection that stays open: how
+				// long it waited tells how slow the program's requests are.
+				asked := w.lastLook.Add(-time.Duration(was.lastRecvMs) * time.Millisecond)
+				if took := now.Add(-time.Duration(c.lastSentMs) * time.Millisecond).Sub(asked); took > w.slowest {
+					w.slowest = took
+				}
+			case was.pending(0) && c.segsIn > was.segsIn && c.rqueue == 0:
 				// More data on a request it has not answered, and it read
 				// it: a stream it consumes, not a handler that blocks.
 				p.progress = now
 			}
 		}
-		for ino := range p.prev {
+		// What it closed since the last look is progress; a request it
+		// had left unanswered there was answered (or given up) by now,
+		// which tells how slow its requests are — counted at the next
+		// look, once the process is seen alive: a process that dies
+		// closes its connections too.
+		if p.closedWait > 0 {
+			if st, _, _, ok := procStat(p.g.pid); ok && st != "Z" && st != "X" {
+				w.slowest = max(w.slowest, p.closedWait)
+			}
+			p.closedWait = 0
+		}
+		for ino, was := range p.prev {
 			if _, ok := mine[ino]; !ok {
-				p.progress = now // it closed one
+				p.progress = now
+				if was.pending(0) {
+					p.closedWait = max(p.closedWait, now.Sub(w.lastLook.Add(-time.Duration(was.lastRecvMs)*time.Millisecond)))
+				}
 			}
 		}
-		waiting := 0 // connections with a request since its last progress, unanswered
+		// The connections with a request since its last progress,
+		// unanswered, and when the first and the last of those came.
+		waiting := 0
+		var first, last time.Time
 		for _, c := range mine {
-			if c.pending(0) && now.Add(-time.Duration(c.lastRecvMs)*time.Millisecond).After(p.progress) {
-				waiting++
+			at := now.Add(-time.Duration(c.lastRecvMs) * time.Millisecond)
+			if !c.pending(0) || !at.After(p.progress) {
+				continue
+			}
+			waiting++
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+			if at.After(last) {
+				last = at
 			}
 		}
 		p.prev = mine
+		// Hung, not busy: it has answered nothing for the bar, and
+		// requests kept coming all along — the last in the bar's second
+		// half. A few slow requests that came together, and nothing
+		// after, are work under way.
+		bar := w.bar()
 		quiet := now.Sub(p.progress)
-		if quiet >= w.after && waiting >= liveMinWaiting {
+		if quiet >= bar && waiting >= liveMinWaiting && now.Sub(last) <= bar/2 && last.Sub(first) >= bar/2 {
 			return fmt.Sprintf("answers nothing: %d of its connections got a request after it last answered, %v ago, and wait",
 					waiting, quiet.Round(100*time.Millisecond)),
-				[]any{"waiting", waiting, "quiet_ms", quiet.Milliseconds(), "conns", len(mine)}
+				[]any{"waiting", waiting, "quiet_ms", quiet.Milliseconds(), "conns", len(mine), "bar_ms", bar.Milliseconds()}
 		}
-		if queue > 0 && !w.queueSince.IsZero() && now.Sub(w.queueSince) >= w.after && p.accepted.Before(w.queueSince) {
+		if queue > 0 && !w.queueSince.IsZero() && now.Sub(w.queueSince) >= bar && p.accepted.Before(w.queueSince) {
 			stuck := now.Sub(w.queueSince)
 			return fmt.Sprintf("takes no connection: %d connections have waited %v in the accept queue and it took none",
 					queue, stuck.Round(100*time.Millisecond)),

@@ -105,37 +105,67 @@ func TestHungProcessReplaced(t *testing.T) {
 	}
 }
 
-// TestBusyProcessNotReplaced: one process whose slow requests take longer
-// than --hung-after, and which holds long-polling requests that it never
-// answers, beside fast ones, is busy, not hung: it is not replaced.
+// TestBusyProcessNotReplaced: a process busy with requests slower than
+// --hung-after is not hung, and is not replaced: four such requests that
+// come together and nothing else; or slow requests four times a second,
+// long-polling requests it never answers, and fast ones beside them.
 func TestBusyProcessNotReplaced(t *testing.T) {
-	d := startDaemon(t, hangServer(t), "--ready", "accept")
-	pid := d.serving()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Five long polls, held for the whole test.
-	polls := make(chan error, 5)
-	for range 5 {
-		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.addr+"/poll", strings.NewReader("x"))
-			_, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
-			polls <- err
-		}()
-	}
-	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 50, Slow: 3 * time.Second, SlowEvery: 250 * time.Millisecond})
-	// 600 answers at 50 fast requests a second and 4 slow ones: 10 s, five
-	// times --hung-after, 40 slow requests answered after 3 s each.
-	if err := load.WaitAnswers(pid, 600, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	res := load.Wait()
-	t.Logf("load: %v", res)
-	if r := logrec.Find(d.records(), "event=worker.unresponsive"); r != nil {
-		t.Errorf("a busy process was found hung: %s", r)
-	}
-	if p := d.serving(); p != pid {
-		t.Errorf("serving pid %d, want %d still", p, pid)
-	}
-	d.stop()
+	t.Run("a burst of slow requests alone", func(t *testing.T) {
+		d := startDaemon(t, hangServer(t), "--ready", "accept")
+		pid := d.serving()
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+				resp, err := c.Post("http://"+d.addr+"/slow?d=4s", "text/plain", strings.NewReader("x"))
+				if err == nil {
+					resp.Body.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if r := logrec.Find(d.records(), "event=worker.unresponsive"); r != nil {
+			t.Errorf("a busy process was found hung: %s", r)
+		}
+		if p := d.serving(); p != pid {
+			t.Errorf("serving pid %d, want %d still", p, pid)
+		}
+		d.stop()
+	})
+	t.Run("slow requests, long polls and fast ones", func(t *testing.T) {
+		d := startDaemon(t, hangServer(t), "--ready", "accept")
+		pid := d.serving()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// Five long polls, held for the whole test.
+		for range 5 {
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.addr+"/poll", strings.NewReader("x"))
+				if resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+		}
+		load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 50, Slow: 3 * time.Second, SlowEvery: 250 * time.Millisecond})
+		// 600 answers at 50 fast requests a second and 4 slow ones: 10 s,
+		// five times --hung-after, 40 slow requests answered after 3 s each.
+		if err := load.WaitAnswers(pid, 600, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		res := load.Wait()
+		t.Logf("load: %v", res)
+		if r := logrec.Find(d.records(), "event=worker.unresponsive"); r != nil {
+			t.Errorf("a busy process was found hung: %s", r)
+		}
+		if p := d.serving(); p != pid {
+			t.Errorf("serving pid %d, want %d still", p, pid)
+		}
+		d.stop()
+	})
 }
