@@ -41,9 +41,25 @@ func (s *supervisor) serveMetrics(ln net.Listener) {
 		// 9.1 without --metrics).
 		s.trimMemory()
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	// Bounds on a scrape's connection, so that a slow or stuck client
+	// holds none of handoff's descriptors for long: its request's header
+	// within metricsReadTimeout, its answer written within
+	// metricsWriteTimeout, and closed once idle for metricsIdleTimeout —
+	// the answer fits the kernel's buffers, so that a client that reads it
+	// a byte at a time would otherwise keep the connection open for as
+	// long as it liked (the kernel finishes sending what it holds after
+	// the close).
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: metricsReadTimeout, ReadTimeout: metricsReadTimeout,
+		WriteTimeout: metricsWriteTimeout, IdleTimeout: metricsIdleTimeout}
 	_ = srv.Serve(ln)
 }
+
+// Bounds on a scrape's connection (see serveMetrics).
+const (
+	metricsReadTimeout  = 5 * time.Second
+	metricsWriteTimeout = 10 * time.Second
+	metricsIdleTimeout  = 5 * time.Second
+)
 
 // metrics renders the figures; only the supervisor's goroutine calls it.
 func (s *supervisor) metrics() []byte {

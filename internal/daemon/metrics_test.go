@@ -2,14 +2,17 @@ package daemon_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,5 +113,52 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	waitQuery(`handoff_serving_generation`, "2")
 	waitQuery(`handoff_reload_duration_seconds_count`, "1")
 	waitQuery(`handoff_processes{state="ready"}`, "1")
+	d.stop()
+}
+
+// TestMetricsSlowReader: a client that asks for /metrics and reads the
+// answer a byte every 200 ms does not hold a connection of handoff's for as
+// long as it likes: handoff closes its end once the answer is written and
+// the connection idle, while the client is still reading.
+func TestMetricsSlowReader(t *testing.T) {
+	metricsAddr := proc.FreeAddr(t)
+	d := startDaemon(t, nil, "--metrics", metricsAddr)
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+		return errors.Join(err, serr)
+	}}
+	c, err := dialer.Dial("tcp", metricsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: handoff\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	handoffPID := d.cmd.Process.Pid
+	start, read, held := time.Now(), 0, false
+	one := make([]byte, 1)
+	for {
+		if _, err := c.Read(one); err != nil {
+			t.Fatalf("after %d bytes: %v", read, err)
+		}
+		read++
+		n := openConns(handoffPID)
+		if n > 0 {
+			held = true
+		}
+		if held && n == 0 {
+			break
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("handoff still holds the connection after %v; the client read %d bytes", time.Since(start).Round(time.Second), read)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("handoff closed its end after %v, the client having read %d bytes", time.Since(start).Round(100*time.Millisecond), read)
+	if !held {
+		t.Error("handoff was never seen holding the connection: the check saw nothing")
+	}
 	d.stop()
 }
