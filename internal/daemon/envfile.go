@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,9 +43,22 @@ func readEnvFile(path string) ([]string, error) {
 	if st.Size() > maxEnvFile {
 		return nil, fmt.Errorf("--env-file %s: %d bytes, more than the %d an env file may have — is it the right file?", path, st.Size(), maxEnvFile)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxEnvFile+1))
-	if err != nil {
+	// One buffer of the size the file has (and a byte more, to see it
+	// grew meanwhile), not ReadAll's doublings.
+	b := make([]byte, st.Size()+1)
+	n, err := io.ReadFull(io.LimitReader(f, maxEnvFile+1), b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("--env-file %s: %w", path, err)
+	}
+	if n == len(b) {
+		// It grew since Stat: read the rest too, within the limit.
+		rest, err := io.ReadAll(io.LimitReader(f, maxEnvFile+1-int64(n)))
+		if err != nil {
+			return nil, fmt.Errorf("--env-file %s: %w", path, err)
+		}
+		b = append(b, rest...)
+	} else {
+		b = b[:n]
 	}
 	if len(b) > maxEnvFile {
 		return nil, fmt.Errorf("--env-file %s: more than the %d bytes an env file may have — is it the right file?", path, maxEnvFile)

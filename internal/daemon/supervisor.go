@@ -161,6 +161,12 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			} else {
 				next = evSpawned{g}
 			}
+			if s.cfg.EnvFile != "" {
+				// Reading the env file may have taken a few MiB (a long
+				// line, refused or not): give them back, off the reload's
+				// path.
+				s.trimMemory()
+			}
 			queue = append(s.m.step(next), queue...)
 		case actSignal:
 			a.g.signal(a.sig)
