@@ -178,3 +178,103 @@ func socketInodes(pids []int) map[uint64]bool {
 	}
 	return out
 }
+
+// unixListenInfo is what unix_diag reports of a listening Unix socket.
+type unixListenInfo struct {
+	queued int    // connections waiting to be accepted
+	vfsIno uint64 // the inode of the file it is bound to; 0 if none
+}
+
+// Constants of unix_diag (linux/unix_diag.h) that x/sys does not name.
+const (
+	unixDiagShowVFS   = 0x02 // UDIAG_SHOW_VFS
+	unixDiagShowRQLen = 0x10 // UDIAG_SHOW_RQLEN
+	unixDiagVFS       = 1    // UNIX_DIAG_VFS: struct unix_diag_vfs
+	unixDiagRQLen     = 4    // UNIX_DIAG_RQLEN: struct unix_diag_rqlen
+	unixDiagMsgLen    = 16   // struct unix_diag_msg
+)
+
+// unixListeners returns, by socket inode, the listening Unix sockets of
+// inodes as the kernel's unix_diag lists them: for a listening socket, the
+// receive queue it reports is its accept queue.
+func unixListeners(inodes map[uint64]bool) (map[uint64]unixListenInfo, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+	}
+	defer unix.Close(fd)
+	// struct nlmsghdr, then struct unix_diag_req: family, protocol, pad,
+	// states, inode, what to show, cookie.
+	req := make([]byte, unix.NLMSG_HDRLEN+24)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], sockDiagByFamily)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(req[8:], 1)
+	b := req[unix.NLMSG_HDRLEN:]
+	b[0] = unix.AF_UNIX
+	ne.PutUint32(b[4:], 1<<tcpListen) // TCP_LISTEN names a listening Unix socket's state too
+	ne.PutUint32(b[12:], unixDiagShowVFS|unixDiagShowRQLen)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, os.NewSyscallError("sendto unix_diag", err)
+	}
+	out := map[uint64]unixListenInfo{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return nil, os.NewSyscallError("recvfrom unix_diag", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, fmt.Errorf("unix_diag: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := int32(ne.Uint32(m.Data)); e != 0 {
+						return nil, os.NewSyscallError("unix_diag", syscall.Errno(-e))
+					}
+				}
+				return out, nil
+			}
+			if len(m.Data) < unixDiagMsgLen {
+				continue
+			}
+			ino := uint64(ne.Uint32(m.Data[4:8]))
+			if !inodes[ino] {
+				continue
+			}
+			var info unixListenInfo
+			attrs := m.Data[unixDiagMsgLen:]
+			for len(attrs) >= 4 {
+				l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
+				if l < 4 || l > len(attrs) {
+					break
+				}
+				switch {
+				case typ == unixDiagRQLen && l >= 12:
+					info.queued = int(ne.Uint32(attrs[4:]))
+				case typ == unixDiagVFS && l >= 12:
+					info.vfsIno = uint64(ne.Uint32(attrs[4:]))
+				}
+				attrs = attrs[(l+3)&^3:]
+			}
+			out[ino] = info
+		}
+	}
+}
+
+// unixAcceptQueue returns how many connections wait in the accept queues of
+// the listening Unix sockets of inodes.
+func unixAcceptQueue(inodes map[uint64]bool) (int, error) {
+	ls, err := unixListeners(inodes)
+	n := 0
+	for _, l := range ls {
+		n += l.queued
+	}
+	return n, err
+}

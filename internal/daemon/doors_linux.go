@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,11 @@ var synDrop = []unix.SockFilter{
 // in it to be reset; a client whose SYN was dropped sends it again a second
 // later and is refused by then, or gets through if the socket still listens.
 //
+// A socket filter cannot drop a Unix connect: a Unix stream socket's path is
+// removed instead, so that a new connect fails at once (ENOENT, "no such
+// file": refused), and the generations take what is queued. A socket in the
+// abstract namespace has no path, and queues on until it closes.
+//
 // A socket that handoff's parent holds too — a service manager's .socket unit
 // or fd store — is left alone: it outlives the stop, and queues connections
 // for the next start.
@@ -44,8 +50,22 @@ func (s *supervisor) closeDoors() doorsClosed {
 	var r doorsClosed
 	start := time.Now()
 	parent := parentSockets()
-	inodes, ports := map[uint64]bool{}, map[uint16]bool{}
+	inodes, ports, unixInodes := map[uint64]bool{}, map[uint16]bool{}, map[uint64]bool{}
 	for i, c := range s.sockets {
+		if ul, ok := c.(*net.UnixListener); ok {
+			if parent == nil || parent[s.inodes[i]] {
+				r.left = append(r.left, s.addrs[i])
+				r.parentUnknown = parent == nil
+				continue
+			}
+			if err := removeUnixPath(ul, s.inodes[i]); err != nil {
+				r.err = errors.Join(r.err, fmt.Errorf("%s: %w", s.addrs[i], err))
+				continue
+			}
+			unixInodes[s.inodes[i]] = true
+			r.held++
+			continue
+		}
 		ln, ok := c.(*net.TCPListener)
 		if !ok {
 			continue
@@ -64,11 +84,19 @@ func (s *supervisor) closeDoors() doorsClosed {
 		r.held++
 	}
 	for r.held > 0 {
-		q, err := acceptQueue(inodes)
-		if err == nil {
-			var h int
-			h, err = halfOpen(ports)
-			q += h
+		var q int
+		var err error
+		if len(inodes) > 0 {
+			if q, err = acceptQueue(inodes); err == nil {
+				var h int
+				h, err = halfOpen(ports)
+				q += h
+			}
+		}
+		if err == nil && len(unixInodes) > 0 {
+			var u int
+			u, err = unixAcceptQueue(unixInodes)
+			q += u
 		}
 		if err != nil {
 			r.err = errors.Join(r.err, err)
@@ -82,6 +110,36 @@ func (s *supervisor) closeDoors() doorsClosed {
 	}
 	r.took = time.Since(start)
 	return r
+}
+
+// removeUnixPath removes the file of ul's socket (inode ino), if it has one
+// and it is still that socket's — not one a newer process bound at the same
+// path: a Unix connect to the path then fails with ENOENT. The listener no
+// longer removes it when it closes.
+func removeUnixPath(ul *net.UnixListener, ino uint64) error {
+	path := ul.Addr().String()
+	if path == "" || path[0] == '@' {
+		return nil // the abstract namespace: no file
+	}
+	ul.SetUnlinkOnClose(false)
+	st, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case st.Mode().Type() != os.ModeSocket:
+		return fmt.Errorf("%s is no longer a socket (%s): left as it is", path, st.Mode().Type())
+	}
+	if ls, err := unixListeners(map[uint64]bool{ino: true}); err == nil {
+		if l, ok := ls[ino]; ok && l.vfsIno != 0 && l.vfsIno != st.Sys().(*syscall.Stat_t).Ino {
+			return fmt.Errorf("%s is another socket's file now (a newer process bound it): left as it is", path)
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // dropSYNs attaches synDrop to the listening socket of ln (shared with every

@@ -76,8 +76,15 @@ func startDaemon(t *testing.T, program []string, flags ...string) *runningDaemon
 // workDir, if not "" (else the test's own directory for the daemon).
 func startDaemonIn(t *testing.T, workDir string, program []string, flags ...string) *runningDaemon {
 	t.Helper()
+	return startDaemonOn(t, workDir, proc.FreeAddr(t), program, flags...)
+}
+
+// startDaemonOn is startDaemonIn with the socket "web" at addr, as --listen
+// takes it (unix:///PATH for a Unix socket).
+func startDaemonOn(t *testing.T, workDir, addr string, program []string, flags ...string) *runningDaemon {
+	t.Helper()
 	dir := t.TempDir()
-	d := &runningDaemon{t: t, dir: dir, addr: proc.FreeAddr(t), control: filepath.Join(dir, "control.sock"),
+	d := &runningDaemon{t: t, dir: dir, addr: addr, control: filepath.Join(dir, "control.sock"),
 		prog: filepath.Join(dir, "app"), logPath: filepath.Join(dir, "log"), exited: make(chan struct{})}
 	if program == nil {
 		b, err := os.ReadFile(appBin)
