@@ -280,7 +280,13 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
 		}
+		if ln, ok := sock.(*net.TCPListener); ok {
+			if err := detachFilter(ln); err != nil {
+				s.log.Warn("cannot remove a socket filter a stopping handoff may have left: connections to this socket may be dropped", "event", "start.filter_stays", "addr", l.Addr.String(), "err", err)
+			}
+		}
 		s.inodes = append(s.inodes, st.Ino)
+		s.stored = append(s.stored, l.Addr.Network != "systemd" && (s.cfg.FDStore || os.Getenv("FDSTORE") != ""))
 		held = append(held, localAddr(sock))
 	}
 	return held, nil

@@ -45,15 +45,34 @@ var synDrop = []unix.SockFilter{
 //
 // A socket that handoff's parent holds too — a service manager's .socket unit
 // or fd store — is left alone: it outlives the stop, and queues connections
-// for the next start.
+// for the next start. But systemd empties the fd store when the unit stops
+// for good, resetting what queued there: the sockets handoff itself put in
+// the store are held back as its own when systemd says the stop is not a
+// restart (stopJob).
 func (s *supervisor) closeDoors() doorsClosed {
 	var r doorsClosed
 	start := time.Now()
 	parent := parentSockets()
+	asked := false
+	// kept reports whether socket i outlives this stop in the parent's
+	// hands, so that connections to it are to queue.
+	kept := func(i int) bool {
+		if parent == nil || !parent[s.inodes[i]] {
+			return parent == nil
+		}
+		if i >= len(s.stored) || !s.stored[i] {
+			return true // a .socket unit's
+		}
+		if !asked {
+			asked = true
+			r.job, r.jobErr = stopJob()
+		}
+		return r.job != "stop"
+	}
 	inodes, ports, unixInodes := map[uint64]bool{}, map[uint16]bool{}, map[uint64]bool{}
 	for i, c := range s.sockets {
 		if ul, ok := c.(*net.UnixListener); ok {
-			if parent == nil || parent[s.inodes[i]] {
+			if kept(i) {
 				r.left = append(r.left, s.addrs[i])
 				r.parentUnknown = parent == nil
 				continue
@@ -70,7 +89,7 @@ func (s *supervisor) closeDoors() doorsClosed {
 		if !ok {
 			continue
 		}
-		if parent == nil || parent[s.inodes[i]] {
+		if kept(i) {
 			r.left = append(r.left, s.addrs[i])
 			r.parentUnknown = parent == nil
 			continue
@@ -157,6 +176,27 @@ func dropSYNs(ln *net.TCPListener) error {
 		return err
 	}
 	return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", serr)
+}
+
+// detachFilter removes a socket filter that a stopping handoff left on the
+// listening socket of ln — one kept open for handoff's next start by
+// systemd's fd store (FileDescriptorStorePreserve=) — so that it takes
+// connections again. A socket with no filter is left as it is.
+func detachFilter(ln *net.TCPListener) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+	}); err != nil {
+		return err
+	}
+	if errors.Is(serr, unix.ENOENT) {
+		return nil
+	}
+	return os.NewSyscallError("setsockopt SO_DETACH_FILTER", serr)
 }
 
 // parentSockets returns the inodes of the sockets handoff's parent holds, an

@@ -205,6 +205,11 @@ type (
 		queued        int           // connections still queued or half open when the wait ended
 		took          time.Duration // how long it took
 		err           error
+		// job is what systemd says stops handoff's unit ("stop",
+		// "restart"), asked when sockets of handoff's own are in its fd
+		// store; jobErr why it could not be told.
+		job    string
+		jobErr error
 	}
 )
 
@@ -1215,8 +1220,11 @@ func (m *machine) doorsClosed(e doorsClosed) {
 	case len(e.left) > 0 && e.parentUnknown:
 		m.log(slog.LevelInfo, "stop.sockets_unknown", "cannot tell whether handoff's parent holds the sockets too (its descriptors cannot be read): they are left open to new connections",
 			"sockets", strings.Join(e.left, " "))
+	case len(e.left) > 0 && e.jobErr != nil:
+		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start (cannot tell a restart from a stop)",
+			"sockets", strings.Join(e.left, " "), "err", e.jobErr)
 	case len(e.left) > 0:
-		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "))
+		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "), "job", e.job)
 	}
 	if e.held == 0 {
 		return
@@ -1225,7 +1233,11 @@ func (m *machine) doorsClosed(e doorsClosed) {
 		m.log(slog.LevelWarn, "stop.queued_left", "connections still queued after the wait: no generation took them, and they will be reset", "queued", e.queued, "waited_ms", e.took.Milliseconds())
 		return
 	}
-	m.log(slog.LevelInfo, "stop.held_back", "new connections held back for the stop; none queued", "sockets", e.held, "waited_ms", e.took.Milliseconds())
+	args := []any{"sockets", e.held, "waited_ms", e.took.Milliseconds()}
+	if e.job != "" {
+		args = append(args, "job", e.job)
+	}
+	m.log(slog.LevelInfo, "stop.held_back", "new connections held back for the stop; none queued", args...)
 }
 
 func (m *machine) upgradeSelf() {

@@ -55,6 +55,9 @@ type supervisor struct {
 	names    []string    // their LISTEN_FDNAMES
 	addrs    []string    // their addresses, for status
 	inodes   []uint64    // their inodes, for --ready accept
+	// stored: the socket is handoff's own (not a .socket unit's) and goes
+	// to systemd's fd store.
+	stored []bool
 	// systemdNames lists, joined by ':', the names of the sockets taken from
 	// systemd without --listen, for a new handoff on SIGUSR2.
 	systemdNames string
