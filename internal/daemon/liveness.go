@@ -137,7 +137,9 @@ type liveWatch struct {
 	// queue without it shrinking; zero when it is empty.
 	queueSince time.Time
 	queueLast  int
-	broken     bool // sock_diag cannot be read: only the health check runs
+	// off: sock_diag could not be read at the last look (out of
+	// descriptors, say): only the health check counts until it can.
+	off bool
 	lastLook   time.Time
 	// slowest is the longest a request was seen to wait for its answer, on
 	// a connection that stayed open: the program's own pace.
@@ -172,13 +174,21 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 	}
 	var conns map[uint64]connInfo
 	queue := 0
-	if !w.broken && len(w.ports) > 0 {
+	if len(w.ports) > 0 {
 		var err error
-		if conns, err = tcpConns(w.ports); err != nil {
-			w.broken = true
-			w.s.log.Warn("liveness: the connection checks cannot run; only --health counts", "event", "liveness.checks_off", "err", err)
-		} else if q, err := acceptQueue(w.inodes); err == nil {
-			queue = q
+		conns, err = tcpConns(w.ports)
+		switch {
+		case err != nil && !w.off:
+			w.off = true
+			w.s.log.Warn("liveness: the connection checks cannot run; only --health counts until they can", "event", "liveness.checks_off", "err", err)
+		case err == nil && w.off:
+			w.off = false
+			w.s.log.Info("liveness: the connection checks run again", "event", "liveness.checks_on")
+		}
+		if err == nil {
+			if q, err := acceptQueue(w.inodes); err == nil {
+				queue = q
+			}
 		}
 	}
 	switch {
