@@ -91,6 +91,7 @@ in the foreground: one that daemonizes fails, saying so. If handoff is killed,
 the generations drain and exit, and their output still reaches handoff's;
 its keeper holds the sockets for --hold, new connections waiting, and a
 handoff started again with the same --control takes them and serves them.
+A keeper that dies is replaced at once.
 
 Example:
   handoff run --listen web=127.0.0.1:8080 --ready notify -- /usr/local/bin/app -config /etc/app.toml
