@@ -140,13 +140,14 @@ func TestHandoffKilledHoldExpires(t *testing.T) {
 	}
 	// Its generation has exited: only the keeper's copy listens.
 	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Post("http://"+d.addr+"/", "text/plain", nil)
-	if err == nil {
+	resp, reqErr := client.Post("http://"+d.addr+"/", "text/plain", nil)
+	if reqErr == nil {
 		resp.Body.Close()
 		t.Errorf("a request during the hold, with no generation, was answered: %s", resp.Status)
 	}
-	if waited := time.Since(killed); waited > hold+margin {
-		t.Errorf("a request during the hold failed only %v after the kill (hold %v): %v", waited, hold, err)
+	failed := time.Since(killed)
+	if failed > hold+margin {
+		t.Errorf("a request during the hold failed only %v after the kill (hold %v): %v", failed, hold, reqErr)
 	}
 	d.waitRecord(margin, "event=keeper.hold_expired")
 	c, err := net.DialTimeout("tcp", d.addr, time.Second)
@@ -160,7 +161,8 @@ func TestHandoffKilledHoldExpires(t *testing.T) {
 	if after := time.Since(killed); after > hold+margin {
 		t.Errorf("refused %v after the kill, past the hold %v and %v", after, hold, margin)
 	}
-	t.Logf("request during the hold: %v; refused %v after the kill", err, time.Since(killed).Round(time.Millisecond))
+	t.Logf("a request during the hold failed %v after the kill: %v; a connection after it was refused %v after the kill",
+		failed.Round(time.Millisecond), reqErr, time.Since(killed).Round(time.Millisecond))
 }
 
 // TestKeeperKilled kills the output keeper: handoff starts another at once
@@ -266,4 +268,28 @@ func TestHoldUnixAndUDP(t *testing.T) {
 	}
 	d.waitRecord(5*time.Second, "event=keeper.handed_over")
 	again.stop()
+}
+
+// TestKeeperCrashLoop kills each new keeper as soon as it starts: the first
+// is replaced at once, the next ones after a growing delay, and handoff says
+// once that the keeper keeps exiting.
+func TestKeeperCrashLoop(t *testing.T) {
+	d := startDaemon(t, nil)
+	var delays []string
+	for i := 1; i <= 4; i++ {
+		keeper := keeperOf(t, d.cmd.Process.Pid)
+		if err := syscall.Kill(keeper, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		gone := d.waitRecord(5*time.Second, "event=keeper.gone", "keeper_pid="+strconv.Itoa(keeper))
+		delays = append(delays, gone.Get("delay"))
+		d.waitRecord(5*time.Second, "event=keeper.restarted", "restarts="+strconv.Itoa(i))
+	}
+	if want := []string{"0s", "100ms", "200ms", "400ms"}; strings.Join(delays, " ") != strings.Join(want, " ") {
+		t.Errorf("delays before each new keeper: %v, want %v", delays, want)
+	}
+	if n := strings.Count(d.log(), `"event":"keeper.crash_loop"`); n != 1 {
+		t.Errorf("%d keeper.crash_loop lines, want 1:\n%s", n, d.log())
+	}
+	d.stop()
 }
