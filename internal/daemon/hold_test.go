@@ -293,3 +293,38 @@ func TestKeeperCrashLoop(t *testing.T) {
 	}
 	d.stop()
 }
+
+// TestKeeperStoppedDuringHold: a stop signal to the keeper during the hold —
+// systemd's control-group kill after handoff died — ends the hold at once:
+// the sockets are closed and connections refused, and nothing waits for the
+// rest of the hold.
+func TestKeeperStoppedDuringHold(t *testing.T) {
+	d := startDaemon(t, nil, "--hold", "1m")
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+	rec := d.waitRecord(5*time.Second, "event=keeper.holding")
+	keeper, err := strconv.Atoi(rec.Get("keeper_pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	if err := syscall.Kill(keeper, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.waitRecord(5*time.Second, "event=keeper.hold_stopped", "signal=terminated")
+	for deadline := time.Now().Add(5 * time.Second); proc.Alive(keeper) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if proc.Alive(keeper) {
+		t.Errorf("the keeper (pid %d) still runs 5 s after SIGTERM", keeper)
+	}
+	if c, err := net.DialTimeout("tcp", d.addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s accepts connections after the keeper was stopped", d.addr)
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("%s: %v, want ECONNREFUSED", d.addr, err)
+	}
+	t.Logf("keeper gone %v after SIGTERM", time.Since(stopped).Round(time.Millisecond))
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,7 +36,9 @@ import (
 //     and ".hold"): a handoff started again with the same --control takes
 //     them (hold.go) and its first generation serves what waited. If nobody
 //     takes them within the hold, the keeper closes them, so that clients
-//     are refused rather than left waiting, and says so.
+//     are refused rather than left waiting, and says so. A stop signal
+//     (SIGTERM, SIGINT: a service manager stopping what is left) ends the
+//     hold at once.
 //
 // The generations do not serve on until a new handoff comes: unmanaged, they
 // would have no drain timeout, no restart and no watchdog, and if the keeper
@@ -153,7 +156,12 @@ func Keeper(args []string, stderr io.Writer) int {
 	}
 	if len(socks) > 0 {
 		if hold > 0 && at != "" {
-			holdSockets(log, socks, hold, at)
+			// From now on a stop signal is the keeper's own: a service
+			// manager stopping what is left (systemd's control-group kill
+			// mode) must not wait for the hold.
+			stop := make(chan os.Signal, 1)
+			signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+			holdSockets(log, socks, hold, at, stop)
 		} else {
 			closeSockets(socks)
 		}
@@ -201,9 +209,9 @@ func rights(oob []byte) []*os.File {
 }
 
 // holdSockets offers socks at path for hold to a handoff started again with
-// the same control socket, and returns once one took them or the hold has
-// expired; the keeper's copies are closed then.
-func holdSockets(log *slog.Logger, socks []heldSocket, hold time.Duration, path string) {
+// the same control socket, and returns once one took them, the hold has
+// expired or a signal came on stop; the keeper's copies are closed then.
+func holdSockets(log *slog.Logger, socks []heldSocket, hold time.Duration, path string, stop <-chan os.Signal) {
 	defer closeSockets(socks)
 	ln, err := listenHold(path)
 	if err != nil {
@@ -212,6 +220,17 @@ func holdSockets(log *slog.Logger, socks []heldSocket, hold time.Duration, path 
 		return
 	}
 	defer ln.Close() // removes the file
+	done := make(chan struct{})
+	defer close(done)
+	var stopped atomic.Value
+	go func() {
+		select {
+		case sig := <-stop:
+			stopped.Store(sig.String())
+			ln.Close()
+		case <-done:
+		}
+	}()
 	deadline := time.Now().Add(hold)
 	log.Warn("handoff is gone: holding its sockets (new connections wait) for a handoff started again with the same --control",
 		"event", "keeper.holding", "hold", hold.String(), "at", path, "addrs", addrsOf(socks))
@@ -221,6 +240,10 @@ func holdSockets(log *slog.Logger, socks []heldSocket, hold time.Duration, path 
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				break
+			}
+			if sig, ok := stopped.Load().(string); ok {
+				log.Warn("stopped during the hold: closed the sockets, new connections are refused", "event", "keeper.hold_stopped", "signal", sig, "addrs", addrsOf(socks))
+				return
 			}
 			log.Error("holding the sockets: accept failed; closing them", "event", "keeper.hold_failed", "err", err)
 			return
