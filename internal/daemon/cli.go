@@ -138,7 +138,7 @@ func newLogHandler(format string, w io.Writer) slog.Handler {
 
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
-func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
+func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	s := &supervisor{cfg: cfg, log: log, started: time.Now(), events: make(chan event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
@@ -165,10 +165,18 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	s.self = "/proc/self/exe"
 	// As PID 1, handoff's death ends the container: no keeper is needed.
 	if os.Getpid() != 1 {
-		if s.keeper, err = startKeeper(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); err != nil {
-			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", err)
+		var kerr error
+		if s.keeper, kerr = startKeeper(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); kerr != nil {
+			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", kerr)
 		}
 	}
+	// A handoff that does not start says goodbye: its keeper must not hold
+	// the sockets for a successor.
+	defer func() {
+		if err != nil {
+			s.keeper.bye()
+		}
+	}()
 
 	held, err := s.openSockets(u)
 	if err != nil {
