@@ -328,3 +328,48 @@ func TestKeeperStoppedDuringHold(t *testing.T) {
 	}
 	t.Logf("keeper gone %v after SIGTERM", time.Since(stopped).Round(time.Millisecond))
 }
+
+// TestHeldSocketsUpgradeOn: sockets a handoff took from a keeper pass on
+// like its own — an upgrade of handoff itself (SIGUSR2) under load hands
+// them to the next handoff, which serves with no request failed.
+func TestHeldSocketsUpgradeOn(t *testing.T) {
+	d := startDaemon(t, nil)
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+	d.waitRecord(5*time.Second, "event=keeper.holding")
+	again := startAgain(t, d)
+	again.waitRecord(5*time.Second, "event=hold.adopted", "addr="+d.addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 100})
+	if err := load.WaitAnswers(0, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	old := again.cmd.Process.Pid
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.waitExit(20 * time.Second); err != nil {
+		t.Errorf("the handoff that took the sockets, after SIGUSR2: %v", err)
+	}
+	st := again.status()
+	if st.PID == old || len(st.Generations) != 1 {
+		t.Fatalf("after SIGUSR2: %+v (old handoff %d)", st, old)
+	}
+	if err := load.WaitAnswers(st.Generations[0].PID, 20, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	res := load.Wait()
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 || res.Retried != 0 {
+		t.Errorf("failed=%d %v retried=%d %q", res.Failures(), res.Failed, res.Retried, res.Samples)
+	}
+	_ = syscall.Kill(st.PID, syscall.SIGTERM)
+	for deadline := time.Now().Add(20 * time.Second); proc.Alive(st.PID) && time.Now().Before(deadline); {
+		proc.ReapAll()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
