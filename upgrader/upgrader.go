@@ -82,6 +82,12 @@ type Options struct {
 	// skips the ping, so that systemd's WatchdogSec= catches a generation
 	// that is alive but not working.
 	WatchdogCheck func(context.Context) error
+	// Held, if set, is asked by Listen and ListenPacket for a socket of the
+	// address that no parent passed, before systemd's and a fresh bind: one
+	// another process kept open for this service (handoff run's keeper holds
+	// the sockets of a handoff that was killed). It returns the socket, which
+	// the Upgrader then owns and passes on like one it bound, or nil.
+	Held func(a listener.Addr) *os.File
 }
 
 // Upgrader hands the listening sockets of one generation to the next. Create
@@ -368,19 +374,34 @@ func (u *Upgrader) Listen(network, address string) (net.Listener, error) {
 func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 	key := u.regAddr(a)
 	lc := u.lc
-	lc.Inherit = func(network, _ string) (net.Listener, error) { return u.inherit(network, key) }
+	held := false
+	lc.Inherit = func(network, _ string) (net.Listener, error) {
+		ln, err := u.inherit(network, key)
+		if ln == nil && err == nil {
+			if f := u.held(a); f != nil {
+				defer f.Close()
+				ln, err = net.FileListener(f)
+				held = err == nil
+			}
+		}
+		return ln, err
+	}
 	ln, src, err := lc.Listen(context.Background(), a)
 	if err != nil {
 		return nil, err
 	}
-	if src != listener.Inherited {
+	if src != listener.Inherited || held {
 		if err := u.core.AddListener(u.registryNet(a.Network, src), key, ln); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
 	}
 	u.remember(ln)
-	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", ln.Addr().String(), "source", src.String())
+	source := src.String()
+	if held {
+		source = "held"
+	}
+	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", ln.Addr().String(), "source", source)
 	return ln, nil
 }
 
@@ -399,20 +420,43 @@ func (u *Upgrader) ListenPacket(network, address string) (net.PacketConn, error)
 func (u *Upgrader) ListenPacketAddr(a listener.Addr) (net.PacketConn, error) {
 	key := u.regAddr(a)
 	lc := u.lc
-	lc.InheritPacket = func(network, _ string) (net.PacketConn, error) { return u.inheritPacket(network, key) }
+	held := false
+	lc.InheritPacket = func(network, _ string) (net.PacketConn, error) {
+		pc, err := u.inheritPacket(network, key)
+		if pc == nil && err == nil {
+			if f := u.held(a); f != nil {
+				defer f.Close()
+				pc, err = net.FilePacketConn(f)
+				held = err == nil
+			}
+		}
+		return pc, err
+	}
 	pc, src, err := lc.ListenPacket(context.Background(), a)
 	if err != nil {
 		return nil, err
 	}
-	if src != listener.Inherited {
+	if src != listener.Inherited || held {
 		if err := u.core.AddPacketConn(u.registryNet(a.Network, src), key, pc); err != nil {
 			pc.Close()
 			return nil, fmt.Errorf("upgrader: %s: registering for handoff: %w", a, err)
 		}
 	}
 	u.remember(pc)
-	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", pc.LocalAddr().String(), "source", src.String())
+	source := src.String()
+	if held {
+		source = "held"
+	}
+	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", pc.LocalAddr().String(), "source", source)
 	return pc, nil
+}
+
+// held returns the socket Options.Held has for a, or nil.
+func (u *Upgrader) held(a listener.Addr) *os.File {
+	if u.opts.Held == nil {
+		return nil
+	}
+	return u.opts.Held(a)
 }
 
 // remember keeps a socket for the fd store.

@@ -79,10 +79,17 @@ def main():
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    # Python runs signal handlers in the main thread only, and a stop signal
+    # the kernel delivers to another thread does not wake stopping.wait():
+    # the serving thread, and the request threads it starts, inherit a mask
+    # that blocks the stop signals, so that they reach the main thread.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     sd_notify("READY=1")
 
-    stopping.wait()
+    while not stopping.wait(0.5):
+        pass
     server.shutdown()      # stop accepting; the next generation accepts the rest
     server.server_close()  # wait for the requests in flight
     print(f"app: pid={os.getpid()} drained", flush=True)

@@ -70,7 +70,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case ShimCommand:
 		return Shim(args[1:], stderr)
 	case KeeperCommand:
-		return Keeper(stderr)
+		return Keeper(args[1:], stderr)
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "reload":
@@ -138,11 +138,15 @@ func newLogHandler(format string, w io.Writer) slog.Handler {
 
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
-func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
+func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	s := &supervisor{cfg: cfg, log: log, started: time.Now(), events: make(chan event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
+	// The sockets a handoff killed with this control socket left with its
+	// keeper, if it still holds them (keeper.go).
+	taken := takeHeld(cfg.Control, log)
+	defer func() { taken.close() }()
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
-		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck})
+		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.take})
 	if errors.Is(err, upgrader.ErrPIDFile) {
 		return nil, usagef("handoff run: --pidfile: %v", err)
 	}
@@ -161,15 +165,34 @@ func setup(cfg *config, log *slog.Logger) (*supervisor, error) {
 	s.self = "/proc/self/exe"
 	// As PID 1, handoff's death ends the container: no keeper is needed.
 	if os.Getpid() != 1 {
-		if s.keeper, err = startKeeper(s.self, s.reaper, log); err != nil {
-			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", err)
+		var kerr error
+		if s.keeper, kerr = startKeeper(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); kerr != nil {
+			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", kerr)
 		}
 	}
+	// A handoff that does not start says goodbye: its keeper must not hold
+	// the sockets for a successor.
+	defer func() {
+		if err != nil {
+			s.keeper.bye()
+		}
+	}()
 
 	held, err := s.openSockets(u)
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Hold > 0 {
+		var packet []bool
+		for _, ln := range s.sockets {
+			_, isPacket := ln.(net.PacketConn)
+			packet = append(packet, isPacket)
+		}
+		s.keeper.holdSockets(s.names, s.addrs, packet, s.files)
+	}
+	// Now that this handoff's keeper holds them, the old one may let go.
+	taken.done()
+	taken = nil
 	if cfg.Metrics != "" {
 		m := readyMode{Kind: "tcp", Target: cfg.Metrics}
 		if err := m.checkProbe(held, s.names); err != nil {

@@ -48,6 +48,7 @@ type config struct {
 	ReadyTimeout time.Duration
 	DrainTimeout time.Duration
 	StopDelay    time.Duration
+	Hold         time.Duration // how long the keeper holds the sockets once handoff is gone; 0: not at all
 	StopSignal   syscall.Signal
 	Bake         time.Duration
 	MaxDraining  int
@@ -76,7 +77,8 @@ const (
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultMaxDraining  = 3
 	DefaultMaxSurge     = 1
-	DefaultHungAfter    = 2 * time.Second
+	DefaultHungAfter    = 3 * time.Second
+	DefaultHold         = 10 * time.Second
 	maxWorkers          = 1024
 	// hungAfterMin is the shortest --hung-after: the checks look every
 	// liveTick, and a request needs a moment to be answered.
@@ -93,7 +95,10 @@ With --bake, a new generation that says it is ready but does not serve is
 rolled back within seconds. With --workers N, each generation is N processes
 on the same sockets, and a reload rolls them one at a time. A program must run
 in the foreground: one that daemonizes fails, saying so. If handoff is killed,
-the generations drain and exit, and their output still reaches handoff's.
+the generations drain and exit, and their output still reaches handoff's;
+its keeper holds the sockets for --hold, new connections waiting, and a
+handoff started again with the same --control takes them and serves them.
+A keeper that dies is replaced at once.
 
 Example:
   handoff run --listen web=127.0.0.1:8080 --ready notify -- /usr/local/bin/app -config /etc/app.toml
@@ -135,6 +140,10 @@ func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "after the stop signal, a generation has this long to exit before SIGKILL. Example: --drain-timeout 10s")
 	fs.DurationVar(&cfg.StopDelay, "stop-delay", 0, "on SIGTERM or SIGINT, let the generations serve on this long before they drain, so that a load\n"+
 		"balancer deregisters this instance first; a second signal skips the rest. Example: --stop-delay 5s")
+	fs.DurationVar(&cfg.Hold, "hold", DefaultHold, "if handoff is killed (SIGKILL, the OOM killer), its keeper holds the listening sockets this long:\n"+
+		"new connections wait in the kernel's queue instead of being refused, and a 'handoff run' started\n"+
+		"again with the same --control takes the sockets and serves them; past it they are closed and\n"+
+		"connections refused. 0: close them with handoff. Not as PID 1. Example: --hold 30s")
 	raw.stop = fs.String("stop-signal", "TERM", "`SIG`nal that asks a generation to drain and exit: TERM, INT, QUIT, USR1, USR2 or HUP. Example: --stop-signal QUIT")
 	fs.DurationVar(&cfg.Bake, "bake", 0, "after a new generation is ready, keep the old one serving this long before stopping it, and\n"+
 		"watch the new one: if it exits, takes no connection while the old one takes several, answers\n"+
@@ -272,6 +281,8 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 		return usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
 	case cfg.StopDelay < 0:
 		return usagef("handoff run: --stop-delay must not be negative")
+	case cfg.Hold < 0:
+		return usagef("handoff run: --hold %v is negative — give a duration such as 10s, or 0 to close the sockets with handoff", cfg.Hold)
 	case cfg.Bake < 0:
 		return usagef("handoff run: --bake must not be negative")
 	case cfg.HungAfter < 0:
@@ -297,6 +308,9 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 	// sun_path holds 108 bytes, the last a NUL.
 	if n := len(cfg.Control); n > 107 {
 		return usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
+	}
+	if n := len(cfg.Control + holdSuffix); cfg.Hold > 0 && n > 107 {
+		return usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.Control+holdSuffix, n)
 	}
 	if *raw.userName != "" || *raw.groupName != "" {
 		if cfg.Credential, err = credential(*raw.userName, *raw.groupName); err != nil {

@@ -65,7 +65,14 @@
 //
 // If handoff is killed, each generation gets its stop signal as its
 // parent-death signal and drains; its output reaches handoff's stdout and
-// stderr through the keeper, which holds the pipes (keeper.go).
+// stderr through the keeper, which holds the pipes (keeper.go). The keeper
+// holds the listening sockets too: for --hold after handoff's death new
+// connections wait in the accept queue, and a handoff started again with
+// the same --control takes the sockets from it (hold.go) and serves them;
+// with no taker, the keeper closes them when the hold ends, and clients are
+// refused. handoff restarts a keeper that dies, at once, and hands the new
+// one the pipes and sockets (keeperlink.go); on a stop the keeper closes its
+// copies first, so that a stop still refuses new connections.
 //
 // The supervisor's own pid never changes on a reload. SIGUSR2 upgrades
 // handoff itself through the upgrader package: a new handoff process takes

@@ -13,13 +13,15 @@ import (
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
-// TestHandoffKilled kills `handoff run` with SIGKILL while a request is in
-// flight: the generation gets its stop signal and drains — the request
-// completes, and what it prints meanwhile still reaches handoff's output (a
-// Go program would die of SIGPIPE writing to a pipe nobody reads) — then it
-// exits, nothing is left, and a new handoff binds the address and serves.
+// TestHandoffKilled kills `handoff run --hold 0` with SIGKILL while a
+// request is in flight: the generation gets its stop signal and drains — the
+// request completes, and what it prints meanwhile still reaches handoff's
+// output (a Go program would die of SIGPIPE writing to a pipe nobody reads)
+// — then it exits, nothing is left (the keeper holds no socket), and a new
+// handoff with another control socket binds the address and serves.
+// hold_test.go has the default: a hold, and a handoff that takes the sockets.
 func TestHandoffKilled(t *testing.T) {
-	d := startDaemon(t, nil)
+	d := startDaemon(t, nil, "--hold", "0")
 	gen := d.serving()
 	fds := proc.FDCount(gen)
 	slow := d.postSlow(time.Second)

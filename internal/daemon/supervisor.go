@@ -248,6 +248,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		case actCloseDoors:
 			go func() { s.events <- s.closeDoors() }()
 		case actReleaseSockets:
+			s.keeper.releaseSockets()
 			s.releaseSockets()
 		case actSelfUpgradeEnded:
 			s.reaper.resume()
