@@ -305,6 +305,10 @@ func (u *Upgrader) reportWhileBaking() {
 		}
 	}()
 	ds := u.drainerList()
+	if len(ds) == 0 {
+		u.endBake(<-got) // nothing to count
+		return
+	}
 	tick := time.NewTicker(bakeReportTick)
 	defer tick.Stop()
 	last, sent := drain.Activity{}, false
@@ -314,9 +318,6 @@ func (u *Upgrader) reportWhileBaking() {
 			u.endBake(err)
 			return
 		case <-tick.C:
-		}
-		if len(ds) == 0 {
-			continue
 		}
 		if a := activity(ds); a != last || !sent {
 			last, sent = a, true

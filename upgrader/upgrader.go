@@ -573,10 +573,12 @@ func (u *Upgrader) inheritPacket(network, address string) (net.PacketConn, error
 }
 
 // Ready marks this generation ready to serve. The first generation writes the
-// PID file and sends READY=1 to systemd; a later one writes the PID file and
-// tells its predecessor, which then hands over: it tells systemd the new main
-// pid and starts draining. Inherited sockets that no Listen call claimed are
-// closed. Calls after the first return the first call's result.
+// PID file and sends READY=1 to systemd; a later one tells its predecessor,
+// which bakes it (see Options.Bake) and then hands over: it tells systemd
+// the new main pid and starts draining. A later generation writes the PID
+// file, and closes the inherited sockets that no Listen call claimed, once
+// the bake is over; Ready itself returns at once, so that it serves
+// meanwhile. Calls after the first return the first call's result.
 func (u *Upgrader) Ready() error {
 	u.readyOnce.Do(func() {
 		u.readyErr = u.ready()
@@ -717,9 +719,10 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 func (u *Upgrader) HandedOver() bool { return u.handedOver.Load() }
 
 // Upgrade starts the next generation from the same binary path and arguments
-// and blocks until it is ready (nil: this generation must now drain and exit,
-// as Exit says) or has failed (an *UpgradeError: this generation keeps
-// serving). If the previous generation is still draining, Upgrade first waits
+// and blocks until it is ready and has proved it serves in its bake window
+// (nil: this generation must now drain and exit, as Exit says) or has failed
+// (an *UpgradeError: this generation keeps serving; of kind ErrBake when it
+// was rolled back in its bake window, see Options.Bake). If the previous generation is still draining, Upgrade first waits
 // for it to exit, at most until 5 s past the deadline it announced, after
 // which it is killed. Calls made while an upgrade is pending join it and get
 // its result; calls made once its new process has started queue one more
