@@ -266,7 +266,12 @@ wait:
 		return attemptResult{err: &UpgradeError{Kind: ErrBake, Cause: bakeErr}, pid: pid}
 	}
 	if err != nil && timedOut {
-		err = &UpgradeError{Kind: ErrTimeout, Cause: fmt.Errorf("pid %d not ready within %v: %w", startedPid, u.opts.UpgradeTimeout, err)}
+		cause := err
+		var ue *UpgradeError
+		if errors.As(err, &ue) && ue.Cause != nil {
+			cause = ue.Cause // what tableflip said of the killed child
+		}
+		err = &UpgradeError{Kind: ErrTimeout, Cause: fmt.Errorf("pid %d not ready within %v, killed: %w", startedPid, u.opts.UpgradeTimeout, cause)}
 	}
 	if err != nil {
 		parent.close()
