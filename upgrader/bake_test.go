@@ -66,8 +66,8 @@ func (b *bakeRun) rolledBack(mode, why string) time.Time {
 		b.t.Errorf("rolled back for another reason than %q: %v", why, r)
 	}
 	b.t.Logf("%s rolled back %v after Upgrade was called: %s", mode, time.Since(start).Round(time.Millisecond), r.Get("why"))
-	if u := b.waitRecord(5*time.Second, "event=test.upgrade", fmt.Sprintf("pid=%d", b.first)); !u.Match("upgrade_error=true", "bake=true") {
-		b.t.Errorf("Upgrade returned %v, want an *UpgradeError of kind ErrBake", u)
+	if u := b.waitRecord(5*time.Second, "event=test.upgrade", fmt.Sprintf("pid=%d", b.first)); !u.Match("upgrade_error=true", "bake=true", "rolled_back=1") {
+		b.t.Errorf("Upgrade returned %v, want an *UpgradeError of kind ErrBake, and 1 upgrade rolled back in Metrics", u)
 	}
 	child := 0
 	fmt.Sscan(r.Get("child_pid"), &child)

@@ -25,9 +25,16 @@ func (u *Upgrader) attempt() attemptResult {
 	res := u.startNext()
 	stopExtending()
 	if res.err != nil {
-		u.book.do(func(c *counters) { c.Failed++ })
 		var ue *UpgradeError
-		if errors.As(res.err, &ue) && ue.Kind == ErrBake {
+		rolledBack := errors.As(res.err, &ue) && ue.Kind == ErrBake
+		u.book.do(func(c *counters) {
+			if rolledBack {
+				c.RolledBack++
+			} else {
+				c.Failed++
+			}
+		})
+		if rolledBack {
 			u.log.Warn("new generation rolled back: it did not prove it serves; still serving", "event", "upgrade.rolled_back",
 				"child_pid", res.pid, "why", ue.Cause.Error(), "after_ms", time.Since(start).Milliseconds())
 		} else {

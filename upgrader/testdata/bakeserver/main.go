@@ -7,7 +7,8 @@
 //   - anything else, or no file: answers "pid=N".
 //
 // SIGUSR1 calls Upgrade and logs what it returned (event test.upgrade, with
-// its error and whether it is an *UpgradeError of kind ErrBake).
+// its error, whether it is an *UpgradeError of kind ErrBake, and the
+// upgrades rolled back so far by Metrics).
 package main
 
 import (
@@ -69,7 +70,8 @@ func main() {
 			err := u.Upgrade()
 			var ue *upgrader.UpgradeError
 			logger.Info("Upgrade returned", "event", "test.upgrade", "pid", os.Getpid(), "err", fmt.Sprint(err),
-				"upgrade_error", errors.As(err, &ue), "bake", errors.Is(err, upgrader.ErrBake))
+				"upgrade_error", errors.As(err, &ue), "bake", errors.Is(err, upgrader.ErrBake),
+				"rolled_back", u.Metrics().UpgradesRolledBack)
 		}
 	}()
 	pid := os.Getpid()
