@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -177,6 +179,36 @@ func TestBakeIdle(t *testing.T) {
 	if proc.Alive(second) {
 		t.Errorf("pid %d still runs", second)
 	}
+}
+
+// A release that exits during its bake (here when the old generation's probe
+// reaches it, with no other traffic) is rolled back, and the old generation
+// serves on.
+func TestBakeRollsBackExit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real generations")
+	}
+	mode := filepath.Join(t.TempDir(), "mode")
+	s := launchBin(t, bakeBin, nil, nil, nil, "-mode", mode)
+	first := s.waitPid(0, 10*time.Second)
+	if err := os.WriteFile(mode, []byte("exit"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(first, syscall.SIGHUP)
+	r := s.waitRecord(15*time.Second, "event=upgrade.rolled_back", fmt.Sprintf("pid=%d", first))
+	if !r.Match("why~exited while baking", "why~exit status 3") {
+		t.Errorf("rolled back for another reason: %v", r)
+	}
+	resp, err := http.Post("http://"+s.addr+"/", "text/plain", nil)
+	if err != nil {
+		t.Fatalf("the old generation does not serve: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("pid=%d\n", first); string(body) != want {
+		t.Errorf("answered %q, want %q", body, want)
+	}
+	s.stop()
 }
 
 // New refuses a bake window too short to see anything.

@@ -4,6 +4,7 @@
 //   - "noaccept": calls Ready and never accepts (it holds the socket until
 //     its Exit is closed);
 //   - "noanswer": serves, but its handler never answers;
+//   - "exit": calls Ready, takes one connection and exits 3;
 //   - anything else, or no file: answers "pid=N".
 //
 // SIGUSR1 calls Upgrade and logs what it returned (event test.upgrade, with
@@ -84,6 +85,14 @@ func main() {
 		<-u.Exit()
 		ln.Close()
 		return
+	case "exit":
+		if err := u.Ready(); err != nil {
+			log.Fatal(err)
+		}
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+		os.Exit(3)
 	case "noanswer":
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
