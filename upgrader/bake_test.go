@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/loadcheck"
+	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 	"github.com/handoff-dev/handoff/upgrader"
 )
@@ -209,6 +210,35 @@ func TestBakeRollsBackExit(t *testing.T) {
 		t.Errorf("answered %q, want %q", body, want)
 	}
 	s.stop()
+}
+
+// A stop during a bake stops both: the old generation drains and exits 0,
+// the new one, which never proved itself, is killed. On a Unix socket no
+// accept queue is looked at, so the bake of a release that never accepts
+// lasts: the stop comes within it.
+func TestBakeStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real generations")
+	}
+	dir := t.TempDir()
+	mode, sock := filepath.Join(dir, "mode"), filepath.Join(dir, "app.sock")
+	s := launchBin(t, bakeBin, nil, nil, nil, "-mode", mode, "-addr", "unix://"+sock)
+	first := s.waitPid(0, 10*time.Second)
+	if err := os.WriteFile(mode, []byte("noaccept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(first, syscall.SIGHUP)
+	r := s.waitRecord(10*time.Second, "event=bake.started", fmt.Sprintf("pid=%d", first))
+	child := 0
+	fmt.Sscan(r.Get("child_pid"), &child)
+	syscall.Kill(first, syscall.SIGTERM)
+	s.stop()
+	if child == 0 || !waitGone(child, 5*time.Second) {
+		t.Errorf("the baking generation (pid %d) still runs after the stop", child)
+	}
+	if rec := logrec.Find(s.records(), "event=upgrade.rolled_back"); rec != nil {
+		t.Errorf("a stop is not a rollback: %v", rec)
+	}
 }
 
 // New refuses a bake window too short to see anything.
