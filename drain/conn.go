@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -15,19 +16,62 @@ import (
 type trackedListener struct {
 	net.Listener
 	d *Drainer
+	// closed is closed by Close, so that an Accept held by a pause returns.
+	closed    chan struct{}
+	closeOnce sync.Once
+	// interrupted: Pause cut the Accept in progress short with a deadline,
+	// which the next Accept clears.
+	interrupted atomic.Bool
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		if err := l.d.waitResumed(l.closed); err != nil {
+			return nil, err
+		}
+		if l.interrupted.Swap(false) {
+			setDeadline(l.Listener, time.Time{})
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && (l.interrupted.Load() || l.d.Paused()) {
+				continue // cut short by Pause
+			}
+			return nil, err
+		}
+		l.d.accepted.Add(1)
+		return l.track(c), nil
 	}
+}
+
+// Close closes the listener, and ends an Accept that a pause holds.
+func (l *trackedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// interrupt makes an Accept in progress return (to wait for the pause to
+// end) where the listener has deadlines; a TLS listener has none, and its
+// Accept in progress takes one more connection.
+func (l *trackedListener) interrupt() {
+	l.interrupted.Store(true)
+	setDeadline(l.Listener, time.Now())
+}
+
+func setDeadline(ln net.Listener, t time.Time) {
+	if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+		_ = dl.SetDeadline(t)
+	}
+}
+
+func (l *trackedListener) track(c net.Conn) net.Conn {
 	if _, ok := c.(*tls.Conn); ok {
 		// http.Server looks for *tls.Conn by type; leave TLS alone. The
 		// Drainer sees its close through the socket under it (connClosed).
-		return c, nil
+		return c
 	}
-	return &trackedConn{Conn: c, d: l.d}, nil
+	return &trackedConn{Conn: c, d: l.d}
 }
 
 // trackedConn records the time of its last successful read, and tells the

@@ -56,4 +56,10 @@
 //
 // Stats reports what happened: the connections open when the drain began,
 // those closed idle, sent a GOAWAY, hijacked and cut, and how long it took.
+//
+// Before the drain, Pause stops the servers taking new connections off their
+// listeners, which stay open, until Resume; Activity counts the connections
+// accepted and the requests begun and answered. The upgrader's bake window
+// uses both: the old generation pauses, so that new connections reach the
+// new one alone, whose Activity says it serves.
 package drain

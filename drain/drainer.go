@@ -52,13 +52,17 @@ type Drainer struct {
 	blind     bool // a hijacked connection whose close cannot be seen was logged
 	tracked   map[*http.Server]bool
 	h2Closed  map[net.Conn]bool // HTTP/2 connections whose close was reported (see serveH2)
-	listeners []net.Listener
+	listeners []*trackedListener
 	onDrain   []func()
 	serving   sync.WaitGroup
 
 	draining atomic.Bool
-	changed  chan struct{}
-	errC     chan error
+	// resumed is non-nil while accepting is paused, and closed by Resume.
+	resumed chan struct{}
+	// What the servers did, for Activity.
+	accepted, requests, answered atomic.Uint64
+	changed                      chan struct{}
+	errC                         chan error
 
 	// progress, if set, is called with the connections left during Drain
 	// (see OnProgress).
@@ -150,7 +154,7 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 		d.tracked[srv] = true
 		d.track(srv)
 	}
-	tl := &trackedListener{Listener: ln, d: d}
+	tl := &trackedListener{Listener: ln, d: d, closed: make(chan struct{})}
 	d.listeners = append(d.listeners, tl)
 	d.serving.Add(1)
 	d.mu.Unlock()
@@ -229,12 +233,16 @@ func (d *Drainer) track(srv *http.Server) {
 		h = http.DefaultServeMux
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.requests.Add(1)
 		if d.draining.Load() {
 			w.Header().Set("Connection", "close")
 			h.ServeHTTP(w, r)
+			d.answered.Add(1)
 			return
 		}
-		h.ServeHTTP(&drainWriter{ResponseWriter: w, d: d}, r)
+		dw := &drainWriter{ResponseWriter: w, d: d}
+		h.ServeHTTP(dw, r)
+		dw.answer() // net/http answers a handler that wrote nothing
 	})
 }
 
@@ -367,6 +375,7 @@ func (d *Drainer) signal() {
 func (d *Drainer) Drain(ctx context.Context) Stats {
 	start := time.Now()
 	d.draining.Store(true)
+	d.Resume()
 	d.mu.Lock()
 	for _, ln := range d.listeners {
 		ln.Close()
@@ -514,11 +523,21 @@ func (d *Drainer) closeAll() int {
 // before the drain but writes its header after it began.
 type drainWriter struct {
 	http.ResponseWriter
-	d     *Drainer
-	wrote bool
+	d        *Drainer
+	wrote    bool
+	answered bool // counted in Activity's Answered
+}
+
+// answer counts the request as answered, once.
+func (w *drainWriter) answer() {
+	if !w.answered {
+		w.answered = true
+		w.d.answered.Add(1)
+	}
 }
 
 func (w *drainWriter) header() {
+	w.answer()
 	if !w.wrote {
 		w.wrote = true
 		if w.d.draining.Load() {
@@ -554,6 +573,7 @@ func (w *drainWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !ok {
 		return nil, nil, http.ErrNotSupported
 	}
+	w.answer() // the handler answers on the connection itself
 	return h.Hijack()
 }
 

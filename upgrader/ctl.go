@@ -16,7 +16,13 @@ import (
 // starts, passed through tableflip under ctlName. Both ends write lines:
 //
 //	parent → child  "init GEN WATCHDOG_USEC"   before the child starts, with a pipe (SCM_RIGHTS)
+//	parent → child  "bake MS"                  in the same datagram: the bake window (see bake.go)
+//	child → parent  "started PID"              from New
+//	child → parent  "baking COUNTS"            from Ready, to a parent that bakes: it waits for
+//	                                           "baked"; COUNTS 1 if it reports its Drainers' counts
 //	child → parent  "ready PID"                from Ready, before tableflip's own signal
+//	child → parent  "serving A R N"            while baking: accepted, requests, answered
+//	parent → child  "baked"                    it proved it serves: now tableflip's signal
 //	parent → child  "main"                     after systemd was told MAINPID=PID
 //	parent → child  "upgrade"                  an upgrade was asked while the child started: carry it out
 //	parent → child  "drain CONNS DEADLINE_MS"  while the parent drains (Unix ms)

@@ -24,6 +24,10 @@ var (
 	// ErrTimeout: the new generation was not ready within UpgradeTimeout and
 	// was killed.
 	ErrTimeout = errors.New("new generation was not ready in time")
+	// ErrBake: the new generation called Ready but did not prove that it
+	// serves within the bake window (Options.Bake), and was killed; the
+	// UpgradeError's Cause says what was seen.
+	ErrBake = errors.New("new generation did not prove it serves in its bake window; rolled back")
 )
 
 // errParentUnreachable: the core wrote the PID file at Ready but could not
@@ -32,7 +36,7 @@ var errParentUnreachable = errors.New("the parent generation cannot be told that
 
 // UpgradeError describes a failed upgrade. The old generation keeps serving.
 type UpgradeError struct {
-	// Kind is ErrStart, ErrExited, ErrTimeout or ErrStopped.
+	// Kind is ErrStart, ErrExited, ErrTimeout, ErrBake or ErrStopped.
 	Kind error
 	// Cause is what the operating system or the fd-passing layer reported.
 	Cause error
@@ -66,6 +70,8 @@ func (e *UpgradeError) Error() string {
 		b.WriteString(" — check that the binary exists at the same path and is executable")
 	case e.Kind == ErrTimeout:
 		b.WriteString(" — the new binary must call Ready (or Serve) within UpgradeTimeout")
+	case e.Kind == ErrBake:
+		b.WriteString(" — this generation serves on; fix the release and upgrade again")
 	}
 	return b.String()
 }

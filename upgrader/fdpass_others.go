@@ -32,3 +32,6 @@ func kill(pid int, sig syscall.Signal) error {
 	}
 	return p.Kill()
 }
+
+// inode is not needed where no child can be started.
+func inode(os.FileInfo) uint64 { return 0 }

@@ -119,3 +119,11 @@ func dupFd(fd int) (*os.File, error) {
 
 // kill sends sig to pid.
 func kill(pid int, sig syscall.Signal) error { return syscall.Kill(pid, sig) }
+
+// inode returns the inode number of the file fi describes.
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Ino)
+	}
+	return 0
+}

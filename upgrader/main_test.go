@@ -17,8 +17,9 @@ import (
 )
 
 // serverBin is examples/httpserver, hijackBin testdata/hijackserver, sseBin
-// examples/sse and slowReadyBin testdata/slowready, built once for all tests.
-var serverBin, hijackBin, sseBin, slowReadyBin string
+// examples/sse, slowReadyBin testdata/slowready and bakeBin
+// testdata/bakeserver, built once for all tests.
+var serverBin, hijackBin, sseBin, slowReadyBin, bakeBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "handoff-test-")
@@ -27,8 +28,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	serverBin, hijackBin, sseBin = filepath.Join(dir, "httpserver"), filepath.Join(dir, "hijackserver"), filepath.Join(dir, "sse")
-	slowReadyBin = filepath.Join(dir, "slowready")
-	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}, {sseBin, "../examples/sse"}, {slowReadyBin, "./testdata/slowready"}} {
+	slowReadyBin, bakeBin = filepath.Join(dir, "slowready"), filepath.Join(dir, "bakeserver")
+	for _, b := range [][2]string{{serverBin, "../examples/httpserver"}, {hijackBin, "./testdata/hijackserver"}, {sseBin, "../examples/sse"}, {slowReadyBin, "./testdata/slowready"}, {bakeBin, "./testdata/bakeserver"}} {
 		build := exec.Command("go", "build", "-o", b[0], b[1])
 		build.Stderr = os.Stderr
 		if err := build.Run(); err != nil {

@@ -33,11 +33,14 @@ type Metrics struct {
 	Started    time.Time
 	// Upgrades count the upgrades that ended: a new generation ready,
 	// failed (it exited, was not ready within UpgradeTimeout, or could not
-	// start), or refused (where upgrades cannot work: PID 1, no way to
-	// pass sockets).
+	// start), rolled back (it was ready but failed its bake window, see
+	// Options.Bake), or refused (where upgrades cannot work: PID 1, no way
+	// to pass sockets).
 	UpgradesReady, UpgradesFailed, UpgradesRefused int
+	UpgradesRolledBack                             int
 	// UpgradeDuration is how long the upgrades that ended ready took, from
-	// their start to the new generation's Ready.
+	// their start to the handover (the new generation's Ready, and its
+	// bake).
 	UpgradeDuration Histogram
 	// Drains counts the drains that ended in generations that handed over
 	// (a stop's drain ends with the program); DrainDuration is how long
@@ -63,6 +66,7 @@ type Histogram struct {
 // counters are the Metrics that travel between generations, as JSON.
 type counters struct {
 	Ready, Failed, Refused int
+	RolledBack             int
 	UpgradeSec             *promtext.Histogram
 	Drains                 int
 	DrainSec               *promtext.Histogram
@@ -133,6 +137,7 @@ func (u *Upgrader) Metrics() Metrics {
 	m := Metrics{Generation: u.gen, Started: u.started}
 	u.book.do(func(c *counters) {
 		m.UpgradesReady, m.UpgradesFailed, m.UpgradesRefused = c.Ready, c.Failed, c.Refused
+		m.UpgradesRolledBack = c.RolledBack
 		m.UpgradeDuration = Histogram{c.UpgradeSec.N, c.UpgradeSec.Sum, c.UpgradeSec.Cumulative()}
 		m.Drains = c.Drains
 		m.DrainDuration = Histogram{c.DrainSec.N, c.DrainSec.Sum, c.DrainSec.Cumulative()}
@@ -173,8 +178,8 @@ func (u *Upgrader) writeMetrics(b *bytes.Buffer) {
 	p.Gauge("handoff_generation", "This generation's number.", S(u.gen))
 	p.Gauge("handoff_generation_start_time_seconds", "When this generation started, in seconds since the epoch.",
 		promtext.Sample{Value: float64(u.started.UnixNano()) / 1e9})
-	p.Counter("handoff_upgrades_total", "Upgrades that ended, by outcome: ready, failed, refused.",
-		L(c.Ready, "outcome", "ready"), L(c.Failed, "outcome", "failed"), L(c.Refused, "outcome", "refused"))
+	p.Counter("handoff_upgrades_total", "Upgrades that ended, by outcome: ready, failed, rolled_back (in the bake window), refused.",
+		L(c.Ready, "outcome", "ready"), L(c.Failed, "outcome", "failed"), L(c.RolledBack, "outcome", "rolled_back"), L(c.Refused, "outcome", "refused"))
 	p.Histogram("handoff_upgrade_duration_seconds", "How long the upgrades that ended ready took.", c.UpgradeSec)
 	p.Counter("handoff_drains_total", "Drains that ended in generations that handed over.", S(c.Drains))
 	p.Histogram("handoff_drain_duration_seconds", "How long those drains took.", c.DrainSec)

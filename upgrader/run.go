@@ -90,6 +90,8 @@ func (u *Upgrader) run() {
 					_ = kill(a.res.pid, syscall.SIGTERM)
 				}
 				a.res.child.close()
+				u.resume() // it paused for the new generation's bake
+
 			case actCutDrain:
 				closeOnce(u.cutC)
 			case actExitNow:

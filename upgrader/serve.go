@@ -31,8 +31,14 @@ func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 // NewDrainer returns drain.New with the Upgrader's IdleGrace and Logger, for
 // use with ServeDrainer. Register a hook on it with OnDrain to tell WebSocket
 // and other hijacked connections to finish when the drain begins.
+//
+// The Upgrader reads the Drainers it made, and those given to ServeDrainer,
+// during an upgrade's bake window (see Options.Bake): the old generation
+// pauses them, the new one reports what they answered.
 func (u *Upgrader) NewDrainer() *drain.Drainer {
-	return drain.New(u.opts.IdleGrace, u.log)
+	d := drain.New(u.opts.IdleGrace, u.log)
+	u.addDrainer(d)
+	return d
 }
 
 // ServeDrainer is Serve for servers already started with d.Serve: it marks the
@@ -43,6 +49,7 @@ func (u *Upgrader) NewDrainer() *drain.Drainer {
 //	d.Serve(adminSrv, adminLn)
 //	err := u.ServeDrainer(d)
 func (u *Upgrader) ServeDrainer(d *drain.Drainer) error {
+	u.addDrainer(d)
 	var failure error
 	if err := u.Ready(); err != nil {
 		failure = err

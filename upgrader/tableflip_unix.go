@@ -22,7 +22,14 @@ import (
 
 // newCore returns tableflip: Unix systems pass descriptors to a child.
 func newCore(opts Options) (core, error) {
-	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout, PIDFile: opts.PIDFile})
+	// With a bake, the child tells tableflip it is ready only once baked:
+	// tableflip's timeout covers both, and the Upgrader enforces
+	// UpgradeTimeout itself (startNext).
+	timeout := opts.UpgradeTimeout
+	if opts.Bake > 0 {
+		timeout += opts.Bake + 5*time.Second
+	}
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: timeout, PIDFile: opts.PIDFile})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/lifecycle"
@@ -24,8 +25,21 @@ func (u *Upgrader) attempt() attemptResult {
 	res := u.startNext()
 	stopExtending()
 	if res.err != nil {
-		u.book.do(func(c *counters) { c.Failed++ })
-		u.log.Error("upgrade failed; still serving", "event", "upgrade.failed", "err", res.err, "after_ms", time.Since(start).Milliseconds())
+		var ue *UpgradeError
+		rolledBack := errors.As(res.err, &ue) && ue.Kind == ErrBake
+		u.book.do(func(c *counters) {
+			if rolledBack {
+				c.RolledBack++
+			} else {
+				c.Failed++
+			}
+		})
+		if rolledBack {
+			u.log.Warn("new generation rolled back: it did not prove it serves; still serving", "event", "upgrade.rolled_back",
+				"child_pid", res.pid, "why", ue.Cause.Error(), "after_ms", time.Since(start).Milliseconds())
+		} else {
+			u.log.Error("upgrade failed; still serving", "event", "upgrade.failed", "err", res.err, "after_ms", time.Since(start).Milliseconds())
+		}
 		if _, err := systemd.Ready(u.status("serving; upgrade failed: " + res.err.Error())); err != nil {
 			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
@@ -112,13 +126,19 @@ func (u *Upgrader) startNext() attemptResult {
 		childEnd.Close()
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: err}}
 	}
-	err = parent.sendWithFile(pw, "init %d %d", u.gen+1, u.watchdog.Microseconds())
+	// "bake MS" goes in the same datagram as init, so that the child finds
+	// it at once, and a release that knows nothing of it skips the line.
+	err = parent.sendWithFile(pw, "init %d %d\nbake %d", u.gen+1, u.watchdog.Microseconds(), u.opts.Bake.Milliseconds())
 	pw.Close()
 	if err != nil {
 		parent.close()
 		childEnd.Close()
 		pr.Close()
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("control channel: %w", err)}}
+	}
+	var ctlIno uint64
+	if fi, err := childEnd.Stat(); err == nil {
+		ctlIno = inode(fi)
 	}
 	err = u.core.AddFile(ctlName, childEnd)
 	childEnd.Close()
@@ -128,28 +148,111 @@ func (u *Upgrader) startNext() attemptResult {
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("passing the control channel: %w", err)}}
 	}
 	tl := linetail.New(pr, os.Stderr, 5)
-	// Learn the child's pid as soon as it is ready, concurrently, since
-	// tableflip.Upgrade returns only then.
-	pidC := make(chan int, 1)
+	// The child's lines: "started PID", then "baking COUNTS" (a release
+	// that bakes), "ready PID", and its counts while it bakes.
+	done := make(chan struct{})
+	defer close(done)
+	lines := make(chan []string, 16)
 	go func() {
-		deadline := time.Now().Add(u.opts.UpgradeTimeout + time.Second)
+		defer close(lines)
 		for {
-			f, err := parent.recv(deadline)
-			if err != nil || len(f) != 2 {
-				pidC <- 0
+			f, err := parent.recv(time.Time{})
+			if err != nil {
 				return
 			}
-			pid, _ := strconv.Atoi(f[1])
-			switch f[0] {
-			case "started":
-				u.log.Info("new generation started", "event", "upgrade.started", "child_pid", pid)
-			case "ready":
-				pidC <- pid
+			select {
+			case lines <- f:
+			case <-done:
 				return
 			}
 		}
 	}()
-	err = u.core.Upgrade()
+	coreC := make(chan error, 1)
+	go func() { coreC <- u.core.Upgrade() }()
+	// With a bake, tableflip's own timeout covers the bake too (see
+	// newCore): UpgradeTimeout is kept here, once the child's pid is known.
+	var readyTimeout <-chan time.Time
+	if u.opts.Bake > 0 {
+		t := time.NewTimer(u.opts.UpgradeTimeout)
+		defer t.Stop()
+		readyTimeout = t.C
+	}
+	var (
+		pid, startedPid int
+		baking, counts  bool
+		timedOut        bool
+		bakeErr         error
+		paused          bool // this generation's Drainers are paused
+	)
+wait:
+	for {
+		select {
+		case f, ok := <-lines:
+			if !ok {
+				lines = nil
+				continue
+			}
+			if len(f) != 2 {
+				continue
+			}
+			n, _ := strconv.Atoi(f[1])
+			switch f[0] {
+			case "started":
+				startedPid = n
+				u.log.Info("new generation started", "event", "upgrade.started", "child_pid", n)
+			case "baking":
+				baking, counts = true, n == 1
+			case "ready":
+				pid, readyTimeout = n, nil
+				if !baking || u.opts.Bake <= 0 {
+					continue // tableflip tells the end
+				}
+				if len(u.drainerList()) == 0 {
+					u.log.Info("bake skipped: this generation serves without a Drainer, so it cannot step aside", "event", "bake.skipped", "child_pid", pid)
+					_ = parent.send("baked")
+					continue
+				}
+				bakeStart := time.Now()
+				paused = true
+				proof, fail, cerr, consumed := u.bake(pid, counts, lines, coreC)
+				if consumed && cerr != nil && errors.Is(cerr, ErrStopped) {
+					err = cerr // stopping: tableflip killed it
+					break wait
+				}
+				if fail == nil {
+					u.log.Info("the new generation proved it serves", "event", "bake.done", "child_pid", pid, "proof", proof, "bake_ms", time.Since(bakeStart).Milliseconds())
+					if consumed {
+						err = cerr
+						break wait
+					}
+					_ = parent.send("baked")
+					continue
+				}
+				// Roll back: kill it, take the connections that wait, and
+				// let tableflip see a child that exited before it was ready.
+				_ = kill(pid, syscall.SIGKILL)
+				u.resume()
+				paused = false
+				bakeErr = fail
+				if consumed {
+					err = cerr
+					break wait
+				}
+			}
+		case err = <-coreC:
+			break wait
+		case <-readyTimeout:
+			readyTimeout = nil
+			if startedPid == 0 {
+				// It never reached upgrader.New to say its pid.
+				startedPid = childHolding(ctlIno)
+			}
+			if startedPid > 0 {
+				timedOut = true
+				_ = kill(startedPid, syscall.SIGKILL)
+			}
+		}
+	}
 	// The child has put its stderr back before it said it was ready, or it
 	// is dead: the pipe ends now. One that died before it read the init
 	// message leaves the write end in flight in the channel, which tableflip
@@ -161,6 +264,22 @@ func (u *Upgrader) startNext() attemptResult {
 		<-tl.Done()
 	}
 
+	if paused && err != nil {
+		u.resume() // it died after it was baked
+	}
+	if bakeErr != nil {
+		parent.close()
+		runtime.GC() // as below
+		return attemptResult{err: &UpgradeError{Kind: ErrBake, Cause: bakeErr}, pid: pid}
+	}
+	if err != nil && timedOut {
+		cause := err
+		var ue *UpgradeError
+		if errors.As(err, &ue) && ue.Cause != nil {
+			cause = ue.Cause // what tableflip said of the killed child
+		}
+		err = &UpgradeError{Kind: ErrTimeout, Cause: fmt.Errorf("pid %d not ready within %v, killed: %w", startedPid, u.opts.UpgradeTimeout, cause)}
+	}
 	if err != nil {
 		parent.close()
 		// tableflip drops three descriptors of each attempt without closing
@@ -174,10 +293,25 @@ func (u *Upgrader) startNext() attemptResult {
 		ue.Stderr = tl.Last()
 		return attemptResult{err: ue}
 	}
-	var pid int
-	select {
-	case pid = <-pidC:
-	case <-time.After(2 * time.Second):
+	if err == nil && pid == 0 {
+		// tableflip may tell the end before the line "ready PID" is read.
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
+	pidWait:
+		for lines != nil {
+			select {
+			case f, ok := <-lines:
+				if !ok {
+					break pidWait
+				}
+				if len(f) == 2 && f[0] == "ready" {
+					pid, _ = strconv.Atoi(f[1])
+					break pidWait
+				}
+			case <-t.C:
+				break pidWait
+			}
+		}
 	}
 	if pid == 0 {
 		u.log.Warn("the new generation did not say its pid; systemd keeps the old MAINPID", "event", "upgrade.no_pid")

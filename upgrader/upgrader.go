@@ -26,6 +26,11 @@ const (
 	DefaultUpgradeTimeout = time.Minute
 	DefaultDrainTimeout   = 30 * time.Second
 	DefaultIdleGrace      = drain.DefaultIdleGrace
+	// DefaultBake is the bake window of a zero Options.Bake.
+	DefaultBake = 10 * time.Second
+	// MinBake is the shortest bake window Options.Bake accepts: the
+	// checks need a few looks at the sockets to tell anything.
+	MinBake = 250 * time.Millisecond
 )
 
 // FDStoreName is the FDNAME under which sockets go to systemd's fd store;
@@ -88,6 +93,33 @@ type Options struct {
 	// the sockets of a handoff that was killed). It returns the socket, which
 	// the Upgrader then owns and passes on like one it bound, or nil.
 	Held func(a listener.Addr) *os.File
+	// Bake bounds the bake window: how long a new generation that called
+	// Ready has to prove that it serves before this generation hands over
+	// to it. In order: this generation stops taking new connections off
+	// the sockets, which stay open in both (its Drainers pause; the
+	// connections it has are served on), so that new connections reach
+	// the new generation alone; as soon as the new generation has answered
+	// a request (or, where nothing comes, a connection of this one's own:
+	// an HTTP "OPTIONS *"), the upgrade goes on as without a bake: this
+	// generation hands over and drains. If instead it exits, leaves
+	// connections waiting in the accept queue for half a second, leaves 3
+	// requests unanswered for 2 s, or proves nothing before Bake is over,
+	// it is killed, this generation takes the waiting connections and
+	// serves on, Upgrade returns an *UpgradeError of kind ErrBake, and a
+	// later upgrade may be tried. Connections that waited in the queue are
+	// not lost; those the new generation accepted and did not answer are.
+	//
+	// The bake needs both generations to serve through a Drainer (Serve,
+	// ServeTLS, ServeDrainer): the old one to step aside, the new one to
+	// count what it answered; where the old one has none it is skipped
+	// (logged as bake.skipped), and a new one without any is held to
+	// taking connections. A release older than this option hands over at
+	// Ready. The new generation writes the PID file, and systemd learns
+	// its pid, once it has proved itself.
+	//
+	// Default DefaultBake; negative: no bake, hand over at Ready. New
+	// refuses a positive value below MinBake.
+	Bake time.Duration
 }
 
 // Upgrader hands the listening sockets of one generation to the next. Create
@@ -117,8 +149,13 @@ type Upgrader struct {
 	mainMu  sync.Mutex
 	notMain bool
 
-	sockMu  sync.Mutex
-	sockets []syscall.Conn // every socket Listen returned, for the fd store
+	sockMu    sync.Mutex
+	sockets   []syscall.Conn // every socket Listen returned, for the fd store
+	listeners []net.Listener // the stream ones, which a bake probes
+	drainers  []*drain.Drainer
+	// parentBake is the bake window the parent announced (0: none, or a
+	// release without bakes).
+	parentBake time.Duration
 	// nameUses counts the requests for each systemd:NAME; see regAddr.
 	nameUses map[string]int
 
@@ -160,6 +197,12 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	if opts.IdleGrace <= 0 {
 		opts.IdleGrace = DefaultIdleGrace
+	}
+	switch {
+	case opts.Bake == 0:
+		opts.Bake = DefaultBake
+	case opts.Bake > 0 && opts.Bake < MinBake:
+		return nil, fmt.Errorf("upgrader: Options.Bake %v is shorter than MinBake (%v), too short to see a new generation serve; give at least %v, or a negative value for no bake", opts.Bake, MinBake, MinBake)
 	}
 	if opts.PIDFile != "" {
 		if err := checkPIDFile(opts.PIDFile); err != nil {
@@ -285,6 +328,13 @@ func (u *Upgrader) adopt() error {
 	u.gen, _ = strconv.Atoi(fields[1])
 	usec, _ := strconv.ParseInt(fields[2], 10, 64)
 	u.watchdog = time.Duration(usec) * time.Microsecond
+	// A parent that bakes sends "bake MS" in the same datagram as init:
+	// it is read already, or not there at all (an older release).
+	if f, err := c.recv(time.Now()); err == nil && len(f) == 2 && f[0] == "bake" {
+		if ms, err := strconv.ParseInt(f[1], 10, 64); err == nil && ms > 0 {
+			u.parentBake = time.Duration(ms) * time.Millisecond
+		}
+	}
 	u.parentCtl = c
 	_ = c.send("started %d", os.Getpid())
 	if pipe != nil {
@@ -397,6 +447,9 @@ func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 		}
 	}
 	u.remember(ln)
+	u.sockMu.Lock()
+	u.listeners = append(u.listeners, ln)
+	u.sockMu.Unlock()
 	source := src.String()
 	if held {
 		source = "held"
@@ -564,10 +617,12 @@ func (u *Upgrader) inheritPacket(network, address string) (net.PacketConn, error
 }
 
 // Ready marks this generation ready to serve. The first generation writes the
-// PID file and sends READY=1 to systemd; a later one writes the PID file and
-// tells its predecessor, which then hands over: it tells systemd the new main
-// pid and starts draining. Inherited sockets that no Listen call claimed are
-// closed. Calls after the first return the first call's result.
+// PID file and sends READY=1 to systemd; a later one tells its predecessor,
+// which bakes it (see Options.Bake) and then hands over: it tells systemd
+// the new main pid and starts draining. A later generation writes the PID
+// file, and closes the inherited sockets that no Listen call claimed, once
+// the bake is over; Ready itself returns at once, so that it serves
+// meanwhile. Calls after the first return the first call's result.
 func (u *Upgrader) Ready() error {
 	u.readyOnce.Do(func() {
 		u.readyErr = u.ready()
@@ -581,15 +636,38 @@ func (u *Upgrader) ready() error {
 	// with SIGKILL, say). This one holds the sockets and can serve, so it
 	// serves on as the only generation instead of stopping.
 	orphan := false
+	baking := false
 	if u.parentCtl != nil {
 		// From here on the parent may exit: stop writing to its pipe.
 		u.restoreStderr()
-		if err := u.parentCtl.send("ready %d", os.Getpid()); err != nil {
+		var err error
+		if u.parentBake > 0 {
+			// A parent that bakes waits for this generation to serve
+			// before tableflip may hand over (see bake.go).
+			counts := 0
+			if len(u.drainerList()) > 0 {
+				counts = 1
+			}
+			err = u.parentCtl.send("baking %d", counts)
+			baking = err == nil
+		}
+		if err == nil {
+			err = u.parentCtl.send("ready %d", os.Getpid())
+		}
+		if err != nil {
 			if !u.orphaned() {
 				return fmt.Errorf("upgrader: telling the parent pid %d we are ready: %w", u.parentPid, err)
 			}
-			orphan = true
+			orphan, baking = true, false
 		}
+	}
+	if baking {
+		u.log.Info("ready; baking: the previous generation hands over once this one has served", "event", "ready", "after_ms", time.Since(u.started).Milliseconds(), "bake_s", u.parentBake.Seconds())
+		go u.reportWhileBaking()
+		if u.watchdog > 0 {
+			go u.pingWatchdog()
+		}
+		return nil
 	}
 	if err := u.core.Ready(); err != nil {
 		// The PID file is written; only the parent could not be told.
@@ -685,9 +763,10 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 func (u *Upgrader) HandedOver() bool { return u.handedOver.Load() }
 
 // Upgrade starts the next generation from the same binary path and arguments
-// and blocks until it is ready (nil: this generation must now drain and exit,
-// as Exit says) or has failed (an *UpgradeError: this generation keeps
-// serving). If the previous generation is still draining, Upgrade first waits
+// and blocks until it is ready and has proved it serves in its bake window
+// (nil: this generation must now drain and exit, as Exit says) or has failed
+// (an *UpgradeError: this generation keeps serving; of kind ErrBake when it
+// was rolled back in its bake window, see Options.Bake). If the previous generation is still draining, Upgrade first waits
 // for it to exit, at most until 5 s past the deadline it announced, after
 // which it is killed. Calls made while an upgrade is pending join it and get
 // its result; calls made once its new process has started queue one more

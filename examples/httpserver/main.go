@@ -32,6 +32,7 @@ func main() {
 	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "how long requests in flight may take once draining")
 	idleGrace := flag.Duration("idle-grace", upgrader.DefaultIdleGrace, "how long an idle connection stays open once draining")
 	stopDelay := flag.Duration("stop-delay", 0, "how long to serve on after SIGTERM before draining, for a load balancer to deregister this instance")
+	bake := flag.Duration("bake", upgrader.DefaultBake, "how long a new generation has, once ready, to prove it serves before this one hands over; negative: no bake")
 	logFormat := flag.String("log-format", "text", "log lines as text (key=value) or json")
 	fdstore := flag.Bool("fdstore", false, "store the sockets in systemd's fd store (on by itself where systemd sets $FDSTORE)")
 	flag.Parse()
@@ -53,6 +54,7 @@ func main() {
 		IdleGrace:      *idleGrace,
 		FDStore:        *fdstore,
 		StopDelay:      *stopDelay,
+		Bake:           *bake,
 	})
 	if err != nil {
 		log.Fatal(err)
