@@ -146,7 +146,11 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	taken := takeHeld(cfg.Control, log)
 	defer func() { taken.close() }()
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
-		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.take})
+		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.take,
+		// A new handoff (SIGUSR2) proves itself by its own generation's
+		// readiness (and --bake); handoff serves nothing through a Drainer
+		// that the library's bake could pause.
+		Bake: -1})
 	if errors.Is(err, upgrader.ErrPIDFile) {
 		return nil, usagef("handoff run: --pidfile: %v", err)
 	}
