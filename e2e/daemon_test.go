@@ -161,53 +161,62 @@ func waitNewMain(t *testing.T, m *systemdtest.Manager, u string, old int) {
 	t.Fatalf("%s: no new main process after %d:\n%s", u, old, m.Journal(u))
 }
 
-// TestFDStorePlainStop: `systemctl stop` of handoff run --fdstore under load,
-// with slow requests that keep the generation draining. The sockets are in
-// systemd's fd store, which systemd empties once the unit has stopped (a
+// TestFDStorePlainStop: `systemctl stop` under load of a service whose
+// sockets are in systemd's fd store — handoff run --fdstore, and the library
+// with Options.FDStore — with slow requests that keep the generation
+// draining. systemd empties the fd store once the unit has stopped (a
 // restart keeps it): a connection the kernel queued meanwhile would be reset
-// then, after its client sent its request. handoff asks systemd whether the
-// stop is a restart; for a plain stop it holds new connections back as for
-// its own sockets — a Unix socket's file is removed — so that they are
-// refused instead, and the requests in flight complete.
+// then, after its client sent its request. For a plain stop (systemd's job
+// for the unit says "stop") the sockets are held back as the program's own
+// — a Unix socket's file is removed — so that connections are refused
+// instead, and the requests in flight complete.
 func TestFDStorePlainStop(t *testing.T) {
 	m := systemdtest.Start(t)
 	const sock = "/run/fdstore-stop.sock"
-	const name = "app-notify.service"
-	addr := proc.FreeAddr(t)
-	text := unit(t, m, name, "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", addr,
-		"handoff run", "handoff run --fdstore --listen api=unix://"+sock)
-	text = strings.Replace(text, "Restart=on-failure", "Restart=on-failure\nFileDescriptorStoreMax=8", 1)
-	m.Install(name, text)
-	if out, err := m.Systemctl("start", name); err != nil {
-		t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
-	}
-	waitActive(t, m, name)
-	for deadline := time.Now().Add(5 * time.Second); m.Show(name, "NFileDescriptorStore") == "0"; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no descriptor in the fd store after 5 s:\n%s", m.Journal(name))
-		}
-	}
-	l := load("http://"+addr, 200, 1500*time.Millisecond)
-	lu := loadVia(fmt.Sprintf("/proc/%d/root%s", m.PID, sock), 100)
-	l.more(t, 0, 50)
-	lu.more(t, 0, 20)
-	if out, err := m.Systemctl("stop", name); err != nil {
-		t.Fatalf("stop: %v %s\n%s", err, out, m.Journal(name))
-	}
-	// Load on a moment after the stop: every connect is refused.
-	time.Sleep(300 * time.Millisecond)
-	res, ures := l.stop(), lu.stop()
-	t.Logf("tcp: %v", res)
-	t.Logf("unix: %v", ures)
 	for _, c := range []struct {
-		what string
-		r    *loadcheck.Result
-	}{{"tcp", res}, {"unix", ures}} {
-		if n := c.r.Failed["ECONNRESET"] + c.r.Failed["EOF"] + c.r.Failed["timeout"]; n > 0 {
-			t.Errorf("%s: %d requests reset or cut after they were sent (%v): queued during the drain, and reset when systemd emptied the fd store\n%s", c.what, n, c.r.Failed, m.Journal(name))
-		}
-	}
-	if !strings.Contains(m.Journal(name), "stop.held_back") {
-		t.Errorf("the journal has no stop.held_back line:\n%s", m.Journal(name))
+		unit string
+		repl []string
+	}{
+		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore --listen api=unix://" + sock}},
+		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@,unix://" + sock, "-pidfile", "-fdstore -pidfile"}},
+	} {
+		t.Run(c.unit, func(t *testing.T) {
+			addr := proc.FreeAddr(t)
+			for i := range c.repl {
+				c.repl[i] = strings.ReplaceAll(c.repl[i], "@ADDR@", addr)
+			}
+			text := unit(t, m, c.unit, c.repl...)
+			text = strings.Replace(text, "Restart=on-failure", "Restart=on-failure\nFileDescriptorStoreMax=8", 1)
+			m.Install(c.unit, text)
+			if out, err := m.Systemctl("start", c.unit); err != nil {
+				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(c.unit))
+			}
+			waitActive(t, m, c.unit)
+			for deadline := time.Now().Add(5 * time.Second); m.Show(c.unit, "NFileDescriptorStore") == "0"; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no descriptor in the fd store after 5 s:\n%s", m.Journal(c.unit))
+				}
+			}
+			l := load("http://"+addr, 200, 1500*time.Millisecond)
+			lu := loadVia(fmt.Sprintf("/proc/%d/root%s", m.PID, sock), 100)
+			l.more(t, 0, 50)
+			lu.more(t, 0, 20)
+			if out, err := m.Systemctl("stop", c.unit); err != nil {
+				t.Fatalf("stop: %v %s\n%s", err, out, m.Journal(c.unit))
+			}
+			// Load on a moment after the stop: every connect is refused.
+			time.Sleep(300 * time.Millisecond)
+			res, ures := l.stop(), lu.stop()
+			t.Logf("tcp: %v", res)
+			t.Logf("unix: %v", ures)
+			for _, r := range []struct {
+				what string
+				r    *loadcheck.Result
+			}{{"tcp", res}, {"unix", ures}} {
+				if n := r.r.Failed["ECONNRESET"] + r.r.Failed["EOF"] + r.r.Failed["timeout"]; n > 0 {
+					t.Errorf("%s: %d requests reset or cut after they were sent (%v): queued during the drain, and reset when systemd emptied the fd store\n%s", r.what, n, r.r.Failed, m.Journal(c.unit))
+				}
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/drain"
+	"github.com/handoff-dev/handoff/internal/sdjob"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 )
@@ -158,6 +160,10 @@ type Upgrader struct {
 	parentBake time.Duration
 	// nameUses counts the requests for each systemd:NAME; see regAddr.
 	nameUses map[string]int
+	// ownPaths are the files of the Unix sockets asked for by path, not
+	// from a .socket unit: removed on a plain stop when the sockets are in
+	// the fd store (see releaseStore).
+	ownPaths []string
 
 	readyOnce sync.Once
 	readyC    chan struct{}
@@ -449,6 +455,9 @@ func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 	u.remember(ln)
 	u.sockMu.Lock()
 	u.listeners = append(u.listeners, ln)
+	if a.Network == "unix" && src != listener.Activated && !strings.HasPrefix(a.Address, "@") {
+		u.ownPaths = append(u.ownPaths, a.Address)
+	}
 	u.sockMu.Unlock()
 	source := src.String()
 	if held {
@@ -572,6 +581,44 @@ func (u *Upgrader) regAddr(a listener.Addr) string {
 		return fmt.Sprintf("%s#%d", a.Address, n)
 	}
 	return a.Address
+}
+
+// releaseStore readies a real stop of sockets in systemd's fd store. systemd
+// empties the store once the unit has stopped, unless it restarts: the
+// connections queued on a socket meanwhile — the generation has closed its
+// copy, the store's still listens — would be reset, after their clients
+// sent their requests. So on a plain stop (systemd's job for the unit is a
+// "stop") the sockets are taken out of the store first (FDSTOREREMOVE=1),
+// and the files of this service's Unix sockets removed: from then on they
+// live as long as this process holds them, and a connection that comes once
+// it has closed them is refused. On a restart, or where systemd cannot be
+// asked, they stay in the store and queue for the next start.
+func (u *Upgrader) releaseStore() {
+	if !u.fdStore() {
+		return
+	}
+	u.sockMu.Lock()
+	n, paths := len(u.sockets), slices.Clone(u.ownPaths)
+	u.sockMu.Unlock()
+	if n == 0 {
+		return
+	}
+	job, err := sdjob.StopJob()
+	if err != nil || job != "stop" {
+		u.log.Info("the sockets stay in systemd's fd store: connections to them queue for the next start", "event", "fdstore.kept", "job", job, "err", err)
+		return
+	}
+	sent, err := systemd.Notify("FDSTOREREMOVE=1\nFDNAME=" + FDStoreName)
+	if !sent || err != nil {
+		u.log.Warn("cannot take the sockets out of systemd's fd store: connections queued on them when it empties the store are reset", "event", "fdstore.release_failed", "err", err)
+		return
+	}
+	for _, p := range paths {
+		if st, err := os.Lstat(p); err == nil && st.Mode().Type() == os.ModeSocket {
+			_ = os.Remove(p)
+		}
+	}
+	u.log.Info("a plain stop: the sockets are out of systemd's fd store, and close with this process", "event", "fdstore.released", "sockets", n)
 }
 
 // fdStore reports whether the sockets go to systemd's fd store.

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/sdjob"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +50,7 @@ var synDrop = []unix.SockFilter{
 // for the next start. But systemd empties the fd store when the unit stops
 // for good, resetting what queued there: the sockets handoff itself put in
 // the store are held back as its own when systemd says the stop is not a
-// restart (stopJob).
+// restart (sdjob.StopJob).
 func (s *supervisor) closeDoors() doorsClosed {
 	var r doorsClosed
 	start := time.Now()
@@ -65,7 +67,7 @@ func (s *supervisor) closeDoors() doorsClosed {
 		}
 		if !asked {
 			asked = true
-			r.job, r.jobErr = stopJob()
+			r.job, r.jobErr = sdjob.StopJob()
 		}
 		return r.job != "stop"
 	}
