@@ -42,6 +42,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"status", "--timeout", "0s"}, "--timeout 0s is not positive"},
 		{[]string{"run", "--listen", "127.0.0.1:80", "--health", "http://127.0.0.1:9100/", "--hung-after", "0", "--", "true"}, "--health is checked during --bake and while serving, and both are off"},
 		{[]string{"run", "--listen", "127.0.0.1:80", "--hung-after", "-1s", "--", "true"}, "--hung-after must not be negative"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--max-memory", "NaN", "--", "true"}, "--max-memory NaN: not a finite positive size"},
+		{[]string{"run", "--listen", "127.0.0.1:80", "--max-memory", "1e30", "--", "true"}, "--max-memory 1e30: more than 1 EiB"},
 		{[]string{"run", "--listen", "127.0.0.1:80", "--hung-after", "100ms", "--", "true"}, "--hung-after 100ms: give at least 500ms"},
 		{[]string{"run", "--listen", "127.0.0.1:80", "--bake", "5s", "--health", "udp://127.0.0.1:9100", "--", "true"}, "use http://HOST:PORT/PATH or tcp://HOST:PORT"},
 		{[]string{"signal"}, "give one signal"},

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/user"
@@ -455,15 +456,18 @@ func parseSize(s string) (int64, error) {
 	num := strings.TrimRight(s, "KMGTkmgtiBb")
 	unit := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s[len(num):]), "B"), "I")
 	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n <= 0 {
-		return 0, errors.New("not a positive size")
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) || n <= 0 {
+		return 0, errors.New("not a finite positive size")
 	}
 	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
 	if mult == 0 {
 		return 0, fmt.Errorf("unknown unit %q", s[len(num):])
 	}
-	if n*mult < 1<<20 {
+	switch b := n * mult; {
+	case b < 1<<20:
 		return 0, errors.New("less than 1 MiB, which no program runs in")
+	case b >= 1<<60:
+		return 0, errors.New("more than 1 EiB, which no machine has")
 	}
 	return int64(n * mult), nil
 }

@@ -12,7 +12,7 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "abc", "-1G", "0M", "10K", "512", "5X", "M"} {
+	for _, in := range []string{"", "abc", "-1G", "0M", "10K", "512", "5X", "M", "NaN", "nanM", "inf", "+InfG", "1e30", "2048P", "1e7T"} {
 		if got, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) = %d, want an error", in, got)
 		}
