@@ -139,8 +139,8 @@ type liveWatch struct {
 	queueLast  int
 	// off: sock_diag could not be read at the last look (out of
 	// descriptors, say): only the health check counts until it can.
-	off bool
-	lastLook   time.Time
+	off      bool
+	lastLook time.Time
 	// slowest is the longest a request was seen to wait for its answer, on
 	// a connection that stayed open: the program's own pace.
 	slowest time.Duration
