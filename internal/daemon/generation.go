@@ -89,9 +89,26 @@ type (
 	}
 )
 
-// envStrip lists the variables of handoff's own that never reach a
-// generation: systemd's per-process ones, tableflip's, and handoff's.
-var envStrip = []string{"LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET=", "TABLEFLIP_", "HANDOFF_"}
+// withheldEnv lists the variables that never reach a generation from
+// handoff's environment or its env file: those handoff sets for each
+// generation itself (systemd's socket activation, notify and watchdog
+// protocols, the worker index) and those that only handoff reads
+// (tableflip's, and what an old handoff tells a new one on SIGUSR2). Every
+// other variable — a user's own HANDOFF_... among them — passes through.
+// docs/daemon.md lists them.
+var withheldEnv = map[string]bool{
+	"LISTEN_FDS": true, "LISTEN_FDNAMES": true, "LISTEN_PID": true,
+	"NOTIFY_SOCKET": true, "WATCHDOG_USEC": true, "WATCHDOG_PID": true,
+	"HANDOFF_WORKER": true, "HANDOFF_WORKERS": true,
+	envNextGen: true, envSystemdNames: true,
+	"TABLEFLIP_HAS_PARENT_7DIU3": true, // tableflip's sentinel: this process has a parent to hand over from
+}
+
+// withheld reports whether the assignment kv sets one of withheldEnv.
+func withheld(kv string) bool {
+	k, _, _ := strings.Cut(kv, "=")
+	return withheldEnv[k]
+}
 
 // overrideEnv returns env with the assignments of extra replacing those of
 // the same keys, leaving out the variables handoff sets itself.
@@ -108,11 +125,7 @@ func overrideEnv(env, extra []string) []string {
 		}
 	}
 	for _, kv := range extra {
-		keep := true
-		for _, p := range envStrip {
-			keep = keep && !strings.HasPrefix(kv, p)
-		}
-		if keep {
+		if !withheld(kv) {
 			out = append(out, kv)
 		}
 	}
@@ -265,11 +278,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 func (s *supervisor) environ(g *generation) ([]string, error) {
 	env := make([]string, 0, len(os.Environ())+4)
 	for _, kv := range os.Environ() {
-		keep := true
-		for _, p := range envStrip {
-			keep = keep && !strings.HasPrefix(kv, p)
-		}
-		if keep {
+		if !withheld(kv) {
 			env = append(env, kv)
 		}
 	}
