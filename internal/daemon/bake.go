@@ -69,7 +69,7 @@ func (s *supervisor) watchBake(g, old *generation, others []*generation, ports m
 	w.start()
 	tick := time.NewTicker(bakeTick)
 	defer tick.Stop()
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client := probeClient()
 	for {
 		select {
 		case <-ctx.Done():

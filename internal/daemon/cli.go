@@ -25,7 +25,7 @@ import (
 )
 
 // Version is handoff's version; release builds set it with
-// -ldflags "-X github.com/handoff-dev/handoff/daemon.Version=v1.2.3".
+// -ldflags "-X github.com/handoff-dev/handoff/internal/daemon.Version=v1.2.3".
 var Version = ""
 
 // envNextGen carries the next generation number to a new handoff on SIGUSR2.
@@ -503,21 +503,6 @@ func cmdSignal(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "sent %s to generation %d (pid %d)\n", unix.SignalName(sig), r.Gens[i], pid)
 	}
 	return 0
-}
-
-// signalArg parses USR1, SIGUSR1 or 10.
-func signalArg(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= 64 {
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, usagef("handoff signal: %s: unknown signal — use a name such as USR1 or a number", s)
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {

@@ -376,19 +376,6 @@ func lookProgram(p, dir string) (string, error) {
 	return path, nil
 }
 
-var signals = map[string]syscall.Signal{
-	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
-	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "HUP": syscall.SIGHUP, "WINCH": syscall.SIGWINCH,
-}
-
-func parseSignal(s string) (syscall.Signal, error) {
-	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
-	if sig, ok := signals[name]; ok {
-		return sig, nil
-	}
-	return 0, usagef("handoff run: --stop-signal %s: unknown signal — use TERM, INT, QUIT, USR1, USR2, HUP or WINCH", s)
-}
-
 func credential(userName, groupName string) (*syscall.Credential, error) {
 	var uid, gid uint64
 	if userName != "" {

@@ -164,7 +164,6 @@ type spawnKind int
 const (
 	spawnFirst   spawnKind = iota // handoff's start
 	spawnReload                   // a reload or a rollback
-	spawnRestart                  // the serving generation exited on its own
 	spawnReplace                  // a worker passed --max-memory, or was shown hung
 )
 
@@ -450,25 +449,25 @@ func (m *machine) onSignal(sig syscall.Signal) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		switch m.stops.Signal(!m.stopping) {
 		case lifecycle.StopSkipDelay:
-			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", unixName(sig))
+			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", signalName(sig))
 			m.stop(true)
 			return
 		case lifecycle.StopDelay:
 			d := m.stops.Delay
-			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", unixName(sig), "stop_delay", d.String())
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", signalName(sig), "stop_delay", d.String())
 			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, actAfter{d, stopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
 			m.do(actReply{m.q.Drop(), fail})
 			return
 		case lifecycle.StopAgain, lifecycle.StopNow:
-			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", unixName(sig))
+			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", signalName(sig))
 			for _, g := range m.gens {
 				m.kill(g)
 			}
 			return
 		}
-		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", unixName(sig))
+		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", signalName(sig))
 		m.stop(true)
 	}
 }
@@ -747,7 +746,7 @@ func (m *machine) endRoll() {
 		}
 		notify := r.notify
 		if notify == "" {
-			notify = fmt.Sprintf("reload failed: %s; serving generation %d", msg, m.currentN())
+			notify = fmt.Sprintf("reload failed: %s; serving generation %d", msg, m.first().n)
 		} else if r.back {
 			notify += "; workers put back"
 		}
@@ -758,7 +757,7 @@ func (m *machine) endRoll() {
 			m.count("failed", r.code, 0)
 		}
 		m.finishReload(ReloadResult{Error: "reload failed: " + msg})
-		m.do(actReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.currentN(), PID: m.currentPID()}})
+		m.do(actReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.first().n, PID: m.first().pid}})
 	default:
 		// What the first worker replaced ran (a rollback's target).
 		for w := range m.slots {
@@ -848,7 +847,7 @@ func (m *machine) drain(g *generation) {
 	}
 	g.exitedAt = m.now() // when the drain began, until it exits
 	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, killDue{g}})
-	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", unixName(m.stopSignal))...)
+	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", signalName(m.stopSignal))...)
 	var drainingGens []int // generation numbers, oldest first
 	for _, d := range m.gens {
 		if d.state == draining && !slices.Contains(drainingGens, d.n) {
@@ -953,18 +952,14 @@ func (m *machine) onExit(g *generation, err error) {
 // crashing: said in the log, in status and in systemd's STATUS=.
 const failingAfter = 5
 
-func (m *machine) currentN() int {
+// first returns the process serving at worker index 0 — the serving
+// generation, as status, systemd's STATUS= and the metrics name it — or a
+// zero generation (number and pid 0) when none serves there.
+func (m *machine) first() *generation {
 	if len(m.slots) == 0 || m.slots[0].cur == nil {
-		return 0
+		return &generation{}
 	}
-	return m.slots[0].cur.n
-}
-
-func (m *machine) currentPID() int {
-	if len(m.slots) == 0 || m.slots[0].cur == nil {
-		return 0
-	}
-	return m.slots[0].cur.pid
+	return m.slots[0].cur
 }
 
 // scheduleRestart restarts worker w after its backoff.

@@ -25,7 +25,7 @@ func names(acts []action) []string {
 		case actSpawn:
 			out = append(out, fmt.Sprintf("spawn %d", a.n))
 		case actSignal:
-			out = append(out, fmt.Sprintf("signal %d %s", a.g.n, unixName(a.sig)))
+			out = append(out, fmt.Sprintf("signal %d %s", a.g.n, signalName(a.sig)))
 		case actAfter:
 			out = append(out, fmt.Sprintf("after %T", a.ev))
 		case actNotify:
@@ -109,7 +109,7 @@ func TestMachine(t *testing.T) {
 		{"not ready in time: killed, then failed", 0, 0, false, true, []step{
 			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
-			{func() event { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation.not_ready", "signal 2 killed"}},
+			{func() event { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation.not_ready", "signal 2 SIGKILL"}},
 			{func() event { return genExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:generation.failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
 		}},
 		{"bake: the old generation serves until the window ends", time.Second, 0, false, true, []step{
@@ -128,7 +128,7 @@ func TestMachine(t *testing.T) {
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
 			{func() event { return evReload{w} }, []string{"log:reload.asked", "reply1 handoff is stopping"}},
 			{func() event { return doorsClosed{held: 1} }, []string{"log:stop.held_back", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
-			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
 			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},
 		{"a stop where handoff cannot read its parent's descriptors leaves the sockets alone, and says so", 0, 0, false, true, []step{
@@ -138,7 +138,7 @@ func TestMachine(t *testing.T) {
 		}},
 		{"stop signal again while new connections are held back: killed, then the sockets released", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
-			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
 			{func() event { return doorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:stop.sockets_kept",
 				"log:stop.queued_left", "ReleaseSockets"}},
 			{func() event { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation.exited", "done 3"}},
@@ -149,7 +149,7 @@ func TestMachine(t *testing.T) {
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.delay_skipped", "notify stopping", "CloseDoors"}},
 			{func() event { return stopDelayOver{} }, nil},
 			{func() event { return doorsClosed{} }, []string{"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
-			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 killed"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
 		}},
 		{"rollback with nothing before the current generation is refused", 0, 0, false, true, []step{
 			{func() event { return evRollback{w} }, []string{"log:rollback.asked", "reply1 nothing to roll back to: no generation served before the current one"}},
@@ -199,7 +199,7 @@ func TestMachine(t *testing.T) {
 					t.Errorf("step %d %T:\n got %q\nwant %q", i, ev, got, s.want)
 				}
 				for _, a := range s.want {
-					if strings.HasPrefix(a, "signal ") && strings.HasSuffix(a, " killed") {
+					if strings.HasPrefix(a, "signal ") && strings.HasSuffix(a, " SIGKILL") {
 						killed[a] = true
 					}
 				}

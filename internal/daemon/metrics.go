@@ -101,7 +101,7 @@ func (s *supervisor) metrics() []byte {
 		states = append(states, promtext.Sample{Labels: promtext.L("state", st), Value: float64(byState[st])})
 	}
 	p.Gauge("handoff_processes", "The program's processes handoff runs, by state: one per worker of each generation not exited.", states...)
-	if g := m.slots0(); g != nil {
+	if g := m.first(); g.pid != 0 {
 		p.Gauge("handoff_serving_generation", "The number of the generation serving (worker 0's).", promtext.Sample{Value: float64(g.n)})
 		p.Gauge("handoff_serving_generation_start_time_seconds", "When the serving generation (worker 0's) started, in seconds since the epoch.",
 			promtext.Sample{Value: float64(g.started.UnixNano()) / 1e9})
@@ -136,14 +136,6 @@ func (s *supervisor) metrics() []byte {
 		return []byte(fmt.Sprintf("# error: %v\n", err))
 	}
 	return b.Bytes()
-}
-
-// slots0 returns worker 0's serving process, or nil.
-func (m *machine) slots0() *generation {
-	if len(m.slots) == 0 {
-		return nil
-	}
-	return m.slots[0].cur
 }
 
 func b2f(b bool) float64 {

@@ -191,7 +191,7 @@ func (m readyMode) probe(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client := probeClient()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -345,12 +345,3 @@ func (s *supervisor) notify(_ bool, err error) {
 		s.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
 }
-
-func unixName(sig syscall.Signal) string {
-	for name, s := range signals {
-		if s == sig {
-			return "SIG" + name
-		}
-	}
-	return sig.String()
-}
