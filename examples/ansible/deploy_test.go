@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,7 +80,19 @@ func TestRollingDeploy(t *testing.T) {
 			t.Fatal(err)
 		}
 		logf.Close()
-		t.Cleanup(func() { _ = in.cmd.Process.Kill(); _ = in.cmd.Wait() })
+		// A stop, not a kill: a killed handoff's keeper would hold the
+		// sockets (--hold) and offer them in the test's directory.
+		t.Cleanup(func() {
+			_ = in.cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = in.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = in.cmd.Process.Kill()
+				<-done
+			}
+		})
 		insts = append(insts, in)
 		fmt.Fprintf(&inv, "%s ansible_connection=local releases_root=%s control=%s handoff=%s\n", name, in.root, in.control, handoff)
 	}
