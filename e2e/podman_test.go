@@ -34,6 +34,9 @@ func podman(args ...string) (string, error) {
 // handoff, examples/app, examples/httpserver and testdata/orphans, and
 // returns its name; the test skips where podman or runc is missing.
 func podmanImage(t *testing.T) string {
+	if testing.Short() {
+		t.Skip("runs containers: not under -short")
+	}
 	t.Helper()
 	for _, c := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(c); err != nil {

@@ -24,6 +24,7 @@ import (
 // installed), asks for systemd:web, and checks that the activated socket is
 // served and carried across upgrades.
 func TestSocketActivationByName(t *testing.T) {
+	spawns(t)
 	addr := proc.FreeAddr(t)
 	var s *server
 	if sa, err := exec.LookPath("systemd-socket-activate"); err == nil {
@@ -105,6 +106,7 @@ func launchActivated(t *testing.T, addr, name string, args ...string) *server {
 // TestSocketActivationByAddress passes a socket without a name and asks for
 // its address: the passed socket is used rather than a fresh bind.
 func TestSocketActivationByAddress(t *testing.T) {
+	spawns(t)
 	addr := proc.FreeAddr(t)
 	s := launchActivated(t, addr, "", "-addr", addr)
 	s.waitPid(0, 10*time.Second)
@@ -120,6 +122,7 @@ func TestSocketActivationByAddress(t *testing.T) {
 // TestSocketActivationMissingName asks for a name systemd did not pass: the
 // server exits 1 with an error that lists the names it did pass.
 func TestSocketActivationMissingName(t *testing.T) {
+	spawns(t)
 	addr := proc.FreeAddr(t)
 	s := launchActivated(t, addr, "web", "-addr", "systemd:admin")
 	err := s.cmd.Wait()

@@ -116,6 +116,7 @@ func (b *bakeRun) finish() *loadcheck.Result {
 // generation rolls it back and serves on, no request fails, and the next
 // upgrade, to a release that serves, goes through.
 func TestBakeRollsBackNoAccept(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("real generations under load")
 	}
@@ -133,6 +134,7 @@ func TestBakeRollsBackNoAccept(t *testing.T) {
 // first requests; those it took are lost (it holds them when it is killed),
 // nothing sent after the rollback.
 func TestBakeRollsBackNoAnswer(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("real generations under load")
 	}
@@ -151,6 +153,7 @@ func TestBakeRollsBackNoAnswer(t *testing.T) {
 // Without traffic the probe proves a release that serves, and catches one
 // that does not accept.
 func TestBakeIdle(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("real generations")
 	}
@@ -186,6 +189,7 @@ func TestBakeIdle(t *testing.T) {
 // reaches it, with no other traffic) is rolled back, and the old generation
 // serves on.
 func TestBakeRollsBackExit(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("real generations")
 	}
@@ -217,6 +221,7 @@ func TestBakeRollsBackExit(t *testing.T) {
 // accept queue is looked at, so the bake of a release that never accepts
 // lasts: the stop comes within it.
 func TestBakeStop(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("real generations")
 	}

@@ -111,6 +111,7 @@ func (h *h2Conn) get(stream uint32, authority string) {
 // it only after the idle grace (a new connection's first request is on its
 // way), so after the other.
 func TestH2IdleGetsGoAway(t *testing.T) {
+	spawns(t)
 	for _, mode := range [][]string{{"-servetls", ""}, {"-tls"}} {
 		t.Run(mode[0], func(t *testing.T) {
 			if mode[0] == "-servetls" {

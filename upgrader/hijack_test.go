@@ -26,6 +26,7 @@ import (
 // generation exit at once; ones that do not are cut at the drain deadline
 // and counted as such.
 func TestHijackedDrain(t *testing.T) {
+	spawns(t)
 	for _, c := range []struct {
 		name string
 		args []string

@@ -58,6 +58,7 @@ func records(path string, words ...string) []string {
 // old one exits right after; five 2 s jobs in the new generation, then
 // SIGTERM: all five finish before it exits.
 func TestJobsKeptThroughHandoverAndStop(t *testing.T) {
+	spawns(t)
 	rec := filepath.Join(t.TempDir(), "record")
 	s := launchBin(t, hijackBin, nil, nil, nil, "-record", rec, "-drain-timeout", "10s")
 	first := s.waitPid(0, 10*time.Second)
@@ -111,6 +112,7 @@ func TestJobsKeptThroughHandoverAndStop(t *testing.T) {
 // request's contexts are cancelled at the deadline, and the process exits
 // promptly after it.
 func TestDeadlineCancelsJobsAndRequests(t *testing.T) {
+	spawns(t)
 	rec := filepath.Join(t.TempDir(), "record")
 	s := launchBin(t, hijackBin, nil, nil, nil, "-record", rec, "-drain-timeout", "2s")
 	first := s.waitPid(0, 10*time.Second)

@@ -3,6 +3,7 @@
 package upgrader_test
 
 import (
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -22,6 +23,13 @@ import (
 var serverBin, hijackBin, sseBin, slowReadyBin, bakeBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// The fast path: the machine's table and what runs in this
+		// process; the tests that run generations skip (spawns), and
+		// nothing is built.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "handoff-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -46,6 +54,15 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// spawns skips t under -short: it builds and runs servers, and the short
+// tests need nothing exclusive and build nothing.
+func spawns(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs generations of a server: not under -short")
+	}
 }
 
 // server is one run of examples/httpserver: its first generation and the
@@ -87,6 +104,7 @@ func launchWith(t *testing.T, env []string, files []*os.File, prefix []string, a
 // which takes the same -addr and -pidfile flags.
 func launchBin(t *testing.T, bin string, env []string, files []*os.File, prefix []string, args ...string) *server {
 	t.Helper()
+	spawns(t)
 	dir := t.TempDir()
 	s := &server{t: t, dir: dir, bin: filepath.Join(dir, "app"), pidfile: filepath.Join(dir, "app.pid"),
 		logPath: filepath.Join(dir, "log"), seen: map[int]bool{}}

@@ -20,6 +20,7 @@ import (
 // counts them all — the counters travel with the handover — and the two
 // drains of the generations before it; promtool accepts the text.
 func TestMetricsAcrossGenerations(t *testing.T) {
+	spawns(t)
 	s := startServer(t, nil, "-idle-grace", "200ms", "-upgrade-timeout", "2s")
 	scrape := func() string {
 		t.Helper()

@@ -76,6 +76,7 @@ func notifySocket(t *testing.T) (path string, msgs <-chan notifyMsg) {
 // receive over a first start, a reload, a failed reload and a stop, and that
 // watchdog pings come from whichever generation is the main process.
 func TestNotifySequence(t *testing.T) {
+	spawns(t)
 	path, msgs := notifySocket(t)
 	s := startServer(t, []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=300000"}, "-idle-grace", "200ms")
 	gen1 := s.pid()
@@ -231,6 +232,7 @@ func monotonicUsec() int64 {
 // its listening sockets (TCP and Unix) to the fd store once ready, and that a
 // real stop leaves the Unix socket's file for the socket systemd keeps.
 func TestFDStore(t *testing.T) {
+	spawns(t)
 	path, msgs := notifySocket(t)
 	sock := filepath.Join(t.TempDir(), "app.sock")
 	s := startServer(t, []string{"NOTIFY_SOCKET=" + path, "FDSTORE=4"}, "-idle-grace", "100ms",

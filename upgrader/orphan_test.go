@@ -20,6 +20,7 @@ import (
 // file and says why, loses no request that started after the kill, and can
 // itself be upgraded.
 func TestParentKilledDuringHandover(t *testing.T) {
+	spawns(t)
 	slow := filepath.Join(t.TempDir(), "slow")
 	s := launchBin(t, slowReadyBin, nil, nil, nil, "-slow", slow)
 	old := s.waitPid(0, 10*time.Second)

@@ -24,6 +24,7 @@ import (
 // it, SIGTERM: /healthz answers 503 at once, every request sent during the
 // delay succeeds, and it drains and exits 0 after the delay.
 func TestPID1StopDelay(t *testing.T) {
+	spawns(t)
 	unshare, err := exec.LookPath("unshare")
 	if err != nil || os.Geteuid() != 0 {
 		t.Skip("needs root and unshare(1) for a pid namespace")

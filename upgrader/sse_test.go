@@ -15,6 +15,7 @@ import (
 // generation begins to drain, so that the client reconnects to the new
 // generation within a second, not at the drain deadline.
 func TestSSEReconnect(t *testing.T) {
+	spawns(t)
 	s := launchBin(t, sseBin, nil, nil, nil)
 	first := s.waitPid(0, 10*time.Second)
 	resp, err := fresh.Get("http://" + s.addr + "/events")

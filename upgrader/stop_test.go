@@ -20,6 +20,7 @@ import (
 // TestUnixSocketSurvivesHandoff serves on a Unix socket: the file stays
 // through upgrades, keeps its mode, and is removed on a real stop.
 func TestUnixSocketSurvivesHandoff(t *testing.T) {
+	spawns(t)
 	path := filepath.Join(t.TempDir(), "app.sock")
 	s := startServer(t, nil, "-addr", "unix://"+path+"?mode=0640", "-idle-grace", "100ms")
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -71,6 +72,7 @@ func TestUnixSocketSurvivesHandoff(t *testing.T) {
 // TestSecondStopSignalCutsDrain stops a server with a long request in
 // flight: the first SIGTERM drains, the second ends it at once.
 func TestSecondStopSignalCutsDrain(t *testing.T) {
+	spawns(t)
 	s := startServer(t, nil)
 	done, written := make(chan error, 1), make(chan struct{})
 	go func() {

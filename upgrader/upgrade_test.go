@@ -27,6 +27,7 @@ import (
 // flight, and checks that no request failed or was retried, that every
 // generation answered and exited, and that nothing is left behind.
 func TestUpgradesUnderLoad(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("long: 20 upgrades under load")
 	}
@@ -97,6 +98,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 // that crashes at start, and one that never becomes ready, and checks that
 // each upgrade fails with its reason while the old generation serves on.
 func TestFailedUpgradeKeepsServing(t *testing.T) {
+	spawns(t)
 	s := startServer(t, nil, "-upgrade-timeout", "1500ms", "-idle-grace", "300ms")
 	ctx, cancel := context.WithCancel(context.Background())
 	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 100})
@@ -199,6 +201,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 // predecessor is still draining a long request: one upgrade follows as soon
 // as the predecessor has exited, and the log says what it waited for.
 func TestHUPDuringDrainIsCarriedOut(t *testing.T) {
+	spawns(t)
 	s := startServer(t, nil, "-idle-grace", "200ms")
 	first := s.pid()
 	slow, written := make(chan string, 1), make(chan struct{})
@@ -261,6 +264,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // it serves, so that a binary replaced meanwhile is picked up; several make
 // one.
 func TestHUPDuringUpgradeIsQueued(t *testing.T) {
+	spawns(t)
 	s := startServer(t, nil, "-idle-grace", "200ms")
 	first := s.pid()
 	// Each new generation takes a second to start from here on.
@@ -309,6 +313,7 @@ func TestHUPDuringUpgradeIsQueued(t *testing.T) {
 // descriptor left says so, not that the binary is missing, and the process
 // serves on and upgrades once the limit is raised.
 func TestUpgradeOutOfFDs(t *testing.T) {
+	spawns(t)
 	s := startServer(t, nil)
 	first := s.pid()
 	n := uint64(proc.FDCount(first))

@@ -104,6 +104,7 @@ func cwd(t *testing.T, pid int) string {
 // it fails saying why, while the old generation serves on. With $PWD set to
 // the symlink, each generation starts in its own release.
 func TestReleaseSymlink(t *testing.T) {
+	spawns(t)
 	if _, err := os.Stat("/proc/self/cwd"); err != nil {
 		t.Skip("needs /proc")
 	}

@@ -17,6 +17,7 @@ func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
 // TestBadInput checks that each bad command line gets one line that says what
 // is wrong, and exit status 2.
 func TestBadInput(t *testing.T) {
+	spawns(t)
 	cases := []struct {
 		args []string
 		want string
@@ -67,6 +68,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
+	spawns(t)
 	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"reload", "--help"}, {"status", "--help"}} {
 		out, err := exec.Command(handoffBin, args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Usage") || !strings.Contains(string(out), "xample") {
@@ -96,6 +98,7 @@ func TestHelpAndVersion(t *testing.T) {
 
 // TestReloadWithoutDaemon says what to do when nothing runs.
 func TestReloadWithoutDaemon(t *testing.T) {
+	spawns(t)
 	out, err := exec.Command(handoffBin, "reload", "--control", t.TempDir()+"/none.sock").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "is 'handoff run' running?") {
 		t.Errorf("got %v: %s", err, out)
@@ -106,6 +109,7 @@ func TestReloadWithoutDaemon(t *testing.T) {
 // many together for an exec, fail the start with one line that gives the
 // size and the fix, not a bare "argument list too long".
 func TestEnvTooBigToExec(t *testing.T) {
+	spawns(t)
 	dir := t.TempDir()
 	var b strings.Builder
 	for i := range 24 {

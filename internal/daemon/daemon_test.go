@@ -25,6 +25,7 @@ import (
 // TestReloadsUnderLoad reloads examples/app and examples/python-app 20 times
 // each under a constant-rate POST load with 2 s requests in flight.
 func TestReloadsUnderLoad(t *testing.T) {
+	spawns(t)
 	if testing.Short() {
 		t.Skip("long: 20 reloads under load, twice")
 	}
@@ -105,6 +106,7 @@ func checkListenPID(t *testing.T, log string, want int) {
 // that never becomes ready, and one that dies in the bake window: each
 // reload exits 1 with the reason while the old generation serves on.
 func TestBrokenGenerationKeepsServing(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--ready-timeout", "2s", "--bake", "1s")
 	first := d.serving()
 	load := func() func() *loadcheck.Result {
@@ -182,6 +184,7 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 // runs are queued, every generation but the last drains, no zombie is left,
 // and handoff holds as many descriptors as before.
 func TestReloadStorm(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
 	fdsBefore := proc.FDCount(pid)
@@ -247,6 +250,7 @@ func TestReloadStorm(t *testing.T) {
 // reload fails with a reason, a request in flight completes, everything
 // exits.
 func TestStopDuringReload(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	slow := d.postSlow(time.Second)
 	proc.WriteExec(t, d.prog, []byte("#!/bin/sh\nsleep 2\nexec "+appBin+"\n"))
@@ -273,6 +277,7 @@ func TestStopDuringReload(t *testing.T) {
 // TestCrashRestart kills the serving generation: handoff restarts it, and
 // clients wait in the backlog rather than being refused.
 func TestCrashRestart(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	first := d.serving()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -312,6 +317,7 @@ func (e errStatus) Error() string { return "HTTP " + http.StatusText(int(e)) }
 // and the control socket and starts its own generation; the old handoff
 // stops its generation and exits; no request fails.
 func TestUpgradeHandoffItself(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	oldPid := d.cmd.Process.Pid
 	oldGen := d.serving()
@@ -356,6 +362,7 @@ func TestUpgradeHandoffItself(t *testing.T) {
 // TestReadyModes: --ready delay:D waits that long; --ready http://… waits for
 // a 2xx answer from a health port.
 func TestReadyModes(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--ready", "delay:400ms")
 	rec := logrec.Last(d.records(), "event=generation.ready", "ready_ms~")
 	if rec == nil {
@@ -391,6 +398,7 @@ func TestReadyModes(t *testing.T) {
 // accepting (golang/go#43894). The program here is a shell that never
 // touches fd 3, so the flag it sees is the one handoff passed.
 func TestSocketStaysNonBlocking(t *testing.T) {
+	spawns(t)
 	dir := t.TempDir()
 	prog := filepath.Join(dir, "idle")
 	proc.WriteExec(t, prog, []byte("#!/bin/sh\nexec sleep 60\n"))

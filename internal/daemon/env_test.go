@@ -17,6 +17,7 @@ import (
 // stale socket-activation variables in handoff's environment or the env
 // file are replaced by handoff's.
 func TestEnvironmentWithheld(t *testing.T) {
+	spawns(t)
 	t.Setenv("HANDOFF_NODE_HELPER", "mine")
 	t.Setenv("LISTEN_ADDR", "also-mine")
 	t.Setenv("WATCHDOG_NAME", "mine-too")

@@ -72,6 +72,7 @@ func keeperOf(t *testing.T, handoff int) int {
 // its accept queue; the new handoff takes the socket and its generation
 // serves them. No request fails (before: 73 of 1,728 were refused).
 func TestHandoffKilledRestarted(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -125,6 +126,7 @@ func TestHandoffKilledRestarted(t *testing.T) {
 // is closed when it ends; from then on connections are refused at once.
 // Nothing waits past the hold and a margin.
 func TestHandoffKilledHoldExpires(t *testing.T) {
+	spawns(t)
 	const hold, margin = time.Second, 2 * time.Second
 	d := startDaemon(t, nil, "--hold", hold.String())
 	gen := d.serving()
@@ -173,6 +175,7 @@ func TestHandoffKilledHoldExpires(t *testing.T) {
 // still reaches handoff's output (before: no new keeper, and the
 // generation's write failed).
 func TestKeeperKilled(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	gen := d.serving()
 	keeper := keeperOf(t, d.cmd.Process.Pid)
@@ -204,6 +207,7 @@ func TestKeeperKilled(t *testing.T) {
 // only the new handoff gives is bound afresh, and the one only the killed
 // handoff had is closed, saying so, and refuses connections.
 func TestHoldMismatch(t *testing.T) {
+	spawns(t)
 	dropped, added := proc.FreeAddr(t), proc.FreeAddr(t)
 	d := startDaemon(t, nil, "--listen", "old="+dropped)
 	gen := d.serving()
@@ -242,6 +246,7 @@ func TestHoldMismatch(t *testing.T) {
 // hold, with no generation left, a connection to the Unix socket waits in
 // its queue instead of being refused; handoff started again takes both.
 func TestHoldUnixAndUDP(t *testing.T) {
+	spawns(t)
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Skip("no sleep(1)")
@@ -276,6 +281,7 @@ func TestHoldUnixAndUDP(t *testing.T) {
 // is replaced at once, the next ones after a growing delay, and handoff says
 // once that the keeper keeps exiting.
 func TestKeeperCrashLoop(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	var delays []string
 	for i := 1; i <= 4; i++ {
@@ -301,6 +307,7 @@ func TestKeeperCrashLoop(t *testing.T) {
 // the sockets are closed and connections refused, and nothing waits for the
 // rest of the hold.
 func TestKeeperStoppedDuringHold(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--hold", "1m")
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -335,6 +342,7 @@ func TestKeeperStoppedDuringHold(t *testing.T) {
 // like its own — an upgrade of handoff itself (SIGUSR2) under load hands
 // them to the next handoff, which serves with no request failed.
 func TestHeldSocketsUpgradeOn(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil)
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 // handoff with another control socket binds the address and serves.
 // hold_test.go has the default: a hold, and a handoff that takes the sockets.
 func TestHandoffKilled(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--hold", "0")
 	gen := d.serving()
 	fds := proc.FDCount(gen)

@@ -18,6 +18,7 @@ import (
 // process's environment at its exec stop (traced), and through handoff's
 // shim, which a setuid program gets (tracing would cancel its privileges).
 func TestLaunchPassesPid(t *testing.T) {
+	spawns(t)
 	t.Setenv("WATCHDOG_USEC", "30000000")
 	for _, c := range []struct {
 		mode    string

@@ -4,6 +4,7 @@ package daemon_test
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,6 +25,13 @@ import (
 var handoffBin, appBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// The fast path: the machine's tables, the parsers, the metrics
+		// text — tests of this package's own (package daemon). Those that
+		// run handoff skip (spawns), and nothing is built.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "handoff-daemon-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -51,6 +59,15 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// spawns skips t under -short: it builds and runs handoff and programs,
+// and the short tests need nothing exclusive and build nothing.
+func spawns(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs handoff and its programs: not under -short")
+	}
 }
 
 // runningDaemon is one `handoff run` started by a test.

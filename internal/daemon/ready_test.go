@@ -22,6 +22,7 @@ import (
 // — by its own address, a wildcard, a name, or a socket systemd passed — is
 // refused at start: the serving generation would answer it for a new one.
 func TestReadyProbeOnHeldSocket(t *testing.T) {
+	spawns(t)
 	addr := proc.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	for _, probe := range []string{
@@ -99,6 +100,7 @@ func lastLine(out string) string {
 // generation serves on, losing nothing; a release slow to start is ready
 // only once it waits on the socket.
 func TestReadyAccept(t *testing.T) {
+	spawns(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")
@@ -163,6 +165,7 @@ func TestReadyAccept(t *testing.T) {
 // TestReadyAcceptNeverServes: a program that never waits on its socket is
 // not ready, and the reason names the socket.
 func TestReadyAcceptNeverServes(t *testing.T) {
+	spawns(t)
 	prog := filepath.Join(t.TempDir(), "idle")
 	proc.WriteExec(t, prog, []byte("#!/bin/sh\nexec sleep 30\n"))
 	out, code := runHandoff(t, nil, "run", "--control", filepath.Join(t.TempDir(), "c"), "--listen", "web="+proc.FreeAddr(t),

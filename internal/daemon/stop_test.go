@@ -25,6 +25,7 @@ import (
 // with a program that stops accepting at once but holds its socket for a
 // while before it exits.
 func TestStopRefusesNotResets(t *testing.T) {
+	spawns(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")
@@ -87,6 +88,7 @@ func TestStopRefusesNotResets(t *testing.T) {
 // an orchestrator can tell it from a clean stop (exit 0); the same for a
 // second stop signal.
 func TestStopThatKillsExitsNonZero(t *testing.T) {
+	spawns(t)
 	for _, second := range []bool{false, true} {
 		t.Run(map[bool]string{false: "drain timeout", true: "second signal"}[second], func(t *testing.T) {
 			d := startDaemon(t, nil, "--drain-timeout", "1s")
@@ -123,6 +125,7 @@ func TestStopThatKillsExitsNonZero(t *testing.T) {
 // the generation takes what was queued. None is accepted by the kernel and
 // then reset (200 of 2,390 were, measured before).
 func TestStopUnixSocket(t *testing.T) {
+	spawns(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")

@@ -25,6 +25,7 @@ const daemonizing = "#!/bin/sh\nsetsid -f sleep 300 </dev/null >/dev/null 2>&1\n
 // release that daemonizes fails its reload the same way while the old
 // generation serves on; and nothing it left behind outlives handoff.
 func TestDaemonizingProgram(t *testing.T) {
+	spawns(t)
 	if _, err := exec.LookPath("setsid"); err != nil {
 		t.Skip("setsid (util-linux) is not installed")
 	}

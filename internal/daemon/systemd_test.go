@@ -29,6 +29,7 @@ import (
 // RELOADING=1 with MONOTONIC_USEC and then READY=1 for each reload, a
 // failure STATUS= when the reload fails, and STOPPING=1.
 func TestNotifyUnderSystemd(t *testing.T) {
+	spawns(t)
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -111,6 +112,7 @@ func TestNotifyUnderSystemd(t *testing.T) {
 // TestRunAsUser binds a port below 1024 as root and runs the program as
 // nobody, which reaches its notify socket and serves the socket.
 func TestRunAsUser(t *testing.T) {
+	spawns(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -196,6 +198,7 @@ func lowFreePort(t *testing.T) int {
 // when the unit named them alike; --listen systemd:NAME picks one. After
 // SIGUSR2 the new handoff passes the same sockets, by the same names.
 func TestSocketsFromSystemd(t *testing.T) {
+	spawns(t)
 	for _, c := range []struct {
 		flags     []string
 		names     string // LISTEN_FDNAMES, for the two sockets

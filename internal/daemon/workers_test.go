@@ -107,6 +107,7 @@ func (d *runningDaemon) sample(prog string) *sampler {
 // throughout and never more than four processes run; every new worker gets
 // its own LISTEN_PID and its index.
 func TestWorkersRoll(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--workers", "3", "--max-surge", "1")
 	old := d.waitWorkers(3)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -164,6 +165,7 @@ func TestWorkersRoll(t *testing.T) {
 // the old release; three workers of the old release serve on; no request
 // fails.
 func TestWorkersRollFailsHalfway(t *testing.T) {
+	spawns(t)
 	root := t.TempDir()
 	b, err := os.ReadFile(appBin)
 	if err != nil {
@@ -219,6 +221,7 @@ func TestWorkersRollFailsHalfway(t *testing.T) {
 // restarted, the others serve on, and no request fails beyond those the
 // killed worker held (it is frozen first and its connections counted).
 func TestWorkerKilled(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--workers", "3")
 	pids := d.waitWorkers(3)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -276,6 +279,7 @@ func openConns(pid int) int {
 // TestWorkerOverMemory: worker 1 grows past --max-memory; it alone is
 // replaced, the new one ready first, with no request failed.
 func TestWorkerOverMemory(t *testing.T) {
+	spawns(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")
@@ -315,6 +319,7 @@ func TestWorkerOverMemory(t *testing.T) {
 // own two workers, with no request failed; a stop with --stop-delay has both
 // serve on through the delay, then drains them, and handoff exits 0.
 func TestWorkersSignalSelfUpgradeStop(t *testing.T) {
+	spawns(t)
 	d := startDaemon(t, nil, "--workers", "2", "--stop-delay", "1s")
 	old := d.waitWorkers(2)
 	out, err := exec.Command(handoffBin, "signal", "--control", d.control, "WINCH").CombinedOutput()

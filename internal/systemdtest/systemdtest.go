@@ -38,6 +38,9 @@ type Manager struct {
 // It is stopped, by its own pid, when the test ends, even if it fails.
 func Start(t *testing.T) *Manager {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("systemdtest: starts a real systemd: not under -short")
+	}
 	if os.Getuid() != 0 {
 		t.Skip("systemdtest: needs root to start systemd in namespaces")
 	}
