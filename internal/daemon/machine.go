@@ -37,9 +37,10 @@ type machine struct {
 	slots []slot        // one per worker index
 	// roll is the reload, rollback, first start or replacement under way,
 	// nil when none.
-	roll       *roll
-	nextN      int
-	firstReady bool
+	roll  *roll
+	nextN int
+	// phase is the service's mode: starting, serving, closing, stopping.
+	phase phase
 	// previous is what the generation current before the current one ran:
 	// what a rollback runs. A generation that failed never counts.
 	previous *runSpec
@@ -55,9 +56,7 @@ type machine struct {
 	killed   int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
 	// killedBeforeStop is killed when the stop began.
 	killedBeforeStop int
-	stopping         bool
 	stops            lifecycle.Stops // stop signals, and the stop delay
-	closing          bool            // a stop holds new connections back before the generations drain
 	exitCode         int
 	selfUpgrade      bool
 	measuring        bool // a memTick is on its way
@@ -390,7 +389,7 @@ func (m *machine) step(ev event) []action {
 			m.kill(e.g)
 		}
 	case restartDue:
-		if sl := &m.slots[e.w]; !m.stopping && sl.cur == nil && sl.next == nil {
+		if sl := &m.slots[e.w]; !m.stopping() && sl.cur == nil && sl.next == nil {
 			m.restarts++
 			sl.restarts++
 			spec := sl.spec
@@ -401,7 +400,7 @@ func (m *machine) step(ev event) []action {
 		}
 	case memTick:
 		m.measuring = false
-		if !m.stopping && m.maxMemory > 0 {
+		if !m.stopping() && m.maxMemory > 0 {
 			m.do(actMeasure{})
 		}
 	case memSample:
@@ -412,8 +411,8 @@ func (m *machine) step(ev event) []action {
 			m.do(actNotify{"extend", ""}, actAfter{lifecycle.ExtendEvery, extendTick{}})
 		}
 	case doorsClosed:
-		if m.closing {
-			m.closing = false
+		if m.phase == phaseClosing {
+			m.phase = phaseStopping
 			m.doorsClosed(e)
 			m.drainAll(true)
 		}
@@ -429,7 +428,7 @@ func (m *machine) step(ev event) []action {
 			m.log(slog.LevelError, "upgrade.failed", "handoff upgrade failed; this handoff keeps running", "err", e.err)
 		}
 	}
-	if m.stopping && len(m.gens) == 0 {
+	if m.stopping() && len(m.gens) == 0 {
 		code := m.exitCode
 		if code == 0 && m.killed > m.killedBeforeStop {
 			// The stop had to kill: an orchestrator must tell it from a
@@ -449,7 +448,7 @@ func (m *machine) onSignal(sig syscall.Signal) {
 	case syscall.SIGUSR2:
 		m.upgradeSelf()
 	case syscall.SIGTERM, syscall.SIGINT:
-		switch m.stops.Signal(!m.stopping) {
+		switch m.stops.Signal(!m.stopping()) {
 		case lifecycle.StopSkipDelay:
 			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", signalName(sig))
 			m.stop(true)
@@ -527,7 +526,7 @@ func (m *machine) inFlight(r *roll) int {
 // once every worker index is done and nothing it started is on its way.
 func (m *machine) advanceRoll() {
 	r := m.roll
-	if r == nil || r.spawning || m.stopping {
+	if r == nil || r.spawning || m.stopping() {
 		return
 	}
 	if len(r.todo) > 0 && m.inFlight(r) < r.surge {
@@ -717,8 +716,8 @@ func (m *machine) endRoll() {
 	}
 	switch {
 	case r.kind == spawnFirst:
-		if !m.firstReady {
-			m.firstReady = true
+		if m.phase == phaseStarting {
+			m.phase = phaseServing
 			m.do(actUpgraderReady{}, actNotify{"status", m.servingStatus()})
 			m.armMemory()
 		}
@@ -901,8 +900,8 @@ func (m *machine) onExit(g *generation, err error) {
 		m.log(slog.LevelError, "generation.failed", "new generation failed", append(m.about(g), "reason", reason)...)
 		r := m.roll
 		switch {
-		case m.stopping:
-		case !m.firstReady && !g.restart:
+		case m.stopping():
+		case m.phase == phaseStarting && !g.restart:
 			m.log(slog.LevelError, "program.failed", "the program failed at start; handoff exits", "reason", reason)
 			m.exitCode = 1
 			m.stop(true)
@@ -916,7 +915,7 @@ func (m *machine) onExit(g *generation, err error) {
 			}
 			m.failRoll(g, code, reason, "")
 		}
-		if sl.cur == nil && sl.next == nil && !m.stopping {
+		if sl.cur == nil && sl.next == nil && !m.stopping() {
 			m.scheduleRestart(g.w)
 		}
 		// A roll that waited for this worker index to restart starts its
@@ -925,7 +924,7 @@ func (m *machine) onExit(g *generation, err error) {
 		m.afterNext()
 	case sl != nil && g == sl.cur:
 		sl.cur = nil
-		if m.stopping {
+		if m.stopping() {
 			m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how)...)
 			return
 		}
@@ -1003,7 +1002,7 @@ const memEvery = time.Second
 // one is ready. One at a time, and not while a reload rolls.
 func (m *machine) onMemory(rss map[*generation]int64) {
 	defer m.armMemory()
-	if m.roll != nil || m.stopping || m.stops.Delaying() {
+	if m.roll != nil || m.stopping() || m.stops.Delaying() {
 		return
 	}
 	for w := range m.slots {
@@ -1037,7 +1036,7 @@ func (m *machine) onMemory(rss map[*generation]int64) {
 // askReload starts a reload, or queues one if a generation is already on its
 // way. w, if not nil, receives the result.
 func (m *machine) askReload(w chan<- ReloadResult) {
-	if m.stopping || m.stops.Delaying() {
+	if m.stopping() || m.stops.Delaying() {
 		if m.stops.Delaying() {
 			m.log(slog.LevelInfo, "reload.refused", "reload refused: stopping, after the stop delay")
 		}
@@ -1115,7 +1114,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 	}
 	r := m.roll
 	switch {
-	case m.stopping || m.stops.Delaying():
+	case m.stopping() || m.stops.Delaying():
 		reply(ReloadResult{Error: "handoff is stopping"})
 	case bakingG != nil && r != nil && r.kind == spawnReload && !r.back:
 		g := bakingG
@@ -1145,7 +1144,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 // afterNext starts the queued reload, if any, once no generation is on its
 // way.
 func (m *machine) afterNext() {
-	if m.roll != nil || m.starting() != nil || !m.q.Queued() || m.stopping {
+	if m.roll != nil || m.starting() != nil || !m.q.Queued() || m.stopping() {
 		return
 	}
 	m.q.Promote()
@@ -1156,10 +1155,12 @@ func (m *machine) afterNext() {
 // stop asks every generation to stop; handoff exits once they have.
 // real is false after handing over to a new handoff.
 func (m *machine) stop(real bool) {
-	if m.stopping {
+	if m.stopping() {
 		return
 	}
-	m.stopping = true
+	// Closing, until it is known whether new connections are held back
+	// first (below): either way the stop has begun.
+	m.phase = phaseClosing
 	m.killedBeforeStop = m.killed
 	fail := ReloadResult{Error: "handoff is stopping"}
 	if m.reloading {
@@ -1185,10 +1186,10 @@ func (m *machine) stop(real bool) {
 	if real && slices.ContainsFunc(m.gens, func(g *generation) bool { return g.state != draining }) {
 		// The generations serve on while the connections already queued
 		// are taken; doorsClosed drains them.
-		m.closing = true
 		m.do(actCloseDoors{})
 		return
 	}
+	m.phase = phaseStopping
 	m.drainAll(real)
 }
 
@@ -1238,7 +1239,7 @@ func (m *machine) doorsClosed(e doorsClosed) {
 }
 
 func (m *machine) upgradeSelf() {
-	if m.selfUpgrade || m.stopping || m.stops.Delaying() {
+	if m.selfUpgrade || m.stopping() || m.stops.Delaying() {
 		m.log(slog.LevelInfo, "upgrade.ignored", "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
 		return
 	}
@@ -1277,7 +1278,7 @@ func (m *machine) onUnresponsive(e genUnresponsive) {
 		return
 	}
 	sl := &m.slots[g.w]
-	if g.state != serving || sl.cur != g || sl.next != nil || g.unresponsive || m.roll != nil || m.stopping || m.stops.Delaying() {
+	if g.state != serving || sl.cur != g || sl.next != nil || g.unresponsive || m.roll != nil || m.stopping() || m.stops.Delaying() {
 		return
 	}
 	if g.forHung && m.now().Sub(g.readyAt) < stableAfter {
@@ -1300,3 +1301,31 @@ func (m *machine) onUnresponsive(e genUnresponsive) {
 	m.roll = r
 	m.advanceRoll()
 }
+
+// phase is the mode of the whole service. It only moves forward:
+// starting → serving → (closing →) stopping; a stop may come in any.
+type phase int
+
+const (
+	phaseStarting phase = iota // the first generation (every worker) is not ready yet
+	phaseServing               // generations serve; reloads, restarts and replacements run
+	phaseClosing               // a stop holds new connections back while the generations take the queued ones
+	phaseStopping              // every generation drains; handoff exits once none is left
+)
+
+func (p phase) String() string {
+	switch p {
+	case phaseStarting:
+		return "starting"
+	case phaseServing:
+		return "serving"
+	case phaseClosing:
+		return "closing"
+	case phaseStopping:
+		return "stopping"
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
+
+// stopping reports whether a stop has begun (closing or stopping).
+func (m *machine) stopping() bool { return m.phase >= phaseClosing }
