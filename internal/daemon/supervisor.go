@@ -152,8 +152,16 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		defer s.trimMemory()
 	}
 	defer s.publishServing()
+	// What an action yields at once (a spawn's result, a measure) is an
+	// event of its own, stepped once the actions of the step before are
+	// all carried out: the machine is never stepped partway through them.
+	var follow []event
 	queue := s.m.step(ev)
-	for len(queue) > 0 {
+	for len(queue) > 0 || len(follow) > 0 && !done {
+		if len(queue) == 0 {
+			queue, follow = s.m.step(follow[0]), follow[1:]
+			continue
+		}
 		a := queue[0]
 		queue = queue[1:]
 		switch a := a.(type) {
@@ -172,7 +180,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 				// path.
 				s.trimMemory()
 			}
-			queue = append(s.m.step(next), queue...)
+			follow = append(follow, next)
 		case actSignal:
 			a.g.signal(a.sig)
 		case actPause:
@@ -244,7 +252,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 					}
 				}
 			}
-			queue = append(s.m.step(memSample{rss}), queue...)
+			follow = append(follow, memSample{rss})
 		case actStopStrays:
 			s.stopStrays(a.strays)
 		case actCloseDoors:
