@@ -48,21 +48,8 @@ const (
 	bakeHealthFails = 3
 )
 
-// bakeFailed: a baking generation was shown not to serve.
-type bakeFailed struct {
-	g      *generation
-	reason string
-}
-
-// actWatchBake starts the checks of g's bake window; old is the generation
-// serving beside it.
-type actWatchBake struct {
-	g, old *generation
-	others []*generation // every process serving beside g, old among them
-}
-
 // watchBake checks g, whose connections come on ports, until its bake
-// window ends or it exits, and sends bakeFailed at the first check that
+// window ends or it exits, and sends evBakeFailed at the first check that
 // fails.
 func (s *supervisor) watchBake(g, old *generation, others []*generation, ports map[uint16]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
@@ -87,7 +74,7 @@ func (s *supervisor) watchBake(g, old *generation, others []*generation, ports m
 		if reason != "" {
 			select {
 			case <-ctx.Done(): // the window ended meanwhile: too late to roll back
-			case s.events <- bakeFailed{g, reason}:
+			case s.events <- evBakeFailed{g, reason}:
 			}
 			return
 		}

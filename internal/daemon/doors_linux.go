@@ -51,8 +51,8 @@ var synDrop = []unix.SockFilter{
 // for good, resetting what queued there: the sockets handoff itself put in
 // the store are held back as its own when systemd says the stop is not a
 // restart (sdjob.StopJob).
-func (s *supervisor) closeDoors() doorsClosed {
-	var r doorsClosed
+func (s *supervisor) closeDoors() evDoorsClosed {
+	var r evDoorsClosed
 	start := time.Now()
 	parent := parentSockets()
 	asked := false

@@ -78,19 +78,6 @@ type generation struct {
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }
 
-// events a generation's goroutines send to the supervisor.
-type (
-	genReady  struct{ g *generation }
-	genExited struct {
-		g   *generation
-		err error
-	}
-	genNotReady struct {
-		g   *generation
-		err error
-	}
-)
-
 // withheldEnv lists the variables that never reach a generation from
 // handoff's environment or its env file: those handoff sets for each
 // generation itself (systemd's socket activation, notify and watchdog
@@ -305,7 +292,7 @@ func (s *supervisor) environ(g *generation) ([]string, error) {
 
 // watch waits, in goroutines of its own, for generation g to exit and to be
 // ready within --ready-timeout, and sends the supervisor what happened:
-// genLeft and genExited, genReady or genNotReady.
+// evLeft and evExited, evReady or evNotReady.
 func (s *supervisor) watch(g *generation) {
 	cmd := g.cmd
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)
@@ -324,9 +311,9 @@ func (s *supervisor) watch(g *generation) {
 			}
 		}
 		if left := s.newStrays(); len(left) > 0 {
-			s.events <- genLeft{g, left}
+			s.events <- evLeft{g, left}
 		}
-		s.events <- genExited{g, err}
+		s.events <- evExited{g, err}
 	}()
 	notifyConn := g.notify
 	go func() {
@@ -334,10 +321,10 @@ func (s *supervisor) watch(g *generation) {
 		err := s.waitReady(ctx, g, notifyConn, exitedC)
 		switch {
 		case err == nil:
-			s.events <- genReady{g}
+			s.events <- evReady{g}
 		case errors.Is(err, errGenExited):
 		default:
-			s.events <- genNotReady{g, err}
+			s.events <- evNotReady{g, err}
 		}
 	}()
 }

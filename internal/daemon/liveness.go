@@ -47,13 +47,6 @@ const (
 	liveHealthFails = 3
 )
 
-// genUnresponsive: a serving process was shown hung.
-type genUnresponsive struct {
-	g      *generation
-	reason string
-	args   []any // the evidence, for the log record
-}
-
 // liveProc is what the checks know of one serving process.
 type liveProc struct {
 	g     *generation
@@ -209,7 +202,7 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 			continue
 		}
 		p.reported = now
-		out = append(out, genUnresponsive{p.g, reason, args})
+		out = append(out, evUnresponsive{p.g, reason, args})
 	}
 	return out
 }

@@ -48,7 +48,7 @@ type machine struct {
 	rollingBack bool
 
 	reloading   bool
-	extending   bool // an extendTick is on its way
+	extending   bool // an evExtendTick is on its way
 	reloadStart time.Time
 	q           lifecycle.Queue[chan<- ReloadResult] // who waits for the reload under way, and the one queued
 
@@ -59,7 +59,7 @@ type machine struct {
 	stops            lifecycle.Stops // stop signals, and the stop delay
 	exitCode         int
 	selfUpgrade      bool
-	measuring        bool // a memTick is on its way
+	measuring        bool // a evMemTick is on its way
 
 	counts counters // for --metrics
 	out    []action
@@ -168,151 +168,6 @@ const (
 	spawnReplace                  // a worker passed --max-memory, or was shown hung
 )
 
-// Events, besides the generations' own (genReady, genNotReady, genExited).
-type (
-	evStart       struct{}
-	evSignal      struct{ sig syscall.Signal }
-	evReload      struct{ w chan<- ReloadResult }
-	evRollback    struct{ w chan<- ReloadResult }
-	evSpawned     struct{ g *generation }
-	evSpawnFailed struct {
-		err  error
-		n, w int // the generation and worker index it was to start
-	}
-	evHandedOver struct{} // a new handoff took over (SIGUSR2)
-	evHung       struct {
-		g     *generation
-		quiet time.Duration
-	}
-	bakeDone      struct{ g *generation }
-	extendTick    struct{}
-	stopDelayOver struct{}
-	killDue       struct{ g *generation }
-	restartDue    struct{ w int } // worker index w
-	memTick       struct{}
-	// memSample: the resident memory of the serving workers, measured for
-	// actMeasure.
-	memSample       struct{ rss map[*generation]int64 }
-	selfUpgradeDone struct{ err error }
-	// doorsClosed: new connections are held back for a stop (see
-	// supervisor.closeDoors).
-	doorsClosed struct {
-		held int      // sockets that drop new connections
-		left []string // sockets left open to them: handoff's parent (a service manager) holds them too
-		// parentUnknown: handoff could not read its parent's descriptors,
-		// and left every socket alone.
-		parentUnknown bool
-		queued        int           // connections still queued or half open when the wait ended
-		took          time.Duration // how long it took
-		err           error
-		// job is what systemd says stops handoff's unit ("stop",
-		// "restart"), asked when sockets of handoff's own are in its fd
-		// store; jobErr why it could not be told.
-		job    string
-		jobErr error
-	}
-)
-
-// event is what step takes: one of the types above, or a generation's own
-// (genReady, genNotReady, genExited, genLeft, bakeFailed). A sealed
-// interface, whose every type step handles (TestSwitchesAreExhaustive).
-type event interface{ isEvent() }
-
-func (evStart) isEvent()         {}
-func (evSignal) isEvent()        {}
-func (evReload) isEvent()        {}
-func (evRollback) isEvent()      {}
-func (evSpawned) isEvent()       {}
-func (evSpawnFailed) isEvent()   {}
-func (evHandedOver) isEvent()    {}
-func (evHung) isEvent()          {}
-func (bakeDone) isEvent()        {}
-func (extendTick) isEvent()      {}
-func (stopDelayOver) isEvent()   {}
-func (killDue) isEvent()         {}
-func (restartDue) isEvent()      {}
-func (memTick) isEvent()         {}
-func (memSample) isEvent()       {}
-func (selfUpgradeDone) isEvent() {}
-func (doorsClosed) isEvent()     {}
-func (genReady) isEvent()        {}
-func (genExited) isEvent()       {}
-func (genNotReady) isEvent()     {}
-func (genLeft) isEvent()         {}
-func (bakeFailed) isEvent()      {}
-func (genUnresponsive) isEvent() {}
-
-// action is one of the act* types below: a sealed interface, whose every
-// type the supervisor carries out (TestSwitchesAreExhaustive).
-type action interface{ isAction() }
-
-func (actLog) isAction()              {}
-func (actSpawn) isAction()            {}
-func (actSignal) isAction()           {}
-func (actAfter) isAction()            {}
-func (actRelease) isAction()          {}
-func (actCancelReady) isAction()      {}
-func (actNotify) isAction()           {}
-func (actUpgraderReady) isAction()    {}
-func (actUpgraderStop) isAction()     {}
-func (actReply) isAction()            {}
-func (actSelfUpgrade) isAction()      {}
-func (actSelfUpgradeEnded) isAction() {}
-func (actCloseDoors) isAction()       {}
-func (actReleaseSockets) isAction()   {}
-func (actWatchBake) isAction()        {}
-func (actStopStrays) isAction()       {}
-func (actDone) isAction()             {}
-func (actMeasure) isAction()          {}
-func (actPause) isAction()            {}
-
-// Actions.
-type (
-	actLog struct {
-		level slog.Level
-		event string
-		msg   string
-		args  []any
-	}
-	actSpawn struct {
-		n    int
-		spec *runSpec // nil: as the configuration resolves now
-		w    int      // its worker index
-	}
-	actSignal struct {
-		g   *generation
-		sig syscall.Signal
-	}
-	actAfter struct {
-		d  time.Duration
-		ev event
-	}
-	actRelease     struct{ g *generation } // it exited: close what it held
-	actCancelReady struct{ g *generation } // stop waiting for its readiness
-	actNotify      struct {
-		kind   string // "ready", "reloading", "status", "stopping"
-		status string
-	}
-	actUpgraderReady struct{}
-	actUpgraderStop  struct{}
-	actReply         struct {
-		ws []chan<- ReloadResult
-		r  ReloadResult
-	}
-	actSelfUpgrade      struct{ nextN int }
-	actSelfUpgradeEnded struct{}
-	actCloseDoors       struct{}           // a stop begins: hold new connections back, let the generations take the queued ones
-	actReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
-	actDone             struct{ code int } // every generation has exited: handoff exits
-	actMeasure          struct{}           // measure the serving workers' memory: memSample follows
-	// actPause stops (SIGSTOP) g's process group, so that it takes no
-	// more connections, or resumes it (SIGCONT).
-	actPause struct {
-		g     *generation
-		pause bool
-	}
-)
-
 func (m *machine) do(a ...action) { m.out = append(m.out, a...) }
 
 // kill sends g SIGKILL, once, and counts it.
@@ -354,10 +209,10 @@ func (m *machine) step(ev event) []action {
 	case evHung:
 		e.g.hung = true
 		m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", append(m.about(e.g), "quiet", e.quiet.Round(time.Millisecond).String())...)
-		m.do(actSignal{e.g, syscall.SIGABRT}, actAfter{time.Second, killDue{e.g}})
-	case genReady:
+		m.do(actSignal{e.g, syscall.SIGABRT}, actAfter{time.Second, evKillDue{e.g}})
+	case evReady:
 		m.onReady(e.g)
-	case genNotReady:
+	case evNotReady:
 		if m.isNext(e.g) && e.g.state == starting {
 			e.g.failWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", m.readyTimeout)
 			var na *notAccepting
@@ -367,28 +222,28 @@ func (m *machine) step(ev event) []action {
 			m.log(slog.LevelWarn, "generation.not_ready", "generation not ready in time; killing it", m.about(e.g)...)
 			m.kill(e.g)
 		}
-	case genLeft:
+	case evLeft:
 		e.g.left = e.strays
 		m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", append(m.about(e.g), "left", strayList(e.strays))...)
 		m.do(actStopStrays{e.strays})
-	case genExited:
+	case evExited:
 		m.onExit(e.g, e.err)
-	case bakeDone:
+	case evBakeDone:
 		if m.isNext(e.g) && e.g.state == baking {
 			m.log(slog.LevelInfo, "bake.done", "bake window over", m.about(e.g)...)
 			m.promote(e.g)
 		}
-	case bakeFailed:
+	case evBakeFailed:
 		m.onBakeFailed(e.g, e.reason)
-	case genUnresponsive:
+	case evUnresponsive:
 		m.onUnresponsive(e)
-	case killDue:
+	case evKillDue:
 		if e.g.state != exited {
 			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(e.g), "drain_timeout", m.drainTimeout.String())...)
 			m.counts.drainsKilled++
 			m.kill(e.g)
 		}
-	case restartDue:
+	case evRestartDue:
 		if sl := &m.slots[e.w]; !m.stopping() && sl.cur == nil && sl.next == nil {
 			m.restarts++
 			sl.restarts++
@@ -398,30 +253,30 @@ func (m *machine) step(ev event) []action {
 			}
 			m.do(actSpawn{m.nextN, spec, e.w})
 		}
-	case memTick:
+	case evMemTick:
 		m.measuring = false
 		if !m.stopping() && m.maxMemory > 0 {
 			m.do(actMeasure{})
 		}
-	case memSample:
+	case evMemSample:
 		m.onMemory(e.rss)
-	case extendTick:
+	case evExtendTick:
 		m.extending = m.reloading
 		if m.reloading {
-			m.do(actNotify{"extend", ""}, actAfter{lifecycle.ExtendEvery, extendTick{}})
+			m.do(actNotify{"extend", ""}, actAfter{lifecycle.ExtendEvery, evExtendTick{}})
 		}
-	case doorsClosed:
+	case evDoorsClosed:
 		if m.phase == phaseClosing {
 			m.phase = phaseStopping
-			m.doorsClosed(e)
+			m.logDoors(e)
 			m.drainAll(true)
 		}
-	case stopDelayOver:
+	case evStopDelayOver:
 		if m.stops.DelayOver() {
 			m.log(slog.LevelInfo, "stop.delay_over", "stop delay over; stopping every generation")
 			m.stop(true)
 		}
-	case selfUpgradeDone:
+	case evSelfUpgradeDone:
 		m.selfUpgrade = false
 		m.do(actSelfUpgradeEnded{})
 		if e.err != nil {
@@ -456,7 +311,7 @@ func (m *machine) onSignal(sig syscall.Signal) {
 		case lifecycle.StopDelay:
 			d := m.stops.Delay
 			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", signalName(sig), "stop_delay", d.String())
-			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, actAfter{d, stopDelayOver{}})
+			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, actAfter{d, evStopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
 			m.do(actReply{m.q.Drop(), fail})
@@ -602,7 +457,7 @@ func (m *machine) onReady(g *generation) {
 	if old := m.slots[g.w].cur; m.bake > 0 && old != nil && !old.unresponsive {
 		g.state = baking
 		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", append(m.about(g), "bake", m.bake.String())...)
-		m.do(actAfter{m.bake, bakeDone{g}}, actWatchBake{g, old, m.servingBut(g)})
+		m.do(actAfter{m.bake, evBakeDone{g}}, actWatchBake{g, old, m.servingBut(g)})
 		return
 	}
 	m.promote(g)
@@ -847,7 +702,7 @@ func (m *machine) drain(g *generation) {
 		m.do(actPause{g, false})
 	}
 	g.exitedAt = m.now() // when the drain began, until it exits
-	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, killDue{g}})
+	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, evKillDue{g}})
 	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", signalName(m.stopSignal))...)
 	var drainingGens []int // generation numbers, oldest first
 	for _, d := range m.gens {
@@ -982,14 +837,14 @@ func (m *machine) scheduleRestart(w int) {
 			"worker", w, "crashes", sl.crashes, "backoff_max", restartMax.String())
 		m.do(actNotify{"status", m.servingStatus()})
 	}
-	m.do(actAfter{sl.backoff, restartDue{w}})
+	m.do(actAfter{sl.backoff, evRestartDue{w}})
 }
 
 // armMemory starts the checks of --max-memory.
 func (m *machine) armMemory() {
 	if m.maxMemory > 0 && !m.measuring {
 		m.measuring = true
-		m.do(actAfter{memEvery, memTick{}})
+		m.do(actAfter{memEvery, evMemTick{}})
 	}
 }
 
@@ -1079,7 +934,7 @@ func (m *machine) startReload() {
 	if !m.extending {
 		// One chain of ticks, however many reloads follow one another.
 		m.extending = true
-		m.do(actAfter{lifecycle.ExtendEvery, extendTick{}})
+		m.do(actAfter{lifecycle.ExtendEvery, evExtendTick{}})
 	}
 	r := m.newRoll(spawnReload)
 	if m.rollingBack {
@@ -1185,7 +1040,7 @@ func (m *machine) stop(real bool) {
 	}
 	if real && slices.ContainsFunc(m.gens, func(g *generation) bool { return g.state != draining }) {
 		// The generations serve on while the connections already queued
-		// are taken; doorsClosed drains them.
+		// are taken; evDoorsClosed drains them.
 		m.do(actCloseDoors{})
 		return
 	}
@@ -1209,8 +1064,8 @@ func (m *machine) drainAll(real bool) {
 	}
 }
 
-// doorsClosed logs how the stop held new connections back.
-func (m *machine) doorsClosed(e doorsClosed) {
+// logDoors logs how the stop held new connections back.
+func (m *machine) logDoors(e evDoorsClosed) {
 	if e.err != nil {
 		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.err)
 	}
@@ -1272,7 +1127,7 @@ func workersN(n int) string {
 // its start is said to once, and replaced only once it has served
 // stableAfter: replacing it faster would not help a program that hangs on
 // something outside it.
-func (m *machine) onUnresponsive(e genUnresponsive) {
+func (m *machine) onUnresponsive(e evUnresponsive) {
 	g := e.g
 	if g.w >= len(m.slots) {
 		return

@@ -88,88 +88,88 @@ func TestMachine(t *testing.T) {
 		{"first start", 0, 0, false, false, []step{
 			{func() event { return evStart{} }, []string{"spawn 1"}},
 			{func() event { return evSpawned{gen(1)} }, []string{"log:generation.started"}},
-			{func() event { return genReady{gen(1)} }, []string{"log:generation.ready", "UpgraderReady", "notify status"}},
+			{func() event { return evReady{gen(1)} }, []string{"log:generation.ready", "UpgraderReady", "notify status"}},
 		}},
 		{"the program fails at start: handoff exits 1", 0, 0, false, false, []step{
 			{func() event { return evStart{} }, []string{"spawn 1"}},
 			{func() event { return evSpawned{gen(1)} }, []string{"log:generation.started"}},
-			{func() event { return genExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:generation.failed", "log:program.failed", "notify stopping", "ReleaseSockets", "done 1"}},
+			{func() event { return evExited{gen(1), errors.New("exit status 2")} }, []string{"release 1", "log:generation.failed", "log:program.failed", "notify stopping", "ReleaseSockets", "done 1"}},
 		}},
 		{"a reload: the new generation is ready, the old drains", 0, 0, false, true, []step{
-			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
 			{func() event { return evSignal{syscall.SIGHUP} }, []string{"log:reload.asked", "log:reload.queued"}},
-			{func() event { return genReady{gen(2)} }, []string{"log:generation.ready", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "notify ready", "log:reload.done", "reply1 ok", "log:reload.dequeued", "notify reloading", "notify extend", "spawn 3"}},
+			{func() event { return evReady{gen(2)} }, []string{"log:generation.ready", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "notify ready", "log:reload.done", "reply1 ok", "log:reload.dequeued", "notify reloading", "notify extend", "spawn 3"}},
 			{func() event { return evSpawned{gen(3)} }, []string{"log:generation.started"}},
-			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation.exited"}},
+			{func() event { return evExited{gen(1), nil} }, []string{"release 1", "log:generation.exited"}},
 		}},
 		{"a broken release fails the reload; the old one serves on", 0, 0, false, true, []step{
-			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
-			{func() event { return genExited{gen(2), errors.New("exit status 3")} }, []string{"release 2", "log:generation.failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) exited before it was ready (exit status 3)"}},
+			{func() event { return evExited{gen(2), errors.New("exit status 3")} }, []string{"release 2", "log:generation.failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) exited before it was ready (exit status 3)"}},
 		}},
 		{"not ready in time: killed, then failed", 0, 0, false, true, []step{
-			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
-			{func() event { return genNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation.not_ready", "signal 2 SIGKILL"}},
-			{func() event { return genExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:generation.failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
+			{func() event { return evNotReady{gen(2), errNoReadyNotify} }, []string{"log:generation.not_ready", "signal 2 SIGKILL"}},
+			{func() event { return evExited{gen(2), errors.New("signal: killed")} }, []string{"release 2", "log:generation.failed", "notify ready", "reply1 reload failed: generation 2 (pid 102) was not ready within 1m0s (--ready-timeout): " + errNoReadyNotify.Error()}},
 		}},
 		{"bake: the old generation serves until the window ends", time.Second, 0, false, true, []step{
-			{func() event { return evSignal{syscall.SIGHUP} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evSignal{syscall.SIGHUP} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
-			{func() event { return genReady{gen(2)} }, []string{"log:generation.ready", "log:bake.started", "after daemon.bakeDone", "WatchBake"}},
-			{func() event { return extendTick{} }, []string{"notify extend", "after daemon.extendTick"}},
-			{func() event { return bakeDone{gen(2)} }, []string{"log:bake.done", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "notify ready", "log:reload.done"}},
+			{func() event { return evReady{gen(2)} }, []string{"log:generation.ready", "log:bake.started", "after daemon.evBakeDone", "WatchBake"}},
+			{func() event { return evExtendTick{} }, []string{"notify extend", "after daemon.evExtendTick"}},
+			{func() event { return evBakeDone{gen(2)} }, []string{"log:bake.done", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "notify ready", "log:reload.done"}},
 		}},
 		{"the serving generation exits: restarted after a backoff", 0, 0, false, true, []step{
-			{func() event { return genExited{gen(1), errors.New("exit status 1")} }, []string{"release 1", "log:generation.crashed", "log:restart.scheduled", "after daemon.restartDue"}},
-			{func() event { return restartDue{} }, []string{"spawn 2"}},
-			{func() event { return evSpawnFailed{errors.New("fork: no memory"), 2, 0} }, []string{"log:restart.failed", "log:restart.scheduled", "after daemon.restartDue"}},
+			{func() event { return evExited{gen(1), errors.New("exit status 1")} }, []string{"release 1", "log:generation.crashed", "log:restart.scheduled", "after daemon.evRestartDue"}},
+			{func() event { return evRestartDue{} }, []string{"spawn 2"}},
+			{func() event { return evSpawnFailed{errors.New("fork: no memory"), 2, 0} }, []string{"log:restart.failed", "log:restart.scheduled", "after daemon.evRestartDue"}},
 		}},
 		{"stop: every generation drains, then handoff exits 0; again kills", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
 			{func() event { return evReload{w} }, []string{"log:reload.asked", "reply1 handoff is stopping"}},
-			{func() event { return doorsClosed{held: 1} }, []string{"log:stop.held_back", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
+			{func() event { return evDoorsClosed{held: 1} }, []string{"log:stop.held_back", "cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "ReleaseSockets"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
-			{func() event { return genExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 3"}},
+			{func() event { return evExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},
 		{"a stop where handoff cannot read its parent's descriptors leaves the sockets alone, and says so", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
-			{func() event { return doorsClosed{left: []string{"127.0.0.1:8080"}, parentUnknown: true} }, []string{"log:stop.sockets_unknown",
-				"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
+			{func() event { return evDoorsClosed{left: []string{"127.0.0.1:8080"}, parentUnknown: true} }, []string{"log:stop.sockets_unknown",
+				"cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "ReleaseSockets"}},
 		}},
 		{"stop signal again while new connections are held back: killed, then the sockets released", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
-			{func() event { return doorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:stop.sockets_kept",
+			{func() event { return evDoorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:stop.sockets_kept",
 				"log:stop.queued_left", "ReleaseSockets"}},
-			{func() event { return genExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation.exited", "done 3"}},
+			{func() event { return evExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},
 		{"stop delay: serve on, refuse reloads, then drain; a second signal skips it", 0, 2 * time.Second, false, true, []step{
-			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.delayed", "notify stopping", "after daemon.stopDelayOver"}},
+			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.delayed", "notify stopping", "after daemon.evStopDelayOver"}},
 			{func() event { return evReload{w} }, []string{"log:reload.asked", "log:reload.refused", "reply1 handoff is stopping"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.delay_skipped", "notify stopping", "CloseDoors"}},
-			{func() event { return stopDelayOver{} }, nil},
-			{func() event { return doorsClosed{} }, []string{"cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining", "ReleaseSockets"}},
+			{func() event { return evStopDelayOver{} }, nil},
+			{func() event { return evDoorsClosed{} }, []string{"cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "ReleaseSockets"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
 		}},
 		{"rollback with nothing before the current generation is refused", 0, 0, false, true, []step{
 			{func() event { return evRollback{w} }, []string{"log:rollback.asked", "reply1 nothing to roll back to: no generation served before the current one"}},
 		}},
 		{"rollback during a bake stops the new generation; the old serves on", time.Second, 0, false, true, []step{
-			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
-			{func() event { return genReady{gen(2)} }, []string{"log:generation.ready", "log:bake.started", "after daemon.bakeDone", "WatchBake"}},
-			{func() event { return evRollback{w} }, []string{"log:rollback.asked", "log:rollback.stopping", "signal 2 SIGTERM", "after daemon.killDue", "log:generation.draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},
-			{func() event { return bakeDone{gen(2)} }, nil},
+			{func() event { return evReady{gen(2)} }, []string{"log:generation.ready", "log:bake.started", "after daemon.evBakeDone", "WatchBake"}},
+			{func() event { return evRollback{w} }, []string{"log:rollback.asked", "log:rollback.stopping", "signal 2 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) was rolled back during its bake window", "reply1 ok"}},
+			{func() event { return evBakeDone{gen(2)} }, nil},
 		}},
 		{"a generation that does not serve is rolled back during its bake; the old serves on", time.Second, 0, false, true, []step{
-			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{func() event { return evReload{w} }, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{func() event { return evSpawned{gen(2)} }, []string{"log:generation.started"}},
-			{func() event { return genReady{gen(2)} }, []string{"log:generation.ready", "log:bake.started", "after daemon.bakeDone", "WatchBake"}},
-			{func() event { return bakeFailed{gen(2), "took no connection"} }, []string{"log:bake.failed", "signal 2 SIGTERM", "after daemon.killDue", "log:generation.draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) failed its bake window: it took no connection"}},
-			{func() event { return bakeFailed{gen(2), "answers nothing"} }, nil},
-			{func() event { return bakeDone{gen(2)} }, nil},
+			{func() event { return evReady{gen(2)} }, []string{"log:generation.ready", "log:bake.started", "after daemon.evBakeDone", "WatchBake"}},
+			{func() event { return evBakeFailed{gen(2), "took no connection"} }, []string{"log:bake.failed", "signal 2 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "notify ready", "reply1 reload failed: generation 2 (pid 102) failed its bake window: it took no connection"}},
+			{func() event { return evBakeFailed{gen(2), "answers nothing"} }, nil},
+			{func() event { return evBakeDone{gen(2)} }, nil},
 		}},
 		{"SIGUSR2 as PID 1 is refused", 0, 0, true, true, []step{
 			{func() event { return evSignal{syscall.SIGUSR2} }, []string{"log:upgrade.refused"}},
@@ -177,8 +177,8 @@ func TestMachine(t *testing.T) {
 		{"SIGUSR2 upgrades handoff; the new one took over: stop ours", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGUSR2} }, []string{"log:upgrade.asked", "SelfUpgrade"}},
 			{func() event { return evSignal{syscall.SIGUSR2} }, []string{"log:upgrade.ignored"}},
-			{func() event { return selfUpgradeDone{nil} }, []string{"SelfUpgradeEnded"}},
-			{func() event { return evHandedOver{} }, []string{"log:upgrade.done", "cancel 1", "signal 1 SIGTERM", "after daemon.killDue", "log:generation.draining"}},
+			{func() event { return evSelfUpgradeDone{nil} }, []string{"SelfUpgradeEnded"}},
+			{func() event { return evHandedOver{} }, []string{"log:upgrade.done", "cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining"}},
 		}},
 	}
 	for _, c := range cases {
@@ -189,7 +189,7 @@ func TestMachine(t *testing.T) {
 			if c.serving {
 				m.step(evStart{})
 				m.step(evSpawned{gen(1)})
-				m.step(genReady{gen(1)})
+				m.step(evReady{gen(1)})
 				if m.slots[0].cur != gen(1) {
 					t.Fatal("generation 1 does not serve")
 				}
@@ -256,7 +256,7 @@ func TestMachineWorkers(t *testing.T) {
 			}
 		}
 		for i := range 3 {
-			got := names(m.step(genReady{gw(1, i)}))
+			got := names(m.step(evReady{gw(1, i)}))
 			if i == 2 && !slices.Contains(got, "UpgraderReady") {
 				t.Fatalf("the last worker ready: %q, want UpgraderReady", got)
 			}
@@ -290,7 +290,7 @@ func TestMachineWorkers(t *testing.T) {
 			check(t, m, i)
 		}
 	}
-	drained := []string{"signal %d SIGTERM", "after daemon.killDue", "log:generation.draining"}
+	drained := []string{"signal %d SIGTERM", "after daemon.evKillDue", "log:generation.draining"}
 	drains := func(n int) []string {
 		return []string{fmt.Sprintf(drained[0], n), drained[1], drained[2]}
 	}
@@ -302,16 +302,16 @@ func TestMachineWorkers(t *testing.T) {
 			gw(2, i).spec = v2
 		}
 		run(t, m, []step{
-			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{evSpawned{gw(2, 0)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 0)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
+			{evReady{gw(2, 0)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
 			// Worker 1 waits: the old worker 0 still drains.
-			{genExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
 			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 1)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
-			{genExited{gw(1, 1), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evReady{gw(2, 1)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
+			{evExited{gw(1, 1), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
 			{evSpawned{gw(2, 2)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 2)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify ready", "log:reload.done", "reply1 ok"})},
+			{evReady{gw(2, 2)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify ready", "log:reload.done", "reply1 ok"})},
 		})
 		if m.previous != v1 {
 			t.Errorf("rollback would run %v, want v1", m.previous)
@@ -325,16 +325,16 @@ func TestMachineWorkers(t *testing.T) {
 			gw(3, i).spec = v1
 		}
 		run(t, m, []step{
-			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{evSpawned{gw(2, 0)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 0)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
-			{genExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evReady{gw(2, 0)}, cat([]string{"log:generation.ready"}, drains(1), []string{"notify status"})},
+			{evExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
 			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
 			// Worker 1 of the new release dies before it is ready: worker 0
 			// goes back to v1, under generation 3.
-			{genExited{gw(2, 1), errors.New("exit status 3")}, []string{"release 2", "log:generation.failed", "log:reload.putting_back", "spawn 3"}},
+			{evExited{gw(2, 1), errors.New("exit status 3")}, []string{"release 2", "log:generation.failed", "log:reload.putting_back", "spawn 3"}},
 			{evSpawned{gw(3, 0)}, []string{"log:generation.started"}},
-			{genReady{gw(3, 0)}, cat([]string{"log:generation.ready"}, drains(2), []string{"notify ready", "reply1 reload failed: generation 2 worker 1 (pid 201) exited before it was ready (exit status 3); put back the 1 worker it had replaced"})},
+			{evReady{gw(3, 0)}, cat([]string{"log:generation.ready"}, drains(2), []string{"notify ready", "reply1 reload failed: generation 2 worker 1 (pid 201) exited before it was ready (exit status 3); put back the 1 worker it had replaced"})},
 		})
 		for i, sl := range m.slots {
 			if sl.cur == nil || sl.cur.spec != v1 {
@@ -345,20 +345,20 @@ func TestMachineWorkers(t *testing.T) {
 
 	t.Run("a worker that crashes is restarted alone; one that keeps crashing is reported", func(t *testing.T) {
 		m := newMachine()
-		m.step(genExited{gw(1, 1), errors.New("exit status 1")})
+		m.step(evExited{gw(1, 1), errors.New("exit status 1")})
 		if m.slots[0].cur == nil || m.slots[2].cur == nil {
 			t.Fatal("the other workers stopped serving")
 		}
 		var got []string
 		for i := range failingAfter - 1 {
-			got = names(m.step(restartDue{1}))
+			got = names(m.step(evRestartDue{1}))
 			g := gw(2+i, 1)
 			if !reflect.DeepEqual(got, []string{fmt.Sprintf("spawn %d", 2+i)}) {
 				t.Fatalf("restart %d: %q", i+1, got)
 			}
 			m.step(evSpawned{g})
-			m.step(genReady{g})
-			got = names(m.step(genExited{g, errors.New("exit status 1")}))
+			m.step(evReady{g})
+			got = names(m.step(evExited{g, errors.New("exit status 1")}))
 		}
 		if !slices.Contains(got, "log:worker.failing") || m.slots[1].backoff != 1600*time.Millisecond || m.slots[1].restarts != failingAfter-1 {
 			t.Errorf("after %d crashes in a row: %q, backoff %v, %d restarts; want worker.failing, 1.6s, %d", failingAfter, got, m.slots[1].backoff, m.slots[1].restarts, failingAfter-1)
@@ -373,11 +373,11 @@ func TestMachineWorkers(t *testing.T) {
 		m.maxMemory = 100 << 20
 		gw(2, 1).spec = v1
 		run(t, m, []step{
-			{memSample{map[*generation]int64{gw(1, 0): 50 << 20, gw(1, 1): 150 << 20, gw(1, 2): 60 << 20}}, []string{"log:worker.over_memory", "spawn 2", "after daemon.memTick"}},
+			{evMemSample{map[*generation]int64{gw(1, 0): 50 << 20, gw(1, 1): 150 << 20, gw(1, 2): 60 << 20}}, []string{"log:worker.over_memory", "spawn 2", "after daemon.evMemTick"}},
 			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
-			{memTick{}, []string{"Measure"}},
-			{memSample{map[*generation]int64{gw(1, 1): 160 << 20}}, []string{"after daemon.memTick"}},
-			{genReady{gw(2, 1)}, cat([]string{"log:generation.ready"}, drains(1), []string{"log:worker.replaced", "notify status"})},
+			{evMemTick{}, []string{"Measure"}},
+			{evMemSample{map[*generation]int64{gw(1, 1): 160 << 20}}, []string{"after daemon.evMemTick"}},
+			{evReady{gw(2, 1)}, cat([]string{"log:generation.ready"}, drains(1), []string{"log:worker.replaced", "notify status"})},
 		})
 		if m.slots[1].cur != gw(2, 1) || m.slots[1].cur.spec != v1 {
 			t.Error("worker 1 was not replaced by one that runs what it ran")
@@ -388,15 +388,15 @@ func TestMachineWorkers(t *testing.T) {
 		m := newMachine()
 		m.bake = time.Minute // not for a hung process's replacement
 		gw(2, 1).spec = v1
-		hung := genUnresponsive{gw(1, 1), "answers nothing", []any{"waiting", 5}}
+		hung := evUnresponsive{gw(1, 1), "answers nothing", []any{"waiting", 5}}
 		run(t, m, []step{
 			{hung, []string{"log:worker.unresponsive", "Pause", "spawn 2"}},
 			// Reported again while its replacement starts: nothing more.
 			{hung, nil},
 			// Another worker is reported meanwhile: one replacement at a time.
-			{genUnresponsive{gw(1, 2), "answers nothing", nil}, nil},
+			{evUnresponsive{gw(1, 2), "answers nothing", nil}, nil},
 			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 1)}, cat([]string{"log:generation.ready", "Pause"}, drains(1), []string{"log:worker.replaced", "notify status"})},
+			{evReady{gw(2, 1)}, cat([]string{"log:generation.ready", "Pause"}, drains(1), []string{"log:worker.replaced", "notify status"})},
 		})
 		if m.slots[1].cur != gw(2, 1) || m.slots[1].unresponsive != 1 || m.counts.unresponsive != 1 || !gw(2, 1).forHung {
 			t.Errorf("worker 1: serving %v, %d replaced as hung (%d in all)", m.slots[1].cur, m.slots[1].unresponsive, m.counts.unresponsive)
@@ -409,7 +409,7 @@ func TestMachineWorkers(t *testing.T) {
 	t.Run("a hung worker whose replacement fails is resumed, and serves on", func(t *testing.T) {
 		m := newMachine()
 		run(t, m, []step{
-			{genUnresponsive{gw(1, 0), "takes no connection", nil}, []string{"log:worker.unresponsive", "Pause", "spawn 2"}},
+			{evUnresponsive{gw(1, 0), "takes no connection", nil}, []string{"log:worker.unresponsive", "Pause", "spawn 2"}},
 			{evSpawnFailed{errors.New("no such file"), 2, 0}, []string{"log:reload.failed", "log:worker.replace_failed", "Pause"}},
 		})
 		if gw(1, 0).unresponsive || m.slots[0].cur != gw(1, 0) || m.roll != nil {
@@ -420,19 +420,19 @@ func TestMachineWorkers(t *testing.T) {
 	t.Run("a replacement that hangs again at once is said once and replaced only after it served stableAfter", func(t *testing.T) {
 		m := newMachine()
 		gw(2, 1).spec, gw(3, 1).spec = v1, v1
-		m.step(genUnresponsive{gw(1, 1), "answers nothing", nil})
+		m.step(evUnresponsive{gw(1, 1), "answers nothing", nil})
 		m.step(evSpawned{gw(2, 1)})
-		m.step(genReady{gw(2, 1)})
+		m.step(evReady{gw(2, 1)})
 		var all []string
 		for range 3 {
-			all = append(all, names(m.step(genUnresponsive{gw(2, 1), "answers nothing", nil}))...)
+			all = append(all, names(m.step(evUnresponsive{gw(2, 1), "answers nothing", nil}))...)
 		}
 		if n := strings.Count(strings.Join(all, " "), "log:worker.unresponsive_again"); n != 1 || slices.Contains(all, "spawn 3") {
 			t.Errorf("%q: want one worker.unresponsive_again and no spawn", all)
 		}
 		clock = clock.Add(stableAfter)
 		defer func() { clock = clock.Add(-stableAfter) }()
-		if got := names(m.step(genUnresponsive{gw(2, 1), "answers nothing", nil})); !slices.Contains(got, "spawn 3") {
+		if got := names(m.step(evUnresponsive{gw(2, 1), "answers nothing", nil})); !slices.Contains(got, "spawn 3") {
 			t.Errorf("after stableAfter: %q, want it replaced", got)
 		}
 	})
@@ -440,12 +440,12 @@ func TestMachineWorkers(t *testing.T) {
 	t.Run("no worker is replaced as hung while a reload rolls or handoff stops", func(t *testing.T) {
 		m := newMachine()
 		m.step(evReload{w})
-		if got := names(m.step(genUnresponsive{gw(1, 2), "answers nothing", nil})); len(got) != 0 {
+		if got := names(m.step(evUnresponsive{gw(1, 2), "answers nothing", nil})); len(got) != 0 {
 			t.Errorf("during a reload: %q", got)
 		}
 		m = newMachine()
 		m.step(evSignal{syscall.SIGTERM})
-		if got := names(m.step(genUnresponsive{gw(1, 2), "answers nothing", nil})); len(got) != 0 {
+		if got := names(m.step(evUnresponsive{gw(1, 2), "answers nothing", nil})); len(got) != 0 {
 			t.Errorf("during a stop: %q", got)
 		}
 	})
@@ -457,19 +457,19 @@ func TestMachineWorkers(t *testing.T) {
 			gw(2, i).spec = v2
 			gw(3, i).spec = v1
 		}
-		bakes := []string{"log:generation.ready", "log:bake.started", "after daemon.bakeDone", "WatchBake"}
+		bakes := []string{"log:generation.ready", "log:bake.started", "after daemon.evBakeDone", "WatchBake"}
 		run(t, m, []step{
-			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.extendTick", "spawn 2"}},
+			{evReload{w}, []string{"log:reload.asked", "notify reloading", "notify extend", "after daemon.evExtendTick", "spawn 2"}},
 			{evSpawned{gw(2, 0)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 0)}, bakes},
-			{bakeDone{gw(2, 0)}, cat([]string{"log:bake.done"}, drains(1), []string{"notify status"})},
-			{genExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
+			{evReady{gw(2, 0)}, bakes},
+			{evBakeDone{gw(2, 0)}, cat([]string{"log:bake.done"}, drains(1), []string{"notify status"})},
+			{evExited{gw(1, 0), nil}, []string{"release 1", "log:generation.exited", "spawn 2"}},
 			{evSpawned{gw(2, 1)}, []string{"log:generation.started"}},
-			{genReady{gw(2, 1)}, bakes},
+			{evReady{gw(2, 1)}, bakes},
 			// Worker 1 of v2 fails its bake: it drains, and worker 0 is put
 			// back only once it has exited.
-			{bakeFailed{gw(2, 1), "took no connection"}, cat([]string{"log:bake.failed"}, drains(2), []string{"log:reload.putting_back"})},
-			{genExited{gw(2, 1), nil}, []string{"release 2", "log:generation.exited", "spawn 3"}},
+			{evBakeFailed{gw(2, 1), "took no connection"}, cat([]string{"log:bake.failed"}, drains(2), []string{"log:reload.putting_back"})},
+			{evExited{gw(2, 1), nil}, []string{"release 2", "log:generation.exited", "spawn 3"}},
 			{evSpawned{gw(3, 0)}, []string{"log:generation.started"}},
 		})
 	})
@@ -479,15 +479,15 @@ func TestMachineWorkers(t *testing.T) {
 		var all []string
 		for _, ev := range []event{
 			evReload{w},
-			evSpawned{gw(2, 0)}, genReady{gw(2, 0)}, genExited{gw(1, 0), nil},
-			evSpawned{gw(2, 1)}, genReady{gw(2, 1)}, genExited{gw(1, 1), nil},
+			evSpawned{gw(2, 0)}, evReady{gw(2, 0)}, evExited{gw(1, 0), nil},
+			evSpawned{gw(2, 1)}, evReady{gw(2, 1)}, evExited{gw(1, 1), nil},
 			evSpawned{gw(2, 2)},
-			genExited{gw(2, 0), errors.New("exit status 1")}, // serving, it crashes
-			genReady{gw(2, 2)},
+			evExited{gw(2, 0), errors.New("exit status 1")}, // serving, it crashes
+			evReady{gw(2, 2)},
 		} {
 			all = append(all, names(m.step(ev))...)
 		}
-		if !slices.Contains(all, "reply1 ok") || !slices.Contains(all, "after daemon.restartDue") {
+		if !slices.Contains(all, "reply1 ok") || !slices.Contains(all, "after daemon.evRestartDue") {
 			t.Errorf("%q: want the reload done and worker 0 restarting", all)
 		}
 		if m.roll != nil || m.slots[0].cur != nil || m.slots[1].cur != gw(2, 1) || m.slots[2].cur != gw(2, 2) {
@@ -498,14 +498,14 @@ func TestMachineWorkers(t *testing.T) {
 	t.Run("a reload while a worker crash-loops replaces it too", func(t *testing.T) {
 		m := newMachine()
 		steps := []event{
-			genExited{gw(1, 1), errors.New("exit status 1")},
-			restartDue{1}, evSpawned{gw(2, 1)},
+			evExited{gw(1, 1), errors.New("exit status 1")},
+			evRestartDue{1}, evSpawned{gw(2, 1)},
 			evReload{w}, // queued behind the restart
-			genExited{gw(2, 1), errors.New("exit status 1")}, // the restart fails: the reload starts
-			evSpawned{gw(3, 0)}, genReady{gw(3, 0)}, genExited{gw(1, 0), nil},
-			evSpawned{gw(3, 1)}, genReady{gw(3, 1)},
-			evSpawned{gw(3, 2)}, genReady{gw(3, 2)},
-			restartDue{1}, // too late: worker 1 serves
+			evExited{gw(2, 1), errors.New("exit status 1")}, // the restart fails: the reload starts
+			evSpawned{gw(3, 0)}, evReady{gw(3, 0)}, evExited{gw(1, 0), nil},
+			evSpawned{gw(3, 1)}, evReady{gw(3, 1)},
+			evSpawned{gw(3, 2)}, evReady{gw(3, 2)},
+			evRestartDue{1}, // too late: worker 1 serves
 		}
 		var all []string
 		for _, ev := range steps {
@@ -524,13 +524,13 @@ func TestMachineWorkers(t *testing.T) {
 	t.Run("a worker replaced for its memory and over it again at once is left serving, said once", func(t *testing.T) {
 		m := newMachine()
 		m.maxMemory = 100 << 20
-		m.step(memSample{map[*generation]int64{gw(1, 1): 150 << 20}})
+		m.step(evMemSample{map[*generation]int64{gw(1, 1): 150 << 20}})
 		m.step(evSpawned{gw(2, 1)})
-		m.step(genReady{gw(2, 1)})
+		m.step(evReady{gw(2, 1)})
 		var all []string
 		for range 3 {
-			m.step(memTick{})
-			all = append(all, names(m.step(memSample{map[*generation]int64{gw(2, 1): 150 << 20}}))...)
+			m.step(evMemTick{})
+			all = append(all, names(m.step(evMemSample{map[*generation]int64{gw(2, 1): 150 << 20}}))...)
 		}
 		if n := strings.Count(strings.Join(all, " "), "log:worker.memory_too_low"); n != 1 || slices.ContainsFunc(all, func(a string) bool { return strings.HasPrefix(a, "spawn") }) {
 			t.Errorf("%q: want one worker.memory_too_low and no spawn", all)

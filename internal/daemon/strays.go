@@ -19,16 +19,6 @@ import (
 // and its failure says so. Whatever is left when handoff exits is stopped
 // first.
 
-// genLeft reports the processes a generation left behind at its exit; it
-// comes before that generation's genExited.
-type genLeft struct {
-	g      *generation
-	strays []stray
-}
-
-// actStopStrays stops processes left behind.
-type actStopStrays struct{ strays []stray }
-
 // newStrays returns the strays not already being stopped, and marks them.
 func (s *supervisor) newStrays() []stray {
 	all := s.reaper.strays()

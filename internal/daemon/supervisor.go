@@ -148,7 +148,7 @@ func (s *supervisor) run() int {
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
 func (s *supervisor) apply(ev event) (code int, done bool) {
-	if _, ok := ev.(genExited); ok {
+	if _, ok := ev.(evExited); ok {
 		defer s.trimMemory()
 	}
 	defer s.publishServing()
@@ -240,7 +240,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			}
 			// The new handoff is tableflip's child, waited for by tableflip.
 			s.reaper.pause()
-			go func() { s.events <- selfUpgradeDone{s.u.Upgrade()} }()
+			go func() { s.events <- evSelfUpgradeDone{s.u.Upgrade()} }()
 		case actWatchBake:
 			go s.watchBake(a.g, a.old, a.others, s.tcpPorts())
 		case actMeasure:
@@ -252,7 +252,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 					}
 				}
 			}
-			follow = append(follow, memSample{rss})
+			follow = append(follow, evMemSample{rss})
 		case actStopStrays:
 			s.stopStrays(a.strays)
 		case actCloseDoors:
@@ -284,9 +284,9 @@ func (s *supervisor) closeOwnCopies() {
 // eventGen returns the generation a timed event is about, or nil.
 func eventGen(ev any) *generation {
 	switch e := ev.(type) {
-	case killDue:
+	case evKillDue:
 		return e.g
-	case bakeDone:
+	case evBakeDone:
 		return e.g
 	}
 	return nil
