@@ -304,3 +304,25 @@ func readMem(dir string, addr uint64, n int) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// socketInodes returns the inodes of the sockets the processes pids hold.
+func socketInodes(pids []int) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			link, err := os.Readlink(dir + e.Name())
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 64); err == nil {
+				out[ino] = true
+			}
+		}
+	}
+	return out
+}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
 
 // What the bake window checks. While a new generation bakes beside the
@@ -102,7 +104,7 @@ func (w *bakeWatch) start() {
 	// A first probe a moment into the window, not at once: the new
 	// generation's accept loop may still be settling.
 	w.lastProbe = time.Now().Add(bakeTick - bakeProbeEvery)
-	if _, err := tcpConns(w.ports); err != nil || len(w.ports) == 0 {
+	if _, err := sockdiag.TCPConns(w.ports); err != nil || len(w.ports) == 0 {
 		w.broken = true
 		if err != nil {
 			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "event", "bake.checks_off", "gen", w.g.n, "err", err)
@@ -115,7 +117,7 @@ func (w *bakeWatch) look() string {
 	if w.broken {
 		return ""
 	}
-	conns, err := tcpConns(w.ports)
+	conns, err := sockdiag.TCPConns(w.ports)
 	if err != nil {
 		return ""
 	}
@@ -123,16 +125,16 @@ func (w *bakeWatch) look() string {
 	for ino := range held(w.g.pid, conns) {
 		w.newSeen[ino] = true
 		c := conns[ino]
-		if c.segsOut > 0 {
+		if c.SegsOut > 0 {
 			w.answered[ino] = true
 		}
-		if c.pending(bakeStuckAfter) {
+		if c.Pending(bakeStuckAfter) {
 			pending++
 		}
 	}
 	oldPending := 0
 	for ino := range held(w.old.pid, conns) {
-		if conns[ino].pending(bakeStuckAfter) {
+		if conns[ino].Pending(bakeStuckAfter) {
 			oldPending++
 		}
 	}
@@ -160,7 +162,7 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 	for _, ino := range w.s.inodes {
 		inodes[ino] = true
 	}
-	if q, err := acceptQueue(inodes); err != nil || q > 0 {
+	if q, err := sockdiag.AcceptQueue(inodes); err != nil || q > 0 {
 		return "", false // the serving generation lags already: no time to pause it
 	}
 	// Every process that serves beside g pauses, or another worker would
@@ -182,7 +184,7 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 	var since time.Time // since when connections have waited
 	last := 0
 	for time.Since(start) < bakeProbeFor {
-		q, err := acceptQueue(inodes)
+		q, err := sockdiag.AcceptQueue(inodes)
 		switch {
 		case err != nil:
 			return "", false
@@ -193,7 +195,7 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) >= bakeQueueStuck:
-			if conns, err := tcpConns(w.ports); err != nil || len(held(w.g.pid, conns)) > 0 {
+			if conns, err := sockdiag.TCPConns(w.ports); err != nil || len(held(w.g.pid, conns)) > 0 {
 				return "", true // it holds one: busy, not deaf
 			}
 			paused := fmt.Sprintf("generation %d paused", w.old.n)
@@ -233,7 +235,7 @@ func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
 
 // held returns the connections of conns that the process tree of root
 // holds.
-func held(root int, conns map[uint64]connInfo) map[uint64]bool {
+func held(root int, conns map[uint64]sockdiag.Conn) map[uint64]bool {
 	out := map[uint64]bool{}
 	pids, err := processTree(root)
 	if err != nil {

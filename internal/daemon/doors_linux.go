@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/sdjob"
+	"github.com/handoff-dev/handoff/internal/sockdiag"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,15 +109,15 @@ func (s *supervisor) closeDoors() evDoorsClosed {
 		var q int
 		var err error
 		if len(inodes) > 0 {
-			if q, err = acceptQueue(inodes); err == nil {
+			if q, err = sockdiag.AcceptQueue(inodes); err == nil {
 				var h int
-				h, err = halfOpen(ports)
+				h, err = sockdiag.HalfOpen(ports)
 				q += h
 			}
 		}
 		if err == nil && len(unixInodes) > 0 {
 			var u int
-			u, err = unixAcceptQueue(unixInodes)
+			u, err = sockdiag.UnixAcceptQueue(unixInodes)
 			q += u
 		}
 		if err != nil {
@@ -152,8 +153,8 @@ func removeUnixPath(ul *net.UnixListener, ino uint64) error {
 	case st.Mode().Type() != os.ModeSocket:
 		return fmt.Errorf("%s is no longer a socket (%s): left as it is", path, st.Mode().Type())
 	}
-	if ls, err := unixListeners(map[uint64]bool{ino: true}); err == nil {
-		if l, ok := ls[ino]; ok && l.vfsIno != 0 && l.vfsIno != st.Sys().(*syscall.Stat_t).Ino {
+	if ls, err := sockdiag.UnixListeners(map[uint64]bool{ino: true}); err == nil {
+		if l, ok := ls[ino]; ok && l.VFSIno != 0 && l.VFSIno != st.Sys().(*syscall.Stat_t).Ino {
 			return fmt.Errorf("%s is another socket's file now (a newer process bound it): left as it is", path)
 		}
 	}
@@ -213,16 +214,4 @@ func parentSockets() map[uint64]bool {
 		return nil
 	}
 	return socketInodes([]int{ppid})
-}
-
-// halfOpen returns how many connections to ports are half open: their SYN
-// was answered, and the handshake's last ACK has not come.
-func halfOpen(ports map[uint16]bool) (int, error) {
-	n := 0
-	err := diagDump(1<<tcpSynRecv|1<<tcpNewSynRecv, func(port uint16, _ uint64, _ uint32, _ []byte) {
-		if ports[port] {
-			n++
-		}
-	})
-	return n, err
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
 
 // What the liveness checks look at. While a process serves, handoff looks
@@ -54,11 +56,11 @@ type liveProc struct {
 	// progress is when it was last seen to serve: a byte sent, a
 	// connection closed, more of an unanswered request read.
 	progress time.Time
-	accepted time.Time           // when it last took a new connection
-	prev     map[uint64]connInfo // its connections at the last look
-	fails    atomic.Int32        // health checks failed in a row
-	stop     context.CancelFunc  // ends its health checks
-	reported time.Time           // when it was last reported
+	accepted time.Time                // when it last took a new connection
+	prev     map[uint64]sockdiag.Conn // its connections at the last look
+	fails    atomic.Int32             // health checks failed in a row
+	stop     context.CancelFunc       // ends its health checks
+	reported time.Time                // when it was last reported
 	// closedWait is the longest a request waited on the connections it
 	// closed since the last look.
 	closedWait time.Duration
@@ -167,11 +169,11 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 	if len(w.procs) == 0 {
 		return nil
 	}
-	var conns map[uint64]connInfo
+	var conns map[uint64]sockdiag.Conn
 	queue := 0
 	if len(w.ports) > 0 {
 		var err error
-		conns, err = tcpConns(w.ports)
+		conns, err = sockdiag.TCPConns(w.ports)
 		switch {
 		case err != nil && !w.off:
 			w.off = true
@@ -181,7 +183,7 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 			w.s.log.Info("liveness: the connection checks run again", "event", "liveness.checks_on")
 		}
 		if err == nil {
-			if q, err := acceptQueue(w.inodes); err == nil {
+			if q, err := sockdiag.AcceptQueue(w.inodes); err == nil {
 				queue = q
 			}
 		}
@@ -209,18 +211,18 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 
 // judge updates what is known of p from conns and the accept queue, and
 // returns why p is hung, with the evidence, or "".
-func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo, queue int) (string, []any) {
+func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.Conn, queue int) (string, []any) {
 	if conns != nil {
-		mine := map[uint64]connInfo{}
+		mine := map[uint64]sockdiag.Conn{}
 		if len(conns) > 0 {
 			for ino := range held(p.g.pid, conns) {
 				mine[ino] = conns[ino]
 			}
 		}
 		for ino, c := range mine {
-			if c.segsOut > 0 {
+			if c.SegsOut > 0 {
 				// Any byte sent is progress: an answer, or part of one.
-				if t := now.Add(-time.Duration(c.lastSentMs) * time.Millisecond); t.After(p.progress) {
+				if t := now.Add(-time.Duration(c.LastSentMs) * time.Millisecond); t.After(p.progress) {
 					p.progress = t
 				}
 			}
@@ -228,14 +230,14 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo,
 			switch {
 			case !seen:
 				p.accepted = now
-			case was.pending(0) && c.segsOut > was.segsOut:
+			case was.Pending(0) && c.SegsOut > was.SegsOut:
 				// A request answered on a connection that stays open: how
 				// long it waited tells how slow the program's requests are.
-				asked := w.lastLook.Add(-time.Duration(was.lastRecvMs) * time.Millisecond)
-				if took := now.Add(-time.Duration(c.lastSentMs) * time.Millisecond).Sub(asked); took > w.slowest {
+				asked := w.lastLook.Add(-time.Duration(was.LastRecvMs) * time.Millisecond)
+				if took := now.Add(-time.Duration(c.LastSentMs) * time.Millisecond).Sub(asked); took > w.slowest {
 					w.slowest = took
 				}
-			case was.pending(0) && c.segsIn > was.segsIn && c.rqueue == 0:
+			case was.Pending(0) && c.SegsIn > was.SegsIn && c.RQueue == 0:
 				// More data on a request it has not answered, and it read
 				// it: a stream it consumes, not a handler that blocks.
 				p.progress = now
@@ -255,8 +257,8 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo,
 		for ino, was := range p.prev {
 			if _, ok := mine[ino]; !ok {
 				p.progress = now
-				if was.pending(0) {
-					p.closedWait = max(p.closedWait, now.Sub(w.lastLook.Add(-time.Duration(was.lastRecvMs)*time.Millisecond)))
+				if was.Pending(0) {
+					p.closedWait = max(p.closedWait, now.Sub(w.lastLook.Add(-time.Duration(was.LastRecvMs)*time.Millisecond)))
 				}
 			}
 		}
@@ -265,8 +267,8 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo,
 		waiting := 0
 		var first, last time.Time
 		for _, c := range mine {
-			at := now.Add(-time.Duration(c.lastRecvMs) * time.Millisecond)
-			if !c.pending(0) || !at.After(p.progress) {
+			at := now.Add(-time.Duration(c.LastRecvMs) * time.Millisecond)
+			if !c.Pending(0) || !at.After(p.progress) {
 				continue
 			}
 			waiting++
@@ -305,7 +307,7 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]connInfo,
 
 // watch starts watching g.
 func (w *liveWatch) watch(now time.Time, g *generation) {
-	p := &liveProc{g: g, since: now, progress: now, accepted: now, prev: map[uint64]connInfo{}}
+	p := &liveProc{g: g, since: now, progress: now, accepted: now, prev: map[uint64]sockdiag.Conn{}}
 	w.procs[g] = p
 	if w.health.Kind == "" {
 		return

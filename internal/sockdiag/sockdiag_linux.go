@@ -1,11 +1,9 @@
-package daemon
+package sockdiag
 
 import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -13,18 +11,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// connInfo is what the kernel reports of one TCP connection a generation
-// accepted (sock_diag, with its tcp_info).
-type connInfo struct {
-	segsIn, segsOut        uint32 // data segments received and sent
-	lastRecvMs, lastSentMs uint32 // since it last received, sent data
-	rqueue                 uint32 // bytes received that the program has not read
+// Conn is what the kernel reports of one established TCP connection
+// (sock_diag, with its tcp_info).
+type Conn struct {
+	SegsIn, SegsOut        uint32 // data segments received and sent
+	LastRecvMs, LastSentMs uint32 // milliseconds since it last received, sent data
+	RQueue                 uint32 // bytes received that the program has not read
 }
 
-// pending reports whether c received data at least after ago, and has sent
+// Pending reports whether c received data at least after ago, and has sent
 // nothing since: a request waiting for its answer.
-func (c connInfo) pending(after time.Duration) bool {
-	return c.segsIn > 0 && (c.segsOut == 0 || c.lastRecvMs < c.lastSentMs) && time.Duration(c.lastRecvMs)*time.Millisecond >= after
+func (c Conn) Pending(after time.Duration) bool {
+	return c.SegsIn > 0 && (c.SegsOut == 0 || c.LastRecvMs < c.LastSentMs) && time.Duration(c.LastRecvMs)*time.Millisecond >= after
 }
 
 // Constants of sock_diag(7) and inet_diag that x/sys does not name.
@@ -39,27 +37,27 @@ const (
 	inetDiagMsgLen   = 72 // struct inet_diag_msg
 )
 
-// tcpConns returns, by inode, the established TCP connections (IPv4 and
+// TCPConns returns, by inode, the established TCP connections (IPv4 and
 // IPv6) whose local port is one of ports, with their tcp_info, as the
 // kernel's sock_diag interface lists them.
-func tcpConns(ports map[uint16]bool) (map[uint64]connInfo, error) {
-	out := map[uint64]connInfo{}
-	err := diagDump(1<<tcpEstablished|1<<tcpCloseWait, func(port uint16, ino uint64, rqueue uint32, attrs []byte) {
+func TCPConns(ports map[uint16]bool) (map[uint64]Conn, error) {
+	out := map[uint64]Conn{}
+	err := dump(1<<tcpEstablished|1<<tcpCloseWait, func(port uint16, ino uint64, rqueue uint32, attrs []byte) {
 		if ports[port] {
 			c := parseTCPInfo(attrs)
-			c.rqueue = rqueue
+			c.RQueue = rqueue
 			out[ino] = c
 		}
 	})
 	return out, err
 }
 
-// acceptQueue returns how many connections wait, complete, in the accept
+// AcceptQueue returns how many connections wait, complete, in the accept
 // queues of the listening sockets of inodes: the kernel reports a listening
 // socket's accept queue as its receive queue.
-func acceptQueue(inodes map[uint64]bool) (int, error) {
+func AcceptQueue(inodes map[uint64]bool) (int, error) {
 	n := 0
-	err := diagDump(1<<tcpListen, func(_ uint16, ino uint64, rqueue uint32, _ []byte) {
+	err := dump(1<<tcpListen, func(_ uint16, ino uint64, rqueue uint32, _ []byte) {
 		if inodes[ino] {
 			n += int(rqueue)
 		}
@@ -67,19 +65,19 @@ func acceptQueue(inodes map[uint64]bool) (int, error) {
 	return n, err
 }
 
-// diagDump lists the TCP sockets, IPv4 and IPv6, in the states of the mask,
+// dump lists the TCP sockets, IPv4 and IPv6, in the states of the mask,
 // and calls f with each one's local port, inode, receive queue and
 // attributes (a struct tcp_info among them).
-func diagDump(states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
+func dump(states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if err := diagDumpFamily(family, states, f); err != nil {
+		if err := dumpFamily(family, states, f); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func diagDumpFamily(family uint8, states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
+func dumpFamily(family uint8, states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
@@ -134,8 +132,8 @@ func diagDumpFamily(family uint8, states uint32, f func(port uint16, ino uint64,
 }
 
 // parseTCPInfo finds INET_DIAG_INFO among attrs and reads the fields of
-// struct tcp_info that connInfo holds.
-func parseTCPInfo(attrs []byte) connInfo {
+// struct tcp_info that Conn holds.
+func parseTCPInfo(attrs []byte) Conn {
 	ne := binary.NativeEndian
 	for len(attrs) >= 4 {
 		l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
@@ -146,43 +144,21 @@ func parseTCPInfo(attrs []byte) connInfo {
 			var ti unix.TCPInfo
 			n := copy(unsafe.Slice((*byte)(unsafe.Pointer(&ti)), unsafe.Sizeof(ti)), attrs[4:l])
 			// An old kernel's tcp_info may end before data_segs_out.
-			c := connInfo{lastRecvMs: ti.Last_data_recv, lastSentMs: ti.Last_data_sent}
+			c := Conn{LastRecvMs: ti.Last_data_recv, LastSentMs: ti.Last_data_sent}
 			if uintptr(n) >= unsafe.Offsetof(ti.Data_segs_out)+4 {
-				c.segsIn, c.segsOut = ti.Data_segs_in, ti.Data_segs_out
+				c.SegsIn, c.SegsOut = ti.Data_segs_in, ti.Data_segs_out
 			}
 			return c
 		}
 		attrs = attrs[(l+3)&^3:]
 	}
-	return connInfo{}
+	return Conn{}
 }
 
-// socketInodes returns the inodes of the sockets the processes pids hold.
-func socketInodes(pids []int) map[uint64]bool {
-	out := map[uint64]bool{}
-	for _, pid := range pids {
-		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			link, err := os.Readlink(dir + e.Name())
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
-				continue
-			}
-			if ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 64); err == nil {
-				out[ino] = true
-			}
-		}
-	}
-	return out
-}
-
-// unixListenInfo is what unix_diag reports of a listening Unix socket.
-type unixListenInfo struct {
-	queued int    // connections waiting to be accepted
-	vfsIno uint64 // the inode of the file it is bound to; 0 if none
+// UnixListener is what unix_diag reports of a listening Unix socket.
+type UnixListener struct {
+	Queued int    // connections waiting to be accepted
+	VFSIno uint64 // the inode of the file it is bound to; 0 if none
 }
 
 // Constants of unix_diag (linux/unix_diag.h) that x/sys does not name.
@@ -194,10 +170,10 @@ const (
 	unixDiagMsgLen    = 16   // struct unix_diag_msg
 )
 
-// unixListeners returns, by socket inode, the listening Unix sockets of
+// UnixListeners returns, by socket inode, the listening Unix sockets of
 // inodes as the kernel's unix_diag lists them: for a listening socket, the
 // receive queue it reports is its accept queue.
-func unixListeners(inodes map[uint64]bool) (map[uint64]unixListenInfo, error) {
+func UnixListeners(inodes map[uint64]bool) (map[uint64]UnixListener, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
@@ -218,7 +194,7 @@ func unixListeners(inodes map[uint64]bool) (map[uint64]unixListenInfo, error) {
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto unix_diag", err)
 	}
-	out := map[uint64]unixListenInfo{}
+	out := map[uint64]UnixListener{}
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
@@ -248,7 +224,7 @@ func unixListeners(inodes map[uint64]bool) (map[uint64]unixListenInfo, error) {
 			if !inodes[ino] {
 				continue
 			}
-			var info unixListenInfo
+			var info UnixListener
 			attrs := m.Data[unixDiagMsgLen:]
 			for len(attrs) >= 4 {
 				l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
@@ -257,9 +233,9 @@ func unixListeners(inodes map[uint64]bool) (map[uint64]unixListenInfo, error) {
 				}
 				switch {
 				case typ == unixDiagRQLen && l >= 12:
-					info.queued = int(ne.Uint32(attrs[4:]))
+					info.Queued = int(ne.Uint32(attrs[4:]))
 				case typ == unixDiagVFS && l >= 12:
-					info.vfsIno = uint64(ne.Uint32(attrs[4:]))
+					info.VFSIno = uint64(ne.Uint32(attrs[4:]))
 				}
 				attrs = attrs[(l+3)&^3:]
 			}
@@ -268,13 +244,25 @@ func unixListeners(inodes map[uint64]bool) (map[uint64]unixListenInfo, error) {
 	}
 }
 
-// unixAcceptQueue returns how many connections wait in the accept queues of
+// UnixAcceptQueue returns how many connections wait in the accept queues of
 // the listening Unix sockets of inodes.
-func unixAcceptQueue(inodes map[uint64]bool) (int, error) {
-	ls, err := unixListeners(inodes)
+func UnixAcceptQueue(inodes map[uint64]bool) (int, error) {
+	ls, err := UnixListeners(inodes)
 	n := 0
 	for _, l := range ls {
-		n += l.queued
+		n += l.Queued
 	}
+	return n, err
+}
+
+// HalfOpen returns how many connections to ports are half open: their SYN
+// was answered, and the handshake's last ACK has not come.
+func HalfOpen(ports map[uint16]bool) (int, error) {
+	n := 0
+	err := dump(1<<tcpSynRecv|1<<tcpNewSynRecv, func(port uint16, _ uint64, _ uint32, _ []byte) {
+		if ports[port] {
+			n++
+		}
+	})
 	return n, err
 }
