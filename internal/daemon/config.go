@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 )
@@ -234,7 +235,7 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 		if cfg.EnvFile, err = filepath.Abs(cfg.EnvFile); err != nil {
 			return usagef("handoff run: --env-file: %v", err)
 		}
-		if _, err := readEnvFile(cfg.EnvFile); err != nil {
+		if _, err := envfile.Read(cfg.EnvFile); err != nil {
 			return usagef("handoff run: %v", err)
 		}
 	}

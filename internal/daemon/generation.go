@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
 )
@@ -138,7 +139,7 @@ type runSpec struct {
 func (s *supervisor) resolveSpec(n int) (*runSpec, error) {
 	spec := &runSpec{Program: s.cfg.Program, Args: s.cfg.Args}
 	if s.cfg.EnvFile != "" {
-		env, err := readEnvFile(s.cfg.EnvFile)
+		env, err := envfile.Read(s.cfg.EnvFile)
 		if err != nil {
 			return nil, fmt.Errorf("generation %d: %w", n, err)
 		}

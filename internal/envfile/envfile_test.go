@@ -1,6 +1,6 @@
-//go:build linux
+//go:build unix
 
-package daemon
+package envfile
 
 import (
 	"os"
@@ -20,7 +20,7 @@ func TestReadEnvFile(t *testing.T) {
 		}
 		return p
 	}
-	got, err := readEnvFile(write("# release v2\n\nA=1\n  B = two words \n; comment\nC='single $HOME'\nD=\"q \\\"x\\\" \\n\" # note\nE=\n_F9=x=y\n"))
+	got, err := Read(write("# release v2\n\nA=1\n  B = two words \n; comment\nC='single $HOME'\nD=\"q \\\"x\\\" \\n\" # note\nE=\n_F9=x=y\n"))
 	want := []string{"A=1", "B=two words", "C=single $HOME", "D=q \"x\" \n", "E=", "_F9=x=y"}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q, %v; want %q", got, err, want)
@@ -34,7 +34,7 @@ func TestReadEnvFile(t *testing.T) {
 		{"A=1\n\nBIG=" + strings.Repeat("v", 900<<10) + "\n", "env:3: BIG: 921604 bytes, more than the 131071 Linux passes"},
 		{"LINE=" + strings.Repeat("v", 1100<<10) + "\n", "env:1: LINE: 1126405 bytes"},
 	} {
-		if _, err := readEnvFile(write(c.text)); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Read(write(c.text)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want an error with %q", c.text, err, c.want)
 		}
 	}
@@ -43,13 +43,13 @@ func TestReadEnvFile(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readEnvFile(fifo); err == nil || !strings.Contains(err.Error(), "FIFO or pipe, not a regular file") {
+	if _, err := Read(fifo); err == nil || !strings.Contains(err.Error(), "FIFO or pipe, not a regular file") {
 		t.Errorf("FIFO: %v", err)
 	}
-	if _, err := readEnvFile(dir); err == nil || !strings.Contains(err.Error(), "a directory, not a regular file") {
+	if _, err := Read(dir); err == nil || !strings.Contains(err.Error(), "a directory, not a regular file") {
 		t.Errorf("directory: %v", err)
 	}
-	if _, err := readEnvFile(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if _, err := Read(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
 }

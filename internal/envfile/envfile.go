@@ -1,6 +1,7 @@
-//go:build linux
-
-package daemon
+// Package envfile reads the environment files of handoff run --env-file:
+// KEY=VALUE lines, the subset of systemd's EnvironmentFile= that most files
+// use, with errors that name FILE:LINE and what is wrong.
+package envfile
 
 import (
 	"bytes"
@@ -12,7 +13,7 @@ import (
 	"syscall"
 )
 
-// readEnvFile reads an --env-file: one KEY=VALUE per line, the subset of
+// Read reads an env file: one KEY=VALUE per line, the subset of
 // systemd's EnvironmentFile= that most files use —
 //
 //   - blank lines, and lines whose first non-blank character is # or ;, are
@@ -29,7 +30,7 @@ import (
 // once and found empty by the next generation, and opening a FIFO that nobody
 // writes would wait for ever. It is opened without waiting, so that such a
 // file is refused at once.
-func readEnvFile(path string) ([]string, error) {
+func Read(path string) ([]string, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("--env-file %s: %w", path, err)
@@ -129,7 +130,7 @@ func validEnvKey(k string) bool {
 	return true
 }
 
-// envValue unquotes v as readEnvFile describes.
+// envValue unquotes v as Read describes.
 func envValue(v string) (string, error) {
 	if v == "" || (v[0] != '"' && v[0] != '\'') {
 		return v, nil
