@@ -73,8 +73,10 @@ type Options struct {
 	// IdleGrace is how long a connection may stay idle after the drain began
 	// before it is closed. Default drain.DefaultIdleGrace.
 	IdleGrace time.Duration
-	// Logger receives one line per event, each with the generation and pid.
-	// Default: text to stderr.
+	// Logger receives one line per event, each with the keys event, gen
+	// (this generation's number) and pid, the last two added with
+	// Logger.With: a handler that renames or drops keys in WithAttrs sees
+	// them there. Default: text to stderr.
 	Logger *slog.Logger
 	// NoSignals, if true, leaves SIGHUP, SIGTERM and SIGINT alone; the caller
 	// then drives the Upgrader with Upgrade and Stop.
