@@ -28,9 +28,10 @@ func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 	return u.ServeDrainer(d)
 }
 
-// NewDrainer returns drain.NewDrainer with the Upgrader's IdleGrace and Logger, for
-// use with ServeDrainer. Register a hook on it with OnDrain to tell WebSocket
-// and other hijacked connections to finish when the drain begins.
+// NewDrainer returns drain.NewDrainer with the Upgrader's IdleGrace and
+// Logger, for use with ServeDrainer. Register a hook on it with OnDrain to
+// tell WebSocket and other hijacked connections to finish when the drain
+// begins.
 //
 // The Upgrader reads the Drainers it made, and those given to ServeDrainer,
 // during an upgrade's bake window (see Options.Bake): the old generation
