@@ -40,7 +40,7 @@ type Stats struct {
 
 // Drainer tracks the connections of one or more http.Servers and drains them
 // without losing a request; see the package documentation. Create one with
-// New, start each server with Serve, then call Drain once.
+// NewDrainer, start each server with Serve, then call Drain once.
 type Drainer struct {
 	idleGrace time.Duration
 	log       *slog.Logger
@@ -97,9 +97,13 @@ type connInfo struct {
 	h2Active int
 }
 
-// New returns a Drainer that closes connections idle for idleGrace
-// (DefaultIdleGrace if zero) once the drain has begun. logger may be nil.
-func New(idleGrace time.Duration, logger *slog.Logger) *Drainer {
+// NewDrainer returns a Drainer configured by opts: it closes connections
+// idle for opts.IdleGrace (DefaultIdleGrace if zero) once the drain has
+// begun, logs to opts.Logger (nothing if nil), and calls opts.OnDrain, if
+// set, when the drain begins (see OnDrain). The other fields of Options are
+// Run's and are ignored here.
+func NewDrainer(opts Options) *Drainer {
+	idleGrace, logger := opts.IdleGrace, opts.Logger
 	if idleGrace <= 0 {
 		idleGrace = DefaultIdleGrace
 	}
@@ -107,7 +111,7 @@ func New(idleGrace time.Duration, logger *slog.Logger) *Drainer {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	reqCtx, reqCancel := context.WithCancel(context.Background())
-	return &Drainer{
+	d := &Drainer{
 		reqCtx:    reqCtx,
 		reqCancel: reqCancel,
 		idleGrace: idleGrace,
@@ -119,6 +123,19 @@ func New(idleGrace time.Duration, logger *slog.Logger) *Drainer {
 		changed:   make(chan struct{}, 1),
 		errC:      make(chan error, 1),
 	}
+	if opts.OnDrain != nil {
+		d.onDrain = append(d.onDrain, opts.OnDrain)
+	}
+	return d
+}
+
+// New returns a Drainer that closes connections idle for idleGrace
+// (DefaultIdleGrace if zero) once the drain has begun. logger may be nil.
+//
+// Deprecated: use NewDrainer(Options{IdleGrace: idleGrace, Logger: logger}),
+// which takes the same Options as Run.
+func New(idleGrace time.Duration, logger *slog.Logger) *Drainer {
+	return NewDrainer(Options{IdleGrace: idleGrace, Logger: logger})
 }
 
 // OnDrain registers f to be called, in its own goroutine, when the drain
@@ -175,13 +192,18 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) {
 // stopped serving before Drain.
 func (d *Drainer) Err() <-chan error { return d.errC }
 
-// Open returns how many connections are open: served, and hijacked ones not
-// yet seen closed.
-func (d *Drainer) Open() int {
+// OpenConns returns how many connections are open: served, and hijacked
+// ones not yet seen closed.
+func (d *Drainer) OpenConns() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.conns) + len(d.hijacked)
 }
+
+// Open returns OpenConns().
+//
+// Deprecated: use OpenConns; the name Open read like an action.
+func (d *Drainer) Open() int { return d.OpenConns() }
 
 // OnProgress registers f to be called by Drain, in Drain's goroutine, with
 // the number of connections left each time it looks (every 50 ms at most,

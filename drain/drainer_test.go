@@ -26,7 +26,7 @@ func serveDrainer(t *testing.T, grace time.Duration, h http.Handler) (*drain.Dra
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := drain.New(grace, nil)
+	d := drain.NewDrainer(drain.Options{IdleGrace: grace})
 	d.Serve(&http.Server{Handler: h}, ln)
 	return d, ln.Addr().String()
 }
@@ -174,7 +174,7 @@ func TestDrainH2(t *testing.T) {
 			mu.Unlock()
 		},
 	}
-	d := drain.New(time.Second, nil)
+	d := drain.NewDrainer(drain.Options{IdleGrace: time.Second})
 	d.Serve(srv, tls.NewListener(ln, &tls.Config{Certificates: ts.TLS.Certificates, NextProtos: []string{"h2", "http/1.1"}}))
 	pool := x509.NewCertPool()
 	pool.AddCert(ts.Certificate())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -31,4 +32,35 @@ func Example() {
 		log.Fatal(err)
 	}
 	log.Printf("drained %d connections in %v, %d cut", st.Conns, st.Duration, st.Cut)
+}
+
+// One Drainer for two servers, with the Options that Run takes: a public
+// server whose WebSocket handlers are told to finish when the drain
+// begins, and an admin one.
+func ExampleNewDrainer() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+
+	finish := make(chan struct{}) // WebSocket handlers return when it is closed
+	d := drain.NewDrainer(drain.Options{IdleGrace: 2 * time.Second, OnDrain: func() { close(finish) }})
+	publicLn, err := net.Listen("tcp", "127.0.0.1:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:9090")
+	if err != nil {
+		log.Fatal(err)
+	}
+	d.Serve(&http.Server{Handler: http.NotFoundHandler()}, publicLn)
+	d.Serve(&http.Server{Handler: http.NotFoundHandler()}, adminLn)
+
+	select {
+	case <-ctx.Done():
+	case err := <-d.Err():
+		log.Print(err)
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), drain.DefaultTimeout)
+	defer cancel()
+	st := d.Drain(dctx)
+	log.Printf("drained %d connections (%d open now) in %v", st.Conns, d.OpenConns(), st.Duration)
 }

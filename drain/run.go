@@ -10,12 +10,14 @@ import (
 	"time"
 )
 
-// DefaultTimeout is how long Run's drain lasts at most when Options.Timeout
-// is zero.
+// DefaultTimeout is how long a drain lasts at most when no timeout is
+// given: Run's when Options.Timeout is zero, and an upgrader generation's
+// when upgrader.Options.DrainTimeout is zero.
 const DefaultTimeout = 30 * time.Second
 
-// Options configures Run and ListenAndServe. The zero value drains at once
-// when ctx is done, for at most DefaultTimeout.
+// Options configures NewDrainer, Run and ListenAndServe. NewDrainer uses
+// IdleGrace, OnDrain and Logger; Run and ListenAndServe use every field. The
+// zero value drains at once when ctx is done, for at most DefaultTimeout.
 type Options struct {
 	// StopDelay, if positive, is how long the server keeps serving — and
 	// accepting — once ctx is done, before it drains: the time a load
@@ -37,8 +39,8 @@ type Options struct {
 	// OnDrain, if set, is called in its own goroutine when the drain
 	// begins (see Drainer.OnDrain).
 	OnDrain func()
-	// Logger, if set, gets one line when the stop begins and one with the
-	// drain's figures when it ends.
+	// Logger, if set, gets Run's line when the stop begins and the one with
+	// the drain's figures when it ends, and the Drainer's warnings.
 	Logger *slog.Logger
 }
 
@@ -82,17 +84,15 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, opts Options) (
 			}
 		})
 	}
-	d := New(opts.IdleGrace, log)
-	if opts.OnDrain != nil {
-		d.OnDrain(opts.OnDrain)
-	}
+	opts.Logger = log
+	d := NewDrainer(opts)
 	d.Serve(srv, ln)
 
 	var failure error
 	select {
 	case <-ctx.Done():
 		close(stopping)
-		log.Info("stop asked", "event", "stop.asked", "stop_delay", opts.StopDelay.String(), "conns", d.Open(), "pid", os.Getpid())
+		log.Info("stop asked", "event", "stop.asked", "stop_delay", opts.StopDelay.String(), "conns", d.OpenConns(), "pid", os.Getpid())
 		if opts.StopDelay > 0 {
 			t := time.NewTimer(opts.StopDelay)
 			select {

@@ -11,9 +11,6 @@ import (
 	"github.com/handoff-dev/handoff/systemd"
 )
 
-// ErrMalformed is wrapped by every error Parse returns.
-var ErrMalformed = errors.New("malformed address")
-
 // validForms is shown in every parse error, so that the fix is on the same line.
 const validForms = "use HOST:PORT, :PORT, tcp4://HOST:PORT, tcp6://[::1]:PORT, unix:///path[?mode=0660], udp://HOST:PORT or systemd:NAME"
 

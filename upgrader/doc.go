@@ -14,9 +14,9 @@
 //
 // # Generations
 //
-// Each process is one generation. Its states, which only the Upgrader's own
-// goroutine changes — they are the genState values of state.go, and its one
-// transition function, machine.step, is tested against this table — are:
+// Each process is one generation. It is in one state at a time, changed by
+// one goroutine of the Upgrader only, so that two events never race; the
+// states, the events that change them, and which states are final:
 //
 //	Starting   from New until Ready. SIGHUP is queued; Upgrade returns ErrNotReady.
 //	Ready      serving. SIGHUP or Upgrade starts the next generation:

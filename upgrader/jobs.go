@@ -7,10 +7,6 @@ import (
 	"time"
 )
 
-// ErrDraining is returned by Go once this generation has begun to drain: the
-// job is not started, and should go to the generation that serves.
-var ErrDraining = errors.New("upgrader: this generation is draining; start background work in the one that serves")
-
 // jobs tracks the background work started with Go.
 type jobs struct {
 	mu      sync.Mutex

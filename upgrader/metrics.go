@@ -41,12 +41,12 @@ type Metrics struct {
 	// UpgradeDuration is how long the upgrades that ended ready took, from
 	// their start to the handover (the new generation's Ready, and its
 	// bake).
-	UpgradeDuration Histogram
+	UpgradeDuration DurationHistogram
 	// Drains counts the drains that ended in generations that handed over
 	// (a stop's drain ends with the program); DrainDuration is how long
 	// they took.
 	Drains        int
-	DrainDuration Histogram
+	DrainDuration DurationHistogram
 	// What those drains did (see drain.Stats): connections closed idle,
 	// sent a GOAWAY, hijacked, and cut at the deadline; background jobs
 	// waited for, and cancelled at the deadline.
@@ -54,14 +54,19 @@ type Metrics struct {
 	DrainJobs, DrainJobsCancelled                         int
 }
 
-// Histogram is a histogram's state as client libraries take it: the count
-// and sum of the observations, and how many were at or under each bucket's
-// upper bound, in seconds.
-type Histogram struct {
+// DurationHistogram is a histogram of durations, in seconds, as client
+// libraries take it: the count and sum of the observations, and how many
+// were at or under each bucket's upper bound.
+type DurationHistogram struct {
 	Count   uint64
 	Sum     float64
 	Buckets map[float64]uint64
 }
+
+// Histogram is the former name of DurationHistogram.
+//
+// Deprecated: use DurationHistogram.
+type Histogram = DurationHistogram
 
 // counters are the Metrics that travel between generations, as JSON.
 type counters struct {
@@ -138,9 +143,9 @@ func (u *Upgrader) Metrics() Metrics {
 	u.book.do(func(c *counters) {
 		m.UpgradesReady, m.UpgradesFailed, m.UpgradesRefused = c.Ready, c.Failed, c.Refused
 		m.UpgradesRolledBack = c.RolledBack
-		m.UpgradeDuration = Histogram{c.UpgradeSec.N, c.UpgradeSec.Sum, c.UpgradeSec.Cumulative()}
+		m.UpgradeDuration = DurationHistogram{c.UpgradeSec.N, c.UpgradeSec.Sum, c.UpgradeSec.Cumulative()}
 		m.Drains = c.Drains
-		m.DrainDuration = Histogram{c.DrainSec.N, c.DrainSec.Sum, c.DrainSec.Cumulative()}
+		m.DrainDuration = DurationHistogram{c.DrainSec.N, c.DrainSec.Sum, c.DrainSec.Cumulative()}
 		m.DrainIdleClosed, m.DrainGoAway, m.DrainHijacked, m.DrainCut = c.IdleClosed, c.GoAway, c.Hijacked, c.Cut
 		m.DrainJobs, m.DrainJobsCancelled = c.Jobs, c.JobsCancelled
 	})

@@ -2,12 +2,10 @@ package upgrader
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 )
@@ -73,10 +71,6 @@ func (n *noHandoff) Ready() error {
 	}
 	return nil
 }
-
-// errNoHandoff is why an upgrade cannot happen here.
-var errNoHandoff = fmt.Errorf("upgrader: %s cannot pass sockets to a new process, so a running server cannot be upgraded here: %w — restart it instead (upgrades work on Linux and other Unix systems)",
-	runtime.GOOS, errors.ErrUnsupported)
 
 func (*noHandoff) CanUpgrade() error           { return errNoHandoff }
 func (*noHandoff) StartDir() string            { return "" }

@@ -7,12 +7,6 @@ import (
 	"path/filepath"
 )
 
-// ErrPIDFile: Options.PIDFile names a file that cannot be written. New
-// returns it, wrapped with the path and the reason, so that a server that is
-// given a bad path on its command line refuses to start instead of serving
-// without its PID file (and, under systemd, without ever telling it READY=1).
-var ErrPIDFile = errors.New("upgrader: the PID file cannot be written")
-
 // checkPIDFile returns nil if a PID file can be written at path as it will
 // be: a temporary file in its directory, renamed over it.
 func checkPIDFile(path string) error {

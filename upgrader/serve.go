@@ -28,15 +28,16 @@ func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) error {
 	return u.ServeDrainer(d)
 }
 
-// NewDrainer returns drain.New with the Upgrader's IdleGrace and Logger, for
-// use with ServeDrainer. Register a hook on it with OnDrain to tell WebSocket
-// and other hijacked connections to finish when the drain begins.
+// NewDrainer returns drain.NewDrainer with the Upgrader's IdleGrace and
+// Logger, for use with ServeDrainer. Register a hook on it with OnDrain to
+// tell WebSocket and other hijacked connections to finish when the drain
+// begins.
 //
 // The Upgrader reads the Drainers it made, and those given to ServeDrainer,
 // during an upgrade's bake window (see Options.Bake): the old generation
 // pauses them, the new one reports what they answered.
 func (u *Upgrader) NewDrainer() *drain.Drainer {
-	d := drain.New(u.opts.IdleGrace, u.log)
+	d := drain.NewDrainer(drain.Options{IdleGrace: u.opts.IdleGrace, Logger: u.log})
 	u.addDrainer(d)
 	return d
 }
@@ -90,7 +91,7 @@ func (u *Upgrader) drain(d *drain.Drainer) {
 			u.reportDrain(left, deadline)
 		}
 	})
-	open := d.Open()
+	open := d.OpenConns()
 	jobs := u.jobs.close()
 	u.log.Info("draining", "event", "drain.started", "conns", open, "jobs", jobs, "deadline_s", u.opts.DrainTimeout.Seconds())
 	st := d.Drain(ctx)

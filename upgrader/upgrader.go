@@ -23,17 +23,29 @@ import (
 	"github.com/handoff-dev/handoff/systemd"
 )
 
-// Defaults for the zero values of Options.
+// Defaults for the zero values of Options. A drain's defaults are package
+// drain's: drain.DefaultTimeout for DrainTimeout, drain.DefaultIdleGrace for
+// IdleGrace.
 const (
+	// DefaultUpgradeTimeout is the UpgradeTimeout of a zero
+	// Options.UpgradeTimeout.
 	DefaultUpgradeTimeout = time.Minute
-	DefaultDrainTimeout   = 30 * time.Second
-	DefaultIdleGrace      = drain.DefaultIdleGrace
 	// DefaultBake is the bake window of a zero Options.Bake.
 	DefaultBake = 10 * time.Second
 	// MinBake is the shortest bake window Options.Bake accepts: the
 	// checks need a few looks at the sockets to tell anything.
 	MinBake = 250 * time.Millisecond
 )
+
+// DefaultDrainTimeout is drain.DefaultTimeout.
+//
+// Deprecated: use drain.DefaultTimeout, the one name of this default.
+const DefaultDrainTimeout = drain.DefaultTimeout
+
+// DefaultIdleGrace is drain.DefaultIdleGrace.
+//
+// Deprecated: use drain.DefaultIdleGrace, the one name of this default.
+const DefaultIdleGrace = drain.DefaultIdleGrace
 
 // FDStoreName is the FDNAME under which sockets go to systemd's fd store;
 // after a restart they come back through socket activation with this name,
@@ -56,13 +68,15 @@ type Options struct {
 	UpgradeTimeout time.Duration
 	// DrainTimeout bounds how long requests in flight may take to finish
 	// once the generation drains; past it, what is left is closed.
-	// Default DefaultDrainTimeout.
+	// Default drain.DefaultTimeout.
 	DrainTimeout time.Duration
 	// IdleGrace is how long a connection may stay idle after the drain began
-	// before it is closed. Default DefaultIdleGrace.
+	// before it is closed. Default drain.DefaultIdleGrace.
 	IdleGrace time.Duration
-	// Logger receives one line per event, each with the generation and pid.
-	// Default: text to stderr.
+	// Logger receives one line per event, each with the keys event, gen
+	// (this generation's number) and pid, the last two added with
+	// Logger.With: a handler that renames or drops keys in WithAttrs sees
+	// them there. Default: text to stderr.
 	Logger *slog.Logger
 	// NoSignals, if true, leaves SIGHUP, SIGTERM and SIGINT alone; the caller
 	// then drives the Upgrader with Upgrade and Stop.
@@ -199,10 +213,10 @@ func New(opts Options) (*Upgrader, error) {
 		opts.UpgradeTimeout = DefaultUpgradeTimeout
 	}
 	if opts.DrainTimeout <= 0 {
-		opts.DrainTimeout = DefaultDrainTimeout
+		opts.DrainTimeout = drain.DefaultTimeout
 	}
 	if opts.IdleGrace <= 0 {
-		opts.IdleGrace = DefaultIdleGrace
+		opts.IdleGrace = drain.DefaultIdleGrace
 	}
 	switch {
 	case opts.Bake == 0:

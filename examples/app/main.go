@@ -51,7 +51,7 @@ func main() {
 
 	// 2. Serve; the Drainer tracks connections so that the drain loses none.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	d := drain.New(time.Second, nil)
+	d := drain.NewDrainer(drain.Options{IdleGrace: time.Second})
 	for _, ln := range listeners {
 		d.Serve(srv, ln)
 	}

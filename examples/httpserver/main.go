@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/drain"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
@@ -29,8 +30,8 @@ func main() {
 	addrs := flag.String("addr", "127.0.0.1:8080", "addresses to serve on, comma-separated: HOST:PORT, unix:///path, systemd:NAME")
 	pidfile := flag.String("pidfile", "", "file to write the serving generation's pid to")
 	upgradeTimeout := flag.Duration("upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new generation may take to become ready")
-	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "how long requests in flight may take once draining")
-	idleGrace := flag.Duration("idle-grace", upgrader.DefaultIdleGrace, "how long an idle connection stays open once draining")
+	drainTimeout := flag.Duration("drain-timeout", drain.DefaultTimeout, "how long requests in flight may take once draining")
+	idleGrace := flag.Duration("idle-grace", drain.DefaultIdleGrace, "how long an idle connection stays open once draining")
 	stopDelay := flag.Duration("stop-delay", 0, "how long to serve on after SIGTERM before draining, for a load balancer to deregister this instance")
 	bake := flag.Duration("bake", upgrader.DefaultBake, "how long a new generation has, once ready, to prove it serves before this one hands over; negative: no bake")
 	logFormat := flag.String("log-format", "text", "log lines as text (key=value) or json")

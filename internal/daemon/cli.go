@@ -147,7 +147,7 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	// keeper, if it still holds them (keeper.go).
 	taken := takeHeld(cfg.Control, log)
 	defer func() { taken.close() }()
-	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: log.WithGroup("handoff"), FDStore: cfg.FDStore,
+	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: upgraderLog(log), FDStore: cfg.FDStore,
 		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.take,
 		// A new handoff (SIGUSR2) proves itself by its own generation's
 		// readiness (and --bake); handoff serves nothing through a Drainer

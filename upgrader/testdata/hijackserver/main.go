@@ -39,13 +39,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handoff-dev/handoff/drain"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to serve on")
 	pidfile := flag.String("pidfile", "", "pid file")
-	drainTimeout := flag.Duration("drain-timeout", upgrader.DefaultDrainTimeout, "drain timeout")
+	drainTimeout := flag.Duration("drain-timeout", drain.DefaultTimeout, "drain timeout")
 	useTLS := flag.Bool("tls", false, "serve TLS")
 	wrap := flag.Bool("wrap", false, "wrap the listener in a type of the user's own")
 	recordPath := flag.String("record", "", "file to append job and request outcomes to")

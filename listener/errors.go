@@ -8,6 +8,11 @@ import (
 	"unicode"
 )
 
+// ErrMalformed is wrapped by every error Parse returns (and so by Listen's
+// for an address it cannot parse), inside an *Error that names the address
+// and the forms it takes.
+var ErrMalformed = errors.New("malformed address")
+
 // Error describes why an address could not be parsed or opened.
 type Error struct {
 	// Addr is the address as the caller gave it.
