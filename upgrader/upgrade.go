@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,7 +41,7 @@ func (u *Upgrader) attempt() attemptResult {
 		} else {
 			u.log.Error("upgrade failed; still serving", "event", "upgrade.failed", "err", res.err, "after_ms", time.Since(start).Milliseconds())
 		}
-		if _, err := systemd.Ready(u.status("serving; upgrade failed: " + res.err.Error())); err != nil {
+		if _, err := systemd.Ready(u.status("serving; " + strings.TrimPrefix(res.err.Error(), "upgrader: "))); err != nil {
 			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
 		return res
