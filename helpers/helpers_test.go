@@ -323,7 +323,7 @@ except socket.timeout:
 p = socket.create_server(("127.0.0.1", 0))
 os.dup2(p.fileno(), 3)
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
-handoff._passed = None
+handoff._activation._passed = None  # listen_fds looks again
 passed = handoff.listener("web")
 if handoff._hold_back(passed):
     sys.exit("passed socket: held back")
