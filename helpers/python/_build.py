@@ -109,7 +109,7 @@ def build_wheel(wheel_directory: str, config_settings: Optional[Dict[str, Any]] 
         files[f"{info}/licenses/{fn}"] = _read(fn)
     files[f"{info}/METADATA"] = metadata.encode()
     files[f"{info}/WHEEL"] = WHEEL.encode()
-    record = []
+    record: List[str] = []
     for path, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         record.append(f"{path},sha256={digest},{len(data)}")

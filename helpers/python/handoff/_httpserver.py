@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Set, Tuple, Type, TypedDict
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Set, Tuple, Type, TypedDict, cast
 
 from ._activation import listener
 from ._holdback import _take_queued
@@ -90,11 +90,8 @@ class _DrainMixin(BaseHTTPRequestHandler if TYPE_CHECKING else object):
     drain, close an idle connection only when nothing was received for the
     server's idle_grace, and say Connection: close once draining."""
 
-    server: DrainingHTTPServer
-    connection: socket.socket
-
     def handle(self) -> None:
-        srv, conn = self.server, self.connection
+        srv, conn = cast(DrainingHTTPServer, self.server), self.connection
         srv.track(conn, True)
         try:
             self.close_connection = False
@@ -143,7 +140,7 @@ class _DrainMixin(BaseHTTPRequestHandler if TYPE_CHECKING else object):
         return True if data else None
 
     def end_headers(self) -> None:
-        if self.server.draining:
+        if cast(DrainingHTTPServer, self.server).draining:
             self.send_header("Connection", "close")
             self.close_connection = True
         super().end_headers()

@@ -7,7 +7,7 @@ import signal
 import sys
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, cast
 
 from ._httpserver import _STOP_SIGNALS, DrainStats, serve_http
 
@@ -27,7 +27,7 @@ class _WSGIHandler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        host, port = self.server.server_address[:2]
+        host, port = cast(Tuple[str, int], self.server.server_address)[:2]
         environ: Dict[str, Any] = {
             "REQUEST_METHOD": self.command, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
             "SERVER_NAME": str(host), "SERVER_PORT": str(port), "SERVER_PROTOCOL": self.request_version,
