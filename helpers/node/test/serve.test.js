@@ -225,7 +225,10 @@ test('SIGTERM: a request in flight is answered, an idle keep-alive connection cl
     await during.closed();
 
     const closedAt = await idle.closed(); // a FIN, not a reset
-    assert.ok(closedAt - idleAnswered >= grace - 20, `idle connection closed ${closedAt - idleAnswered} ms after its last response, before the ${grace} ms grace`);
+    // The helper counts the grace from its end of the response, a little
+    // before this side saw it: 200 ms of slack for a loaded machine; a drain
+    // that closes idle connections at once does it within about 50 ms.
+    assert.ok(closedAt - idleAnswered >= grace - 200, `idle connection closed ${closedAt - idleAnswered} ms after its last response, before the ${grace} ms grace`);
 
     p.child.stdin.write('go\n'); // the request in flight, answered after the idle close
     const h = await held;
