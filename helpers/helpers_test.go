@@ -163,6 +163,45 @@ func example(t *testing.T, interpreter, path string) []string {
 	return []string{bin, abs}
 }
 
+// TestNodeUnit runs the Node helper's own tests, `node --test` in
+// helpers/node (real processes, sockets and signals, about 5 s), so that
+// `go test ./...` runs them too.
+func TestNodeUnit(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test")
+	cmd.Dir = "node"
+	cmd.Env = withoutActivation(os.Environ())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test in helpers/node: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "# tests ") || strings.HasPrefix(l, "# pass ") || strings.HasPrefix(l, "# duration_ms ") {
+			t.Log(l)
+		}
+	}
+}
+
+// withoutActivation is env less the variables of socket activation and
+// readiness, which a test's own programs must not take for theirs.
+func withoutActivation(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
 func TestNodeHTTP(t *testing.T) {
 	// Node's core cannot send READY=1 (no Unix datagram sockets): handoff
 	// sees it wait for connections instead.
@@ -323,7 +362,7 @@ except socket.timeout:
 p = socket.create_server(("127.0.0.1", 0))
 os.dup2(p.fileno(), 3)
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
-handoff._passed = None
+handoff._activation._passed = None  # listen_fds looks again
 passed = handoff.listener("web")
 if handoff._hold_back(passed):
     sys.exit("passed socket: held back")
