@@ -30,7 +30,12 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.interrupted.Swap(false) {
+			// A pause cut an Accept short, or began since waitResumed
+			// returned: clear its deadline, and look at the pause again
+			// before accepting, or this Accept would take a connection
+			// while paused.
 			setDeadline(l.Listener, time.Time{})
+			continue
 		}
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -39,6 +44,16 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 				continue // cut short by Pause
 			}
 			return nil, err
+		}
+		if l.d.Paused() {
+			// The pause began while this Accept was under way: its
+			// deadline does not cut a wait short at once, and a
+			// connection that came meanwhile may have won. Hold it until
+			// the pause ends (Drain ends it too), as the queue would have.
+			if err := l.d.waitResumed(l.closed); err != nil {
+				c.Close()
+				return nil, err
+			}
 		}
 		l.d.accepted.Add(1)
 		return l.track(c), nil

@@ -27,8 +27,9 @@ func (d *Drainer) Activity() Activity {
 // taken by another process that holds the same sockets, until Resume.
 // Connections already accepted are served as before. An Accept in
 // progress is cut short where the listener has deadlines (TCP and Unix
-// listeners); otherwise it may still take one connection. Pause is
-// idempotent; Drain ends a pause.
+// listeners); a connection it takes as the pause begins — or, where the
+// listener has no deadlines (TLS), the next one — is held, unserved and
+// uncounted, until the pause ends. Pause is idempotent; Drain ends a pause.
 func (d *Drainer) Pause() {
 	d.mu.Lock()
 	if d.resumed != nil {

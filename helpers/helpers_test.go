@@ -2,6 +2,7 @@ package helpers_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -22,6 +23,12 @@ import (
 var handoffBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// The helpers' own unit tests (node --test) and the package
+		// checks that need no handoff: nothing is built.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "handoff-helpers-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -203,6 +210,7 @@ func withoutActivation(env []string) []string {
 }
 
 func TestNodeHTTP(t *testing.T) {
+	spawns(t)
 	// Node's core cannot send READY=1 (no Unix datagram sockets): handoff
 	// sees it wait for connections instead.
 	reloadsUnderLoad(t, "accept", example(t, "node", "node/example/server.js")...)
@@ -211,6 +219,7 @@ func TestNodeHTTP(t *testing.T) {
 // TestNodeExpress is TestNodeHTTP with an Express app, Express installed
 // from the npm registry into the test's own directory.
 func TestNodeExpress(t *testing.T) {
+	spawns(t)
 	program := example(t, "node", "node/example/express.js")
 	npm, err := exec.LookPath("npm")
 	if err != nil {
@@ -226,6 +235,7 @@ func TestNodeExpress(t *testing.T) {
 }
 
 func TestPythonHTTPServer(t *testing.T) {
+	spawns(t)
 	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/server.py")...) // the helper sends READY=1
 }
 
@@ -236,6 +246,7 @@ func TestPythonHTTPServer(t *testing.T) {
 // request with Connection: close and holds no idle connection, and loses
 // none. The test skips where gunicorn is not installed.
 func TestGunicornRecipe(t *testing.T) {
+	spawns(t)
 	gunicorn, err := exec.LookPath("gunicorn")
 	if err != nil {
 		t.Skip("gunicorn is not installed (apt-get install gunicorn)")
@@ -251,12 +262,14 @@ func TestGunicornRecipe(t *testing.T) {
 }
 
 func TestPythonWSGI(t *testing.T) {
+	spawns(t)
 	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/wsgi_app.py")...)
 }
 
 // TestPythonASGI: an ASGI application (asyncio) served by the helper's
 // run_asgi.
 func TestPythonASGI(t *testing.T) {
+	spawns(t)
 	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/asgi_app.py")...)
 }
 
@@ -327,14 +340,17 @@ func stopsAlone(t *testing.T, freshResets int, program ...string) {
 }
 
 func TestNodeAlone(t *testing.T) {
+	spawns(t)
 	stopsAlone(t, 2, example(t, "node", "node/example/server.js")...)
 }
 
 func TestPythonAlone(t *testing.T) {
+	spawns(t)
 	stopsAlone(t, 0, example(t, "python3", "python/example/server.py")...)
 }
 
 func TestPythonASGIAlone(t *testing.T) {
+	spawns(t)
 	stopsAlone(t, 0, example(t, "python3", "python/example/asgi_app.py")...)
 }
 
@@ -344,6 +360,7 @@ func TestPythonASGIAlone(t *testing.T) {
 // completing; on a socket passed by handoff or systemd, which the next
 // generation serves, it does nothing.
 func TestPythonHoldsBackAlone(t *testing.T) {
+	spawns(t)
 	py := example(t, "python3", "python")
 	script := `
 import os, socket, sys
@@ -371,5 +388,13 @@ print("ok")
 	out, err := exec.Command(py[0], "-c", script, py[1]).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// spawns skips t under -short: it runs handoff, and programs under load.
+func spawns(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs handoff and programs under load: not under -short")
 	}
 }
