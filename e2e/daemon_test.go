@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,31 +83,9 @@ func TestDaemonReload(t *testing.T) {
 func TestFDStoreKeepsSocketsOpen(t *testing.T) {
 	m := systemdtest.Start(t)
 	const sock = "/run/fdstore-test.sock" // not under RuntimeDirectory=, which a restart removes
-	for _, c := range []struct {
-		unit string
-		repl []string
-	}{
-		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@,unix://" + sock, "-pidfile", "-fdstore -pidfile"}},
-		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore --listen api=unix://" + sock}},
-	} {
+	for _, c := range fdStoreUnits(sock) {
 		t.Run(c.unit, func(t *testing.T) {
-			addr := proc.FreeAddr(t)
-			for i := range c.repl {
-				c.repl[i] = strings.ReplaceAll(c.repl[i], "@ADDR@", addr)
-			}
-			text := unit(t, m, c.unit, c.repl...)
-			text = strings.Replace(text, "Restart=on-failure", "Restart=always\nRestartSec=100ms\nFileDescriptorStoreMax=8", 1)
-			m.Install(c.unit, text)
-			if out, err := m.Systemctl("start", c.unit); err != nil {
-				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(c.unit))
-			}
-			waitActive(t, m, c.unit)
-			// The sockets go to the store once the program is ready.
-			for deadline := time.Now().Add(5 * time.Second); m.Show(c.unit, "NFileDescriptorStore") == "0"; time.Sleep(20 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no descriptor in the fd store after 5 s:\n%s", m.Journal(c.unit))
-				}
-			}
+			addr := startFDStoreUnit(t, m, c.unit, c.repl, "Restart=always\nRestartSec=100ms")
 
 			l := load("http://"+addr, 100, 0)
 			// The socket file as the host sees it, inside systemd's /run.
@@ -173,30 +152,9 @@ func waitNewMain(t *testing.T, m *systemdtest.Manager, u string, old int) {
 func TestFDStorePlainStop(t *testing.T) {
 	m := systemdtest.Start(t)
 	const sock = "/run/fdstore-stop.sock"
-	for _, c := range []struct {
-		unit string
-		repl []string
-	}{
-		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore --listen api=unix://" + sock}},
-		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@,unix://" + sock, "-pidfile", "-fdstore -pidfile"}},
-	} {
+	for _, c := range fdStoreUnits(sock) {
 		t.Run(c.unit, func(t *testing.T) {
-			addr := proc.FreeAddr(t)
-			for i := range c.repl {
-				c.repl[i] = strings.ReplaceAll(c.repl[i], "@ADDR@", addr)
-			}
-			text := unit(t, m, c.unit, c.repl...)
-			text = strings.Replace(text, "Restart=on-failure", "Restart=on-failure\nFileDescriptorStoreMax=8", 1)
-			m.Install(c.unit, text)
-			if out, err := m.Systemctl("start", c.unit); err != nil {
-				t.Fatalf("start: %v %s\n%s", err, out, m.Journal(c.unit))
-			}
-			waitActive(t, m, c.unit)
-			for deadline := time.Now().Add(5 * time.Second); m.Show(c.unit, "NFileDescriptorStore") == "0"; time.Sleep(20 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no descriptor in the fd store after 5 s:\n%s", m.Journal(c.unit))
-				}
-			}
+			addr := startFDStoreUnit(t, m, c.unit, c.repl, "Restart=on-failure")
 			l := load("http://"+addr, 200, 1500*time.Millisecond)
 			lu := loadVia(fmt.Sprintf("/proc/%d/root%s", m.PID, sock), 100)
 			l.more(t, 0, 50)
@@ -219,4 +177,46 @@ func TestFDStorePlainStop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fdStoreUnit is a unit of examples/systemd with the replacements that put
+// its sockets — TCP at @ADDR@, and Unix at sock — in systemd's fd store.
+type fdStoreUnit struct {
+	unit string
+	repl []string
+}
+
+// fdStoreUnits are the library's server and handoff run, each with a TCP
+// socket and the Unix socket sock in the fd store.
+func fdStoreUnits(sock string) []fdStoreUnit {
+	return []fdStoreUnit{
+		{"httpserver.service", []string{"/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", "@ADDR@,unix://" + sock, "-pidfile", "-fdstore -pidfile"}},
+		{"app-notify.service", []string{"/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", "@ADDR@", "handoff run", "handoff run --fdstore --listen api=unix://" + sock}},
+	}
+}
+
+// startFDStoreUnit installs the unit name with repl (@ADDR@ a free address, which it
+// returns), restart as its Restart= lines and FileDescriptorStoreMax=8,
+// starts it, and waits until the sockets are in the fd store — they go
+// there once the program is ready.
+func startFDStoreUnit(t *testing.T, m *systemdtest.Manager, name string, repl []string, restart string) string {
+	t.Helper()
+	addr := proc.FreeAddr(t)
+	repl = slices.Clone(repl)
+	for i := range repl {
+		repl[i] = strings.ReplaceAll(repl[i], "@ADDR@", addr)
+	}
+	text := unit(t, m, name, repl...)
+	text = strings.Replace(text, "Restart=on-failure", restart+"\nFileDescriptorStoreMax=8", 1)
+	m.Install(name, text)
+	if out, err := m.Systemctl("start", name); err != nil {
+		t.Fatalf("start: %v %s\n%s", err, out, m.Journal(name))
+	}
+	waitActive(t, m, name)
+	for deadline := time.Now().Add(5 * time.Second); m.Show(name, "NFileDescriptorStore") == "0"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no descriptor in the fd store after 5 s:\n%s", m.Journal(name))
+		}
+	}
+	return addr
 }

@@ -26,16 +26,7 @@ import (
 // while before it exits.
 func TestStopRefusesNotResets(t *testing.T) {
 	spawns(t)
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed")
-	}
-	script, err := filepath.Abs("testdata/plain_server.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lingering := filepath.Join(t.TempDir(), "lingering")
-	proc.WriteExec(t, lingering, []byte("#!/bin/sh\nLINGER=0.6 exec "+py+" "+script+"\n"))
+	lingering := lingeringServer(t, "0.6")
 	for _, c := range []struct {
 		name         string
 		program      []string
@@ -126,16 +117,7 @@ func TestStopThatKillsExitsNonZero(t *testing.T) {
 // then reset (200 of 2,390 were, measured before).
 func TestStopUnixSocket(t *testing.T) {
 	spawns(t)
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed")
-	}
-	script, err := filepath.Abs("testdata/plain_server.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lingering := filepath.Join(t.TempDir(), "lingering")
-	proc.WriteExec(t, lingering, []byte("#!/bin/sh\nLINGER=0.5 exec "+py+" "+script+"\n"))
+	lingering := lingeringServer(t, "0.5")
 	path := filepath.Join(t.TempDir(), "web.sock")
 	d := startDaemonOn(t, "", "unix://"+path, []string{lingering}, "--ready", "accept")
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -164,4 +146,22 @@ func TestStopUnixSocket(t *testing.T) {
 	if rec := d.waitRecord(time.Second, "event=stop.held_back"); rec == nil {
 		t.Error("no stop.held_back record")
 	}
+}
+
+// lingeringServer returns a program that runs testdata/plain_server.py,
+// which holds its socket for linger seconds after it stops accepting, or
+// skips t where python3 is missing.
+func lingeringServer(t *testing.T, linger string) string {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	script, err := filepath.Abs("testdata/plain_server.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(t.TempDir(), "lingering")
+	proc.WriteExec(t, prog, []byte("#!/bin/sh\nLINGER="+linger+" exec "+py+" "+script+"\n"))
+	return prog
 }

@@ -78,34 +78,53 @@ func dump(states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []
 }
 
 func dumpFamily(family uint8, states uint32, f func(port uint16, ino uint64, rqueue uint32, attrs []byte)) error {
+	// struct inet_diag_req_v2: family, protocol, extensions, pad, states,
+	// and a zero struct inet_diag_sockid.
+	req := make([]byte, 56)
+	req[0], req[1], req[2] = family, unix.IPPROTO_TCP, 1<<(inetDiagInfo-1)
+	binary.NativeEndian.PutUint32(req[4:], states)
+	return dumpMsgs("sock_diag", req, func(data []byte) {
+		if len(data) < inetDiagMsgLen {
+			return
+		}
+		// struct inet_diag_msg: family, state, timer, retrans; the
+		// sockid, whose local port (network order) comes first; expires,
+		// rqueue, wqueue, uid, inode.
+		ne := binary.NativeEndian
+		port := binary.BigEndian.Uint16(data[4:6])
+		f(port, uint64(ne.Uint32(data[68:72])), ne.Uint32(data[56:60]), data[inetDiagMsgLen:])
+	})
+}
+
+// dumpMsgs sends the sock_diag dump request req (the family's request
+// struct, after the netlink header this adds) and calls f with the data of
+// each message of the answer, until the dump is done. what names the
+// interface in errors.
+func dumpMsgs(what string, req []byte, f func(data []byte)) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
 	}
 	defer unix.Close(fd)
-	// struct nlmsghdr, then struct inet_diag_req_v2 (family, protocol,
-	// extensions, pad, states, and a zero struct inet_diag_sockid).
-	req := make([]byte, unix.NLMSG_HDRLEN+56)
+	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))
 	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], sockDiagByFamily)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], 1)
-	b := req[unix.NLMSG_HDRLEN:]
-	b[0], b[1], b[2] = family, unix.IPPROTO_TCP, 1<<(inetDiagInfo-1)
-	ne.PutUint32(b[4:], states)
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return os.NewSyscallError("sendto sock_diag", err)
+	ne.PutUint32(msg[0:], uint32(len(msg)))
+	ne.PutUint16(msg[4:], sockDiagByFamily)
+	ne.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(msg[8:], 1)
+	copy(msg[unix.NLMSG_HDRLEN:], req)
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return os.NewSyscallError("sendto "+what, err)
 	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
-			return os.NewSyscallError("recvfrom sock_diag", err)
+			return os.NewSyscallError("recvfrom "+what, err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
-			return fmt.Errorf("sock_diag: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
@@ -114,19 +133,12 @@ func dumpFamily(family uint8, states uint32, f func(port uint16, ino uint64, rqu
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {
 					if e := int32(ne.Uint32(m.Data)); e != 0 {
-						return os.NewSyscallError("sock_diag", syscall.Errno(-e))
+						return os.NewSyscallError(what, syscall.Errno(-e))
 					}
 				}
 				return nil
 			}
-			if len(m.Data) < inetDiagMsgLen {
-				continue
-			}
-			// struct inet_diag_msg: family, state, timer, retrans; the
-			// sockid, whose local port (network order) comes first;
-			// expires, rqueue, wqueue, uid, inode.
-			port := binary.BigEndian.Uint16(m.Data[4:6])
-			f(port, uint64(ne.Uint32(m.Data[68:72])), ne.Uint32(m.Data[56:60]), m.Data[inetDiagMsgLen:])
+			f(m.Data)
 		}
 	}
 }
@@ -174,74 +186,43 @@ const (
 // inodes as the kernel's unix_diag lists them: for a listening socket, the
 // receive queue it reports is its accept queue.
 func UnixListeners(inodes map[uint64]bool) (map[uint64]UnixListener, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
-	}
-	defer unix.Close(fd)
-	// struct nlmsghdr, then struct unix_diag_req: family, protocol, pad,
-	// states, inode, what to show, cookie.
-	req := make([]byte, unix.NLMSG_HDRLEN+24)
+	// struct unix_diag_req: family, protocol, pad, states, inode, what to
+	// show, cookie.
+	req := make([]byte, 24)
 	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], sockDiagByFamily)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], 1)
-	b := req[unix.NLMSG_HDRLEN:]
-	b[0] = unix.AF_UNIX
-	ne.PutUint32(b[4:], 1<<tcpListen) // TCP_LISTEN names a listening Unix socket's state too
-	ne.PutUint32(b[12:], unixDiagShowVFS|unixDiagShowRQLen)
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, os.NewSyscallError("sendto unix_diag", err)
-	}
+	req[0] = unix.AF_UNIX
+	ne.PutUint32(req[4:], 1<<tcpListen) // TCP_LISTEN names a listening Unix socket's state too
+	ne.PutUint32(req[12:], unixDiagShowVFS|unixDiagShowRQLen)
 	out := map[uint64]UnixListener{}
-	buf := make([]byte, 64<<10)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return nil, os.NewSyscallError("recvfrom unix_diag", err)
+	err := dumpMsgs("unix_diag", req, func(data []byte) {
+		if len(data) < unixDiagMsgLen {
+			return
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return nil, fmt.Errorf("unix_diag: %w", err)
+		ino := uint64(ne.Uint32(data[4:8]))
+		if !inodes[ino] {
+			return
 		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if e := int32(ne.Uint32(m.Data)); e != 0 {
-						return nil, os.NewSyscallError("unix_diag", syscall.Errno(-e))
-					}
-				}
-				return out, nil
+		var info UnixListener
+		attrs := data[unixDiagMsgLen:]
+		for len(attrs) >= 4 {
+			l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
+			if l < 4 || l > len(attrs) {
+				break
 			}
-			if len(m.Data) < unixDiagMsgLen {
-				continue
+			switch {
+			case typ == unixDiagRQLen && l >= 12:
+				info.Queued = int(ne.Uint32(attrs[4:]))
+			case typ == unixDiagVFS && l >= 12:
+				info.VFSIno = uint64(ne.Uint32(attrs[4:]))
 			}
-			ino := uint64(ne.Uint32(m.Data[4:8]))
-			if !inodes[ino] {
-				continue
-			}
-			var info UnixListener
-			attrs := m.Data[unixDiagMsgLen:]
-			for len(attrs) >= 4 {
-				l, typ := int(ne.Uint16(attrs[0:])), ne.Uint16(attrs[2:])
-				if l < 4 || l > len(attrs) {
-					break
-				}
-				switch {
-				case typ == unixDiagRQLen && l >= 12:
-					info.Queued = int(ne.Uint32(attrs[4:]))
-				case typ == unixDiagVFS && l >= 12:
-					info.VFSIno = uint64(ne.Uint32(attrs[4:]))
-				}
-				attrs = attrs[(l+3)&^3:]
-			}
-			out[ino] = info
+			attrs = attrs[(l+3)&^3:]
 		}
+		out[ino] = info
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // UnixAcceptQueue returns how many connections wait in the accept queues of
