@@ -22,6 +22,9 @@ type trackedListener struct {
 	// interrupted: Pause cut the Accept in progress short with a deadline,
 	// which the next Accept clears.
 	interrupted atomic.Bool
+	// accepting is set while an Accept of the listener is under way, or
+	// about to be: Pause waits until it is not.
+	accepting atomic.Bool
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
@@ -37,23 +40,21 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			setDeadline(l.Listener, time.Time{})
 			continue
 		}
+		// Say so before looking at the pause once more: a Pause that has
+		// begun is seen here, or waits for this Accept to return.
+		l.accepting.Store(true)
+		if l.d.Paused() {
+			l.accepting.Store(false)
+			continue
+		}
 		c, err := l.Listener.Accept()
+		l.accepting.Store(false)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && (l.interrupted.Load() || l.d.Paused()) {
 				continue // cut short by Pause
 			}
 			return nil, err
-		}
-		if l.d.Paused() {
-			// The pause began while this Accept was under way: its
-			// deadline does not cut a wait short at once, and a
-			// connection that came meanwhile may have won. Hold it until
-			// the pause ends (Drain ends it too), as the queue would have.
-			if err := l.d.waitResumed(l.closed); err != nil {
-				c.Close()
-				return nil, err
-			}
 		}
 		l.d.accepted.Add(1)
 		return l.track(c), nil
@@ -73,6 +74,22 @@ func (l *trackedListener) interrupt() {
 	l.interrupted.Store(true)
 	setDeadline(l.Listener, time.Now())
 }
+
+// settle waits, up to settleMax, until no Accept of l is under way, where
+// the listener has deadlines: interrupt's deadline cuts a parked Accept
+// short, but not at once, and a connection that comes meanwhile may still
+// be taken before it returns. Once settled, the pause holds.
+func (l *trackedListener) settle() {
+	if _, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); !ok {
+		return
+	}
+	for deadline := time.Now().Add(settleMax); l.accepting.Load() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// settleMax bounds how long Pause waits for an Accept in progress.
+const settleMax = 100 * time.Millisecond
 
 func setDeadline(ln net.Listener, t time.Time) {
 	if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {

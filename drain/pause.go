@@ -25,11 +25,11 @@ func (d *Drainer) Activity() Activity {
 // Pause stops the servers taking connections off their listeners, which
 // stay open: new connections wait in the sockets' accept queues, or are
 // taken by another process that holds the same sockets, until Resume.
-// Connections already accepted are served as before. An Accept in
-// progress is cut short where the listener has deadlines (TCP and Unix
-// listeners); a connection it takes as the pause begins — or, where the
-// listener has no deadlines (TLS), the next one — is held, unserved and
-// uncounted, until the pause ends. Pause is idempotent; Drain ends a pause.
+// Connections already accepted are served as before. Where the listener
+// has deadlines (TCP and Unix listeners), an Accept in progress is cut
+// short, and Pause returns once it has: a connection that comes after
+// Pause returns waits. Where it has none (TLS), the Accept in progress may
+// still take one more. Pause is idempotent; Drain ends a pause.
 func (d *Drainer) Pause() {
 	d.mu.Lock()
 	if d.resumed != nil {
@@ -41,6 +41,9 @@ func (d *Drainer) Pause() {
 	d.mu.Unlock()
 	for _, l := range lns {
 		l.interrupt()
+	}
+	for _, l := range lns {
+		l.settle()
 	}
 }
 
