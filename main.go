@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/handoff-dev/handoff/internal/daemon"
+	"github.com/handoff-dev/handoff/daemon"
 )
 
 func main() {

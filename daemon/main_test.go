@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/internal/daemon"
+	"github.com/handoff-dev/handoff/daemon"
 	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	if exec.Command("git", "rev-parse", "--git-dir").Run() == nil {
 		vcs = "-buildvcs=true"
 	}
-	for _, b := range [][2]string{{handoffBin, "../.."}, {appBin, "../../examples/app"}} {
+	for _, b := range [][2]string{{handoffBin, ".."}, {appBin, "../examples/app"}} {
 		cmd := exec.Command("go", "build", vcs, "-o", b[0], b[1])
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {

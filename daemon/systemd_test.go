@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/handoff-dev/handoff/internal/daemon"
+	"github.com/handoff-dev/handoff/daemon"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 

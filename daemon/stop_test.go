@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/internal/daemon"
+	"github.com/handoff-dev/handoff/daemon"
 	"github.com/handoff-dev/handoff/internal/loadcheck"
 	"github.com/handoff-dev/handoff/internal/proc"
 )

@@ -35,7 +35,7 @@ func TestReloadsUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Skip("python3 is not installed")
 		}
-		app, err := filepath.Abs("../../examples/python-app/app.py")
+		app, err := filepath.Abs("../examples/python-app/app.py")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,7 +27,7 @@ import (
 )
 
 // Version is handoff's version; release builds set it with
-// -ldflags "-X github.com/handoff-dev/handoff/internal/daemon.Version=v1.2.3".
+// -ldflags "-X github.com/handoff-dev/handoff/daemon.Version=v1.2.3".
 var Version = ""
 
 // envNextGen carries the next generation number to a new handoff on SIGUSR2.
