@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
 
@@ -237,11 +238,11 @@ func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
 // holds.
 func held(root int, conns map[uint64]sockdiag.Conn) map[uint64]bool {
 	out := map[uint64]bool{}
-	pids, err := processTree(root)
+	pids, err := procfs.ProcessTree(root)
 	if err != nil {
 		return out
 	}
-	for ino := range socketInodes(pids) {
+	for ino := range procfs.SocketInodes(pids) {
 		if _, ok := conns[ino]; ok {
 			out[ino] = true
 		}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -155,7 +156,7 @@ func (s *supervisor) status() Status {
 					ws.State = "unresponsive"
 				}
 				ws.UptimeSeconds = time.Since(g.started).Round(time.Millisecond).Seconds()
-				ws.RSSBytes, _ = residentBytes(g.pid)
+				ws.RSSBytes, _ = procfs.ResidentBytes(g.pid)
 			case sl.next != nil:
 				ws.Generation, ws.PID, ws.State = sl.next.n, sl.next.pid, sl.next.state.String()
 			case sl.crashes >= failingAfter:

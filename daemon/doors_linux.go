@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sdjob"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 
@@ -213,5 +214,5 @@ func parentSockets() map[uint64]bool {
 	if _, err := os.ReadDir("/proc/" + strconv.Itoa(ppid) + "/fd"); err != nil {
 		return nil
 	}
-	return socketInodes([]int{ppid})
+	return procfs.SocketInodes([]int{ppid})
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
 
@@ -249,7 +250,7 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 		// look, once the process is seen alive: a process that dies
 		// closes its connections too.
 		if p.closedWait > 0 {
-			if st, _, _, ok := procStat(p.g.pid); ok && st != "Z" && st != "X" {
+			if st, _, _, ok := procfs.Stat(p.g.pid); ok && st != "Z" && st != "X" {
 				w.slowest = max(w.slowest, p.closedWait)
 			}
 			p.closedWait = 0

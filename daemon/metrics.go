@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
@@ -125,7 +126,7 @@ func (s *supervisor) metrics() []byte {
 		restarts = append(restarts, promtext.Sample{Labels: l, Value: float64(sl.restarts)})
 		hung = append(hung, promtext.Sample{Labels: l, Value: float64(sl.unresponsive)})
 		if sl.cur != nil {
-			if n, err := residentBytes(sl.cur.pid); err == nil {
+			if n, err := procfs.ResidentBytes(sl.cur.pid); err == nil {
 				rss = append(rss, promtext.Sample{Labels: l, Value: float64(n)})
 			}
 		}

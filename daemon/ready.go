@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 )
 
 // readyMode says how a generation shows it is ready.
@@ -246,7 +248,7 @@ func (e *notAccepting) Error() string {
 
 // waitAccepting returns nil once some process of generation g (pid root and
 // its descendants, or its process group) waits for connections on every
-// socket handed to it — see waiters — or, when ctx ends first, a
+// socket handed to it — see procfs.Waiters — or, when ctx ends first, a
 // *notAccepting that says which sockets nobody waits on.
 func (s *supervisor) waitAccepting(ctx context.Context, root int) error {
 	want := make(map[uint64]bool, len(s.inodes))
@@ -259,7 +261,7 @@ func (s *supervisor) waitAccepting(ctx context.Context, root int) error {
 	for i := 0; ; i++ {
 		// The whole process tree every acceptTree looks, the program's own
 		// process in between.
-		found, notes, err := waiters(root, want, i%acceptTree == 0)
+		found, notes, err := procfs.Waiters(root, want, i%acceptTree == 0)
 		if err == nil {
 			last = &notAccepting{notes: notes}
 			for i, ino := range s.inodes {

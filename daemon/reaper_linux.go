@@ -1,19 +1,17 @@
 package daemon
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 	"unsafe"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -132,7 +130,7 @@ func (r *reaper) sweep() {
 		return
 	}
 	n := 0
-	for _, pid := range zombieChildren(r.pid) {
+	for _, pid := range procfs.ZombieChildren(r.pid) {
 		if r.own[pid] {
 			continue
 		}
@@ -179,111 +177,11 @@ func (r *reaper) strays() []stray {
 	// and the generations each in a group of their own.
 	self := unix.Getpgrp()
 	var out []stray
-	forEachChild(func(pid int, state string, ppid, pgid int) {
+	procfs.ForEachChild(func(pid int, state string, ppid, pgid int) {
 		if ppid != r.pid || state == "Z" || r.own[pid] || r.own[pgid] || pgid == self {
 			return
 		}
-		out = append(out, stray{PID: pid, PGID: pgid, Cmd: cmdline(pid)})
-	})
-	return out
-}
-
-// cmdline returns pid's command line, its words joined by spaces, at most 80
-// bytes.
-func cmdline(pid int) string {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	s := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
-}
-
-// forEachChild calls f with the pid, state, parent and process group of
-// each child of this process. Its threads' /proc/self/task/TID/children list
-// them, which costs a read per thread and per child, not a scan of every
-// process on the host once a second; a kernel without those files
-// (CONFIG_PROC_CHILDREN) gets the scan.
-func forEachChild(f func(pid int, state string, ppid, pgid int)) {
-	if !childrenFiles() {
-		forEachProc(f)
-		return
-	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return
-	}
-	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		if err != nil {
-			continue // a thread that has exited meanwhile
-		}
-		for _, field := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(field); err == nil {
-				if state, ppid, pgid, ok := procStat(pid); ok {
-					f(pid, state, ppid, pgid)
-				}
-			}
-		}
-	}
-}
-
-// childrenFiles reports whether the kernel lists a thread's children in
-// /proc/PID/task/TID/children.
-var childrenFiles = sync.OnceValue(func() bool {
-	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d/children", os.Getpid()))
-	return err == nil
-})
-
-// forEachProc calls f with the pid, state, parent and process group of
-// every process in /proc.
-func forEachProc(f func(pid int, state string, ppid, pgid int)) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if state, ppid, pgid, ok := procStat(p); ok {
-			f(p, state, ppid, pgid)
-		}
-	}
-}
-
-// procStat reads the state, parent and process group of pid from
-// /proc/PID/stat.
-func procStat(pid int) (state string, ppid, pgid int, ok bool) {
-	var buf [512]byte
-	b, err := readSmall("/proc/"+strconv.Itoa(pid)+"/stat", buf[:])
-	if err != nil {
-		return "", 0, 0, false
-	}
-	// The command name, in parentheses, may hold spaces and parentheses;
-	// then ") S PPID PGRP …": the state, the parent, the process group.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", 0, 0, false
-	}
-	fs := strings.Fields(string(b[i+1:]))
-	if len(fs) < 3 {
-		return "", 0, 0, false
-	}
-	ppid, err1 := strconv.Atoi(fs[1])
-	pgid, err2 := strconv.Atoi(fs[2])
-	return fs[0], ppid, pgid, err1 == nil && err2 == nil
-}
-
-// zombieChildren lists the children of this process that have exited and
-// wait to be reaped.
-func zombieChildren(pid int) []int {
-	var out []int
-	forEachChild(func(p int, state string, ppid, _ int) {
-		if state == "Z" && ppid == pid {
-			out = append(out, p)
-		}
+		out = append(out, stray{PID: pid, PGID: pgid, Cmd: procfs.Cmdline(pid)})
 	})
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -247,7 +248,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			rss := map[*generation]int64{}
 			for _, g := range s.m.gens {
 				if g.state == serving {
-					if b, err := residentBytes(g.pid); err == nil {
+					if b, err := procfs.ResidentBytes(g.pid); err == nil {
 						rss[g] = b
 					}
 				}

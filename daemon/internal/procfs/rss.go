@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package procfs
 
 import (
 	"fmt"
@@ -9,9 +9,9 @@ import (
 	"strings"
 )
 
-// residentBytes returns the resident memory of process pid (its RSS, as ps
+// ResidentBytes returns the resident memory of process pid (its RSS, as ps
 // and top show it), read from /proc/PID/statm.
-func residentBytes(pid int) (int64, error) {
+func ResidentBytes(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
 	if err != nil {
 		return 0, err

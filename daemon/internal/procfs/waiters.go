@@ -1,4 +1,4 @@
-package daemon
+package procfs
 
 import (
 	"bufio"
@@ -28,7 +28,7 @@ const (
 	maxSelectFD = 1 << 16
 )
 
-// waiters finds, among the processes of the tree rooted at root (its
+// Waiters finds, among the processes of the tree rooted at root (its
 // descendants and the members of its process group), the sockets of inodes
 // that some process waits to accept (or receive) on. A socket counts when
 //
@@ -45,12 +45,12 @@ const (
 // (a process whose memory handoff may not read), for the failure message.
 //
 // With tree false, only root is inspected: the cheap look, which finds a
-// program that serves in its own process; processTree reads every
+// program that serves in its own process; ProcessTree reads every
 // /proc/PID/stat.
-func waiters(root int, inodes map[uint64]bool, tree bool) (found map[uint64]bool, notes []string, err error) {
+func Waiters(root int, inodes map[uint64]bool, tree bool) (found map[uint64]bool, notes []string, err error) {
 	pids := []int{root}
 	if tree {
-		if pids, err = processTree(root); err != nil {
+		if pids, err = ProcessTree(root); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -69,9 +69,9 @@ func waiters(root int, inodes map[uint64]bool, tree bool) (found map[uint64]bool
 	return found, notes, nil
 }
 
-// processTree returns root, its descendants and the members of its process
+// ProcessTree returns root, its descendants and the members of its process
 // group, from one pass over /proc.
-func processTree(root int) ([]int, error) {
+func ProcessTree(root int) ([]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("reading /proc: %w", err)
@@ -83,7 +83,7 @@ func processTree(root int) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		_, ppid, pgrp, ok := procStat(pid)
+		_, ppid, pgrp, ok := Stat(pid)
 		if !ok {
 			continue
 		}
@@ -305,8 +305,8 @@ func readMem(dir string, addr uint64, n int) ([]byte, error) {
 	return b, nil
 }
 
-// socketInodes returns the inodes of the sockets the processes pids hold.
-func socketInodes(pids []int) map[uint64]bool {
+// SocketInodes returns the inodes of the sockets the processes pids hold.
+func SocketInodes(pids []int) map[uint64]bool {
 	out := map[uint64]bool{}
 	for _, pid := range pids {
 		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
