@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 )
 
 // The machine's actions, all of them: what step returns and the supervisor
@@ -59,7 +61,7 @@ type (
 )
 
 // actStopStrays stops processes left behind.
-type actStopStrays struct{ strays []stray }
+type actStopStrays struct{ strays []reaper.Stray }
 
 // actWatchBake starts the checks of g's bake window; old is the generation
 // serving beside it.

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -160,7 +161,7 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 		return nil, err
 	}
 	s.u = u
-	s.reaper = newReaper(log)
+	s.reaper = reaper.New(log)
 	first := 1
 	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
 		first = n

@@ -5,6 +5,8 @@ package daemon
 import (
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 )
 
 // The machine's events, all of them: what step takes. Every name starts
@@ -73,7 +75,7 @@ type (
 // comes before that generation's evExited.
 type evLeft struct {
 	g      *generation
-	strays []stray
+	strays []reaper.Stray
 }
 
 // evBakeFailed: a baking generation was shown not to serve.

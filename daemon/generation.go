@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
@@ -72,9 +73,9 @@ type generation struct {
 	failWhy  string // set when the supervisor killed it for not being ready
 	exitedAt time.Time
 	hung     bool
-	killed   bool          // sent SIGKILL (counted in machine.killed)
-	left     []stray       // the processes it left behind at its exit
-	exitedC  chan struct{} // closed when it has exited
+	killed   bool           // sent SIGKILL (counted in machine.killed)
+	left     []reaper.Stray // the processes it left behind at its exit
+	exitedC  chan struct{}  // closed when it has exited
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }
@@ -228,7 +229,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 		Watchdog: s.u.WatchdogInterval() > 0,
 	}
 	var cmd *exec.Cmd
-	err = s.reaper.start(func() (int, error) {
+	err = s.reaper.Start(func() (int, error) {
 		var err error
 		if cmd, g.launch, err = launch(ls); err != nil {
 			return 0, err
@@ -302,7 +303,7 @@ func (s *supervisor) watch(g *generation) {
 	g.exitedC = exitedC
 	go func() {
 		err := cmd.Wait()
-		s.reaper.done(cmd.Process.Pid)
+		s.reaper.Done(cmd.Process.Pid)
 		close(exitedC)
 		// Let the last lines it printed reach the tails.
 		for _, t := range []*linetail.Tail{g.stdout, g.stderr} {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +34,7 @@ const (
 type keeper struct {
 	log  *slog.Logger
 	self string
-	r    *reaper
+	r    *reaper.Reaper
 	args []string // HOLD PATH LOGFORMAT
 	stop chan struct{}
 
@@ -62,7 +63,7 @@ type keptSocket struct {
 // startKeeper starts the output keeper, a child of handoff in its process
 // group, recorded with the reaper as handoff's own. It holds the sockets for
 // hold once handoff is gone, offering them at control+".hold".
-func startKeeper(self string, r *reaper, log *slog.Logger, hold time.Duration, control, logFormat string) (*keeper, error) {
+func startKeeper(self string, r *reaper.Reaper, log *slog.Logger, hold time.Duration, control, logFormat string) (*keeper, error) {
 	k := &keeper{log: log, self: self, r: r, stop: make(chan struct{}), outputs: map[string]keptOutput{},
 		args: []string{hold.String(), control + holdSuffix, logFormat}}
 	k.mu.Lock()
@@ -87,7 +88,7 @@ func (k *keeper) spawn() error {
 	cmd.Args[0] = "handoff-keeper"
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := k.r.start(func() (int, error) {
+	if err := k.r.Start(func() (int, error) {
 		if err := cmd.Start(); err != nil {
 			return 0, err
 		}
@@ -99,7 +100,7 @@ func (k *keeper) spawn() error {
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		k.r.done(cmd.Process.Pid)
+		k.r.Done(cmd.Process.Pid)
 		return fmt.Errorf("starting the output keeper: %w", err)
 	}
 	k.conn, k.pid, k.exited = c.(*net.UnixConn), cmd.Process.Pid, make(chan struct{})
@@ -118,7 +119,7 @@ func (k *keeper) spawn() error {
 // keeps exiting.
 func (k *keeper) watch(cmd *exec.Cmd, exited chan struct{}, started time.Time) {
 	err := cmd.Wait()
-	k.r.done(cmd.Process.Pid)
+	k.r.Done(cmd.Process.Pid)
 	close(exited)
 	k.mu.Lock()
 	defer k.mu.Unlock()

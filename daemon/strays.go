@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +21,8 @@ import (
 // first.
 
 // newStrays returns the strays not already being stopped, and marks them.
-func (s *supervisor) newStrays() []stray {
-	all := s.reaper.strays()
+func (s *supervisor) newStrays() []reaper.Stray {
+	all := s.reaper.Strays()
 	if len(all) == 0 {
 		return nil
 	}
@@ -30,7 +31,7 @@ func (s *supervisor) newStrays() []stray {
 	if s.strayStopping == nil {
 		s.strayStopping = map[int]bool{}
 	}
-	var out []stray
+	var out []reaper.Stray
 	for _, st := range all {
 		if !s.strayStopping[st.PID] {
 			s.strayStopping[st.PID] = true
@@ -43,7 +44,7 @@ func (s *supervisor) newStrays() []stray {
 // stopStrays sends the stop signal to each stray's process group (or to the
 // stray, if it leads none), and SIGKILL to those still there after the
 // drain timeout.
-func (s *supervisor) stopStrays(strays []stray) {
+func (s *supervisor) stopStrays(strays []reaper.Stray) {
 	for _, st := range strays {
 		target := st.PID
 		if st.PGID == st.PID {
@@ -56,9 +57,9 @@ func (s *supervisor) stopStrays(strays []stray) {
 
 // killStrays kills the strays that are still handoff's live children (so
 // that a pid reused since is not hit) and forgets them.
-func (s *supervisor) killStrays(strays []stray) {
+func (s *supervisor) killStrays(strays []reaper.Stray) {
 	live := map[int]bool{}
-	for _, st := range s.reaper.strays() {
+	for _, st := range s.reaper.Strays() {
 		live[st.PID] = true
 	}
 	s.strayMu.Lock()
@@ -76,13 +77,13 @@ func (s *supervisor) killStrays(strays []stray) {
 // is still running, and waits up to the drain timeout for it (then kills
 // it), so that nothing handoff started outlives it.
 func (s *supervisor) stopAllStrays() {
-	left := s.reaper.strays()
+	left := s.reaper.Strays()
 	if len(left) == 0 {
 		return
 	}
 	// Those already being stopped were reported when their generation
 	// exited; they are waited for all the same.
-	var fresh []stray
+	var fresh []reaper.Stray
 	s.strayMu.Lock()
 	for _, st := range left {
 		if !s.strayStopping[st.PID] {
@@ -101,17 +102,17 @@ func (s *supervisor) stopAllStrays() {
 		_ = unix.Kill(target, s.cfg.StopSignal)
 	}
 	deadline := time.Now().Add(s.cfg.DrainTimeout)
-	for len(s.reaper.strays()) > 0 && time.Now().Before(deadline) {
+	for len(s.reaper.Strays()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, st := range s.reaper.strays() {
+	for _, st := range s.reaper.Strays() {
 		s.log.Warn("killing a process left behind", "event", "strays.killing", "pid", st.PID, "cmd", st.Cmd)
 		killStray(st)
 	}
 }
 
 // killStray sends SIGKILL to st, and to its process group if it leads one.
-func killStray(st stray) {
+func killStray(st reaper.Stray) {
 	if st.PGID == st.PID {
 		_ = unix.Kill(-st.PID, syscall.SIGKILL)
 	}
@@ -119,7 +120,7 @@ func killStray(st stray) {
 }
 
 // strayList describes strays for a log line or a failure.
-func strayList(strays []stray) string {
+func strayList(strays []reaper.Stray) string {
 	out := ""
 	for i, st := range strays {
 		if i > 0 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -49,9 +50,9 @@ type supervisor struct {
 	// trimming is set while trimMemory runs.
 	trimming atomic.Bool
 	u        *upgrader.Upgrader
-	reaper   *reaper // nil unless handoff is PID 1 or a child subreaper
-	keeper   *keeper // holds the generations' output pipes for when handoff dies; nil as PID 1
-	self     string  // the binary to re-execute as the shim
+	reaper   *reaper.Reaper // nil unless handoff is PID 1 or a child subreaper
+	keeper   *keeper        // holds the generations' output pipes for when handoff dies; nil as PID 1
+	self     string         // the binary to re-execute as the shim
 	runDir   string
 	files    []*os.File  // the sockets, as fds 3.. of each generation
 	sockets  []io.Closer // the same sockets as listeners, held for the upgrader
@@ -240,7 +241,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 				os.Setenv(envSystemdNames, s.systemdNames)
 			}
 			// The new handoff is tableflip's child, waited for by tableflip.
-			s.reaper.pause()
+			s.reaper.Pause()
 			go func() { s.events <- evSelfUpgradeDone{s.u.Upgrade()} }()
 		case actWatchBake:
 			go s.watchBake(a.g, a.old, a.others, s.tcpPorts())
@@ -262,7 +263,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 			s.keeper.releaseSockets()
 			s.releaseSockets()
 		case actSelfUpgradeEnded:
-			s.reaper.resume()
+			s.reaper.Resume()
 		case actDone:
 			code, done = a.code, true
 		}

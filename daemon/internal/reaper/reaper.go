@@ -1,4 +1,4 @@
-package daemon
+package reaper
 
 import (
 	"errors"
@@ -19,7 +19,7 @@ import (
 // in case signals were coalesced or missed.
 const reapSweep = time.Second
 
-// reaper reaps the children handoff did not start: when handoff is PID 1 of
+// Reaper reaps the children handoff did not start: when handoff is PID 1 of
 // a container (or a child subreaper), every orphan of the namespace becomes
 // its child, and a zombie nobody waits for stays forever.
 //
@@ -29,7 +29,7 @@ const reapSweep = time.Second
 // handoff started (own). Starting a process and recording its pid happen
 // under mu, as does the sweep, so the sweep cannot see a child of handoff's
 // own before it is recorded.
-type reaper struct {
+type Reaper struct {
 	log *slog.Logger
 	pid int
 
@@ -39,12 +39,12 @@ type reaper struct {
 	reaped int
 }
 
-// newReaper makes handoff a child subreaper, so that every process a
+// New makes handoff a child subreaper, so that every process a
 // generation starts stays in handoff's care when its parent exits — a
 // program that daemonizes cannot escape — and returns a reaper for the
 // orphans that come, or nil if they cannot come to handoff (then nothing is
-// to be done: its methods may be called on a nil *reaper).
-func newReaper(log *slog.Logger) *reaper {
+// to be done: its methods may be called on a nil *Reaper).
+func New(log *slog.Logger) *Reaper {
 	pid := os.Getpid()
 	if pid != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -56,7 +56,7 @@ func newReaper(log *slog.Logger) *reaper {
 	if pid != 1 && sub == 0 {
 		return nil
 	}
-	r := &reaper{log: log, pid: pid, own: map[int]bool{}}
+	r := &Reaper{log: log, pid: pid, own: map[int]bool{}}
 	chld := make(chan os.Signal, 1)
 	signal.Notify(chld, syscall.SIGCHLD)
 	go func() {
@@ -76,9 +76,9 @@ func newReaper(log *slog.Logger) *reaper {
 	return r
 }
 
-// start runs startFn, which starts a child of handoff's own, and records the
+// Start runs startFn, which starts a child of handoff's own, and records the
 // pid it returns so that the child is left to whoever waits for it.
-func (r *reaper) start(startFn func() (int, error)) error {
+func (r *Reaper) Start(startFn func() (int, error)) error {
 	if r == nil {
 		_, err := startFn()
 		return err
@@ -92,8 +92,8 @@ func (r *reaper) start(startFn func() (int, error)) error {
 	return err
 }
 
-// done forgets pid once its own waiter has reaped it.
-func (r *reaper) done(pid int) {
+// Done forgets pid once its own waiter has reaped it.
+func (r *Reaper) Done(pid int) {
 	if r == nil {
 		return
 	}
@@ -102,10 +102,10 @@ func (r *reaper) done(pid int) {
 	r.mu.Unlock()
 }
 
-// pause stops reaping until resume: while a child handoff cannot record
+// Pause stops reaping until Resume: while a child handoff cannot record
 // (the new handoff of a self-upgrade, which tableflip starts and waits for)
 // runs.
-func (r *reaper) pause() {
+func (r *Reaper) Pause() {
 	if r != nil {
 		r.mu.Lock()
 		r.paused++
@@ -113,7 +113,7 @@ func (r *reaper) pause() {
 	}
 }
 
-func (r *reaper) resume() {
+func (r *Reaper) Resume() {
 	if r != nil {
 		r.mu.Lock()
 		r.paused--
@@ -123,7 +123,7 @@ func (r *reaper) resume() {
 }
 
 // sweep reaps every zombie child of handoff that is not its own.
-func (r *reaper) sweep() {
+func (r *Reaper) sweep() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.paused > 0 {
@@ -148,23 +148,23 @@ func (r *reaper) sweep() {
 	}
 }
 
-// stray is a live child of handoff that it did not start: a process a
+// Stray is a live child of handoff that it did not start: a process a
 // generation left behind, re-parented to handoff (a child subreaper) when its
 // parent exited.
-type stray struct {
+type Stray struct {
 	PID  int    `json:"pid"`
 	PGID int    `json:"pgid"`
 	Cmd  string `json:"cmd"`
 }
 
-func (s stray) String() string { return fmt.Sprintf("pid %d (%s)", s.PID, s.Cmd) }
+func (s Stray) String() string { return fmt.Sprintf("pid %d (%s)", s.PID, s.Cmd) }
 
-// strays lists handoff's live children that it did not start and whose
+// Strays lists handoff's live children that it did not start and whose
 // process group is not that of a generation still running (a generation
 // leads a process group of its own): what the generations that have exited
 // left behind — the copy of a program that daemonized (its own session), or
 // a helper whose parent died.
-func (r *reaper) strays() []stray {
+func (r *Reaper) Strays() []Stray {
 	if r == nil {
 		return nil
 	}
@@ -176,12 +176,12 @@ func (r *reaper) strays() []stray {
 	// A new handoff (SIGUSR2) is started in handoff's own process group,
 	// and the generations each in a group of their own.
 	self := unix.Getpgrp()
-	var out []stray
+	var out []Stray
 	procfs.ForEachChild(func(pid int, state string, ppid, pgid int) {
 		if ppid != r.pid || state == "Z" || r.own[pid] || r.own[pgid] || pgid == self {
 			return
 		}
-		out = append(out, stray{PID: pid, PGID: pgid, Cmd: procfs.Cmdline(pid)})
+		out = append(out, Stray{PID: pid, PGID: pgid, Cmd: procfs.Cmdline(pid)})
 	})
 	return out
 }
