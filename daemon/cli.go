@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -70,8 +71,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case ShimCommand:
-		return Shim(args[1:], stderr)
+	case launch.ShimCommand:
+		return launch.Shim(args[1:], stderr)
 	case KeeperCommand:
 		return Keeper(args[1:], stderr)
 	case "run":

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -372,7 +373,7 @@ func lookProgram(p, dir string) (string, error) {
 		}
 		return abs, nil
 	}
-	path, err := execLookPath(p)
+	path, err := exec.LookPath(p)
 	if err != nil {
 		return "", usagef("handoff run: program %q not found in PATH — give its full path", p)
 	}

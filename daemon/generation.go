@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
@@ -217,7 +218,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
-	ls := launchSpec{
+	ls := launch.Spec{
 		Self: s.self, Path: program, Args: append([]string{spec.Name}, spec.Args...),
 		Dir: g.dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
 		// Its own process group: a Ctrl-C at the terminal reaches handoff
@@ -231,7 +232,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 	var cmd *exec.Cmd
 	err = s.reaper.Start(func() (int, error) {
 		var err error
-		if cmd, g.launch, err = launch(ls); err != nil {
+		if cmd, g.launch, err = launch.Start(ls); err != nil {
 			return 0, err
 		}
 		return cmd.Process.Pid, nil

@@ -1,4 +1,6 @@
-package daemon
+//go:build linux
+
+package launch
 
 import (
 	"bytes"
@@ -42,10 +44,10 @@ const pidPlaceholder = "??????????"
 // shim at once.
 var noTrace atomic.Bool
 
-// launch starts the program of spec so that it finds its own pid in
+// Start starts the program of spec so that it finds its own pid in
 // LISTEN_PID, and in WATCHDOG_PID when spec.Watchdog is set. It returns the
 // started command and how the pid was passed: "traced" or "shim".
-func launch(spec launchSpec) (*exec.Cmd, string, error) {
+func Start(spec Spec) (*exec.Cmd, string, error) {
 	if !noTrace.Load() && !gainsPrivileges(spec.Path) {
 		cmd := spec.command(spec.Path, spec.Args)
 		err := startTraced(cmd, spec.Watchdog)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package launch
 
 import (
 	"io"
@@ -10,9 +10,9 @@ import (
 	"syscall"
 )
 
-// launchSpec is what a generation is started with. Env holds neither
+// Spec is what a generation is started with. Env holds neither
 // LISTEN_PID nor WATCHDOG_PID: launch adds them.
-type launchSpec struct {
+type Spec struct {
 	Self       string   // the handoff binary, run as the shim
 	Path       string   // the file to run
 	Args       []string // its argument vector; Args[0] is the name it is given
@@ -27,7 +27,7 @@ type launchSpec struct {
 
 // command returns an unstarted command that runs path with args and
 // everything else of s.
-func (s launchSpec) command(path string, args []string) *exec.Cmd {
+func (s Spec) command(path string, args []string) *exec.Cmd {
 	attr := s.Attr
 	cmd := &exec.Cmd{Path: path, Args: args, Dir: s.Dir, Env: append([]string(nil), s.Env...),
 		ExtraFiles: s.ExtraFiles, Stdout: s.Stdout, Stderr: s.Stderr, SysProcAttr: &attr}
@@ -35,7 +35,7 @@ func (s launchSpec) command(path string, args []string) *exec.Cmd {
 }
 
 // startShim starts handoff's shim (see Shim), which execs the program.
-func startShim(s launchSpec) (*exec.Cmd, error) {
+func startShim(s Spec) (*exec.Cmd, error) {
 	cmd := s.command(s.Self, append([]string{filepath.Base(s.Args[0]), ShimCommand, s.Path}, s.Args...))
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -1,12 +1,11 @@
 //go:build linux
 
-package daemon
+package launch
 
 import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"syscall"
 )
@@ -16,8 +15,6 @@ import (
 // must hold the pid of the process that reads it, which only the child
 // itself knows.
 const ShimCommand = "__handoff_shim"
-
-var execLookPath = exec.LookPath
 
 // Shim sets LISTEN_PID, and WATCHDOG_PID when WATCHDOG_USEC is set, to its
 // own pid and replaces itself with the program at args[0], which it runs with
