@@ -21,7 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
+	"github.com/handoff-dev/handoff/daemon/internal/logs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -73,8 +75,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case launch.ShimCommand:
 		return launch.Shim(args[1:], stderr)
-	case KeeperCommand:
-		return Keeper(args[1:], stderr)
+	case keeper.Command:
+		return keeper.Main(args[1:], stderr)
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "reload":
@@ -112,7 +114,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err != nil {
 		return exitFor(err, stderr)
 	}
-	log := slog.New(newLogHandler(cfg.LogFormat, stderr)).With("handoff_pid", os.Getpid())
+	log := slog.New(logs.Handler(cfg.LogFormat, stderr)).With("handoff_pid", os.Getpid())
 	s, err := setup(cfg, log)
 	if err != nil {
 		return exitFor(err, stderr)
@@ -120,7 +122,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer os.RemoveAll(s.runDir)
 	code := s.run()
 	s.stopAllStrays()
-	s.keeper.bye()
+	s.keeper.Bye()
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.
 	s.u.Stop()
@@ -132,14 +134,6 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return code
 }
 
-// newLogHandler returns the handler for --log-format: "json" or "text".
-func newLogHandler(format string, w io.Writer) slog.Handler {
-	if format == "json" {
-		return slog.NewJSONHandler(w, nil)
-	}
-	return slog.NewTextHandler(w, nil)
-}
-
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
 func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
@@ -147,10 +141,10 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
 	// keeper, if it still holds them (keeper.go).
-	taken := takeHeld(cfg.Control, log)
-	defer func() { taken.close() }()
-	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: upgraderLog(log), FDStore: cfg.FDStore,
-		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.take,
+	taken := keeper.TakeHeld(cfg.Control, log)
+	defer func() { taken.Close() }()
+	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: logs.Upgrader(log), FDStore: cfg.FDStore,
+		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.Take,
 		// A new handoff (SIGUSR2) proves itself by its own generation's
 		// readiness (and --bake); handoff serves nothing through a Drainer
 		// that the library's bake could pause.
@@ -174,7 +168,7 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	// As PID 1, handoff's death ends the container: no keeper is needed.
 	if os.Getpid() != 1 {
 		var kerr error
-		if s.keeper, kerr = startKeeper(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); kerr != nil {
+		if s.keeper, kerr = keeper.Start(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); kerr != nil {
 			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", kerr)
 		}
 	}
@@ -182,7 +176,7 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	// the sockets for a successor.
 	defer func() {
 		if err != nil {
-			s.keeper.bye()
+			s.keeper.Bye()
 		}
 	}()
 
@@ -196,10 +190,10 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 			_, isPacket := ln.(net.PacketConn)
 			packet = append(packet, isPacket)
 		}
-		s.keeper.holdSockets(s.names, s.addrs, packet, s.files)
+		s.keeper.HoldSockets(s.names, s.addrs, packet, s.files)
 	}
 	// Now that this handoff's keeper holds them, the old one may let go.
-	taken.done()
+	taken.Done()
 	taken = nil
 	if cfg.Metrics != "" {
 		m := readyMode{Kind: "tcp", Target: cfg.Metrics}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -314,8 +315,8 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 	if n := len(cfg.Control); n > 107 {
 		return usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
 	}
-	if n := len(cfg.Control + holdSuffix); cfg.Hold > 0 && n > 107 {
-		return usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.Control+holdSuffix, n)
+	if n := len(cfg.Control + keeper.HoldSuffix); cfg.Hold > 0 && n > 107 {
+		return usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.Control+keeper.HoldSuffix, n)
 	}
 	if *raw.userName != "" || *raw.groupName != "" {
 		if cfg.Credential, err = credential(*raw.userName, *raw.groupName); err != nil {

@@ -256,7 +256,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.pid = cmd, cmd.Process.Pid
-	s.keeper.hold(g.key(), g.pid, outR, errR)
+	s.keeper.Hold(g.key(), g.pid, outR, errR)
 	g.stdout = linetail.New(outR, os.Stdout, 10)
 	g.stderr = linetail.New(errR, os.Stderr, 10)
 
@@ -449,19 +449,4 @@ func (g *generation) lastLines() []string {
 		lines = lines[len(lines)-5:]
 	}
 	return lines
-}
-
-// describeExit says how a generation's process ended.
-func describeExit(err error) string {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by signal " + unix.SignalName(ws.Signal())
-		}
-		return fmt.Sprintf("exit status %d", ee.ExitCode())
-	}
-	if err != nil {
-		return err.Error()
-	}
-	return "exit status 0"
 }

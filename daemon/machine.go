@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
@@ -730,7 +731,7 @@ func (m *machine) onExit(g *generation, err error) {
 			break
 		}
 	}
-	how := describeExit(err)
+	how := launch.DescribeExit(err)
 	var sl *slot
 	if g.w < len(m.slots) {
 		sl = &m.slots[g.w]

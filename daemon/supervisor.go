@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
@@ -51,7 +52,7 @@ type supervisor struct {
 	trimming atomic.Bool
 	u        *upgrader.Upgrader
 	reaper   *reaper.Reaper // nil unless handoff is PID 1 or a child subreaper
-	keeper   *keeper        // holds the generations' output pipes for when handoff dies; nil as PID 1
+	keeper   *keeper.Keeper // holds the generations' output pipes for when handoff dies; nil as PID 1
 	self     string         // the binary to re-execute as the shim
 	runDir   string
 	files    []*os.File  // the sockets, as fds 3.. of each generation
@@ -201,7 +202,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		case actRelease:
 			a.g.cancel()
 			a.g.closeNotify()
-			s.keeper.drop(a.g.key())
+			s.keeper.Drop(a.g.key())
 			for _, t := range a.g.timers {
 				t.Stop()
 			}
@@ -260,7 +261,7 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		case actCloseDoors:
 			go func() { s.events <- s.closeDoors() }()
 		case actReleaseSockets:
-			s.keeper.releaseSockets()
+			s.keeper.ReleaseSockets()
 			s.releaseSockets()
 		case actSelfUpgradeEnded:
 			s.reaper.Resume()

@@ -3,11 +3,15 @@
 package launch
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec is what a generation is started with. Env holds neither
@@ -41,4 +45,20 @@ func startShim(s Spec) (*exec.Cmd, error) {
 		return nil, err
 	}
 	return cmd, nil
+}
+
+// DescribeExit says how a process ended, given what its Wait returned:
+// "exit status N", "killed by signal SIGNAME", or the error itself.
+func DescribeExit(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "killed by signal " + unix.SignalName(ws.Signal())
+		}
+		return fmt.Sprintf("exit status %d", ee.ExitCode())
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "exit status 0"
 }

@@ -1,10 +1,10 @@
 //go:build linux
 
-package daemon
+package logs
 
 import "log/slog"
 
-// upgraderLog returns the logger for handoff's own upgrader: log's, with the
+// Upgrader returns the logger for handoff's own upgrader: log's, with the
 // keys the library adds to every record (upgrader.Options.Logger: gen and
 // pid, with Logger.With) put in handoff's terms, so that each fact has one
 // key across handoff's lines and the library's, and event is event in both.
@@ -14,11 +14,11 @@ import "log/slog"
 // as handoff_pid. A stop asked of handoff's upgrader then logs
 //
 //	handoff_pid=27831 handoff_gen=1 event=stop.asked
-func upgraderLog(log *slog.Logger) *slog.Logger {
+func Upgrader(log *slog.Logger) *slog.Logger {
 	return slog.New(libKeys{log.Handler()})
 }
 
-// libKeys is upgraderLog's handler.
+// libKeys is Upgrader's handler.
 type libKeys struct{ slog.Handler }
 
 // WithAttrs renames gen and drops pid among the attributes added at the top

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package keeper
 
 import (
 	"errors"
@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/logs"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +27,7 @@ import (
 // Their output goes through pipes that handoff reads; a pipe whose reader is
 // gone would fail their next write (and kill a Go program, which dies of
 // SIGPIPE on a failed write to fd 1 or 2). So a keeper — handoff itself,
-// re-executed with KeeperCommand — holds a copy of each pipe's read end and
+// re-executed with Command — holds a copy of each pipe's read end and
 // of each listening socket, does nothing with them while handoff lives, and
 // when handoff dies:
 //
@@ -36,7 +37,7 @@ import (
 //     meanwhile wait in the kernel's accept queue instead of being refused,
 //     and offers them on a Unix socket beside the control socket (its path
 //     and ".hold"): a handoff started again with the same --control takes
-//     them (hold.go) and its first generation serves what waited. If nobody
+//     them (TakeHeld) and its first generation serves what waited. If nobody
 //     takes them within the hold, the keeper closes them, so that clients
 //     are refused rather than left waiting, and says so. A stop signal
 //     (SIGTERM, SIGINT: a service manager stopping what is left) ends the
@@ -47,20 +48,20 @@ import (
 // died too they would hold the address forever. Draining at once costs only
 // the wait in the queue. The keeper costs one small idle process; handoff
 // says "bye" to it when it exits, and starts another if it dies
-// (keeperlink.go).
+// (Start).
 
-// KeeperCommand is the hidden first argument with which handoff starts its
+// Command is the hidden first argument with which handoff starts its
 // output keeper.
-const KeeperCommand = "__handoff_keeper"
+const Command = "__handoff_keeper"
 
-// holdSuffix is added to the control socket's path to make the path where a
+// HoldSuffix is added to the control socket's path to make the path where a
 // keeper offers the sockets of a handoff that died.
-const holdSuffix = ".hold"
+const HoldSuffix = ".hold"
 
 // handOverTimeout bounds one hand-over of the held sockets to a new handoff.
 const handOverTimeout = 10 * time.Second
 
-// Keeper runs the output keeper, with args HOLD PATH LOGFORMAT: how long to
+// Main runs the output keeper, with args HOLD PATH LOGFORMAT: how long to
 // hold the sockets once handoff is gone (0: close them at once), where to
 // offer them, and handoff's --log-format. fd 3 is a SOCK_SEQPACKET socket
 // from handoff, on which it gets:
@@ -74,7 +75,7 @@ const handOverTimeout = 10 * time.Second
 // If the socket ends without "bye", handoff died: the keeper holds the
 // sockets (see above) and copies what the pipes carry to its own stdout and
 // stderr (handoff's) until each ends, then exits 0.
-func Keeper(args []string, stderr io.Writer) int {
+func Main(args []string, stderr io.Writer) int {
 	// A Ctrl-C or a stop aimed at handoff's process group is handoff's to
 	// handle; the keeper follows handoff.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -84,7 +85,7 @@ func Keeper(args []string, stderr io.Writer) int {
 		hold, _ = time.ParseDuration(args[0])
 		at, format = args[1], args[2]
 	}
-	log := slog.New(newLogHandler(format, stderr)).With("keeper_pid", os.Getpid())
+	log := slog.New(logs.Handler(format, stderr)).With("keeper_pid", os.Getpid())
 	c, err := net.FileConn(os.NewFile(3, "handoff-keeper"))
 	if err != nil {
 		fmt.Fprintln(stderr, "handoff: keeper:", err)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package keeper
 
 import (
 	"errors"
@@ -16,10 +16,10 @@ import (
 	"github.com/handoff-dev/handoff/listener"
 )
 
-// takenSockets are the sockets a handoff started again got from the keeper
-// of one that died with the same control socket (keeper.go): each --listen
+// Taken are the sockets a handoff started again got from the keeper
+// of one that died with the same control socket (Main): each --listen
 // address that matches one takes it instead of binding afresh.
-type takenSockets struct {
+type Taken struct {
 	log   *slog.Logger
 	conn  *net.UnixConn
 	socks []*takenSocket
@@ -30,10 +30,10 @@ type takenSocket struct {
 	used bool
 }
 
-// takeHeld asks a keeper holding sockets at control+".hold" for them. It
+// TakeHeld asks a keeper holding sockets at control+".hold" for them. It
 // returns nil when none holds any there (nothing listens: the usual case).
-func takeHeld(control string, log *slog.Logger) *takenSockets {
-	path := control + holdSuffix
+func TakeHeld(control string, log *slog.Logger) *Taken {
+	path := control + HoldSuffix
 	c, err := net.DialTimeout("unixpacket", path, time.Second)
 	if err != nil {
 		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {
@@ -43,7 +43,7 @@ func takeHeld(control string, log *slog.Logger) *takenSockets {
 	}
 	uc := c.(*net.UnixConn)
 	_ = uc.SetDeadline(time.Now().Add(handOverTimeout))
-	t := &takenSockets{log: log, conn: uc}
+	t := &Taken{log: log, conn: uc}
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
 	for {
@@ -53,7 +53,7 @@ func takeHeld(control string, log *slog.Logger) *takenSockets {
 		}
 		if err != nil {
 			log.Warn("the keeper of a killed handoff did not hand its sockets over: binding them afresh", "event", "hold.take_failed", "at", path, "err", err)
-			t.close()
+			t.Close()
 			return nil
 		}
 		msg := string(buf[:n])
@@ -75,11 +75,11 @@ func takeHeld(control string, log *slog.Logger) *takenSockets {
 	return t
 }
 
-// take returns the held socket for a, which the caller then owns, or nil:
+// Take returns the held socket for a, which the caller then owns, or nil:
 // the one of the same address (as given, else as the kernel has it bound)
 // and type; for systemd:NAME, of that name. A socket that no longer listens
 // is closed and logged, and a is bound afresh.
-func (t *takenSockets) take(a listener.Addr) *os.File {
+func (t *Taken) Take(a listener.Addr) *os.File {
 	if t == nil {
 		return nil
 	}
@@ -115,11 +115,11 @@ func (t *takenSockets) take(a listener.Addr) *os.File {
 	return match.f
 }
 
-// done closes the sockets no --listen address took, logging each, and tells
+// Done closes the sockets no --listen address took, logging each, and tells
 // the keeper that the sockets are taken: it closes its copies and exits once
 // the old generations' output has ended. Call it once this handoff's own
 // keeper holds the sockets, so that one of the two always does.
-func (t *takenSockets) done() {
+func (t *Taken) Done() {
 	if t == nil {
 		return
 	}
@@ -136,11 +136,11 @@ func (t *takenSockets) done() {
 	if _, _, err := t.conn.WriteMsgUnix([]byte("taken"), nil, nil); err != nil {
 		t.log.Warn("cannot tell the keeper of a killed handoff that its sockets are taken; it holds them until its hold ends", "event", "hold.take_failed", "err", err)
 	}
-	t.close()
+	t.Close()
 }
 
-// close closes what no one took, without telling the keeper: it holds on.
-func (t *takenSockets) close() {
+// Close closes what no one took, without telling the keeper: it holds on.
+func (t *Taken) Close() {
 	if t == nil {
 		return
 	}

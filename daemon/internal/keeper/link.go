@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package keeper
 
 import (
 	"errors"
@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"golang.org/x/sys/unix"
 )
@@ -26,12 +27,12 @@ const (
 	keeperBackoffMax = 30 * time.Second
 )
 
-// keeper is handoff's end of the output keeper (keeper.go); nil where none
+// Keeper is handoff's end of the output keeper (Main); nil where none
 // runs (its methods do nothing then). It remembers what the keeper holds —
 // each live generation's output pipes and the listening sockets — so that a
 // keeper that dies is replaced at once by one that holds the same. Its
 // methods are safe to call from any goroutine.
-type keeper struct {
+type Keeper struct {
 	log  *slog.Logger
 	self string
 	r    *reaper.Reaper
@@ -60,12 +61,12 @@ type keptSocket struct {
 	f               *os.File
 }
 
-// startKeeper starts the output keeper, a child of handoff in its process
+// Start starts the output keeper, a child of handoff in its process
 // group, recorded with the reaper as handoff's own. It holds the sockets for
 // hold once handoff is gone, offering them at control+".hold".
-func startKeeper(self string, r *reaper.Reaper, log *slog.Logger, hold time.Duration, control, logFormat string) (*keeper, error) {
-	k := &keeper{log: log, self: self, r: r, stop: make(chan struct{}), outputs: map[string]keptOutput{},
-		args: []string{hold.String(), control + holdSuffix, logFormat}}
+func Start(self string, r *reaper.Reaper, log *slog.Logger, hold time.Duration, control, logFormat string) (*Keeper, error) {
+	k := &Keeper{log: log, self: self, r: r, stop: make(chan struct{}), outputs: map[string]keptOutput{},
+		args: []string{hold.String(), control + HoldSuffix, logFormat}}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := k.spawn(); err != nil {
@@ -76,7 +77,7 @@ func startKeeper(self string, r *reaper.Reaper, log *slog.Logger, hold time.Dura
 
 // spawn starts a keeper process and hands it what the keeper holds; k.mu is
 // held.
-func (k *keeper) spawn() error {
+func (k *Keeper) spawn() error {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("starting the output keeper: %w", os.NewSyscallError("socketpair", err))
@@ -84,7 +85,7 @@ func (k *keeper) spawn() error {
 	mine, theirs := os.NewFile(uintptr(fds[0]), "keeper"), os.NewFile(uintptr(fds[1]), "keeper")
 	defer theirs.Close()
 	defer mine.Close()
-	cmd := exec.Command(k.self, append([]string{KeeperCommand}, k.args...)...)
+	cmd := exec.Command(k.self, append([]string{Command}, k.args...)...)
 	cmd.Args[0] = "handoff-keeper"
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
@@ -117,7 +118,7 @@ func (k *keeper) spawn() error {
 // watch waits for the keeper cmd to exit and, unless handoff is saying
 // goodbye, starts another — at once the first time, with a backoff if it
 // keeps exiting.
-func (k *keeper) watch(cmd *exec.Cmd, exited chan struct{}, started time.Time) {
+func (k *Keeper) watch(cmd *exec.Cmd, exited chan struct{}, started time.Time) {
 	err := cmd.Wait()
 	k.r.Done(cmd.Process.Pid)
 	close(exited)
@@ -138,7 +139,7 @@ func (k *keeper) watch(cmd *exec.Cmd, exited chan struct{}, started time.Time) {
 		delay = min(keeperBackoffMin<<(k.quick-2), keeperBackoffMax)
 	}
 	k.log.Warn("the output keeper exited; starting another", "event", "keeper.gone", "keeper_pid", cmd.Process.Pid,
-		"status", describeExit(err), "generations", len(k.outputs), "sockets", len(k.sockets), "delay", delay.String())
+		"status", launch.DescribeExit(err), "generations", len(k.outputs), "sockets", len(k.sockets), "delay", delay.String())
 	if k.quick == 3 && !k.saidLoop {
 		k.saidLoop = true
 		k.log.Error("the output keeper keeps exiting: restarting it with a backoff of up to "+keeperBackoffMax.String(),
@@ -172,9 +173,9 @@ func (k *keeper) watch(cmd *exec.Cmd, exited chan struct{}, started time.Time) {
 	}
 }
 
-// hold gives the keeper copies of the output pipes' read ends of the
+// Hold gives the keeper copies of the output pipes' read ends of the
 // generation key, whose process group pid leads.
-func (k *keeper) hold(key string, pid int, stdout, stderr *os.File) {
+func (k *Keeper) Hold(key string, pid int, stdout, stderr *os.File) {
 	if k == nil {
 		return
 	}
@@ -184,8 +185,8 @@ func (k *keeper) hold(key string, pid int, stdout, stderr *os.File) {
 	k.sendFiles(fmt.Sprintf("hold %s %d", key, pid), stdout, stderr)
 }
 
-// drop tells the keeper that generation key has exited.
-func (k *keeper) drop(key string) {
+// Drop tells the keeper that generation key has exited.
+func (k *Keeper) Drop(key string) {
 	if k == nil {
 		return
 	}
@@ -195,9 +196,9 @@ func (k *keeper) drop(key string) {
 	k.send("drop "+key, nil)
 }
 
-// holdSockets gives the keeper copies of the listening sockets, one message
+// HoldSockets gives the keeper copies of the listening sockets, one message
 // each: a socket that cannot be passed is logged, and the others are held.
-func (k *keeper) holdSockets(names, addrs []string, packet []bool, files []*os.File) {
+func (k *Keeper) HoldSockets(names, addrs []string, packet []bool, files []*os.File) {
 	if k == nil {
 		return
 	}
@@ -213,11 +214,11 @@ func (k *keeper) holdSockets(names, addrs []string, packet []bool, files []*os.F
 	}
 }
 
-// releaseSockets has the keeper close its copies of the sockets, and waits
+// ReleaseSockets has the keeper close its copies of the sockets, and waits
 // up to a second for it to say it has: a stop must leave the sockets to the
 // generations alone, so that they stop listening when the last one closes
 // them.
-func (k *keeper) releaseSockets() {
+func (k *Keeper) ReleaseSockets() {
 	if k == nil {
 		return
 	}
@@ -238,9 +239,9 @@ func (k *keeper) releaseSockets() {
 	_ = k.conn.SetReadDeadline(time.Time{})
 }
 
-// bye tells the keeper that handoff exits, closes the socket, and waits up
+// Bye tells the keeper that handoff exits, closes the socket, and waits up
 // to a second for the keeper to exit, so that handoff leaves nothing behind.
-func (k *keeper) bye() {
+func (k *Keeper) Bye() {
 	if k == nil {
 		return
 	}
@@ -263,7 +264,7 @@ func (k *keeper) bye() {
 // sendFiles sends msg with the descriptors of files; k.mu is held. A file
 // already closed (its generation has exited) is left out, and so is the
 // message.
-func (k *keeper) sendFiles(msg string, files ...*os.File) {
+func (k *Keeper) sendFiles(msg string, files ...*os.File) {
 	var fds []int
 	var raws []syscall.RawConn
 	for _, f := range files {
@@ -288,7 +289,7 @@ func (k *keeper) sendFiles(msg string, files ...*os.File) {
 	do(0)
 }
 
-func (k *keeper) sendSocket(s keptSocket) {
+func (k *Keeper) sendSocket(s keptSocket) {
 	raw, err := s.f.SyscallConn()
 	if err != nil {
 		return
@@ -304,7 +305,7 @@ func (k *keeper) sendSocket(s keptSocket) {
 // send writes msg to the keeper; k.mu is held. It reports whether the
 // keeper got it. A keeper that has exited is not reported here: watch says
 // so, and the next one gets what this one held.
-func (k *keeper) send(msg string, oob []byte) bool {
+func (k *Keeper) send(msg string, oob []byte) bool {
 	if k.conn == nil {
 		return false
 	}
