@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
@@ -306,7 +307,7 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
 		}
 		if ln, ok := sock.(*net.TCPListener); ok {
-			if err := detachFilter(ln); err != nil {
+			if err := doors.DetachFilter(ln); err != nil {
 				s.log.Warn("cannot remove a socket filter a stopping handoff may have left: connections to this socket may be dropped", "event", "start.filter_stays", "addr", l.Addr.String(), "err", err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 )
 
@@ -39,23 +40,8 @@ type (
 	// actMeasure.
 	evMemSample       struct{ rss map[*generation]int64 }
 	evSelfUpgradeDone struct{ err error }
-	// evDoorsClosed: new connections are held back for a stop (see
-	// supervisor.closeDoors).
-	evDoorsClosed struct {
-		held int      // sockets that drop new connections
-		left []string // sockets left open to them: handoff's parent (a service manager) holds them too
-		// parentUnknown: handoff could not read its parent's descriptors,
-		// and left every socket alone.
-		parentUnknown bool
-		queued        int           // connections still queued or half open when the wait ended
-		took          time.Duration // how long it took
-		err           error
-		// job is what systemd says stops handoff's unit ("stop",
-		// "restart"), asked when sockets of handoff's own are in its fd
-		// store; jobErr why it could not be told.
-		job    string
-		jobErr error
-	}
+	// evDoorsClosed: new connections are held back for a stop.
+	evDoorsClosed struct{ doors.Result }
 )
 
 // Events about one process, which its goroutines send to the supervisor.

@@ -1067,29 +1067,29 @@ func (m *machine) drainAll(real bool) {
 
 // logDoors logs how the stop held new connections back.
 func (m *machine) logDoors(e evDoorsClosed) {
-	if e.err != nil {
-		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.err)
+	if e.Err != nil {
+		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.Err)
 	}
 	switch {
-	case len(e.left) > 0 && e.parentUnknown:
+	case len(e.Left) > 0 && e.ParentUnknown:
 		m.log(slog.LevelInfo, "stop.sockets_unknown", "cannot tell whether handoff's parent holds the sockets too (its descriptors cannot be read): they are left open to new connections",
-			"sockets", strings.Join(e.left, " "))
-	case len(e.left) > 0 && e.jobErr != nil:
+			"sockets", strings.Join(e.Left, " "))
+	case len(e.Left) > 0 && e.JobErr != nil:
 		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start (cannot tell a restart from a stop)",
-			"sockets", strings.Join(e.left, " "), "err", e.jobErr)
-	case len(e.left) > 0:
-		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.left, " "), "job", e.job)
+			"sockets", strings.Join(e.Left, " "), "err", e.JobErr)
+	case len(e.Left) > 0:
+		m.log(slog.LevelInfo, "stop.sockets_kept", "the service manager holds sockets too: connections to them queue for its next start", "sockets", strings.Join(e.Left, " "), "job", e.Job)
 	}
-	if e.held == 0 {
+	if e.Held == 0 {
 		return
 	}
-	if e.queued > 0 {
-		m.log(slog.LevelWarn, "stop.queued_left", "connections still queued after the wait: no generation took them, and they will be reset", "queued", e.queued, "waited_ms", e.took.Milliseconds())
+	if e.Queued > 0 {
+		m.log(slog.LevelWarn, "stop.queued_left", "connections still queued after the wait: no generation took them, and they will be reset", "queued", e.Queued, "waited_ms", e.Took.Milliseconds())
 		return
 	}
-	args := []any{"sockets", e.held, "waited_ms", e.took.Milliseconds()}
-	if e.job != "" {
-		args = append(args, "job", e.job)
+	args := []any{"sockets", e.Held, "waited_ms", e.Took.Milliseconds()}
+	if e.Job != "" {
+		args = append(args, "job", e.Job)
 	}
 	m.log(slog.LevelInfo, "stop.held_back", "new connections held back for the stop; none queued", args...)
 }

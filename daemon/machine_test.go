@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/sealed"
 )
@@ -129,19 +130,21 @@ func TestMachine(t *testing.T) {
 		{"stop: every generation drains, then handoff exits 0; again kills", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
 			{func() event { return evReload{w} }, []string{"log:reload.asked", "reply1 handoff is stopping"}},
-			{func() event { return evDoorsClosed{held: 1} }, []string{"log:stop.held_back", "cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "ReleaseSockets"}},
+			{func() event { return evDoorsClosed{doors.Result{Held: 1}} }, []string{"log:stop.held_back", "cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "ReleaseSockets"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
 			{func() event { return evExited{gen(1), nil} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},
 		{"a stop where handoff cannot read its parent's descriptors leaves the sockets alone, and says so", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
-			{func() event { return evDoorsClosed{left: []string{"127.0.0.1:8080"}, parentUnknown: true} }, []string{"log:stop.sockets_unknown",
+			{func() event {
+				return evDoorsClosed{doors.Result{Left: []string{"127.0.0.1:8080"}, ParentUnknown: true}}
+			}, []string{"log:stop.sockets_unknown",
 				"cancel 1", "signal 1 SIGTERM", "after daemon.evKillDue", "log:generation.draining", "ReleaseSockets"}},
 		}},
 		{"stop signal again while new connections are held back: killed, then the sockets released", 0, 0, false, true, []step{
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.asked", "notify stopping", "CloseDoors"}},
 			{func() event { return evSignal{syscall.SIGTERM} }, []string{"log:stop.kill", "signal 1 SIGKILL"}},
-			{func() event { return evDoorsClosed{held: 1, queued: 2, left: []string{"systemd:web"}} }, []string{"log:stop.sockets_kept",
+			{func() event { return evDoorsClosed{doors.Result{Held: 1, Queued: 2, Left: []string{"systemd:web"}}} }, []string{"log:stop.sockets_kept",
 				"log:stop.queued_left", "ReleaseSockets"}},
 			{func() event { return evExited{gen(1), errors.New("signal: killed")} }, []string{"release 1", "log:generation.exited", "done 3"}},
 		}},

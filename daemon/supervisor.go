@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
@@ -259,10 +260,15 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 		case actStopStrays:
 			s.stopStrays(a.strays)
 		case actCloseDoors:
-			go func() { s.events <- s.closeDoors() }()
+			socks := make([]doors.Socket, len(s.sockets))
+			for i, c := range s.sockets {
+				socks[i] = doors.Socket{Listener: c, Inode: s.inodes[i], Addr: s.addrs[i], Stored: i < len(s.stored) && s.stored[i]}
+			}
+			go func() { s.events <- evDoorsClosed{doors.Close(socks)} }()
 		case actReleaseSockets:
 			s.keeper.ReleaseSockets()
-			s.releaseSockets()
+			s.closeOwnCopies()
+			doors.Release(s.inodes, s.log)
 		case actSelfUpgradeEnded:
 			s.reaper.Resume()
 		case actDone:

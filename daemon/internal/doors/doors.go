@@ -1,10 +1,11 @@
 //go:build linux
 
-package daemon
+package doors
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -22,6 +23,33 @@ import (
 // connections already queued once new ones are held back.
 const doorsWait = time.Second
 
+// Socket is one of handoff's listening sockets, as Close needs it.
+type Socket struct {
+	Listener io.Closer // a *net.TCPListener or *net.UnixListener; others are left alone
+	Inode    uint64
+	Addr     string // as handoff names it, for the result
+	// Stored: the socket is handoff's own and is in systemd's fd store,
+	// not a .socket unit's.
+	Stored bool
+}
+
+// Result is what Close did.
+type Result struct {
+	Held int      // sockets that drop new connections
+	Left []string // sockets left open to them: handoff's parent (a service manager) holds them too
+	// ParentUnknown: handoff could not read its parent's descriptors, and
+	// left every socket alone.
+	ParentUnknown bool
+	Queued        int           // connections still queued or half open when the wait ended
+	Took          time.Duration // how long it took
+	Err           error
+	// Job is what systemd says stops handoff's unit ("stop", "restart"),
+	// asked when sockets of handoff's own are in its fd store; JobErr why
+	// it could not be told.
+	Job    string
+	JobErr error
+}
+
 // synDrop is a classic BPF socket filter that drops a TCP segment that opens
 // a connection (SYN without ACK) and lets every other through. A socket
 // filter on a TCP socket sees the segment from its TCP header, whose flags
@@ -34,7 +62,7 @@ var synDrop = []unix.SockFilter{
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }
 
-// closeDoors readies a stop of the listening TCP sockets that handoff and its
+// Close readies a stop of the listening TCP sockets that handoff and its
 // generations alone hold: it drops the segments that open connections, so
 // that the kernel completes no new handshake, and waits (up to doorsWait)
 // until the generations, still serving, have taken every connection already
@@ -53,40 +81,41 @@ var synDrop = []unix.SockFilter{
 // for good, resetting what queued there: the sockets handoff itself put in
 // the store are held back as its own when systemd says the stop is not a
 // restart (sdjob.StopJob).
-func (s *supervisor) closeDoors() evDoorsClosed {
-	var r evDoorsClosed
+func Close(socks []Socket) Result {
+	var r Result
 	start := time.Now()
 	parent := parentSockets()
 	asked := false
 	// kept reports whether socket i outlives this stop in the parent's
 	// hands, so that connections to it are to queue.
 	kept := func(i int) bool {
-		if parent == nil || !parent[s.inodes[i]] {
+		if parent == nil || !parent[socks[i].Inode] {
 			return parent == nil
 		}
-		if i >= len(s.stored) || !s.stored[i] {
+		if !socks[i].Stored {
 			return true // a .socket unit's
 		}
 		if !asked {
 			asked = true
-			r.job, r.jobErr = sdjob.StopJob()
+			r.Job, r.JobErr = sdjob.StopJob()
 		}
-		return r.job != "stop"
+		return r.Job != "stop"
 	}
 	inodes, ports, unixInodes := map[uint64]bool{}, map[uint16]bool{}, map[uint64]bool{}
-	for i, c := range s.sockets {
+	for i, sk := range socks {
+		c := sk.Listener
 		if ul, ok := c.(*net.UnixListener); ok {
 			if kept(i) {
-				r.left = append(r.left, s.addrs[i])
-				r.parentUnknown = parent == nil
+				r.Left = append(r.Left, sk.Addr)
+				r.ParentUnknown = parent == nil
 				continue
 			}
-			if err := removeUnixPath(ul, s.inodes[i]); err != nil {
-				r.err = errors.Join(r.err, fmt.Errorf("%s: %w", s.addrs[i], err))
+			if err := removeUnixPath(ul, sk.Inode); err != nil {
+				r.Err = errors.Join(r.Err, fmt.Errorf("%s: %w", sk.Addr, err))
 				continue
 			}
-			unixInodes[s.inodes[i]] = true
-			r.held++
+			unixInodes[sk.Inode] = true
+			r.Held++
 			continue
 		}
 		ln, ok := c.(*net.TCPListener)
@@ -94,19 +123,19 @@ func (s *supervisor) closeDoors() evDoorsClosed {
 			continue
 		}
 		if kept(i) {
-			r.left = append(r.left, s.addrs[i])
-			r.parentUnknown = parent == nil
+			r.Left = append(r.Left, sk.Addr)
+			r.ParentUnknown = parent == nil
 			continue
 		}
 		if err := dropSYNs(ln); err != nil {
-			r.err = errors.Join(r.err, fmt.Errorf("%s: %w", s.addrs[i], err))
+			r.Err = errors.Join(r.Err, fmt.Errorf("%s: %w", sk.Addr, err))
 			continue
 		}
-		inodes[s.inodes[i]] = true
+		inodes[sk.Inode] = true
 		ports[uint16(ln.Addr().(*net.TCPAddr).Port)] = true
-		r.held++
+		r.Held++
 	}
-	for r.held > 0 {
+	for r.Held > 0 {
 		var q int
 		var err error
 		if len(inodes) > 0 {
@@ -122,16 +151,16 @@ func (s *supervisor) closeDoors() evDoorsClosed {
 			q += u
 		}
 		if err != nil {
-			r.err = errors.Join(r.err, err)
+			r.Err = errors.Join(r.Err, err)
 			break
 		}
-		r.queued = q
+		r.Queued = q
 		if q == 0 || time.Since(start) >= doorsWait {
 			break
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	r.took = time.Since(start)
+	r.Took = time.Since(start)
 	return r
 }
 
@@ -182,11 +211,11 @@ func dropSYNs(ln *net.TCPListener) error {
 	return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", serr)
 }
 
-// detachFilter removes a socket filter that a stopping handoff left on the
+// DetachFilter removes a socket filter that a stopping handoff left on the
 // listening socket of ln — one kept open for handoff's next start by
 // systemd's fd store (FileDescriptorStorePreserve=) — so that it takes
 // connections again. A socket with no filter is left as it is.
-func detachFilter(ln *net.TCPListener) error {
+func DetachFilter(ln *net.TCPListener) error {
 	rc, err := ln.SyscallConn()
 	if err != nil {
 		return err
