@@ -222,8 +222,8 @@ func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
 	if m.Kind == "" {
 		return ""
 	}
-	m = m.forWorker(w.g.w)
-	if m.check(ctx, client) {
+	m = m.ForWorker(w.g.w)
+	if check(ctx, client, m) {
 		w.fails = 0
 		return ""
 	}

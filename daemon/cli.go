@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
@@ -104,14 +105,14 @@ func exitFor(err error, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintln(stderr, err)
-	if errors.Is(err, ErrUsage) {
+	if errors.Is(err, config.ErrUsage) {
 		return 2
 	}
 	return 1
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	cfg, err := parseRun(args, stderr)
+	cfg, err := config.Parse(args, stderr)
 	if err != nil {
 		return exitFor(err, stderr)
 	}
@@ -137,7 +138,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
-func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
+func setup(cfg *config.Config, log *slog.Logger) (_ *supervisor, err error) {
 	s := &supervisor{cfg: cfg, log: log, started: time.Now(), events: make(chan event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
@@ -151,7 +152,7 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 		// that the library's bake could pause.
 		Bake: -1})
 	if errors.Is(err, upgrader.ErrPIDFile) {
-		return nil, usagef("handoff run: --pidfile: %v", err)
+		return nil, config.Usagef("handoff run: --pidfile: %v", err)
 	}
 	if err != nil {
 		return nil, err
@@ -197,22 +198,22 @@ func setup(cfg *config, log *slog.Logger) (_ *supervisor, err error) {
 	taken.Done()
 	taken = nil
 	if cfg.Metrics != "" {
-		m := readyMode{Kind: "tcp", Target: cfg.Metrics}
-		if err := m.checkProbe(held, s.names); err != nil {
-			return nil, usagef("handoff run: --metrics %s is a socket handoff passes to the program; give an address of its own, as in --metrics 127.0.0.1:9101", cfg.Metrics)
+		m := config.Ready{Kind: "tcp", Target: cfg.Metrics}
+		if err := m.CheckProbe(held, s.names); err != nil {
+			return nil, config.Usagef("handoff run: --metrics %s is a socket handoff passes to the program; give an address of its own, as in --metrics 127.0.0.1:9101", cfg.Metrics)
 		}
 	}
 	for w := range max(cfg.Workers, 1) {
-		if err := cfg.Ready.forWorker(w).checkProbe(held, s.names); err != nil {
+		if err := cfg.Ready.ForWorker(w).CheckProbe(held, s.names); err != nil {
 			return nil, err
 		}
-		if err := cfg.Health.forWorker(w).checkProbe(held, s.names); err != nil {
-			return nil, usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
+		if err := cfg.Health.ForWorker(w).CheckProbe(held, s.names); err != nil {
+			return nil, config.Usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
 		}
 	}
 	if cfg.Ready.Kind == "accept" {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
-			return nil, usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)
+			return nil, config.Usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)
 		}
 	}
 
@@ -285,11 +286,11 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 			if err != nil {
 				return nil, fmt.Errorf("handoff: socket name %q from systemd: %w", name, err)
 			}
-			listens = append(listens, listenSpec{Name: name, Addr: a})
+			listens = append(listens, config.Listen{Name: name, Addr: a})
 		}
 		s.systemdNames = strings.Join(names, ":")
 		if len(listens) == 0 {
-			return nil, usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
+			return nil, config.Usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
 		}
 	}
 	var held []net.Addr
@@ -404,7 +405,7 @@ var clientHelp = map[string]string{
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("handoff "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	control := fs.String("control", DefaultControl(), "control socket `PATH` of the 'handoff run' to talk to. Example: --control /run/app/control.sock")
+	control := fs.String("control", config.DefaultControl(), "control socket `PATH` of the 'handoff run' to talk to. Example: --control /run/app/control.sock")
 	fs.Usage = func() {}
 	return fs, control
 }
@@ -417,10 +418,10 @@ func parseClient(fs *flag.FlagSet, name string, args []string, stderr io.Writer)
 			fs.PrintDefaults()
 			return flag.ErrHelp
 		}
-		return usagef("handoff %s: %v — see 'handoff %s --help'", name, err, name)
+		return config.Usagef("handoff %s: %v — see 'handoff %s --help'", name, err, name)
 	}
 	if fs.NArg() > 0 {
-		return usagef("handoff %s: unexpected argument %q — see 'handoff %s --help'", name, fs.Arg(0), name)
+		return config.Usagef("handoff %s: unexpected argument %q — see 'handoff %s --help'", name, fs.Arg(0), name)
 	}
 	return nil
 }
@@ -435,7 +436,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 		return exitFor(err, stderr)
 	}
 	if *timeout < 0 {
-		return exitFor(usagef("handoff %s: --timeout %v is negative — give a duration such as 2m", cmd, *timeout), stderr)
+		return exitFor(config.Usagef("handoff %s: --timeout %v is negative — give a duration such as 2m", cmd, *timeout), stderr)
 	}
 	if *timeout == 0 {
 		// Ask the daemon for its bound; this also proves that it answers.
@@ -446,7 +447,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 		}
 		*timeout = time.Duration(st.ReloadBound * float64(time.Second))
 		if *timeout <= 0 {
-			*timeout = 2*(DefaultReadyTimeout) + 30*time.Second // a handoff from before the bound was reported
+			*timeout = 2*(config.DefaultReadyTimeout) + 30*time.Second // a handoff from before the bound was reported
 		}
 	}
 	var r ReloadResult
@@ -480,12 +481,12 @@ func cmdSignal(args []string, stdout, stderr io.Writer) int {
 			fs.PrintDefaults()
 			return 0
 		}
-		return exitFor(usagef("handoff signal: %v — see 'handoff signal --help'", err), stderr)
+		return exitFor(config.Usagef("handoff signal: %v — see 'handoff signal --help'", err), stderr)
 	}
 	if fs.NArg() != 1 {
-		return exitFor(usagef("handoff signal: give one signal, as in: handoff signal USR1"), stderr)
+		return exitFor(config.Usagef("handoff signal: give one signal, as in: handoff signal USR1"), stderr)
 	}
-	sig, err := signalArg(fs.Arg(0))
+	sig, err := config.SignalArg(fs.Arg(0))
 	if err != nil {
 		return exitFor(err, stderr)
 	}
@@ -512,7 +513,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitFor(err, stderr)
 	}
 	if *timeout <= 0 {
-		return exitFor(usagef("handoff status: --timeout %v is not positive — give a duration such as 10s", *timeout), stderr)
+		return exitFor(config.Usagef("handoff status: --timeout %v is not positive — give a duration such as 10s", *timeout), stderr)
 	}
 	var st Status
 	if err := ask(*control, ctlMessage{Cmd: "status"}, *timeout, &st); err != nil {

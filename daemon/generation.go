@@ -359,8 +359,8 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 	case "accept":
 		go func() { readyC <- s.waitAccepting(ctx, g.pid) }()
 	default:
-		mode := s.cfg.Ready.forWorker(g.w)
-		go func() { readyC <- mode.probe(ctx) }()
+		mode := s.cfg.Ready.ForWorker(g.w)
+		go func() { readyC <- probeReady(ctx, mode) }()
 	}
 	select {
 	case err := <-readyC:

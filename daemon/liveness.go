@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
@@ -128,7 +129,7 @@ type liveWatch struct {
 	after  time.Duration
 	ports  map[uint16]bool
 	inodes map[uint64]bool
-	health readyMode
+	health config.Ready
 	client *http.Client
 	procs  map[*generation]*liveProc
 	// queueSince is since when connections have waited in the accept
@@ -300,8 +301,8 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 		}
 	}
 	if n := p.fails.Load(); n >= liveHealthFails {
-		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.forWorker(p.g.w), n),
-			[]any{"health", w.health.forWorker(p.g.w).String(), "fails", n}
+		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.ForWorker(p.g.w), n),
+			[]any{"health", w.health.ForWorker(p.g.w).String(), "fails", n}
 	}
 	return "", nil
 }
@@ -315,7 +316,7 @@ func (w *liveWatch) watch(now time.Time, g *generation) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
-	m := w.health.forWorker(g.w)
+	m := w.health.ForWorker(g.w)
 	go func() {
 		t := time.NewTicker(liveHealthEvery)
 		defer t.Stop()
@@ -327,7 +328,7 @@ func (w *liveWatch) watch(now time.Time, g *generation) {
 				return
 			case <-t.C:
 			}
-			if m.check(ctx, w.client) {
+			if check(ctx, w.client, m) {
 				p.fails.Store(0)
 			} else if ctx.Err() == nil {
 				p.fails.Add(1)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/promtext"
@@ -306,25 +307,25 @@ func (m *machine) onSignal(sig syscall.Signal) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		switch m.stops.Signal(!m.stopping()) {
 		case lifecycle.StopSkipDelay:
-			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", signalName(sig))
+			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", config.SignalName(sig))
 			m.stop(true)
 			return
 		case lifecycle.StopDelay:
 			d := m.stops.Delay
-			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", signalName(sig), "stop_delay", d.String())
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", config.SignalName(sig), "stop_delay", d.String())
 			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, actAfter{d, evStopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
 			m.do(actReply{m.q.Drop(), fail})
 			return
 		case lifecycle.StopAgain, lifecycle.StopNow:
-			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", signalName(sig))
+			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", config.SignalName(sig))
 			for _, g := range m.gens {
 				m.kill(g)
 			}
 			return
 		}
-		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", signalName(sig))
+		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", config.SignalName(sig))
 		m.stop(true)
 	}
 }
@@ -704,7 +705,7 @@ func (m *machine) drain(g *generation) {
 	}
 	g.exitedAt = m.now() // when the drain began, until it exits
 	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, evKillDue{g}})
-	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", signalName(m.stopSignal))...)
+	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", config.SignalName(m.stopSignal))...)
 	var drainingGens []int // generation numbers, oldest first
 	for _, d := range m.gens {
 		if d.state == draining && !slices.Contains(drainingGens, d.n) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/sealed"
@@ -28,7 +29,7 @@ func names(acts []action) []string {
 		case actSpawn:
 			out = append(out, fmt.Sprintf("spawn %d", a.n))
 		case actSignal:
-			out = append(out, fmt.Sprintf("signal %d %s", a.g.n, signalName(a.sig)))
+			out = append(out, fmt.Sprintf("signal %d %s", a.g.n, config.SignalName(a.sig)))
 		case actAfter:
 			out = append(out, fmt.Sprintf("after %T", a.ev))
 		case actNotify:

@@ -7,24 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 )
-
-// readyMode says how a generation shows it is ready.
-type readyMode struct {
-	// Kind is "notify", "accept", "http", "tcp" or "delay".
-	Kind string
-	// Target is the URL for http, HOST:PORT for tcp.
-	Target string
-	// Delay is the wait for delay.
-	Delay time.Duration
-}
 
 // --ready accept looks at a starting generation's process every acceptPoll,
 // and at its whole process tree every acceptTree looks (scanning /proc
@@ -35,156 +23,10 @@ const (
 	acceptTree = 5
 )
 
-// String returns the mode as --ready takes it.
-func (m readyMode) String() string {
-	switch m.Kind {
-	case "http":
-		return m.Target
-	case "tcp":
-		return "tcp://" + m.Target
-	case "delay":
-		return "delay:" + m.Delay.String()
-	}
-	return m.Kind
-}
-
-func parseReady(s string) (readyMode, error) {
-	switch {
-	case s == "notify":
-		return readyMode{Kind: "notify"}, nil
-	case s == "accept":
-		return readyMode{Kind: "accept"}, nil
-	case strings.HasPrefix(s, "delay:"):
-		d, err := time.ParseDuration(strings.TrimPrefix(s, "delay:"))
-		if err != nil || d < 0 {
-			return readyMode{}, usagef("handoff run: --ready %s: bad duration — use delay:2s", s)
-		}
-		return readyMode{Kind: "delay", Delay: d}, nil
-	case strings.HasPrefix(s, "tcp://"):
-		hp := strings.TrimPrefix(s, "tcp://")
-		if _, _, err := net.SplitHostPort(hp); err != nil {
-			return readyMode{}, usagef("handoff run: --ready %s: %v — use tcp://127.0.0.1:9090", s, err)
-		}
-		return readyMode{Kind: "tcp", Target: hp}, nil
-	case strings.HasPrefix(s, "http://"):
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			return readyMode{}, usagef("handoff run: --ready %s: not a URL — use http://127.0.0.1:9090/healthz", s)
-		}
-		return readyMode{Kind: "http", Target: s}, nil
-	}
-	return readyMode{}, usagef("handoff run: --ready %s: unknown mode — use notify, accept, http://HOST:PORT/PATH, tcp://HOST:PORT or delay:DURATION", s)
-}
-
-// forWorker returns the mode for worker w: an http or tcp probe of worker w
-// goes to the given port plus w, where that worker (its index is in
-// HANDOFF_WORKER) serves it alone; the other modes are the same for all.
-func (m readyMode) forWorker(w int) readyMode {
-	if w == 0 || (m.Kind != "http" && m.Kind != "tcp") {
-		return m
-	}
-	host, portStr, err := net.SplitHostPort(m.probeAddr())
-	if err != nil {
-		return m
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return m
-	}
-	hp := net.JoinHostPort(host, strconv.Itoa(port+w))
-	if m.Kind == "tcp" {
-		m.Target = hp
-		return m
-	}
-	u, err := url.Parse(m.Target)
-	if err != nil {
-		return m
-	}
-	u.Host = hp
-	m.Target = u.String()
-	return m
-}
-
-// probeAddr returns the HOST:PORT an http or tcp mode connects to, or "".
-func (m readyMode) probeAddr() string {
-	switch m.Kind {
-	case "tcp":
-		return m.Target
-	case "http":
-		u, err := url.Parse(m.Target)
-		if err != nil {
-			return ""
-		}
-		if u.Port() == "" {
-			return net.JoinHostPort(u.Hostname(), "80")
-		}
-		return u.Host
-	}
-	return ""
-}
-
-// checkProbe refuses an http or tcp probe whose address reaches one of the
-// sockets handoff holds (held, with their names): every generation serves
-// those, so the serving one would answer the probe for the one starting,
-// and a broken release would be called ready.
-func (m readyMode) checkProbe(held []net.Addr, names []string) error {
-	hp := m.probeAddr()
-	if hp == "" {
-		return nil
-	}
-	host, portStr, err := net.SplitHostPort(hp)
-	if err != nil {
-		return nil
-	}
-	port, err := net.LookupPort("tcp", portStr)
-	if err != nil {
-		return usagef("handoff run: --ready %s: bad port %q", m, portStr)
-	}
-	ips := probeIPs(host)
-	for i, a := range held {
-		ta, ok := a.(*net.TCPAddr)
-		if !ok || ta.Port != port {
-			continue
-		}
-		bound, _ := netip.AddrFromSlice(ta.IP)
-		bound = bound.Unmap()
-		for _, ip := range ips {
-			if bound.IsUnspecified() || ip.IsUnspecified() || ip == bound {
-				return usagef("handoff run: --ready %s: %s is the socket %q (%s) that handoff holds and every generation serves — "+
-					"the serving generation would answer the probe for the new one; use --ready accept (no change to the program) "+
-					"or notify (the program sends READY=1), or probe an address only the new generation serves",
-					m, hp, names[i], ta)
-			}
-		}
-	}
-	return nil
-}
-
-// probeIPs resolves a probe's host the way a dial would: "" is the
-// unspecified address, and names resolve to all their addresses.
-func probeIPs(host string) []netip.Addr {
-	if host == "" {
-		return []netip.Addr{netip.IPv4Unspecified()}
-	}
-	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.SplitN(host, "%", 2)[0], ".")); err == nil {
-		return []netip.Addr{ip.Unmap()}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil
-	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
-	}
-	return addrs
-}
-
-// probe reports readiness for the http, tcp and delay modes: it returns nil
+// probeReady reports readiness of m for the http, tcp and delay modes: it returns nil
 // once the generation is ready, or ctx's error. Notify is handled by the
 // generation's own notify socket, accept by waitAccepting.
-func (m readyMode) probe(ctx context.Context) error {
+func probeReady(ctx context.Context, m config.Ready) error {
 	if m.Kind == "delay" {
 		t := time.NewTimer(m.Delay)
 		defer t.Stop()
@@ -199,7 +41,7 @@ func (m readyMode) probe(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if m.check(ctx, client) {
+		if check(ctx, client, m) {
 			return nil
 		}
 		select {
@@ -210,7 +52,9 @@ func (m readyMode) probe(ctx context.Context) error {
 	}
 }
 
-func (m readyMode) check(ctx context.Context, client *http.Client) bool {
+// check reports whether one http or tcp probe of m succeeds: a 2xx answer,
+// or a connection.
+func check(ctx context.Context, client *http.Client, m config.Ready) bool {
 	if m.Kind == "tcp" {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", m.Target)

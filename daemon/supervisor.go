@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
@@ -47,7 +48,7 @@ type ReloadResult struct {
 // and carries out the machine's actions. Only that goroutine touches the
 // machine.
 type supervisor struct {
-	cfg *config
+	cfg *config.Config
 	log *slog.Logger
 	// trimming is set while trimMemory runs.
 	trimming atomic.Bool
@@ -89,7 +90,7 @@ type supervisor struct {
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
-func newMachine(cfg *config, first int) *machine {
+func newMachine(cfg *config.Config, first int) *machine {
 	return &machine{bake: cfg.Bake, maxDraining: cfg.MaxDraining, readyTimeout: cfg.ReadyTimeout, workers: cfg.Workers, surge: cfg.MaxSurge, maxMemory: cfg.MaxMemory,
 		drainTimeout: cfg.DrainTimeout, stopSignal: cfg.StopSignal, pid1: os.Getpid() == 1, stops: lifecycle.Stops{Delay: cfg.StopDelay}, now: time.Now, nextN: first}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package config
 
 import (
 	"errors"
@@ -35,22 +35,23 @@ func (e *usageError) Is(target error) bool {
 	return target == ErrUsage
 }
 
-func usagef(format string, args ...any) error {
+// Usagef returns an ErrUsage error with the message format and args give.
+func Usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-// listenSpec is one --listen flag: a socket and the name the program sees in
+// Listen is one --listen flag: a socket and the name the program sees in
 // LISTEN_FDNAMES.
-type listenSpec struct {
+type Listen struct {
 	Name string
 	Addr listener.Addr
 }
 
-// config is what `handoff run` was asked to do.
-type config struct {
-	Listens      []listenSpec
-	Ready        readyMode
-	Health       readyMode // checked during --bake and while serving: http or tcp, or none
+// Config is what `handoff run` was asked to do.
+type Config struct {
+	Listens      []Listen
+	Ready        Ready
+	Health       Ready // checked during --bake and while serving: http or tcp, or none
 	ReadyTimeout time.Duration
 	DrainTimeout time.Duration
 	StopDelay    time.Duration
@@ -121,7 +122,7 @@ type runFlags struct {
 
 // runFlagSet defines the flags of 'handoff run': those that go straight into
 // cfg, and the others into the returned runFlags.
-func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
+func runFlagSet(cfg *Config) (*flag.FlagSet, *runFlags) {
 	fs := flag.NewFlagSet("handoff run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	raw := &runFlags{}
@@ -195,9 +196,9 @@ func runFlagSet(cfg *config) (*flag.FlagSet, *runFlags) {
 	return fs, raw
 }
 
-// parseRun parses the arguments of `handoff run`.
-func parseRun(args []string, stderr io.Writer) (*config, error) {
-	cfg := &config{}
+// Parse parses the arguments of `handoff run`.
+func Parse(args []string, stderr io.Writer) (*Config, error) {
+	cfg := &Config{}
 	fs, raw := runFlagSet(cfg)
 	// The flag package prints the usage on every error; print it on --help
 	// only, so that an error stays one line.
@@ -209,7 +210,7 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 			fs.PrintDefaults()
 			return nil, flag.ErrHelp
 		}
-		return nil, usagef("handoff run: %v — see 'handoff run --help'", err)
+		return nil, Usagef("handoff run: %v — see 'handoff run --help'", err)
 	}
 	if err := cfg.resolve(raw, fs.Args()); err != nil {
 		return nil, err
@@ -220,25 +221,25 @@ func parseRun(args []string, stderr io.Writer) (*config, error) {
 // resolve checks the flags and the program line (rest), and fills in what
 // they give: the program found in PATH, the sockets, the readiness and
 // health probes, the stop signal, the control socket and the user.
-func (cfg *config) resolve(raw *runFlags, rest []string) error {
+func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 	if len(rest) == 0 {
-		return usagef("handoff run: no program given — put it after --, as in: handoff run --listen :8080 -- /usr/local/bin/app")
+		return Usagef("handoff run: no program given — put it after --, as in: handoff run --listen :8080 -- /usr/local/bin/app")
 	}
 	var err error
 	if cfg.Chdir != "" {
 		if fi, err := os.Stat(cfg.Chdir); err != nil || !fi.IsDir() {
-			return usagef("handoff run: --chdir %s: not a directory — give the directory the program runs in", cfg.Chdir)
+			return Usagef("handoff run: --chdir %s: not a directory — give the directory the program runs in", cfg.Chdir)
 		}
 		if cfg.Chdir, err = filepath.Abs(cfg.Chdir); err != nil {
-			return usagef("handoff run: --chdir: %v", err)
+			return Usagef("handoff run: --chdir: %v", err)
 		}
 	}
 	if cfg.EnvFile != "" {
 		if cfg.EnvFile, err = filepath.Abs(cfg.EnvFile); err != nil {
-			return usagef("handoff run: --env-file: %v", err)
+			return Usagef("handoff run: --env-file: %v", err)
 		}
 		if _, err := envfile.Read(cfg.EnvFile); err != nil {
-			return usagef("handoff run: %v", err)
+			return Usagef("handoff run: %v", err)
 		}
 	}
 	prog, err := lookProgram(rest[0], cfg.Chdir)
@@ -257,66 +258,66 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 	seen := map[string]bool{}
 	for _, l := range cfg.Listens {
 		if seen[l.Addr.String()] {
-			return usagef("handoff run: --listen %s given twice", l.Addr)
+			return Usagef("handoff run: --listen %s given twice", l.Addr)
 		}
 		seen[l.Addr.String()] = true
 	}
 	if *raw.health != "" {
 		if !strings.HasPrefix(*raw.health, "http://") && !strings.HasPrefix(*raw.health, "tcp://") {
-			return usagef("handoff run: --health %s: use http://HOST:PORT/PATH or tcp://HOST:PORT", *raw.health)
+			return Usagef("handoff run: --health %s: use http://HOST:PORT/PATH or tcp://HOST:PORT", *raw.health)
 		}
-		if cfg.Health, err = parseReady(*raw.health); err != nil {
-			return usagef("handoff run: --health: %v", strings.TrimPrefix(err.Error(), "handoff run: --ready "))
+		if cfg.Health, err = ParseReady(*raw.health); err != nil {
+			return Usagef("handoff run: --health: %v", strings.TrimPrefix(err.Error(), "handoff run: --ready "))
 		}
 	}
 	if *raw.maxMemory != "" {
-		if cfg.MaxMemory, err = parseSize(*raw.maxMemory); err != nil {
-			return usagef("handoff run: --max-memory %s: %v — give a size such as 512M, 2G or 300MiB", *raw.maxMemory, err)
+		if cfg.MaxMemory, err = ParseSize(*raw.maxMemory); err != nil {
+			return Usagef("handoff run: --max-memory %s: %v — give a size such as 512M, 2G or 300MiB", *raw.maxMemory, err)
 		}
 	}
-	if cfg.Ready, err = parseReady(*raw.ready); err != nil {
+	if cfg.Ready, err = ParseReady(*raw.ready); err != nil {
 		return err
 	}
-	if cfg.StopSignal, err = parseSignal(*raw.stop); err != nil {
+	if cfg.StopSignal, err = ParseSignal(*raw.stop); err != nil {
 		return err
 	}
 	switch {
 	case cfg.ReadyTimeout <= 0:
-		return usagef("handoff run: --ready-timeout must be positive, as in --ready-timeout 30s")
+		return Usagef("handoff run: --ready-timeout must be positive, as in --ready-timeout 30s")
 	case cfg.DrainTimeout <= 0:
-		return usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
+		return Usagef("handoff run: --drain-timeout must be positive, as in --drain-timeout 10s")
 	case cfg.StopDelay < 0:
-		return usagef("handoff run: --stop-delay must not be negative")
+		return Usagef("handoff run: --stop-delay must not be negative")
 	case cfg.Hold < 0:
-		return usagef("handoff run: --hold %v is negative — give a duration such as 10s, or 0 to close the sockets with handoff", cfg.Hold)
+		return Usagef("handoff run: --hold %v is negative — give a duration such as 10s, or 0 to close the sockets with handoff", cfg.Hold)
 	case cfg.Bake < 0:
-		return usagef("handoff run: --bake must not be negative")
+		return Usagef("handoff run: --bake must not be negative")
 	case cfg.HungAfter < 0:
-		return usagef("handoff run: --hung-after must not be negative (0 turns the checks off), as in --hung-after 5s")
+		return Usagef("handoff run: --hung-after must not be negative (0 turns the checks off), as in --hung-after 5s")
 	case cfg.HungAfter > 0 && cfg.HungAfter < hungAfterMin:
-		return usagef("handoff run: --hung-after %v: give at least %v (or 0 to turn the checks off), as in --hung-after 5s", cfg.HungAfter, hungAfterMin)
+		return Usagef("handoff run: --hung-after %v: give at least %v (or 0 to turn the checks off), as in --hung-after 5s", cfg.HungAfter, hungAfterMin)
 	case cfg.Health.Kind != "" && cfg.Bake <= 0 && cfg.HungAfter <= 0:
-		return usagef("handoff run: --health is checked during --bake and while serving, and both are off — give --bake 10s, or a positive --hung-after")
+		return Usagef("handoff run: --health is checked during --bake and while serving, and both are off — give --bake 10s, or a positive --hung-after")
 	case cfg.MaxDraining < 1:
-		return usagef("handoff run: --max-draining must be at least 1")
+		return Usagef("handoff run: --max-draining must be at least 1")
 	case cfg.Workers < 1 || cfg.Workers > maxWorkers:
-		return usagef("handoff run: --workers %d: give 1 to %d, as in --workers 4", cfg.Workers, maxWorkers)
+		return Usagef("handoff run: --workers %d: give 1 to %d, as in --workers 4", cfg.Workers, maxWorkers)
 	case cfg.Metrics != "" && !validHostPort(cfg.Metrics):
-		return usagef("handoff run: --metrics %s: give HOST:PORT, as in --metrics 127.0.0.1:9101", cfg.Metrics)
+		return Usagef("handoff run: --metrics %s: give HOST:PORT, as in --metrics 127.0.0.1:9101", cfg.Metrics)
 	case cfg.MaxSurge < 1:
-		return usagef("handoff run: --max-surge %d: give at least 1 (a roll starts a new worker before the old one drains), as in --max-surge 1", cfg.MaxSurge)
+		return Usagef("handoff run: --max-surge %d: give at least 1 (a roll starts a new worker before the old one drains), as in --max-surge 1", cfg.MaxSurge)
 	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
-		return usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
+		return Usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
 	}
 	if cfg.Control == "" {
 		cfg.Control = DefaultControl()
 	}
 	// sun_path holds 108 bytes, the last a NUL.
 	if n := len(cfg.Control); n > 107 {
-		return usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
+		return Usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
 	}
 	if n := len(cfg.Control + keeper.HoldSuffix); cfg.Hold > 0 && n > 107 {
-		return usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.Control+keeper.HoldSuffix, n)
+		return Usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.Control+keeper.HoldSuffix, n)
 	}
 	if *raw.userName != "" || *raw.groupName != "" {
 		if cfg.Credential, err = credential(*raw.userName, *raw.groupName); err != nil {
@@ -326,14 +327,14 @@ func (cfg *config) resolve(raw *runFlags, rest []string) error {
 	return nil
 }
 
-func parseListen(s string, i int) (listenSpec, error) {
+func parseListen(s string, i int) (Listen, error) {
 	name, addr := "", s
 	if k, v, ok := strings.Cut(s, "="); ok && !strings.Contains(k, ":") && !strings.Contains(k, "/") {
 		name, addr = k, v
 	}
 	a, err := listener.Parse(addr)
 	if err != nil {
-		return listenSpec{}, usagef("handoff run: --listen %s: %v", s, err)
+		return Listen{}, Usagef("handoff run: --listen %s: %v", s, err)
 	}
 	if name == "" {
 		name = "listen" + strconv.Itoa(i)
@@ -342,9 +343,9 @@ func parseListen(s string, i int) (listenSpec, error) {
 		}
 	}
 	if err := systemd.CheckFDName(name); err != nil {
-		return listenSpec{}, usagef("handoff run: --listen %s: %v", s, strings.TrimPrefix(err.Error(), "systemd: "))
+		return Listen{}, Usagef("handoff run: --listen %s: %v", s, strings.TrimPrefix(err.Error(), "systemd: "))
 	}
-	return listenSpec{Name: name, Addr: a}, nil
+	return Listen{Name: name, Addr: a}, nil
 }
 
 // lookProgram checks PROGRAM: a path (relative to dir, if given, where it is
@@ -354,9 +355,9 @@ func lookProgram(p, dir string) (string, error) {
 		fi, err := os.Stat(filepath.Join(dir, p))
 		switch {
 		case err != nil:
-			return "", usagef("handoff run: program %s in --chdir %s: %v — give the path of an executable", p, dir, errors.Unwrap(err))
+			return "", Usagef("handoff run: program %s in --chdir %s: %v — give the path of an executable", p, dir, errors.Unwrap(err))
 		case fi.IsDir() || fi.Mode()&0o111 == 0:
-			return "", usagef("handoff run: program %s in --chdir %s is not executable — chmod +x it", p, dir)
+			return "", Usagef("handoff run: program %s in --chdir %s is not executable — chmod +x it", p, dir)
 		}
 		return p, nil
 	}
@@ -364,19 +365,19 @@ func lookProgram(p, dir string) (string, error) {
 		fi, err := os.Stat(p)
 		switch {
 		case err != nil:
-			return "", usagef("handoff run: program %s: %v — give the path of an executable", p, errors.Unwrap(err))
+			return "", Usagef("handoff run: program %s: %v — give the path of an executable", p, errors.Unwrap(err))
 		case fi.IsDir() || fi.Mode()&0o111 == 0:
-			return "", usagef("handoff run: program %s is not executable — chmod +x it", p)
+			return "", Usagef("handoff run: program %s is not executable — chmod +x it", p)
 		}
 		abs, err := filepath.Abs(p)
 		if err != nil {
-			return "", usagef("handoff run: program %s: %v", p, err)
+			return "", Usagef("handoff run: program %s: %v", p, err)
 		}
 		return abs, nil
 	}
 	path, err := exec.LookPath(p)
 	if err != nil {
-		return "", usagef("handoff run: program %q not found in PATH — give its full path", p)
+		return "", Usagef("handoff run: program %q not found in PATH — give its full path", p)
 	}
 	return path, nil
 }
@@ -397,7 +398,7 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 			// group is the same number unless --group says otherwise.
 			uid, gid = n, n
 		default:
-			return nil, usagef("handoff run: --user %s: no such user — create it, choose another, or give a uid", userName)
+			return nil, Usagef("handoff run: --user %s: no such user — create it, choose another, or give a uid", userName)
 		}
 	} else {
 		uid = uint64(os.Getuid())
@@ -414,11 +415,11 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 		case nerr == nil:
 			gid = n
 		default:
-			return nil, usagef("handoff run: --group %s: no such group — create it, choose another, or give a gid", groupName)
+			return nil, Usagef("handoff run: --group %s: no such group — create it, choose another, or give a gid", groupName)
 		}
 	}
 	if os.Getuid() != 0 && (uid != uint64(os.Getuid()) || gid != uint64(os.Getgid())) {
-		return nil, usagef("handoff run: --user/--group need handoff to run as root")
+		return nil, Usagef("handoff run: --user/--group need handoff to run as root")
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
@@ -441,10 +442,10 @@ func DefaultControl() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("handoff-%d", os.Getuid()), "control.sock")
 }
 
-// parseSize parses a size in bytes: a number with an optional unit, K, M,
+// ParseSize parses a size in bytes: a number with an optional unit, K, M,
 // G or T (powers of 1024, as ps and top count memory), with or without
 // "iB" or "B".
-func parseSize(s string) (int64, error) {
+func ParseSize(s string) (int64, error) {
 	num := strings.TrimRight(s, "KMGTkmgtiBb")
 	unit := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s[len(num):]), "B"), "I")
 	n, err := strconv.ParseFloat(num, 64)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package config
 
 import (
 	"errors"
@@ -29,11 +29,11 @@ func TestCheckProbe(t *testing.T) {
 		{"127.0.0.1:8080", "tcp://[::1]:8080", false},
 		{"127.0.0.1:8080", "delay:1s", false},
 	} {
-		m, err := parseReady(c.probe)
+		m, err := ParseReady(c.probe)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = m.checkProbe([]net.Addr{tcp(c.held)}, []string{"web"})
+		err = m.CheckProbe([]net.Addr{tcp(c.held)}, []string{"web"})
 		if refused := errors.Is(err, ErrUsage); refused != c.refused {
 			t.Errorf("held %s, --ready %s: %v, want refused=%v", c.held, c.probe, err, c.refused)
 		}
@@ -49,14 +49,14 @@ func TestReadyForWorker(t *testing.T) {
 		{"notify", "notify"},
 		{"delay:1s", "delay:1s"},
 	} {
-		m, err := parseReady(c.mode)
+		m, err := ParseReady(c.mode)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := m.forWorker(2).String(); got != c.want {
+		if got := m.ForWorker(2).String(); got != c.want {
 			t.Errorf("%s for worker 2: %s, want %s", c.mode, got, c.want)
 		}
-		if got := m.forWorker(0).String(); got != c.mode {
+		if got := m.ForWorker(0).String(); got != c.mode {
 			t.Errorf("%s for worker 0: %s, want it unchanged", c.mode, got)
 		}
 	}
