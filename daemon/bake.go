@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
@@ -77,7 +78,7 @@ func (s *supervisor) watchBake(g, old *generation, others []*generation, ports m
 		if reason != "" {
 			select {
 			case <-ctx.Done(): // the window ended meanwhile: too late to roll back
-			case s.events <- evBakeFailed{g, reason}:
+			case s.events <- machine.EvBakeFailed{G: g.Gen, Reason: reason}:
 			}
 			return
 		}
@@ -108,7 +109,7 @@ func (w *bakeWatch) start() {
 	if _, err := sockdiag.TCPConns(w.ports); err != nil || len(w.ports) == 0 {
 		w.broken = true
 		if err != nil {
-			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "event", "bake.checks_off", "gen", w.g.n, "err", err)
+			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "event", "bake.checks_off", "gen", w.g.N, "err", err)
 		}
 	}
 }
@@ -123,7 +124,7 @@ func (w *bakeWatch) look() string {
 		return ""
 	}
 	pending := 0
-	for ino := range held(w.g.pid, conns) {
+	for ino := range held(w.g.PID, conns) {
 		w.newSeen[ino] = true
 		c := conns[ino]
 		if c.SegsOut > 0 {
@@ -134,7 +135,7 @@ func (w *bakeWatch) look() string {
 		}
 	}
 	oldPending := 0
-	for ino := range held(w.old.pid, conns) {
+	for ino := range held(w.old.PID, conns) {
 		if conns[ino].Pending(bakeStuckAfter) {
 			oldPending++
 		}
@@ -169,16 +170,16 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 	// Every process that serves beside g pauses, or another worker would
 	// take what g does not.
 	for _, o := range w.others {
-		if err := unix.Kill(-o.pid, unix.SIGSTOP); err != nil {
+		if err := unix.Kill(-o.PID, unix.SIGSTOP); err != nil {
 			for _, p := range w.others {
-				_ = unix.Kill(-p.pid, unix.SIGCONT)
+				_ = unix.Kill(-p.PID, unix.SIGCONT)
 			}
 			return "", false
 		}
 	}
 	defer func() {
 		for _, o := range w.others {
-			_ = unix.Kill(-o.pid, unix.SIGCONT)
+			_ = unix.Kill(-o.PID, unix.SIGCONT)
 		}
 	}()
 	start := time.Now()
@@ -196,10 +197,10 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) >= bakeQueueStuck:
-			if conns, err := sockdiag.TCPConns(w.ports); err != nil || len(held(w.g.pid, conns)) > 0 {
+			if conns, err := sockdiag.TCPConns(w.ports); err != nil || len(held(w.g.PID, conns)) > 0 {
 				return "", true // it holds one: busy, not deaf
 			}
-			paused := fmt.Sprintf("generation %d paused", w.old.n)
+			paused := fmt.Sprintf("generation %d paused", w.old.N)
 			if len(w.others) > 1 {
 				paused = fmt.Sprintf("the %d processes serving beside it paused", len(w.others))
 			}
@@ -222,7 +223,7 @@ func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
 	if m.Kind == "" {
 		return ""
 	}
-	m = m.ForWorker(w.g.w)
+	m = m.ForWorker(w.g.W)
 	if check(ctx, client, m) {
 		w.fails = 0
 		return ""

@@ -26,11 +26,17 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
 )
+
+// ExitStopCut is handoff run's exit status after a stop that had to kill a
+// generation — a second stop signal, or one still draining at
+// --drain-timeout — where a clean stop exits 0.
+const ExitStopCut = machine.ExitStopCut
 
 // Version is handoff's version; release builds set it with
 // -ldflags "-X github.com/handoff-dev/handoff/daemon.Version=v1.2.3".
@@ -128,8 +134,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.
 	s.u.Stop()
-	if s.m.killed > 0 {
-		log.Warn("handoff exits", "event", "handoff.exit", "status", code, "killed", s.m.killed)
+	if killed := s.m.View().Killed; killed > 0 {
+		log.Warn("handoff exits", "event", "handoff.exit", "status", code, "killed", killed)
 	} else {
 		log.Info("handoff exits", "event", "handoff.exit", "status", code, "killed", 0)
 	}
@@ -139,7 +145,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
 func setup(cfg *config.Config, log *slog.Logger) (_ *supervisor, err error) {
-	s := &supervisor{cfg: cfg, log: log, started: time.Now(), events: make(chan event, 64), sigC: make(chan os.Signal, 16),
+	s := &supervisor{cfg: cfg, log: log, started: time.Now(), procs: map[*machine.Gen]*generation{}, events: make(chan machine.Event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
 	// keeper, if it still holds them (keeper.go).
@@ -450,7 +456,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 			*timeout = 2*(config.DefaultReadyTimeout) + 30*time.Second // a handoff from before the bound was reported
 		}
 	}
-	var r ReloadResult
+	var r machine.ReloadResult
 	if err := ask(*control, ctlMessage{Cmd: cmd}, *timeout, &r); err != nil {
 		fmt.Fprintf(stderr, "handoff %s: %v\n", cmd, err)
 		return 1

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +31,7 @@ type ctlMessage struct {
 type ctlRequest struct {
 	cmd     string
 	sig     syscall.Signal
-	reload  chan ReloadResult
+	reload  chan machine.ReloadResult
 	status  chan Status
 	signal  chan SignalResult
 	metrics chan []byte
@@ -57,10 +58,10 @@ type Status struct {
 	Killed int `json:"killed"`
 	// Unresponsive counts the processes replaced because they were shown
 	// hung (--hung-after).
-	Unresponsive int      `json:"unresponsive"`
-	Reloading    bool     `json:"reloading"`
-	Queued       bool     `json:"reload_queued"`
-	Rollback     *runSpec `json:"rollback,omitempty"` // what 'handoff rollback' would run
+	Unresponsive int           `json:"unresponsive"`
+	Reloading    bool          `json:"reloading"`
+	Queued       bool          `json:"reload_queued"`
+	Rollback     *machine.Spec `json:"rollback,omitempty"` // what 'handoff rollback' would run
 	// Workers lists each worker index: what serves there, with --workers
 	// above 1.
 	Workers []WorkerStatus `json:"workers,omitempty"`
@@ -116,14 +117,14 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 		return SignalResult{Error: fmt.Sprintf("no signal number %d", int(sig))}
 	}
 	var r SignalResult
-	for _, g := range s.m.gens {
-		if g.state != serving && g.state != baking {
+	for _, g := range s.m.View().Gens {
+		if g.State != machine.Serving && g.State != machine.Baking {
 			continue
 		}
-		if err := unix.Kill(-g.pid, sig); err != nil {
-			return SignalResult{Error: fmt.Sprintf("generation %d (pid %d): %v", g.n, g.pid, err)}
+		if err := unix.Kill(-g.PID, sig); err != nil {
+			return SignalResult{Error: fmt.Sprintf("generation %d (pid %d): %v", g.N, g.PID, err)}
 		}
-		r.Sent, r.Gens = append(r.Sent, g.pid), append(r.Gens, g.n)
+		r.Sent, r.Gens = append(r.Sent, g.PID), append(r.Gens, g.N)
 	}
 	if len(r.Sent) == 0 {
 		return SignalResult{Error: "no generation is serving"}
@@ -135,31 +136,31 @@ func (s *supervisor) sendSignal(sig syscall.Signal) SignalResult {
 
 // status describes handoff's state for `handoff status`.
 func (s *supervisor) status() Status {
-	m := s.m
-	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive,
-		Reloading: m.reloading, Queued: m.q.Queued(), Rollback: m.previous, ReloadBound: s.reloadBound().Seconds()}
-	for _, g := range m.gens {
-		state := g.state.String()
-		if g.unresponsive && g.state == serving {
+	v := s.m.View()
+	st := Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: v.Restarts, Killed: v.Killed, Unresponsive: v.Unresponsive,
+		Reloading: v.Reloading, Queued: v.Queued, Rollback: v.Rollback, ReloadBound: s.reloadBound().Seconds()}
+	for _, g := range v.Gens {
+		state := g.State.String()
+		if g.Unresponsive && g.State == machine.Serving {
 			state = "unresponsive" // paused, while its replacement starts
 		}
-		st.Generations = append(st.Generations, GenStatus{Generation: g.n, Worker: g.w, PID: g.pid, State: state,
-			AgeSeconds: time.Since(g.started).Round(time.Millisecond).Seconds(), Dir: g.dir})
+		st.Generations = append(st.Generations, GenStatus{Generation: g.N, Worker: g.W, PID: g.PID, State: state,
+			AgeSeconds: time.Since(g.Started).Round(time.Millisecond).Seconds(), Dir: g.Dir})
 	}
-	if len(m.slots) > 1 {
-		for w, sl := range m.slots {
-			ws := WorkerStatus{Index: w, Restarts: sl.restarts, Unresponsive: sl.unresponsive, State: "restarting"}
-			switch g := sl.cur; {
+	if len(v.Workers) > 1 {
+		for w, sl := range v.Workers {
+			ws := WorkerStatus{Index: w, Restarts: sl.Restarts, Unresponsive: sl.Unresponsive, State: "restarting"}
+			switch g := sl.Cur; {
 			case g != nil:
-				ws.Generation, ws.PID, ws.State = g.n, g.pid, "ready"
-				if g.unresponsive {
+				ws.Generation, ws.PID, ws.State = g.N, g.PID, "ready"
+				if g.Unresponsive {
 					ws.State = "unresponsive"
 				}
-				ws.UptimeSeconds = time.Since(g.started).Round(time.Millisecond).Seconds()
-				ws.RSSBytes, _ = procfs.ResidentBytes(g.pid)
-			case sl.next != nil:
-				ws.Generation, ws.PID, ws.State = sl.next.n, sl.next.pid, sl.next.state.String()
-			case sl.crashes >= failingAfter:
+				ws.UptimeSeconds = time.Since(g.Started).Round(time.Millisecond).Seconds()
+				ws.RSSBytes, _ = procfs.ResidentBytes(g.PID)
+			case sl.Next != nil:
+				ws.Generation, ws.PID, ws.State = sl.Next.N, sl.Next.PID, sl.Next.State.String()
+			case sl.Crashing:
 				ws.State = "crashing"
 			}
 			st.Workers = append(st.Workers, ws)
@@ -240,7 +241,7 @@ func (s *supervisor) handleControl(c *net.UnixConn) {
 	}
 	if err := checkPeer(c); err != nil {
 		s.log.Warn("control connection refused", "event", "control.refused", "err", err)
-		reply(ReloadResult{Error: err.Error()})
+		reply(machine.ReloadResult{Error: err.Error()})
 		return
 	}
 	_ = c.SetReadDeadline(time.Now().Add(ctlReadTimeout))
@@ -254,11 +255,11 @@ func (s *supervisor) handleControl(c *net.UnixConn) {
 			why = fmt.Sprintf("bad request: not one JSON object of at most %d bytes", ctlMaxRequest)
 		}
 		s.log.Warn("control request refused", "event", "control.request_refused", "err", why)
-		reply(ReloadResult{Error: why})
+		reply(machine.ReloadResult{Error: why})
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	req := ctlRequest{cmd: m.Cmd, sig: syscall.Signal(m.Signal), reload: make(chan ReloadResult, 1), status: make(chan Status, 1), signal: make(chan SignalResult, 1)}
+	req := ctlRequest{cmd: m.Cmd, sig: syscall.Signal(m.Signal), reload: make(chan machine.ReloadResult, 1), status: make(chan Status, 1), signal: make(chan SignalResult, 1)}
 	switch m.Cmd {
 	case "reload", "rollback", "status", "signal":
 		s.ctlC <- req
@@ -271,7 +272,7 @@ func (s *supervisor) handleControl(c *net.UnixConn) {
 			reply(<-req.signal)
 		}
 	default:
-		reply(ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)})
+		reply(machine.ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)})
 	}
 }
 

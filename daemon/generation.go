@@ -19,64 +19,29 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
-	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
 )
 
-// state is a generation's state; see the package documentation.
-type state int
-
-const (
-	starting state = iota
-	baking
-	serving
-	draining
-	exited
-)
-
-func (s state) String() string {
-	return [...]string{"starting", "baking", "ready", "draining", "exited"}[s]
-}
-
 // generation is one run of the program. Only the supervisor goroutine reads
 // or writes its fields after start returns.
 type generation struct {
-	n       int
-	w       int // its worker index, from 0 (--workers)
-	pid     int
-	cmd     *exec.Cmd
-	state   state
-	started time.Time
-	readyAt time.Time
-	restart bool // started to replace a generation that exited on its own
-	// forMemory: started to replace a worker past --max-memory.
-	forMemory bool
-	// forHung: started to replace a process shown hung; unresponsive: it
-	// was shown hung itself, and is paused until it drains.
-	forHung      bool
-	unresponsive bool
-	dir          string   // its working directory (--chdir, resolved), or ""
-	spec         *runSpec // what it runs
+	*machine.Gen
 
+	cmd      *exec.Cmd
 	notify   *net.UnixConn
 	notifyAt string
 	stdout   *linetail.Tail
 	stderr   *linetail.Tail
-	launch   string             // how LISTEN_PID was passed: "traced" or "shim"
 	cancel   context.CancelFunc // stops the readiness wait
 	// timers holds the pending timers whose events name this generation
 	// (its kill at the drain timeout, the end of its bake): stopped when it
 	// exits, so that a generation gone is not kept in memory until they
 	// fire — --drain-timeout after each reload, 30 s by default.
-	timers   []*time.Timer
-	failWhy  string // set when the supervisor killed it for not being ready
-	exitedAt time.Time
-	hung     bool
-	killed   bool           // sent SIGKILL (counted in machine.killed)
-	left     []reaper.Stray // the processes it left behind at its exit
-	exitedC  chan struct{}  // closed when it has exited
+	timers  []*time.Timer
+	exitedC chan struct{} // closed when it has exited
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 }
@@ -124,22 +89,10 @@ func overrideEnv(env, extra []string) []string {
 	return out
 }
 
-// runSpec is what a generation runs, resolved when it starts: the program's
-// file (symlinks resolved) and its name as configured (argv[0]), its
-// arguments, its directory and the variables of the env file. A rollback runs
-// the spec of an earlier generation again.
-type runSpec struct {
-	Program string   `json:"program"`
-	Name    string   `json:"name"`
-	Args    []string `json:"args,omitempty"`
-	Dir     string   `json:"dir,omitempty"`
-	Env     []string `json:"env,omitempty"`
-}
-
 // resolveSpec resolves what generation n runs from the configuration now:
 // --chdir and the program's symlinks, and --env-file read afresh.
-func (s *supervisor) resolveSpec(n int) (*runSpec, error) {
-	spec := &runSpec{Program: s.cfg.Program, Args: s.cfg.Args}
+func (s *supervisor) resolveSpec(n int) (*machine.Spec, error) {
+	spec := &machine.Spec{Program: s.cfg.Program, Args: s.cfg.Args}
 	if s.cfg.EnvFile != "" {
 		env, err := envfile.Read(s.cfg.EnvFile)
 		if err != nil {
@@ -191,15 +144,15 @@ func (s *supervisor) checkWorkDir(n int, program string) {
 // start runs generation n of the program through the shim — as spec says,
 // or as the configuration resolves now if spec is nil — with the sockets as
 // fds 3 on, and reports its readiness and exit on events.
-func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
-	g := &generation{n: n, w: w, started: time.Now()}
+func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
+	g := &generation{Gen: &machine.Gen{N: n, W: w, Started: time.Now()}}
 	if spec == nil {
 		var err error
 		if spec, err = s.resolveSpec(n); err != nil {
 			return nil, err
 		}
 	}
-	g.spec, g.dir = spec, spec.Dir
+	g.Spec, g.Dir = spec, spec.Dir
 	program := spec.Program
 	env, err := s.environ(g)
 	if err != nil {
@@ -220,7 +173,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 	}
 	ls := launch.Spec{
 		Self: s.self, Path: program, Args: append([]string{spec.Name}, spec.Args...),
-		Dir: g.dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
+		Dir: g.Dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
 		// Its own process group: a Ctrl-C at the terminal reaches handoff
 		// alone, which stops the generations in order.
 		// If handoff dies (SIGKILL, the OOM killer), the generation gets
@@ -232,7 +185,7 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 	var cmd *exec.Cmd
 	err = s.reaper.Start(func() (int, error) {
 		var err error
-		if cmd, g.launch, err = launch.Start(ls); err != nil {
+		if cmd, g.Launch, err = launch.Start(ls); err != nil {
 			return 0, err
 		}
 		return cmd.Process.Pid, nil
@@ -255,8 +208,8 @@ func (s *supervisor) start(n, w int, spec *runSpec) (*generation, error) {
 		}
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
-	g.cmd, g.pid = cmd, cmd.Process.Pid
-	s.keeper.Hold(g.key(), g.pid, outR, errR)
+	g.cmd, g.PID = cmd, cmd.Process.Pid
+	s.keeper.Hold(g.key(), g.PID, outR, errR)
 	g.stdout = linetail.New(outR, os.Stdout, 10)
 	g.stderr = linetail.New(errR, os.Stderr, 10)
 
@@ -274,10 +227,10 @@ func (s *supervisor) environ(g *generation) ([]string, error) {
 			env = append(env, kv)
 		}
 	}
-	env = overrideEnv(env, g.spec.Env)
+	env = overrideEnv(env, g.Spec.Env)
 	env = append(env, "LISTEN_FDS="+strconv.Itoa(len(s.files)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
 	// Its worker index, and PM2's name for it, which Node programs read.
-	w := strconv.Itoa(g.w)
+	w := strconv.Itoa(g.W)
 	env = overrideEnv(env, []string{"NODE_APP_INSTANCE=" + w})
 	env = append(env, "HANDOFF_WORKER="+w, "HANDOFF_WORKERS="+strconv.Itoa(max(s.cfg.Workers, 1)))
 	var err error
@@ -314,9 +267,9 @@ func (s *supervisor) watch(g *generation) {
 			}
 		}
 		if left := s.newStrays(); len(left) > 0 {
-			s.events <- evLeft{g, left}
+			s.events <- machine.EvLeft{G: g.Gen, Strays: left}
 		}
-		s.events <- evExited{g, err}
+		s.events <- machine.EvExited{G: g.Gen, Err: err, How: launch.DescribeExit(err), Lines: g.lastLines()}
 	}()
 	notifyConn := g.notify
 	go func() {
@@ -324,10 +277,15 @@ func (s *supervisor) watch(g *generation) {
 		err := s.waitReady(ctx, g, notifyConn, exitedC)
 		switch {
 		case err == nil:
-			s.events <- evReady{g}
+			s.events <- machine.EvReady{G: g.Gen}
 		case errors.Is(err, errGenExited):
 		default:
-			s.events <- evNotReady{g, err}
+			var na *notAccepting
+			why := ""
+			if errors.As(err, &na) || errors.Is(err, errNoReadyNotify) {
+				why = err.Error()
+			}
+			s.events <- machine.EvNotReady{G: g.Gen, Why: why}
 		}
 	}()
 }
@@ -357,9 +315,9 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 			}
 		}()
 	case "accept":
-		go func() { readyC <- s.waitAccepting(ctx, g.pid) }()
+		go func() { readyC <- s.waitAccepting(ctx, g.PID) }()
 	default:
-		mode := s.cfg.Ready.ForWorker(g.w)
+		mode := s.cfg.Ready.ForWorker(g.W)
 		go func() { readyC <- probeReady(ctx, mode) }()
 	}
 	select {
@@ -400,7 +358,7 @@ func readNotify(conn *net.UnixConn, ready chan<- struct{}, lastPing *atomic.Int6
 // notifySocket creates g's NOTIFY_SOCKET, writable by the user the program
 // runs as.
 func (s *supervisor) notifySocket(g *generation) (*net.UnixConn, string, error) {
-	n := g.n
+	n := g.N
 	path := filepath.Join(s.runDir, fmt.Sprintf("gen-%s.notify", g.key()))
 	_ = os.Remove(path)
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -418,7 +376,7 @@ func (s *supervisor) notifySocket(g *generation) (*net.UnixConn, string, error) 
 
 // key names process g uniquely among those handoff runs: its generation
 // and worker index.
-func (g *generation) key() string { return fmt.Sprintf("%d.%d", g.n, g.w) }
+func (g *generation) key() string { return fmt.Sprintf("%d.%d", g.N, g.W) }
 
 func (g *generation) closeNotify() {
 	if g.notify != nil {
@@ -431,8 +389,8 @@ func (g *generation) closeNotify() {
 // signal sends sig to the generation's process group, so that a shell
 // wrapper and its children hear it too.
 func (g *generation) signal(sig syscall.Signal) {
-	if g.pid > 0 {
-		_ = unix.Kill(-g.pid, sig)
+	if g != nil && g.PID > 0 {
+		_ = unix.Kill(-g.PID, sig)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
@@ -75,9 +76,9 @@ func (s *supervisor) publishServing() {
 		return
 	}
 	var out []*generation
-	for _, sl := range s.m.slots {
-		if g := sl.cur; g != nil && g.state == serving && !g.unresponsive {
-			out = append(out, g)
+	for _, sl := range s.m.View().Workers {
+		if g := sl.Cur; g != nil && g.State == machine.Serving && !g.Unresponsive {
+			out = append(out, s.procs[g])
 		}
 	}
 	s.serving.Store(&out)
@@ -153,7 +154,7 @@ func (w *liveWatch) bar() time.Duration {
 
 // look checks every process of serving once, and returns an event for each
 // one found hung.
-func (w *liveWatch) look(now time.Time, serving []*generation) []event {
+func (w *liveWatch) look(now time.Time, serving []*generation) []machine.Event {
 	// Follow the serving set: new processes are watched from now, those
 	// that no longer serve are forgotten.
 	in := map[*generation]bool{}
@@ -198,7 +199,7 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 	}
 	w.queueLast = queue
 
-	var out []event
+	var out []machine.Event
 	defer func() { w.lastLook = now }()
 	for _, p := range w.procs {
 		reason, args := w.judge(now, p, conns, queue)
@@ -206,7 +207,7 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []event {
 			continue
 		}
 		p.reported = now
-		out = append(out, evUnresponsive{p.g, reason, args})
+		out = append(out, machine.EvUnresponsive{G: p.g.Gen, Reason: reason, Args: args})
 	}
 	return out
 }
@@ -217,7 +218,7 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 	if conns != nil {
 		mine := map[uint64]sockdiag.Conn{}
 		if len(conns) > 0 {
-			for ino := range held(p.g.pid, conns) {
+			for ino := range held(p.g.PID, conns) {
 				mine[ino] = conns[ino]
 			}
 		}
@@ -251,7 +252,7 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 		// look, once the process is seen alive: a process that dies
 		// closes its connections too.
 		if p.closedWait > 0 {
-			if st, _, _, ok := procfs.Stat(p.g.pid); ok && st != "Z" && st != "X" {
+			if st, _, _, ok := procfs.Stat(p.g.PID); ok && st != "Z" && st != "X" {
 				w.slowest = max(w.slowest, p.closedWait)
 			}
 			p.closedWait = 0
@@ -301,8 +302,8 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 		}
 	}
 	if n := p.fails.Load(); n >= liveHealthFails {
-		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.ForWorker(p.g.w), n),
-			[]any{"health", w.health.ForWorker(p.g.w).String(), "fails", n}
+		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.ForWorker(p.g.W), n),
+			[]any{"health", w.health.ForWorker(p.g.W).String(), "fails", n}
 	}
 	return "", nil
 }
@@ -316,7 +317,7 @@ func (w *liveWatch) watch(now time.Time, g *generation) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
-	m := w.health.ForWorker(g.w)
+	m := w.health.ForWorker(g.W)
 	go func() {
 		t := time.NewTicker(liveHealthEvery)
 		defer t.Stop()

@@ -66,7 +66,7 @@ const (
 
 // metrics renders the figures; only the supervisor's goroutine calls it.
 func (s *supervisor) metrics() []byte {
-	m := s.m
+	m := s.m.View()
 	var b bytes.Buffer
 	p := promtext.NewWriter(&b)
 	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
@@ -76,57 +76,51 @@ func (s *supervisor) metrics() []byte {
 
 	var reloads []promtext.Sample
 	for _, k := range []string{"ready", "rolled_back"} {
-		reloads = append(reloads, promtext.Sample{Labels: promtext.L("outcome", k), Value: float64(m.counts.reloads[[2]string{k, ""}])})
+		reloads = append(reloads, promtext.Sample{Labels: promtext.L("outcome", k), Value: float64(m.Reloads[[2]string{k, ""}])})
 	}
 	var reasons []string
-	for k := range m.counts.reloads {
+	for k := range m.Reloads {
 		if k[0] == "failed" {
 			reasons = append(reasons, k[1])
 		}
 	}
 	sort.Strings(reasons)
 	for _, r := range reasons {
-		reloads = append(reloads, promtext.Sample{Labels: promtext.L("outcome", "failed", "reason", r), Value: float64(m.counts.reloads[[2]string{"failed", r}])})
+		reloads = append(reloads, promtext.Sample{Labels: promtext.L("outcome", "failed", "reason", r), Value: float64(m.Reloads[[2]string{"failed", r}])})
 	}
 	p.Counter("handoff_reloads_total", "Reloads and rollbacks that ended, by outcome: ready (the new generation serves), failed (by reason: exited, not_ready, died_baking, bake_failed, start_failed, stopping), rolled_back (handoff rollback during the bake window).", reloads...)
-	if m.counts.reloadSec == nil {
-		m.counts.reloadSec = promtext.NewHistogram(reloadBuckets...)
-	}
-	p.Histogram("handoff_reload_duration_seconds", "How long each reload that ended ready took, from the ask to the last new worker serving.", m.counts.reloadSec)
-	p.Gauge("handoff_reload_in_progress", "1 while a reload, rollback or worker replacement runs.", promtext.Sample{Value: b2f(m.roll != nil && m.roll.kind != spawnFirst)})
+	p.Histogram("handoff_reload_duration_seconds", "How long each reload that ended ready took, from the ask to the last new worker serving.", m.ReloadSec)
+	p.Gauge("handoff_reload_in_progress", "1 while a reload, rollback or worker replacement runs.", promtext.Sample{Value: b2f(m.Rolling)})
 
 	byState := map[string]int{}
-	for _, g := range m.gens {
-		byState[g.state.String()]++
+	for _, g := range m.Gens {
+		byState[g.State.String()]++
 	}
 	var states []promtext.Sample
 	for _, st := range []string{"starting", "baking", "ready", "draining"} {
 		states = append(states, promtext.Sample{Labels: promtext.L("state", st), Value: float64(byState[st])})
 	}
 	p.Gauge("handoff_processes", "The program's processes handoff runs, by state: one per worker of each generation not exited.", states...)
-	if g := m.first(); g.pid != 0 {
-		p.Gauge("handoff_serving_generation", "The number of the generation serving (worker 0's).", promtext.Sample{Value: float64(g.n)})
+	if g := m.Current; g != nil {
+		p.Gauge("handoff_serving_generation", "The number of the generation serving (worker 0's).", promtext.Sample{Value: float64(g.N)})
 		p.Gauge("handoff_serving_generation_start_time_seconds", "When the serving generation (worker 0's) started, in seconds since the epoch.",
-			promtext.Sample{Value: float64(g.started.UnixNano()) / 1e9})
+			promtext.Sample{Value: float64(g.Started.UnixNano()) / 1e9})
 	}
-	if m.counts.drainSec == nil {
-		m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
-	}
-	p.Histogram("handoff_drain_duration_seconds", "How long each old process took to exit after its stop signal.", m.counts.drainSec)
-	p.Counter("handoff_drain_timeouts_total", "Old processes killed because they had not exited within --drain-timeout.", promtext.Sample{Value: float64(m.counts.drainsKilled)})
-	p.Counter("handoff_restarts_total", "Restarts of a worker that exited on its own.", promtext.Sample{Value: float64(m.restarts)})
-	p.Counter("handoff_killed_total", "Processes handoff killed with SIGKILL: not ready in time, hung, past --drain-timeout or --max-draining, a second stop signal.", promtext.Sample{Value: float64(m.killed)})
+	p.Histogram("handoff_drain_duration_seconds", "How long each old process took to exit after its stop signal.", m.DrainSec)
+	p.Counter("handoff_drain_timeouts_total", "Old processes killed because they had not exited within --drain-timeout.", promtext.Sample{Value: float64(m.DrainsKilled)})
+	p.Counter("handoff_restarts_total", "Restarts of a worker that exited on its own.", promtext.Sample{Value: float64(m.Restarts)})
+	p.Counter("handoff_killed_total", "Processes handoff killed with SIGKILL: not ready in time, hung, past --drain-timeout or --max-draining, a second stop signal.", promtext.Sample{Value: float64(m.Killed)})
 
-	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.counts.unresponsive)})
+	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.Unresponsive)})
 
 	var up, restarts, hung, rss []promtext.Sample
-	for w, sl := range m.slots {
+	for w, sl := range m.Workers {
 		l := promtext.L("worker", strconv.Itoa(w))
-		up = append(up, promtext.Sample{Labels: l, Value: b2f(sl.cur != nil)})
-		restarts = append(restarts, promtext.Sample{Labels: l, Value: float64(sl.restarts)})
-		hung = append(hung, promtext.Sample{Labels: l, Value: float64(sl.unresponsive)})
-		if sl.cur != nil {
-			if n, err := procfs.ResidentBytes(sl.cur.pid); err == nil {
+		up = append(up, promtext.Sample{Labels: l, Value: b2f(sl.Cur != nil)})
+		restarts = append(restarts, promtext.Sample{Labels: l, Value: float64(sl.Restarts)})
+		hung = append(hung, promtext.Sample{Labels: l, Value: float64(sl.Unresponsive)})
+		if sl.Cur != nil {
+			if n, err := procfs.ResidentBytes(sl.Cur.PID); err == nil {
 				rss = append(rss, promtext.Sample{Labels: l, Value: float64(n)})
 			}
 		}

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,9 +20,18 @@ import (
 // and its failure says so. Whatever is left when handoff exits is stopped
 // first.
 
+// strays lists the reaper's strays.
+func (s *supervisor) strays() []machine.Stray {
+	var out []machine.Stray
+	for _, st := range s.reaper.Strays() {
+		out = append(out, machine.Stray{PID: st.PID, PGID: st.PGID, Cmd: st.Cmd})
+	}
+	return out
+}
+
 // newStrays returns the strays not already being stopped, and marks them.
-func (s *supervisor) newStrays() []reaper.Stray {
-	all := s.reaper.Strays()
+func (s *supervisor) newStrays() []machine.Stray {
+	all := s.strays()
 	if len(all) == 0 {
 		return nil
 	}
@@ -31,7 +40,7 @@ func (s *supervisor) newStrays() []reaper.Stray {
 	if s.strayStopping == nil {
 		s.strayStopping = map[int]bool{}
 	}
-	var out []reaper.Stray
+	var out []machine.Stray
 	for _, st := range all {
 		if !s.strayStopping[st.PID] {
 			s.strayStopping[st.PID] = true
@@ -44,7 +53,7 @@ func (s *supervisor) newStrays() []reaper.Stray {
 // stopStrays sends the stop signal to each stray's process group (or to the
 // stray, if it leads none), and SIGKILL to those still there after the
 // drain timeout.
-func (s *supervisor) stopStrays(strays []reaper.Stray) {
+func (s *supervisor) stopStrays(strays []machine.Stray) {
 	for _, st := range strays {
 		target := st.PID
 		if st.PGID == st.PID {
@@ -57,9 +66,9 @@ func (s *supervisor) stopStrays(strays []reaper.Stray) {
 
 // killStrays kills the strays that are still handoff's live children (so
 // that a pid reused since is not hit) and forgets them.
-func (s *supervisor) killStrays(strays []reaper.Stray) {
+func (s *supervisor) killStrays(strays []machine.Stray) {
 	live := map[int]bool{}
-	for _, st := range s.reaper.Strays() {
+	for _, st := range s.strays() {
 		live[st.PID] = true
 	}
 	s.strayMu.Lock()
@@ -77,13 +86,13 @@ func (s *supervisor) killStrays(strays []reaper.Stray) {
 // is still running, and waits up to the drain timeout for it (then kills
 // it), so that nothing handoff started outlives it.
 func (s *supervisor) stopAllStrays() {
-	left := s.reaper.Strays()
+	left := s.strays()
 	if len(left) == 0 {
 		return
 	}
 	// Those already being stopped were reported when their generation
 	// exited; they are waited for all the same.
-	var fresh []reaper.Stray
+	var fresh []machine.Stray
 	s.strayMu.Lock()
 	for _, st := range left {
 		if !s.strayStopping[st.PID] {
@@ -92,7 +101,7 @@ func (s *supervisor) stopAllStrays() {
 	}
 	s.strayMu.Unlock()
 	if len(fresh) > 0 {
-		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "event", "strays.stopping", "left", strayList(fresh))
+		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "event", "strays.stopping", "left", machine.StrayList(fresh))
 	}
 	for _, st := range left {
 		target := st.PID
@@ -102,31 +111,19 @@ func (s *supervisor) stopAllStrays() {
 		_ = unix.Kill(target, s.cfg.StopSignal)
 	}
 	deadline := time.Now().Add(s.cfg.DrainTimeout)
-	for len(s.reaper.Strays()) > 0 && time.Now().Before(deadline) {
+	for len(s.strays()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, st := range s.reaper.Strays() {
+	for _, st := range s.strays() {
 		s.log.Warn("killing a process left behind", "event", "strays.killing", "pid", st.PID, "cmd", st.Cmd)
 		killStray(st)
 	}
 }
 
 // killStray sends SIGKILL to st, and to its process group if it leads one.
-func killStray(st reaper.Stray) {
+func killStray(st machine.Stray) {
 	if st.PGID == st.PID {
 		_ = unix.Kill(-st.PID, syscall.SIGKILL)
 	}
 	_ = unix.Kill(st.PID, syscall.SIGKILL)
-}
-
-// strayList describes strays for a log line or a failure.
-func strayList(strays []reaper.Stray) string {
-	out := ""
-	for i, st := range strays {
-		if i > 0 {
-			out += ", "
-		}
-		out += st.String()
-	}
-	return out
 }

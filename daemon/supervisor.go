@@ -17,31 +17,13 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
 )
-
-// Restart backoff for a generation that exits on its own: doubled on each
-// failure in a row, from restartMin up to restartMax; a generation that served
-// for stableAfter resets it.
-const (
-	restartMin  = 100 * time.Millisecond
-	restartMax  = 10 * time.Second
-	stableAfter = 10 * time.Second
-)
-
-// ReloadResult is the outcome of one reload, as `handoff reload` reports it.
-type ReloadResult struct {
-	OK         bool   `json:"ok"`
-	Generation int    `json:"generation,omitempty"`
-	PID        int    `json:"pid,omitempty"`
-	Millis     int64  `json:"ms,omitempty"`
-	PIDs       []int  `json:"pids,omitempty"` // every worker's, with --workers above 1
-	Error      string `json:"error,omitempty"`
-}
 
 // supervisor runs the generations: its goroutine (run) turns signals,
 // control requests and the generations' events into events of the machine,
@@ -72,7 +54,11 @@ type supervisor struct {
 	// program lay in handoff's working directory (see checkWorkDir).
 	firstInWd *bool
 
-	m       *machine
+	m *machine.Machine
+	// procs holds, for each process the machine knows, what the
+	// supervisor keeps of it: its command, notify socket, output and
+	// timers. Only the supervisor's goroutine uses it.
+	procs   map[*machine.Gen]*generation
 	started time.Time
 	// serving is what the liveness checks watch (liveness.go): the
 	// processes that serve, as of the last step.
@@ -83,16 +69,17 @@ type supervisor struct {
 	strayMu       sync.Mutex
 	strayStopping map[int]bool
 
-	events chan event
+	events chan machine.Event
 	sigC   chan os.Signal
 	ctlC   chan ctlRequest
 	wdC    chan chan error // watchdog checks from the upgrader's ping loop
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
-func newMachine(cfg *config.Config, first int) *machine {
-	return &machine{bake: cfg.Bake, maxDraining: cfg.MaxDraining, readyTimeout: cfg.ReadyTimeout, workers: cfg.Workers, surge: cfg.MaxSurge, maxMemory: cfg.MaxMemory,
-		drainTimeout: cfg.DrainTimeout, stopSignal: cfg.StopSignal, pid1: os.Getpid() == 1, stops: lifecycle.Stops{Delay: cfg.StopDelay}, now: time.Now, nextN: first}
+func newMachine(cfg *config.Config, first int) *machine.Machine {
+	return machine.New(machine.Options{Bake: cfg.Bake, MaxDraining: cfg.MaxDraining, ReadyTimeout: cfg.ReadyTimeout, DrainTimeout: cfg.DrainTimeout,
+		StopSignal: config.SignalName(cfg.StopSignal), StopDelay: cfg.StopDelay, Workers: cfg.Workers, MaxSurge: cfg.MaxSurge, MaxMemory: cfg.MaxMemory,
+		PID1: os.Getpid() == 1, First: first})
 }
 
 // run drives the generations until handoff stops, and returns the exit
@@ -104,14 +91,14 @@ func (s *supervisor) run() int {
 		defer close(quit)
 		go s.watchLive(quit)
 	}
-	if code, done := s.apply(evStart{}); done {
+	if code, done := s.apply(machine.EvStart{}); done {
 		return code
 	}
 	for {
-		var ev event
+		var ev machine.Event
 		select {
 		case sig := <-s.sigC:
-			ev = evSignal{sig.(syscall.Signal)}
+			ev = machine.EvSignal{Sig: config.SignalName(sig.(syscall.Signal))}
 		case e := <-s.events:
 			ev = e
 		case req := <-s.ctlC:
@@ -127,9 +114,9 @@ func (s *supervisor) run() int {
 				continue
 			}
 			if req.cmd == "rollback" {
-				ev = evRollback{req.reload}
+				ev = machine.EvRollback{W: req.reload}
 			} else {
-				ev = evReload{req.reload}
+				ev = machine.EvReload{W: req.reload}
 			}
 		case reply := <-s.wdC:
 			ev = s.checkHung()
@@ -142,7 +129,7 @@ func (s *supervisor) run() int {
 			if !s.u.HandedOver() {
 				continue
 			}
-			ev = evHandedOver{}
+			ev = machine.EvHandedOver{}
 		}
 		if code, done := s.apply(ev); done {
 			return code
@@ -152,32 +139,33 @@ func (s *supervisor) run() int {
 
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
-func (s *supervisor) apply(ev event) (code int, done bool) {
-	if _, ok := ev.(evExited); ok {
+func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
+	if _, ok := ev.(machine.EvExited); ok {
 		defer s.trimMemory()
 	}
 	defer s.publishServing()
 	// What an action yields at once (a spawn's result, a measure) is an
 	// event of its own, stepped once the actions of the step before are
 	// all carried out: the machine is never stepped partway through them.
-	var follow []event
-	queue := s.m.step(ev)
+	var follow []machine.Event
+	queue := s.m.Step(ev)
 	for len(queue) > 0 || len(follow) > 0 && !done {
 		if len(queue) == 0 {
-			queue, follow = s.m.step(follow[0]), follow[1:]
+			queue, follow = s.m.Step(follow[0]), follow[1:]
 			continue
 		}
 		a := queue[0]
 		queue = queue[1:]
 		switch a := a.(type) {
-		case actLog:
-			s.log.Log(context.Background(), a.level, a.msg, append([]any{"event", a.event}, a.args...)...)
-		case actSpawn:
-			var next event
-			if g, err := s.start(a.n, a.w, a.spec); err != nil {
-				next = evSpawnFailed{err, a.n, a.w}
+		case machine.ActLog:
+			s.log.Log(context.Background(), a.Level, a.Msg, append([]any{"event", a.Event}, a.Args...)...)
+		case machine.ActSpawn:
+			var next machine.Event
+			if g, err := s.start(a.N, a.W, a.Spec); err != nil {
+				next = machine.EvSpawnFailed{Err: err, N: a.N, W: a.W}
 			} else {
-				next = evSpawned{g}
+				s.procs[g.Gen] = g
+				next = machine.EvSpawned{G: g.Gen}
 			}
 			if s.cfg.EnvFile != "" {
 				// Reading the env file may have taken a few MiB (a long
@@ -186,94 +174,102 @@ func (s *supervisor) apply(ev event) (code int, done bool) {
 				s.trimMemory()
 			}
 			follow = append(follow, next)
-		case actSignal:
-			a.g.signal(a.sig)
-		case actPause:
-			if a.pause {
-				a.g.signal(syscall.SIGSTOP)
-			} else {
-				a.g.signal(syscall.SIGCONT)
+		case machine.ActSignal:
+			if sig, ok := config.SignalByName(a.Sig); ok {
+				s.procs[a.G].signal(sig) // nil once released: nothing to signal
 			}
-		case actAfter:
-			t := time.AfterFunc(a.d, func() { s.events <- a.ev })
-			if g := eventGen(a.ev); g != nil {
+		case machine.ActPause:
+			if a.Pause {
+				s.procs[a.G].signal(syscall.SIGSTOP)
+			} else {
+				s.procs[a.G].signal(syscall.SIGCONT)
+			}
+		case machine.ActAfter:
+			t := time.AfterFunc(a.D, func() { s.events <- a.Ev })
+			if g := s.procs[eventGen(a.Ev)]; g != nil {
 				g.timers = append(g.timers, t)
 			}
-		case actCancelReady:
-			a.g.cancel()
-		case actRelease:
-			a.g.cancel()
-			a.g.closeNotify()
-			s.keeper.Drop(a.g.key())
-			for _, t := range a.g.timers {
+		case machine.ActCancelReady:
+			s.procs[a.G].cancel()
+		case machine.ActRelease:
+			g := s.procs[a.G]
+			delete(s.procs, a.G)
+			g.cancel()
+			g.closeNotify()
+			s.keeper.Drop(g.key())
+			for _, t := range g.timers {
 				t.Stop()
 			}
-			a.g.timers = nil
-		case actNotify:
-			switch a.kind {
+			g.timers = nil
+		case machine.ActNotify:
+			switch a.Kind {
 			case "ready":
-				s.notify(systemd.Ready(a.status))
+				s.notify(systemd.Ready(a.Status))
 			case "reloading":
-				s.notify(systemd.Reloading(a.status))
+				s.notify(systemd.Reloading(a.Status))
 			case "stopping":
-				s.notify(systemd.Stopping(a.status))
+				s.notify(systemd.Stopping(a.Status))
 			case "extend":
 				s.notify(systemd.ExtendTimeout(lifecycle.ExtendBy))
 			default:
-				s.notify(systemd.Status(a.status))
+				s.notify(systemd.Status(a.Status))
 			}
-		case actUpgraderReady:
+		case machine.ActUpgraderReady:
 			if err := s.u.Ready(); err != nil {
 				// The generation serves all the same: systemd hears it.
 				s.log.Error("ready, with an error", "event", "ready.error", "err", err)
 				s.notify(systemd.Ready("serving, but " + err.Error()))
 			}
-		case actUpgraderStop:
+		case machine.ActUpgraderStop:
 			s.u.Stop()
-		case actReply:
-			for _, w := range a.ws {
+		case machine.ActReply:
+			for _, w := range a.WS {
 				if w != nil {
-					w <- a.r
+					w <- a.R
 				}
 			}
-		case actSelfUpgrade:
+		case machine.ActSelfUpgrade:
 			// The new handoff numbers its generations on from ours, and
 			// takes the sockets systemd gave us by the same names.
-			os.Setenv(envNextGen, fmt.Sprint(a.nextN))
+			os.Setenv(envNextGen, fmt.Sprint(a.NextN))
 			if s.systemdNames != "" {
 				os.Setenv(envSystemdNames, s.systemdNames)
 			}
 			// The new handoff is tableflip's child, waited for by tableflip.
 			s.reaper.Pause()
-			go func() { s.events <- evSelfUpgradeDone{s.u.Upgrade()} }()
-		case actWatchBake:
-			go s.watchBake(a.g, a.old, a.others, s.tcpPorts())
-		case actMeasure:
-			rss := map[*generation]int64{}
-			for _, g := range s.m.gens {
-				if g.state == serving {
-					if b, err := procfs.ResidentBytes(g.pid); err == nil {
+			go func() { s.events <- machine.EvSelfUpgradeDone{Err: s.u.Upgrade()} }()
+		case machine.ActWatchBake:
+			others := make([]*generation, len(a.Others))
+			for i, o := range a.Others {
+				others[i] = s.procs[o]
+			}
+			go s.watchBake(s.procs[a.G], s.procs[a.Old], others, s.tcpPorts())
+		case machine.ActMeasure:
+			rss := map[*machine.Gen]int64{}
+			for _, g := range s.m.View().Gens {
+				if g.State == machine.Serving {
+					if b, err := procfs.ResidentBytes(g.PID); err == nil {
 						rss[g] = b
 					}
 				}
 			}
-			follow = append(follow, evMemSample{rss})
-		case actStopStrays:
-			s.stopStrays(a.strays)
-		case actCloseDoors:
+			follow = append(follow, machine.EvMemSample{RSS: rss})
+		case machine.ActStopStrays:
+			s.stopStrays(a.Strays)
+		case machine.ActCloseDoors:
 			socks := make([]doors.Socket, len(s.sockets))
 			for i, c := range s.sockets {
 				socks[i] = doors.Socket{Listener: c, Inode: s.inodes[i], Addr: s.addrs[i], Stored: i < len(s.stored) && s.stored[i]}
 			}
-			go func() { s.events <- evDoorsClosed{doors.Close(socks)} }()
-		case actReleaseSockets:
+			go func() { s.events <- machine.EvDoorsClosed(doors.Close(socks)) }()
+		case machine.ActReleaseSockets:
 			s.keeper.ReleaseSockets()
 			s.closeOwnCopies()
 			doors.Release(s.inodes, s.log)
-		case actSelfUpgradeEnded:
+		case machine.ActSelfUpgradeEnded:
 			s.reaper.Resume()
-		case actDone:
-			code, done = a.code, true
+		case machine.ActDone:
+			code, done = a.Code, true
 		}
 	}
 	return code, done
@@ -292,12 +288,12 @@ func (s *supervisor) closeOwnCopies() {
 }
 
 // eventGen returns the generation a timed event is about, or nil.
-func eventGen(ev any) *generation {
+func eventGen(ev any) *machine.Gen {
 	switch e := ev.(type) {
-	case evKillDue:
-		return e.g
-	case evBakeDone:
-		return e.g
+	case machine.EvKillDue:
+		return e.G
+	case machine.EvBakeDone:
+		return e.G
 	}
 	return nil
 }
@@ -339,22 +335,22 @@ func (s *supervisor) watchdogCheck(ctx context.Context) error {
 // watchdog (it has sent WATCHDOG=1) and has not pinged for the whole
 // interval — it is then killed and restarted like a generation that crashed
 // — or nil.
-func (s *supervisor) checkHung() event {
+func (s *supervisor) checkHung() machine.Event {
 	wd := s.u.WatchdogInterval()
 	if wd <= 0 {
 		return nil
 	}
-	for _, sl := range s.m.slots {
-		g := sl.cur
-		if g == nil || g.hung {
+	for _, sl := range s.m.View().Workers {
+		g := sl.Cur
+		if g == nil || g.Hung {
 			continue
 		}
-		last := g.lastPing.Load()
+		last := s.procs[g].lastPing.Load()
 		if last == 0 {
 			continue
 		}
 		if quiet := time.Since(time.Unix(0, last)); quiet > wd {
-			return evHung{g, quiet}
+			return machine.EvHung{G: g, Quiet: quiet}
 		}
 	}
 	return nil

@@ -20,14 +20,46 @@ import (
 // type switch in the function or method named fn names. It fails if dir
 // holds no type with that marker, or no function fn with a type switch.
 func Missing(dir, marker, fn string) ([]string, error) {
+	return MissingIn(dir, dir, marker, fn)
+}
+
+// MissingIn is Missing where the switch is in another package, in fnDir,
+// which names the types of the package in dir qualified (machine.EvStart).
+func MissingIn(dir, fnDir, marker, fn string) ([]string, error) {
+	marked, _, _, err := scan(dir, marker, fn)
+	if err != nil {
+		return nil, err
+	}
+	_, handled, switches, err := scan(fnDir, marker, fn)
+	if err != nil {
+		return nil, err
+	}
+	if len(marked) == 0 {
+		return nil, fmt.Errorf("sealed: no type in %s has a method %s", dir, marker)
+	}
+	if switches == 0 {
+		return nil, fmt.Errorf("sealed: no type switch in a function %s in %s", fn, fnDir)
+	}
+	var missing []string
+	for name := range marked {
+		if !handled[name] {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	return missing, nil
+}
+
+// scan parses the package in dir and returns the types with a method
+// marker, the types the type switches in function fn name, and how many
+// such switches there are.
+func scan(dir, marker, fn string) (marked, handled map[string]bool, switches int, err error) {
 	fset := token.NewFileSet()
 	pkgs, err := parser.ParseDir(fset, dir, func(fi os.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
 	if err != nil {
-		return nil, fmt.Errorf("sealed: parsing %s: %w", dir, err)
+		return nil, nil, 0, fmt.Errorf("sealed: parsing %s: %w", dir, err)
 	}
-	marked := map[string]bool{}
-	handled := map[string]bool{}
-	switches := 0
+	marked, handled = map[string]bool{}, map[string]bool{}
 	for _, p := range pkgs {
 		for _, f := range p.Files {
 			for _, d := range f.Decls {
@@ -61,26 +93,17 @@ func Missing(dir, marker, fn string) ([]string, error) {
 			}
 		}
 	}
-	if len(marked) == 0 {
-		return nil, fmt.Errorf("sealed: no type in %s has a method %s", dir, marker)
-	}
-	if switches == 0 {
-		return nil, fmt.Errorf("sealed: no type switch in a function %s in %s", fn, dir)
-	}
-	var missing []string
-	for name := range marked {
-		if !handled[name] {
-			missing = append(missing, name)
-		}
-	}
-	sort.Strings(missing)
-	return missing, nil
+	return marked, handled, switches, nil
 }
 
-// typeName returns the name of a type expression T or *T, or "".
+// typeName returns the name of a type expression T, *T, pkg.T or *pkg.T,
+// without the package, or "".
 func typeName(e ast.Expr) string {
 	if s, ok := e.(*ast.StarExpr); ok {
 		e = s.X
+	}
+	if s, ok := e.(*ast.SelectorExpr); ok {
+		e = s.Sel
 	}
 	if id, ok := e.(*ast.Ident); ok {
 		return id.Name
@@ -89,15 +112,21 @@ func typeName(e ast.Expr) string {
 }
 
 // Switch names a type switch over a sealed interface: the function that
-// holds it, and the marker method of the interface's types.
-type Switch struct{ Marker, Fn string }
+// holds it, and the marker method of the interface's types. In is the
+// directory of the package that holds the function, when it is not the
+// one that declares the types.
+type Switch struct{ Marker, Fn, In string }
 
 // Check fails t for each type of a sealed interface that its switch in the
 // package in dir does not name (see Missing).
 func Check(t testing.TB, dir string, switches ...Switch) {
 	t.Helper()
 	for _, s := range switches {
-		missing, err := Missing(dir, s.Marker, s.Fn)
+		in := s.In
+		if in == "" {
+			in = dir
+		}
+		missing, err := MissingIn(dir, in, s.Marker, s.Fn)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 // Cmdline returns pid's command line, its words joined by spaces, at most 80
 // bytes.
 func Cmdline(pid int) string {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/Cmdline")
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	s := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 	if len(s) > 80 {
 		s = s[:77] + "..."

@@ -1,42 +1,38 @@
 //go:build linux
 
-package daemon
+package machine
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/config"
-	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
-// machine is the supervisor's state: the generations, the reload under way
+// Machine is the supervisor's state: the generations, the reload under way
 // and the one queued, the restart backoff and the stop. Its one transition
 // function, step, takes an event and returns the actions to carry out; it
 // does no I/O, so that tests drive it in-process. The supervisor's goroutine
 // turns what happens into events and the actions into calls.
-type machine struct {
+type Machine struct {
 	bake         time.Duration
 	maxDraining  int
 	readyTimeout time.Duration
 	drainTimeout time.Duration
-	stopSignal   syscall.Signal
-	pid1         bool // handoff is PID 1: it must not upgrade itself
+	stopSignal   string // its name: SIGTERM
+	pid1         bool   // handoff is PID 1: it must not upgrade itself
 	now          func() time.Time
 	workers      int   // processes per generation (--workers); 0 means 1
 	surge        int   // processes a roll may run beyond workers (--max-surge); 0 means 1
 	maxMemory    int64 // a worker's resident memory past which it is replaced (--max-memory); 0: never
 
-	gens  []*generation // every process not exited, oldest first
-	slots []slot        // one per worker index
+	gens  []*Gen // every process not exited, oldest first
+	slots []slot // one per worker index
 	// roll is the reload, rollback, first start or replacement under way,
 	// nil when none.
 	roll  *roll
@@ -45,7 +41,7 @@ type machine struct {
 	phase phase
 	// previous is what the generation current before the current one ran:
 	// what a rollback runs. A generation that failed never counts.
-	previous *runSpec
+	previous *Spec
 	// rollingBack: the reload asked next runs previous.
 	rollingBack bool
 
@@ -64,7 +60,7 @@ type machine struct {
 	measuring        bool // a evMemTick is on its way
 
 	counts counters // for --metrics
-	out    []action
+	out    []Action
 }
 
 // counters are what --metrics reports that only the machine sees.
@@ -87,7 +83,7 @@ var (
 
 // count records a reload's outcome; took is its duration when it ended
 // with a new generation serving.
-func (m *machine) count(outcome, reason string, took time.Duration) {
+func (m *Machine) count(outcome, reason string, took time.Duration) {
 	if m.counts.reloads == nil {
 		m.counts.reloads = map[[2]string]int{}
 	}
@@ -108,9 +104,9 @@ const ExitStopCut = 3
 // slot is one worker index of the service: the process serving there, the
 // one starting to take its place, and its restart books.
 type slot struct {
-	cur  *generation // serving; nil before its first start is ready, or after it exited
-	next *generation // starting or baking to take its place
-	spec *runSpec    // what its last worker ran: what a restart runs
+	cur  *Gen  // serving; nil before its first start is ready, or after it exited
+	next *Gen  // starting or baking to take its place
+	spec *Spec // what its last worker ran: what a restart runs
 	// restarts counts the restarts of this worker; crashes its exits in a
 	// row without having served stableAfter, and backoff the wait before
 	// the next restart.
@@ -138,18 +134,18 @@ type roll struct {
 	// target is the process a replacement (spawnReplace) replaces, and
 	// hung says it replaces it because it was shown hung, not for its
 	// memory.
-	target *generation
+	target *Gen
 	hung   bool
-	n      int      // the generation number of the processes it starts
-	spec   *runSpec // what they run; nil until the first resolved it
-	todo   []int    // worker indexes still to start, in order
-	done   []int    // worker indexes replaced so far
-	olds   map[int]*runSpec
+	n      int   // the generation number of the processes it starts
+	spec   *Spec // what they run; nil until the first resolved it
+	todo   []int // worker indexes still to start, in order
+	done   []int // worker indexes replaced so far
+	olds   map[int]*Spec
 	surge  int
 	// spawning: an actSpawn is on its way (one at a time, so that the
 	// first resolves the spec the others run).
 	spawning bool
-	draining map[*generation]bool // old processes it drained that still run
+	draining map[*Gen]bool // old processes it drained that still run
 	// back: putting back the workers replaced before failure, the reason
 	// the reload fails, and what to tell systemd.
 	back       bool
@@ -170,119 +166,118 @@ const (
 	spawnReplace                  // a worker passed --max-memory, or was shown hung
 )
 
-func (m *machine) do(a ...action) { m.out = append(m.out, a...) }
+func (m *Machine) do(a ...Action) { m.out = append(m.out, a...) }
 
 // kill sends g SIGKILL, once, and counts it.
-func (m *machine) kill(g *generation) {
-	if !g.killed {
-		g.killed = true
+func (m *Machine) kill(g *Gen) {
+	if !g.Killed {
+		g.Killed = true
 		m.killed++
 	}
-	m.do(actSignal{g, syscall.SIGKILL})
+	m.do(ActSignal{g, "SIGKILL"})
 }
 
 // log logs msg, with event, the record's stable key (see docs/daemon.md,
 // "Log events"): what log shippers and tests match, whatever the wording.
-func (m *machine) log(level slog.Level, event, msg string, args ...any) {
-	m.do(actLog{level, event, msg, args})
+func (m *Machine) log(level slog.Level, event, msg string, args ...any) {
+	m.do(ActLog{level, event, msg, args})
 }
 
-// step applies ev and returns the actions to carry out, in order.
-func (m *machine) step(ev event) []action {
+// Step applies ev and returns the actions to carry out, in order.
+func (m *Machine) Step(ev Event) []Action {
 	m.out = nil
 	switch e := ev.(type) {
-	case evStart:
+	case EvStart:
 		m.start()
-	case evSignal:
-		m.onSignal(e.sig)
-	case evReload:
+	case EvSignal:
+		m.onSignal(e.Sig)
+	case EvReload:
 		m.log(slog.LevelInfo, "reload.asked", "reload asked", "by", "handoff reload")
-		m.askReload(e.w)
-	case evRollback:
+		m.askReload(e.W)
+	case EvRollback:
 		m.log(slog.LevelInfo, "rollback.asked", "rollback asked", "by", "handoff rollback")
-		m.rollback(e.w)
-	case evSpawned:
-		m.onSpawned(e.g)
-	case evSpawnFailed:
+		m.rollback(e.W)
+	case EvSpawned:
+		m.onSpawned(e.G)
+	case EvSpawnFailed:
 		m.onSpawnFailed(e)
-	case evHandedOver:
+	case EvHandedOver:
 		m.log(slog.LevelInfo, "upgrade.done", "handed over to the new handoff; stopping this one's generations")
 		m.stop(false)
-	case evHung:
-		e.g.hung = true
-		m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", append(m.about(e.g), "quiet", e.quiet.Round(time.Millisecond).String())...)
-		m.do(actSignal{e.g, syscall.SIGABRT}, actAfter{time.Second, evKillDue{e.g}})
-	case evReady:
-		m.onReady(e.g)
-	case evNotReady:
-		if m.isNext(e.g) && e.g.state == starting {
-			e.g.failWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", m.readyTimeout)
-			var na *notAccepting
-			if errors.As(e.err, &na) || errors.Is(e.err, errNoReadyNotify) {
-				e.g.failWhy += ": " + e.err.Error()
+	case EvHung:
+		e.G.Hung = true
+		m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", append(m.about(e.G), "quiet", e.Quiet.Round(time.Millisecond).String())...)
+		m.do(ActSignal{e.G, "SIGABRT"}, ActAfter{time.Second, EvKillDue{e.G}})
+	case EvReady:
+		m.onReady(e.G)
+	case EvNotReady:
+		if m.isNext(e.G) && e.G.State == Starting {
+			e.G.FailWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", m.readyTimeout)
+			if e.Why != "" {
+				e.G.FailWhy += ": " + e.Why
 			}
-			m.log(slog.LevelWarn, "generation.not_ready", "generation not ready in time; killing it", m.about(e.g)...)
-			m.kill(e.g)
+			m.log(slog.LevelWarn, "generation.not_ready", "generation not ready in time; killing it", m.about(e.G)...)
+			m.kill(e.G)
 		}
-	case evLeft:
-		e.g.left = e.strays
-		m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", append(m.about(e.g), "left", strayList(e.strays))...)
-		m.do(actStopStrays{e.strays})
-	case evExited:
-		m.onExit(e.g, e.err)
-	case evBakeDone:
-		if m.isNext(e.g) && e.g.state == baking {
-			m.log(slog.LevelInfo, "bake.done", "bake window over", m.about(e.g)...)
-			m.promote(e.g)
+	case EvLeft:
+		e.G.Left = e.Strays
+		m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", append(m.about(e.G), "left", StrayList(e.Strays))...)
+		m.do(ActStopStrays{e.Strays})
+	case EvExited:
+		m.onExit(e)
+	case EvBakeDone:
+		if m.isNext(e.G) && e.G.State == Baking {
+			m.log(slog.LevelInfo, "bake.done", "bake window over", m.about(e.G)...)
+			m.promote(e.G)
 		}
-	case evBakeFailed:
-		m.onBakeFailed(e.g, e.reason)
-	case evUnresponsive:
+	case EvBakeFailed:
+		m.onBakeFailed(e.G, e.Reason)
+	case EvUnresponsive:
 		m.onUnresponsive(e)
-	case evKillDue:
-		if e.g.state != exited {
-			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(e.g), "drain_timeout", m.drainTimeout.String())...)
+	case EvKillDue:
+		if e.G.State != Exited {
+			m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(e.G), "drain_timeout", m.drainTimeout.String())...)
 			m.counts.drainsKilled++
-			m.kill(e.g)
+			m.kill(e.G)
 		}
-	case evRestartDue:
-		if sl := &m.slots[e.w]; !m.stopping() && sl.cur == nil && sl.next == nil {
+	case EvRestartDue:
+		if sl := &m.slots[e.W]; !m.stopping() && sl.cur == nil && sl.next == nil {
 			m.restarts++
 			sl.restarts++
 			spec := sl.spec
 			if m.workerCount() == 1 {
 				spec = nil // one worker: a restart runs what the configuration says now
 			}
-			m.do(actSpawn{m.nextN, spec, e.w})
+			m.do(ActSpawn{m.nextN, spec, e.W})
 		}
-	case evMemTick:
+	case EvMemTick:
 		m.measuring = false
 		if !m.stopping() && m.maxMemory > 0 {
-			m.do(actMeasure{})
+			m.do(ActMeasure{})
 		}
-	case evMemSample:
-		m.onMemory(e.rss)
-	case evExtendTick:
+	case EvMemSample:
+		m.onMemory(e.RSS)
+	case EvExtendTick:
 		m.extending = m.reloading
 		if m.reloading {
-			m.do(actNotify{"extend", ""}, actAfter{lifecycle.ExtendEvery, evExtendTick{}})
+			m.do(ActNotify{"extend", ""}, ActAfter{lifecycle.ExtendEvery, EvExtendTick{}})
 		}
-	case evDoorsClosed:
+	case EvDoorsClosed:
 		if m.phase == phaseClosing {
 			m.phase = phaseStopping
 			m.logDoors(e)
 			m.drainAll(true)
 		}
-	case evStopDelayOver:
+	case EvStopDelayOver:
 		if m.stops.DelayOver() {
 			m.log(slog.LevelInfo, "stop.delay_over", "stop delay over; stopping every generation")
 			m.stop(true)
 		}
-	case evSelfUpgradeDone:
+	case EvSelfUpgradeDone:
 		m.selfUpgrade = false
-		m.do(actSelfUpgradeEnded{})
-		if e.err != nil {
-			m.log(slog.LevelError, "upgrade.failed", "handoff upgrade failed; this handoff keeps running", "err", e.err)
+		m.do(ActSelfUpgradeEnded{})
+		if e.Err != nil {
+			m.log(slog.LevelError, "upgrade.failed", "handoff upgrade failed; this handoff keeps running", "err", e.Err)
 		}
 	}
 	if m.stopping() && len(m.gens) == 0 {
@@ -292,63 +287,63 @@ func (m *machine) step(ev event) []action {
 			// clean one.
 			code = ExitStopCut
 		}
-		m.do(actDone{code})
+		m.do(ActDone{code})
 	}
 	return m.out
 }
 
-func (m *machine) onSignal(sig syscall.Signal) {
+func (m *Machine) onSignal(sig string) {
 	switch sig {
-	case syscall.SIGHUP:
+	case "SIGHUP":
 		m.log(slog.LevelInfo, "reload.asked", "reload asked", "signal", "SIGHUP")
 		m.askReload(nil)
-	case syscall.SIGUSR2:
+	case "SIGUSR2":
 		m.upgradeSelf()
-	case syscall.SIGTERM, syscall.SIGINT:
+	case "SIGTERM", "SIGINT":
 		switch m.stops.Signal(!m.stopping()) {
 		case lifecycle.StopSkipDelay:
-			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", config.SignalName(sig))
+			m.log(slog.LevelInfo, "stop.delay_skipped", "stop signal again: skipping the rest of the stop delay", "signal", sig)
 			m.stop(true)
 			return
 		case lifecycle.StopDelay:
 			d := m.stops.Delay
-			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", config.SignalName(sig), "stop_delay", d.String())
-			m.do(actNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, actAfter{d, evStopDelayOver{}})
+			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", sig, "stop_delay", d.String())
+			m.do(ActNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, ActAfter{d, EvStopDelayOver{}})
 			fail := ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
-			m.do(actReply{m.q.Drop(), fail})
+			m.do(ActReply{m.q.Drop(), fail})
 			return
 		case lifecycle.StopAgain, lifecycle.StopNow:
-			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", config.SignalName(sig))
+			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", sig)
 			for _, g := range m.gens {
 				m.kill(g)
 			}
 			return
 		}
-		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", config.SignalName(sig))
+		m.log(slog.LevelInfo, "stop.asked", "stop asked", "signal", sig)
 		m.stop(true)
 	}
 }
 
 // workerCount returns the number of workers per generation.
-func (m *machine) workerCount() int { return max(m.workers, 1) }
+func (m *Machine) workerCount() int { return max(m.workers, 1) }
 
 // about returns the log attributes that name process g: its generation and
 // pid, and its worker index where there are several.
-func (m *machine) about(g *generation) []any {
+func (m *Machine) about(g *Gen) []any {
 	if m.workerCount() == 1 {
-		return []any{"gen", g.n, "gen_pid", g.pid}
+		return []any{"gen", g.N, "gen_pid", g.PID}
 	}
-	return []any{"gen", g.n, "worker", g.w, "gen_pid", g.pid}
+	return []any{"gen", g.N, "worker", g.W, "gen_pid", g.PID}
 }
 
 // isNext reports whether g is starting or baking to take a worker's place.
-func (m *machine) isNext(g *generation) bool {
-	return g.w < len(m.slots) && m.slots[g.w].next == g
+func (m *Machine) isNext(g *Gen) bool {
+	return g.W < len(m.slots) && m.slots[g.W].next == g
 }
 
 // start begins handoff's first generation: every worker at once.
-func (m *machine) start() {
+func (m *Machine) start() {
 	m.slots = make([]slot, m.workerCount())
 	r := m.newRoll(spawnFirst)
 	r.surge = len(m.slots)
@@ -357,8 +352,8 @@ func (m *machine) start() {
 
 // newRoll begins a roll over every worker index, under a new generation
 // number.
-func (m *machine) newRoll(kind spawnKind) *roll {
-	r := &roll{kind: kind, n: m.nextN, surge: max(m.surge, 1), olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+func (m *Machine) newRoll(kind spawnKind) *roll {
+	r := &roll{kind: kind, n: m.nextN, surge: max(m.surge, 1), olds: map[int]*Spec{}, draining: map[*Gen]bool{}}
 	m.nextN++
 	for w := range m.slots {
 		r.todo = append(r.todo, w)
@@ -369,10 +364,10 @@ func (m *machine) newRoll(kind spawnKind) *roll {
 
 // inFlight counts the processes the roll r runs beyond the workers: its new
 // ones starting or baking, and the old ones it drained that still run.
-func (m *machine) inFlight(r *roll) int {
+func (m *Machine) inFlight(r *roll) int {
 	n := len(r.draining)
 	for _, sl := range m.slots {
-		if sl.next != nil && sl.next.n == r.n {
+		if sl.next != nil && sl.next.N == r.n {
 			n++
 		}
 	}
@@ -381,7 +376,7 @@ func (m *machine) inFlight(r *roll) int {
 
 // advanceRoll starts the roll's next process if it may, and ends the roll
 // once every worker index is done and nothing it started is on its way.
-func (m *machine) advanceRoll() {
+func (m *Machine) advanceRoll() {
 	r := m.roll
 	if r == nil || r.spawning || m.stopping() {
 		return
@@ -397,7 +392,7 @@ func (m *machine) advanceRoll() {
 			spec = r.olds[w]
 		}
 		r.spawning = true
-		m.do(actSpawn{r.n, spec, w})
+		m.do(ActSpawn{r.n, spec, w})
 		return
 	}
 	if len(r.todo) == 0 && m.inFlight(r)-len(r.draining) == 0 {
@@ -405,61 +400,61 @@ func (m *machine) advanceRoll() {
 	}
 }
 
-func (m *machine) onSpawned(g *generation) {
+func (m *Machine) onSpawned(g *Gen) {
 	r := m.roll
-	if r != nil && r.spawning && g.n == r.n {
+	if r != nil && r.spawning && g.N == r.n {
 		r.spawning = false
-		g.forMemory = r.kind == spawnReplace && !r.hung
-		g.forHung = r.kind == spawnReplace && r.hung
+		g.ForMemory = r.kind == spawnReplace && !r.hung
+		g.ForHung = r.kind == spawnReplace && r.hung
 		if r.spec == nil && !r.back {
-			r.spec = g.spec
+			r.spec = g.Spec
 		}
-		g.restart = false
+		g.Restart = false
 	} else {
 		// A restart.
-		g.restart = true
-		if g.n == m.nextN {
+		g.Restart = true
+		if g.N == m.nextN {
 			m.nextN++
 		}
 	}
 	m.gens = append(m.gens, g)
-	m.slots[g.w].next = g
-	m.log(slog.LevelInfo, "generation.started", "generation started", append(m.about(g), "restart", g.restart, "launch", g.launch)...)
+	m.slots[g.W].next = g
+	m.log(slog.LevelInfo, "generation.started", "generation started", append(m.about(g), "restart", g.Restart, "launch", g.Launch)...)
 	m.advanceRoll()
 }
 
-func (m *machine) onSpawnFailed(e evSpawnFailed) {
+func (m *Machine) onSpawnFailed(e EvSpawnFailed) {
 	r := m.roll
-	if r == nil || !r.spawning || e.n != r.n {
-		m.log(slog.LevelError, "restart.failed", "cannot restart the program", "err", e.err)
-		m.scheduleRestart(e.w)
+	if r == nil || !r.spawning || e.N != r.n {
+		m.log(slog.LevelError, "restart.failed", "cannot restart the program", "err", e.Err)
+		m.scheduleRestart(e.W)
 		return
 	}
 	r.spawning = false
 	switch r.kind {
 	case spawnFirst:
 		// The workers already started are stopped before handoff exits.
-		m.log(slog.LevelError, "start.failed", "cannot start the program", "err", e.err)
+		m.log(slog.LevelError, "start.failed", "cannot start the program", "err", e.Err)
 		m.exitCode = 1
 		m.stop(true)
 	default:
-		m.log(slog.LevelError, "reload.failed", "reload failed", "err", e.err)
-		m.failRoll(nil, "start_failed", e.err.Error(), "")
+		m.log(slog.LevelError, "reload.failed", "reload failed", "err", e.Err)
+		m.failRoll(nil, "start_failed", e.Err.Error(), "")
 	}
 }
 
-func (m *machine) onReady(g *generation) {
-	if !m.isNext(g) || g.state != starting {
+func (m *Machine) onReady(g *Gen) {
+	if !m.isNext(g) || g.State != Starting {
 		return
 	}
-	g.readyAt = m.now()
-	m.log(slog.LevelInfo, "generation.ready", "generation ready", append(m.about(g), "ready_ms", g.readyAt.Sub(g.started).Milliseconds())...)
+	g.ReadyAt = m.now()
+	m.log(slog.LevelInfo, "generation.ready", "generation ready", append(m.about(g), "ready_ms", g.ReadyAt.Sub(g.Started).Milliseconds())...)
 	// A process that replaces one shown hung does not bake: the old one
 	// does not serve.
-	if old := m.slots[g.w].cur; m.bake > 0 && old != nil && !old.unresponsive {
-		g.state = baking
+	if old := m.slots[g.W].cur; m.bake > 0 && old != nil && !old.Unresponsive {
+		g.State = Baking
 		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", append(m.about(g), "bake", m.bake.String())...)
-		m.do(actAfter{m.bake, evBakeDone{g}}, actWatchBake{g, old, m.servingBut(g)})
+		m.do(ActAfter{m.bake, EvBakeDone{g}}, ActWatchBake{g, old, m.servingBut(g)})
 		return
 	}
 	m.promote(g)
@@ -467,10 +462,10 @@ func (m *machine) onReady(g *generation) {
 
 // servingBut returns the processes that serve beside g: the bake pauses
 // them all for a moment to see g take connections alone.
-func (m *machine) servingBut(g *generation) []*generation {
-	var out []*generation
+func (m *Machine) servingBut(g *Gen) []*Gen {
+	var out []*Gen
 	for _, x := range m.gens {
-		if x != g && (x.state == serving || x.state == baking) {
+		if x != g && (x.State == Serving || x.State == Baking) {
 			out = append(out, x)
 		}
 	}
@@ -479,69 +474,69 @@ func (m *machine) servingBut(g *generation) []*generation {
 
 // onBakeFailed rolls back g, which bakes and was shown not to serve: it is
 // stopped, and the generation it was to replace serves on.
-func (m *machine) onBakeFailed(g *generation, reason string) {
-	if !m.isNext(g) || g.state != baking || m.slots[g.w].cur == nil {
+func (m *Machine) onBakeFailed(g *Gen, reason string) {
+	if !m.isNext(g) || g.State != Baking || m.slots[g.W].cur == nil {
 		return
 	}
-	g.failWhy = "failed its bake window: it " + reason
-	m.log(slog.LevelError, "bake.failed", "new generation does not serve; rolling it back, the old one serves on", append(m.about(g), "serving", m.slots[g.w].cur.n, "reason", reason)...)
+	g.FailWhy = "failed its bake window: it " + reason
+	m.log(slog.LevelError, "bake.failed", "new generation does not serve; rolling it back, the old one serves on", append(m.about(g), "serving", m.slots[g.W].cur.N, "reason", reason)...)
 	m.drain(g)
-	m.slots[g.w].next = nil
-	why := fmt.Sprintf("%s %s", m.name(g), g.failWhy)
+	m.slots[g.W].next = nil
+	why := fmt.Sprintf("%s %s", m.name(g), g.FailWhy)
 	m.failRoll(g, "bake_failed", why, "reload rolled back: "+why)
 }
 
 // name names process g in messages: "generation 3 (pid 1234)", with its
 // worker index where there are several.
-func (m *machine) name(g *generation) string {
+func (m *Machine) name(g *Gen) string {
 	if m.workerCount() == 1 {
-		return fmt.Sprintf("generation %d (pid %d)", g.n, g.pid)
+		return fmt.Sprintf("generation %d (pid %d)", g.N, g.PID)
 	}
-	return fmt.Sprintf("generation %d worker %d (pid %d)", g.n, g.w, g.pid)
+	return fmt.Sprintf("generation %d worker %d (pid %d)", g.N, g.W, g.PID)
 }
 
 // promote makes g serve in its worker's place and drains the process it
 // replaces.
-func (m *machine) promote(g *generation) {
-	sl := &m.slots[g.w]
+func (m *Machine) promote(g *Gen) {
+	sl := &m.slots[g.W]
 	old := sl.cur
-	g.state, sl.cur, sl.next, sl.spec = serving, g, nil, g.spec
+	g.State, sl.cur, sl.next, sl.spec = Serving, g, nil, g.Spec
 	if old != nil {
 		m.drain(old)
 	}
-	if r := m.roll; r != nil && g.n == r.n {
+	if r := m.roll; r != nil && g.N == r.n {
 		if r.back {
 			r.putBack++
 		} else {
-			r.done = append(r.done, g.w)
+			r.done = append(r.done, g.W)
 		}
 		if old != nil {
 			r.draining[old] = true
-			if _, ok := r.olds[g.w]; !ok {
-				r.olds[g.w] = old.spec
+			if _, ok := r.olds[g.W]; !ok {
+				r.olds[g.W] = old.Spec
 			}
 		}
 		if r.kind == spawnFirst || len(r.todo) > 0 || m.inFlight(r)-len(r.draining) > 0 {
 			m.advanceRoll()
 			if m.roll == r && r.kind != spawnFirst {
-				m.do(actNotify{"status", fmt.Sprintf("reloading: %d of %d workers of generation %d ready", len(r.done), len(m.slots), r.n)})
+				m.do(ActNotify{"status", fmt.Sprintf("reloading: %d of %d workers of generation %d ready", len(r.done), len(m.slots), r.n)})
 			}
 			return
 		}
 		m.endRoll()
 		return
 	}
-	m.do(actNotify{"status", m.servingStatus()})
+	m.do(ActNotify{"status", m.servingStatus()})
 	// A restart or a replacement took its place: a roll that waited for
 	// this worker index goes on.
 	m.advanceRoll()
 }
 
 // servingStatus says what serves, for systemd's STATUS=.
-func (m *machine) servingStatus() string {
+func (m *Machine) servingStatus() string {
 	if m.workerCount() == 1 {
 		if g := m.slots[0].cur; g != nil {
-			return fmt.Sprintf("serving generation %d (pid %d)", g.n, g.pid)
+			return fmt.Sprintf("serving generation %d (pid %d)", g.N, g.PID)
 		}
 		return "no generation serving"
 	}
@@ -549,7 +544,7 @@ func (m *machine) servingStatus() string {
 	for _, sl := range m.slots {
 		if sl.cur != nil {
 			ready++
-			if n := strconv.Itoa(sl.cur.n); !slices.Contains(gens, n) {
+			if n := strconv.Itoa(sl.cur.N); !slices.Contains(gens, n) {
 				gens = append(gens, n)
 			}
 		}
@@ -565,7 +560,7 @@ func (m *machine) servingStatus() string {
 
 // endRoll ends the roll under way: it reports how it went, and starts the
 // reload queued meanwhile.
-func (m *machine) endRoll() {
+func (m *Machine) endRoll() {
 	r := m.roll
 	m.roll = nil
 	for old := range r.draining {
@@ -575,7 +570,7 @@ func (m *machine) endRoll() {
 	case r.kind == spawnFirst:
 		if m.phase == phaseStarting {
 			m.phase = phaseServing
-			m.do(actUpgraderReady{}, actNotify{"status", m.servingStatus()})
+			m.do(ActUpgraderReady{}, ActNotify{"status", m.servingStatus()})
 			m.armMemory()
 		}
 	case r.kind == spawnReplace && r.failure == "":
@@ -586,13 +581,13 @@ func (m *machine) endRoll() {
 			}
 			m.log(slog.LevelInfo, "worker.replaced", "worker replaced", append(m.about(g), "why", why)...)
 		}
-		m.do(actNotify{"status", m.servingStatus()})
+		m.do(ActNotify{"status", m.servingStatus()})
 	case r.kind == spawnReplace:
 		m.log(slog.LevelWarn, "worker.replace_failed", "cannot replace the worker; it serves on", "reason", r.failure)
-		if t := r.target; t != nil && t.unresponsive && t.state == serving {
+		if t := r.target; t != nil && t.Unresponsive && t.State == Serving {
 			// Paused as hung: it is all there is at its index.
-			t.unresponsive = false
-			m.do(actPause{t, false})
+			t.Unresponsive = false
+			m.do(ActPause{t, false})
 		}
 	case r.failure != "":
 		msg := r.failure
@@ -604,18 +599,18 @@ func (m *machine) endRoll() {
 		}
 		notify := r.notify
 		if notify == "" {
-			notify = fmt.Sprintf("reload failed: %s; serving generation %d", msg, m.first().n)
+			notify = fmt.Sprintf("reload failed: %s; serving generation %d", msg, m.first().N)
 		} else if r.back {
 			notify += "; workers put back"
 		}
-		m.do(actNotify{"ready", notify})
+		m.do(ActNotify{"ready", notify})
 		if r.code == "rolled_back" {
 			m.count("rolled_back", "", 0)
 		} else {
 			m.count("failed", r.code, 0)
 		}
 		m.finishReload(ReloadResult{Error: "reload failed: " + msg})
-		m.do(actReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.first().n, PID: m.first().pid}})
+		m.do(ActReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.first().N, PID: m.first().PID}})
 	default:
 		// What the first worker replaced ran (a rollback's target).
 		for w := range m.slots {
@@ -624,14 +619,14 @@ func (m *machine) endRoll() {
 				break
 			}
 		}
-		m.do(actNotify{"ready", m.servingStatus()})
+		m.do(ActNotify{"ready", m.servingStatus()})
 		took := m.now().Sub(m.reloadStart)
 		res := ReloadResult{OK: true, Generation: r.n, Millis: took.Milliseconds()}
 		// A new worker may have exited since it was ready (it restarts):
 		// only those that serve are named.
 		for _, sl := range m.slots {
 			if sl.cur != nil {
-				res.PIDs = append(res.PIDs, sl.cur.pid)
+				res.PIDs = append(res.PIDs, sl.cur.PID)
 			}
 		}
 		if len(res.PIDs) > 0 {
@@ -651,7 +646,7 @@ func (m *machine) endRoll() {
 // for why; notify, if set, is what systemd is told. The workers it replaced
 // are put back to what they ran before, each new one ready before the one
 // it replaces drains; the reload fails once they are.
-func (m *machine) failRoll(g *generation, code, why, notify string) {
+func (m *Machine) failRoll(g *Gen, code, why, notify string) {
 	r := m.roll
 	if r == nil {
 		return
@@ -662,7 +657,7 @@ func (m *machine) failRoll(g *generation, code, why, notify string) {
 		r.backFailed++
 		w := -1
 		if g != nil {
-			w = g.w
+			w = g.W
 		}
 		m.log(slog.LevelError, "reload.put_back_failed", "cannot put this worker back; the new release serves there", "worker", w, "reason", why)
 		m.advanceRoll()
@@ -672,12 +667,12 @@ func (m *machine) failRoll(g *generation, code, why, notify string) {
 	// The new processes stopped here count toward --max-surge until they
 	// exit, as the old ones this roll drained do: the put-back waits for
 	// room.
-	if g != nil && g.state == draining {
+	if g != nil && g.State == Draining {
 		r.draining[g] = true
 	}
 	for w := range m.slots {
-		if x := m.slots[w].next; x != nil && x != g && x.n == r.n {
-			m.do(actCancelReady{x})
+		if x := m.slots[w].next; x != nil && x != g && x.N == r.n {
+			m.do(ActCancelReady{x})
 			m.drain(x)
 			m.slots[w].next = nil
 			r.draining[x] = true
@@ -696,25 +691,25 @@ func (m *machine) failRoll(g *generation, code, why, notify string) {
 
 // drain asks g to stop, and kills it after the drain timeout; past
 // --max-draining generations draining, the oldest is killed at once.
-func (m *machine) drain(g *generation) {
-	g.state = draining
-	if g.unresponsive {
+func (m *Machine) drain(g *Gen) {
+	g.State = Draining
+	if g.Unresponsive {
 		// Paused as hung: it must run to drain, or to die of its stop
 		// signal.
-		m.do(actPause{g, false})
+		m.do(ActPause{g, false})
 	}
-	g.exitedAt = m.now() // when the drain began, until it exits
-	m.do(actSignal{g, m.stopSignal}, actAfter{m.drainTimeout, evKillDue{g}})
-	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", config.SignalName(m.stopSignal))...)
+	g.ExitedAt = m.now() // when the drain began, until it exits
+	m.do(ActSignal{g, m.stopSignal}, ActAfter{m.drainTimeout, EvKillDue{g}})
+	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", m.stopSignal)...)
 	var drainingGens []int // generation numbers, oldest first
 	for _, d := range m.gens {
-		if d.state == draining && !slices.Contains(drainingGens, d.n) {
-			drainingGens = append(drainingGens, d.n)
+		if d.State == Draining && !slices.Contains(drainingGens, d.N) {
+			drainingGens = append(drainingGens, d.N)
 		}
 	}
 	for i := 0; len(drainingGens)-i > m.maxDraining; i++ {
 		for _, d := range m.gens {
-			if d.state == draining && d.n == drainingGens[i] && !d.killed {
+			if d.State == Draining && d.N == drainingGens[i] && !d.Killed {
 				m.log(slog.LevelWarn, "generation.too_many_draining", "too many generations draining (--max-draining); killing the oldest", append(m.about(d), "max", m.maxDraining)...)
 				m.kill(d)
 			}
@@ -722,58 +717,65 @@ func (m *machine) drain(g *generation) {
 	}
 }
 
-func (m *machine) onExit(g *generation, err error) {
-	prev := g.state
-	g.state = exited
-	m.do(actRelease{g})
+func (m *Machine) onExit(e EvExited) {
+	g, err := e.G, e.Err
+	prev := g.State
+	g.State = Exited
+	m.do(ActRelease{g})
 	for i, x := range m.gens {
 		if x == g {
 			m.gens = append(m.gens[:i], m.gens[i+1:]...)
 			break
 		}
 	}
-	how := launch.DescribeExit(err)
+	how := e.How
+	if how == "" {
+		how = "exit status 0"
+		if err != nil {
+			how = err.Error()
+		}
+	}
 	var sl *slot
-	if g.w < len(m.slots) {
-		sl = &m.slots[g.w]
+	if g.W < len(m.slots) {
+		sl = &m.slots[g.W]
 	}
 	switch {
 	case sl != nil && g == sl.next:
 		sl.next = nil
-		why := g.failWhy
-		if why == "" && err == nil && len(g.left) > 0 {
+		why := g.FailWhy
+		if why == "" && err == nil && len(g.Left) > 0 {
 			why = fmt.Sprintf("daemonized: its process exited 0 and left %s running in the background, now stopped — run the program in the foreground "+
-				"(nginx: 'daemon off;', memcached: without -d, gunicorn: without --daemon, else its --foreground or --no-daemon option)", strayList(g.left))
+				"(nginx: 'daemon off;', memcached: without -d, gunicorn: without --daemon, else its --foreground or --no-daemon option)", StrayList(g.Left))
 		}
-		if why == "" && prev == baking {
+		if why == "" && prev == Baking {
 			why = "died during the bake window (" + how + ")"
 		} else if why == "" {
 			why = "exited before it was ready (" + how + ")"
 		}
 		reason := fmt.Sprintf("%s %s", m.name(g), why)
-		if lines := g.lastLines(); len(lines) > 0 {
+		if lines := e.Lines; len(lines) > 0 {
 			reason += "; it printed last: " + strings.Join(lines, " | ")
 		}
 		m.log(slog.LevelError, "generation.failed", "new generation failed", append(m.about(g), "reason", reason)...)
 		r := m.roll
 		switch {
 		case m.stopping():
-		case m.phase == phaseStarting && !g.restart:
+		case m.phase == phaseStarting && !g.Restart:
 			m.log(slog.LevelError, "program.failed", "the program failed at start; handoff exits", "reason", reason)
 			m.exitCode = 1
 			m.stop(true)
-		case r != nil && g.n == r.n:
+		case r != nil && g.N == r.n:
 			code := "exited"
 			switch {
-			case prev == baking:
+			case prev == Baking:
 				code = "died_baking"
-			case g.failWhy != "":
+			case g.FailWhy != "":
 				code = "not_ready"
 			}
 			m.failRoll(g, code, reason, "")
 		}
 		if sl.cur == nil && sl.next == nil && !m.stopping() {
-			m.scheduleRestart(g.w)
+			m.scheduleRestart(g.W)
 		}
 		// A roll that waited for this worker index to restart starts its
 		// own process there instead.
@@ -785,20 +787,20 @@ func (m *machine) onExit(g *generation, err error) {
 			m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how)...)
 			return
 		}
-		if m.now().Sub(g.readyAt) >= stableAfter {
+		if m.now().Sub(g.ReadyAt) >= stableAfter {
 			sl.backoff, sl.crashes = 0, 0
 		}
 		sl.crashes++
-		m.log(slog.LevelWarn, "generation.crashed", "generation exited on its own; restarting it", append(m.about(g), "status", how, "last_output", strings.Join(g.lastLines(), " | "))...)
+		m.log(slog.LevelWarn, "generation.crashed", "generation exited on its own; restarting it", append(m.about(g), "status", how, "last_output", strings.Join(e.Lines, " | "))...)
 		if sl.next == nil {
-			m.scheduleRestart(g.w)
+			m.scheduleRestart(g.W)
 		}
 	default:
 		if m.counts.drainSec == nil {
 			m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
 		}
-		m.counts.drainSec.Observe(m.now().Sub(g.exitedAt).Seconds())
-		m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how, "drain_ms", m.now().Sub(g.exitedAt).Milliseconds())...)
+		m.counts.drainSec.Observe(m.now().Sub(g.ExitedAt).Seconds())
+		m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how, "drain_ms", m.now().Sub(g.ExitedAt).Milliseconds())...)
 		if r := m.roll; r != nil && r.draining[g] {
 			delete(r.draining, g)
 			m.advanceRoll()
@@ -813,15 +815,15 @@ const failingAfter = 5
 // first returns the process serving at worker index 0 — the serving
 // generation, as status, systemd's STATUS= and the metrics name it — or a
 // zero generation (number and pid 0) when none serves there.
-func (m *machine) first() *generation {
+func (m *Machine) first() *Gen {
 	if len(m.slots) == 0 || m.slots[0].cur == nil {
-		return &generation{}
+		return &Gen{}
 	}
 	return m.slots[0].cur
 }
 
 // scheduleRestart restarts worker w after its backoff.
-func (m *machine) scheduleRestart(w int) {
+func (m *Machine) scheduleRestart(w int) {
 	sl := &m.slots[w]
 	switch {
 	case sl.backoff == 0:
@@ -837,16 +839,16 @@ func (m *machine) scheduleRestart(w int) {
 	if sl.crashes == failingAfter {
 		m.log(slog.LevelError, "worker.failing", "worker keeps crashing; restarts go on, each after the longest backoff",
 			"worker", w, "crashes", sl.crashes, "backoff_max", restartMax.String())
-		m.do(actNotify{"status", m.servingStatus()})
+		m.do(ActNotify{"status", m.servingStatus()})
 	}
-	m.do(actAfter{sl.backoff, evRestartDue{w}})
+	m.do(ActAfter{sl.backoff, EvRestartDue{w}})
 }
 
 // armMemory starts the checks of --max-memory.
-func (m *machine) armMemory() {
+func (m *Machine) armMemory() {
 	if m.maxMemory > 0 && !m.measuring {
 		m.measuring = true
-		m.do(actAfter{memEvery, evMemTick{}})
+		m.do(ActAfter{memEvery, EvMemTick{}})
 	}
 }
 
@@ -857,7 +859,7 @@ const memEvery = time.Second
 // onMemory replaces, alone, a worker whose resident memory passed
 // --max-memory: a new one starts with what it runs, and it drains once that
 // one is ready. One at a time, and not while a reload rolls.
-func (m *machine) onMemory(rss map[*generation]int64) {
+func (m *Machine) onMemory(rss map[*Gen]int64) {
 	defer m.armMemory()
 	if m.roll != nil || m.stopping() || m.stops.Delaying() {
 		return
@@ -868,7 +870,7 @@ func (m *machine) onMemory(rss map[*generation]int64) {
 		if g == nil || sl.next != nil || rss[g] <= m.maxMemory {
 			continue
 		}
-		if g.forMemory && m.now().Sub(g.readyAt) < stableAfter {
+		if g.ForMemory && m.now().Sub(g.ReadyAt) < stableAfter {
 			// Replaced for its memory, and over it again at once: the
 			// program needs more than --max-memory. Replacing it again
 			// would loop.
@@ -882,7 +884,7 @@ func (m *machine) onMemory(rss map[*generation]int64) {
 		sl.memWarned = false
 		m.log(slog.LevelWarn, "worker.over_memory", "worker passed --max-memory; replacing it, a new one ready first",
 			append(m.about(g), "rss_bytes", rss[g], "max_bytes", m.maxMemory)...)
-		r := &roll{kind: spawnReplace, target: g, n: m.nextN, spec: g.spec, todo: []int{w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+		r := &roll{kind: spawnReplace, target: g, n: m.nextN, spec: g.Spec, todo: []int{w}, surge: 1, olds: map[int]*Spec{}, draining: map[*Gen]bool{}}
 		m.nextN++
 		m.roll = r
 		m.advanceRoll()
@@ -892,13 +894,13 @@ func (m *machine) onMemory(rss map[*generation]int64) {
 
 // askReload starts a reload, or queues one if a generation is already on its
 // way. w, if not nil, receives the result.
-func (m *machine) askReload(w chan<- ReloadResult) {
+func (m *Machine) askReload(w chan<- ReloadResult) {
 	if m.stopping() || m.stops.Delaying() {
 		if m.stops.Delaying() {
 			m.log(slog.LevelInfo, "reload.refused", "reload refused: stopping, after the stop delay")
 		}
 		if w != nil {
-			m.do(actReply{[]chan<- ReloadResult{w}, ReloadResult{Error: "handoff is stopping"}})
+			m.do(ActReply{[]chan<- ReloadResult{w}, ReloadResult{Error: "handoff is stopping"}})
 		}
 		return
 	}
@@ -908,7 +910,7 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 			if m.roll != nil {
 				n = m.roll.n
 			} else if g != nil {
-				n = g.n
+				n = g.N
 			}
 			m.log(slog.LevelInfo, "reload.queued", "reload queued: a new generation is already starting", "gen", n)
 		}
@@ -920,7 +922,7 @@ func (m *machine) askReload(w chan<- ReloadResult) {
 
 // starting returns a process starting or baking to take a worker's place,
 // or nil.
-func (m *machine) starting() *generation {
+func (m *Machine) starting() *Gen {
 	for _, sl := range m.slots {
 		if sl.next != nil {
 			return sl.next
@@ -929,14 +931,14 @@ func (m *machine) starting() *generation {
 	return nil
 }
 
-func (m *machine) startReload() {
+func (m *Machine) startReload() {
 	m.reloading = true
 	m.reloadStart = m.now()
-	m.do(actNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)}, actNotify{"extend", ""})
+	m.do(ActNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)}, ActNotify{"extend", ""})
 	if !m.extending {
 		// One chain of ticks, however many reloads follow one another.
 		m.extending = true
-		m.do(actAfter{lifecycle.ExtendEvery, evExtendTick{}})
+		m.do(ActAfter{lifecycle.ExtendEvery, EvExtendTick{}})
 	}
 	r := m.newRoll(spawnReload)
 	if m.rollingBack {
@@ -945,8 +947,8 @@ func (m *machine) startReload() {
 	m.advanceRoll()
 }
 
-func (m *machine) finishReload(r ReloadResult) {
-	m.do(actReply{m.q.Finish(), r})
+func (m *Machine) finishReload(r ReloadResult) {
+	m.do(ActReply{m.q.Finish(), r})
 	m.reloading, m.rollingBack = false, false
 }
 
@@ -961,11 +963,11 @@ func waiting(w chan<- ReloadResult) []chan<- ReloadResult {
 // rollback stops a reload whose new workers bake, putting back the workers
 // it replaced; otherwise it starts a generation from what the previous
 // current generation ran, as a reload does.
-func (m *machine) rollback(w chan<- ReloadResult) {
-	reply := func(r ReloadResult) { m.do(actReply{[]chan<- ReloadResult{w}, r}) }
-	var bakingG *generation
+func (m *Machine) rollback(w chan<- ReloadResult) {
+	reply := func(r ReloadResult) { m.do(ActReply{[]chan<- ReloadResult{w}, r}) }
+	var bakingG *Gen
 	for _, sl := range m.slots {
-		if sl.next != nil && sl.next.state == baking && sl.cur != nil {
+		if sl.next != nil && sl.next.State == Baking && sl.cur != nil {
 			bakingG = sl.next
 		}
 	}
@@ -975,13 +977,13 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 		reply(ReloadResult{Error: "handoff is stopping"})
 	case bakingG != nil && r != nil && r.kind == spawnReload && !r.back:
 		g := bakingG
-		m.log(slog.LevelWarn, "rollback.stopping", "rollback: stopping the generation that bakes; the old one serves on", append(m.about(g), "serving", m.slots[g.w].cur.n)...)
-		g.failWhy = "was rolled back during its bake window"
+		m.log(slog.LevelWarn, "rollback.stopping", "rollback: stopping the generation that bakes; the old one serves on", append(m.about(g), "serving", m.slots[g.W].cur.N)...)
+		g.FailWhy = "was rolled back during its bake window"
 		m.drain(g)
-		m.slots[g.w].next = nil
+		m.slots[g.W].next = nil
 		r.rollbackWs = append(r.rollbackWs, w)
 		why := fmt.Sprintf("%s was rolled back during its bake window", m.name(g))
-		m.failRoll(g, "rolled_back", why, fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.slots[g.w].cur.n, m.slots[g.w].cur.pid))
+		m.failRoll(g, "rolled_back", why, fmt.Sprintf("rolled back: serving generation %d (pid %d)", m.slots[g.W].cur.N, m.slots[g.W].cur.PID))
 	case m.starting() != nil || r != nil:
 		n := m.nextN - 1
 		if r != nil {
@@ -1000,7 +1002,7 @@ func (m *machine) rollback(w chan<- ReloadResult) {
 
 // afterNext starts the queued reload, if any, once no generation is on its
 // way.
-func (m *machine) afterNext() {
+func (m *Machine) afterNext() {
 	if m.roll != nil || m.starting() != nil || !m.q.Queued() || m.stopping() {
 		return
 	}
@@ -1011,7 +1013,7 @@ func (m *machine) afterNext() {
 
 // stop asks every generation to stop; handoff exits once they have.
 // real is false after handing over to a new handoff.
-func (m *machine) stop(real bool) {
+func (m *Machine) stop(real bool) {
 	if m.stopping() {
 		return
 	}
@@ -1024,26 +1026,26 @@ func (m *machine) stop(real bool) {
 		m.count("failed", "stopping", 0)
 	}
 	m.finishReload(fail)
-	m.do(actReply{m.q.Drop(), fail})
+	m.do(ActReply{m.q.Drop(), fail})
 	if real {
-		m.do(actNotify{"stopping", "stopping every generation"})
+		m.do(ActNotify{"stopping", "stopping every generation"})
 		if m.selfUpgrade {
 			// A new handoff is starting: have the upgrader kill it, or
 			// it would take over after this one stopped.
-			m.do(actUpgraderStop{})
+			m.do(ActUpgraderStop{})
 		}
 	}
 	if r := m.roll; r != nil {
-		m.do(actReply{r.rollbackWs, fail})
+		m.do(ActReply{r.rollbackWs, fail})
 		m.roll = nil
 	}
 	for w := range m.slots {
 		m.slots[w].next = nil
 	}
-	if real && slices.ContainsFunc(m.gens, func(g *generation) bool { return g.state != draining }) {
+	if real && slices.ContainsFunc(m.gens, func(g *Gen) bool { return g.State != Draining }) {
 		// The generations serve on while the connections already queued
 		// are taken; evDoorsClosed drains them.
-		m.do(actCloseDoors{})
+		m.do(ActCloseDoors{})
 		return
 	}
 	m.phase = phaseStopping
@@ -1052,22 +1054,22 @@ func (m *machine) stop(real bool) {
 
 // drainAll has every generation that is not draining yet drain; real, it
 // then releases handoff's copies of the sockets.
-func (m *machine) drainAll(real bool) {
+func (m *Machine) drainAll(real bool) {
 	for _, g := range m.gens {
-		if g.state != draining && !g.killed {
-			m.do(actCancelReady{g})
+		if g.State != Draining && !g.Killed {
+			m.do(ActCancelReady{g})
 			m.drain(g)
 		}
 	}
 	if real {
 		// From here the sockets live as long as a generation holds them:
 		// once none accepts, a connection is refused, not queued and reset.
-		m.do(actReleaseSockets{})
+		m.do(ActReleaseSockets{})
 	}
 }
 
 // logDoors logs how the stop held new connections back.
-func (m *machine) logDoors(e evDoorsClosed) {
+func (m *Machine) logDoors(e EvDoorsClosed) {
 	if e.Err != nil {
 		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.Err)
 	}
@@ -1095,7 +1097,7 @@ func (m *machine) logDoors(e evDoorsClosed) {
 	m.log(slog.LevelInfo, "stop.held_back", "new connections held back for the stop; none queued", args...)
 }
 
-func (m *machine) upgradeSelf() {
+func (m *Machine) upgradeSelf() {
 	if m.selfUpgrade || m.stopping() || m.stops.Delaying() {
 		m.log(slog.LevelInfo, "upgrade.ignored", "SIGUSR2 ignored: an upgrade of handoff or a stop is under way")
 		return
@@ -1109,7 +1111,7 @@ func (m *machine) upgradeSelf() {
 	}
 	m.log(slog.LevelInfo, "upgrade.asked", "handoff upgrade asked", "signal", "SIGUSR2")
 	m.selfUpgrade = true
-	m.do(actSelfUpgrade{m.nextN})
+	m.do(ActSelfUpgrade{m.nextN})
 }
 
 // workersN says "1 worker" or "N workers".
@@ -1129,31 +1131,31 @@ func workersN(n int) string {
 // its start is said to once, and replaced only once it has served
 // stableAfter: replacing it faster would not help a program that hangs on
 // something outside it.
-func (m *machine) onUnresponsive(e evUnresponsive) {
-	g := e.g
-	if g.w >= len(m.slots) {
+func (m *Machine) onUnresponsive(e EvUnresponsive) {
+	g := e.G
+	if g.W >= len(m.slots) {
 		return
 	}
-	sl := &m.slots[g.w]
-	if g.state != serving || sl.cur != g || sl.next != nil || g.unresponsive || m.roll != nil || m.stopping() || m.stops.Delaying() {
+	sl := &m.slots[g.W]
+	if g.State != Serving || sl.cur != g || sl.next != nil || g.Unresponsive || m.roll != nil || m.stopping() || m.stops.Delaying() {
 		return
 	}
-	if g.forHung && m.now().Sub(g.readyAt) < stableAfter {
+	if g.ForHung && m.now().Sub(g.ReadyAt) < stableAfter {
 		if !sl.hungWarned {
 			sl.hungWarned = true
 			m.log(slog.LevelError, "worker.unresponsive_again", "a process that replaced a hung one hangs too; it is replaced again once it has served 10s — look at what the program waits on",
-				append(m.about(g), append([]any{"reason", e.reason}, e.args...)...)...)
+				append(m.about(g), append([]any{"reason", e.Reason}, e.Args...)...)...)
 		}
 		return
 	}
 	sl.hungWarned = false
-	g.unresponsive = true
+	g.Unresponsive = true
 	sl.unresponsive++
 	m.counts.unresponsive++
 	m.log(slog.LevelError, "worker.unresponsive", "process shown hung; pausing it and replacing it, a new one ready first",
-		append(m.about(g), append([]any{"reason", e.reason}, e.args...)...)...)
-	m.do(actPause{g, true})
-	r := &roll{kind: spawnReplace, target: g, hung: true, n: m.nextN, spec: g.spec, todo: []int{g.w}, surge: 1, olds: map[int]*runSpec{}, draining: map[*generation]bool{}}
+		append(m.about(g), append([]any{"reason", e.Reason}, e.Args...)...)...)
+	m.do(ActPause{g, true})
+	r := &roll{kind: spawnReplace, target: g, hung: true, n: m.nextN, spec: g.Spec, todo: []int{g.W}, surge: 1, olds: map[int]*Spec{}, draining: map[*Gen]bool{}}
 	m.nextN++
 	m.roll = r
 	m.advanceRoll()
@@ -1185,4 +1187,4 @@ func (p phase) String() string {
 }
 
 // stopping reports whether a stop has begun (closing or stopping).
-func (m *machine) stopping() bool { return m.phase >= phaseClosing }
+func (m *Machine) stopping() bool { return m.phase >= phaseClosing }

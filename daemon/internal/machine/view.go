@@ -1,0 +1,95 @@
+package machine
+
+import (
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/lifecycle"
+	"github.com/handoff-dev/handoff/internal/promtext"
+)
+
+// Options configure a Machine: what `handoff run` was given.
+type Options struct {
+	Bake         time.Duration // --bake; 0: none
+	MaxDraining  int           // --max-draining
+	ReadyTimeout time.Duration // --ready-timeout
+	DrainTimeout time.Duration // --drain-timeout
+	StopSignal   string        // --stop-signal, by name: SIGTERM
+	StopDelay    time.Duration // --stop-delay
+	Workers      int           // --workers; 0 means 1
+	MaxSurge     int           // --max-surge; 0 means 1
+	MaxMemory    int64         // --max-memory, in bytes; 0: none
+	// PID1: handoff is PID 1, and must not upgrade itself.
+	PID1 bool
+	// First numbers the first generation (a new handoff on SIGUSR2 goes on
+	// from the old one's).
+	First int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// New returns the machine for o, before its first event (EvStart).
+func New(o Options) *Machine {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Machine{bake: o.Bake, maxDraining: o.MaxDraining, readyTimeout: o.ReadyTimeout, drainTimeout: o.DrainTimeout,
+		stopSignal: o.StopSignal, stops: lifecycle.Stops{Delay: o.StopDelay}, workers: o.Workers, surge: o.MaxSurge,
+		maxMemory: o.MaxMemory, pid1: o.PID1, nextN: o.First, now: now}
+}
+
+// View is what the machine shows of itself to `handoff status` and the
+// metrics. Its pointers are the machine's own: read them in the goroutine
+// that steps the machine, before the next step.
+type View struct {
+	Gens    []*Gen   // every process not exited, oldest first
+	Workers []Worker // one per worker index
+	// Restarts counts the restarts of workers that exited on their own;
+	// Killed the processes sent SIGKILL; Unresponsive those replaced as
+	// hung; DrainsKilled those killed at --drain-timeout.
+	Restarts, Killed, Unresponsive, DrainsKilled int
+	Reloading                                    bool // a reload or rollback is under way
+	Queued                                       bool // another is queued after it
+	// Rolling: a reload, rollback or replacement of workers is under way
+	// (not the first start).
+	Rolling  bool
+	Rollback *Spec // what a rollback would run; nil: nothing to roll back to
+	// Current is the process serving at worker index 0, or nil.
+	Current *Gen
+	// Reloads counts reloads by outcome ("ready", "failed",
+	// "rolled_back") and, for "failed", reason.
+	Reloads   map[[2]string]int
+	ReloadSec *promtext.Histogram // how long each reload that ended ready took
+	DrainSec  *promtext.Histogram // from each process's stop signal to its exit
+}
+
+// Worker is one worker index, as View shows it.
+type Worker struct {
+	Cur  *Gen // serving there; nil while it restarts
+	Next *Gen // starting or baking to take its place
+	// Restarts counts its restarts; Unresponsive the processes replaced
+	// there as hung. Crashing: it exited failingAfter times in a row
+	// without serving long, and restarts with a backoff.
+	Restarts, Unresponsive int
+	Crashing               bool
+}
+
+// View returns what the machine shows of itself now.
+func (m *Machine) View() View {
+	if m.counts.reloadSec == nil {
+		m.counts.reloadSec = promtext.NewHistogram(reloadBuckets...)
+	}
+	if m.counts.drainSec == nil {
+		m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
+	}
+	v := View{Gens: m.gens, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive, DrainsKilled: m.counts.drainsKilled,
+		Reloading: m.reloading, Queued: m.q.Queued(), Rolling: m.roll != nil && m.roll.kind != spawnFirst, Rollback: m.previous,
+		Reloads: m.counts.reloads, ReloadSec: m.counts.reloadSec, DrainSec: m.counts.drainSec}
+	if g := m.first(); g.PID != 0 {
+		v.Current = g
+	}
+	for _, sl := range m.slots {
+		v.Workers = append(v.Workers, Worker{Cur: sl.cur, Next: sl.next, Restarts: sl.restarts, Unresponsive: sl.unresponsive, Crashing: sl.crashes >= failingAfter})
+	}
+	return v
+}
