@@ -20,6 +20,7 @@ import (
 
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
@@ -280,7 +281,7 @@ func (s *supervisor) watch(g *generation) {
 			s.events <- machine.EvReady{G: g.Gen}
 		case errors.Is(err, errGenExited):
 		default:
-			var na *notAccepting
+			var na *probe.NotAccepting
 			why := ""
 			if errors.As(err, &na) || errors.Is(err, errNoReadyNotify) {
 				why = err.Error()
@@ -315,10 +316,10 @@ func (s *supervisor) waitReady(ctx context.Context, g *generation, notifyConn *n
 			}
 		}()
 	case "accept":
-		go func() { readyC <- s.waitAccepting(ctx, g.PID) }()
+		go func() { readyC <- probe.WaitAccepting(ctx, g.PID, s.probeSockets()) }()
 	default:
 		mode := s.cfg.Ready.ForWorker(g.W)
-		go func() { readyC <- probeReady(ctx, mode) }()
+		go func() { readyC <- probe.Ready(ctx, mode) }()
 	}
 	select {
 	case err := <-readyC:

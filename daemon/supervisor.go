@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
@@ -60,9 +62,9 @@ type supervisor struct {
 	// timers. Only the supervisor's goroutine uses it.
 	procs   map[*machine.Gen]*generation
 	started time.Time
-	// serving is what the liveness checks watch (liveness.go): the
+	// serving is what the liveness checks watch (probe.WatchLive): the
 	// processes that serve, as of the last step.
-	serving atomic.Pointer[[]*generation]
+	serving atomic.Pointer[[]probe.Proc]
 
 	// strayStopping holds the pids of the processes left behind that are
 	// being stopped (see strays.go).
@@ -89,7 +91,13 @@ func (s *supervisor) run() int {
 	if s.cfg.HungAfter > 0 {
 		quit := make(chan struct{})
 		defer close(quit)
-		go s.watchLive(quit)
+		go probe.WatchLive(quit, probe.Living{After: s.cfg.HungAfter, Health: s.health(), Sockets: s.probeSockets(), Ports: s.tcpPorts()},
+			func() []probe.Proc {
+				if p := s.serving.Load(); p != nil {
+					return *p
+				}
+				return nil
+			}, s.events, s.log)
 	}
 	if code, done := s.apply(machine.EvStart{}); done {
 		return code
@@ -239,11 +247,7 @@ func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
 			s.reaper.Pause()
 			go func() { s.events <- machine.EvSelfUpgradeDone{Err: s.u.Upgrade()} }()
 		case machine.ActWatchBake:
-			others := make([]*generation, len(a.Others))
-			for i, o := range a.Others {
-				others[i] = s.procs[o]
-			}
-			go s.watchBake(s.procs[a.G], s.procs[a.Old], others, s.tcpPorts())
+			s.watchBake(a)
 		case machine.ActMeasure:
 			rss := map[*machine.Gen]int64{}
 			for _, g := range s.m.View().Gens {
@@ -360,4 +364,72 @@ func (s *supervisor) notify(_ bool, err error) {
 	if err != nil {
 		s.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 	}
+}
+
+// watchBake runs the bake window's checks of a.G, in a goroutine of its
+// own, and sends EvBakeFailed at the first that fails — unless the window
+// has ended meanwhile: too late to roll back.
+func (s *supervisor) watchBake(a machine.ActWatchBake) {
+	g := s.procs[a.G]
+	health := s.health()
+	if health.Kind != "" {
+		health = health.ForWorker(a.G.W)
+	}
+	b := probe.Baking{New: a.G, Old: a.Old, Others: a.Others, Exited: g.exitedC, Health: health, Sockets: s.probeSockets(), Ports: s.tcpPorts()}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
+		defer cancel()
+		if reason := probe.Bake(ctx, b, s.log); reason != "" {
+			select {
+			case <-ctx.Done():
+			case s.events <- machine.EvBakeFailed{G: a.G, Reason: reason}:
+			}
+		}
+	}()
+}
+
+// publishServing gives the liveness checks the processes that serve now.
+// Called by the supervisor's goroutine after each step.
+func (s *supervisor) publishServing() {
+	if s.cfg.HungAfter <= 0 {
+		return
+	}
+	var out []probe.Proc
+	for _, sl := range s.m.View().Workers {
+		if g := sl.Cur; g != nil && g.State == machine.Serving && !g.Unresponsive {
+			out = append(out, probe.Proc{G: g, Exited: s.procs[g].exitedC})
+		}
+	}
+	s.serving.Store(&out)
+}
+
+// health returns the health check: --health, else the --ready probe if it
+// is http or tcp; its Kind is "" for none.
+func (s *supervisor) health() config.Ready {
+	if s.cfg.Health.Kind == "" && (s.cfg.Ready.Kind == "http" || s.cfg.Ready.Kind == "tcp") {
+		return s.cfg.Ready
+	}
+	return s.cfg.Health
+}
+
+// probeSockets returns the listening sockets as the probes see them.
+func (s *supervisor) probeSockets() []probe.Socket {
+	out := make([]probe.Socket, len(s.inodes))
+	for i, ino := range s.inodes {
+		out[i] = probe.Socket{Inode: ino, Name: s.names[i], Addr: s.addrs[i]}
+	}
+	return out
+}
+
+// tcpPorts returns the local ports of the TCP sockets handoff holds.
+func (s *supervisor) tcpPorts() map[uint16]bool {
+	ports := map[uint16]bool{}
+	for _, c := range s.sockets {
+		if ln, ok := c.(net.Listener); ok {
+			if a, ok := ln.Addr().(*net.TCPAddr); ok {
+				ports[uint16(a.Port)] = true
+			}
+		}
+	}
+	return ports
 }

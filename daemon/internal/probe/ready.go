@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package probe
 
 import (
 	"context"
@@ -23,10 +23,11 @@ const (
 	acceptTree = 5
 )
 
-// probeReady reports readiness of m for the http, tcp and delay modes: it returns nil
-// once the generation is ready, or ctx's error. Notify is handled by the
-// generation's own notify socket, accept by waitAccepting.
-func probeReady(ctx context.Context, m config.Ready) error {
+// Ready reports readiness by m, for the http, tcp and delay modes: it
+// returns nil once the process is ready, or ctx's error when ctx ends
+// first. Notify is the caller's (the process's notify socket), accept
+// WaitAccepting's.
+func Ready(ctx context.Context, m config.Ready) error {
 	if m.Kind == "delay" {
 		t := time.NewTimer(m.Delay)
 		defer t.Stop()
@@ -37,7 +38,7 @@ func probeReady(ctx context.Context, m config.Ready) error {
 			return ctx.Err()
 		}
 	}
-	client := probeClient()
+	client := Client()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -76,48 +77,55 @@ func check(ctx context.Context, client *http.Client, m config.Ready) bool {
 	return resp.StatusCode/100 == 2
 }
 
-// notAccepting is why --ready accept has not yet seen a generation ready.
-type notAccepting struct {
-	sockets []string // "NAME (ADDR)" of each socket nobody waits on
-	notes   []string // what could not be inspected
+// NotAccepting is why --ready accept has not yet seen a process ready.
+type NotAccepting struct {
+	Sockets []string // "NAME (ADDR)" of each socket nobody waits on
+	Notes   []string // what could not be inspected
 }
 
-func (e *notAccepting) Error() string {
-	msg := "no process of it waits for connections on " + strings.Join(e.sockets, ", ")
-	if len(e.notes) > 0 {
-		msg += " (" + strings.Join(e.notes, "; ") + ")"
+func (e *NotAccepting) Error() string {
+	msg := "no process of it waits for connections on " + strings.Join(e.Sockets, ", ")
+	if len(e.Notes) > 0 {
+		msg += " (" + strings.Join(e.Notes, "; ") + ")"
 	}
 	return msg
 }
 
-// waitAccepting returns nil once some process of generation g (pid root and
-// its descendants, or its process group) waits for connections on every
-// socket handed to it — see procfs.Waiters — or, when ctx ends first, a
-// *notAccepting that says which sockets nobody waits on.
-func (s *supervisor) waitAccepting(ctx context.Context, root int) error {
-	want := make(map[uint64]bool, len(s.inodes))
-	for _, ino := range s.inodes {
-		want[ino] = true
+// Socket is a listening socket the checks watch: its inode, and its name
+// and address for messages.
+type Socket struct {
+	Inode      uint64
+	Name, Addr string
+}
+
+// WaitAccepting returns nil once some process of the tree rooted at root
+// (root and its descendants, or its process group) waits for connections on
+// every one of socks — see procfs.Waiters — or, when ctx ends first, a
+// *NotAccepting that says which sockets nobody waits on.
+func WaitAccepting(ctx context.Context, root int, socks []Socket) error {
+	want := make(map[uint64]bool, len(socks))
+	for _, sk := range socks {
+		want[sk.Inode] = true
 	}
 	tick := time.NewTicker(acceptPoll)
 	defer tick.Stop()
-	last := &notAccepting{}
+	last := &NotAccepting{}
 	for i := 0; ; i++ {
 		// The whole process tree every acceptTree looks, the program's own
 		// process in between.
 		found, notes, err := procfs.Waiters(root, want, i%acceptTree == 0)
 		if err == nil {
-			last = &notAccepting{notes: notes}
-			for i, ino := range s.inodes {
-				if !found[ino] {
-					last.sockets = append(last.sockets, fmt.Sprintf("%s (%s)", s.names[i], s.addrs[i]))
+			last = &NotAccepting{Notes: notes}
+			for _, sk := range socks {
+				if !found[sk.Inode] {
+					last.Sockets = append(last.Sockets, fmt.Sprintf("%s (%s)", sk.Name, sk.Addr))
 				}
 			}
-			if len(last.sockets) == 0 {
+			if len(last.Sockets) == 0 {
 				return nil
 			}
 		} else {
-			last = &notAccepting{notes: []string{err.Error()}}
+			last = &NotAccepting{Notes: []string{err.Error()}}
 		}
 		select {
 		case <-tick.C:

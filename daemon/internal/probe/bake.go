@@ -1,16 +1,17 @@
 //go:build linux
 
-package daemon
+package probe
 
 import (
 	"context"
 	"fmt"
-	"net"
+	"log/slog"
 	"net/http"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
@@ -52,23 +53,36 @@ const (
 	bakeHealthFails = 3
 )
 
-// watchBake checks g, whose connections come on ports, until its bake
-// window ends or it exits, and sends evBakeFailed at the first check that
-// fails.
-func (s *supervisor) watchBake(g, old *generation, others []*generation, ports map[uint16]bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
-	defer cancel()
-	w := &bakeWatch{s: s, g: g, old: old, others: others, ports: ports}
+// Baking is what Bake watches: a new process, and what serves beside it.
+type Baking struct {
+	New    *machine.Gen   // the process that bakes
+	Old    *machine.Gen   // the generation serving beside it, its worker index's
+	Others []*machine.Gen // every process serving beside it, Old among them: paused together for the probe
+	// Exited is closed when New has exited.
+	Exited <-chan struct{}
+	// Health is the health check (--health, else an http or tcp --ready),
+	// for New's worker index; its Kind is "" for none.
+	Health  config.Ready
+	Sockets []Socket        // the listening sockets
+	Ports   map[uint16]bool // the local ports of the TCP ones
+}
+
+// Bake checks b.New until ctx ends (its bake window) or it exits, and returns
+// why it does not serve at the first check that fails, or "" if none did.
+// The reads of New, Old and Others are of their PID, N and W, which do not
+// change once a process has started.
+func Bake(ctx context.Context, b Baking, log *slog.Logger) string {
+	w := &bakeWatch{b: b, log: log}
 	w.start()
 	tick := time.NewTicker(bakeTick)
 	defer tick.Stop()
-	client := probeClient()
+	client := Client()
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-g.exitedC:
-			return
+			return ""
+		case <-b.Exited:
+			return ""
 		case <-tick.C:
 		}
 		reason := w.look()
@@ -76,21 +90,15 @@ func (s *supervisor) watchBake(g, old *generation, others []*generation, ports m
 			reason = w.health(ctx, client)
 		}
 		if reason != "" {
-			select {
-			case <-ctx.Done(): // the window ended meanwhile: too late to roll back
-			case s.events <- machine.EvBakeFailed{G: g.Gen, Reason: reason}:
-			}
-			return
+			return reason
 		}
 	}
 }
 
 // bakeWatch is the state of one bake window's checks.
 type bakeWatch struct {
-	s      *supervisor
-	g, old *generation
-	others []*generation // paused together for the probe
-	ports  map[uint16]bool
+	b   Baking
+	log *slog.Logger
 
 	broken    bool            // the connection checks cannot run here
 	newSeen   map[uint64]bool // connections g accepted
@@ -106,10 +114,10 @@ func (w *bakeWatch) start() {
 	// A first probe a moment into the window, not at once: the new
 	// generation's accept loop may still be settling.
 	w.lastProbe = time.Now().Add(bakeTick - bakeProbeEvery)
-	if _, err := sockdiag.TCPConns(w.ports); err != nil || len(w.ports) == 0 {
+	if _, err := sockdiag.TCPConns(w.b.Ports); err != nil || len(w.b.Ports) == 0 {
 		w.broken = true
 		if err != nil {
-			w.s.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "event", "bake.checks_off", "gen", w.g.N, "err", err)
+			w.log.Warn("bake: the connection checks cannot run; only an exit and the health check count", "event", "bake.checks_off", "gen", w.b.New.N, "err", err)
 		}
 	}
 }
@@ -119,12 +127,12 @@ func (w *bakeWatch) look() string {
 	if w.broken {
 		return ""
 	}
-	conns, err := sockdiag.TCPConns(w.ports)
+	conns, err := sockdiag.TCPConns(w.b.Ports)
 	if err != nil {
 		return ""
 	}
 	pending := 0
-	for ino := range held(w.g.PID, conns) {
+	for ino := range held(w.b.New.PID, conns) {
 		w.newSeen[ino] = true
 		c := conns[ino]
 		if c.SegsOut > 0 {
@@ -135,7 +143,7 @@ func (w *bakeWatch) look() string {
 		}
 	}
 	oldPending := 0
-	for ino := range held(w.old.PID, conns) {
+	for ino := range held(w.b.Old.PID, conns) {
 		if conns[ino].Pending(bakeStuckAfter) {
 			oldPending++
 		}
@@ -161,24 +169,24 @@ func (w *bakeWatch) look() string {
 // serving generation is resumed before it returns.
 func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 	inodes := map[uint64]bool{}
-	for _, ino := range w.s.inodes {
-		inodes[ino] = true
+	for _, sk := range w.b.Sockets {
+		inodes[sk.Inode] = true
 	}
 	if q, err := sockdiag.AcceptQueue(inodes); err != nil || q > 0 {
 		return "", false // the serving generation lags already: no time to pause it
 	}
 	// Every process that serves beside g pauses, or another worker would
 	// take what g does not.
-	for _, o := range w.others {
+	for _, o := range w.b.Others {
 		if err := unix.Kill(-o.PID, unix.SIGSTOP); err != nil {
-			for _, p := range w.others {
+			for _, p := range w.b.Others {
 				_ = unix.Kill(-p.PID, unix.SIGCONT)
 			}
 			return "", false
 		}
 	}
 	defer func() {
-		for _, o := range w.others {
+		for _, o := range w.b.Others {
 			_ = unix.Kill(-o.PID, unix.SIGCONT)
 		}
 	}()
@@ -197,12 +205,12 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) >= bakeQueueStuck:
-			if conns, err := sockdiag.TCPConns(w.ports); err != nil || len(held(w.g.PID, conns)) > 0 {
+			if conns, err := sockdiag.TCPConns(w.b.Ports); err != nil || len(held(w.b.New.PID, conns)) > 0 {
 				return "", true // it holds one: busy, not deaf
 			}
-			paused := fmt.Sprintf("generation %d paused", w.old.N)
-			if len(w.others) > 1 {
-				paused = fmt.Sprintf("the %d processes serving beside it paused", len(w.others))
+			paused := fmt.Sprintf("generation %d paused", w.b.Old.N)
+			if len(w.b.Others) > 1 {
+				paused = fmt.Sprintf("the %d processes serving beside it paused", len(w.b.Others))
 			}
 			return fmt.Sprintf("takes no connection: with %s, %d connections waited %v in the accept queue and it took none",
 				paused, q, bakeQueueStuck.Round(time.Millisecond)), false
@@ -216,14 +224,10 @@ func (w *bakeWatch) soloProbe() (why string, accepts bool) {
 // health runs the health check, if any, and returns why g failed it
 // bakeHealthFails times in a row, or "".
 func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
-	m := w.s.cfg.Health
-	if m.Kind == "" && (w.s.cfg.Ready.Kind == "http" || w.s.cfg.Ready.Kind == "tcp") {
-		m = w.s.cfg.Ready
-	}
+	m := w.b.Health
 	if m.Kind == "" {
 		return ""
 	}
-	m = m.ForWorker(w.g.W)
 	if check(ctx, client, m) {
 		w.fails = 0
 		return ""
@@ -249,17 +253,4 @@ func held(root int, conns map[uint64]sockdiag.Conn) map[uint64]bool {
 		}
 	}
 	return out
-}
-
-// tcpPorts returns the local ports of the TCP sockets handoff holds.
-func (s *supervisor) tcpPorts() map[uint16]bool {
-	ports := map[uint16]bool{}
-	for _, c := range s.sockets {
-		if ln, ok := c.(net.Listener); ok {
-			if a, ok := ln.Addr().(*net.TCPAddr); ok {
-				ports[uint16(a.Port)] = true
-			}
-		}
-	}
-	return ports
 }

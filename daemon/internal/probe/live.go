@@ -1,10 +1,11 @@
 //go:build linux
 
-package daemon
+package probe
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -52,9 +53,25 @@ const (
 	liveHealthFails = 3
 )
 
+// Proc is a serving process that WatchLive watches.
+type Proc struct {
+	G      *machine.Gen    // its PID and W are read, which do not change once it has started
+	Exited <-chan struct{} // closed when it has exited
+}
+
+// Living is what WatchLive watches with.
+type Living struct {
+	After time.Duration // --hung-after: the bar's floor
+	// Health is the health check (--health, else an http or tcp --ready),
+	// before ForWorker; its Kind is "" for none.
+	Health  config.Ready
+	Sockets []Socket        // the listening sockets
+	Ports   map[uint16]bool // the local ports of the TCP ones
+}
+
 // liveProc is what the checks know of one serving process.
 type liveProc struct {
-	g     *generation
+	p     Proc
 	since time.Time // watched from
 	// progress is when it was last seen to serve: a byte sent, a
 	// connection closed, more of an unanswered request read.
@@ -69,33 +86,17 @@ type liveProc struct {
 	closedWait time.Duration
 }
 
-// publishServing gives the liveness checks the processes that serve now.
-// Called by the supervisor's goroutine after each step.
-func (s *supervisor) publishServing() {
-	if s.cfg.HungAfter <= 0 {
-		return
+// WatchLive runs the liveness checks every liveTick until quit is closed,
+// on the processes serving returns at each look, and sends an
+// EvUnresponsive on events for each one shown hung (again at most once
+// per l.After).
+func WatchLive(quit <-chan struct{}, l Living, serving func() []Proc, events chan<- machine.Event, log *slog.Logger) {
+	inodes := map[uint64]bool{}
+	for _, sk := range l.Sockets {
+		inodes[sk.Inode] = true
 	}
-	var out []*generation
-	for _, sl := range s.m.View().Workers {
-		if g := sl.Cur; g != nil && g.State == machine.Serving && !g.Unresponsive {
-			out = append(out, s.procs[g])
-		}
-	}
-	s.serving.Store(&out)
-}
-
-// watchLive runs the liveness checks until quit is closed.
-func (s *supervisor) watchLive(quit <-chan struct{}) {
-	ports, inodes := s.tcpPorts(), map[uint64]bool{}
-	for _, ino := range s.inodes {
-		inodes[ino] = true
-	}
-	health := s.cfg.Health
-	if health.Kind == "" && (s.cfg.Ready.Kind == "http" || s.cfg.Ready.Kind == "tcp") {
-		health = s.cfg.Ready
-	}
-	w := &liveWatch{s: s, after: s.cfg.HungAfter, ports: ports, inodes: inodes, health: health,
-		procs: map[*generation]*liveProc{}, client: probeClient()}
+	w := &liveWatch{log: log, after: l.After, ports: l.Ports, inodes: inodes, health: l.Health,
+		procs: map[*machine.Gen]*liveProc{}, client: Client()}
 	tick := time.NewTicker(liveTick)
 	defer tick.Stop()
 	defer w.forgetAll()
@@ -105,13 +106,9 @@ func (s *supervisor) watchLive(quit <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		var serving []*generation
-		if p := s.serving.Load(); p != nil {
-			serving = *p
-		}
-		for _, ev := range w.look(time.Now(), serving) {
+		for _, ev := range w.look(time.Now(), serving()) {
 			select {
-			case s.events <- ev:
+			case events <- ev:
 			case <-quit:
 				return
 			}
@@ -119,20 +116,21 @@ func (s *supervisor) watchLive(quit <-chan struct{}) {
 	}
 }
 
-// probeClient is the HTTP client of the health checks.
-func probeClient() *http.Client {
+// Client returns the HTTP client of the health checks: a second's timeout,
+// no keep-alive.
+func Client() *http.Client {
 	return &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 }
 
 // liveWatch is the state of the liveness checks.
 type liveWatch struct {
-	s      *supervisor
+	log    *slog.Logger
 	after  time.Duration
 	ports  map[uint16]bool
 	inodes map[uint64]bool
 	health config.Ready
 	client *http.Client
-	procs  map[*generation]*liveProc
+	procs  map[*machine.Gen]*liveProc
 	// queueSince is since when connections have waited in the accept
 	// queue without it shrinking; zero when it is empty.
 	queueSince time.Time
@@ -154,14 +152,14 @@ func (w *liveWatch) bar() time.Duration {
 
 // look checks every process of serving once, and returns an event for each
 // one found hung.
-func (w *liveWatch) look(now time.Time, serving []*generation) []machine.Event {
+func (w *liveWatch) look(now time.Time, serving []Proc) []machine.Event {
 	// Follow the serving set: new processes are watched from now, those
 	// that no longer serve are forgotten.
-	in := map[*generation]bool{}
-	for _, g := range serving {
-		in[g] = true
-		if w.procs[g] == nil {
-			w.watch(now, g)
+	in := map[*machine.Gen]bool{}
+	for _, p := range serving {
+		in[p.G] = true
+		if w.procs[p.G] == nil {
+			w.watch(now, p)
 		}
 	}
 	for g := range w.procs {
@@ -180,10 +178,10 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []machine.Event {
 		switch {
 		case err != nil && !w.off:
 			w.off = true
-			w.s.log.Warn("liveness: the connection checks cannot run; only --health counts until they can", "event", "liveness.checks_off", "err", err)
+			w.log.Warn("liveness: the connection checks cannot run; only --health counts until they can", "event", "liveness.checks_off", "err", err)
 		case err == nil && w.off:
 			w.off = false
-			w.s.log.Info("liveness: the connection checks run again", "event", "liveness.checks_on")
+			w.log.Info("liveness: the connection checks run again", "event", "liveness.checks_on")
 		}
 		if err == nil {
 			if q, err := sockdiag.AcceptQueue(w.inodes); err == nil {
@@ -207,7 +205,7 @@ func (w *liveWatch) look(now time.Time, serving []*generation) []machine.Event {
 			continue
 		}
 		p.reported = now
-		out = append(out, machine.EvUnresponsive{G: p.g.Gen, Reason: reason, Args: args})
+		out = append(out, machine.EvUnresponsive{G: p.p.G, Reason: reason, Args: args})
 	}
 	return out
 }
@@ -218,7 +216,7 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 	if conns != nil {
 		mine := map[uint64]sockdiag.Conn{}
 		if len(conns) > 0 {
-			for ino := range held(p.g.PID, conns) {
+			for ino := range held(p.p.G.PID, conns) {
 				mine[ino] = conns[ino]
 			}
 		}
@@ -252,7 +250,7 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 		// look, once the process is seen alive: a process that dies
 		// closes its connections too.
 		if p.closedWait > 0 {
-			if st, _, _, ok := procfs.Stat(p.g.PID); ok && st != "Z" && st != "X" {
+			if st, _, _, ok := procfs.Stat(p.p.G.PID); ok && st != "Z" && st != "X" {
 				w.slowest = max(w.slowest, p.closedWait)
 			}
 			p.closedWait = 0
@@ -302,22 +300,22 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 		}
 	}
 	if n := p.fails.Load(); n >= liveHealthFails {
-		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.ForWorker(p.g.W), n),
-			[]any{"health", w.health.ForWorker(p.g.W).String(), "fails", n}
+		return fmt.Sprintf("failed the health check %s %d times in a row", w.health.ForWorker(p.p.G.W), n),
+			[]any{"health", w.health.ForWorker(p.p.G.W).String(), "fails", n}
 	}
 	return "", nil
 }
 
-// watch starts watching g.
-func (w *liveWatch) watch(now time.Time, g *generation) {
-	p := &liveProc{g: g, since: now, progress: now, accepted: now, prev: map[uint64]sockdiag.Conn{}}
-	w.procs[g] = p
+// watch starts watching pr.
+func (w *liveWatch) watch(now time.Time, pr Proc) {
+	p := &liveProc{p: pr, since: now, progress: now, accepted: now, prev: map[uint64]sockdiag.Conn{}}
+	w.procs[pr.G] = p
 	if w.health.Kind == "" {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
-	m := w.health.ForWorker(g.W)
+	m := w.health.ForWorker(pr.G.W)
 	go func() {
 		t := time.NewTicker(liveHealthEvery)
 		defer t.Stop()
@@ -325,7 +323,7 @@ func (w *liveWatch) watch(now time.Time, g *generation) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-g.exitedC:
+			case <-pr.Exited:
 				return
 			case <-t.C:
 			}
@@ -338,7 +336,7 @@ func (w *liveWatch) watch(now time.Time, g *generation) {
 	}()
 }
 
-func (w *liveWatch) forget(g *generation) {
+func (w *liveWatch) forget(g *machine.Gen) {
 	if p := w.procs[g]; p != nil && p.stop != nil {
 		p.stop()
 	}
