@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
+	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
@@ -146,7 +147,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 // control socket and the signals.
 func setup(cfg *config.Config, log *slog.Logger) (_ *supervisor, err error) {
 	s := &supervisor{cfg: cfg, log: log, started: time.Now(), procs: map[*machine.Gen]*generation{}, events: make(chan machine.Event, 64), sigC: make(chan os.Signal, 16),
-		ctlC: make(chan ctlRequest), wdC: make(chan chan error)}
+		ctlC: make(chan control.Call), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
 	// keeper, if it still holds them (keeper.go).
 	taken := keeper.TakeHeld(cfg.Control, log)
@@ -249,7 +250,7 @@ func setup(cfg *config.Config, log *slog.Logger) (_ *supervisor, err error) {
 	// ending them at a random log line. handoff, too, then sees EPIPE when
 	// whatever reads its own output goes away.
 	signal.Ignore(syscall.SIGPIPE)
-	go s.serveControl(cln.(*net.UnixListener))
+	go control.Serve(cln.(*net.UnixListener), s.log, s.ctlC)
 	go func() { <-u.Exit(); cln.Close() }()
 	if cfg.Metrics != "" {
 		// Through the upgrader, so that a new handoff (SIGUSR2) serves on
@@ -411,9 +412,9 @@ var clientHelp = map[string]string{
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("handoff "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	control := fs.String("control", config.DefaultControl(), "control socket `PATH` of the 'handoff run' to talk to. Example: --control /run/app/control.sock")
+	ctlPath := fs.String("control", config.DefaultControl(), "control socket `PATH` of the 'handoff run' to talk to. Example: --control /run/app/control.sock")
 	fs.Usage = func() {}
-	return fs, control
+	return fs, ctlPath
 }
 
 func parseClient(fs *flag.FlagSet, name string, args []string, stderr io.Writer) error {
@@ -435,7 +436,7 @@ func parseClient(fs *flag.FlagSet, name string, args []string, stderr io.Writer)
 // cmdReload runs `handoff reload` and `handoff rollback` (cmd), which answer
 // alike.
 func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
-	fs, control := clientFlags(cmd, stderr)
+	fs, ctlPath := clientFlags(cmd, stderr)
 	timeout := fs.Duration("timeout", 0, "give up waiting after this long (default: the longest the reload can take, from\n"+
 		"'handoff run's --ready-timeout and --bake, as 'handoff status --json' reports it). Example: --timeout 2m")
 	if err := parseClient(fs, cmd, args, stderr); err != nil {
@@ -446,8 +447,8 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 	}
 	if *timeout == 0 {
 		// Ask the daemon for its bound; this also proves that it answers.
-		var st Status
-		if err := ask(*control, ctlMessage{Cmd: "status"}, statusTimeout, &st); err != nil {
+		var st control.Status
+		if err := control.Ask(*ctlPath, control.Message{Cmd: "status"}, statusTimeout, &st); err != nil {
 			fmt.Fprintf(stderr, "handoff %s: %v\n", cmd, err)
 			return 1
 		}
@@ -457,7 +458,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 		}
 	}
 	var r machine.ReloadResult
-	if err := ask(*control, ctlMessage{Cmd: cmd}, *timeout, &r); err != nil {
+	if err := control.Ask(*ctlPath, control.Message{Cmd: cmd}, *timeout, &r); err != nil {
 		fmt.Fprintf(stderr, "handoff %s: %v\n", cmd, err)
 		return 1
 	}
@@ -478,7 +479,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 }
 
 func cmdSignal(args []string, stdout, stderr io.Writer) int {
-	fs, control := clientFlags("signal", stderr)
+	fs, ctlPath := clientFlags("signal", stderr)
 	timeout := fs.Duration("timeout", statusTimeout, "give up waiting for an answer after this long. Example: --timeout 30s")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -496,8 +497,8 @@ func cmdSignal(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitFor(err, stderr)
 	}
-	var r SignalResult
-	if err := ask(*control, ctlMessage{Cmd: "signal", Signal: int(sig)}, *timeout, &r); err != nil {
+	var r control.SignalResult
+	if err := control.Ask(*ctlPath, control.Message{Cmd: "signal", Signal: int(sig)}, *timeout, &r); err != nil {
 		fmt.Fprintln(stderr, "handoff signal:", err)
 		return 1
 	}
@@ -512,7 +513,7 @@ func cmdSignal(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs, control := clientFlags("status", stderr)
+	fs, ctlPath := clientFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	timeout := fs.Duration("timeout", statusTimeout, "give up waiting for an answer after this long. Example: --timeout 30s")
 	if err := parseClient(fs, "status", args, stderr); err != nil {
@@ -521,8 +522,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if *timeout <= 0 {
 		return exitFor(config.Usagef("handoff status: --timeout %v is not positive — give a duration such as 10s", *timeout), stderr)
 	}
-	var st Status
-	if err := ask(*control, ctlMessage{Cmd: "status"}, *timeout, &st); err != nil {
+	var st control.Status
+	if err := control.Ask(*ctlPath, control.Message{Cmd: "status"}, *timeout, &st); err != nil {
 		fmt.Fprintln(stderr, "handoff status:", err)
 		return 1
 	}

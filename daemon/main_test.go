@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon"
+	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/internal/logrec"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
@@ -174,13 +174,13 @@ func (d *runningDaemon) reload() (string, int) {
 	return strings.TrimSpace(string(out)), code
 }
 
-func (d *runningDaemon) status() daemon.Status {
+func (d *runningDaemon) status() control.Status {
 	d.t.Helper()
 	out, err := exec.Command(handoffBin, "status", "--json", "--control", d.control).Output()
 	if err != nil {
 		d.t.Fatalf("handoff status: %v", err)
 	}
-	var st daemon.Status
+	var st control.Status
 	if err := json.Unmarshal(out, &st); err != nil {
 		d.t.Fatalf("handoff status: %v: %s", err, out)
 	}

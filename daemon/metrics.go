@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
@@ -24,7 +25,7 @@ import (
 func (s *supervisor) serveMetrics(ln net.Listener) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		req := ctlRequest{cmd: "metrics", metrics: make(chan []byte, 1)}
+		req := control.Call{Cmd: "metrics", Metrics: make(chan []byte, 1)}
 		select {
 		case s.ctlC <- req:
 		case <-r.Context().Done():
@@ -32,7 +33,7 @@ func (s *supervisor) serveMetrics(ln net.Listener) {
 		}
 		var b []byte
 		select {
-		case b = <-req.metrics:
+		case b = <-req.Metrics:
 		case <-r.Context().Done():
 			return
 		}

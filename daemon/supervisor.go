@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
+	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
@@ -73,7 +74,7 @@ type supervisor struct {
 
 	events chan machine.Event
 	sigC   chan os.Signal
-	ctlC   chan ctlRequest
+	ctlC   chan control.Call
 	wdC    chan chan error // watchdog checks from the upgrader's ping loop
 }
 
@@ -110,21 +111,21 @@ func (s *supervisor) run() int {
 		case e := <-s.events:
 			ev = e
 		case req := <-s.ctlC:
-			switch req.cmd {
+			switch req.Cmd {
 			case "status":
-				req.status <- s.status()
+				req.Status <- s.status()
 				continue
 			case "signal":
-				req.signal <- s.sendSignal(req.sig)
+				req.Signal <- s.sendSignal(req.Sig)
 				continue
 			case "metrics":
-				req.metrics <- s.metrics()
+				req.Metrics <- s.metrics()
 				continue
 			}
-			if req.cmd == "rollback" {
-				ev = machine.EvRollback{W: req.reload}
+			if req.Cmd == "rollback" {
+				ev = machine.EvRollback{W: req.Reload}
 			} else {
-				ev = machine.EvReload{W: req.reload}
+				ev = machine.EvReload{W: req.Reload}
 			}
 		case reply := <-s.wdC:
 			ev = s.checkHung()

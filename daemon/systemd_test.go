@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/handoff-dev/handoff/daemon"
+	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -221,8 +221,8 @@ func TestSocketsFromSystemd(t *testing.T) {
 			files = append(files, f)
 		}
 		dir := t.TempDir()
-		control := filepath.Join(dir, "c.sock")
-		args := append([]string{"-c", `LISTEN_PID=$$ exec "$@"`, "sh", handoffBin, "run", "--control", control}, c.flags...)
+		ctlPath := filepath.Join(dir, "c.sock")
+		args := append([]string{"-c", `LISTEN_PID=$$ exec "$@"`, "sh", handoffBin, "run", "--control", ctlPath}, c.flags...)
 		args = append(args, "--", appBin)
 		cmd := exec.Command("/bin/sh", args...)
 		cmd.ExtraFiles = files
@@ -293,8 +293,8 @@ func TestSocketsFromSystemd(t *testing.T) {
 				t.Fatalf("flags %q, names %s: the old handoff did not hand over and exit after SIGUSR2:\n%s", c.flags, c.names, readLog(logPath))
 			}
 			answers(waitApp(2))
-			out, err := exec.Command(handoffBin, "status", "--json", "--control", control).Output()
-			var st daemon.Status
+			out, err := exec.Command(handoffBin, "status", "--json", "--control", ctlPath).Output()
+			var st control.Status
 			if err == nil {
 				err = json.Unmarshal(out, &st)
 			}

@@ -16,15 +16,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon"
+	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/internal/loadcheck"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // rawStatus asks the control socket for the status, without running the
 // command: fast enough to sample a roll every few milliseconds.
-func (d *runningDaemon) rawStatus() (daemon.Status, error) {
-	var st daemon.Status
+func (d *runningDaemon) rawStatus() (control.Status, error) {
+	var st control.Status
 	c, err := net.DialTimeout("unix", d.control, 5*time.Second)
 	if err != nil {
 		return st, err
