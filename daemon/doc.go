@@ -4,13 +4,21 @@
 // LISTEN_FDNAMES, LISTEN_PID), so that a program that supports socket
 // activation gets zero-downtime restarts unchanged.
 //
-// The program's processes and their states, reloads, rolls and stops are
-// the machine's (package machine, which says what each state means);
-// daemon's own files wire the parts together: the command line (cli.go),
-// the supervisor that carries out the machine's actions (supervisor.go),
-// the processes' start and readiness (generation.go, ready.go), the bake
-// and liveness checks (bake.go, liveness.go), `handoff status` and signal
-// (control.go), metrics (metrics.go) and strays (strays.go).
+// This package is the command line: `handoff run` (Main hands it to package
+// supervisor) and the client commands. The parts, each a package under
+// internal/ — ARCHITECTURE.md maps them:
+//
+//	config      the flags of `handoff run`, their defaults and checks
+//	supervisor  the goroutine that steps the machine and carries out its actions
+//	machine     the state: processes, reloads, rolls, stops (pure: no I/O)
+//	probe       readiness, the bake window's and the liveness checks
+//	control     the control socket's protocol: server and client
+//	launch      starting a program with its own pid in LISTEN_PID
+//	doors       holding new connections back for a stop
+//	reaper      the child subreaper, and the strays it lists
+//	keeper      what outlives a killed handoff: its output and sockets
+//	procfs      what /proc says of a process
+//	logs        the log handlers
 //
 // # Stops, strays and handoff's own death
 //
@@ -22,7 +30,7 @@
 // handoff is a child subreaper (package reaper): what a generation leaves
 // behind — a program that daemonized, a helper whose parent died — becomes
 // handoff's child, and is stopped like a draining generation when that
-// generation exits (strays.go); a generation that exits 0 before it is ready
+// generation exits (supervisor); a generation that exits 0 before it is ready
 // and leaves processes behind failed because it daemonized, and says so.
 //
 // If handoff is killed, each generation gets its stop signal as its

@@ -226,7 +226,7 @@ func TestMachine(t *testing.T) {
 // TestSwitchesAreExhaustive: Step handles every event, and the supervisor
 // (apply) every action.
 func TestSwitchesAreExhaustive(t *testing.T) {
-	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "Step"}, sealed.Switch{Marker: "isAction", Fn: "apply", In: "../.."})
+	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "Step"}, sealed.Switch{Marker: "isAction", Fn: "apply", In: "../supervisor"})
 }
 
 // TestMachineWorkers drives the machine with --workers 3 and --max-surge 1

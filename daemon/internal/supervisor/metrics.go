@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package supervisor
 
 import (
 	"bytes"
@@ -71,7 +71,7 @@ func (s *supervisor) metrics() []byte {
 	var b bytes.Buffer
 	p := promtext.NewWriter(&b)
 	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
-		promtext.Sample{Labels: promtext.L("version", version(), "goversion", runtime.Version()), Value: 1})
+		promtext.Sample{Labels: promtext.L("version", s.version, "goversion", runtime.Version()), Value: 1})
 	p.Gauge("handoff_start_time_seconds", "When this handoff process started, in seconds since the epoch.",
 		promtext.Sample{Value: float64(s.started.UnixNano()) / 1e9})
 

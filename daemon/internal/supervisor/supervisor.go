@@ -1,6 +1,6 @@
 //go:build linux
 
-package daemon
+package supervisor
 
 import (
 	"context"
@@ -56,6 +56,8 @@ type supervisor struct {
 	// firstInWd records, without --chdir, whether the first generation's
 	// program lay in handoff's working directory (see checkWorkDir).
 	firstInWd *bool
+
+	version string // names this build, for the metrics
 
 	m *machine.Machine
 	// procs holds, for each process the machine knows, what the

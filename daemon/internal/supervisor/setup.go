@@ -1,0 +1,320 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/daemon/internal/config"
+	"github.com/handoff-dev/handoff/daemon/internal/control"
+	"github.com/handoff-dev/handoff/daemon/internal/doors"
+	"github.com/handoff-dev/handoff/daemon/internal/keeper"
+	"github.com/handoff-dev/handoff/daemon/internal/logs"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/listener"
+	"github.com/handoff-dev/handoff/systemd"
+	"github.com/handoff-dev/handoff/upgrader"
+	"golang.org/x/sys/unix"
+)
+
+// envNextGen carries the next generation number to a new handoff on SIGUSR2.
+const envNextGen = "HANDOFF_NEXT_GEN"
+
+// envSystemdNames carries to a new handoff on SIGUSR2 the names of the
+// sockets systemd passed without --listen, in order, joined by ':' as in
+// LISTEN_FDNAMES: the new handoff gets the sockets from its predecessor, not
+// from systemd, so it cannot learn them otherwise.
+const envSystemdNames = "HANDOFF_SYSTEMD_NAMES"
+
+// Run runs the program as cfg says until handoff stops, and returns
+// handoff's exit status: 0 after a clean stop, ExitStopCut after one that
+// had to kill a generation, 1 when the program failed at its start. An error
+// means handoff could not start (a socket it cannot bind, a control socket
+// in use): nothing was started then. version names this build, for the
+// metrics.
+func Run(cfg *config.Config, log *slog.Logger, version string) (int, error) {
+	s, err := setup(cfg, log, version)
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(s.runDir)
+	code := s.run()
+	s.stopAllStrays()
+	s.keeper.Bye()
+	// Removes the control socket and the pid file; STOPPING=1 went out when
+	// the stop began.
+	s.u.Stop()
+	if killed := s.m.View().Killed; killed > 0 {
+		log.Warn("handoff exits", "event", "handoff.exit", "status", code, "killed", killed)
+	} else {
+		log.Info("handoff exits", "event", "handoff.exit", "status", code, "killed", 0)
+	}
+	return code, nil
+}
+
+// setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
+// control socket and the signals.
+func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor, err error) {
+	s := &supervisor{cfg: cfg, log: log, version: version, started: time.Now(), procs: map[*machine.Gen]*generation{}, events: make(chan machine.Event, 64), sigC: make(chan os.Signal, 16),
+		ctlC: make(chan control.Call), wdC: make(chan chan error)}
+	// The sockets a handoff killed with this control socket left with its
+	// keeper, if it still holds them (keeper.go).
+	taken := keeper.TakeHeld(cfg.Control, log)
+	defer func() { taken.Close() }()
+	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: logs.Upgrader(log), FDStore: cfg.FDStore,
+		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.Take,
+		// A new handoff (SIGUSR2) proves itself by its own generation's
+		// readiness (and --bake); handoff serves nothing through a Drainer
+		// that the library's bake could pause.
+		Bake: -1})
+	if errors.Is(err, upgrader.ErrPIDFile) {
+		return nil, config.Usagef("handoff run: --pidfile: %v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.u = u
+	s.reaper = reaper.New(log)
+	first := 1
+	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
+		first = n
+		os.Unsetenv(envNextGen)
+	}
+	s.m = newMachine(cfg, first)
+	// The shim is the running binary, even if a new one replaced it on disk.
+	s.self = "/proc/self/exe"
+	// As PID 1, handoff's death ends the container: no keeper is needed.
+	if os.Getpid() != 1 {
+		var kerr error
+		if s.keeper, kerr = keeper.Start(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); kerr != nil {
+			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", kerr)
+		}
+	}
+	// A handoff that does not start says goodbye: its keeper must not hold
+	// the sockets for a successor.
+	defer func() {
+		if err != nil {
+			s.keeper.Bye()
+		}
+	}()
+
+	held, err := s.openSockets(u)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Hold > 0 {
+		var packet []bool
+		for _, ln := range s.sockets {
+			_, isPacket := ln.(net.PacketConn)
+			packet = append(packet, isPacket)
+		}
+		s.keeper.HoldSockets(s.names, s.addrs, packet, s.files)
+	}
+	// Now that this handoff's keeper holds them, the old one may let go.
+	taken.Done()
+	taken = nil
+	if cfg.Metrics != "" {
+		m := config.Ready{Kind: "tcp", Target: cfg.Metrics}
+		if err := m.CheckProbe(held, s.names); err != nil {
+			return nil, config.Usagef("handoff run: --metrics %s is a socket handoff passes to the program; give an address of its own, as in --metrics 127.0.0.1:9101", cfg.Metrics)
+		}
+	}
+	for w := range max(cfg.Workers, 1) {
+		if err := cfg.Ready.ForWorker(w).CheckProbe(held, s.names); err != nil {
+			return nil, err
+		}
+		if err := cfg.Health.ForWorker(w).CheckProbe(held, s.names); err != nil {
+			return nil, config.Usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
+		}
+	}
+	if cfg.Ready.Kind == "accept" {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
+			return nil, config.Usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)
+		}
+	}
+
+	if err := os.MkdirAll(filepath.Dir(cfg.Control), 0o755); err != nil {
+		return nil, fmt.Errorf("handoff: control socket directory: %w", err)
+	}
+	cln, err := u.Listen("", "unix://"+cfg.Control+"?mode=0600")
+	if err != nil {
+		return nil, fmt.Errorf("handoff: control socket: %w", err)
+	}
+	base := os.Getenv("RUNTIME_DIRECTORY")
+	base, _, _ = strings.Cut(base, ":")
+	if base == "" {
+		base = os.TempDir()
+	}
+	if s.runDir, err = os.MkdirTemp(base, "handoff-"); err != nil {
+		return nil, fmt.Errorf("handoff: run directory: %w", err)
+	}
+	// Generations running as another user must reach their notify socket.
+	if err := os.Chmod(s.runDir, 0o711); err != nil {
+		return nil, fmt.Errorf("handoff: run directory: %w", err)
+	}
+	signal.Notify(s.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	// As systemd does for every service (IgnoreSIGPIPE=yes), the generations
+	// start with SIGPIPE ignored, inherited from handoff: a write to the
+	// pipe of their output after handoff died fails with EPIPE instead of
+	// ending them at a random log line. handoff, too, then sees EPIPE when
+	// whatever reads its own output goes away.
+	signal.Ignore(syscall.SIGPIPE)
+	go control.Serve(cln.(*net.UnixListener), s.log, s.ctlC)
+	go func() { <-u.Exit(); cln.Close() }()
+	if cfg.Metrics != "" {
+		// Through the upgrader, so that a new handoff (SIGUSR2) serves on
+		// the same socket.
+		mln, err := u.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			// As a --listen socket that cannot be bound: the machine's
+			// state, not the command line's fault (exit 1).
+			return nil, fmt.Errorf("handoff run: --metrics: %w", err)
+		}
+		go s.serveMetrics(mln)
+		go func() { <-u.Exit(); mln.Close() }()
+	}
+	return s, nil
+}
+
+// openSockets opens the sockets to pass on through u, so that a new handoff
+// inherits them: the --listen addresses, else every socket systemd passed
+// (or the old handoff, after SIGUSR2), by name. It returns their local
+// addresses.
+func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
+	inherited, fromParent := os.LookupEnv(envSystemdNames)
+	os.Unsetenv(envSystemdNames)
+	listens := s.cfg.Listens
+	if len(listens) == 0 {
+		var names []string
+		if fromParent && u.HasParent() {
+			names = strings.Split(inherited, ":")
+		} else {
+			for _, af := range systemd.Activated() {
+				if af.Name != upgrader.FDStoreName {
+					// (handoff's own sockets back from the fd store belong
+					// to --listen addresses, matched by address.)
+					names = append(names, af.Name)
+				}
+			}
+		}
+		for _, name := range names {
+			a, err := listener.Parse("systemd:" + name)
+			if err != nil {
+				return nil, fmt.Errorf("handoff: socket name %q from systemd: %w", name, err)
+			}
+			listens = append(listens, config.Listen{Name: name, Addr: a})
+		}
+		s.systemdNames = strings.Join(names, ":")
+		if len(listens) == 0 {
+			return nil, config.Usagef("handoff run: no socket to pass — give --listen [NAME=]ADDR, or start handoff from a .socket unit")
+		}
+	}
+	var held []net.Addr
+	for _, l := range listens {
+		f, sock, err := openSocket(u, l.Addr)
+		if err != nil {
+			return nil, err
+		}
+		s.sockets = append(s.sockets, sock)
+		s.files = append(s.files, f)
+		s.names = append(s.names, l.Name)
+		s.addrs = append(s.addrs, l.Addr.String())
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
+		}
+		if ln, ok := sock.(*net.TCPListener); ok {
+			if err := doors.DetachFilter(ln); err != nil {
+				s.log.Warn("cannot remove a socket filter a stopping handoff may have left: connections to this socket may be dropped", "event", "start.filter_stays", "addr", l.Addr.String(), "err", err)
+			}
+		}
+		s.inodes = append(s.inodes, st.Ino)
+		s.stored = append(s.stored, l.Addr.Network != "systemd" && (s.cfg.FDStore || os.Getenv("FDSTORE") != ""))
+		held = append(held, localAddr(sock))
+	}
+	return held, nil
+}
+
+// openSocket opens a through the upgrader, so that a new handoff inherits
+// it, and returns a descriptor to pass to generations, and the listener or
+// packet conn, which the caller keeps open.
+func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, io.Closer, error) {
+	var c io.Closer
+	if a.Packet() {
+		pc, err := u.ListenPacketAddr(a)
+		if err != nil {
+			return nil, nil, err
+		}
+		c = pc
+	} else {
+		ln, err := u.ListenAddr(a)
+		if err != nil {
+			return nil, nil, err
+		}
+		c = ln
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		c.Close()
+		return nil, nil, fmt.Errorf("handoff: %s: cannot pass this socket on", a)
+	}
+	file, err := passable(sc, a.String())
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("handoff: %s: %w", a, err)
+	}
+	return file, c, nil
+}
+
+// passable returns a duplicate of the socket for exec.Cmd.ExtraFiles that
+// leaves the socket in non-blocking mode. All generations share one open
+// file description, and with it its O_NONBLOCK flag. The *os.File of
+// net's File method makes os.StartProcess clear that flag (golang/go#43894):
+// an older generation's Go runtime then blocks in accept(2) in the kernel,
+// and its listener's Close waits until a connection arrives — a drain with
+// no traffic hangs until the drain timeout. A descriptor that was already
+// non-blocking when given to os.NewFile is passed as it is.
+func passable(sc syscall.Conn, name string) (*os.File, error) {
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup := -1
+	var derr error
+	if err := raw.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("set non-blocking: %w", err)
+	}
+	return os.NewFile(uintptr(dup), name), nil
+}
+
+// localAddr returns the address a listener or packet conn is bound to.
+func localAddr(c io.Closer) net.Addr {
+	switch x := c.(type) {
+	case net.Listener:
+		return x.Addr()
+	case net.PacketConn:
+		return x.LocalAddr()
+	}
+	return nil
+}
