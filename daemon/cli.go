@@ -30,10 +30,6 @@ import (
 // --drain-timeout — where a clean stop exits 0.
 const ExitStopCut = machine.ExitStopCut
 
-// Version is handoff's version; release builds set it with
-// -ldflags "-X github.com/handoff-dev/handoff/daemon.Version=v1.2.3".
-var Version = ""
-
 const mainUsage = `handoff — zero-downtime restarts for any program that accepts systemd sockets
 
 Usage:

@@ -9,6 +9,10 @@ import (
 	"strings"
 )
 
+// Version is handoff's version; release builds set it with
+// -ldflags "-X github.com/handoff-dev/handoff/daemon.Version=v1.2.3".
+var Version = ""
+
 // version names this build: Version when the release build set it, else the
 // module version from the build info ("v1.2.0" from go install …@v1.2.0, a
 // pseudo-version with the revision from a checkout), else the VCS revision

@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -34,6 +33,11 @@ func (e *usageError) Error() string { return e.msg }
 func (e *usageError) Is(target error) bool {
 	return target == ErrUsage
 }
+
+// HoldPath is where the keeper of a handoff that died offers its sockets,
+// and where a handoff started again with the same --control asks for them:
+// the control socket's path and ".hold".
+func (cfg *Config) HoldPath() string { return cfg.Control + ".hold" }
 
 // Usagef returns an ErrUsage error with the message format and args give.
 func Usagef(format string, args ...any) error {
@@ -316,8 +320,8 @@ func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 	if n := len(cfg.Control); n > 107 {
 		return Usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
 	}
-	if n := len(cfg.Control + keeper.HoldSuffix); cfg.Hold > 0 && n > 107 {
-		return Usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.Control+keeper.HoldSuffix, n)
+	if n := len(cfg.HoldPath()); cfg.Hold > 0 && n > 107 {
+		return Usagef("handoff run: --control %s: with --hold the keeper offers the sockets at %s, %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path, or --hold 0", cfg.Control, cfg.HoldPath(), n)
 	}
 	if *raw.userName != "" || *raw.groupName != "" {
 		if cfg.Credential, err = credential(*raw.userName, *raw.groupName); err != nil {

@@ -54,10 +54,6 @@ import (
 // output keeper.
 const Command = "__handoff_keeper"
 
-// HoldSuffix is added to the control socket's path to make the path where a
-// keeper offers the sockets of a handoff that died.
-const HoldSuffix = ".hold"
-
 // handOverTimeout bounds one hand-over of the held sockets to a new handoff.
 const handOverTimeout = 10 * time.Second
 

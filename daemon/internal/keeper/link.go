@@ -63,10 +63,11 @@ type keptSocket struct {
 
 // Start starts the output keeper, a child of handoff in its process
 // group, recorded with the reaper as handoff's own. It holds the sockets for
-// hold once handoff is gone, offering them at control+".hold".
-func Start(self string, r *reaper.Reaper, log *slog.Logger, hold time.Duration, control, logFormat string) (*Keeper, error) {
+// hold once handoff is gone, offering them at holdPath
+// (config.Config.HoldPath).
+func Start(self string, r *reaper.Reaper, log *slog.Logger, hold time.Duration, holdPath, logFormat string) (*Keeper, error) {
 	k := &Keeper{log: log, self: self, r: r, stop: make(chan struct{}), outputs: map[string]keptOutput{},
-		args: []string{hold.String(), control + HoldSuffix, logFormat}}
+		args: []string{hold.String(), holdPath, logFormat}}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := k.spawn(); err != nil {

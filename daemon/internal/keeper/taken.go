@@ -30,10 +30,10 @@ type takenSocket struct {
 	used bool
 }
 
-// TakeHeld asks a keeper holding sockets at control+".hold" for them. It
-// returns nil when none holds any there (nothing listens: the usual case).
-func TakeHeld(control string, log *slog.Logger) *Taken {
-	path := control + HoldSuffix
+// TakeHeld asks a keeper holding sockets at path (config.Config.HoldPath)
+// for them. It returns nil when none holds any there (nothing listens: the
+// usual case).
+func TakeHeld(path string, log *slog.Logger) *Taken {
 	c, err := net.DialTimeout("unixpacket", path, time.Second)
 	if err != nil {
 		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {

@@ -71,7 +71,7 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 		ctlC: make(chan control.Call), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
 	// keeper, if it still holds them (keeper.go).
-	taken := keeper.TakeHeld(cfg.Control, log)
+	taken := keeper.TakeHeld(cfg.HoldPath(), log)
 	defer func() { taken.Close() }()
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: logs.Upgrader(log), FDStore: cfg.FDStore,
 		UpgradeTimeout: cfg.ReadyTimeout + 5*time.Second, WatchdogCheck: s.watchdogCheck, Held: taken.Take,
@@ -98,7 +98,7 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	// As PID 1, handoff's death ends the container: no keeper is needed.
 	if os.Getpid() != 1 {
 		var kerr error
-		if s.keeper, kerr = keeper.Start(s.self, s.reaper, log, cfg.Hold, cfg.Control, cfg.LogFormat); kerr != nil {
+		if s.keeper, kerr = keeper.Start(s.self, s.reaper, log, cfg.Hold, cfg.HoldPath(), cfg.LogFormat); kerr != nil {
 			log.Warn("no output keeper: if handoff dies, the generations' next writes to their output will fail", "event", "keeper.failed", "err", kerr)
 		}
 	}
