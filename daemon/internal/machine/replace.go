@@ -61,7 +61,7 @@ func (m *Machine) onMemory(rss map[*Gen]int64) {
 	}
 }
 
-// onUnresponsive replaces a serving process shown hung (liveness.go): it is
+// onUnresponsive replaces a serving process shown hung (probe.WatchLive): it is
 // paused at once, so that it takes no more connections — those it holds
 // are lost to it — and a new process with what it ran takes its index; it
 // drains once that one is ready, with no bake. One replacement at a time,

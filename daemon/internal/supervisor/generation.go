@@ -179,7 +179,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		// alone, which stops the generations in order.
 		// If handoff dies (SIGKILL, the OOM killer), the generation gets
 		// its stop signal and drains, rather than serving on unmanaged
-		// with the sockets that a new handoff needs (see doc.go).
+		// with the sockets that a new handoff needs (see package daemon).
 		Attr:     syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, Pdeathsig: s.cfg.StopSignal},
 		Watchdog: s.u.WatchdogInterval() > 0,
 	}

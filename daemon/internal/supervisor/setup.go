@@ -70,7 +70,7 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	s := &supervisor{cfg: cfg, log: log, version: version, started: time.Now(), procs: map[*machine.Gen]*generation{}, events: make(chan machine.Event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan control.Call), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
-	// keeper, if it still holds them (keeper.go).
+	// keeper, if it still holds them (package keeper).
 	taken := keeper.TakeHeld(cfg.HoldPath(), log)
 	defer func() { taken.Close() }()
 	u, err := upgrader.New(upgrader.Options{PIDFile: cfg.PIDFile, NoSignals: true, Logger: logs.Upgrader(log), FDStore: cfg.FDStore,
