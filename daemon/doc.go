@@ -13,6 +13,7 @@
 //	machine     the state: processes, reloads, rolls, stops (pure: no I/O)
 //	probe       readiness, the bake window's and the liveness checks
 //	control     the control socket's protocol: server and client
+//	metrics     --metrics: the figures and their server
 //	launch      starting a program with its own pid in LISTEN_PID
 //	doors       holding new connections back for a stop
 //	reaper      the child subreaper, and the strays it lists

@@ -22,6 +22,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/metrics"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -182,7 +183,13 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 			// state, not the command line's fault (exit 1).
 			return nil, fmt.Errorf("handoff run: --metrics: %w", err)
 		}
-		go s.serveMetrics(mln)
+		go metrics.Serve(mln, s.scrape, func() {
+			// What the scrape allocated goes back to the system, as after
+			// a generation's exit: a scrape every few seconds would
+			// otherwise hold a few MiB of heap (measured: 13.3 MiB after
+			// 200 scrapes, 9.1 without --metrics).
+			s.trimMemory()
+		})
 		go func() { <-u.Exit(); mln.Close() }()
 	}
 	return s, nil

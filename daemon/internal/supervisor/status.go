@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"syscall"
@@ -89,4 +90,21 @@ func (s *supervisor) status() control.Status {
 // process.
 func (s *supervisor) reloadBound() time.Duration {
 	return 2*(s.cfg.ReadyTimeout+s.cfg.Bake) + 30*time.Second
+}
+
+// scrape asks the supervisor's goroutine, which owns the machine, for the
+// metrics; false if ctx ended first.
+func (s *supervisor) scrape(ctx context.Context) ([]byte, bool) {
+	req := control.Call{Cmd: "metrics", Metrics: make(chan []byte, 1)}
+	select {
+	case s.ctlC <- req:
+	case <-ctx.Done():
+		return nil, false
+	}
+	select {
+	case b := <-req.Metrics:
+		return b, true
+	case <-ctx.Done():
+		return nil, false
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/metrics"
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
@@ -121,7 +122,7 @@ func (s *supervisor) run() int {
 				req.Signal <- s.sendSignal(req.Sig)
 				continue
 			case "metrics":
-				req.Metrics <- s.metrics()
+				req.Metrics <- metrics.Render(s.m.View(), s.started, s.version)
 				continue
 			}
 			if req.Cmd == "rollback" {

@@ -1,9 +1,10 @@
 //go:build linux
 
-package supervisor
+package metrics
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,38 +13,25 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/control"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
-// The metrics handoff run serves with --metrics, in the Prometheus text
-// format (docs/daemon.md, "Metrics", lists them).
-
-// serveMetrics serves GET /metrics on ln until it is closed. Each scrape
-// asks the supervisor's goroutine, which owns the machine, for the figures.
-func (s *supervisor) serveMetrics(ln net.Listener) {
+// Serve serves GET /metrics on ln until it is closed. Each scrape asks
+// scrape for the figures (Render's, from the goroutine that owns the
+// machine), which returns false if the request ended first, and calls after
+// once it has answered.
+func Serve(ln net.Listener, scrape func(ctx context.Context) ([]byte, bool), after func()) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		req := control.Call{Cmd: "metrics", Metrics: make(chan []byte, 1)}
-		select {
-		case s.ctlC <- req:
-		case <-r.Context().Done():
-			return
-		}
-		var b []byte
-		select {
-		case b = <-req.Metrics:
-		case <-r.Context().Done():
+		b, ok := scrape(r.Context())
+		if !ok {
 			return
 		}
 		w.Header().Set("Content-Type", promtext.ContentType)
 		_, _ = w.Write(b)
-		// What the scrape allocated goes back to the system, as after a
-		// generation's exit: a scrape every few seconds would otherwise
-		// hold a few MiB of heap (measured: 13.3 MiB after 200 scrapes,
-		// 9.1 without --metrics).
-		s.trimMemory()
+		after()
 	})
 	// Bounds on a scrape's connection, so that a slow or stuck client
 	// holds none of handoff's descriptors for long: its request's header
@@ -58,22 +46,22 @@ func (s *supervisor) serveMetrics(ln net.Listener) {
 	_ = srv.Serve(ln)
 }
 
-// Bounds on a scrape's connection (see serveMetrics).
+// Bounds on a scrape's connection (see Serve).
 const (
 	metricsReadTimeout  = 5 * time.Second
 	metricsWriteTimeout = 10 * time.Second
 	metricsIdleTimeout  = 5 * time.Second
 )
 
-// metrics renders the figures; only the supervisor's goroutine calls it.
-func (s *supervisor) metrics() []byte {
-	m := s.m.View()
+// Render renders the figures: m is the machine's view, started when this
+// handoff started, version names its build.
+func Render(m machine.View, started time.Time, version string) []byte {
 	var b bytes.Buffer
 	p := promtext.NewWriter(&b)
 	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
-		promtext.Sample{Labels: promtext.L("version", s.version, "goversion", runtime.Version()), Value: 1})
+		promtext.Sample{Labels: promtext.L("version", version, "goversion", runtime.Version()), Value: 1})
 	p.Gauge("handoff_start_time_seconds", "When this handoff process started, in seconds since the epoch.",
-		promtext.Sample{Value: float64(s.started.UnixNano()) / 1e9})
+		promtext.Sample{Value: float64(started.UnixNano()) / 1e9})
 
 	var reloads []promtext.Sample
 	for _, k := range []string{"ready", "rolled_back"} {
