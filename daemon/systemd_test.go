@@ -164,6 +164,13 @@ func TestRunAsUser(t *testing.T) {
 	if uid != "65534" {
 		t.Fatalf("program uid %q, want 65534 (nobody):\n%s", uid, b)
 	}
+	// The socket answers before the program is ready (handoff holds it):
+	// its READY=1, through the notify socket in handoff's run directory,
+	// comes when it comes.
+	for !strings.Contains(string(b), `msg="generation ready"`) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		b, _ = os.ReadFile(logf.Name())
+	}
 	if !strings.Contains(string(b), `msg="generation ready"`) {
 		t.Errorf("the program as nobody never said READY=1:\n%s", b)
 	}

@@ -222,9 +222,9 @@ func TestMachine(t *testing.T) {
 }
 
 // TestSwitchesAreExhaustive: Step handles every event, and the supervisor
-// (apply) every action.
+// (carryOut) every action.
 func TestSwitchesAreExhaustive(t *testing.T) {
-	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "Step"}, sealed.Switch{Marker: "isAction", Fn: "apply", In: "../supervisor"})
+	sealed.Check(t, ".", sealed.Switch{Marker: "isEvent", Fn: "Step"}, sealed.Switch{Marker: "isAction", Fn: "carryOut", In: "../supervisor"})
 }
 
 // TestMachineWorkers drives the machine with --workers 3 and --max-surge 1

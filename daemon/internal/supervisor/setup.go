@@ -126,26 +126,9 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	// Now that this handoff's keeper holds them, the old one may let go.
 	taken.Done()
 	taken = nil
-	if cfg.Metrics != "" {
-		m := config.Ready{Kind: "tcp", Target: cfg.Metrics}
-		if err := m.CheckProbe(held, s.names); err != nil {
-			return nil, config.Usagef("handoff run: --metrics %s is a socket handoff passes to the program; give an address of its own, as in --metrics 127.0.0.1:9101", cfg.Metrics)
-		}
+	if err := checkProbes(cfg, held, s.names); err != nil {
+		return nil, err
 	}
-	for w := range max(cfg.Workers, 1) {
-		if err := cfg.Ready.ForWorker(w).CheckProbe(held, s.names); err != nil {
-			return nil, err
-		}
-		if err := cfg.Health.ForWorker(w).CheckProbe(held, s.names); err != nil {
-			return nil, config.Usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
-		}
-	}
-	if cfg.Ready.Kind == "accept" {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
-			return nil, config.Usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)
-		}
-	}
-
 	if err := os.MkdirAll(filepath.Dir(cfg.Control), 0o755); err != nil {
 		return nil, fmt.Errorf("handoff: control socket directory: %w", err)
 	}
@@ -153,17 +136,8 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	if err != nil {
 		return nil, fmt.Errorf("handoff: control socket: %w", err)
 	}
-	base := os.Getenv("RUNTIME_DIRECTORY")
-	base, _, _ = strings.Cut(base, ":")
-	if base == "" {
-		base = os.TempDir()
-	}
-	if s.runDir, err = os.MkdirTemp(base, "handoff-"); err != nil {
-		return nil, fmt.Errorf("handoff: run directory: %w", err)
-	}
-	// Generations running as another user must reach their notify socket.
-	if err := os.Chmod(s.runDir, 0o711); err != nil {
-		return nil, fmt.Errorf("handoff: run directory: %w", err)
+	if s.runDir, err = makeRunDir(); err != nil {
+		return nil, err
 	}
 	signal.Notify(s.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	// As systemd does for every service (IgnoreSIGPIPE=yes), the generations
@@ -175,24 +149,78 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	go control.Serve(cln.(*net.UnixListener), s.log, s.ctlC)
 	go func() { <-u.Exit(); cln.Close() }()
 	if cfg.Metrics != "" {
-		// Through the upgrader, so that a new handoff (SIGUSR2) serves on
-		// the same socket.
-		mln, err := u.Listen("tcp", cfg.Metrics)
-		if err != nil {
-			// As a --listen socket that cannot be bound: the machine's
-			// state, not the command line's fault (exit 1).
-			return nil, fmt.Errorf("handoff run: --metrics: %w", err)
+		if err := s.serveMetrics(); err != nil {
+			return nil, err
 		}
-		go metrics.Serve(mln, s.scrape, func() {
-			// What the scrape allocated goes back to the system, as after
-			// a generation's exit: a scrape every few seconds would
-			// otherwise hold a few MiB of heap (measured: 13.3 MiB after
-			// 200 scrapes, 9.1 without --metrics).
-			s.trimMemory()
-		})
-		go func() { <-u.Exit(); mln.Close() }()
 	}
 	return s, nil
+}
+
+// serveMetrics serves --metrics, on a socket opened through the upgrader,
+// so that a new handoff (SIGUSR2) serves on the same one.
+func (s *supervisor) serveMetrics() error {
+	mln, err := s.u.Listen("tcp", s.cfg.Metrics)
+	if err != nil {
+		// As a --listen socket that cannot be bound: the machine's state,
+		// not the command line's fault (exit 1).
+		return fmt.Errorf("handoff run: --metrics: %w", err)
+	}
+	go metrics.Serve(mln, s.scrape, func() {
+		// What the scrape allocated goes back to the system, as after a
+		// generation's exit: a scrape every few seconds would otherwise
+		// hold a few MiB of heap (measured: 13.3 MiB after 200 scrapes,
+		// 9.1 without --metrics).
+		s.trimMemory()
+	})
+	go func() { <-s.u.Exit(); mln.Close() }()
+	return nil
+}
+
+// checkProbes refuses a --ready, --health or --metrics address that one of
+// the sockets handoff holds (held, with their names) would answer: every
+// generation serves those, so the serving one would answer for the one
+// starting. It refuses --ready accept where /proc cannot be read.
+func checkProbes(cfg *config.Config, held []net.Addr, names []string) error {
+	if cfg.Metrics != "" {
+		m := config.Ready{Kind: "tcp", Target: cfg.Metrics}
+		if err := m.CheckProbe(held, names); err != nil {
+			return config.Usagef("handoff run: --metrics %s is a socket handoff passes to the program; give an address of its own, as in --metrics 127.0.0.1:9101", cfg.Metrics)
+		}
+	}
+	for w := range max(cfg.Workers, 1) {
+		if err := cfg.Ready.ForWorker(w).CheckProbe(held, names); err != nil {
+			return err
+		}
+		if err := cfg.Health.ForWorker(w).CheckProbe(held, names); err != nil {
+			return config.Usagef("%s", strings.Replace(err.Error(), "--ready", "--health", 1))
+		}
+	}
+	if cfg.Ready.Kind == "accept" {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/fdinfo", os.Getpid())); err != nil {
+			return config.Usagef("handoff run: --ready accept: %v — it needs /proc (mount it, or use --ready notify)", err)
+		}
+	}
+	return nil
+}
+
+// makeRunDir makes the directory of the generations' notify sockets, in
+// $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=) or the temporary
+// directory.
+func makeRunDir() (string, error) {
+	base, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	if base == "" {
+		base = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(base, "handoff-")
+	if err != nil {
+		return "", fmt.Errorf("handoff: run directory: %w", err)
+	}
+	// Generations running as another user must reach their notify socket.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("handoff: run directory: %w", err)
+	}
+	return dir, nil
 }
 
 // openSockets opens the sockets to pass on through u, so that a new handoff

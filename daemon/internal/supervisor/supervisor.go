@@ -168,119 +168,165 @@ func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
 		}
 		a := queue[0]
 		queue = queue[1:]
-		switch a := a.(type) {
-		case machine.ActLog:
-			s.log.Log(context.Background(), a.Level, a.Msg, append([]any{"event", a.Event}, a.Args...)...)
-		case machine.ActSpawn:
-			var next machine.Event
-			if g, err := s.start(a.N, a.W, a.Spec); err != nil {
-				next = machine.EvSpawnFailed{Err: err, N: a.N, W: a.W}
-			} else {
-				s.procs[g.Gen] = g
-				next = machine.EvSpawned{G: g.Gen}
-			}
-			if s.cfg.EnvFile != "" {
-				// Reading the env file may have taken a few MiB (a long
-				// line, refused or not): give them back, off the reload's
-				// path.
-				s.trimMemory()
-			}
+		if d, ok := a.(machine.ActDone); ok {
+			code, done = d.Code, true
+			continue
+		}
+		if next := s.carryOut(a); next != nil {
 			follow = append(follow, next)
-		case machine.ActSignal:
-			if sig, ok := config.SignalByName(a.Sig); ok {
-				s.procs[a.G].signal(sig) // nil once released: nothing to signal
-			}
-		case machine.ActPause:
-			if a.Pause {
-				s.procs[a.G].signal(syscall.SIGSTOP)
-			} else {
-				s.procs[a.G].signal(syscall.SIGCONT)
-			}
-		case machine.ActAfter:
-			t := time.AfterFunc(a.D, func() { s.events <- a.Ev })
-			if g := s.procs[eventGen(a.Ev)]; g != nil {
-				g.timers = append(g.timers, t)
-			}
-		case machine.ActCancelReady:
-			s.procs[a.G].cancel()
-		case machine.ActRelease:
-			g := s.procs[a.G]
-			delete(s.procs, a.G)
-			g.cancel()
-			g.closeNotify()
-			s.keeper.Drop(g.key())
-			for _, t := range g.timers {
-				t.Stop()
-			}
-			g.timers = nil
-		case machine.ActNotify:
-			switch a.Kind {
-			case "ready":
-				s.notify(systemd.Ready(a.Status))
-			case "reloading":
-				s.notify(systemd.Reloading(a.Status))
-			case "stopping":
-				s.notify(systemd.Stopping(a.Status))
-			case "extend":
-				s.notify(systemd.ExtendTimeout(lifecycle.ExtendBy))
-			default:
-				s.notify(systemd.Status(a.Status))
-			}
-		case machine.ActUpgraderReady:
-			if err := s.u.Ready(); err != nil {
-				// The generation serves all the same: systemd hears it.
-				s.log.Error("ready, with an error", "event", "ready.error", "err", err)
-				s.notify(systemd.Ready("serving, but " + err.Error()))
-			}
-		case machine.ActUpgraderStop:
-			s.u.Stop()
-		case machine.ActReply:
-			for _, w := range a.WS {
-				if w != nil {
-					w <- a.R
-				}
-			}
-		case machine.ActSelfUpgrade:
-			// The new handoff numbers its generations on from ours, and
-			// takes the sockets systemd gave us by the same names.
-			os.Setenv(envNextGen, fmt.Sprint(a.NextN))
-			if s.systemdNames != "" {
-				os.Setenv(envSystemdNames, s.systemdNames)
-			}
-			// The new handoff is tableflip's child, waited for by tableflip.
-			s.reaper.Pause()
-			go func() { s.events <- machine.EvSelfUpgradeDone{Err: s.u.Upgrade()} }()
-		case machine.ActWatchBake:
-			s.watchBake(a)
-		case machine.ActMeasure:
-			rss := map[*machine.Gen]int64{}
-			for _, g := range s.m.View().Gens {
-				if g.State == machine.Serving {
-					if b, err := procfs.ResidentBytes(g.PID); err == nil {
-						rss[g] = b
-					}
-				}
-			}
-			follow = append(follow, machine.EvMemSample{RSS: rss})
-		case machine.ActStopStrays:
-			s.stopStrays(a.Strays)
-		case machine.ActCloseDoors:
-			socks := make([]doors.Socket, len(s.sockets))
-			for i, c := range s.sockets {
-				socks[i] = doors.Socket{Listener: c, Inode: s.inodes[i], Addr: s.addrs[i], Stored: i < len(s.stored) && s.stored[i]}
-			}
-			go func() { s.events <- machine.EvDoorsClosed(doors.Close(socks)) }()
-		case machine.ActReleaseSockets:
-			s.keeper.ReleaseSockets()
-			s.closeOwnCopies()
-			doors.Release(s.inodes, s.log)
-		case machine.ActSelfUpgradeEnded:
-			s.reaper.Resume()
-		case machine.ActDone:
-			code, done = a.Code, true
 		}
 	}
 	return code, done
+}
+
+// carryOut carries out the action a, but ActDone (apply's), and returns
+// the event it yields at once, if any.
+func (s *supervisor) carryOut(a machine.Action) machine.Event {
+	switch a := a.(type) {
+	case machine.ActLog:
+		s.log.Log(context.Background(), a.Level, a.Msg, append([]any{"event", a.Event}, a.Args...)...)
+	case machine.ActSpawn:
+		return s.spawn(a)
+	case machine.ActSignal:
+		if sig, ok := config.SignalByName(a.Sig); ok {
+			s.procs[a.G].signal(sig) // nil once released: nothing to signal
+		}
+	case machine.ActPause:
+		if a.Pause {
+			s.procs[a.G].signal(syscall.SIGSTOP)
+		} else {
+			s.procs[a.G].signal(syscall.SIGCONT)
+		}
+	case machine.ActAfter:
+		t := time.AfterFunc(a.D, func() { s.events <- a.Ev })
+		if g := s.procs[eventGen(a.Ev)]; g != nil {
+			g.timers = append(g.timers, t)
+		}
+	case machine.ActCancelReady:
+		s.procs[a.G].cancel()
+	case machine.ActRelease:
+		s.release(a.G)
+	case machine.ActNotify:
+		s.notifyKind(a.Kind, a.Status)
+	case machine.ActUpgraderReady:
+		if err := s.u.Ready(); err != nil {
+			// The generation serves all the same: systemd hears it.
+			s.log.Error("ready, with an error", "event", "ready.error", "err", err)
+			s.notify(systemd.Ready("serving, but " + err.Error()))
+		}
+	case machine.ActUpgraderStop:
+		s.u.Stop()
+	case machine.ActReply:
+		for _, w := range a.WS {
+			if w != nil {
+				w <- a.R
+			}
+		}
+	case machine.ActSelfUpgrade:
+		s.upgradeSelf(a.NextN)
+	case machine.ActWatchBake:
+		s.watchBake(a)
+	case machine.ActMeasure:
+		return s.measure()
+	case machine.ActStopStrays:
+		s.stopStrays(a.Strays)
+	case machine.ActCloseDoors:
+		s.closeDoors()
+	case machine.ActReleaseSockets:
+		s.keeper.ReleaseSockets()
+		s.closeOwnCopies()
+		doors.Release(s.inodes, s.log)
+	case machine.ActSelfUpgradeEnded:
+		s.reaper.Resume()
+	case machine.ActDone:
+		// apply's: it ends the loop.
+	}
+	return nil
+}
+
+// spawn starts process a.W of generation a.N and returns what the machine
+// is to hear of it: EvSpawned, or EvSpawnFailed.
+func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
+	if s.cfg.EnvFile != "" {
+		// Reading the env file may take a few MiB (a long line, refused or
+		// not): give them back, off the reload's path.
+		defer s.trimMemory()
+	}
+	g, err := s.start(a.N, a.W, a.Spec)
+	if err != nil {
+		return machine.EvSpawnFailed{Err: err, N: a.N, W: a.W}
+	}
+	s.procs[g.Gen] = g
+	return machine.EvSpawned{G: g.Gen}
+}
+
+// release lets go of what g's process held once it has exited: its
+// readiness wait, notify socket, the keeper's copies of its output, its
+// timers.
+func (s *supervisor) release(mg *machine.Gen) {
+	g := s.procs[mg]
+	delete(s.procs, mg)
+	g.cancel()
+	g.closeNotify()
+	s.keeper.Drop(g.key())
+	for _, t := range g.timers {
+		t.Stop()
+	}
+	g.timers = nil
+}
+
+// notifyKind tells systemd what ActNotify says: kind "ready", "reloading",
+// "stopping", "extend" (more time for the reload), or a status line.
+func (s *supervisor) notifyKind(kind, status string) {
+	switch kind {
+	case "ready":
+		s.notify(systemd.Ready(status))
+	case "reloading":
+		s.notify(systemd.Reloading(status))
+	case "stopping":
+		s.notify(systemd.Stopping(status))
+	case "extend":
+		s.notify(systemd.ExtendTimeout(lifecycle.ExtendBy))
+	default:
+		s.notify(systemd.Status(status))
+	}
+}
+
+// upgradeSelf starts a new handoff (SIGUSR2), which numbers its
+// generations on from nextN and takes the sockets systemd gave this one by
+// the same names; EvSelfUpgradeDone follows.
+func (s *supervisor) upgradeSelf(nextN int) {
+	os.Setenv(envNextGen, fmt.Sprint(nextN))
+	if s.systemdNames != "" {
+		os.Setenv(envSystemdNames, s.systemdNames)
+	}
+	// The new handoff is tableflip's child, waited for by tableflip.
+	s.reaper.Pause()
+	go func() { s.events <- machine.EvSelfUpgradeDone{Err: s.u.Upgrade()} }()
+}
+
+// measure returns the resident memory of the serving processes, for
+// --max-memory.
+func (s *supervisor) measure() machine.Event {
+	rss := map[*machine.Gen]int64{}
+	for _, g := range s.m.View().Gens {
+		if g.State == machine.Serving {
+			if b, err := procfs.ResidentBytes(g.PID); err == nil {
+				rss[g] = b
+			}
+		}
+	}
+	return machine.EvMemSample{RSS: rss}
+}
+
+// closeDoors holds new connections back for the stop, in a goroutine of
+// its own; EvDoorsClosed follows.
+func (s *supervisor) closeDoors() {
+	socks := make([]doors.Socket, len(s.sockets))
+	for i, c := range s.sockets {
+		socks[i] = doors.Socket{Listener: c, Inode: s.inodes[i], Addr: s.addrs[i], Stored: i < len(s.stored) && s.stored[i]}
+	}
+	go func() { s.events <- machine.EvDoorsClosed(doors.Close(socks)) }()
 }
 
 // closeOwnCopies closes the descriptors of the sockets that handoff opened
