@@ -46,7 +46,7 @@ type (
 	ActCloseDoors       struct{}           // a stop begins: hold new connections back, let the generations take the queued ones
 	ActReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
 	ActDone             struct{ Code int } // every generation has exited: handoff exits
-	ActMeasure          struct{}           // measure the serving workers' memory: evMemSample follows
+	ActMeasure          struct{}           // measure the serving workers' memory: EvMemSample follows
 	// ActPause stops (SIGSTOP) g's process group, so that it takes no
 	// more connections, or resumes it (SIGCONT).
 	ActPause struct {

@@ -31,7 +31,7 @@ type (
 	EvRestartDue    struct{ W int } // worker index w
 	EvMemTick       struct{}
 	// EvMemSample: the resident memory of the serving workers, measured for
-	// actMeasure.
+	// ActMeasure.
 	EvMemSample       struct{ RSS map[*Gen]int64 }
 	EvSelfUpgradeDone struct{ Err error }
 	// EvDoorsClosed: new connections are held back for a stop. Its fields
@@ -76,7 +76,7 @@ type (
 )
 
 // EvLeft reports the processes a generation left behind at its exit; it
-// comes before that generation's evExited.
+// comes before that generation's EvExited.
 type EvLeft struct {
 	G      *Gen
 	Strays []Stray

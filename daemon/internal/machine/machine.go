@@ -41,7 +41,7 @@ type Machine struct {
 	rollingBack bool
 
 	reloading   bool
-	extending   bool // an evExtendTick is on its way
+	extending   bool // an EvExtendTick is on its way
 	reloadStart time.Time
 	q           lifecycle.Queue[chan<- ReloadResult] // who waits for the reload under way, and the one queued
 
@@ -52,7 +52,7 @@ type Machine struct {
 	stops            lifecycle.Stops // stop signals, and the stop delay
 	exitCode         int
 	selfUpgrade      bool
-	measuring        bool // a evMemTick is on its way
+	measuring        bool // an EvMemTick is on its way
 
 	counts counters // for --metrics
 	out    []Action

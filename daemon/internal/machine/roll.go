@@ -27,7 +27,7 @@ type roll struct {
 	done   []int // worker indexes replaced so far
 	olds   map[int]*Spec
 	surge  int
-	// spawning: an actSpawn is on its way (one at a time, so that the
+	// spawning: an ActSpawn is on its way (one at a time, so that the
 	// first resolves the spec the others run).
 	spawning bool
 	draining map[*Gen]bool // old processes it drained that still run

@@ -127,7 +127,7 @@ func (m *Machine) stop(real bool) {
 	}
 	if real && slices.ContainsFunc(m.gens, func(g *Gen) bool { return g.State != Draining }) {
 		// The generations serve on while the connections already queued
-		// are taken; evDoorsClosed drains them.
+		// are taken; EvDoorsClosed drains them.
 		m.do(ActCloseDoors{})
 		return
 	}

@@ -249,7 +249,7 @@ func (s *supervisor) environ(g *generation) ([]string, error) {
 
 // watch waits, in goroutines of its own, for generation g to exit and to be
 // ready within --ready-timeout, and sends the supervisor what happened:
-// evLeft and evExited, evReady or evNotReady.
+// EvLeft and EvExited, EvReady or EvNotReady.
 func (s *supervisor) watch(g *generation) {
 	cmd := g.cmd
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReadyTimeout)

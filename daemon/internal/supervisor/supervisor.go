@@ -385,7 +385,7 @@ func (s *supervisor) watchdogCheck(ctx context.Context) error {
 	}
 }
 
-// checkHung returns an evHung for the serving generation if it uses the
+// checkHung returns an EvHung for the serving generation if it uses the
 // watchdog (it has sent WATCHDOG=1) and has not pinged for the whole
 // interval — it is then killed and restarted like a generation that crashed
 // — or nil.
