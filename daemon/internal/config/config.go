@@ -82,7 +82,8 @@ type Config struct {
 	Args       []string
 }
 
-// Defaults of `handoff run`.
+// Defaults of `handoff run`, as --help gives them: --ready-timeout,
+// --drain-timeout, --max-draining, --max-surge, --hung-after and --hold.
 const (
 	DefaultReadyTimeout = 60 * time.Second
 	DefaultDrainTimeout = 30 * time.Second
@@ -91,8 +92,9 @@ const (
 	DefaultHungAfter    = 3 * time.Second
 	DefaultHold         = 10 * time.Second
 	maxWorkers          = 1024
-	// hungAfterMin is the shortest --hung-after: the checks look every
-	// liveTick, and a request needs a moment to be answered.
+	// hungAfterMin is the shortest --hung-after: the liveness checks look
+	// every 250 ms (package probe), and a request needs a moment to be
+	// answered.
 	hungAfterMin = 500 * time.Millisecond
 )
 

@@ -8,7 +8,8 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 )
 
-// The control protocol: one JSON request per connection, one JSON reply.
+// Message is a request of the control protocol: one JSON request per
+// connection, one JSON reply.
 //
 //	{"cmd":"reload"}  →  machine.ReloadResult, once the reload has ended
 //	{"cmd":"rollback"}  →  machine.ReloadResult, once the rollback has ended
@@ -20,15 +21,14 @@ type Message struct {
 }
 
 // Call is a request for the supervisor, with the channel its answer goes
-// back on: Reload for "reload" and "rollback", Status, Signal or Metrics.
+// back on: Reload for "reload" and "rollback", Status or Signal.
 // Each is buffered (one answer), so that answering never blocks.
 type Call struct {
-	Cmd     string
-	Sig     syscall.Signal
-	Reload  chan machine.ReloadResult
-	Status  chan Status
-	Signal  chan SignalResult
-	Metrics chan []byte
+	Cmd    string
+	Sig    syscall.Signal
+	Reload chan machine.ReloadResult
+	Status chan Status
+	Signal chan SignalResult
 }
 
 // SignalResult is the outcome of `handoff signal`.
@@ -80,7 +80,7 @@ type WorkerStatus struct {
 	Index      int    `json:"index"`
 	Generation int    `json:"generation,omitempty"`
 	PID        int    `json:"pid,omitempty"`
-	State      string `json:"state"` // ready, starting, restarting, crashing (restarting after failingAfter exits in a row)
+	State      string `json:"state"` // ready, starting, restarting, crashing (restarting after 5 exits in a row)
 	// UptimeSeconds is how long its serving process has run.
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Restarts      int     `json:"restarts"`

@@ -5,49 +5,70 @@ import (
 	"time"
 )
 
-// The machine's actions, all of them: what step returns and the supervisor
-// carries out. Every name starts with act.
+// The machine's actions, all of them: what Step returns and the supervisor
+// carries out, in order. Every name starts with Act.
 
-// Actions.
 type (
+	// ActLog logs Msg at Level, with Event, the record's stable key, and
+	// Args.
 	ActLog struct {
 		Level slog.Level
 		Event string
 		Msg   string
 		Args  []any
 	}
+	// ActSpawn starts process W of generation N, running Spec (nil: as the
+	// configuration resolves now); EvSpawned or EvSpawnFailed follows.
 	ActSpawn struct {
 		N    int
-		Spec *Spec // nil: as the configuration resolves now
-		W    int   // its worker index
+		Spec *Spec
+		W    int
 	}
+	// ActSignal sends G's process group the signal named Sig (SIGTERM).
 	ActSignal struct {
 		G   *Gen
-		Sig string // its name: SIGTERM
+		Sig string
 	}
+	// ActAfter sends Ev once D has passed.
 	ActAfter struct {
 		D  time.Duration
 		Ev Event
 	}
-	ActRelease     struct{ G *Gen } // it exited: close what it held
-	ActCancelReady struct{ G *Gen } // stop waiting for its readiness
-	ActNotify      struct {
-		Kind   string // "ready", "reloading", "status", "stopping"
+	// ActRelease: G has exited; what was kept of it is let go.
+	ActRelease struct{ G *Gen }
+	// ActCancelReady stops waiting for G's readiness.
+	ActCancelReady struct{ G *Gen }
+	// ActNotify tells systemd: Kind "ready", "reloading", "stopping",
+	// "extend" (more time for a reload), or "status", with Status.
+	ActNotify struct {
+		Kind   string
 		Status string
 	}
+	// ActUpgraderReady tells handoff's own upgrader that handoff is ready.
 	ActUpgraderReady struct{}
-	ActUpgraderStop  struct{}
-	ActReply         struct {
+	// ActUpgraderStop stops handoff's own upgrader.
+	ActUpgraderStop struct{}
+	// ActReply answers each of WS (nil ones skipped) with R.
+	ActReply struct {
 		WS []chan<- ReloadResult
 		R  ReloadResult
 	}
-	ActSelfUpgrade      struct{ NextN int }
+	// ActSelfUpgrade starts a new handoff (SIGUSR2), which numbers its
+	// generations from NextN; EvSelfUpgradeDone follows.
+	ActSelfUpgrade struct{ NextN int }
+	// ActSelfUpgradeEnded: the upgrade of handoff itself has ended.
 	ActSelfUpgradeEnded struct{}
-	ActCloseDoors       struct{}           // a stop begins: hold new connections back, let the generations take the queued ones
-	ActReleaseSockets   struct{}           // every generation has the stop signal: close handoff's copies of the sockets
-	ActDone             struct{ Code int } // every generation has exited: handoff exits
-	ActMeasure          struct{}           // measure the serving workers' memory: EvMemSample follows
-	// ActPause stops (SIGSTOP) g's process group, so that it takes no
+	// ActCloseDoors: a stop begins: hold new connections back, let the
+	// generations take the queued ones; EvDoorsClosed follows.
+	ActCloseDoors struct{}
+	// ActReleaseSockets: every generation has the stop signal: close
+	// handoff's copies of the sockets.
+	ActReleaseSockets struct{}
+	// ActDone: every generation has exited: handoff exits with Code.
+	ActDone struct{ Code int }
+	// ActMeasure measures the serving workers' memory: EvMemSample follows.
+	ActMeasure struct{}
+	// ActPause stops (SIGSTOP) G's process group, so that it takes no
 	// more connections, or resumes it (SIGCONT).
 	ActPause struct {
 		G     *Gen
@@ -65,7 +86,7 @@ type ActWatchBake struct {
 	Others []*Gen // every process serving beside g, old among them
 }
 
-// Action is one of the act* types below: a sealed interface, whose every
+// Action is one of the Act* types above: a sealed interface, whose every
 // type the supervisor carries out (TestSwitchesAreExhaustive).
 type Action interface{ isAction() }
 

@@ -4,35 +4,55 @@ import (
 	"time"
 )
 
-// The machine's events, all of them: what step takes. Every name starts
-// with ev.
+// The machine's events, all of them: what Step takes. Every name starts
+// with Ev.
 
 // Events of handoff's own: signals, requests, timers, and the results of
 // actions.
 type (
-	EvStart       struct{}
-	EvSignal      struct{ Sig string } // its name: SIGHUP, SIGTERM, SIGINT, SIGUSR2
-	EvReload      struct{ W chan<- ReloadResult }
-	EvRollback    struct{ W chan<- ReloadResult }
-	EvSpawned     struct{ G *Gen }
+	// EvStart: handoff has started; the first generation starts.
+	EvStart struct{}
+	// EvSignal: handoff got a signal, by name: SIGHUP (reload), SIGTERM or
+	// SIGINT (stop), SIGUSR2 (upgrade handoff itself).
+	EvSignal struct{ Sig string }
+	// EvReload: `handoff reload` asks for a reload; its result goes to W.
+	EvReload struct{ W chan<- ReloadResult }
+	// EvRollback: `handoff rollback` asks for a rollback; its result goes
+	// to W.
+	EvRollback struct{ W chan<- ReloadResult }
+	// EvSpawned: the process ActSpawn asked for has started.
+	EvSpawned struct{ G *Gen }
+	// EvSpawnFailed: the process of generation N, worker index W, could
+	// not be started.
 	EvSpawnFailed struct {
 		Err  error
-		N, W int // the generation and worker index it was to start
+		N, W int
 	}
-	EvHandedOver struct{} // a new handoff took over (SIGUSR2)
-	EvHung       struct {
+	// EvHandedOver: a new handoff took over (SIGUSR2).
+	EvHandedOver struct{}
+	// EvHung: G stopped sending WATCHDOG=1 for Quiet, longer than the
+	// watchdog interval.
+	EvHung struct {
 		G     *Gen
 		Quiet time.Duration
 	}
-	EvBakeDone      struct{ G *Gen }
-	EvExtendTick    struct{}
+	// EvBakeDone: G's bake window has ended (a timer of ActAfter).
+	EvBakeDone struct{ G *Gen }
+	// EvExtendTick: time to ask systemd for more time for the reload.
+	EvExtendTick struct{}
+	// EvStopDelayOver: the stop delay (--stop-delay) has passed.
 	EvStopDelayOver struct{}
-	EvKillDue       struct{ G *Gen }
-	EvRestartDue    struct{ W int } // worker index w
-	EvMemTick       struct{}
+	// EvKillDue: G's --drain-timeout has passed.
+	EvKillDue struct{ G *Gen }
+	// EvRestartDue: worker index W's restart backoff has passed.
+	EvRestartDue struct{ W int }
+	// EvMemTick: time to measure the workers' memory (--max-memory).
+	EvMemTick struct{}
 	// EvMemSample: the resident memory of the serving workers, measured for
 	// ActMeasure.
-	EvMemSample       struct{ RSS map[*Gen]int64 }
+	EvMemSample struct{ RSS map[*Gen]int64 }
+	// EvSelfUpgradeDone: the upgrade of handoff itself has ended, failed if
+	// Err is set.
 	EvSelfUpgradeDone struct{ Err error }
 	// EvDoorsClosed: new connections are held back for a stop. Its fields
 	// are those of the doors package's Result, which converts to it.
@@ -55,6 +75,7 @@ type (
 
 // Events about one process, which its goroutines send to the supervisor.
 type (
+	// EvReady: G is ready (--ready).
 	EvReady struct{ G *Gen }
 	// EvExited: the process has exited; Err is what its wait returned
 	// (nil: exit status 0), How says so ("exit status 3", "killed by
@@ -95,8 +116,8 @@ type EvUnresponsive struct {
 	Args   []any // the evidence, for the log record
 }
 
-// Event is what step takes: one of the ev* types of this file. A sealed
-// interface, whose every type step handles (TestSwitchesAreExhaustive).
+// Event is what Step takes: one of the Ev* types of this file. A sealed
+// interface, whose every type Step handles (TestSwitchesAreExhaustive).
 type Event interface{ isEvent() }
 
 func (EvStart) isEvent()           {}

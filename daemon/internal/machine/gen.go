@@ -71,6 +71,7 @@ type Stray struct {
 	Cmd  string `json:"cmd"`
 }
 
+// String names s for a log record: "pid 12 (sleep 60)".
 func (s Stray) String() string { return "pid " + strconv.Itoa(s.PID) + " (" + s.Cmd + ")" }
 
 // StrayList names strays for a log record: "pid 12 (sleep 60), pid 13 (…)".

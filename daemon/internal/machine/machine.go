@@ -11,7 +11,7 @@ import (
 
 // Machine is the supervisor's state: the generations, the reload under way
 // and the one queued, the restart backoff and the stop. Its one transition
-// function, step, takes an event and returns the actions to carry out; it
+// function, Step, takes an event and returns the actions to carry out; it
 // does no I/O, so that tests drive it in-process. The supervisor's goroutine
 // turns what happens into events and the actions into calls.
 type Machine struct {

@@ -23,19 +23,13 @@ type Options struct {
 	// First numbers the first generation (a new handoff on SIGUSR2 goes on
 	// from the old one's).
 	First int
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // New returns the machine for o, before its first event (EvStart).
 func New(o Options) *Machine {
-	now := o.Now
-	if now == nil {
-		now = time.Now
-	}
 	return &Machine{bake: o.Bake, maxDraining: o.MaxDraining, readyTimeout: o.ReadyTimeout, drainTimeout: o.DrainTimeout,
 		stopSignal: o.StopSignal, stops: lifecycle.Stops{Delay: o.StopDelay}, workers: o.Workers, surge: o.MaxSurge,
-		maxMemory: o.MaxMemory, pid1: o.PID1, nextN: o.First, now: now}
+		maxMemory: o.MaxMemory, pid1: o.PID1, nextN: o.First, now: time.Now}
 }
 
 // View is what the machine shows of itself to `handoff status` and the
@@ -76,15 +70,16 @@ type Worker struct {
 
 // View returns what the machine shows of itself now.
 func (m *Machine) View() View {
-	if m.counts.reloadSec == nil {
-		m.counts.reloadSec = promtext.NewHistogram(reloadBuckets...)
+	reloadSec, drainSec := m.counts.reloadSec, m.counts.drainSec
+	if reloadSec == nil {
+		reloadSec = promtext.NewHistogram(reloadBuckets...) // none observed yet
 	}
-	if m.counts.drainSec == nil {
-		m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
+	if drainSec == nil {
+		drainSec = promtext.NewHistogram(drainBuckets...)
 	}
 	v := View{Gens: m.gens, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive, DrainsKilled: m.counts.drainsKilled,
 		Reloading: m.reloading, Queued: m.q.Queued(), Rolling: m.roll != nil && m.roll.kind != spawnFirst, Rollback: m.previous,
-		Reloads: m.counts.reloads, ReloadSec: m.counts.reloadSec, DrainSec: m.counts.drainSec}
+		Reloads: m.counts.reloads, ReloadSec: reloadSec, DrainSec: drainSec}
 	if g := m.first(); g.PID != 0 {
 		v.Current = g
 	}

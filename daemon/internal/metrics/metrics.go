@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
-	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
@@ -53,9 +52,10 @@ const (
 	metricsIdleTimeout  = 5 * time.Second
 )
 
-// Render renders the figures: m is the machine's view, started when this
+// Render renders the figures: m is the machine's view, rss the resident
+// memory of the serving processes that could be measured, started when this
 // handoff started, version names its build.
-func Render(m machine.View, started time.Time, version string) []byte {
+func Render(m machine.View, rss map[*machine.Gen]int64, started time.Time, version string) []byte {
 	var b bytes.Buffer
 	p := promtext.NewWriter(&b)
 	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
@@ -102,22 +102,20 @@ func Render(m machine.View, started time.Time, version string) []byte {
 
 	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.Unresponsive)})
 
-	var up, restarts, hung, rss []promtext.Sample
+	var up, restarts, hung, mem []promtext.Sample
 	for w, sl := range m.Workers {
 		l := promtext.L("worker", strconv.Itoa(w))
 		up = append(up, promtext.Sample{Labels: l, Value: b2f(sl.Cur != nil)})
 		restarts = append(restarts, promtext.Sample{Labels: l, Value: float64(sl.Restarts)})
 		hung = append(hung, promtext.Sample{Labels: l, Value: float64(sl.Unresponsive)})
-		if sl.Cur != nil {
-			if n, err := procfs.ResidentBytes(sl.Cur.PID); err == nil {
-				rss = append(rss, promtext.Sample{Labels: l, Value: float64(n)})
-			}
+		if n, ok := rss[sl.Cur]; ok && sl.Cur != nil {
+			mem = append(mem, promtext.Sample{Labels: l, Value: float64(n)})
 		}
 	}
 	p.Gauge("handoff_worker_up", "1 when a process serves at this worker index.", up...)
 	p.Counter("handoff_worker_restarts_total", "Restarts at this worker index after its process exited on its own.", restarts...)
 	p.Counter("handoff_worker_unresponsive_total", "Processes at this worker index replaced because they were shown hung.", hung...)
-	p.Gauge("handoff_worker_resident_memory_bytes", "The resident memory of the process serving at this worker index.", rss...)
+	p.Gauge("handoff_worker_resident_memory_bytes", "The resident memory of the process serving at this worker index.", mem...)
 	if err := p.Err(); err != nil {
 		return []byte(fmt.Sprintf("# error: %v\n", err))
 	}

@@ -20,7 +20,7 @@ func TestRender(t *testing.T) {
 		machine.EvReload{}, machine.EvSpawned{G: g2}, machine.EvExited{G: g2, How: "exit status 3"}} {
 		m.Step(ev)
 	}
-	out := string(Render(m.View(), time.Unix(999, 0), "v1.2.3"))
+	out := string(Render(m.View(), map[*machine.Gen]int64{g1: 20 << 20}, time.Unix(999, 0), "v1.2.3"))
 	for _, want := range []string{
 		`handoff_build_info{version="v1.2.3",goversion="`,
 		"handoff_start_time_seconds 999\n",
@@ -31,6 +31,7 @@ func TestRender(t *testing.T) {
 		"handoff_serving_generation_start_time_seconds 1000\n",
 		"handoff_reload_in_progress 0\n",
 		`handoff_worker_up{worker="0"} 1`,
+		`handoff_worker_resident_memory_bytes{worker="0"} 2.097152e+07`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)

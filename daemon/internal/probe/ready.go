@@ -83,6 +83,7 @@ type NotAccepting struct {
 	Notes   []string // what could not be inspected
 }
 
+// Error says which sockets nobody waits on, and what could not be looked at.
 func (e *NotAccepting) Error() string {
 	msg := "no process of it waits for connections on " + strings.Join(e.Sockets, ", ")
 	if len(e.Notes) > 0 {

@@ -4,7 +4,6 @@ package reaper
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -115,6 +114,7 @@ func (r *Reaper) Pause() {
 	}
 }
 
+// Resume undoes one Pause: reaping starts again once every Pause is undone.
 func (r *Reaper) Resume() {
 	if r != nil {
 		r.mu.Lock()
@@ -154,12 +154,10 @@ func (r *Reaper) sweep() {
 // generation left behind, re-parented to handoff (a child subreaper) when its
 // parent exited.
 type Stray struct {
-	PID  int    `json:"pid"`
-	PGID int    `json:"pgid"`
-	Cmd  string `json:"cmd"`
+	PID  int
+	PGID int
+	Cmd  string // its command line, at most 80 bytes
 }
-
-func (s Stray) String() string { return fmt.Sprintf("pid %d (%s)", s.PID, s.Cmd) }
 
 // Strays lists handoff's live children that it did not start and whose
 // process group is not that of a generation still running (a generation

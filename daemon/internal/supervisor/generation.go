@@ -26,8 +26,11 @@ import (
 	"github.com/handoff-dev/handoff/internal/linetail"
 )
 
-// generation is one run of the program. Only the supervisor goroutine reads
-// or writes its fields after start returns.
+// generation is one process of the program, as the supervisor keeps it
+// beside the machine's Gen. Its fields are set before start returns; after
+// that the supervisor goroutine alone changes them, but for lastPing (atomic,
+// written by readNotify); the goroutines of watch read stdout, stderr and
+// the Gen's PID and W, which do not change.
 type generation struct {
 	*machine.Gen
 

@@ -69,7 +69,7 @@ func Run(cfg *config.Config, log *slog.Logger, version string) (int, error) {
 // control socket and the signals.
 func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor, err error) {
 	s := &supervisor{cfg: cfg, log: log, version: version, started: time.Now(), procs: map[*machine.Gen]*generation{}, events: make(chan machine.Event, 64), sigC: make(chan os.Signal, 16),
-		ctlC: make(chan control.Call), wdC: make(chan chan error)}
+		ctlC: make(chan control.Call), scrapeC: make(chan chan []byte), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
 	// keeper, if it still holds them (package keeper).
 	taken := keeper.TakeHeld(cfg.HoldPath(), log)

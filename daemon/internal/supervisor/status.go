@@ -95,14 +95,14 @@ func (s *supervisor) reloadBound() time.Duration {
 // scrape asks the supervisor's goroutine, which owns the machine, for the
 // metrics; false if ctx ended first.
 func (s *supervisor) scrape(ctx context.Context) ([]byte, bool) {
-	req := control.Call{Cmd: "metrics", Metrics: make(chan []byte, 1)}
+	reply := make(chan []byte, 1)
 	select {
-	case s.ctlC <- req:
+	case s.scrapeC <- reply:
 	case <-ctx.Done():
 		return nil, false
 	}
 	select {
-	case b := <-req.Metrics:
+	case b := <-reply:
 		return b, true
 	case <-ctx.Done():
 		return nil, false

@@ -11,7 +11,7 @@ import (
 )
 
 // What the generations leave behind. handoff is a child subreaper (see
-// newReaper): a process whose parent in a generation's tree exits — the
+// reaper.New): a process whose parent in a generation's tree exits — the
 // copy of a program that daemonized, a helper whose parent died — becomes
 // handoff's child, and outlives no generation unmanaged. When a generation
 // exits, what it left is stopped as a draining generation is: the stop
@@ -24,7 +24,7 @@ import (
 func (s *supervisor) strays() []machine.Stray {
 	var out []machine.Stray
 	for _, st := range s.reaper.Strays() {
-		out = append(out, machine.Stray{PID: st.PID, PGID: st.PGID, Cmd: st.Cmd})
+		out = append(out, machine.Stray(st))
 	}
 	return out
 }

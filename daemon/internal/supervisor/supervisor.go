@@ -78,7 +78,10 @@ type supervisor struct {
 	events chan machine.Event
 	sigC   chan os.Signal
 	ctlC   chan control.Call
-	wdC    chan chan error // watchdog checks from the upgrader's ping loop
+	// scrapeC carries each --metrics scrape's request for the figures,
+	// answered on the channel it carries.
+	scrapeC chan chan []byte
+	wdC     chan chan error // watchdog checks from the upgrader's ping loop
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
@@ -121,15 +124,15 @@ func (s *supervisor) run() int {
 			case "signal":
 				req.Signal <- s.sendSignal(req.Sig)
 				continue
-			case "metrics":
-				req.Metrics <- metrics.Render(s.m.View(), s.started, s.version)
-				continue
 			}
 			if req.Cmd == "rollback" {
 				ev = machine.EvRollback{W: req.Reload}
 			} else {
 				ev = machine.EvReload{W: req.Reload}
 			}
+		case reply := <-s.scrapeC:
+			reply <- metrics.Render(s.m.View(), s.residentMemory(), s.started, s.version)
+			continue
 		case reply := <-s.wdC:
 			ev = s.checkHung()
 			reply <- nil
@@ -308,6 +311,12 @@ func (s *supervisor) upgradeSelf(nextN int) {
 // measure returns the resident memory of the serving processes, for
 // --max-memory.
 func (s *supervisor) measure() machine.Event {
+	return machine.EvMemSample{RSS: s.residentMemory()}
+}
+
+// residentMemory returns the resident memory of each serving process that
+// could be measured.
+func (s *supervisor) residentMemory() map[*machine.Gen]int64 {
 	rss := map[*machine.Gen]int64{}
 	for _, g := range s.m.View().Gens {
 		if g.State == machine.Serving {
@@ -316,7 +325,7 @@ func (s *supervisor) measure() machine.Event {
 			}
 		}
 	}
-	return machine.EvMemSample{RSS: rss}
+	return rss
 }
 
 // closeDoors holds new connections back for the stop, in a goroutine of
