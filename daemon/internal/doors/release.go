@@ -3,11 +3,10 @@
 package doors
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 
+	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,23 +25,18 @@ import (
 // upgrader closes them. Sockets that systemd holds too (a .socket unit, the
 // fd store) are systemd's to close.
 func Release(inodes []uint64, log *slog.Logger) {
-	want := map[string]bool{}
+	want := map[uint64]bool{}
 	for _, ino := range inodes {
-		want[fmt.Sprintf("socket:[%d]", ino)] = true
+		want[ino] = true
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
+	fds, err := procfs.Descriptors("self")
 	if err != nil {
 		log.Warn("the sockets stay open until handoff exits: cannot list its descriptors", "event", "stop.release_failed", "err", err)
 		return
 	}
 	null := -1
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		link, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || !want[link] {
+	for fd, link := range fds {
+		if ino, ok := procfs.SocketInode(link); !ok || !want[ino] {
 			continue
 		}
 		if null < 0 {

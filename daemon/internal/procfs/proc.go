@@ -110,3 +110,37 @@ func ZombieChildren(pid int) []int {
 	})
 	return out
 }
+
+// Descriptors returns the open descriptors of process pid (a number, or
+// "self") and where each leads, as /proc/PID/fd has it: "socket:[INODE]",
+// "anon_inode:[eventpoll]", a path. A descriptor closed while it is read is
+// left out.
+func Descriptors(pid string) (map[int]string, error) {
+	dir := "/proc/" + pid + "/fd/"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]string, len(ents))
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if link, err := os.Readlink(dir + e.Name()); err == nil {
+			out[fd] = link
+		}
+	}
+	return out, nil
+}
+
+// SocketInode returns the inode of the socket a descriptor's link
+// ("socket:[INODE]") names, and whether it names one.
+func SocketInode(link string) (uint64, bool) {
+	s, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64)
+	return ino, err == nil
+}

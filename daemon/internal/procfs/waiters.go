@@ -134,24 +134,17 @@ func readSmall(path string, buf []byte) ([]byte, error) {
 // processWaits adds to found the inodes (among want) that pid waits on.
 func processWaits(pid int, want, found map[uint64]bool) (notes []string, err error) {
 	dir := "/proc/" + strconv.Itoa(pid)
-	ents, err := os.ReadDir(dir + "/fd")
+	fds, err := Descriptors(strconv.Itoa(pid))
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	fdIno := map[int]uint64{}
 	var epolls []string
-	for _, e := range ents {
-		link, err := os.Readlink(dir + "/fd/" + e.Name())
-		if err != nil {
-			continue
-		}
-		if ino, ok := strings.CutPrefix(link, "socket:["); ok {
-			if n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64); err == nil && want[n] {
-				fd, _ := strconv.Atoi(e.Name())
-				fdIno[fd] = n
-			}
+	for fd, link := range fds {
+		if n, ok := SocketInode(link); ok && want[n] {
+			fdIno[fd] = n
 		} else if link == "anon_inode:[eventpoll]" {
-			epolls = append(epolls, e.Name())
+			epolls = append(epolls, strconv.Itoa(fd))
 		}
 	}
 	if len(fdIno) == 0 {
@@ -311,17 +304,9 @@ func readMem(dir string, addr uint64, n int) ([]byte, error) {
 func SocketInodes(pids []int) map[uint64]bool {
 	out := map[uint64]bool{}
 	for _, pid := range pids {
-		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			link, err := os.Readlink(dir + e.Name())
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
-				continue
-			}
-			if ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("socket:["):], "]"), 10, 64); err == nil {
+		fds, _ := Descriptors(strconv.Itoa(pid))
+		for _, link := range fds {
+			if ino, ok := SocketInode(link); ok {
 				out[ino] = true
 			}
 		}
