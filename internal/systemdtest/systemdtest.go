@@ -49,7 +49,6 @@ func Start(t *testing.T) *Manager {
 			t.Skipf("systemdtest: %s not installed (apt-get install systemd util-linux)", tool)
 		}
 	}
-	exclusive(t)
 	m := &Manager{t: t, UnitDir: t.TempDir()}
 	if err := os.Chmod(m.UnitDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -254,36 +253,3 @@ func childOf(ppid int) int {
 
 // LogPath is the file systemd logs to.
 func (m *Manager) LogPath() string { return m.logPath }
-
-// lockPath is the lock that exclusive takes, the same for every test process
-// on the machine.
-var lockPath = filepath.Join(os.TempDir(), "handoff-systemdtest.lock")
-
-// exclusive waits until no other test on this machine runs a systemd of
-// systemdtest — one of another package, or of another test process, such
-// as the same tests on another Go release — and keeps it so until t ends.
-// The namespaces share the host's cgroup tree below the test process's
-// cgroup, which each systemd would take for its own, and the tests time
-// watchdogs. The lock is the kernel's (flock): a test process that dies
-// releases it.
-func exclusive(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o666)
-	if err != nil {
-		t.Fatalf("systemdtest: %v", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		start := time.Now()
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		for err == syscall.EINTR {
-			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		}
-		if err != nil {
-			f.Close()
-			t.Fatalf("systemdtest: flock %s: %v", lockPath, err)
-		}
-		t.Logf("systemdtest: waited %v for another test's systemd (%s)", time.Since(start).Round(time.Millisecond), lockPath)
-	}
-	// Registered first, so that it runs last: after the systemd has gone.
-	t.Cleanup(func() { f.Close() })
-}
