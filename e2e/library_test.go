@@ -32,7 +32,9 @@ func TestLibraryNotifyReload(t *testing.T) {
 		t.Fatalf("start: %v %s\n%s", err, out, m.Journal("httpserver.service"))
 	}
 	waitActive(t, m, "httpserver.service")
-	l := load("http://"+addr, 200, 2*time.Second)
+	// Eight 1 s requests in flight at each handover: an upgrade waits until
+	// its predecessor has drained them.
+	l := loadEvery("http://"+addr, 200, time.Second, 125*time.Millisecond)
 
 	var took []time.Duration
 	pid := mainPID(m, "httpserver.service")

@@ -91,12 +91,18 @@ func execDir(t *testing.T) string {
 	return d
 }
 
-// load runs an open-loop POST load until the returned stop is called.
+// load runs an open-loop POST load until the returned stop is called, with
+// a request of duration slow every 250 ms if slow > 0.
 func load(url string, rate int, slow time.Duration) *runningLoad {
+	return loadEvery(url, rate, slow, 250*time.Millisecond)
+}
+
+// loadEvery is load with a slow request every every.
+func loadEvery(url string, rate int, slow, every time.Duration) *runningLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := loadcheck.Config{URL: url, Rate: rate}
 	if slow > 0 {
-		cfg.Slow, cfg.SlowEvery = slow, 250*time.Millisecond
+		cfg.Slow, cfg.SlowEvery = slow, every
 	}
 	return &runningLoad{loadcheck.Start(ctx, cfg), cancel}
 }

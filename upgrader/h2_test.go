@@ -114,6 +114,7 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 	spawns(t)
 	for _, mode := range [][]string{{"-servetls", ""}, {"-tls"}} {
 		t.Run(mode[0], func(t *testing.T) {
+			t.Parallel() // each mode its own server; they wait on drains
 			if mode[0] == "-servetls" {
 				mode[1] = t.TempDir()
 			}

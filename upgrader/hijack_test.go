@@ -37,8 +37,10 @@ func TestHijackedDrain(t *testing.T) {
 		{"tls over wrapped", []string{"-tls", "-wrap"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each case its own server; they wait on drains
 			useTLS := len(c.args) > 0 && c.args[0] == "-tls"
 			t.Run("polite", func(t *testing.T) {
+				t.Parallel()
 				s := launchBin(t, hijackBin, nil, nil, nil, append([]string{"-drain-timeout", "20s"}, c.args...)...)
 				s.waitPid(0, 10*time.Second)
 				if useTLS {
@@ -54,6 +56,7 @@ func TestHijackedDrain(t *testing.T) {
 				}
 			})
 			t.Run("stubborn", func(t *testing.T) {
+				t.Parallel()
 				s := launchBin(t, hijackBin, nil, nil, nil, append([]string{"-drain-timeout", "1500ms"}, c.args...)...)
 				s.waitPid(0, 10*time.Second)
 				for i := 0; i < 2; i++ {

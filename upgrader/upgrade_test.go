@@ -23,7 +23,7 @@ import (
 )
 
 // TestUpgradesUnderLoad sends 20 SIGHUPs to a server under a constant-rate
-// POST load, over keep-alive and fresh connections, with 2 s requests in
+// POST load, over keep-alive and fresh connections, with 1 s requests in
 // flight, and checks that no request failed or was retried, that every
 // generation answered and exited, and that nothing is left behind.
 func TestUpgradesUnderLoad(t *testing.T) {
@@ -34,7 +34,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	const upgrades = 20
 	s := startServer(t, nil, "-drain-timeout", "10s", "-idle-grace", "500ms")
 	ctx, cancel := context.WithCancel(context.Background())
-	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: time.Second, SlowEvery: 125 * time.Millisecond})
 	if err := load.WaitAnswers(0, 40, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,20 @@ func TestUpgradesUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(2500 * time.Millisecond) // the last generation serves alone
+	// The last generation serves alone: every other has drained (or been
+	// cut short, which is checked below), and it answers on.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		recs := s.records()
+		if logrec.Count(recs, "event=drain.done")+logrec.Count(recs, "event=drain.cut") >= upgrades {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d old generations drained after 30 s:\n%s", logrec.Count(recs, "event=drain.done"), upgrades, s.log())
+		}
+	}
+	if err := load.WaitAnswers(pid, load.Answers(pid)+30, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
 	res := load.Wait()
 	t.Logf("load: %v", res)

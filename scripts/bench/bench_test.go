@@ -2,10 +2,40 @@ package main
 
 import (
 	"bytes"
+	"flag"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
+
+// binDir holds the programs the benchmark runs, built once for every test
+// here (config.binDir); "" under -short, where nothing is built.
+var binDir string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "handoff-bench-test-")
+	if err == nil {
+		var root string
+		if root, err = moduleRoot(); err == nil {
+			_, err = buildBins(root, dir)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // TestSmoke runs every strategy for a moment and checks that the benchmark
 // completes and prints its table; the figures themselves are not judged.
@@ -15,7 +45,7 @@ func TestSmoke(t *testing.T) {
 	}
 	var out bytes.Buffer
 	only := strings.Join(append(strategyNames, "steady"), ",")
-	err := run(config{rate: 100, duration: 2 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: only}, &out)
+	err := run(config{rate: 100, duration: 2 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: only, binDir: binDir}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +67,7 @@ func TestPeersSmoke(t *testing.T) {
 		t.Skip("starts every installed peer")
 	}
 	var out bytes.Buffer
-	err := run(config{rate: 100, duration: 3 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, only: "peers"}, &out)
+	err := run(config{rate: 100, duration: 3 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, only: "peers", binDir: binDir}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +97,7 @@ func TestWorkersSmoke(t *testing.T) {
 		t.Skip("starts the Node.js app under each case")
 	}
 	var out bytes.Buffer
-	err := run(config{upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: "workers"}, &out)
+	err := run(config{upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: "workers", binDir: binDir}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,10 @@ type config struct {
 	scale      bool
 	steady     time.Duration
 	rounds     int // restart-speed rounds
+	// binDir, if not "", holds the programs as buildBins builds them
+	// (the tests build them once for all their runs); else run builds
+	// them.
+	binDir string
 }
 
 // env is what every strategy shares: the built binaries and a scratch
@@ -93,22 +97,10 @@ func run(cfg config, w io.Writer) error {
 			}
 		}
 	}
-	for name, pkg := range map[string]string{
-		"httpserver": "./examples/httpserver", "app": "./examples/app", "handoff": ".",
-		"tableflip": "./scripts/bench/servers/tableflip", "plain": "./scripts/bench/servers/plain",
-		"many": "./scripts/bench/servers/many",
-	} {
-		e.bins[name] = filepath.Join(dir, name)
-		build := exec.Command("go", "build", "-o", e.bins[name], pkg)
-		build.Dir = root
-		if name == "handoff" {
-			// As it is released (scripts/package): static, without libc,
-			// whose pages would add 1.3 MiB to handoff's RSS.
-			build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		}
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("building %s: %v\n%s", pkg, err, out)
-		}
+	if cfg.binDir != "" {
+		e.bins = binPaths(cfg.binDir)
+	} else if e.bins, err = buildBins(root, dir); err != nil {
+		return err
 	}
 
 	only := map[string]bool{}
@@ -167,6 +159,42 @@ func run(cfg config, w io.Writer) error {
 	}
 	proc.ReapAll()
 	return nil
+}
+
+// binPkgs are the programs the benchmark runs, by name, as packages of the
+// module.
+var binPkgs = map[string]string{
+	"httpserver": "./examples/httpserver", "app": "./examples/app", "handoff": ".",
+	"tableflip": "./scripts/bench/servers/tableflip", "plain": "./scripts/bench/servers/plain",
+	"many": "./scripts/bench/servers/many",
+}
+
+// binPaths returns where buildBins puts each program in dir.
+func binPaths(dir string) map[string]string {
+	bins := map[string]string{}
+	for name := range binPkgs {
+		bins[name] = filepath.Join(dir, name)
+	}
+	return bins
+}
+
+// buildBins builds binPkgs from the module at root into dir and returns
+// their paths.
+func buildBins(root, dir string) (map[string]string, error) {
+	bins := binPaths(dir)
+	for name, pkg := range binPkgs {
+		build := exec.Command("go", "build", "-o", bins[name], pkg)
+		build.Dir = root
+		if name == "handoff" {
+			// As it is released (scripts/package): static, without libc,
+			// whose pages would add 1.3 MiB to handoff's RSS.
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return bins, nil
 }
 
 // moduleRoot finds the directory of handoff's go.mod, from the working
