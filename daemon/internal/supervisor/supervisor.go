@@ -63,7 +63,10 @@ type supervisor struct {
 	m *machine.Machine
 	// procs holds, for each process the machine knows, what the
 	// supervisor keeps of it: its command, notify socket, output and
-	// timers. Only the supervisor's goroutine uses it.
+	// timers. Only the supervisor's goroutine uses it. A process is in it
+	// from EvSpawned to ActRelease; every lookup allows for a miss, so that
+	// an action about a process already released does nothing rather than
+	// end handoff, which holds every socket.
 	procs   map[*machine.Gen]*generation
 	started time.Time
 	// serving is what the liveness checks watch (probe.WatchLive): the
@@ -206,7 +209,9 @@ func (s *supervisor) carryOut(a machine.Action) machine.Event {
 			g.timers = append(g.timers, t)
 		}
 	case machine.ActCancelReady:
-		s.procs[a.G].cancel()
+		if g := s.procs[a.G]; g != nil {
+			g.cancel()
+		}
 	case machine.ActRelease:
 		s.release(a.G)
 	case machine.ActNotify:
@@ -268,6 +273,9 @@ func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
 // timers.
 func (s *supervisor) release(mg *machine.Gen) {
 	g := s.procs[mg]
+	if g == nil {
+		return // released already
+	}
 	delete(s.procs, mg)
 	g.cancel()
 	g.closeNotify()
@@ -408,7 +416,11 @@ func (s *supervisor) checkHung() machine.Event {
 		if g == nil || g.Hung {
 			continue
 		}
-		last := s.procs[g].lastPing.Load()
+		p := s.procs[g]
+		if p == nil {
+			continue
+		}
+		last := p.lastPing.Load()
 		if last == 0 {
 			continue
 		}
@@ -430,6 +442,9 @@ func (s *supervisor) notify(_ bool, err error) {
 // has ended meanwhile: too late to roll back.
 func (s *supervisor) watchBake(a machine.ActWatchBake) {
 	g := s.procs[a.G]
+	if g == nil {
+		return // exited meanwhile: nothing bakes
+	}
 	health := s.health()
 	if health.Kind != "" {
 		health = health.ForWorker(a.G.W)
@@ -456,7 +471,9 @@ func (s *supervisor) publishServing() {
 	var out []probe.Proc
 	for _, sl := range s.m.View().Workers {
 		if g := sl.Cur; g != nil && g.State == machine.Serving && !g.Unresponsive {
-			out = append(out, probe.Proc{G: g, Exited: s.procs[g].exitedC})
+			if p := s.procs[g]; p != nil {
+				out = append(out, probe.Proc{G: g, Exited: p.exitedC})
+			}
 		}
 	}
 	s.serving.Store(&out)
