@@ -175,6 +175,13 @@ func TestFDStorePlainStop(t *testing.T) {
 					t.Errorf("%s: %d requests reset or cut after they were sent (%v): queued during the drain, and reset when systemd emptied the fd store\n%s", r.what, n, r.r.Failed, m.Journal(c.unit))
 				}
 			}
+			if c.unit == "httpserver.service" {
+				// The library holds new connections back once systemd has
+				// let go of the sockets, and its server takes those queued.
+				if j := m.Journal(c.unit); !strings.Contains(j, "event=stop.held") {
+					t.Errorf("the library's stop did not hold new connections back (no event=stop.held)\n%s", j)
+				}
+			}
 		})
 	}
 }

@@ -37,8 +37,10 @@
 //	Delaying   a stop was asked: the generation serves and accepts on for
 //	           StopDelay, Health answers 503, upgrades are refused. When the
 //	           delay ends, or on a second stop signal, or Stop → Stopping.
-//	Stopping   Exit is closed; the generation drains and the process exits.
-//	           A further SIGTERM or SIGINT cuts the drain short. Final.
+//	Stopping   new connections are held back, and those queued taken
+//	           (see below); Exit is closed; the generation drains and the
+//	           process exits. A further SIGTERM or SIGINT cuts the drain
+//	           short. Final.
 //
 // An upgrade asked while another is pending but has not started its process
 // yet joins it. One asked once the new process has started is queued, to run
@@ -125,7 +127,18 @@
 // so that they stay open across `systemctl restart` and a crash: clients wait
 // in the backlog instead of being refused, and the next start finds the
 // sockets by address. A Unix socket's file then stays in place when the
-// process stops.
+// process restarts. On a plain stop (`systemctl stop`) the sockets are taken
+// out of the store, and the stop waits until systemd has closed its copies.
+//
+// A stop closes the sockets for good where no one else holds them (not a
+// .socket unit's, nor the fd store's across a restart). Before it drains,
+// it holds new connections back from them — a TCP socket drops new SYNs, so
+// that a client's connect is refused once the socket closes, a second
+// later; a Unix socket's file is removed — and, for up to a second, lets
+// its servers take the connections already queued. A connection left
+// queued when its socket closes would be reset after its client had sent
+// its request. The log says how it went (events stop.held,
+// stop.hold_failed).
 //
 // The variables systemd sets for one process only (LISTEN_*, WATCHDOG_*) are
 // consumed at New and never reach the next generation.

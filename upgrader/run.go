@@ -125,7 +125,7 @@ func (u *Upgrader) beginStop() {
 			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
 	}
-	u.releaseStore()
+	u.holdBack(u.releaseStore())
 	u.core.Stop()
 	close(u.exitC)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/drain"
+	"github.com/handoff-dev/handoff/internal/holdback"
 	"github.com/handoff-dev/handoff/internal/sdjob"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -168,7 +169,10 @@ type Upgrader struct {
 	sockMu    sync.Mutex
 	sockets   []syscall.Conn // every socket Listen returned, for the fd store
 	listeners []net.Listener // the stream ones, which a bake probes
-	drainers  []*drain.Drainer
+	// ownListeners are the stream ones not from a .socket unit, which
+	// close for good with the last process that holds them (see holdBack).
+	ownListeners []net.Listener
+	drainers     []*drain.Drainer
 	// parentBake is the bake window the parent announced (0: none, or a
 	// release without bakes).
 	parentBake time.Duration
@@ -469,6 +473,9 @@ func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 	u.remember(ln)
 	u.sockMu.Lock()
 	u.listeners = append(u.listeners, ln)
+	if src != listener.Activated {
+		u.ownListeners = append(u.ownListeners, ln)
+	}
 	if a.Network == "unix" && src != listener.Activated && !strings.HasPrefix(a.Address, "@") {
 		u.ownPaths = append(u.ownPaths, a.Address)
 	}
@@ -597,43 +604,90 @@ func (u *Upgrader) regAddr(a listener.Addr) string {
 	return a.Address
 }
 
-// releaseStore readies a real stop of sockets in systemd's fd store. systemd
+// releaseStore readies a real stop of sockets in systemd's fd store, and
+// reports whether they are out of it (or were never in it). systemd
 // empties the store once the unit has stopped, unless it restarts: the
 // connections queued on a socket meanwhile — the generation has closed its
 // copy, the store's still listens — would be reset, after their clients
 // sent their requests. So on a plain stop (systemd's job for the unit is a
 // "stop") the sockets are taken out of the store first (FDSTOREREMOVE=1),
-// and the files of this service's Unix sockets removed: from then on they
-// live as long as this process holds them, and a connection that comes once
-// it has closed them is refused. On a restart, or where systemd cannot be
-// asked, they stay in the store and queue for the next start.
-func (u *Upgrader) releaseStore() {
+// and the files of this service's Unix sockets removed, and a barrier waits
+// until systemd has closed its copies: from then on the sockets live as
+// long as this process holds them (see holdBack). On a restart, or where
+// systemd cannot be asked, they stay in the store and queue for the next
+// start.
+func (u *Upgrader) releaseStore() bool {
 	if !u.fdStore() {
-		return
+		return true
 	}
 	u.sockMu.Lock()
 	n, paths := len(u.sockets), slices.Clone(u.ownPaths)
 	u.sockMu.Unlock()
 	if n == 0 {
-		return
+		return true
 	}
 	job, err := sdjob.StopJob()
 	if err != nil || job != "stop" {
 		u.log.Info("the sockets stay in systemd's fd store: connections to them queue for the next start", "event", "fdstore.kept", "job", job, "err", err)
-		return
+		return false
 	}
 	sent, err := systemd.Notify("FDSTOREREMOVE=1\nFDNAME=" + FDStoreName)
 	if !sent || err != nil {
 		u.log.Warn("cannot take the sockets out of systemd's fd store: connections queued on them when it empties the store are reset", "event", "fdstore.release_failed", "err", err)
-		return
+		return false
 	}
 	for _, p := range paths {
 		if st, err := os.Lstat(p); err == nil && st.Mode().Type() == os.ModeSocket {
 			_ = os.Remove(p)
 		}
 	}
+	if _, err := systemd.Barrier(5 * time.Second); err != nil {
+		// systemd may still hold its copies: holding connections back
+		// would hold them back in the store too.
+		u.log.Warn("cannot tell whether systemd has let go of the sockets in its fd store: connections queued on them when it empties the store are reset", "event", "fdstore.release_failed", "err", err)
+		return false
+	}
 	u.log.Info("a plain stop: the sockets are out of systemd's fd store, and close with this process", "event", "fdstore.released", "sockets", n)
+	return true
 }
+
+// holdBack readies the close of the stream sockets that close for good with
+// this process — bound by it or an earlier generation, out of the fd store
+// (released) — so that no connection is left queued on them when they
+// close, to be reset after its client sent its request: new connections are
+// held back (package holdback), and the servers, still accepting, take those
+// already queued, for up to holdBackWait. A socket of a .socket unit is
+// systemd's: it outlives the stop, and queues for the next start. A
+// listener the program closed already is left alone.
+func (u *Upgrader) holdBack(released bool) {
+	if !released {
+		return
+	}
+	u.sockMu.Lock()
+	lns := slices.Clone(u.ownListeners)
+	u.sockMu.Unlock()
+	var set holdback.Set
+	for _, ln := range lns {
+		if err := set.Hold(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			u.log.Warn("cannot hold new connections back for the stop: those that come until the socket closes may be reset", "event", "stop.hold_failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}
+	if set.Len() == 0 {
+		return
+	}
+	start := time.Now()
+	u.resume() // a Drainer paused for a bake would leave its queue
+	left, err := set.Wait(holdBackWait)
+	if err != nil {
+		u.log.Warn("cannot see the connections queued on the sockets: those left when they close are reset", "event", "stop.hold_failed", "err", err)
+		return
+	}
+	u.log.Info("new connections held back; those queued were taken", "event", "stop.held", "sockets", set.Len(), "left", left, "took_ms", time.Since(start).Milliseconds())
+}
+
+// holdBackWait bounds how long a stop waits for the servers to take the
+// connections queued once new ones are held back.
+const holdBackWait = time.Second
 
 // fdStore reports whether the sockets go to systemd's fd store.
 func (u *Upgrader) fdStore() bool {

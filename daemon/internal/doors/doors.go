@@ -9,14 +9,11 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
+	"github.com/handoff-dev/handoff/internal/holdback"
 	"github.com/handoff-dev/handoff/internal/sdjob"
-	"github.com/handoff-dev/handoff/internal/sockdiag"
-
-	"golang.org/x/sys/unix"
 )
 
 // doorsWait bounds how long a stop waits for the generations to take the
@@ -48,18 +45,6 @@ type Result struct {
 	// it could not be told.
 	Job    string
 	JobErr error
-}
-
-// synDrop is a classic BPF socket filter that drops a TCP segment that opens
-// a connection (SYN without ACK) and lets every other through. A socket
-// filter on a TCP socket sees the segment from its TCP header, whose flags
-// are byte 13.
-var synDrop = []unix.SockFilter{
-	{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 13},
-	{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: 0x10, Jt: 1}, // ACK: let it through
-	{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: 0x02, Jt: 1}, // SYN: drop it
-	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
-	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }
 
 // Close readies a stop of the listening TCP sockets that handoff and its
@@ -101,25 +86,15 @@ func Close(socks []Socket) Result {
 		}
 		return r.Job != "stop"
 	}
-	inodes, ports, unixInodes := map[uint64]bool{}, map[uint16]bool{}, map[uint64]bool{}
+	var held holdback.Set
 	for i, sk := range socks {
-		c := sk.Listener
-		if ul, ok := c.(*net.UnixListener); ok {
-			if kept(i) {
-				r.Left = append(r.Left, sk.Addr)
-				r.ParentUnknown = parent == nil
-				continue
-			}
-			if err := removeUnixPath(ul, sk.Inode); err != nil {
-				r.Err = errors.Join(r.Err, fmt.Errorf("%s: %w", sk.Addr, err))
-				continue
-			}
-			unixInodes[sk.Inode] = true
-			r.Held++
+		ln, ok := sk.Listener.(net.Listener)
+		if !ok {
 			continue
 		}
-		ln, ok := c.(*net.TCPListener)
-		if !ok {
+		switch ln.(type) {
+		case *net.TCPListener, *net.UnixListener:
+		default:
 			continue
 		}
 		if kept(i) {
@@ -127,109 +102,19 @@ func Close(socks []Socket) Result {
 			r.ParentUnknown = parent == nil
 			continue
 		}
-		if err := dropSYNs(ln); err != nil {
+		if err := held.Hold(ln); err != nil {
 			r.Err = errors.Join(r.Err, fmt.Errorf("%s: %w", sk.Addr, err))
 			continue
 		}
-		inodes[sk.Inode] = true
-		ports[uint16(ln.Addr().(*net.TCPAddr).Port)] = true
 		r.Held++
 	}
-	for r.Held > 0 {
-		var q int
+	if held.Len() > 0 {
 		var err error
-		if len(inodes) > 0 {
-			if q, err = sockdiag.AcceptQueue(inodes); err == nil {
-				var h int
-				h, err = sockdiag.HalfOpen(ports)
-				q += h
-			}
-		}
-		if err == nil && len(unixInodes) > 0 {
-			var u int
-			u, err = sockdiag.UnixAcceptQueue(unixInodes)
-			q += u
-		}
-		if err != nil {
-			r.Err = errors.Join(r.Err, err)
-			break
-		}
-		r.Queued = q
-		if q == 0 || time.Since(start) >= doorsWait {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
+		r.Queued, err = held.Wait(doorsWait)
+		r.Err = errors.Join(r.Err, err)
 	}
 	r.Took = time.Since(start)
 	return r
-}
-
-// removeUnixPath removes the file of ul's socket (inode ino), if it has one
-// and it is still that socket's — not one a newer process bound at the same
-// path: a Unix connect to the path then fails with ENOENT. The listener no
-// longer removes it when it closes.
-func removeUnixPath(ul *net.UnixListener, ino uint64) error {
-	path := ul.Addr().String()
-	if path == "" || path[0] == '@' {
-		return nil // the abstract namespace: no file
-	}
-	ul.SetUnlinkOnClose(false)
-	st, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case st.Mode().Type() != os.ModeSocket:
-		return fmt.Errorf("%s is no longer a socket (%s): left as it is", path, st.Mode().Type())
-	}
-	if ls, err := sockdiag.UnixListeners(map[uint64]bool{ino: true}); err == nil {
-		if l, ok := ls[ino]; ok && l.VFSIno != 0 && l.VFSIno != st.Sys().(*syscall.Stat_t).Ino {
-			return fmt.Errorf("%s is another socket's file now (a newer process bound it): left as it is", path)
-		}
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// dropSYNs attaches synDrop to the listening socket of ln (shared with every
-// process that holds it).
-func dropSYNs(ln *net.TCPListener) error {
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		return err
-	}
-	prog := unix.SockFprog{Len: uint16(len(synDrop)), Filter: &synDrop[0]}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
-	}); err != nil {
-		return err
-	}
-	return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", serr)
-}
-
-// DetachFilter removes a socket filter that a stopping handoff left on the
-// listening socket of ln — one kept open for handoff's next start by
-// systemd's fd store (FileDescriptorStorePreserve=) — so that it takes
-// connections again. A socket with no filter is left as it is.
-func DetachFilter(ln *net.TCPListener) error {
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
-	}); err != nil {
-		return err
-	}
-	if errors.Is(serr, unix.ENOENT) {
-		return nil
-	}
-	return os.NewSyscallError("setsockopt SO_DETACH_FILTER", serr)
 }
 
 // parentSockets returns the inodes of the sockets handoff's parent holds, an

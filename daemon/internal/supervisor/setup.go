@@ -18,12 +18,12 @@ import (
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/control"
-	"github.com/handoff-dev/handoff/daemon/internal/doors"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/internal/holdback"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -271,7 +271,7 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
 		}
 		if ln, ok := sock.(*net.TCPListener); ok {
-			if err := doors.DetachFilter(ln); err != nil {
+			if err := holdback.DetachFilter(ln); err != nil {
 				s.log.Warn("cannot remove a socket filter a stopping handoff may have left: connections to this socket may be dropped", "event", "start.filter_stays", "addr", l.Addr.String(), "err", err)
 			}
 		}
