@@ -45,7 +45,7 @@ func TestHungProcessReplaced(t *testing.T) {
 	for _, workers := range []int{1, 2} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			metricsAddr := proc.FreeAddr(t)
-			d := startDaemon(t, hangServer(t), "--workers", strconv.Itoa(workers), "--ready", "accept", "--metrics", metricsAddr)
+			d := startDaemon(t, hangServer(t), "--workers", strconv.Itoa(workers), "--ready", "accept", "--metrics", metricsAddr, "--hung-after", "1s")
 			var pids []int
 			if workers > 1 {
 				pids = d.waitWorkers(workers)
@@ -115,13 +115,13 @@ func TestHungProcessReplaced(t *testing.T) {
 func TestBusyProcessNotReplaced(t *testing.T) {
 	spawns(t)
 	t.Run("a burst of slow requests alone", func(t *testing.T) {
-		d := startDaemon(t, hangServer(t), "--ready", "accept")
+		d := startDaemon(t, hangServer(t), "--ready", "accept", "--hung-after", "1s")
 		pid := d.serving()
 		errs := make(chan error, 4)
 		for range 4 {
 			go func() {
 				c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-				resp, err := c.Post("http://"+d.addr+"/slow?d=4s", "text/plain", strings.NewReader("x"))
+				resp, err := c.Post("http://"+d.addr+"/slow?d=2500ms", "text/plain", strings.NewReader("x"))
 				if err == nil {
 					resp.Body.Close()
 				}
@@ -142,7 +142,7 @@ func TestBusyProcessNotReplaced(t *testing.T) {
 		d.stop()
 	})
 	t.Run("slow requests, long polls and fast ones", func(t *testing.T) {
-		d := startDaemon(t, hangServer(t), "--ready", "accept")
+		d := startDaemon(t, hangServer(t), "--ready", "accept", "--hung-after", "1s")
 		pid := d.serving()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -155,10 +155,10 @@ func TestBusyProcessNotReplaced(t *testing.T) {
 				}
 			}()
 		}
-		load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 50, Slow: 3 * time.Second, SlowEvery: 250 * time.Millisecond})
-		// 600 answers at 50 fast requests a second and 4 slow ones: 10 s,
-		// five times --hung-after, 40 slow requests answered after 3 s each.
-		if err := load.WaitAnswers(pid, 600, 30*time.Second); err != nil {
+		load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + d.addr, Rate: 50, Slow: 2 * time.Second, SlowEvery: 250 * time.Millisecond})
+		// 300 answers at 50 fast requests a second and 4 slow ones: 5 s,
+		// five times --hung-after, 20 slow requests answered after 2 s each.
+		if err := load.WaitAnswers(pid, 300, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
