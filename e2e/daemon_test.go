@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,10 +39,19 @@ func TestDaemonReload(t *testing.T) {
 			}
 			waitActive(t, m, name)
 			handoffPid := mainPID(m, name)
-			l := load("http://"+addr, 200, 2*time.Second)
+			l := load("http://"+addr, 200, time.Second)
 			first := answeredBy(t, addr)
+			workers := 1
+			if c.flags != "" {
+				workers = 2
+			}
 			var took []time.Duration
 			for i := 0; i < 10; i++ {
+				if i >= 2 {
+					// Within --max-draining (3): two generations drain at
+					// most, this reload's and the one before.
+					waitExited(t, m, name, i-1, workers)
+				}
 				start := time.Now()
 				if out, err := m.Systemctl("reload", name); err != nil {
 					t.Fatalf("reload %d: %v %s\n%s", i+1, err, out, m.Journal(name))
@@ -50,9 +60,6 @@ func TestDaemonReload(t *testing.T) {
 				if p := mainPID(m, name); p != handoffPid {
 					t.Fatalf("MainPID changed from %d to %d", handoffPid, p)
 				}
-				// Within --max-draining (3): 2 s requests drain two
-				// generations at most.
-				time.Sleep(time.Second)
 			}
 			t.Logf("systemctl reload took %v", took)
 			if last := answeredBy(t, addr); last == first {
@@ -74,6 +81,26 @@ func TestDaemonReload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitExited waits until handoff in unit u has logged the exit of each of
+// the workers of generation gen.
+func waitExited(t *testing.T, m *systemdtest.Manager, u string, gen, workers int) {
+	t.Helper()
+	n := 0
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		n = 0
+		for _, line := range strings.Split(m.Output(u), "\n") {
+			f := strings.Fields(line)
+			if slices.Contains(f, "event=generation.exited") && slices.Contains(f, "gen="+strconv.Itoa(gen)) {
+				n++
+			}
+		}
+		if n >= workers {
+			return
+		}
+	}
+	t.Fatalf("%d of the %d workers of generation %d exited\n%s", n, workers, gen, m.Journal(u))
 }
 
 // TestFDStoreKeepsSocketsOpen: with FileDescriptorStoreMax= and

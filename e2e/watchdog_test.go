@@ -31,8 +31,10 @@ func TestWatchdog(t *testing.T) {
 		}
 		waitNewMain(t, m, "httpserver.service", pid)
 		pid = mainPID(m, "httpserver.service")
-		time.Sleep(1500 * time.Millisecond) // longer than WatchdogSec
 	}
+	// Longer than WatchdogSec: a generation that did not ping since a
+	// reload would have been killed (and restarted) by now.
+	time.Sleep(1500 * time.Millisecond)
 	if n := m.Show("httpserver.service", "NRestarts"); n != "0" {
 		t.Fatalf("the watchdog fired across reloads: NRestarts=%s\n%s", n, m.Journal("httpserver.service"))
 	}
@@ -72,8 +74,10 @@ func TestDaemonWatchdog(t *testing.T) {
 		if out, err := m.Systemctl("reload", "app-notify.service"); err != nil {
 			t.Fatalf("reload: %v %s", err, out)
 		}
-		time.Sleep(1500 * time.Millisecond)
 	}
+	// Longer than WatchdogSec: without pings since a reload, systemd
+	// would have killed handoff by now.
+	time.Sleep(1500 * time.Millisecond)
 	if n := m.Show("app-notify.service", "NRestarts"); n != "0" {
 		t.Fatalf("the watchdog fired across reloads: NRestarts=%s\n%s", n, m.Journal("app-notify.service"))
 	}
