@@ -23,7 +23,7 @@ import (
 )
 
 // TestUpgradesUnderLoad sends 20 SIGHUPs to a server under a constant-rate
-// POST load, over keep-alive and fresh connections, with 1 s requests in
+// POST load, over keep-alive and fresh connections, with 500 ms requests in
 // flight, and checks that no request failed or was retried, that every
 // generation answered and exited, and that nothing is left behind.
 func TestUpgradesUnderLoad(t *testing.T) {
@@ -34,7 +34,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	const upgrades = 20
 	s := startServer(t, nil, "-drain-timeout", "10s", "-idle-grace", "500ms")
 	ctx, cancel := context.WithCancel(context.Background())
-	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: time.Second, SlowEvery: 125 * time.Millisecond})
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + s.addr, Rate: 200, Slow: 500 * time.Millisecond, SlowEvery: 125 * time.Millisecond})
 	if err := load.WaitAnswers(0, 40, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
