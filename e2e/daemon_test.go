@@ -47,10 +47,11 @@ func TestDaemonReload(t *testing.T) {
 			}
 			var took []time.Duration
 			for i := 0; i < 10; i++ {
-				if i >= 2 {
-					// Within --max-draining (3): two generations drain at
-					// most, this reload's and the one before.
-					waitExited(t, m, name, i-1, workers)
+				// Reload i ends generation i+1. Within --max-draining (3
+				// processes): two generations drain at most with one
+				// worker, one with two.
+				if g := i + 1 - 2/workers; g >= 1 {
+					waitExited(t, m, name, handoffPid, g, workers)
 				}
 				start := time.Now()
 				if out, err := m.Systemctl("reload", name); err != nil {
@@ -83,16 +84,17 @@ func TestDaemonReload(t *testing.T) {
 	}
 }
 
-// waitExited waits until handoff in unit u has logged the exit of each of
-// the workers of generation gen.
-func waitExited(t *testing.T, m *systemdtest.Manager, u string, gen, workers int) {
+// waitExited waits until handoff (pid, as the unit's MainPID) in unit u has
+// logged the exit of each of the workers of generation gen. (The unit's
+// output holds earlier runs' lines too.)
+func waitExited(t *testing.T, m *systemdtest.Manager, u string, pid, gen, workers int) {
 	t.Helper()
 	n := 0
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		n = 0
 		for _, line := range strings.Split(m.Output(u), "\n") {
 			f := strings.Fields(line)
-			if slices.Contains(f, "event=generation.exited") && slices.Contains(f, "gen="+strconv.Itoa(gen)) {
+			if slices.Contains(f, "event=generation.exited") && slices.Contains(f, "gen="+strconv.Itoa(gen)) && slices.Contains(f, "handoff_pid="+strconv.Itoa(pid)) {
 				n++
 			}
 		}

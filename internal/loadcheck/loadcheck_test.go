@@ -26,7 +26,14 @@ func TestCountsSuccessAndPids(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.Serve(ln)
 	defer srv.Close()
-	res := run(t, "http://"+ln.Addr().String(), 500*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + ln.Addr().String(), Rate: 100, Timeout: time.Second})
+	if err := load.WaitAnswers(0, 40, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	res := load.Wait()
 	if res.Sent < 40 || res.OK != res.Sent || res.Failures() != 0 || res.Pids[os.Getpid()] != res.OK {
 		t.Fatalf("%v", res)
 	}
