@@ -153,13 +153,18 @@ func (d *Drainer) OnDrain(f func()) {
 // fails is reported on Err.
 //
 // When srv would serve HTTP/2 with net/http's own implementation (over TLS
-// with "h2" in srv.TLSConfig.NextProtos, or a nil srv.TLSConfig), Serve sets
-// srv.TLSNextProto so that Drain can send its HTTP/2 connections a GOAWAY
-// without closing its idle HTTP/1.1 ones: each HTTP/2 connection is then
-// served by an http.Server of its own with srv's handler, hooks and
-// settings, which is the one a handler finds under http.ServerContextKey;
-// it costs one more goroutine per HTTP/2 connection (measured: 57.6 KiB per
-// idle connection instead of 43.9 KiB).
+// with "h2" in srv.TLSConfig.NextProtos, or a nil srv.TLSConfig; h2c with
+// prior knowledge where srv.Protocols asks for unencrypted HTTP/2), Serve
+// sets srv.TLSNextProto so that Drain can end its HTTP/2 connections with
+// the two GOAWAYs of RFC 9113, refusing no stream (see the package
+// documentation), without closing its idle HTTP/1.1 ones: each HTTP/2
+// connection is then served by an http.Server of its own with srv's
+// handler, hooks and settings, which is the one a handler finds under
+// http.ServerContextKey, through a wrapper that follows its frames; it
+// costs one more goroutine per HTTP/2 connection (measured: 58-62 KiB per
+// idle connection over TLS). Request.TLS is the connection's TLS state, as
+// before. Responses on those connections carry no "Connection: close" once
+// draining: HTTP/2 takes it for an immediate GOAWAY.
 // With srv.TLSNextProto already set (e.g. by x/net/http2.ConfigureServer)
 // HTTP/2 connections are drained as HTTP/1.1 ones are, closed once idle for
 // the idle grace.
