@@ -37,12 +37,19 @@
 //     seen idle; that check and the FIN are one step, so a request is lost
 //     only if the client sends it while the FIN is on its way, which
 //     HTTP/1.1 cannot rule out.
-//   - HTTP/2 connections (net/http's own HTTP/2) get a GOAWAY instead of the
-//     FIN: it names the last stream served, so the client sends its next
-//     request on a new connection and retries any stream it sent meanwhile
-//     without the risk of running it twice. A connection that has served a
-//     stream gets it at once; one that never has, after the idle grace. Each
-//     closes about a second after its last stream ends.
+//   - HTTP/2 connections (net/http's own HTTP/2, over TLS or h2c with prior
+//     knowledge) get a GOAWAY instead of the FIN, in the two steps of RFC
+//     9113, section 6.8: first one naming stream 2^31-1, with a PING; once
+//     the client has answered the PING — every stream it opened before it
+//     saw the first GOAWAY has then been read — or after a second without
+//     an answer, the one naming the last stream the server will serve. So
+//     the client sends its next request on a new connection, and no stream
+//     it opened is refused, even by a client that would not retry it (one
+//     that opens a stream after its ACK of the PING, which the protocol
+//     forbids, still has it refused). A connection that has served a stream
+//     gets them at once; one that never has, after the idle grace. Each
+//     closes about a second after its last stream ends. This holds alike
+//     with Go 1.26 and Go 1.27.
 //   - Hijacked connections (WebSockets and the like) are waited for until
 //     their handler closes them — tell handlers to finish with OnDrain — or
 //     cut at the deadline. The Drainer learns of their close through

@@ -51,7 +51,6 @@ type Drainer struct {
 	swept     int  // len(hijacked) after its last sweep
 	blind     bool // a hijacked connection whose close cannot be seen was logged
 	tracked   map[*http.Server]bool
-	h2Closed  map[net.Conn]bool // HTTP/2 connections whose close was reported (see serveH2)
 	listeners []*trackedListener
 	onDrain   []func()
 	serving   sync.WaitGroup
@@ -119,7 +118,6 @@ func NewDrainer(opts Options) *Drainer {
 		conns:     map[net.Conn]*connInfo{},
 		hijacked:  map[net.Conn]struct{}{},
 		tracked:   map[*http.Server]bool{},
-		h2Closed:  map[net.Conn]bool{},
 		changed:   make(chan struct{}, 1),
 		errC:      make(chan error, 1),
 	}
@@ -155,13 +153,18 @@ func (d *Drainer) OnDrain(f func()) {
 // fails is reported on Err.
 //
 // When srv would serve HTTP/2 with net/http's own implementation (over TLS
-// with "h2" in srv.TLSConfig.NextProtos, or a nil srv.TLSConfig), Serve sets
-// srv.TLSNextProto so that Drain can send its HTTP/2 connections a GOAWAY
-// without closing its idle HTTP/1.1 ones: each HTTP/2 connection is then
-// served by an http.Server of its own with srv's handler, hooks and
-// settings, which is the one a handler finds under http.ServerContextKey;
-// it costs one more goroutine per HTTP/2 connection (measured: 57.6 KiB per
-// idle connection instead of 43.9 KiB).
+// with "h2" in srv.TLSConfig.NextProtos, or a nil srv.TLSConfig; h2c with
+// prior knowledge where srv.Protocols asks for unencrypted HTTP/2), Serve
+// sets srv.TLSNextProto so that Drain can end its HTTP/2 connections with
+// the two GOAWAYs of RFC 9113, refusing no stream (see the package
+// documentation), without closing its idle HTTP/1.1 ones: each HTTP/2
+// connection is then served by an http.Server of its own with srv's
+// handler, hooks and settings, which is the one a handler finds under
+// http.ServerContextKey, through a wrapper that follows its frames; it
+// costs one more goroutine per HTTP/2 connection (measured: 58-62 KiB per
+// idle connection over TLS). Request.TLS is the connection's TLS state, as
+// before. Responses on those connections carry no "Connection: close" once
+// draining: HTTP/2 takes it for an immediate GOAWAY.
 // With srv.TLSNextProto already set (e.g. by x/net/http2.ConfigureServer)
 // HTTP/2 connections are drained as HTTP/1.1 ones are, closed once idle for
 // the idle grace.
@@ -233,26 +236,42 @@ func (d *Drainer) track(srv *http.Server) {
 			prev(c, s)
 		}
 	}
-	srv.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			d.mu.Lock()
-			again := d.h2Closed[c]
-			delete(d.h2Closed, c)
-			d.mu.Unlock()
-			if again {
-				return
-			}
-		}
-		report(c, s)
-	}
-	if takesH2(srv) {
-		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
-			"h2": func(hs *http.Server, c *tls.Conn, h http.Handler) { d.serveH2(hs, c, h, report) },
-		}
-	}
+	srv.ConnState = report
 	h := srv.Handler
 	if h == nil {
 		h = http.DefaultServeMux
+	}
+	if overTLS, h2c := h2Modes(srv); overTLS || h2c {
+		// The connections' servers answer without "Connection: close",
+		// which would make HTTP/2 send its GOAWAY with the first response
+		// after the drain began, before the drain's own (see h2conn.go).
+		h2h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d.requests.Add(1)
+			dw := &drainWriter{ResponseWriter: w, d: d, h2: true}
+			h.ServeHTTP(dw, r)
+			dw.answer()
+		})
+		// An "h2" entry is set in any case: with it, Go 1.27 hands h2c
+		// over through "unencrypted_http2" too.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
+			"h2": func(hs *http.Server, c *tls.Conn, nh http.Handler) {
+				if !overTLS {
+					return // as net/http does with a protocol it does not serve
+				}
+				st := c.ConnectionState()
+				d.serveH2(hs, c, &st, nil, h2h, nh, report)
+			},
+		}
+		if h2c {
+			srv.TLSNextProto["unencrypted_http2"] = func(hs *http.Server, c *tls.Conn, nh http.Handler) {
+				u, ok := c.NetConn().(interface{ UnencryptedNetConn() net.Conn })
+				if !ok {
+					d.log.Error("net/http passed an h2c connection in a form the drain does not know: closed", "event", "drain.h2c_unknown", "conn_type", fmt.Sprintf("%T", c.NetConn()))
+					return
+				}
+				d.serveH2(hs, u.UnencryptedNetConn(), nil, []byte(h2Preface), h2h, nh, report)
+			}
+		}
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.requests.Add(1)
@@ -305,7 +324,7 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 }
 
 // markH2 records that s is about to serve c with HTTP/2.
-func (d *Drainer) markH2(c *tls.Conn, s *h2Server) {
+func (d *Drainer) markH2(c net.Conn, s *h2Server) {
 	d.mu.Lock()
 	if ci := d.conns[c]; ci != nil {
 		ci.h2 = s
@@ -546,6 +565,7 @@ func (d *Drainer) closeAll() int {
 type drainWriter struct {
 	http.ResponseWriter
 	d        *Drainer
+	h2       bool // an HTTP/2 stream of a connection the Drainer serves: no header
 	wrote    bool
 	answered bool // counted in Activity's Answered
 }
@@ -562,7 +582,7 @@ func (w *drainWriter) header() {
 	w.answer()
 	if !w.wrote {
 		w.wrote = true
-		if w.d.draining.Load() {
+		if w.d.draining.Load() && !w.h2 {
 			w.ResponseWriter.Header().Set("Connection", "close")
 		}
 	}

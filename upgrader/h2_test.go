@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -26,6 +27,7 @@ const (
 	h2Data     = 0x0
 	h2Headers  = 0x1
 	h2Settings = 0x4
+	h2Ping     = 0x6
 	h2GoAway   = 0x7
 
 	h2EndStream = 0x1
@@ -66,8 +68,9 @@ func (h *h2Conn) write(typ, flags byte, stream uint32, payload []byte) {
 	}
 }
 
-// read returns the next frame, acknowledging the server's SETTINGS; at the
-// end of the connection it returns the error (io.EOF for a clean close).
+// read returns the next frame, acknowledging the server's SETTINGS and
+// PINGs; at the end of the connection it returns the error (io.EOF for a
+// clean close).
 func (h *h2Conn) read() (h2Frame, error) {
 	var hdr [9]byte
 	if _, err := io.ReadFull(h.c, hdr[:]); err != nil {
@@ -80,6 +83,9 @@ func (h *h2Conn) read() (h2Frame, error) {
 	}
 	if f.typ == h2Settings && f.flags&h2Ack == 0 {
 		h.write(h2Settings, h2Ack, 0, nil)
+	}
+	if f.typ == h2Ping && f.flags&h2Ack == 0 {
+		h.write(h2Ping, h2Ack, 0, f.payload)
 	}
 	return f, nil
 }
@@ -104,12 +110,14 @@ func (h *h2Conn) get(stream uint32, authority string) {
 
 // TestH2IdleGetsGoAway holds HTTP/2 connections idle across an upgrade, one
 // that has served a request and one that never did, over Upgrader.ServeTLS
-// and over Serve with a TLS listener: the old generation sends each a GOAWAY
-// with NO_ERROR naming the last stream it served, and only then closes it, so
-// that a client moves its next request to a new connection instead of
-// sending it on one that is closing. The one that never served a stream gets
-// it only after the idle grace (a new connection's first request is on its
-// way), so after the other.
+// and over Serve with a TLS listener: the old generation sends each the two
+// GOAWAYs of RFC 9113, section 6.8, with NO_ERROR — the first naming stream
+// 2^31-1 (with a PING, which the client answers), the second the last
+// stream it served — and only then closes it, so that a client moves its
+// next request to a new connection instead of sending it on one that is
+// closing. The one that never served a stream gets them only after the idle
+// grace (a new connection's first request is on its way), so after the
+// other.
 func TestH2IdleGetsGoAway(t *testing.T) {
 	spawns(t)
 	for _, mode := range [][]string{{"-servetls", ""}, {"-tls"}} {
@@ -130,8 +138,8 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 			s.signal(syscall.SIGHUP)
 			s.waitPid(first, 10*time.Second)
 			type watched struct {
-				goAway           *h2Frame
-				goAwayAt, closed time.Time
+				goAways          []h2Frame
+				goAwayAt, closed time.Time // the first GOAWAY's time
 				err              error
 			}
 			conns := []struct {
@@ -150,8 +158,11 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 							c.w.err, c.w.closed = err, time.Now()
 							return
 						}
-						if f.typ == h2GoAway && c.w.goAway == nil {
-							c.w.goAway, c.w.goAwayAt = &f, time.Now()
+						if f.typ == h2GoAway {
+							if c.w.goAways == nil {
+								c.w.goAwayAt = time.Now()
+							}
+							c.w.goAways = append(c.w.goAways, f)
 						}
 					}
 				})
@@ -161,19 +172,22 @@ func TestH2IdleGetsGoAway(t *testing.T) {
 				if !errors.Is(c.w.err, io.EOF) {
 					t.Errorf("%s: the connection ended with %v, want a clean close", c.name, c.w.err)
 				}
-				if c.w.goAway == nil {
+				var lasts, codes []uint32
+				for _, f := range c.w.goAways {
+					lasts = append(lasts, binary.BigEndian.Uint32(f.payload)&0x7fffffff)
+					codes = append(codes, binary.BigEndian.Uint32(f.payload[4:]))
+				}
+				if len(lasts) == 0 {
 					t.Errorf("%s: closed %v after SIGHUP without a GOAWAY", c.name, c.w.closed.Sub(sent))
 					continue
 				}
-				p := c.w.goAway.payload
-				last, code := binary.BigEndian.Uint32(p)&0x7fffffff, binary.BigEndian.Uint32(p[4:])
-				t.Logf("%s: GOAWAY (last stream %d, code %d) %v after SIGHUP, closed %v after it", c.name, last, code,
+				t.Logf("%s: GOAWAYs (last streams %v, codes %v), the first %v after SIGHUP, closed %v after it", c.name, lasts, codes,
 					c.w.goAwayAt.Sub(sent).Round(time.Millisecond), c.w.closed.Sub(c.w.goAwayAt).Round(time.Millisecond))
-				if last != c.last || code != 0 {
-					t.Errorf("%s: GOAWAY last stream %d code %d, want %d and 0 (NO_ERROR)", c.name, last, code, c.last)
+				if !slices.Equal(lasts, []uint32{1<<31 - 1, c.last}) || !slices.Equal(codes, []uint32{0, 0}) {
+					t.Errorf("%s: GOAWAYs naming %v with codes %v, want 2147483647 then %d, both 0 (NO_ERROR)", c.name, lasts, codes, c.last)
 				}
 			}
-			if u, n := conns[0].w, conns[1].w; u.goAway != nil && n.goAway != nil && !n.goAwayAt.After(u.goAwayAt) {
+			if u, n := conns[0].w, conns[1].w; u.goAways != nil && n.goAways != nil && !n.goAwayAt.After(u.goAwayAt) {
 				t.Errorf("the connection that never served a stream had its GOAWAY first")
 			}
 			if r := s.waitRecord(10*time.Second, "event=drain.done", fmt.Sprintf("pid=%d", first)); !r.Match("go_away=2") {
