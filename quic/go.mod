@@ -14,6 +14,8 @@ require (
 require (
 	github.com/cloudflare/tableflip v1.2.3 // indirect
 	github.com/coreos/go-systemd/v22 v22.3.1 // indirect
+	github.com/quic-go/qpack v0.6.0 // indirect
 	golang.org/x/crypto v0.54.0 // indirect
 	golang.org/x/net v0.56.0 // indirect
+	golang.org/x/text v0.40.0 // indirect
 )

@@ -209,8 +209,8 @@ func takeMaps(u *upgrader.Upgrader, addr string) (*maps, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, explain(err))
 	}
-	for _, t := range targets {
-		if err := passMap(u, mapName(addr, t.which), *t.dst); err != nil {
+	for which, x := range map[string]*ebpf.Map{"socks": m.socks, "conf": m.conf, "counters": m.counters} {
+		if err := passMap(u, mapName(addr, which), x); err != nil {
 			m.close()
 			return nil, fmt.Errorf("quic: %s: %w", addr, err)
 		}
