@@ -53,7 +53,18 @@ func mapName(addr, which string) string { return "handoff-quic.v1:" + addr + ":"
 // where the kernel or the process's privileges do not allow the steering,
 // and with one wrapping ErrTooManyGenerations when the generation
 // MaxGenerations before this one still holds its slot.
-func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) {
+func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) { return listen(u, addr) }
+
+// host is what Listen needs of the Upgrader (a fake in tests).
+type host interface {
+	Generation() int
+	HasParent() bool
+	InheritedFile(name string) (*os.File, error)
+	PassFile(name string, f *os.File) error
+	OnReady(f func() error)
+}
+
+func listen(u host, addr string) (*Socket, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("quic: %s: %w", addr, err)
@@ -74,7 +85,7 @@ func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) {
 		return nil, fmt.Errorf("quic: %s: reading the socket map: %w", addr, err)
 	} else if busy {
 		st.close()
-		return nil, fmt.Errorf("%w: generation %d would take slot %d, which generation %d (or one %d generations before it) still holds while it drains; upgrade again once it has exited",
+		return nil, fmt.Errorf("%w: generation %d would take slot %d, which generation %d (%d before it) still holds while it drains; upgrade again once it has exited",
 			ErrTooManyGenerations, u.Generation(), st.slot, u.Generation()-MaxGenerations, MaxGenerations)
 	}
 	if st.prog, err = loadProgram(m); err != nil {
@@ -166,7 +177,7 @@ func (s *Socket) Stats() (Stats, error) {
 
 // takeMaps returns the maps the previous generation passed for addr, or new
 // ones, registered with u for the next generation either way.
-func takeMaps(u *upgrader.Upgrader, addr string) (*maps, error) {
+func takeMaps(u host, addr string) (*maps, error) {
 	m := &maps{}
 	targets := []struct {
 		which string
@@ -219,7 +230,7 @@ func takeMaps(u *upgrader.Upgrader, addr string) (*maps, error) {
 }
 
 // passMap registers a copy of m's descriptor with u.
-func passMap(u *upgrader.Upgrader, name string, m *ebpf.Map) error {
+func passMap(u host, name string, m *ebpf.Map) error {
 	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)

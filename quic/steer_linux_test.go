@@ -244,7 +244,21 @@ func TestSteeringVerdicts(t *testing.T) {
 	deliver("Handshake v2, server's DCID", longPacket(0xf0, v2, g.cid(31), 300), 31)
 	deliver("Initial v1, server's DCID", longPacket(0xc0, v1, g.cid(1), 1200), 1)
 	deliver("Initial v1, DCID naming an empty slot", longPacket(0xc0, v1, g.cid(9), 1200), 2)
-	g.waitCount(verdictCookie, 8)
+	// A client that moved to another address (migration, NAT rebinding):
+	// its connection ID still routes it.
+	moved, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close()
+	p := tagged(shortPacket(0x40, g.cid(1), 100), 0xabc)
+	if _, err := moved.WriteToUDP(p, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: g.port}); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.recv(1); !bytes.Equal(got, p) {
+		t.Errorf("a migrated client's packet went elsewhere")
+	}
+	g.waitCount(verdictCookie, 9)
 	g.waitCount(verdictNewest, 6)
 
 	// Dropped: malformed, or not QUIC.

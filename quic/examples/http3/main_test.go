@@ -413,3 +413,51 @@ func writeCert(t *testing.T, certFile, keyFile string) {
 		t.Fatal(err)
 	}
 }
+
+// TestOldGenerationKilledMidDrain: an old generation killed with SIGKILL
+// while it drains takes its connections with it (here 5 that stay open
+// through the drain); the clients of the new generation see no failure.
+func TestOldGenerationKilledMidDrain(t *testing.T) {
+	needBPF(t)
+	s := startServer(t, "-drain", "60s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Connections that do nothing but keep alive: they outlive the GOAWAY.
+	var idle []*quicgo.Conn
+	for range 5 {
+		c, err := quicgo.DialAddr(ctx, s.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}},
+			&quicgo.Config{KeepAlivePeriod: 200 * time.Millisecond, MaxIdleTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseWithError(0, "")
+		idle = append(idle, c)
+	}
+	old := s.pids[0]
+	s.upgrade()
+	l := startLoad(t, s.addr, clients)
+	l.waitAnswered(t, clients*10)
+	for _, c := range idle {
+		if c.Context().Err() != nil {
+			t.Fatalf("an idle connection ended before the kill: %v", context.Cause(c.Context()))
+		}
+	}
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	broken := 0
+	for _, c := range idle {
+		select {
+		case <-c.Context().Done():
+			broken++
+		case <-ctx.Done():
+			t.Fatalf("a connection of the killed generation still lives after 30 s")
+		}
+	}
+	l.waitAnswered(t, clients*10)
+	l.end()
+	t.Logf("old generation killed mid-drain: %d of its %d connections lost; new generation's load: %s", broken, len(idle), l)
+	if l.failed.Load() != 0 || l.broken.Load() != 0 {
+		t.Errorf("%d requests failed and %d connections broke on the new generation, want 0 and 0", l.failed.Load(), l.broken.Load())
+	}
+}
