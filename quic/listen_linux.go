@@ -53,6 +53,9 @@ func mapName(addr, which string) string { return "handoff-quic.v1:" + addr + ":"
 // where the kernel or the process's privileges do not allow the steering,
 // and with one wrapping ErrTooManyGenerations when the generation
 // MaxGenerations before this one still holds its slot.
+//
+// It logs with slog.Default, one line per event: quic.listening when bound,
+// quic.steered at Ready.
 func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) { return listen(u, addr) }
 
 // host is what Listen needs of the Upgrader (a fake in tests).
