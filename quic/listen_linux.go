@@ -95,7 +95,7 @@ func listen(u host, addr string) (*Socket, error) {
 		st.close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, explain(err))
 	}
-	c, err := conf(m)
+	c, err := m.readConf()
 	if err != nil {
 		st.close()
 		return nil, fmt.Errorf("quic: %s: reading the configuration map: %w", addr, err)
@@ -144,7 +144,7 @@ func (s *Socket) activate() error {
 			aerr = fmt.Errorf("putting the socket into slot %d: %w", st.slot, err)
 			return
 		}
-		c, err := conf(st.maps)
+		c, err := st.maps.readConf()
 		if err != nil {
 			aerr = fmt.Errorf("reading the configuration map: %w", err)
 			return
@@ -166,8 +166,6 @@ func (s *Socket) activate() error {
 	}
 	return aerr
 }
-
-func conf(m *maps) (confValue, error) { return m.readConf() }
 
 // Stats returns the steering program's counts for the whole service.
 func (s *Socket) Stats() (Stats, error) {

@@ -185,7 +185,7 @@ func program(m *maps) asm.Instructions {
 		asm.JEq.Imm(asm.R2, 0, "malformed"),
 	)
 	b.cookie(stBuf+1, "malformed")
-	b.selectSlot(socks)
+	b.selectKey(socks)
 	b.emit(asm.JNE.Imm(asm.R0, 0, "gone"))
 	b.count(counters, verdictCookie, 1)
 
@@ -225,7 +225,7 @@ func program(m *maps) asm.Instructions {
 		asm.JNE.Imm(asm.R2, CIDLen, "bytype"),
 	)
 	b.cookie(stBuf+6, "bytype")
-	b.selectSlot(socks)
+	b.selectKey(socks)
 	b.emit(asm.JNE.Imm(asm.R0, 0, "bytype"))
 	b.count(counters, verdictCookie, 1)
 
@@ -309,9 +309,6 @@ func (b *builder) cookie(at int16, fail string) {
 		asm.StoreMem(asm.R10, stKey, asm.R2, asm.Word),
 	)
 }
-
-// selectSlot is selectKey for the slot cookie left.
-func (b *builder) selectSlot(socks int) { b.selectKey(socks) }
 
 // selectKey calls bpf_sk_select_reuseport with the key at stKey; R0 is 0
 // when a socket was selected.
