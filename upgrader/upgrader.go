@@ -182,6 +182,8 @@ type Upgrader struct {
 	// from a .socket unit: removed on a plain stop when the sockets are in
 	// the fd store (see releaseStore).
 	ownPaths []string
+	// readyHooks run at the start of Ready (see OnReady).
+	readyHooks []func() error
 
 	readyOnce sync.Once
 	readyC    chan struct{}
@@ -747,6 +749,9 @@ func (u *Upgrader) Ready() error {
 }
 
 func (u *Upgrader) ready() error {
+	if err := u.runReadyHooks(); err != nil {
+		return err
+	}
 	// orphan: the parent died before this generation was ready (killed
 	// with SIGKILL, say). This one holds the sockets and can serve, so it
 	// serves on as the only generation instead of stopping.

@@ -1,0 +1,253 @@
+package quic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	quicgo "github.com/quic-go/quic-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+// steer is a generation's share of the steering.
+type steer struct {
+	maps *maps
+	prog *ebpf.Program
+	slot uint32
+	prev uint32 // the slot of the generation that started this one, or noSlot
+}
+
+func (s *steer) close() {
+	if s.prog != nil {
+		s.prog.Close()
+	}
+	s.maps.close()
+}
+
+// registry names of the maps passed from generation to generation; v1 is
+// the layout of the maps and of the cookie. A release that changes either
+// must change it, and then starts a group of its own (its first generation
+// cannot bind beside the old one's, which keep their own maps).
+func mapName(addr, which string) string { return "handoff-quic.v1:" + addr + ":" + which }
+
+// Listen returns this generation's UDP socket for addr ("host:port", with a
+// fixed port, the same in every generation), steered: it joins the
+// SO_REUSEPORT group of the earlier generations' sockets for addr, takes
+// the steering maps they passed on (or creates them in the first
+// generation) and registers them with u for the next. The socket gets
+// packets once u.Ready is called: then it takes its generation's slot in
+// the map, becomes the newest ready generation, to which new connections
+// go, and attaches this release's steering program to the group. Call it
+// before Ready, once per address.
+//
+// It fails with an error wrapping ErrNoBPF, which names what is missing,
+// where the kernel or the process's privileges do not allow the steering,
+// and with one wrapping ErrTooManyGenerations when the generation
+// MaxGenerations before this one still holds its slot.
+//
+// It logs with slog.Default, one line per event: quic.listening when bound,
+// quic.steered at Ready.
+func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) { return listen(u, addr) }
+
+// host is what Listen needs of the Upgrader (a fake in tests).
+type host interface {
+	Generation() int
+	HasParent() bool
+	InheritedFile(name string) (*os.File, error)
+	PassFile(name string, f *os.File) error
+	OnReady(f func() error)
+}
+
+func listen(u host, addr string) (*Socket, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("quic: %s: %w", addr, err)
+	}
+	if ua.Port == 0 {
+		return nil, fmt.Errorf("quic: %s: give a fixed port: every generation binds its own socket to the same address", addr)
+	}
+	m, err := takeMaps(u, addr)
+	if err != nil {
+		return nil, err
+	}
+	st := &steer{maps: m, slot: uint32((u.Generation() - 1) % MaxGenerations), prev: noSlot}
+	if u.HasParent() {
+		st.prev = uint32((u.Generation() - 2) % MaxGenerations)
+	}
+	if busy, err := m.occupied(st.slot); err != nil {
+		st.close()
+		return nil, fmt.Errorf("quic: %s: reading the socket map: %w", addr, err)
+	} else if busy {
+		st.close()
+		return nil, fmt.Errorf("%w: generation %d would take slot %d, which generation %d (%d before it) still holds while it drains; upgrade again once it has exited",
+			ErrTooManyGenerations, u.Generation(), st.slot, u.Generation()-MaxGenerations, MaxGenerations)
+	}
+	if st.prog, err = loadProgram(m); err != nil {
+		st.close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, explain(err))
+	}
+	c, err := m.readConf()
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("quic: %s: reading the configuration map: %w", addr, err)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return os.NewSyscallError("setsockopt SO_REUSEPORT", serr)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("quic: %s: binding this generation's socket (the earlier ones' must be bound with SO_REUSEPORT, by this package, as the same user): %w", addr, err)
+	}
+	conn := pc.(*net.UDPConn)
+	cids := cidGenerator{slot: uint8(st.slot), key: uint16(c.Key)}
+	s := &Socket{conn: conn, cids: cids, st: st}
+	s.tr = &quicgo.Transport{Conn: conn, ConnectionIDGenerator: cids}
+	log := slog.Default().With("gen", u.Generation(), "pid", os.Getpid())
+	u.OnReady(func() error {
+		if err := s.activate(); err != nil {
+			return fmt.Errorf("quic: %s: %w", addr, err)
+		}
+		log.Info("QUIC socket steered: new connections come to this generation", "event", "quic.steered", "addr", addr, "slot", st.slot, "previous_slot", int64(int32(st.prev)))
+		return nil
+	})
+	log.Info("QUIC socket bound; it gets packets from Ready on", "event", "quic.listening", "addr", addr, "local", conn.LocalAddr().String(), "slot", st.slot)
+	return s, nil
+}
+
+// activate puts the socket into its slot, makes this generation the newest
+// ready one, and attaches its program to the group.
+func (s *Socket) activate() error {
+	st := s.st
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var aerr error
+	err = rc.Control(func(fd uintptr) {
+		if err := st.maps.socks.Update(st.slot, uint64(fd), ebpf.UpdateAny); err != nil {
+			aerr = fmt.Errorf("putting the socket into slot %d: %w", st.slot, err)
+			return
+		}
+		c, err := st.maps.readConf()
+		if err != nil {
+			aerr = fmt.Errorf("reading the configuration map: %w", err)
+			return
+		}
+		c.Previous, c.Newest = st.prev, st.slot
+		if c.Previous == noSlot {
+			c.Previous = st.slot
+		}
+		if err := st.maps.conf.Put(uint32(0), c); err != nil {
+			aerr = fmt.Errorf("writing the configuration map: %w", err)
+			return
+		}
+		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, st.prog.FD()); err != nil {
+			aerr = os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_EBPF", err)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return aerr
+}
+
+// Stats returns the steering program's counts for the whole service.
+func (s *Socket) Stats() (Stats, error) {
+	c, err := s.st.maps.counts()
+	if err != nil {
+		return Stats{}, fmt.Errorf("quic: reading the counters: %w", err)
+	}
+	return Stats{ByCookie: c[verdictCookie], ToNewest: c[verdictNewest], Malformed: c[verdictMalformed], Gone: c[verdictGone], NoReady: c[verdictNoReady]}, nil
+}
+
+// takeMaps returns the maps the previous generation passed for addr, or new
+// ones, registered with u for the next generation either way.
+func takeMaps(u host, addr string) (*maps, error) {
+	m := &maps{}
+	targets := []struct {
+		which string
+		dst   **ebpf.Map
+	}{{"socks", &m.socks}, {"conf", &m.conf}, {"counters", &m.counters}}
+	inherited := 0
+	for _, t := range targets {
+		f, err := u.InheritedFile(mapName(addr, t.which))
+		if err != nil {
+			m.close()
+			return nil, fmt.Errorf("quic: %s: %w", addr, err)
+		}
+		if f == nil {
+			continue
+		}
+		inherited++
+		// NewMapFromFD owns the descriptor it is given: a copy of f's.
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		f.Close()
+		if err != nil {
+			m.close()
+			return nil, fmt.Errorf("quic: %s: %w", addr, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+		}
+		if *t.dst, err = ebpf.NewMapFromFD(fd); err != nil {
+			unix.Close(fd)
+			m.close()
+			return nil, fmt.Errorf("quic: %s: the %s map the previous generation passed: %w", addr, t.which, err)
+		}
+	}
+	switch inherited {
+	case len(targets):
+		return m, nil
+	case 0:
+	default:
+		m.close()
+		return nil, fmt.Errorf("quic: %s: the previous generation passed %d of the %d steering maps; start the same release", addr, inherited, len(targets))
+	}
+	_ = rlimit.RemoveMemlock() // kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK
+	m, err := newMaps()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, explain(err))
+	}
+	for which, x := range map[string]*ebpf.Map{"socks": m.socks, "conf": m.conf, "counters": m.counters} {
+		if err := passMap(u, mapName(addr, which), x); err != nil {
+			m.close()
+			return nil, fmt.Errorf("quic: %s: %w", addr, err)
+		}
+	}
+	return m, nil
+}
+
+// passMap registers a copy of m's descriptor with u.
+func passMap(u host, name string, m *ebpf.Map) error {
+	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	return u.PassFile(name, f)
+}
+
+// explain words the error of creating the maps for a reader who must fix it.
+func explain(err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return fmt.Errorf("this process may not create BPF maps and programs (%w): run it as root, or give it CAP_BPF and CAP_NET_ADMIN (AmbientCapabilities=CAP_BPF CAP_NET_ADMIN in a systemd unit; CAP_SYS_ADMIN before Linux 5.8); uid %s", err, strconv.Itoa(os.Geteuid()))
+	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("this kernel lacks BPF_MAP_TYPE_REUSEPORT_SOCKARRAY or BPF_PROG_TYPE_SK_REUSEPORT (%w): the steering needs Linux 4.19 or later with CONFIG_BPF_SYSCALL", err)
+	}
+	return err
+}

@@ -1,0 +1,171 @@
+package quic
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeHost is a generation without an Upgrader: files pass by hand.
+type fakeHost struct {
+	t         *testing.T
+	gen       int
+	inherited map[string]*os.File
+	passed    map[string]*os.File
+	hooks     []func() error
+}
+
+func newFakeHost(t *testing.T, gen int, parent *fakeHost) *fakeHost {
+	h := &fakeHost{t: t, gen: gen, inherited: map[string]*os.File{}, passed: map[string]*os.File{}}
+	if parent != nil {
+		for name, f := range parent.passed {
+			h.inherited[name] = dupFile(t, f)
+		}
+	}
+	return h
+}
+
+func dupFile(t *testing.T, f *os.File) *os.File {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := os.NewFile(uintptr(fd), f.Name())
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func (h *fakeHost) Generation() int { return h.gen }
+func (h *fakeHost) HasParent() bool { return len(h.inherited) > 0 }
+func (h *fakeHost) InheritedFile(name string) (*os.File, error) {
+	f := h.inherited[name]
+	if f == nil {
+		return nil, nil
+	}
+	// Passed on as the upgrader does with a file asked for.
+	h.passed[name] = dupFile(h.t, f)
+	return f, nil
+}
+func (h *fakeHost) PassFile(name string, f *os.File) error {
+	h.passed[name] = dupFile(h.t, f)
+	return nil
+}
+func (h *fakeHost) OnReady(f func() error) { h.hooks = append(h.hooks, f) }
+func (h *fakeHost) ready() {
+	for _, f := range h.hooks {
+		if err := f(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+func freeUDPAddr(t *testing.T) string {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
+}
+
+// TestThirtyThreeGenerations: generation n takes slot (n-1) % 32, so the
+// 33rd would share the first's slot. Listen refuses it while the first
+// still holds its socket, with ErrTooManyGenerations; once the first has
+// closed it, the 33rd takes the slot.
+func TestThirtyThreeGenerations(t *testing.T) {
+	needBPF(t)
+	addr := freeUDPAddr(t)
+	var parent *fakeHost
+	socks := map[int]*Socket{}
+	for gen := 1; gen <= MaxGenerations; gen++ {
+		h := newFakeHost(t, gen, parent)
+		s, err := listen(h, addr)
+		if err != nil {
+			t.Fatalf("generation %d: %v", gen, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		h.ready()
+		if s.Slot() != gen-1 {
+			t.Fatalf("generation %d has slot %d, want %d", gen, s.Slot(), gen-1)
+		}
+		socks[gen], parent = s, h
+	}
+	h33 := newFakeHost(t, MaxGenerations+1, parent)
+	_, err := listen(h33, addr)
+	if !errors.Is(err, ErrTooManyGenerations) {
+		t.Fatalf("generation 33 while 1 to 32 are alive: %v, want ErrTooManyGenerations", err)
+	}
+	t.Logf("generation 33 refused: %v", err)
+	socks[1].Close()
+	h33 = newFakeHost(t, MaxGenerations+1, parent)
+	s, err := listen(h33, addr)
+	if err != nil {
+		t.Fatalf("generation 33 once generation 1 is gone: %v", err)
+	}
+	defer s.Close()
+	h33.ready()
+	if s.Slot() != 0 {
+		t.Fatalf("generation 33 has slot %d, want 0", s.Slot())
+	}
+	c, err := s.st.maps.readConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Newest != 0 || c.Previous != MaxGenerations-1 {
+		t.Fatalf("configuration %+v after generation 33 is ready, want newest 0, previous 31", c)
+	}
+}
+
+// TestWithoutPrivileges: a process that may not use BPF gets, from Listen,
+// an error that wraps ErrNoBPF and says what to grant. The test runs itself
+// as nobody.
+func TestWithoutPrivileges(t *testing.T) {
+	if os.Getenv("HANDOFF_QUIC_UNPRIVILEGED") != "" {
+		_, err := listen(newFakeHost(t, 1, nil), freeUDPAddr(t))
+		fmt.Printf("listen: %v; ErrNoBPF %v\n", err, errors.Is(err, ErrNoBPF))
+		return
+	}
+	if testing.Short() {
+		t.Skip("spawns a process")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run itself as nobody")
+	}
+	// The test binary's directory is root's alone: run a copy nobody can.
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := dir + "/quic.test"
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestWithoutPrivileges$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HANDOFF_QUIC_UNPRIVILEGED=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	for _, want := range []string{"ErrNoBPF true", "CAP_BPF", "root"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the unprivileged Listen's output lacks %q", want)
+		}
+	}
+}
