@@ -161,9 +161,11 @@ func (w *Watcher) run() {
 }
 
 // matters reports whether an event about name can change what a watched
-// path holds.
+// path holds: it is on the way to one, or an entry of a watched directory
+// that counts (an editor's swap file, written every few seconds while the
+// editor is open, does not).
 func (w *Watcher) matters(name string) bool {
-	return w.names[name] || w.watched[name] || w.content[filepath.Dir(name)]
+	return w.names[name] || w.watched[name] || w.content[filepath.Dir(name)] && !ignored(filepath.Base(name))
 }
 
 // look resolves the paths afresh (symlinks may have been swapped), watches

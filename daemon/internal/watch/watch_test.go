@@ -350,7 +350,8 @@ func TestDirectory(t *testing.T) {
 
 	write(t, filepath.Join(dir, ".a.conf.swp"), "swap")
 	write(t, filepath.Join(dir, "a.conf~"), "backup")
-	wt.wait("watch.unchanged", 1)
+	wt.settle(f)
+	wt.changes(0, dir)
 	write(t, filepath.Join(dir, "b.conf"), "b")
 	wt.wait("watch.changed", 1)
 	os.Remove(filepath.Join(dir, "b.conf"))
