@@ -74,6 +74,9 @@ type Config struct {
 	Control   string
 	Chdir     string // each generation's directory, resolved at its start
 	EnvFile   string // read at each generation's start
+	// Watch lists the files and directories (absolute, cleaned) whose
+	// change in content starts a reload (--watch).
+	Watch     []string
 	FDStore   bool
 	LogFormat string // "text" or "json"
 	// Credential, if set, is the user and group the program runs as.
@@ -122,7 +125,7 @@ Flags:
 // runFlags holds the flags of 'handoff run' that are checked and converted
 // after parsing, into a config.
 type runFlags struct {
-	listens                                             []string
+	listens, watches                                    []string
 	ready, stop, health, userName, groupName, maxMemory *string
 }
 
@@ -195,6 +198,15 @@ func runFlagSet(cfg *Config) (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&cfg.EnvFile, "env-file", "", "read KEY=VALUE lines from `FILE` afresh for each generation; they override handoff's\n"+
 		"environment (# comments, blank lines, '…' or \"…\" quotes). A bad file fails that reload and the old\n"+
 		"generation serves on. Example: --env-file /srv/app/current/app.env")
+	fs.Func("watch", "reload when what `PATH` holds changes; repeatable. A file (symlinks followed), or a directory\n"+
+		"(the files directly in it, not those named .* or *~). Writes are debounced (200 ms quiet, 2 s at\n"+
+		"most), so that a burst of them, an editor's save or the swap of a Kubernetes ConfigMap or Secret\n"+
+		"volume is one reload; content left as it was (by sha256) is none. A path removed is watched for its\n"+
+		"return; one missing at start must be in a directory that exists. A reload that fails leaves the\n"+
+		"old generation serving, and the next change tries again. Example: --watch /etc/app/config.yaml", func(s string) error {
+		raw.watches = append(raw.watches, s)
+		return nil
+	})
 	fs.StringVar(&cfg.PIDFile, "pidfile", "", "write handoff's own pid to this `PATH`. Example: --pidfile /run/app/handoff.pid")
 	fs.StringVar(&cfg.Control, "control", "", "control socket `PATH` for 'handoff reload' and 'handoff status' (default "+DefaultControl()+")")
 	raw.userName = fs.String("user", "", "run the program as this `USER`, a name or a uid (handoff binds as root first). Example: --user www-data")
@@ -268,6 +280,18 @@ func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 		}
 		seen[l.Addr.String()] = true
 	}
+	for _, w := range raw.watches {
+		p, err := checkWatch(w)
+		if err != nil {
+			return err
+		}
+		for _, q := range cfg.Watch {
+			if q == p {
+				return Usagef("handoff run: --watch %s given twice", w)
+			}
+		}
+		cfg.Watch = append(cfg.Watch, p)
+	}
 	if *raw.health != "" {
 		if !strings.HasPrefix(*raw.health, "http://") && !strings.HasPrefix(*raw.health, "tcp://") {
 			return Usagef("handoff run: --health %s: use http://HOST:PORT/PATH or tcp://HOST:PORT", *raw.health)
@@ -331,6 +355,26 @@ func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 		}
 	}
 	return nil
+}
+
+// checkWatch checks a --watch path and returns it absolute: a file or
+// directory that exists, or a path missing in a directory that exists
+// (watched for its coming).
+func checkWatch(w string) (string, error) {
+	if w == "" {
+		return "", Usagef("handoff run: --watch needs a path, as in --watch /etc/app/config.yaml")
+	}
+	p, err := filepath.Abs(w)
+	if err != nil {
+		return "", Usagef("handoff run: --watch %s: %v", w, err)
+	}
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if fi, err := os.Stat(filepath.Dir(p)); err != nil || !fi.IsDir() {
+		return "", Usagef("handoff run: --watch %s: no such file, nor a directory %s to watch for it — give a file or directory that exists", w, filepath.Dir(p))
+	}
+	return p, nil
 }
 
 func parseListen(s string, i int) (Listen, error) {

@@ -34,9 +34,9 @@
 //
 // `handoff status` shows these names.
 //
-// A reload (SIGHUP, `handoff reload`) starts generation N+1; generation N
-// keeps serving until N+1 is ready and its bake window has passed. With
-// several workers the reload rolls (roll): one worker index after another,
+// A reload (SIGHUP, `handoff reload`, a change --watch saw) starts
+// generation N+1; generation N keeps serving until N+1 is ready and its
+// bake window has passed. With several workers the reload rolls (roll): one worker index after another,
 // each new process ready before the old one drains, at most --max-surge
 // processes beyond the workers' number; a new process that fails stops the
 // roll, and the workers already replaced are put back to what they ran. A

@@ -17,6 +17,9 @@ type (
 	EvSignal struct{ Sig string }
 	// EvReload: `handoff reload` asks for a reload; its result goes to W.
 	EvReload struct{ W chan<- ReloadResult }
+	// EvWatchChanged: what --watch watches has changed in content (Paths,
+	// as given): a reload, as on SIGHUP.
+	EvWatchChanged struct{ Paths []string }
 	// EvRollback: `handoff rollback` asks for a rollback; its result goes
 	// to W.
 	EvRollback struct{ W chan<- ReloadResult }
@@ -123,6 +126,7 @@ type Event interface{ isEvent() }
 func (EvStart) isEvent()           {}
 func (EvSignal) isEvent()          {}
 func (EvReload) isEvent()          {}
+func (EvWatchChanged) isEvent()    {}
 func (EvRollback) isEvent()        {}
 func (EvSpawned) isEvent()         {}
 func (EvSpawnFailed) isEvent()     {}

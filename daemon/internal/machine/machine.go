@@ -67,6 +67,7 @@ type counters struct {
 	drainSec     *promtext.Histogram // from the stop signal to the exit of each process
 	drainsKilled int                 // processes killed at --drain-timeout
 	unresponsive int                 // processes replaced because they were shown hung
+	watchReloads int                 // reloads asked by --watch
 }
 
 // reloadBuckets and drainBuckets are the histograms' upper bounds, in
@@ -132,6 +133,10 @@ func (m *Machine) Step(ev Event) []Action {
 	case EvReload:
 		m.log(slog.LevelInfo, "reload.asked", "reload asked", "by", "handoff reload")
 		m.askReload(e.W)
+	case EvWatchChanged:
+		m.counts.watchReloads++
+		m.log(slog.LevelInfo, "reload.asked", "reload asked", "by", "watch", "paths", e.Paths)
+		m.askReload(nil)
 	case EvRollback:
 		m.rollback(e.W)
 	case EvSpawned:

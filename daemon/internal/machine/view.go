@@ -52,9 +52,12 @@ type View struct {
 	Current *Gen
 	// Reloads counts reloads by outcome ("ready", "failed",
 	// "rolled_back") and, for "failed", reason.
-	Reloads   map[[2]string]int
-	ReloadSec *promtext.Histogram // how long each reload that ended ready took
-	DrainSec  *promtext.Histogram // from each process's stop signal to its exit
+	Reloads map[[2]string]int
+	// WatchReloads counts the reloads --watch asked for (each change seen;
+	// one asked during another is queued with it).
+	WatchReloads int
+	ReloadSec    *promtext.Histogram // how long each reload that ended ready took
+	DrainSec     *promtext.Histogram // from each process's stop signal to its exit
 }
 
 // Worker is one worker index, as View shows it.
@@ -79,7 +82,7 @@ func (m *Machine) View() View {
 	}
 	v := View{Gens: m.gens, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive, DrainsKilled: m.counts.drainsKilled,
 		Reloading: m.reloading, Queued: m.q.Queued(), Rolling: m.roll != nil && m.roll.kind != spawnFirst, Rollback: m.previous,
-		Reloads: m.counts.reloads, ReloadSec: reloadSec, DrainSec: drainSec}
+		Reloads: m.counts.reloads, WatchReloads: m.counts.watchReloads, ReloadSec: reloadSec, DrainSec: drainSec}
 	if g := m.first(); g.PID != 0 {
 		v.Current = g
 	}

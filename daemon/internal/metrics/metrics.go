@@ -100,6 +100,7 @@ func Render(m machine.View, rss map[*machine.Gen]int64, started time.Time, versi
 	p.Counter("handoff_restarts_total", "Restarts of a worker that exited on its own.", promtext.Sample{Value: float64(m.Restarts)})
 	p.Counter("handoff_killed_total", "Processes handoff killed with SIGKILL: not ready in time, hung, past --drain-timeout or --max-draining, a second stop signal.", promtext.Sample{Value: float64(m.Killed)})
 
+	p.Counter("handoff_watch_reloads_total", "Reloads asked because what --watch watches changed in content.", promtext.Sample{Value: float64(m.WatchReloads)})
 	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.Unresponsive)})
 
 	var up, restarts, hung, mem []promtext.Sample

@@ -1,9 +1,9 @@
 // Package supervisor runs `handoff run`: it opens the sockets and the
 // control socket, then its one goroutine turns signals, control requests,
-// timers and what the processes do into the machine's events, steps the
-// machine, and carries out its actions — starting processes with the
-// sockets (LISTEN_FDS), signalling them, waiting on their readiness, and
-// the stop. It keeps beside each machine.Gen what is the process's own: its
+// the changes --watch sees (package watch), timers and what the processes
+// do into the machine's events, steps the machine, and carries out its
+// actions — starting processes with the sockets (LISTEN_FDS), signalling
+// them, waiting on their readiness, and the stop. It keeps beside each machine.Gen what is the process's own: its
 // command, notify socket, output and timers. It answers the control
 // socket's requests (status, signal) and serves --metrics.
 package supervisor

@@ -23,6 +23,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/daemon/internal/watch"
 	"github.com/handoff-dev/handoff/internal/holdback"
 	"github.com/handoff-dev/handoff/listener"
 	"github.com/handoff-dev/handoff/systemd"
@@ -52,6 +53,9 @@ func Run(cfg *config.Config, log *slog.Logger, version string) (int, error) {
 	}
 	defer os.RemoveAll(s.runDir)
 	code := s.run()
+	if s.watcher != nil {
+		s.watcher.Close()
+	}
 	s.stopAllStrays()
 	s.keeper.Bye()
 	// Removes the control socket and the pid file; STOPPING=1 went out when
@@ -151,6 +155,13 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	if cfg.Metrics != "" {
 		if err := s.serveMetrics(); err != nil {
 			return nil, err
+		}
+	}
+	if len(cfg.Watch) > 0 {
+		// What the paths hold now is what later content is compared
+		// with: read before the first generation starts.
+		if s.watcher, err = watch.Start(watch.Options{Paths: cfg.Watch, Log: log}); err != nil {
+			return nil, fmt.Errorf("handoff run: --watch: %w", err)
 		}
 	}
 	return s, nil

@@ -24,6 +24,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/daemon/internal/watch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -85,6 +86,8 @@ type supervisor struct {
 	// answered on the channel it carries.
 	scrapeC chan chan []byte
 	wdC     chan chan error // watchdog checks from the upgrader's ping loop
+	// watcher reports the changes of --watch's paths; nil without it.
+	watcher *watch.Watcher
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
@@ -112,6 +115,10 @@ func (s *supervisor) run() int {
 	if code, done := s.apply(machine.EvStart{}); done {
 		return code
 	}
+	var watchC <-chan watch.Change // nil, never ready, without --watch
+	if s.watcher != nil {
+		watchC = s.watcher.Changes()
+	}
 	for {
 		var ev machine.Event
 		select {
@@ -119,6 +126,8 @@ func (s *supervisor) run() int {
 			ev = machine.EvSignal{Sig: config.SignalName(sig.(syscall.Signal))}
 		case e := <-s.events:
 			ev = e
+		case c := <-watchC:
+			ev = machine.EvWatchChanged{Paths: c.Paths}
 		case req := <-s.ctlC:
 			switch req.Cmd {
 			case "status":
