@@ -336,7 +336,7 @@ func TestSharedSocketBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns servers")
 	}
-	s := startServer(t, "-shared-socket", "-drain", "3s")
+	s := startServer(t, "-shared-socket", "-drain", "1s")
 	l := startLoad(t, s.addr, clients)
 	l.waitAnswered(t, clients*10)
 	for range upgrades {
