@@ -196,6 +196,12 @@ func TestDrainH2(t *testing.T) {
 	if st.Conns != 1 || st.GoAway != 1 || st.IdleClosed != 0 || st.Cut != 0 {
 		t.Errorf("drain stats %+v, want 1 connection sent a GOAWAY, none closed idle or cut", st)
 	}
+	// net/http reports the close from the connection's goroutine, once
+	// the connection is closed: it may come just after Drain returns.
+	closed := func() int { mu.Lock(); defer mu.Unlock(); return states[http.StateClosed] }
+	for deadline := time.Now().Add(5 * time.Second); closed() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if states[http.StateNew] != 1 || states[http.StateClosed] != 1 {
