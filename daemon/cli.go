@@ -22,6 +22,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/release"
 	"github.com/handoff-dev/handoff/daemon/internal/supervisor"
 )
 
@@ -271,9 +272,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE\tDIR")
+	fmt.Fprintln(tw, "GEN\tPID\tSTATE\tAGE\tRELEASE\tDIR")
 	for _, g := range st.Generations {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second), g.Dir)
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", g.Generation, g.PID, g.State, time.Duration(g.AgeSeconds*float64(time.Second)).Round(time.Second), releaseColumn(g.Release), g.Dir)
 	}
 	if r := st.Rollback; r != nil {
 		fmt.Fprintf(tw, "\nrollback would run: %s", strings.Join(append([]string{r.Program}, r.Args...), " "))
@@ -288,4 +289,18 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	_ = tw.Flush()
 	return 0
+}
+
+// releaseColumn names a release in `handoff status`'s table: the first 12
+// hex digits of its SHA-256 and its file — the script where an interpreter
+// runs one — or "-" before handoff has read it.
+func releaseColumn(id *release.Identity) string {
+	if id == nil {
+		return "-"
+	}
+	path := id.Program.Path
+	if id.Script != nil {
+		path = id.Script.Path
+	}
+	return id.Short() + " " + path
 }

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/release"
 )
 
 // Message is a request of the control protocol: one JSON request per
@@ -73,6 +74,9 @@ type GenStatus struct {
 	State      string  `json:"state"`
 	AgeSeconds float64 `json:"age_seconds"`
 	Dir        string  `json:"dir,omitempty"`
+	// Release is what it runs, once handoff has read it (a moment after
+	// the start).
+	Release *release.Identity `json:"release,omitempty"`
 }
 
 // WorkerStatus describes one worker index of the service.

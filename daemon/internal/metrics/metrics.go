@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/release"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
@@ -53,9 +54,10 @@ const (
 )
 
 // Render renders the figures: m is the machine's view, rss the resident
-// memory of the serving processes that could be measured, started when this
-// handoff started, version names its build.
-func Render(m machine.View, rss map[*machine.Gen]int64, started time.Time, version string) []byte {
+// memory of the serving processes that could be measured, releases what each
+// process runs by pid (those identified so far), started when this handoff
+// started, version names its build.
+func Render(m machine.View, rss map[*machine.Gen]int64, releases map[int]release.Identity, started time.Time, version string) []byte {
 	var b bytes.Buffer
 	p := promtext.NewWriter(&b)
 	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
@@ -117,6 +119,23 @@ func Render(m machine.View, rss map[*machine.Gen]int64, started time.Time, versi
 	p.Counter("handoff_worker_restarts_total", "Restarts at this worker index after its process exited on its own.", restarts...)
 	p.Counter("handoff_worker_unresponsive_total", "Processes at this worker index replaced because they were shown hung.", hung...)
 	p.Gauge("handoff_worker_resident_memory_bytes", "The resident memory of the process serving at this worker index.", mem...)
+
+	var rel, mod []promtext.Sample
+	for _, g := range m.Gens {
+		id, ok := releases[g.PID]
+		if !ok || g.State == machine.Exited {
+			continue
+		}
+		l := []string{"generation", strconv.Itoa(g.N), "worker", strconv.Itoa(g.W), "state", g.State.String(),
+			"path", id.Program.Path, "sha256", id.Program.SHA256, "size_bytes", strconv.FormatInt(id.Program.Size, 10)}
+		if id.Script != nil {
+			l = append(l, "script", id.Script.Path, "script_sha256", id.Script.SHA256)
+		}
+		rel = append(rel, promtext.Sample{Labels: promtext.L(l...), Value: 1})
+		mod = append(mod, promtext.Sample{Labels: promtext.L("generation", strconv.Itoa(g.N), "worker", strconv.Itoa(g.W)), Value: float64(id.Program.Modified.UnixNano()) / 1e9})
+	}
+	p.Gauge("handoff_release_info", "What each process runs, as labels: its program's file (symlinks resolved), SHA-256 and size, and the script an interpreter runs; always 1.", rel...)
+	p.Gauge("handoff_release_modified_time_seconds", "When the program's file each process runs was last modified, in seconds since the epoch.", mod...)
 	if err := p.Err(); err != nil {
 		return []byte(fmt.Sprintf("# error: %v\n", err))
 	}

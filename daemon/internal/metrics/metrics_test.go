@@ -20,7 +20,7 @@ func TestRender(t *testing.T) {
 		machine.EvReload{}, machine.EvSpawned{G: g2}, machine.EvExited{G: g2, How: "exit status 3"}} {
 		m.Step(ev)
 	}
-	out := string(Render(m.View(), map[*machine.Gen]int64{g1: 20 << 20}, time.Unix(999, 0), "v1.2.3"))
+	out := string(Render(m.View(), map[*machine.Gen]int64{g1: 20 << 20}, nil, time.Unix(999, 0), "v1.2.3"))
 	for _, want := range []string{
 		`handoff_build_info{version="v1.2.3",goversion="`,
 		"handoff_start_time_seconds 999\n",

@@ -18,11 +18,11 @@ func TestRenderWatchReloads(t *testing.T) {
 	for _, ev := range []machine.Event{machine.EvStart{}, machine.EvSpawned{G: g1}, machine.EvReady{G: g1}} {
 		m.Step(ev)
 	}
-	if out := string(Render(m.View(), nil, time.Unix(999, 0), "v1")); !strings.Contains(out, "\nhandoff_watch_reloads_total 0\n") {
+	if out := string(Render(m.View(), nil, nil, time.Unix(999, 0), "v1")); !strings.Contains(out, "\nhandoff_watch_reloads_total 0\n") {
 		t.Errorf("no handoff_watch_reloads_total 0 in:\n%s", out)
 	}
 	m.Step(machine.EvWatchChanged{Paths: []string{"/etc/app.conf"}})
-	if out := string(Render(m.View(), nil, time.Unix(999, 0), "v1")); !strings.Contains(out, "\nhandoff_watch_reloads_total 1\n") {
+	if out := string(Render(m.View(), nil, nil, time.Unix(999, 0), "v1")); !strings.Contains(out, "\nhandoff_watch_reloads_total 1\n") {
 		t.Errorf("no handoff_watch_reloads_total 1 after a change:\n%s", out)
 	}
 }

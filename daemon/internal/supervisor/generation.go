@@ -21,6 +21,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
+	"github.com/handoff-dev/handoff/daemon/internal/release"
 	"github.com/handoff-dev/handoff/internal/envfile"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
@@ -48,6 +49,9 @@ type generation struct {
 	exitedC chan struct{} // closed when it has exited
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
+	// ident is what it runs, once identify has read it; nil until then,
+	// or if the files could not be read.
+	ident atomic.Pointer[release.Identity]
 }
 
 // withheldEnv lists the variables that never reach a generation from

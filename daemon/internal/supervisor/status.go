@@ -51,13 +51,18 @@ func (s *supervisor) status() control.Status {
 	v := s.m.View()
 	st := control.Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: v.Restarts, Killed: v.Killed, Unresponsive: v.Unresponsive,
 		Reloading: v.Reloading, Queued: v.Queued, Rollback: v.Rollback, ReloadBound: s.reloadBound().Seconds()}
+	rel := s.releases()
 	for _, g := range v.Gens {
 		state := g.State.String()
 		if g.Unresponsive && g.State == machine.Serving {
 			state = "unresponsive" // paused, while its replacement starts
 		}
-		st.Generations = append(st.Generations, control.GenStatus{Generation: g.N, Worker: g.W, PID: g.PID, State: state,
-			AgeSeconds: time.Since(g.Started).Round(time.Millisecond).Seconds(), Dir: g.Dir})
+		gs := control.GenStatus{Generation: g.N, Worker: g.W, PID: g.PID, State: state,
+			AgeSeconds: time.Since(g.Started).Round(time.Millisecond).Seconds(), Dir: g.Dir}
+		if id, ok := rel[g.PID]; ok {
+			gs.Release = &id
+		}
+		st.Generations = append(st.Generations, gs)
 	}
 	if len(v.Workers) > 1 {
 		for w, sl := range v.Workers {

@@ -143,7 +143,7 @@ func (s *supervisor) run() int {
 				ev = machine.EvReload{W: req.Reload}
 			}
 		case reply := <-s.scrapeC:
-			reply <- metrics.Render(s.m.View(), s.residentMemory(), s.started, s.version)
+			reply <- metrics.Render(s.m.View(), s.residentMemory(), s.releases(), s.started, s.version)
 			continue
 		case reply := <-s.wdC:
 			ev = s.checkHung()
@@ -274,6 +274,11 @@ func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
 		return machine.EvSpawnFailed{Err: err, N: a.N, W: a.W}
 	}
 	s.procs[g.Gen] = g
+	var prev *generation
+	if v := s.m.View(); a.W < len(v.Workers) && v.Workers[a.W].Cur != nil {
+		prev = s.procs[v.Workers[a.W].Cur]
+	}
+	s.identify(g, prev)
 	return machine.EvSpawned{G: g.Gen}
 }
 
