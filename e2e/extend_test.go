@@ -14,6 +14,7 @@ import (
 // handoff sends EXTEND_TIMEOUT_USEC= while it waits, and `systemctl reload`
 // returns once the new generation serves.
 func TestReloadLongerThanStartTimeout(t *testing.T) {
+	t.Parallel() // it waits more than it computes (see main_test.go)
 	m := systemdtest.Start(t)
 	if m.Version < 253 {
 		t.Skipf("systemd %d has no Type=notify-reload", m.Version)
@@ -56,6 +57,7 @@ func TestReloadLongerThanStartTimeout(t *testing.T) {
 // release that takes 4 s to start, under TimeoutStartSec=2s; the serving
 // generation sends EXTEND_TIMEOUT_USEC= while it waits for it.
 func TestLibraryReloadLongerThanStartTimeout(t *testing.T) {
+	t.Parallel() // it waits more than it computes (see main_test.go)
 	m := systemdtest.Start(t)
 	if m.Version < 253 {
 		t.Skipf("systemd %d has no Type=notify-reload", m.Version)

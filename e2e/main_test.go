@@ -18,6 +18,11 @@ import (
 	"github.com/handoff-dev/handoff/internal/systemdtest"
 )
 
+// The tests that mostly wait — for systemd's watchdog, a start timeout, a
+// unit's start — run side by side (t.Parallel), after the others: each has
+// a systemd of its own, and none counts a load's failures. Those that do run
+// one at a time, alone.
+
 // bins are handoff, examples/app and examples/httpserver, built once into a
 // directory systemd's services can read.
 var binDir string

@@ -15,6 +15,7 @@ import (
 // the main process — the unit survives reloads — and a generation that hangs
 // is caught: systemd kills it and starts a new one.
 func TestWatchdog(t *testing.T) {
+	t.Parallel() // it waits more than it computes (see main_test.go)
 	m := systemdtest.Start(t)
 	addr := proc.FreeAddr(t)
 	text := unit(t, m, "httpserver.service", "/usr/local/bin/httpserver", bin("httpserver"), "0.0.0.0:8080", addr)
@@ -60,6 +61,7 @@ func TestWatchdog(t *testing.T) {
 // handoff pings systemd. A generation that hangs is killed and restarted by
 // handoff, whose pid — the unit's MainPID — stays.
 func TestDaemonWatchdog(t *testing.T) {
+	t.Parallel() // it waits more than it computes (see main_test.go)
 	m := systemdtest.Start(t)
 	addr := proc.FreeAddr(t)
 	text := unit(t, m, "app-notify.service", "/usr/local/bin/handoff", bin("handoff"), "/usr/local/bin/app", bin("app"), "0.0.0.0:80", addr)
