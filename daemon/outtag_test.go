@@ -1,0 +1,132 @@
+//go:build linux
+
+package daemon_test
+
+import (
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/internal/logrec"
+	"github.com/handoff-dev/handoff/internal/proc"
+)
+
+// tagProgram prints, before it becomes examples/app (exec: the same pid),
+// a line on stdout and one on stderr naming its worker and pid, a line of
+// 100 000 bytes (past a pipe's 64 KiB: read in pieces) and the start of a
+// line without its newline, which the app's first line ends.
+const tagProgram = `#!/bin/sh
+echo "out worker=$HANDOFF_WORKER pid=$$"
+echo "err worker=$HANDOFF_WORKER pid=$$" >&2
+head -c 100000 /dev/zero | tr '\0' x; echo
+printf 'partial pid=%s ' $$
+exec @APP@ "$@"
+`
+
+// TestTagOutput: with --tag-output and two workers, through a reload, every
+// line the processes printed — the old generation's as it drains too —
+// carries the generation, worker and pid of the process that printed it,
+// as handoff's own records give them; the long line is one object.
+func TestTagOutput(t *testing.T) {
+	spawns(t)
+	prog := filepath.Join(t.TempDir(), "tagged.sh")
+	proc.WriteExec(t, prog, []byte(strings.Replace(tagProgram, "@APP@", appBin, 1)))
+	d := startDaemon(t, []string{prog}, "--tag-output", "--workers", "2")
+	d.waitWorkers(2)
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload: exit %d: %s\n%s", code, out, d.log())
+	}
+	// The first generation's workers have exited, their last lines (the
+	// app's "drained") read.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(findAll(d.records(), "event=generation.exited", "gen=1")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("generation 1's two workers not exited after 30 s:\n%s", d.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.stop()
+
+	type genOf struct{ gen, worker string }
+	started := map[string]genOf{} // by pid, from handoff's records
+	for _, r := range findAll(d.records(), "event=generation.started") {
+		started[r.Get("gen_pid")] = genOf{r.Get("gen"), r.Get("worker")}
+	}
+	if len(started) != 4 {
+		t.Fatalf("%d processes started, want 4 (2 generations of 2 workers):\n%s", len(started), d.log())
+	}
+	pidRe, workerRe := regexp.MustCompile(`pid=(\d+)`), regexp.MustCompile(`worker=(\d+)`)
+	seen := map[string]int{} // kind of line and pid: how many
+	for _, r := range d.records() {
+		if _, ok := r["line"]; !ok {
+			continue // handoff's own
+		}
+		pid, line, stream := r.Get("gen_pid"), r.Get("line"), r.Get("stream")
+		p, ok := started[pid]
+		switch {
+		case !ok:
+			t.Errorf("a line of pid %s, which handoff did not start: %v", pid, r)
+			continue
+		case r.Get("gen") != p.gen || r.Get("worker") != p.worker:
+			t.Errorf("a line of pid %s tagged gen %s worker %s; handoff started it as gen %s worker %s: %v", pid, r.Get("gen"), r.Get("worker"), p.gen, p.worker, r)
+		}
+		if m := pidRe.FindStringSubmatch(line); m != nil && m[1] != pid {
+			t.Errorf("line %q of pid %s tagged gen_pid %s", line, m[1], pid)
+		}
+		if m := workerRe.FindStringSubmatch(line); m != nil && m[1] != p.worker {
+			t.Errorf("line %q of worker %s tagged worker %s", line, m[1], p.worker)
+		}
+		kind := ""
+		switch {
+		case strings.HasPrefix(line, "out worker=") && stream == "stdout":
+			kind = "out"
+		case strings.HasPrefix(line, "err worker=") && stream == "stderr":
+			kind = "err"
+		case line == strings.Repeat("x", 100000):
+			kind = "long"
+		case strings.Contains(line, "drained") && stream == "stdout":
+			kind = "drained"
+		case strings.HasPrefix(line, "partial pid="):
+			kind = "partial"
+		}
+		seen[kind+" "+pid]++
+	}
+	for pid, p := range started {
+		for _, kind := range []string{"out", "err", "long", "partial"} {
+			if seen[kind+" "+pid] != 1 {
+				t.Errorf("%d %s lines of pid %s (gen %s worker %s), want 1", seen[kind+" "+pid], kind, pid, p.gen, p.worker)
+			}
+		}
+		if p.gen == "1" && seen["drained "+pid] != 1 {
+			t.Errorf("%d drained lines of pid %s, generation 1's, want 1", seen["drained "+pid], pid)
+		}
+	}
+	if t.Failed() {
+		t.Logf("lines by kind and pid: %v\n%s", seen, tail(d.log(), 4000))
+	}
+}
+
+// tail returns the last n bytes of s, at most, from a line's start.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// findAll returns the records that match terms (see logrec.Record.Match).
+func findAll(recs []logrec.Record, terms ...string) []logrec.Record {
+	var out []logrec.Record
+	for _, r := range recs {
+		if r.Match(terms...) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
