@@ -3,9 +3,14 @@
 package daemon_test
 
 import (
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,4 +134,113 @@ func findAll(recs []logrec.Record, terms ...string) []logrec.Record {
 		}
 	}
 	return out
+}
+
+// TestTagOutputJournal: where handoff's stdout and stderr are the journal's
+// stream ($JOURNAL_STREAM names them), the lines go to journald's socket as
+// entries of its native protocol, with the tags as fields, and none to the
+// stream. journald is a socket the test binds, mounted at its path in a
+// mount namespace of handoff's own (unshare: root only).
+func TestTagOutputJournal(t *testing.T) {
+	spawns(t)
+	if os.Getuid() != 0 {
+		t.Skip("mounts the test's journal socket at /run/systemd/journal/socket in a namespace of handoff's: root only")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1):", err)
+	}
+	jdir := t.TempDir()
+	jconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(jdir, "socket"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jconn.Close()
+	entries := make(chan map[string]string, 64)
+	go func() {
+		buf := make([]byte, 1<<20)
+		for {
+			n, err := jconn.Read(buf)
+			if err != nil {
+				return
+			}
+			e := map[string]string{}
+			for _, f := range strings.Split(strings.TrimSuffix(string(buf[:n]), "\n"), "\n") {
+				k, v, _ := strings.Cut(f, "=")
+				e[k] = v
+			}
+			entries <- e
+		}
+	}()
+
+	prog := filepath.Join(t.TempDir(), "tagged.sh")
+	proc.WriteExec(t, prog, []byte(strings.Replace(tagProgram, "@APP@", appBin, 1)))
+	dir := t.TempDir()
+	d := &runningDaemon{t: t, dir: dir, addr: proc.FreeAddr(t), control: filepath.Join(dir, "control.sock"),
+		logPath: filepath.Join(dir, "log"), exited: make(chan struct{})}
+	logf, err := os.Create(d.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(logf.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	// A tmpfs over /run in the namespace alone, the test's socket mounted
+	// where journald's would be; then handoff, the same process.
+	script := `mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@"`
+	args := []string{"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, jdir,
+		handoffBin, "run", "--log-format", "json", "--control", d.control, "--listen", "web=" + d.addr, "--tag-output", "--workers", "2", "--", prog}
+	d.cmd = exec.Command(unshare, args...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.Dir = dir
+	d.cmd.Env = append(os.Environ(), "JOURNAL_STREAM="+strconv.FormatUint(st.Dev, 10)+":"+strconv.FormatUint(st.Ino, 10))
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(d.cleanup)
+	d.waitRecord(15*time.Second, "event=output.tagged", "stream=stdout", "to=journal")
+	d.waitRecord(15*time.Second, "event=output.tagged", "stream=stderr", "to=journal")
+	d.waitWorkers(2)
+
+	started := map[string]string{} // worker by pid
+	for _, r := range findAll(d.records(), "event=generation.started") {
+		started[r.Get("gen_pid")] = r.Get("worker")
+	}
+	want := map[string]bool{} // kind, stream and pid of the lines still to come
+	for pid := range started {
+		want["out stdout "+pid], want["err stderr "+pid], want["long stdout "+pid] = true, true, true
+	}
+	deadline := time.After(15 * time.Second)
+	for len(want) > 0 {
+		var e map[string]string
+		select {
+		case e = <-entries:
+		case <-deadline:
+			t.Fatalf("after 15 s, no journal entries for %v:\n%s", want, tail(d.log(), 4000))
+		}
+		pid, msg := e["HANDOFF_PID"], e["MESSAGE"]
+		worker, ok := started[pid]
+		if !ok || e["HANDOFF_WORKER"] != worker || e["HANDOFF_GENERATION"] != "1" || e["SYSLOG_PID"] != pid ||
+			e["SYSLOG_IDENTIFIER"] != "tagged.sh" || e["PRIORITY"] != "6" {
+			t.Errorf("entry %.300q: want HANDOFF_GENERATION=1, HANDOFF_WORKER, HANDOFF_PID and SYSLOG_PID of a process started (%v), SYSLOG_IDENTIFIER=tagged.sh, PRIORITY=6", e, started)
+			continue
+		}
+		if m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(msg); m != nil && m[1] != pid {
+			t.Errorf("MESSAGE %q of pid %s: HANDOFF_PID=%s", msg, m[1], pid)
+		}
+		kind := map[bool]string{true: "long"}[msg == strings.Repeat("x", 100000)]
+		if strings.HasPrefix(msg, "out worker="+worker+" ") {
+			kind = "out"
+		} else if strings.HasPrefix(msg, "err worker="+worker+" ") {
+			kind = "err"
+		}
+		delete(want, kind+" "+e["HANDOFF_STREAM"]+" "+pid)
+	}
+	d.stop()
+	if strings.Contains(d.log(), "worker=") || strings.Contains(d.log(), "xxxxxxxx") {
+		t.Errorf("the program's lines reached the stream too:\n%s", tail(d.log(), 4000))
+	}
 }
