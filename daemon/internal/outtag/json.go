@@ -4,6 +4,15 @@ import "unicode/utf8"
 
 const hex = "0123456789abcdef"
 
+// jsonSafe tells the bytes that stand for themselves in a JSON string:
+// printable ASCII but the quote and the backslash.
+var jsonSafe = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends b to dst as the inside of a JSON string: quotes,
 // backslashes and control characters escaped, U+2028 and U+2029 too (as
 // encoding/json does, for JavaScript), and bytes that are not UTF-8 as
@@ -12,11 +21,11 @@ func appendJSONString(dst, b []byte) []byte {
 	start := 0
 	for i := 0; i < len(b); {
 		c := b[i]
+		if jsonSafe[c] {
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
 			dst = append(dst, b[start:i]...)
 			switch c {
 			case '"', '\\':
