@@ -244,3 +244,14 @@ func TestTagOutputJournal(t *testing.T) {
 		t.Errorf("the program's lines reached the stream too:\n%s", tail(d.log(), 4000))
 	}
 }
+
+// TestTagOutputBadValue: a value --tag-output does not take is refused on
+// one line, exit 2, naming the ones it takes.
+func TestTagOutputBadValue(t *testing.T) {
+	spawns(t)
+	out, err := exec.Command(handoffBin, "run", "--listen", "127.0.0.1:80", "--tag-output=journal", "--", "true").CombinedOutput()
+	msg := strings.TrimSpace(string(out))
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || strings.Contains(msg, "\n") || !strings.Contains(msg, "--tag-output=stream") {
+		t.Errorf("--tag-output=journal: %v, %q; want exit 2 and one line naming the values", err, msg)
+	}
+}
