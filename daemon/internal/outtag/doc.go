@@ -23,7 +23,7 @@
 // MaxLine bytes and at most Options.Idle after its last piece came. Then what
 // is held is passed on as a piece of a line, said so — in text, with the tag
 // once and the rest of the line following it without a new one; in JSON, with
-// "line_break":"size" or "idle" (the next object carries the rest); in the
+// "line_break":"line-max" or "idle" (the next object carries the rest); in the
 // journal, with HANDOFF_LINE_BREAK=, as journald's own _LINE_BREAK=. At the end
 // of the stream, a last line without its newline is passed on with
 // "line_break":"eof" (text: a newline is added). In text, a process's line left
