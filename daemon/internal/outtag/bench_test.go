@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/outtag"
+	"github.com/handoff-dev/handoff/internal/linetail"
 )
 
 // benchLines is what one read of a busy program's pipe holds: 64 lines of
@@ -90,4 +91,37 @@ func newFakeJournalB(b *testing.B) string {
 		}
 	}()
 	return path
+}
+
+// BenchmarkPipe is handoff's whole path for a process's output: lines
+// written to a pipe, read by linetail (its last lines kept) and passed on
+// untagged (linetail.New, as without --tag-output) or tagged
+// (linetail.NewLive into a Source), to /dev/null. The writer and the
+// reader run at once, on 2 cores when there are.
+func BenchmarkPipe(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		format outtag.Format
+	}{{"untagged", -1}, {"text", outtag.Text}, {"json", outtag.JSON}} {
+		b.Run(c.name, func(b *testing.B) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var tail *linetail.Tail
+			if c.format < 0 {
+				tail = linetail.New(r, devNull(b), 10)
+			} else {
+				k := outtag.NewSink(devNull(b), outtag.Options{Format: c.format, Stream: "stdout"})
+				tail = linetail.NewLive(r, k.Source(outtag.Tags{Gen: 12, Worker: 3, PID: 123456}), 10)
+			}
+			b.SetBytes(int64(len(benchLines)))
+			for b.Loop() {
+				w.Write(benchLines)
+			}
+			w.Close()
+			<-tail.Done()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/line")
+		})
+	}
 }
