@@ -20,12 +20,14 @@ import (
 
 // tagProgram prints, before it becomes examples/app (exec: the same pid),
 // a line on stdout and one on stderr naming its worker and pid, a line of
-// 100 000 bytes (past a pipe's 64 KiB: read in pieces) and the start of a
-// line without its newline, which the app's first line ends.
+// 100 000 bytes written at once by the shell (past a pipe's 64 KiB: read in
+// pieces) and the start of a line without its newline, which the app's
+// first line ends.
 const tagProgram = `#!/bin/sh
 echo "out worker=$HANDOFF_WORKER pid=$$"
 echo "err worker=$HANDOFF_WORKER pid=$$" >&2
-head -c 100000 /dev/zero | tr '\0' x; echo
+long=$(head -c 100000 /dev/zero | tr '\0' x)
+echo "$long"
 printf 'partial pid=%s ' $$
 exec @APP@ "$@"
 `

@@ -100,7 +100,8 @@ func TestTextNoNewline(t *testing.T) {
 	}
 }
 
-// TestMaxLine: a line past MaxLine is passed on in pieces, the tag once.
+// TestMaxLine: a line past MaxLine is passed on in pieces, the tag once;
+// a line left open at the end is passed on at Close.
 func TestMaxLine(t *testing.T) {
 	var out buffer
 	k := outtag.NewSink(&out, outtag.Options{Format: outtag.Text, Idle: time.Hour})
@@ -121,11 +122,14 @@ func TestMaxLine(t *testing.T) {
 	var jout buffer
 	k = outtag.NewSink(&jout, outtag.Options{Format: outtag.JSON, Stream: "stderr", Idle: time.Hour})
 	a = k.Source(outtag.Tags{Gen: 1, PID: 10})
-	write(t, a, long, "\n")
+	write(t, a, long, "\n", "at eof")
 	a.Close()
 	objs := decode(t, jout.String())
-	if len(objs) != 2 || objs[0].LineBreak != "line-max" || objs[1].LineBreak != "" || objs[0].Line+objs[1].Line != long {
-		t.Fatalf("want 2 objects, the first broken at line-max, holding the line: %d objects, breaks %q", len(objs), breaks(objs))
+	if len(objs) != 3 || objs[0].LineBreak != "line-max" || objs[1].LineBreak != "" || objs[0].Line+objs[1].Line != long {
+		t.Fatalf("want 3 objects, the first broken at line-max, the first two holding the line: %d objects, breaks %q", len(objs), breaks(objs))
+	}
+	if objs[2].Line != "at eof" || objs[2].LineBreak != "eof" {
+		t.Errorf("last object %q, break %q; want the line left open at the end, eof", objs[2].Line, objs[2].LineBreak)
 	}
 	if len(objs[0].Line) != outtag.MaxLine-1 {
 		t.Errorf("first piece %d bytes, want %d (cut before the é MaxLine is inside of)", len(objs[0].Line), outtag.MaxLine-1)
@@ -186,10 +190,10 @@ func TestJSON(t *testing.T) {
 	}
 	write(t, a, "no newline")
 	out.waitFor(t, `"line":"no newline","line_break":"idle"`)
-	write(t, a, " yet\n", "at eof")
+	write(t, a, " yet\n")
 	a.Close()
 	objs := decode(t, out.String())
-	want := append(lines, "no newline", " yet", "at eof")
+	want := append(lines, "no newline", " yet")
 	want[3] = "bad utf-8 \ufffd\ufffd end, cut \ufffd\ufffd"
 	if len(objs) != len(want) {
 		t.Fatalf("%d objects, want %d:\n%s", len(objs), len(want), out.String())
@@ -202,8 +206,8 @@ func TestJSON(t *testing.T) {
 			t.Errorf("object %d: time %v, not now", i, o.Time)
 		}
 	}
-	if got := breaks(objs)[len(lines):]; strings.Join(got, ",") != "idle,,eof" {
-		t.Errorf("line breaks %q, want idle, none, eof", got)
+	if got := breaks(objs)[len(lines):]; strings.Join(got, ",") != "idle," {
+		t.Errorf("line breaks %q, want idle, none", got)
 	}
 	if !strings.Contains(out.String(), `\u2028 \u2029`) {
 		t.Errorf("U+2028 and U+2029 not escaped:\n%s", out.String())
