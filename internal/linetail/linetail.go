@@ -4,6 +4,7 @@ package linetail
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"strings"
 	"sync"
@@ -34,6 +35,48 @@ func New(r io.ReadCloser, w io.Writer, max int) *Tail {
 				t.add(string(chunk))
 			}
 			if err != nil && err != bufio.ErrBufferFull {
+				return
+			}
+		}
+	}()
+	return t
+}
+
+// NewLive is New for a writer that cuts the stream into lines itself: each
+// read is passed to w as it comes, newline or not, so that nothing waits
+// here for a line's end; w is closed at EOF (or a read error), before Done
+// is closed. The last lines are kept as New keeps them, a line longer than
+// 64 KiB in pieces.
+func NewLive(r io.ReadCloser, w io.WriteCloser, max int) *Tail {
+	t := &Tail{max: max, done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		defer w.Close()
+		defer r.Close()
+		buf := make([]byte, 64<<10)
+		var part []byte // the start of a line, for the tail
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				_, _ = w.Write(buf[:n])
+				for b := buf[:n]; len(b) > 0; {
+					i := bytes.IndexByte(b, '\n')
+					if i < 0 {
+						part = append(part, b...)
+						if len(part) >= 64<<10 {
+							t.add(string(part))
+							part = part[:0]
+						}
+						break
+					}
+					t.add(string(part) + string(b[:i]))
+					part, b = part[:0], b[i+1:]
+				}
+			}
+			if err != nil {
+				if len(part) > 0 {
+					t.add(string(part))
+				}
 				return
 			}
 		}

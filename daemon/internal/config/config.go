@@ -79,6 +79,10 @@ type Config struct {
 	Watch     []string
 	FDStore   bool
 	LogFormat string // "text" or "json"
+	// TagOutput is --tag-output: "" (off: the program's output passes
+	// unchanged), "auto" (tagged; to journald's own protocol where
+	// handoff's stream is the journal) or "stream" (tagged, on the stream).
+	TagOutput string
 	// Credential, if set, is the user and group the program runs as.
 	Credential *syscall.Credential
 	Program    string // as resolved in PATH
@@ -192,6 +196,12 @@ func runFlagSet(cfg *Config) (*flag.FlagSet, *runFlags) {
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "handoff's log lines on stderr: text (key=value) or json (one object per line, times in\nnanoseconds), for a log shipper. Example: --log-format json")
+	fs.Var(tagOutputFlag{&cfg.TagOutput}, "tag-output", "tag each line the program's processes write to stdout and stderr with its generation, worker\n"+
+		"index and pid: in text, after '[gen=3 worker=0 pid=1234] '; with --log-format json, as one object\n"+
+		"a line, {\"time\",\"gen\",\"worker\",\"gen_pid\",\"stream\",\"line\"}; where systemd connected handoff's\n"+
+		"output to the journal, as journal entries with HANDOFF_GENERATION=, HANDOFF_WORKER=, HANDOFF_PID=\n"+
+		"(--tag-output=stream: on the stream even then). Off by default, and the output passes as the\n"+
+		"program wrote it. Example: --tag-output")
 	fs.StringVar(&cfg.Chdir, "chdir", "", "start each generation in `DIR`, resolved afresh (symlinks too) when it starts, so that a\n"+
 		"flipped 'current' symlink takes effect on the next reload; a relative PROGRAM is found there.\n"+
 		"Example: --chdir /srv/app/current")
@@ -353,6 +363,33 @@ func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 		if cfg.Credential, err = credential(*raw.userName, *raw.groupName); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// tagOutputFlag is --tag-output: a flag alone ("auto"), or with a value,
+// --tag-output=stream or --tag-output=off.
+type tagOutputFlag struct{ v *string }
+
+func (f tagOutputFlag) IsBoolFlag() bool { return true }
+
+func (f tagOutputFlag) String() string {
+	if f.v == nil || *f.v == "" {
+		return ""
+	}
+	return *f.v
+}
+
+func (f tagOutputFlag) Set(s string) error {
+	switch s {
+	case "true", "on", "auto":
+		*f.v = "auto"
+	case "stream":
+		*f.v = "stream"
+	case "false", "off":
+		*f.v = ""
+	default:
+		return errors.New("give --tag-output alone, --tag-output=stream (never the journal's protocol) or --tag-output=off")
 	}
 	return nil
 }

@@ -218,8 +218,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 	}
 	g.cmd, g.PID = cmd, cmd.Process.Pid
 	s.keeper.Hold(g.key(), g.PID, outR, errR)
-	g.stdout = linetail.New(outR, os.Stdout, 10)
-	g.stderr = linetail.New(errR, os.Stderr, 10)
+	g.stdout, g.stderr = s.outputs(g, outR, errR)
 
 	s.watch(g)
 	return g, nil
