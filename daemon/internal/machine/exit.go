@@ -152,11 +152,17 @@ func (m *Machine) onExit(e EvExited) {
 			m.scheduleRestart(g.W)
 		}
 	default:
-		if m.counts.drainSec == nil {
-			m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
+		args := append(m.about(g), "status", how)
+		if !g.ExitedAt.IsZero() {
+			// It was draining: ExitedAt is when its drain began. (A process
+			// stopped before it ever served has no drain to measure.)
+			if m.counts.drainSec == nil {
+				m.counts.drainSec = promtext.NewHistogram(drainBuckets...)
+			}
+			m.counts.drainSec.Observe(m.now().Sub(g.ExitedAt).Seconds())
+			args = append(args, "drain_ms", m.now().Sub(g.ExitedAt).Milliseconds())
 		}
-		m.counts.drainSec.Observe(m.now().Sub(g.ExitedAt).Seconds())
-		m.log(slog.LevelInfo, "generation.exited", "generation exited", append(m.about(g), "status", how, "drain_ms", m.now().Sub(g.ExitedAt).Milliseconds())...)
+		m.log(slog.LevelInfo, "generation.exited", "generation exited", args...)
 		if r := m.roll; r != nil && r.draining[g] {
 			delete(r.draining, g)
 			m.advanceRoll()

@@ -579,3 +579,34 @@ func TestPure(t *testing.T) {
 	}
 	visit(".", "")
 }
+
+// TestExitDrainTime: a process that exits without having drained — stopped
+// during a reload before it was ready — has no drain time: its
+// generation.exited record carries no drain_ms, and the drain histogram
+// counts only the generations that drained.
+func TestExitDrainTime(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	m := &Machine{maxDraining: 3, readyTimeout: time.Minute, drainTimeout: 30 * time.Second,
+		stopSignal: "SIGTERM", now: func() time.Time { return clock }, nextN: 1}
+	g1, g2 := &Gen{N: 1, PID: 101, Started: clock}, &Gen{N: 2, PID: 102, Started: clock}
+	m.Step(EvStart{})
+	m.Step(EvSpawned{g1})
+	m.Step(EvReady{g1})
+	m.Step(EvReload{make(chan ReloadResult, 1)})
+	m.Step(EvSpawned{g2})
+	m.Step(EvSignal{"SIGTERM"})
+	clock = clock.Add(2 * time.Second)
+	for _, g := range []*Gen{g2, g1} {
+		for _, a := range m.Step(EvExited{G: g}) {
+			l, ok := a.(ActLog)
+			if !ok || l.Event != "generation.exited" {
+				continue
+			}
+			for i := 0; i+1 < len(l.Args); i += 2 {
+				if l.Args[i] == "drain_ms" && (g == g2 || l.Args[i+1] != int64(2000)) {
+					t.Errorf("generation %d exited with drain_ms=%v; want none for generation 2, 2000 for generation 1", g.N, l.Args[i+1])
+				}
+			}
+		}
+	}
+}
