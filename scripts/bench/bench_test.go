@@ -45,7 +45,7 @@ func TestSmoke(t *testing.T) {
 	}
 	var out bytes.Buffer
 	only := strings.Join(append(strategyNames, "steady"), ",")
-	err := run(config{rate: 100, duration: 2 * time.Second, upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: only, binDir: binDir}, &out)
+	err := run(config{rate: 100, duration: time.Second, upgrades: 1, slow: 200 * time.Millisecond, steady: 500 * time.Millisecond, only: only, binDir: binDir}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
