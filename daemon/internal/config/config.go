@@ -352,6 +352,15 @@ func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 	if cfg.Control == "" {
 		cfg.Control = DefaultControl()
 	}
+	if !filepath.IsAbs(cfg.Control) {
+		// Relative to the directory handoff starts in, as the client
+		// commands read theirs; the listener takes absolute paths.
+		abs, err := filepath.Abs(cfg.Control)
+		if err != nil {
+			return Usagef("handoff run: --control %s: %v — give an absolute path", cfg.Control, err)
+		}
+		cfg.Control = abs
+	}
 	// sun_path holds 108 bytes, the last a NUL.
 	if n := len(cfg.Control); n > 107 {
 		return Usagef("handoff run: --control %s: %d bytes, longer than the 107 a Unix socket's path may have — give a shorter path", cfg.Control, n)
