@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -31,7 +32,14 @@ func FreeAddr(t testing.TB) string {
 // name, then renamed over dst, so that a running process keeps its binary.
 func WriteExec(t testing.TB, dst string, b []byte) {
 	t.Helper()
-	if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
+	// A process another goroutine forks while the file is open for writing
+	// holds that descriptor until it execs, and exec'ing the file then
+	// fails with ETXTBSY ("text file busy": parallel tests that start
+	// programs). ForkLock keeps forks out while the descriptor is open.
+	syscall.ForkLock.Lock()
+	err := os.WriteFile(dst+".tmp", b, 0o755)
+	syscall.ForkLock.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(dst+".tmp", dst); err != nil {
