@@ -42,7 +42,7 @@ type speedTarget struct {
 }
 
 func printSpeed(w io.Writer, e *env, rounds int) {
-	lib := &speedTarget{name: "library", phases: []string{"start (fork, exec, runtime, upgrader.New)", "to ready (Listen, Ready)", "readiness report", "handover (first answer)"}}
+	lib := &speedTarget{name: "library", phases: []string{"start (fork, exec, runtime, upgrader.New)", "to ready (Listen, Ready)", "ready to first answer (it serves while it bakes)"}}
 	dmn := &speedTarget{name: "daemon", daemon: true, phases: []string{"signal to fork", "start and READY=1 (exec, runtime, program)", "readiness report", "handover (first answer)"}}
 	for _, t := range []*speedTarget{lib, dmn} {
 		if err := t.start(e); err != nil {
@@ -163,15 +163,16 @@ func (t *speedTarget) upgrade() error {
 	var marks []time.Time
 	if t.daemon {
 		marks = []time.Time{
-			recTime(recs, "generation started", "gen_pid", pid),
-			recTime(recs, "generation ready", "gen_pid", pid),
-			recTime(recs, "draining", "gen_pid", old),
+			recTime(recs, "generation.started", "gen_pid", pid),
+			recTime(recs, "generation.ready", "gen_pid", pid),
+			recTime(recs, "generation.draining", "gen_pid", old),
 		}
 	} else {
+		// The new generation answers while it bakes, before the old one
+		// logs upgrade.ready.
 		marks = []time.Time{
-			recTime(recs, "new generation started", "child_pid", pid),
+			recTime(recs, "upgrade.started", "child_pid", pid),
 			recTime(recs, "ready", "pid", pid),
-			recTime(recs, "new generation ready", "child_pid", pid),
 		}
 	}
 	prev := start
@@ -243,11 +244,12 @@ func readRecords(path string, offset int64) []map[string]any {
 	return out
 }
 
-// recTime returns the time of the first record with msg whose key holds
-// the number want, or the zero time.
-func recTime(recs []map[string]any, msg, key string, want int) time.Time {
+// recTime returns the time of the first record of event (its stable
+// "event" key: messages change wording) whose key holds the number want, or
+// the zero time.
+func recTime(recs []map[string]any, event, key string, want int) time.Time {
 	for _, r := range recs {
-		if r["msg"] != msg {
+		if r["event"] != event {
 			continue
 		}
 		if v, ok := r[key].(float64); !ok || int(v) != want {
