@@ -61,6 +61,7 @@ type lineClient struct {
 	pids map[int]int // answers by pid
 	last int         // pid of the last answer
 	end  int         // the number of the line "end", once sent
+	pace time.Duration
 	err  error
 }
 
@@ -98,7 +99,7 @@ func (lc *lineClient) run() {
 				return
 			case lc.window <- struct{}{}:
 			}
-			time.Sleep(10 * time.Millisecond) // a pace, not a wait: 100 lines/s at most
+			time.Sleep(lc.pace) // a pace, not a wait
 			lc.mu.Lock()
 			lc.sent++
 			k := lc.sent
@@ -204,6 +205,8 @@ func TestHandoverLines(t *testing.T) {
 	cs := make([]*lineClient, n)
 	for i := range cs {
 		cs[i] = dialLines(t, s.addr, 8)
+		// 20,000 lines/s in all at most, 100 per client.
+		cs[i].pace = max(10*time.Millisecond, time.Duration(n)*50*time.Microsecond)
 		go cs[i].run()
 	}
 	waitAll(t, s, cs, 20*time.Second, "every client answered", func(lc *lineClient) bool { return lc.answeredBy(pid) })
@@ -346,6 +349,9 @@ func TestHandoverStateTooLarge(t *testing.T) {
 	}
 	big.c.Close()
 	s.waitExited(old, 20*time.Second)
+	for _, c := range small {
+		c.c.Close()
+	}
 	s.stop()
 }
 
@@ -375,6 +381,7 @@ func TestHandoverStillReading(t *testing.T) {
 	}
 	racy.c.Close()
 	s.waitExited(old, 20*time.Second)
+	other.c.Close()
 	s.stop()
 }
 
@@ -435,6 +442,9 @@ func TestHandoverNewKilled(t *testing.T) {
 	s.signal(syscall.SIGHUP)
 	st := s.waitRecord(20*time.Second, "event=test.stalled")
 	child, _ := strconv.Atoi(st.Get("pid"))
+	if child <= 0 {
+		t.Fatalf("no pid in %v", st)
+	}
 	adopted := 0
 	for _, r := range s.records() {
 		if r.Match("event=handover.adopted", "pid="+st.Get("pid")) {
@@ -465,6 +475,9 @@ func TestHandoverOldKilled(t *testing.T) {
 	s.signal(syscall.SIGHUP)
 	st := s.waitRecord(20*time.Second, "event=test.stalled")
 	child, _ := strconv.Atoi(st.Get("pid"))
+	if child <= 0 {
+		t.Fatalf("no pid in %v", st)
+	}
 	s.seen[child] = true
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func main() {
 		opts.Check = func([]byte) error {
 			seen++
 			if seen == k+1 {
-				logger.Info("stalled", "event", "test.stalled", "after", k)
+				logger.Info("stalled", "event", "test.stalled", "after", k, "pid", os.Getpid())
 				for os.Getppid() == ppid {
 					time.Sleep(10 * time.Millisecond)
 				}
