@@ -262,6 +262,7 @@ type hoOffer struct {
 	raw syscall.RawConn
 	msg []byte
 	id  uint64
+	err error // the outcome, given to res once the batch is through
 	res chan error
 }
 
@@ -361,8 +362,13 @@ func (s *hoSender) loop() {
 			s.start = time.Now()
 		}
 		s.run(batch)
+		// Log before the Offers return: a program may exit as soon as
+		// its last connection is handed over.
 		if len(s.offers) == 0 {
 			s.report()
+		}
+		for _, o := range batch {
+			o.res <- o.err
 		}
 	}
 }
@@ -377,13 +383,13 @@ func (s *hoSender) fail(err error) {
 }
 
 // run moves one batch: send every item, wait for every answer, commit the
-// prepared ones.
+// prepared ones. It sets each offer's err; the loop hands them out.
 func (s *hoSender) run(batch []*hoOffer) {
 	abort := func() {
 		for _, o := range batch {
 			s.failed++
 			s.failedErr = s.broken
-			o.res <- fmt.Errorf("%w: %v; the connection stays with this generation", ErrAborted, s.broken)
+			o.err = fmt.Errorf("%w: %v; the connection stays with this generation", ErrAborted, s.broken)
 		}
 	}
 	if s.broken != nil {
@@ -453,12 +459,12 @@ func (s *hoSender) run(batch []*hoOffer) {
 		if why, no := refused[o.id]; no {
 			s.refused++
 			s.refusedWhy = why
-			o.res <- fmt.Errorf("%w: %s", ErrRefused, why)
+			o.err = fmt.Errorf("%w: %s", ErrRefused, why)
 			continue
 		}
 		o.c.Close()
 		s.committed++
-		o.res <- nil
+		o.err = nil
 	}
 }
 
