@@ -52,6 +52,11 @@ type Metrics struct {
 	// waited for, and cancelled at the deadline.
 	DrainIdleClosed, DrainGoAway, DrainHijacked, DrainCut int
 	DrainJobs, DrainJobsCancelled                         int
+	// Connections moved to a new generation by Handover, as counted by the
+	// generations that adopted them: adopted; refused (the old generation
+	// drained them); and aborted (prepared, then the old generation ended
+	// the handover before it committed them: it died, or gave up).
+	HandoverAdopted, HandoverRefused, HandoverAborted int
 }
 
 // DurationHistogram is a histogram of durations, in seconds, as client
@@ -78,6 +83,9 @@ type counters struct {
 	IdleClosed, GoAway     int
 	Hijacked, Cut          int
 	Jobs, JobsCancelled    int
+	// The handover of connections, counted by the generations that
+	// adopted (see Handover).
+	Adopted, AdoptRefused, AdoptAborted int
 }
 
 var (
@@ -148,6 +156,7 @@ func (u *Upgrader) Metrics() Metrics {
 		m.DrainDuration = DurationHistogram{c.DrainSec.N, c.DrainSec.Sum, c.DrainSec.Cumulative()}
 		m.DrainIdleClosed, m.DrainGoAway, m.DrainHijacked, m.DrainCut = c.IdleClosed, c.GoAway, c.Hijacked, c.Cut
 		m.DrainJobs, m.DrainJobsCancelled = c.Jobs, c.JobsCancelled
+		m.HandoverAdopted, m.HandoverRefused, m.HandoverAborted = c.Adopted, c.AdoptRefused, c.AdoptAborted
 	})
 	return m
 }
@@ -192,6 +201,8 @@ func (u *Upgrader) writeMetrics(b *bytes.Buffer) {
 		L(c.IdleClosed, "how", "idle_closed"), L(c.GoAway, "how", "go_away"), L(c.Hijacked, "how", "hijacked"), L(c.Cut, "how", "cut"))
 	p.Counter("handoff_drain_jobs_total", "Background jobs (Upgrader.Go) those drains waited for, by outcome: done, or cancelled at the deadline.",
 		L(c.Jobs-c.JobsCancelled, "outcome", "done"), L(c.JobsCancelled, "outcome", "cancelled"))
+	p.Counter("handoff_handover_connections_total", "Connections offered to a new generation by Handover, as the adopting generations counted them, by outcome: adopted, refused (drained by the old one), aborted (not committed before the old one ended the handover).",
+		L(c.Adopted, "outcome", "adopted"), L(c.AdoptRefused, "outcome", "refused"), L(c.AdoptAborted, "outcome", "aborted"))
 }
 
 // libraryVersion is the version of this module in the program's build.

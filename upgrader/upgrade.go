@@ -148,6 +148,7 @@ func (u *Upgrader) startNext() attemptResult {
 		pr.Close()
 		return attemptResult{err: &UpgradeError{Kind: ErrStart, Cause: fmt.Errorf("passing the control channel: %w", err)}}
 	}
+	u.passHandoverSocket()
 	tl := linetail.New(pr, os.Stderr, 5)
 	// The child's lines: "started PID", then "baking COUNTS" (a release
 	// that bakes), "ready PID", and its counts while it bakes.

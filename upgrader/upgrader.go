@@ -204,6 +204,12 @@ type Upgrader struct {
 	childCtl   atomic.Pointer[ctl] // to the generation we handed over to
 	book       metricsBook         // see Metrics
 	finishOnce sync.Once
+
+	// The handover of connections (handover.go): this generation's
+	// Handover, and our end of the handover channel of the latest attempt.
+	hoMu   sync.Mutex
+	ho     *Handover
+	hoNext atomic.Pointer[net.UnixConn]
 }
 
 // New prepares this process as a generation: it takes the sockets the

@@ -1,8 +1,12 @@
-// Command websocket is an echo server over WebSocket (wss://), as a user
-// would write it with a maintained library (github.com/coder/websocket), that
-// hands over without losing a message: when its generation begins to drain
-// it closes every connection with 1001 "going away", and clients reconnect
-// to the new generation at once.
+// Command websocket is an echo server over WebSocket. Over ws:// (no -cert:
+// behind a load balancer that terminates TLS) its connections survive a
+// release: when its generation hands over, each connection moves, between
+// two frames, to the new generation, which echoes on (upgrader.Handover; the
+// frames are read by hand, see ws.go). Over wss:// it is written as a user
+// would with a maintained library (github.com/coder/websocket) and hands
+// over without losing a message the way it can, since a TLS session cannot
+// move: when its generation begins to drain it closes every connection with
+// 1001 "going away", and clients reconnect to the new generation at once.
 //
 //	go build -o /tmp/ws . && /tmp/ws -addr 127.0.0.1:8443 -cert cert.pem -key key.pem -pidfile /tmp/ws.pid
 //	kill -HUP $(cat /tmp/ws.pid)
@@ -45,8 +49,32 @@ func main() {
 	}
 	pid := os.Getpid()
 	draining := drained(u)
+	// Before Ready: a new generation tells the old one it adopts.
+	h := u.Handover(upgrader.HandoverOptions{})
 	mux := http.NewServeMux()
-	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+	if *cert == "" {
+		ln = h.Listener(ln)
+		e := &wsEcho{u: u, h: h, draining: draining, pid: pid}
+		go e.adopt()
+		mux.Handle("/echo", e)
+	} else {
+		mux.HandleFunc("/echo", echoTLS(draining, pid))
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if *cert != "" {
+		err = u.ServeTLS(srv, ln, *cert, *key)
+	} else {
+		err = u.Serve(srv, ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}
+
+// echoTLS is the wss:// handler, on coder/websocket: it closes with 1001 when
+// the generation drains.
+func echoTLS(draining context.Context, pid int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -69,15 +97,6 @@ func main() {
 				return
 			}
 		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if *cert != "" {
-		err = u.ServeTLS(srv, ln, *cert, *key)
-	} else {
-		err = u.Serve(srv, ln)
-	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Fatal(err)
 	}
 }
 

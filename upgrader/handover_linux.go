@@ -1,0 +1,487 @@
+package upgrader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The handover channel is a Unix socketpair of type SOCK_SEQPACKET between a
+// generation and the one it starts, passed through tableflip under
+// handoverName beside the control channel (one per attempt). Each message is
+// one record, its first byte its kind:
+//
+//	child → parent  'H' VERSION                    from Handover, before Ready: it adopts
+//	parent → child  'I' ID STATELEN STATE UNREAD   one connection, its descriptor attached
+//	child → parent  'P' ID                         prepared: it holds the connection, untouched
+//	child → parent  'R' ID REASON                  refused: the parent keeps it
+//	parent → child  'C' ID...                      commit: those prepared are the child's
+//
+// ID is a uint64, STATELEN a uint32, little-endian. The parent sends a batch
+// of items, waits for every answer, then commits the prepared ones in one
+// message (sent even when empty, so that the child can report the batch). A
+// child that reads the end of the channel closes what it prepared and was
+// not committed: the parent died or gave up, and owns those.
+const handoverName = "handoff-handover"
+
+const handoverVersion = 1
+
+// passHandoverSocket makes the handover channel of the next generation's
+// attempt and passes its end through tableflip. A failure is logged: the
+// upgrade goes on, and the next generation cannot adopt connections.
+func (u *Upgrader) passHandoverSocket() {
+	syscall.ForkLock.RLock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		u.log.Warn("cannot make the handover channel: the next generation cannot adopt connections", "event", "handover.channel_failed", "err", os.NewSyscallError("socketpair", err))
+		return
+	}
+	pf := os.NewFile(uintptr(fds[0]), "handoff-handover-parent")
+	cf := os.NewFile(uintptr(fds[1]), "handoff-handover-child")
+	defer cf.Close()
+	c, err := net.FileConn(pf)
+	pf.Close()
+	if err == nil {
+		err = u.core.AddFile(handoverName, cf)
+	}
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		u.log.Warn("cannot pass the handover channel: the next generation cannot adopt connections", "event", "handover.channel_failed", "err", err)
+		return
+	}
+	if old := u.hoNext.Swap(c.(*net.UnixConn)); old != nil {
+		old.Close() // a failed attempt's
+	}
+}
+
+// adoptFromParent claims the handover channel the parent passed, if any,
+// says that this generation adopts, and receives connections.
+func (h *Handover) adoptFromParent() {
+	u := h.u
+	if !u.HasParent() {
+		h.endAdoptions()
+		return
+	}
+	select {
+	case <-u.readyC:
+		u.log.Warn("Handover was called after Ready: this generation adopts no connection", "event", "handover.late")
+		h.endAdoptions()
+		return
+	default:
+	}
+	f, err := u.core.File(handoverName)
+	if err != nil || f == nil {
+		// A parent whose release has no handover.
+		h.endAdoptions()
+		return
+	}
+	c, err := net.FileConn(f)
+	f.Close()
+	uc, ok := c.(*net.UnixConn)
+	if err != nil || !ok {
+		if c != nil {
+			c.Close()
+		}
+		u.log.Warn("cannot use the handover channel: this generation adopts no connection", "event", "handover.channel_failed", "err", err)
+		h.endAdoptions()
+		return
+	}
+	_ = uc.SetWriteDeadline(time.Now().Add(time.Second))
+	if _, err := uc.Write([]byte{'H', handoverVersion}); err != nil {
+		uc.Close()
+		h.endAdoptions()
+		return
+	}
+	go h.receive(uc)
+}
+
+// receive is the new generation's side: it prepares each connection
+// offered, or refuses it, and hands the committed ones to Adopted.
+func (h *Handover) receive(c *net.UnixConn) {
+	u := h.u
+	defer c.Close()
+	buf := make([]byte, 16+MaxHandoverState+MaxHandoverUnread)
+	oob := make([]byte, unix.CmsgSpace(8*4))
+	prepared := map[uint64]Adoption{}
+	var adopted, refused, total, totalRefused int
+	why := ""
+	reply := func(b []byte) {
+		_ = c.SetWriteDeadline(time.Now().Add(h.opts.Timeout))
+		_, _ = c.Write(b)
+	}
+	for {
+		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+		fds := rights(oob[:oobn])
+		if err != nil || n == 0 {
+			closeFds(fds)
+			break
+		}
+		switch {
+		case buf[0] == 'I' && n >= 13:
+			id := binary.LittleEndian.Uint64(buf[1:9])
+			slen := int(binary.LittleEndian.Uint32(buf[9:13]))
+			if 13+slen > n {
+				closeFds(fds)
+				continue
+			}
+			state, unread := buf[13:13+slen], buf[13+slen:n]
+			reason := ""
+			select {
+			case <-u.exitC:
+				reason = "the new generation is stopping"
+			default:
+			}
+			switch {
+			case len(fds) == 0 || flags&unix.MSG_CTRUNC != 0:
+				reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
+			case reason == "" && h.opts.Check != nil:
+				if err := h.opts.Check(state); err != nil {
+					reason = "Check: " + err.Error()
+				}
+			}
+			var nc net.Conn
+			if reason == "" {
+				f := os.NewFile(uintptr(fds[0]), "handoff-adopted")
+				nc, err = net.FileConn(f)
+				f.Close()
+				fds = fds[1:]
+				if err != nil {
+					reason = fmt.Sprintf("adopting the descriptor: %v", err)
+				}
+			}
+			closeFds(fds)
+			msg := make([]byte, 9, 9+len(reason))
+			binary.LittleEndian.PutUint64(msg[1:9], id)
+			if reason != "" {
+				refused++
+				why = reason
+				msg[0] = 'R'
+				reply(append(msg, reason...))
+				continue
+			}
+			prepared[id] = Adoption{Conn: &hoConn{Conn: nc}, State: clone(state), Unread: clone(unread)}
+			msg[0] = 'P'
+			reply(msg)
+		case buf[0] == 'C':
+			var batch []Adoption
+			for i := 1; i+8 <= n; i += 8 {
+				id := binary.LittleEndian.Uint64(buf[i : i+8])
+				if a, ok := prepared[id]; ok {
+					delete(prepared, id)
+					batch = append(batch, a)
+				}
+			}
+			if len(batch) > 0 {
+				adopted += len(batch)
+				total += len(batch)
+				h.commit(batch)
+				u.log.Info("connections adopted from the previous generation", "event", "handover.adopted", "conns", len(batch), "total", total)
+			}
+			if refused > 0 {
+				totalRefused += refused
+				u.log.Warn("connections refused: the previous generation drains them", "event", "handover.refused", "conns", refused, "why", why)
+			}
+			u.book.do(func(ct *counters) { ct.Adopted += len(batch); ct.AdoptRefused += refused })
+			refused = 0
+		default:
+			closeFds(fds)
+		}
+	}
+	// The end of the channel: the parent exited, or gave up. What it did
+	// not commit is its own; if it died, those connections end now.
+	for _, a := range prepared {
+		a.Conn.(*hoConn).Conn.Close()
+	}
+	if len(prepared) > 0 {
+		u.book.do(func(ct *counters) { ct.AdoptAborted += len(prepared) })
+		u.log.Warn("the previous generation ended the handover before it committed these connections: closed here (if it died, they are lost)", "event", "handover.aborted", "conns", len(prepared), "adopted", total, "refused", totalRefused+refused)
+	}
+	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused+refused, "aborted", len(prepared))
+	h.endAdoptions()
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// rights returns the descriptors of SCM_RIGHTS messages in oob, close-on-exec.
+func rights(oob []byte) []int {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for i := range msgs {
+		got, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			continue
+		}
+		for _, fd := range got {
+			unix.CloseOnExec(fd)
+		}
+		fds = append(fds, got...)
+	}
+	return fds
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// hoSender is the old generation's side: one goroutine that sends the
+// offered connections in batches, and commits or aborts each batch.
+type hoSender struct {
+	h       *Handover
+	c       *net.UnixConn
+	offers  chan *hoOffer
+	answers chan hoAnswer
+	broken  error
+	next    uint64
+
+	// since the last report
+	start                      time.Time
+	committed, refused, failed int
+	refusedWhy                 string
+	failedErr                  error
+}
+
+type hoOffer struct {
+	c   net.Conn
+	raw syscall.RawConn
+	msg []byte
+	id  uint64
+	err error // the outcome, given to res once the batch is through
+	res chan error
+}
+
+// hoAnswer is the new generation's answer for one connection, or err when
+// the channel broke.
+type hoAnswer struct {
+	id     uint64
+	reason string // refused
+	ok     bool
+	err    error
+}
+
+// send offers one connection through the sender, starting it if needed.
+func (h *Handover) send(c net.Conn, raw syscall.RawConn, state, unread []byte) error {
+	s, err := h.sender()
+	if err != nil {
+		return err
+	}
+	msg := make([]byte, 13+len(state)+len(unread))
+	msg[0] = 'I'
+	binary.LittleEndian.PutUint32(msg[9:13], uint32(len(state)))
+	copy(msg[13:], state)
+	copy(msg[13+len(state):], unread)
+	o := &hoOffer{c: c, raw: raw, msg: msg, res: make(chan error, 1)}
+	s.offers <- o
+	return <-o.res
+}
+
+// sender returns the running sender, started at the first call: it takes
+// the handover channel of the attempt that succeeded and reads the new
+// generation's hello.
+func (h *Handover) sender() (*hoSender, error) {
+	h.outOnce.Do(func() {
+		u := h.u
+		c := u.hoNext.Swap(nil)
+		if c == nil {
+			h.outErr = ErrNoAdopter
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		b := make([]byte, 16)
+		n, err := c.Read(b)
+		if err != nil || n < 2 || b[0] != 'H' {
+			c.Close()
+			h.outErr = ErrNoAdopter
+			u.log.Warn("the new generation adopts no connection: they drain", "event", "handover.unavailable", "err", err)
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		s := &hoSender{h: h, c: c, offers: make(chan *hoOffer, 4*h.opts.Batch), answers: make(chan hoAnswer, 4*h.opts.Batch)}
+		go s.read()
+		go s.loop()
+		h.out = s
+		u.log.Info("handing connections over to the new generation", "event", "handover.started", "batch", h.opts.Batch)
+	})
+	return h.out, h.outErr
+}
+
+// read passes the new generation's answers to the batch loop; it ends at
+// the first error, which it passes on too.
+func (s *hoSender) read() {
+	buf := make([]byte, 4096)
+	for {
+		n, err := s.c.Read(buf)
+		if err == nil && n == 0 {
+			err = errors.New("the new generation closed the handover channel")
+		}
+		if err != nil {
+			s.answers <- hoAnswer{err: err}
+			return
+		}
+		if n < 9 {
+			continue
+		}
+		a := hoAnswer{id: binary.LittleEndian.Uint64(buf[1:9]), ok: buf[0] == 'P'}
+		if buf[0] == 'R' {
+			a.reason = string(buf[9:n])
+		}
+		s.answers <- a
+	}
+}
+
+func (s *hoSender) loop() {
+	batch := make([]*hoOffer, 0, s.h.opts.Batch)
+	for o := range s.offers {
+		batch = append(batch[:0], o)
+	gather:
+		for len(batch) < s.h.opts.Batch {
+			select {
+			case o := <-s.offers:
+				batch = append(batch, o)
+			default:
+				break gather
+			}
+		}
+		if s.start.IsZero() {
+			s.start = time.Now()
+		}
+		s.run(batch)
+		// Log before the Offers return: a program may exit as soon as
+		// its last connection is handed over.
+		if len(s.offers) == 0 {
+			s.report()
+		}
+		for _, o := range batch {
+			o.res <- o.err
+		}
+	}
+}
+
+// fail breaks the channel: no batch is committed from here on, and the
+// new generation, reading its end, closes what it prepared.
+func (s *hoSender) fail(err error) {
+	if s.broken == nil {
+		s.broken = err
+		s.c.Close()
+	}
+}
+
+// run moves one batch: send every item, wait for every answer, commit the
+// prepared ones. It sets each offer's err; the loop hands them out.
+func (s *hoSender) run(batch []*hoOffer) {
+	abort := func() {
+		for _, o := range batch {
+			s.failed++
+			s.failedErr = s.broken
+			o.err = fmt.Errorf("%w: %v; the connection stays with this generation", ErrAborted, s.broken)
+		}
+	}
+	if s.broken != nil {
+		abort()
+		return
+	}
+	deadline := time.Now().Add(s.h.opts.Timeout)
+	_ = s.c.SetWriteDeadline(deadline)
+	byID := make(map[uint64]*hoOffer, len(batch))
+	for _, o := range batch {
+		s.next++
+		o.id = s.next
+		binary.LittleEndian.PutUint64(o.msg[1:9], o.id)
+		var werr error
+		err := o.raw.Control(func(fd uintptr) {
+			_, _, werr = s.c.WriteMsgUnix(o.msg, unix.UnixRights(int(fd)), nil)
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			s.fail(fmt.Errorf("sending a connection: %w", err))
+			abort()
+			return
+		}
+		byID[o.id] = o
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	refused := map[uint64]string{}
+	answered := 0
+	for answered < len(batch) {
+		select {
+		case a := <-s.answers:
+			if a.err != nil {
+				s.fail(fmt.Errorf("the new generation's answer: %w", a.err))
+				abort()
+				return
+			}
+			if byID[a.id] == nil {
+				continue
+			}
+			answered++
+			if !a.ok {
+				refused[a.id] = a.reason
+			}
+		case <-timer.C:
+			s.fail(fmt.Errorf("the new generation did not answer within %v", s.h.opts.Timeout))
+			abort()
+			return
+		}
+	}
+	commit := make([]byte, 1, 1+8*len(batch))
+	commit[0] = 'C'
+	for _, o := range batch {
+		if _, no := refused[o.id]; !no {
+			commit = binary.LittleEndian.AppendUint64(commit, o.id)
+		}
+	}
+	if _, err := s.c.Write(commit); err != nil {
+		s.fail(fmt.Errorf("committing: %w", err))
+		abort()
+		return
+	}
+	// Committed: the connections are the new generation's.
+	for _, o := range batch {
+		if why, no := refused[o.id]; no {
+			s.refused++
+			s.refusedWhy = why
+			o.err = fmt.Errorf("%w: %s", ErrRefused, why)
+			continue
+		}
+		o.c.Close()
+		s.committed++
+		o.err = nil
+	}
+}
+
+// report logs what happened since the last report: once the offers that
+// came together are through.
+func (s *hoSender) report() {
+	log := s.h.u.log
+	took := time.Since(s.start)
+	if s.committed > 0 {
+		log.Info("connections handed over to the new generation", "event", "handover.committed", "conns", s.committed,
+			"took_ms", took.Milliseconds(), "per_s", int(float64(s.committed)/max(took.Seconds(), 1e-6)))
+	}
+	if s.refused > 0 {
+		log.Warn("the new generation refused connections: they drain", "event", "handover.refused", "conns", s.refused, "why", s.refusedWhy)
+	}
+	if s.failed > 0 {
+		log.Warn("handover aborted before commit: those connections drain", "event", "handover.aborted", "conns", s.failed, "err", s.failedErr)
+	}
+	s.start, s.committed, s.refused, s.failed = time.Time{}, 0, 0, 0
+}

@@ -1,0 +1,493 @@
+//go:build linux
+
+package upgrader_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// linesBin is examples/lines, faultBin testdata/handoverfault, built at the
+// first test that needs them, beside the binaries TestMain builds.
+var (
+	handoverBuild      sync.Once
+	linesBin, faultBin string
+	handoverBuildErr   error
+)
+
+func handoverBins(t *testing.T) {
+	t.Helper()
+	spawns(t)
+	handoverBuild.Do(func() {
+		dir := filepath.Dir(serverBin)
+		linesBin, faultBin = filepath.Join(dir, "lines"), filepath.Join(dir, "handoverfault")
+		for _, b := range [][2]string{{linesBin, "../examples/lines"}, {faultBin, "./testdata/handoverfault"}} {
+			out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput()
+			if err != nil {
+				handoverBuildErr = fmt.Errorf("building %s: %v\n%s", b[1], err, out)
+				return
+			}
+		}
+	})
+	if handoverBuildErr != nil {
+		t.Fatal(handoverBuildErr)
+	}
+}
+
+// lineClient pipelines numbered lines on one connection, at most window
+// unanswered, and checks every answer: "COUNT PID LINE", COUNT one more
+// each time (the connection's state), LINE the one sent. It never
+// reconnects: a connection that ends before it stops is a failure.
+type lineClient struct {
+	c      net.Conn
+	prefix []string // lines sent first, then the numbers
+	window chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu   sync.Mutex
+	sent int
+	got  int
+	pids map[int]int // answers by pid
+	last int         // pid of the last answer
+	end  int         // the number of the line "end", once sent
+	pace time.Duration
+	err  error
+}
+
+func dialLines(t *testing.T, addr string, window int, prefix ...string) *lineClient {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &lineClient{c: c, prefix: prefix, window: make(chan struct{}, window), stop: make(chan struct{}), done: make(chan struct{}), pids: map[int]int{}}
+}
+
+func (lc *lineClient) line(k int) string {
+	if k <= len(lc.prefix) {
+		return lc.prefix[k-1]
+	}
+	return strconv.Itoa(k)
+}
+
+// run sends and checks until stop is closed: it then sends "end" and
+// returns once every line is answered.
+func (lc *lineClient) run() {
+	go func() { // the writer
+		w := bufio.NewWriter(lc.c)
+		for {
+			select {
+			case <-lc.stop:
+				lc.mu.Lock()
+				lc.sent++
+				lc.end = lc.sent
+				lc.mu.Unlock()
+				fmt.Fprintf(w, "end\n")
+				_ = w.Flush()
+				return
+			case lc.window <- struct{}{}:
+			}
+			time.Sleep(lc.pace) // a pace, not a wait
+			lc.mu.Lock()
+			lc.sent++
+			k := lc.sent
+			lc.mu.Unlock()
+			fmt.Fprintf(w, "%s\n", lc.line(k))
+			if len(lc.window) == cap(lc.window) || k <= len(lc.prefix) {
+				if err := w.Flush(); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer close(lc.done)
+	r := bufio.NewReader(lc.c)
+	for {
+		_ = lc.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		s, err := r.ReadString('\n')
+		if err != nil {
+			lc.fail(fmt.Errorf("after %d answers: %v", lc.got, err))
+			return
+		}
+		f := strings.SplitN(strings.TrimSuffix(s, "\n"), " ", 3)
+		lc.mu.Lock()
+		lc.got++
+		k, end := lc.got, lc.end
+		want := lc.line(k)
+		if k == end {
+			want = "end"
+		}
+		lc.mu.Unlock()
+		if len(f) != 3 || f[0] != strconv.Itoa(k) || f[2] != want {
+			lc.fail(fmt.Errorf("answer %d is %q, want count %d and line %q", k, s, k, want))
+			return
+		}
+		pid, _ := strconv.Atoi(f[1])
+		lc.mu.Lock()
+		lc.pids[pid]++
+		lc.last = pid
+		lc.mu.Unlock()
+		if k == end {
+			return
+		}
+		<-lc.window
+	}
+}
+
+func (lc *lineClient) fail(err error) {
+	lc.mu.Lock()
+	if lc.err == nil {
+		lc.err = err
+	}
+	lc.mu.Unlock()
+}
+
+func (lc *lineClient) answeredBy(pid int) bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.pids[pid] > 0 || lc.err != nil
+}
+
+// waitAll waits until cond holds for every client.
+func waitAll(t *testing.T, s *server, cs []*lineClient, timeout time.Duration, what string, cond func(*lineClient) bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, lc := range cs {
+		for !cond(lc) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after %v; log:\n%s", what, timeout, tail(s.log(), 40))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// handoverConns is how many clients TestHandoverLines runs: 200, or
+// $HANDOFF_TEST_HANDOVER_CONNS to measure.
+func handoverConns() int {
+	if n, err := strconv.Atoi(os.Getenv("HANDOFF_TEST_HANDOVER_CONNS")); err == nil && n > 0 {
+		return n
+	}
+	return 200
+}
+
+// TestHandoverLines: examples/lines, 200 clients each pipelining numbered
+// lines (8 unanswered at most) through 3 SIGHUPs. Every connection moves at
+// every release: each old generation exits as soon as it has handed them
+// over (a connection left to drain would keep it 30 s), every client is
+// answered by all 4 generations, and every answer comes in order with the
+// count carried on — no line lost or answered twice, no connection closed.
+func TestHandoverLines(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, linesBin, nil, nil, nil, "-log-format", "json", "-drain-timeout", "30s")
+	pid := s.waitPid(0, 10*time.Second)
+	n := handoverConns()
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = dialLines(t, s.addr, 8)
+		// 20,000 lines/s in all at most, 100 per client.
+		cs[i].pace = max(10*time.Millisecond, time.Duration(n)*50*time.Microsecond)
+		go cs[i].run()
+	}
+	waitAll(t, s, cs, 20*time.Second, "every client answered", func(lc *lineClient) bool { return lc.answeredBy(pid) })
+	pids := []int{pid}
+	for r := 0; r < 3; r++ {
+		old := s.signal(syscall.SIGHUP)
+		pid = s.waitPid(old, 20*time.Second)
+		s.waitExited(old, 20*time.Second)
+		pids = append(pids, pid)
+		waitAll(t, s, cs, 20*time.Second, fmt.Sprintf("every client answered by generation pid %d", pid), func(lc *lineClient) bool { return lc.answeredBy(pid) })
+	}
+	lines := 0
+	for _, lc := range cs {
+		close(lc.stop)
+	}
+	for _, lc := range cs {
+		select {
+		case <-lc.done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a client still waits for answers after 20 s")
+		}
+		if lc.err != nil {
+			t.Fatalf("a client (sent %d, answers by pid %v): %v; log:\n%s", lc.sent, lc.pids, lc.err, tail(s.log(), 30))
+		}
+		for _, p := range pids {
+			if lc.pids[p] == 0 {
+				t.Fatalf("a client was never answered by pid %d: %v", p, lc.pids)
+			}
+		}
+		lines += lc.got
+	}
+	moved := 0
+	for _, r := range s.records() {
+		if r.Match("event=handover.committed") {
+			c, _ := strconv.Atoi(r.Get("conns"))
+			moved += c
+			t.Logf("pid %s handed over %s connections in %s ms (%s/s)", r.Get("pid"), r.Get("conns"), r.Get("took_ms"), r.Get("per_s"))
+		}
+	}
+	if moved != 3*n {
+		t.Errorf("handover.committed counts %d connections, want %d", moved, 3*n)
+	}
+	t.Logf("%d clients, %d lines answered in order across 4 generations, 0 lost or repeated, 0 reconnects", n, lines)
+	for _, lc := range cs {
+		lc.c.Close()
+	}
+	s.stop()
+}
+
+// roundTrip sends line on c and returns the answer's count and pid, or an
+// error if the connection ended.
+func roundTrip(c net.Conn, r *bufio.Reader, line string) (count, pid int, err error) {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\n", line); err != nil {
+		return 0, 0, err
+	}
+	s, err := r.ReadString('\n')
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.SplitN(strings.TrimSuffix(s, "\n"), " ", 3)
+	if len(f) != 3 || f[2] != line {
+		return 0, 0, fmt.Errorf("answer %q to %q", s, line)
+	}
+	count, _ = strconv.Atoi(f[0])
+	pid, _ = strconv.Atoi(f[1])
+	return count, pid, nil
+}
+
+// conn is a client of the fault tests: one line at a time.
+type conn struct {
+	c    net.Conn
+	r    *bufio.Reader
+	sent int
+}
+
+func dialConns(t *testing.T, addr string, n int, first ...string) []*conn {
+	t.Helper()
+	cs := make([]*conn, n)
+	for i := range cs {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cs[i] = &conn{c: c, r: bufio.NewReader(c)}
+		lines := append([]string{"hello"}, first...)
+		for _, l := range lines {
+			if _, _, err := cs[i].trip(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return cs
+}
+
+// trip sends one line and checks the count goes on.
+func (c *conn) trip(line string) (pid int, ok bool, err error) {
+	count, pid, err := roundTrip(c.c, c.r, line)
+	if err != nil {
+		return 0, false, err
+	}
+	c.sent++
+	if count != c.sent {
+		return pid, false, fmt.Errorf("count %d after %d lines: state lost or a line repeated", count, c.sent)
+	}
+	return pid, true, nil
+}
+
+// recordInt returns key of the first record matching terms, as a number.
+func recordInt(s *server, key string, terms ...string) int {
+	r := s.waitRecord(20*time.Second, terms...)
+	n, _ := strconv.Atoi(r.Get(key))
+	return n
+}
+
+// TestHandoverStateTooLarge: a connection whose state is over
+// MaxHandoverState is not offered (a clear error in the log) and drains in
+// the old generation, its count intact; the others move.
+func TestHandoverStateTooLarge(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, faultBin, nil, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
+	old := s.waitPid(0, 10*time.Second)
+	big := dialConns(t, s.addr, 1, "pad 70000")[0]
+	small := dialConns(t, s.addr, 3)
+	s.signal(syscall.SIGHUP)
+	pid := s.waitPid(old, 20*time.Second)
+	r := s.waitRecord(20*time.Second, "event=handover.invalid", "pid="+strconv.Itoa(old))
+	if !strings.Contains(r.Get("err"), "over the limit") {
+		t.Errorf("handover.invalid says %q", r.Get("err"))
+	}
+	s.waitRecord(20*time.Second, "event=handover.committed", "conns=3")
+	for _, c := range small {
+		if p, _, err := c.trip("after"); err != nil || p != pid {
+			t.Fatalf("a small connection after the handover: pid %d (want %d), %v", p, pid, err)
+		}
+	}
+	if p, _, err := big.trip("after"); err != nil || p != old {
+		t.Fatalf("the large one after the handover: pid %d (want the old %d, draining), %v", p, old, err)
+	}
+	big.c.Close()
+	s.waitExited(old, 20*time.Second)
+	for _, c := range small {
+		c.c.Close()
+	}
+	s.stop()
+}
+
+// TestHandoverStillReading: a program that offers a connection while its
+// reader is still in Read is refused with ErrStillInUse; the connection is
+// untouched and drains in the old generation.
+func TestHandoverStillReading(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, faultBin, nil, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
+	old := s.waitPid(0, 10*time.Second)
+	racy := dialConns(t, s.addr, 1, "racy")[0]
+	other := dialConns(t, s.addr, 1)[0]
+	s.signal(syscall.SIGHUP)
+	pid := s.waitPid(old, 20*time.Second)
+	r := s.waitRecord(20*time.Second, "event=handover.invalid", "pid="+strconv.Itoa(old))
+	if !strings.Contains(r.Get("err"), "still in progress") {
+		t.Errorf("handover.invalid says %q", r.Get("err"))
+	}
+	s.waitRecord(20*time.Second, "event=handover.committed", "conns=1")
+	if p, _, err := other.trip("after"); err != nil || p != pid {
+		t.Fatalf("the other connection: pid %d (want %d), %v", p, pid, err)
+	}
+	for i := 0; i < 3; i++ {
+		if p, _, err := racy.trip("after"); err != nil || p != old {
+			t.Fatalf("the connection offered while read: pid %d (want the old %d), %v", p, old, err)
+		}
+	}
+	racy.c.Close()
+	s.waitExited(old, 20*time.Second)
+	other.c.Close()
+	s.stop()
+}
+
+// split sends one more line on every connection and sorts them by who
+// answered: the old generation, the new one, or nobody (closed).
+func split(t *testing.T, cs []*conn, old, pid int) (byOld, byNew, closed int) {
+	t.Helper()
+	for _, c := range cs {
+		p, _, err := c.trip("after")
+		switch {
+		case err != nil && p == 0:
+			closed++
+		case err != nil:
+			t.Fatalf("pid %d: %v", p, err)
+		case p == old:
+			byOld++
+		case p == pid:
+			byNew++
+		default:
+			t.Fatalf("answered by pid %d, neither %d nor %d", p, old, pid)
+		}
+	}
+	return
+}
+
+// TestHandoverNewOutOfDescriptors: the new generation runs with
+// RLIMIT_NOFILE 48; the connections it cannot hold are refused and drain in
+// the old generation, the others move; none is lost or closed.
+func TestHandoverNewOutOfDescriptors(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, faultBin, []string{"HOF_NOFILE=48"}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
+	old := s.waitPid(0, 10*time.Second)
+	cs := dialConns(t, s.addr, 120)
+	s.signal(syscall.SIGHUP)
+	pid := s.waitPid(old, 20*time.Second)
+	r := s.waitRecord(20*time.Second, "event=handover.refused", "pid="+strconv.Itoa(old))
+	t.Logf("old generation: %v", r)
+	byOld, byNew, closed := split(t, cs, old, pid)
+	t.Logf("of %d connections: %d moved, %d refused and drained, %d closed", len(cs), byNew, byOld, closed)
+	if closed != 0 || byOld == 0 || byNew == 0 {
+		t.Fatalf("%d moved, %d drained, %d closed: want some of each of the first two, none closed", byNew, byOld, closed)
+	}
+	for _, c := range cs {
+		c.c.Close()
+	}
+	s.waitExited(old, 20*time.Second)
+}
+
+// TestHandoverNewKilled: the new generation is killed with SIGKILL in the
+// middle of a handover (its Check stalls at the 21st connection, in batches
+// of 8). What was committed dies with it; the old generation keeps every
+// connection it had not committed and serves it on, count intact.
+func TestHandoverNewKilled(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, faultBin, []string{"HOF_BATCH=8", "HOF_STALL_AFTER=20"}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
+	old := s.waitPid(0, 10*time.Second)
+	cs := dialConns(t, s.addr, 40)
+	s.signal(syscall.SIGHUP)
+	st := s.waitRecord(20*time.Second, "event=test.stalled")
+	child, _ := strconv.Atoi(st.Get("pid"))
+	if child <= 0 {
+		t.Fatalf("no pid in %v", st)
+	}
+	adopted := 0
+	for _, r := range s.records() {
+		if r.Match("event=handover.adopted", "pid="+st.Get("pid")) {
+			adopted, _ = strconv.Atoi(r.Get("total"))
+		}
+	}
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.seen[child] = true
+	aborted := recordInt(s, "conns", "event=handover.aborted", "pid="+strconv.Itoa(old))
+	byOld, byNew, closed := split(t, cs, old, child)
+	t.Logf("of %d connections: %d committed to the killed generation (lost with it), %d aborted in flight and kept, %d served on by the old one", len(cs), closed, aborted, byOld)
+	if byNew != 0 || closed != adopted || byOld != len(cs)-adopted || aborted == 0 {
+		t.Fatalf("%d served by the old generation, %d closed, %d by the dead one; %d were adopted, %d aborted", byOld, closed, byNew, adopted, aborted)
+	}
+}
+
+// TestHandoverOldKilled: the old generation is killed with SIGKILL in the
+// middle of a handover. The connections committed before live on in the new
+// generation; those it had prepared are closed there (the new generation
+// logs how many), the rest die with the old one.
+func TestHandoverOldKilled(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, faultBin, []string{"HOF_BATCH=8", "HOF_STALL_AFTER=20"}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
+	old := s.waitPid(0, 10*time.Second)
+	cs := dialConns(t, s.addr, 40)
+	s.signal(syscall.SIGHUP)
+	st := s.waitRecord(20*time.Second, "event=test.stalled")
+	child, _ := strconv.Atoi(st.Get("pid"))
+	if child <= 0 {
+		t.Fatalf("no pid in %v", st)
+	}
+	s.seen[child] = true
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	end := s.waitRecord(20*time.Second, "event=handover.ended", "pid="+st.Get("pid"))
+	adopted, _ := strconv.Atoi(end.Get("adopted"))
+	aborted, _ := strconv.Atoi(end.Get("aborted"))
+	byOld, byNew, closed := split(t, cs, old, child)
+	t.Logf("of %d connections: %d committed before the kill live on, %d prepared and closed by the new generation, %d lost in all", len(cs), byNew, aborted, closed)
+	if byOld != 0 || byNew != adopted || closed != len(cs)-adopted || aborted == 0 || adopted == 0 {
+		t.Fatalf("%d served by the new generation, %d closed, %d by the dead one; it adopted %d, aborted %d", byNew, closed, byOld, adopted, aborted)
+	}
+}
