@@ -20,7 +20,7 @@ import (
 // during the window, the reload fails saying why, and the old generation
 // serves on. A healthy release under the same load bakes and takes over.
 func TestBakeRollsBackLyingRelease(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")

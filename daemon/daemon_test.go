@@ -25,7 +25,7 @@ import (
 // TestReloadsUnderLoad reloads examples/app and examples/python-app 20 times
 // each under a constant-rate POST load with 2 s requests in flight.
 func TestReloadsUnderLoad(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	if testing.Short() {
 		t.Skip("long: 20 reloads under load, twice")
 	}
@@ -106,7 +106,7 @@ func checkListenPID(t *testing.T, log string, want int) {
 // that never becomes ready, and one that dies in the bake window: each
 // reload exits 1 with the reason while the old generation serves on.
 func TestBrokenGenerationKeepsServing(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil, "--ready-timeout", "2s", "--bake", "1s")
 	first := d.serving()
 	load := func() func() *loadcheck.Result {
@@ -317,7 +317,7 @@ func (e errStatus) Error() string { return "HTTP " + http.StatusText(int(e)) }
 // and the control socket and starts its own generation; the old handoff
 // stops its generation and exits; no request fails.
 func TestUpgradeHandoffItself(t *testing.T) {
-	spawns(t)
+	spawns(t) // serial: it waits until nothing is left below the test
 	d := startDaemon(t, nil)
 	oldPid := d.cmd.Process.Pid
 	oldGen := d.serving()

@@ -41,7 +41,7 @@ func hangServer(t *testing.T) []string {
 // requests the hung process held, and nothing once the new one serves;
 // status and the metrics count it.
 func TestHungProcessReplaced(t *testing.T) {
-	spawns(t)
+	spawns(t) // serial: what it judges is how fast a process answers
 	for _, workers := range []int{1, 2} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			metricsAddr := proc.FreeAddr(t)
@@ -113,7 +113,7 @@ func TestHungProcessReplaced(t *testing.T) {
 // come together and nothing else; or slow requests four times a second,
 // long-polling requests it never answers, and fast ones beside them.
 func TestBusyProcessNotReplaced(t *testing.T) {
-	spawns(t)
+	spawns(t) // serial: what it judges is how fast a process answers
 	t.Run("a burst of slow requests alone", func(t *testing.T) {
 		d := startDaemon(t, hangServer(t), "--ready", "accept", "--hung-after", "1s")
 		pid := d.serving()

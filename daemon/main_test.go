@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -70,6 +71,17 @@ func spawns(t *testing.T) {
 	}
 }
 
+// alongside is spawns for a test that may run beside one other such test
+// (go test's -parallel, GOMAXPROCS by default): it waits on its processes
+// far more than it computes, and owns its daemon, directory and ports. A
+// test that sets the environment, or whose figures need the machine to
+// itself, stays serial.
+func alongside(t *testing.T) {
+	t.Helper()
+	spawns(t)
+	t.Parallel()
+}
+
 // runningDaemon is one `handoff run` started by a test.
 type runningDaemon struct {
 	t       *testing.T
@@ -81,7 +93,11 @@ type runningDaemon struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when handoff has exited; then waitErr is set
 	waitErr error
+	mark    string // in the environment of handoff and all it starts (proc.Mark)
 }
+
+// marks numbers the daemons the tests start, for proc.Mark.
+var marks atomic.Int64
 
 // startDaemon runs `handoff run --listen web=ADDR FLAGS -- PROGRAM ARGS`,
 // where PROGRAM is a copy of examples/app unless program is given, and waits
@@ -126,6 +142,8 @@ func startDaemonOn(t *testing.T, workDir, addr string, program []string, flags .
 	d.cmd = exec.Command(handoffBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.Dir = dir
+	d.mark = fmt.Sprintf("%s#%d", t.Name(), marks.Add(1))
+	proc.Mark(d.cmd, d.mark)
 	if workDir != "" {
 		d.cmd.Dir = workDir
 	}
@@ -269,11 +287,11 @@ func (d *runningDaemon) cleanup() {
 		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
-	// Kill and reap whatever generation the test left.
-	for _, pid := range proc.Descendants(os.Getpid()) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	// Kill and reap whatever this daemon left (a keeper, generations,
+	// their orphans), and nothing of a test running alongside.
+	if left := proc.KillMarked(d.mark); len(left) > 0 {
+		d.t.Errorf("processes of %s still alive after SIGKILL: %v", d.mark, left)
 	}
-	proc.ReapAll()
 }
 
 // zombies returns the children of pid that have exited but were not reaped.

@@ -26,7 +26,7 @@ import (
 // 200 ms, sees a reload that succeeded and one that failed in its query
 // API, with the serving generation's number.
 func TestMetricsScrapedByPrometheus(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	prom, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Skip("prometheus is not installed (apt-get install prometheus)")
@@ -124,7 +124,7 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 // long as it likes: handoff closes its end once the answer is written and
 // the connection idle, while the client is still reading.
 func TestMetricsSlowReader(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	metricsAddr := proc.FreeAddr(t)
 	d := startDaemon(t, nil, "--metrics", metricsAddr)
 	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {

@@ -27,7 +27,7 @@ import (
 // meanwhile fails — then stops them, with exit status 0, and nothing is left
 // running. The same with two workers.
 func TestPID1ReapsOrphans(t *testing.T) {
-	spawns(t)
+	spawns(t) // serial: it kills and reaps whatever it finds below the test
 	for _, workers := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d workers", workers), func(t *testing.T) { testPID1ReapsOrphans(t, workers) })
 	}

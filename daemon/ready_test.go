@@ -100,7 +100,7 @@ func lastLine(out string) string {
 // generation serves on, losing nothing; a release slow to start is ready
 // only once it waits on the socket.
 func TestReadyAccept(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")

@@ -26,7 +26,7 @@ import (
 // USR1` reaches the serving generation, KILL is refused; `handoff rollback`
 // brings v1 back with v1's environment; no request fails.
 func TestReleasesOnOneHost(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 is not installed")

@@ -25,7 +25,7 @@ import (
 // with a program that stops accepting at once but holds its socket for a
 // while before it exits.
 func TestStopRefusesNotResets(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	lingering := lingeringServer(t, "0.6")
 	for _, c := range []struct {
 		name         string

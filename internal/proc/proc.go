@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -203,4 +205,78 @@ func FDCount(pid int) int {
 		return -1
 	}
 	return len(ents)
+}
+
+// markVar is the environment variable Mark sets and KillMarked looks for.
+const markVar = "HANDOFF_PROC_TEST_MARK"
+
+// Mark gives every process cmd starts, and whatever those start in turn
+// (orphans too), the mark in its environment, so that KillMarked finds them
+// among the processes of other tests running alongside. A process that
+// clears its environment before exec loses it.
+func Mark(cmd *exec.Cmd, mark string) {
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, markVar+"="+mark)
+}
+
+// KillMarked kills every live process whose environment carries mark (see
+// Mark) and reaps those that are this process's children — its own, and
+// orphans re-parented to it as a subreaper — until none is left or 10 s
+// have passed. Unlike ReapAll it takes no other process's exit status, so
+// the exec.Cmd.Wait of a test running alongside still gets its own. It
+// returns the processes still alive at the deadline.
+func KillMarked(mark string) []int {
+	want := []byte(markVar + "=" + mark + "\x00")
+	seen := map[int]bool{}
+	self := os.Getpid()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var live []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			p, err := strconv.Atoi(e.Name())
+			if err != nil || p == self {
+				continue
+			}
+			st, pp, ok := Stat(p)
+			if !ok {
+				continue
+			}
+			if st == "Z" {
+				if seen[p] && pp == self {
+					var ws unix.WaitStatus
+					_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
+				}
+				continue
+			}
+			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p))
+			if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
+				continue
+			}
+			seen[p] = true
+			live = append(live, p)
+			_ = unix.Kill(p, unix.SIGKILL)
+		}
+		if len(live) == 0 {
+			// The last round's zombies are reaped above; one more pass
+			// takes those that died after their scan.
+			reapSeen(seen, self)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return live
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// reapSeen reaps the processes of seen that are this process's zombies.
+func reapSeen(seen map[int]bool, self int) {
+	for p := range seen {
+		if st, pp, ok := Stat(p); ok && st == "Z" && pp == self {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
+		}
+	}
 }
