@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +26,13 @@ const JournalSocket = "/run/systemd/journal/socket"
 // the value and a newline. An entry larger than the socket takes in one
 // datagram (about 208 KiB by default; a line is at most MaxLine) is written
 // to a sealed memfd, and the memfd sent instead, as sd_journal_sendv does.
+//
+// When journald restarts, its socket is a new one at the same path and the
+// connection still names the old one: the first entry refused so connects
+// again, once, and is sent on the new connection.
 type Journal struct {
+	path string
+	mu   sync.Mutex // guards conn
 	conn *net.UnixConn
 }
 
@@ -33,19 +40,63 @@ type Journal struct {
 // fails when nothing listens there: no journald, or not in this mount
 // namespace.
 func OpenJournal(path string) (*Journal, error) {
+	c, err := dialJournal(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Journal{path: path, conn: c}, nil
+}
+
+func dialJournal(path string) (*net.UnixConn, error) {
 	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return nil, fmt.Errorf("outtag: journal: %w", err)
 	}
-	return &Journal{conn: c}, nil
+	return c, nil
 }
 
 // Close closes the connection.
-func (j *Journal) Close() error { return j.conn.Close() }
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.conn.Close()
+}
 
-// send sends one entry.
+// send sends one entry; if journald's end of the connection is gone, it
+// connects again and sends it once more.
 func (j *Journal) send(entry []byte) error {
-	_, err := j.conn.Write(entry)
+	j.mu.Lock()
+	c := j.conn
+	j.mu.Unlock()
+	err := sendEntry(c, entry)
+	if err == nil || !peerGone(err) {
+		return err
+	}
+	j.mu.Lock()
+	if j.conn == c { // not connected again by another sender meanwhile
+		nc, derr := dialJournal(j.path)
+		if derr != nil {
+			j.mu.Unlock()
+			return fmt.Errorf("%w; connecting again: %w", err, derr)
+		}
+		j.conn.Close()
+		j.conn = nc
+	}
+	c = j.conn
+	j.mu.Unlock()
+	return sendEntry(c, entry)
+}
+
+// peerGone reports whether err says the socket the connection names is
+// closed: journald stopped or restarted.
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTCONN) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// sendEntry sends one entry on c.
+func sendEntry(c *net.UnixConn, entry []byte) error {
+	_, err := c.Write(entry)
 	if err == nil {
 		return nil
 	}
@@ -67,7 +118,7 @@ func (j *Journal) send(entry []byte) error {
 	}
 	// Alone in an empty datagram: net refuses WriteMsgUnix on a connected
 	// datagram socket, so sendmsg(2) itself.
-	rc, err := j.conn.SyscallConn()
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("outtag: journal: %w", err)
 	}

@@ -28,7 +28,12 @@ type fakeJournal struct {
 
 func newFakeJournal(t *testing.T) *fakeJournal {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "socket")
+	return newFakeJournalAt(t, filepath.Join(t.TempDir(), "socket"))
+}
+
+// newFakeJournalAt is newFakeJournal with its socket at path.
+func newFakeJournalAt(t *testing.T, path string) *fakeJournal {
+	t.Helper()
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +206,39 @@ func TestJournalGone(t *testing.T) {
 	}
 	if _, err := outtag.OpenJournal(filepath.Join(t.TempDir(), "none")); err == nil {
 		t.Error("OpenJournal of a path where nothing listens: no error")
+	}
+}
+
+// TestJournalRestart: after journald restarts — its socket closed, a new
+// one at the same path — the next line reaches the new journald, not the
+// stream.
+func TestJournalRestart(t *testing.T) {
+	fj := newFakeJournal(t)
+	j, err := outtag.OpenJournal(fj.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var out buffer
+	k := outtag.NewSink(&out, outtag.Options{Stream: "stdout", Journal: j})
+	a := k.Source(outtag.Tags{Gen: 3, PID: 11})
+	write(t, a, "before\n")
+	if e := fj.next(t); e["MESSAGE"] != "before" {
+		t.Fatalf("MESSAGE=%q", e["MESSAGE"])
+	}
+	fj.conn.Close()
+	if err := os.Remove(fj.path); err != nil {
+		t.Fatal(err)
+	}
+	again := newFakeJournalAt(t, fj.path)
+	write(t, a, "after\n", "and on\n")
+	for _, want := range []string{"after", "and on"} {
+		if e := again.next(t); e["MESSAGE"] != want || e["HANDOFF_GENERATION"] != "3" {
+			t.Errorf("MESSAGE=%q HANDOFF_GENERATION=%q, want %q from the restarted journald", e["MESSAGE"], e["HANDOFF_GENERATION"], want)
+		}
+	}
+	if out.String() != "" {
+		t.Errorf("the stream got %q, want nothing", out.String())
 	}
 }
 
