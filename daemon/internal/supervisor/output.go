@@ -5,18 +5,12 @@ package supervisor
 import (
 	"os"
 	"path/filepath"
-	"sync"
+	"slices"
+	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/outtag"
 	"github.com/handoff-dev/handoff/internal/linetail"
 )
-
-// tagged holds handoff's stdout and stderr as --tag-output makes them, set
-// up at the first generation's start: one supervisor runs in a process.
-var tagged struct {
-	once     sync.Once
-	out, err *outtag.Sink
-}
 
 // outputs starts copying generation g's stdout and stderr pipes to
 // handoff's: as they come without --tag-output, which leaves them byte for
@@ -24,14 +18,41 @@ var tagged struct {
 // pid (package outtag).
 func (s *supervisor) outputs(g *generation, outR, errR *os.File) (stdout, stderr *linetail.Tail) {
 	if s.cfg.TagOutput == "" {
-		return linetail.New(outR, os.Stdout, 10), linetail.New(errR, os.Stderr, 10)
+		stdout, stderr = linetail.New(outR, os.Stdout, 10), linetail.New(errR, os.Stderr, 10)
+	} else {
+		if s.tagged.out == nil {
+			s.tagged.out = s.sink(os.Stdout, "stdout")
+			s.tagged.err = s.sink(os.Stderr, "stderr")
+		}
+		t := outtag.Tags{Gen: g.N, Worker: g.W, PID: g.PID, Ident: filepath.Base(g.Spec.Name)}
+		stdout, stderr = linetail.NewLive(outR, s.tagged.out.Source(t), 10), linetail.NewLive(errR, s.tagged.err.Source(t), 10)
 	}
-	tagged.once.Do(func() {
-		tagged.out = s.sink(os.Stdout, "stdout")
-		tagged.err = s.sink(os.Stderr, "stderr")
+	// Keep the tails still copying, for the wait at handoff's exit.
+	s.tails = slices.DeleteFunc(s.tails, func(t *linetail.Tail) bool {
+		select {
+		case <-t.Done():
+			return true
+		default:
+			return false
+		}
 	})
-	t := outtag.Tags{Gen: g.N, Worker: g.W, PID: g.PID, Ident: filepath.Base(g.Spec.Name)}
-	return linetail.NewLive(outR, tagged.out.Source(t), 10), linetail.NewLive(errR, tagged.err.Source(t), 10)
+	s.tails = append(s.tails, stdout, stderr)
+	return stdout, stderr
+}
+
+// flushOutputs waits, at most wait in all, until the generations' output
+// has reached handoff's own: at its exit, once every generation and stray
+// has ended, the last lines may still be in the pipes.
+func (s *supervisor) flushOutputs(wait time.Duration) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for _, t := range s.tails {
+		select {
+		case <-t.Done():
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // sink returns the sink of f, handoff's stream named stream: journald's

@@ -57,6 +57,7 @@ func Run(cfg *config.Config, log *slog.Logger, version string) (int, error) {
 		s.watcher.Close()
 	}
 	s.stopAllStrays()
+	s.flushOutputs(time.Second)
 	s.keeper.Bye()
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.

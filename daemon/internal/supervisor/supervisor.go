@@ -21,11 +21,13 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
+	"github.com/handoff-dev/handoff/daemon/internal/outtag"
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/daemon/internal/watch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
+	"github.com/handoff-dev/handoff/internal/linetail"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
 )
@@ -88,6 +90,11 @@ type supervisor struct {
 	wdC     chan chan error // watchdog checks from the upgrader's ping loop
 	// watcher reports the changes of --watch's paths; nil without it.
 	watcher *watch.Watcher
+	// tagged holds handoff's stdout and stderr as --tag-output makes
+	// them, set up at the first generation's start; nil without it.
+	tagged struct{ out, err *outtag.Sink }
+	// tails are the generations' output copiers not yet done (outputs).
+	tails []*linetail.Tail
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
