@@ -133,7 +133,11 @@ func (s *supervisor) run() int {
 			ev = machine.EvSignal{Sig: config.SignalName(sig.(syscall.Signal))}
 		case e := <-s.events:
 			ev = e
-		case c := <-watchC:
+		case c, ok := <-watchC:
+			if !ok {
+				watchC = nil // the watch ended (it said why)
+				continue
+			}
 			ev = machine.EvWatchChanged{Paths: c.Paths}
 		case req := <-s.ctlC:
 			switch req.Cmd {

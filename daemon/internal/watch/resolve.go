@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -150,8 +149,7 @@ func digest(real string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	for _, e := range ents {
+	for _, e := range ents { // in name order, as os.ReadDir returns them
 		name := e.Name()
 		if ignored(name) {
 			continue

@@ -100,6 +100,7 @@ func Start(o Options) (*Watcher, error) {
 
 // Changes returns the channel each change comes on. A change not yet taken
 // when another comes is merged with it: none is lost, none is told twice.
+// It is closed when the watch ends: at Close, or if inotify's channels close.
 func (w *Watcher) Changes() <-chan Change { return w.changes }
 
 // Close stops the watch and returns once its goroutine has ended; no change
@@ -114,6 +115,7 @@ func (w *Watcher) Close() error {
 // them, looks, and hands out the changes.
 func (w *Watcher) run() {
 	defer close(w.done)
+	defer close(w.changes)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var (
@@ -134,6 +136,7 @@ func (w *Watcher) run() {
 			pending = Change{}
 		case ev, ok := <-w.fw.Events:
 			if !ok {
+				w.o.Log.Error("watch: inotify closed its channel; changes are no longer seen", "event", "watch.ended")
 				return
 			}
 			if !w.matters(ev.Name) {
@@ -146,6 +149,7 @@ func (w *Watcher) run() {
 			timer.Reset(min(w.o.Quiet, max(first.Add(w.o.MaxDelay).Sub(now), 0)))
 		case err, ok := <-w.fw.Errors:
 			if !ok {
+				w.o.Log.Error("watch: inotify closed its channel; changes are no longer seen", "event", "watch.ended")
 				return
 			}
 			w.o.Log.Warn("watch: inotify failed; looking at every path again", "event", "watch.error", "err", err)

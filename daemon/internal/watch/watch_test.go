@@ -66,8 +66,12 @@ func start(t *testing.T, paths ...string) *watching {
 		if err := w.Close(); err != nil {
 			t.Error(err)
 		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Changes not closed 5 s after Close")
+		}
 	})
-	_ = done // Changes is never closed: the goroutine ends with the test binary
 	wt.wait("watch.started", 1)
 	return wt
 }
