@@ -140,7 +140,7 @@ func TestRollingDeploy(t *testing.T) {
 	}
 	deploy := func(release, src string) (string, error) {
 		cmd := exec.Command(playbook, "-i", invPath, "deploy.yml", "-e", "release="+release, "-e", "release_src="+src)
-		cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible-tmp"), "ANSIBLE_HOME="+filepath.Join(dir, "ansible-home"))
+		cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_PIPELINING=1", "ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible-tmp"), "ANSIBLE_HOME="+filepath.Join(dir, "ansible-home"))
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
