@@ -47,6 +47,7 @@ type generation struct {
 	// fire — --drain-timeout after each reload, 30 s by default.
 	timers  []*time.Timer
 	exitedC chan struct{} // closed when it has exited
+	readyC  chan struct{} // closed when it is ready, before EvReady is sent
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 	// ident is what it runs, once identify has read it; nil until then,
@@ -262,6 +263,8 @@ func (s *supervisor) watch(g *generation) {
 	g.cancel = cancel
 	exitedC := make(chan struct{})
 	g.exitedC = exitedC
+	readyC := make(chan struct{})
+	g.readyC = readyC
 	go func() {
 		err := cmd.Wait()
 		s.reaper.Done(cmd.Process.Pid)
@@ -284,6 +287,7 @@ func (s *supervisor) watch(g *generation) {
 		err := s.waitReady(ctx, g, notifyConn, exitedC)
 		switch {
 		case err == nil:
+			close(readyC)
 			s.events <- machine.EvReady{G: g.Gen}
 		case errors.Is(err, errGenExited):
 		default:
