@@ -192,6 +192,8 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		Watchdog: s.u.WatchdogInterval() > 0,
 	}
 	var cmd *exec.Cmd
+	forked := time.Now()
+	g.Prepare = forked.Sub(g.Started)
 	err = s.reaper.Start(func() (int, error) {
 		var err error
 		if cmd, g.Launch, err = launch.Start(ls); err != nil {
@@ -218,6 +220,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.PID = cmd, cmd.Process.Pid
+	g.Exec = time.Since(forked)
 	s.keeper.Hold(g.key(), g.PID, outR, errR)
 	g.stdout, g.stderr = s.outputs(g, outR, errR)
 
