@@ -207,7 +207,7 @@ func TestPortFilter(t *testing.T) {
 			want[servers[i].ino] = true
 		}
 		seen := map[uint64]bool{}
-		err := dump(1<<tcpEstablished, ports, func(port uint16, ino uint64, _ uint32, _ []byte) {
+		err := dump(1<<tcpEstablished, portFilter(ports), func(port uint16, ino uint64, _ uint32, _ []byte) {
 			if !ports[port] {
 				t.Errorf("%s: the kernel passed a socket on port %d", tc.name, port)
 			}
