@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"sync"
-	"syscall"
 )
 
 // Cache remembers the files it identified, so that a file unchanged since
@@ -87,14 +86,4 @@ func resolve(path string) (string, os.FileInfo, error) {
 		return "", nil, errorf(err)
 	}
 	return resolved, st, nil
-}
-
-// changeTime is st's change time (ctime) in nanoseconds since the epoch,
-// or 0 where the system does not say.
-func changeTime(st os.FileInfo) int64 {
-	if s, ok := st.Sys().(*syscall.Stat_t); ok {
-		sec, nsec := s.Ctim.Unix()
-		return sec*1e9 + nsec
-	}
-	return 0
 }

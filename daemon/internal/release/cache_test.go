@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -43,8 +44,13 @@ func TestCache(t *testing.T) {
 	if err := os.Chtimes(prog, st.ModTime(), st.ModTime()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Known(prog, nil, dir); !errors.Is(err, ErrNotCached) {
+	if _, err := c.Known(prog, nil, dir); !errors.Is(err, ErrNotCached) && runtime.GOOS == "linux" {
 		t.Errorf("Known after a rewrite that kept size and mtime: %v, want ErrNotCached", err)
+	}
+	// Elsewhere the change time is not compared: a write that keeps
+	// size and mtime goes unseen there (see changeTime).
+	if runtime.GOOS != "linux" {
+		write(t, prog, "release 2, longer")
 	}
 	id2, err := c.Of(prog, nil, dir)
 	if err != nil || id2.Program.SHA256 == id.Program.SHA256 {
