@@ -187,6 +187,9 @@ func TestReloadStorm(t *testing.T) {
 	spawns(t)
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
+	// Settled first: the first generation's release is read once it is
+	// ready, through a descriptor of its own.
+	d.waitRecord(10*time.Second, "event=release.identified", "gen=1")
 	fdsBefore := proc.FDCount(pid)
 	before := fdList(pid)
 	for i := 0; i < 50; i++ {

@@ -3,7 +3,9 @@
 package sockdiag
 
 import (
+	"maps"
 	"net"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -144,4 +146,78 @@ func listenerInode(t *testing.T, ln net.Listener) uint64 {
 		t.Fatal(err, serr)
 	}
 	return st.Ino
+}
+
+// TestPortFilter: the kernel itself passes only the sockets on the ports
+// asked for — IPv4 and IPv6, one port, several, more than a byte's jump
+// reaches, none — so that a machine's other connections cost nothing.
+func TestPortFilter(t *testing.T) {
+	type server struct {
+		port uint16
+		ino  uint64
+	}
+	var servers []server
+	for _, addr := range []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if addr == "[::1]:0" {
+				t.Logf("no IPv6 here (%v): IPv4 only", err)
+				continue
+			}
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		servers = append(servers, server{uint16(ln.Addr().(*net.TCPAddr).Port), inode(t, s)})
+	}
+	// Ports with nothing on them, to make the filter long: 40 blocks are
+	// 800 bytes, past a forward jump that fits in a byte.
+	padding := map[uint16]bool{}
+	for p := uint16(1); len(padding) < 40; p++ {
+		if !slices.ContainsFunc(servers, func(s server) bool { return s.port == p }) {
+			padding[p] = true
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		want []int // indexes in servers
+		pad  bool
+	}{
+		{"one port", []int{0}, false},
+		{"two of three", []int{0, 2}, false},
+		{"among 40 others", []int{1, len(servers) - 1}, true},
+		{"none", nil, false},
+	} {
+		ports := map[uint16]bool{}
+		if tc.pad {
+			maps.Copy(ports, padding)
+		}
+		want := map[uint64]bool{}
+		for _, i := range tc.want {
+			ports[servers[i].port] = true
+			want[servers[i].ino] = true
+		}
+		seen := map[uint64]bool{}
+		err := dump(1<<tcpEstablished, portFilter(ports), func(port uint16, ino uint64, _ uint32, _ []byte) {
+			if !ports[port] {
+				t.Errorf("%s: the kernel passed a socket on port %d", tc.name, port)
+			}
+			seen[ino] = true
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !maps.Equal(seen, want) {
+			t.Errorf("%s: sockets %v, want %v", tc.name, seen, want)
+		}
+	}
 }

@@ -119,3 +119,33 @@ func TestWorkersSmoke(t *testing.T) {
 		t.Errorf("%d rows, want %d:\n%s", rows, len(workersCases("")), out.String())
 	}
 }
+
+// TestSpeedSmoke runs the restart-speed section for a few rounds: both
+// modes upgrade, and every phase of their breakdown is found in the
+// records by its event key (a phase with no sample reads –); the figures
+// are not judged.
+func TestSpeedSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("upgrades the library's and the daemon's example servers")
+	}
+	var out bytes.Buffer
+	if err := run(config{rounds: 3, only: "speed", binDir: binDir}, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	for _, name := range []string{"library", "daemon"} {
+		var line string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), name+":") {
+				line = l
+			}
+		}
+		if line == "" {
+			t.Errorf("no line for the %s:\n%s", name, out.String())
+			continue
+		}
+		if strings.Contains(line, " –") || !strings.Contains(line, "first answer") {
+			t.Errorf("the %s's breakdown lacks a phase: %s", name, line)
+		}
+	}
+}

@@ -44,11 +44,15 @@ type Gen struct {
 	Dir          string // its working directory (--chdir, resolved), or ""
 	Spec         *Spec  // what it runs
 	Launch       string // how LISTEN_PID was passed: "traced" or "shim"
-	FailWhy      string // set when the machine killed it for not being ready
-	ExitedAt     time.Time
-	Hung         bool    // it stopped sending WATCHDOG=1
-	Killed       bool    // sent SIGKILL (counted in Machine.killed)
-	Left         []Stray // the processes it left behind at its exit
+	// Prepare and Exec say where its start went, in its generation.started
+	// record: its environment, notify socket and output pipes made ready;
+	// then fork, exec and LISTEN_PID written (its program runs from then).
+	Prepare, Exec time.Duration
+	FailWhy       string // set when the machine killed it for not being ready
+	ExitedAt      time.Time
+	Hung          bool    // it stopped sending WATCHDOG=1
+	Killed        bool    // sent SIGKILL (counted in Machine.killed)
+	Left          []Stray // the processes it left behind at its exit
 }
 
 // Spec is what a generation runs, resolved when it starts: the program's

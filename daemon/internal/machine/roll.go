@@ -136,7 +136,8 @@ func (m *Machine) onSpawned(g *Gen) {
 	}
 	m.gens = append(m.gens, g)
 	m.slots[g.W].next = g
-	m.log(slog.LevelInfo, "generation.started", "generation started", append(m.about(g), "restart", g.Restart, "launch", g.Launch)...)
+	m.log(slog.LevelInfo, "generation.started", "generation started", append(m.about(g), "restart", g.Restart, "launch", g.Launch,
+		"prepare_us", g.Prepare.Microseconds(), "exec_us", g.Exec.Microseconds())...)
 	m.advanceRoll()
 }
 

@@ -22,6 +22,7 @@ type File struct {
 	SHA256   string    `json:"sha256"` // of its content, in hex
 	Modified time.Time `json:"modified"`
 	dev, ino uint64
+	changed  int64 // its change time (ctime), in nanoseconds
 }
 
 // Identity is what a generation runs: its program's file, and the script
@@ -57,9 +58,14 @@ func (id Identity) Short() string {
 // as the generation was started with it) and, where program is an
 // interpreter (Interpreter) and the first of args that is not a flag names
 // a regular file (relative to dir), that file as its script. It reads each
-// file whole to hash it.
+// file whole to hash it (see Cache, which does not read a file again).
 func Of(program string, args []string, dir string) (Identity, error) {
-	p, err := Identify(program)
+	return of(program, args, dir, Identify)
+}
+
+// of is Of, with identify to identify each file.
+func of(program string, args []string, dir string, identify func(string) (File, error)) (Identity, error) {
+	p, err := identify(program)
 	if err != nil {
 		return Identity{}, err
 	}
@@ -76,7 +82,11 @@ func Of(program string, args []string, dir string) (Identity, error) {
 			path = filepath.Join(dir, path)
 		}
 		if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
-			if s, err := Identify(path); err == nil {
+			s, err := identify(path)
+			if errors.Is(err, ErrNotCached) {
+				return Identity{}, err
+			}
+			if err == nil {
 				id.Script = &s
 			}
 		}
@@ -106,9 +116,9 @@ const identifyTries = 3
 // after) is read again, up to identifyTries times; then Identify returns an
 // error that says so.
 func Identify(path string) (File, error) {
-	resolved, err := filepath.EvalSymlinks(path)
+	resolved, err := evalSymlinks(path)
 	if err != nil {
-		return File{}, fmt.Errorf("release: %w", err)
+		return File{}, err
 	}
 	for range identifyTries {
 		f, same, err := read(resolved)
@@ -118,6 +128,18 @@ func Identify(path string) (File, error) {
 	}
 	return File{}, fmt.Errorf("release: %s changed each of the %d times it was read", resolved, identifyTries)
 }
+
+// evalSymlinks is filepath.EvalSymlinks, its error in the package's words.
+func evalSymlinks(path string) (string, error) {
+	resolved, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", errorf(err)
+	}
+	return resolved, nil
+}
+
+// errorf wraps err in the package's words.
+func errorf(err error) error { return fmt.Errorf("release: %w", err) }
 
 // read hashes the file at path, and reports whether it was the same file,
 // unchanged, after the read as before it.
@@ -150,7 +172,7 @@ func read(path string) (File, bool, error) {
 }
 
 func fileOf(path string, st os.FileInfo) File {
-	f := File{Path: path, Size: st.Size(), Modified: st.ModTime()}
+	f := File{Path: path, Size: st.Size(), Modified: st.ModTime(), changed: changeTime(st)}
 	if s, ok := st.Sys().(*syscall.Stat_t); ok {
 		f.dev, f.ino = uint64(s.Dev), s.Ino
 	}
@@ -160,7 +182,7 @@ func fileOf(path string, st os.FileInfo) File {
 // matches reports whether st is f's file, unchanged since f was taken.
 func (f File) matches(st os.FileInfo) bool {
 	g := fileOf(f.Path, st)
-	return g.dev == f.dev && g.ino == f.ino && g.Size == f.Size && g.Modified.Equal(f.Modified)
+	return g.dev == f.dev && g.ino == f.ino && g.Size == f.Size && g.Modified.Equal(f.Modified) && g.changed == f.changed
 }
 
 // Changed reports how the file at f.Path differs from f, cheaply (one

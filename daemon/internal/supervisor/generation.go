@@ -47,6 +47,7 @@ type generation struct {
 	// fire — --drain-timeout after each reload, 30 s by default.
 	timers  []*time.Timer
 	exitedC chan struct{} // closed when it has exited
+	readyC  chan struct{} // closed when it is ready, before EvReady is sent
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 	// ident is what it runs, once identify has read it; nil until then,
@@ -191,6 +192,8 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		Watchdog: s.u.WatchdogInterval() > 0,
 	}
 	var cmd *exec.Cmd
+	forked := time.Now()
+	g.Prepare = forked.Sub(g.Started)
 	err = s.reaper.Start(func() (int, error) {
 		var err error
 		if cmd, g.Launch, err = launch.Start(ls); err != nil {
@@ -217,6 +220,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
 	g.cmd, g.PID = cmd, cmd.Process.Pid
+	g.Exec = time.Since(forked)
 	s.keeper.Hold(g.key(), g.PID, outR, errR)
 	g.stdout, g.stderr = s.outputs(g, outR, errR)
 
@@ -262,6 +266,8 @@ func (s *supervisor) watch(g *generation) {
 	g.cancel = cancel
 	exitedC := make(chan struct{})
 	g.exitedC = exitedC
+	readyC := make(chan struct{})
+	g.readyC = readyC
 	go func() {
 		err := cmd.Wait()
 		s.reaper.Done(cmd.Process.Pid)
@@ -284,6 +290,7 @@ func (s *supervisor) watch(g *generation) {
 		err := s.waitReady(ctx, g, notifyConn, exitedC)
 		switch {
 		case err == nil:
+			close(readyC)
 			s.events <- machine.EvReady{G: g.Gen}
 		case errors.Is(err, errGenExited):
 		default:

@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"errors"
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/release"
@@ -14,7 +15,11 @@ const releaseCheckEvery = 2 * time.Second
 
 // identify learns what g runs (package release) off the supervisor's
 // goroutine: reading the program's file whole takes milliseconds for a
-// large binary, and must not delay a reload. For worker 0's process it logs
+// large binary, and must not delay a reload. The files are read once for
+// all (s.releaseCache): a worker, a restart after a crash or a reload into
+// the same release costs a stat. A file not read yet is read once g is
+// ready, or has exited: not while g starts, which it would take CPU from.
+// For worker 0's process it logs
 // release.identified, release.same when prev (the process g replaces, or
 // nil) runs the same release, and watches the files for a change in place
 // under g (watchRelease).
@@ -27,8 +32,16 @@ func (s *supervisor) identify(g *generation, prev *generation) {
 	if prev != nil {
 		prevN = prev.N
 	}
+	readyC, exitedC := g.readyC, g.exitedC
 	go func() {
-		id, err := release.Of(spec.Program, spec.Args, spec.Dir)
+		id, err := s.releaseCache.Known(spec.Program, spec.Args, spec.Dir)
+		if errors.Is(err, release.ErrNotCached) {
+			select {
+			case <-readyC:
+			case <-exitedC:
+			}
+			id, err = s.releaseCache.Of(spec.Program, spec.Args, spec.Dir)
+		}
 		if err != nil {
 			if w == 0 {
 				s.log.Warn("cannot identify the release: status and metrics will not show it", "event", "release.unknown", "gen", n, "gen_pid", pid, "err", err)

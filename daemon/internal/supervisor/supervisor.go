@@ -25,6 +25,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/daemon/internal/release"
 	"github.com/handoff-dev/handoff/daemon/internal/watch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/linetail"
@@ -62,6 +63,9 @@ type supervisor struct {
 	firstInWd *bool
 
 	version string // names this build, for the metrics
+	// releaseCache keeps the release files read, so that a worker, a
+	// restart or a reload into the same release does not read them again.
+	releaseCache release.Cache
 
 	m *machine.Machine
 	// procs holds, for each process the machine knows, what the
