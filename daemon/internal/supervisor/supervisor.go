@@ -88,6 +88,9 @@ type supervisor struct {
 	wdC     chan chan error // watchdog checks from the upgrader's ping loop
 	// watcher reports the changes of --watch's paths; nil without it.
 	watcher *watch.Watcher
+	// quic holds the steering of the --listen quic:// sockets; nil
+	// without any (see quic.go).
+	quic *quicState
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
@@ -167,6 +170,7 @@ func (s *supervisor) run() int {
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
 func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
+	s.quicEvent(ev)
 	if _, ok := ev.(machine.EvExited); ok {
 		defer s.trimMemory()
 	}
