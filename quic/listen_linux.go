@@ -2,6 +2,7 @@ package quic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,7 +18,8 @@ import (
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
-// steer is a generation's share of the steering.
+// steer is a generation's share of the steering; nil under handoff run,
+// whose daemon holds the program and the maps.
 type steer struct {
 	maps *quicsteer.Maps
 	prog *ebpf.Program
@@ -26,6 +28,9 @@ type steer struct {
 }
 
 func (s *steer) close() {
+	if s == nil {
+		return
+	}
 	if s.prog != nil {
 		s.prog.Close()
 	}
@@ -53,6 +58,11 @@ func mapName(addr, which string) string { return "handoff-quic.v1:" + addr + ":"
 // and with one wrapping ErrTooManyGenerations when the generation
 // MaxGenerations before this one still holds its slot.
 //
+// Under handoff run --listen quic://ADDR (the daemon), Listen returns
+// FromHandoff(addr) instead: the daemon binds each generation's socket,
+// holds the steering and puts the socket into its slot when the generation
+// is ready (READY=1, which u.Ready sends); the program needs no privilege.
+//
 // It logs with slog.Default, one line per event: quic.listening when bound,
 // quic.steered at Ready.
 func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) { return listen(u, addr) }
@@ -67,6 +77,9 @@ type host interface {
 }
 
 func listen(u host, addr string) (*Socket, error) {
+	if underHandoff() {
+		return FromHandoff(addr)
+	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("quic: %s: %w", addr, err)
@@ -162,8 +175,13 @@ func (s *Socket) activate() error {
 	return aerr
 }
 
-// Stats returns the steering program's counts for the whole service.
+// Stats returns the steering program's counts for the whole service. Under
+// handoff run the daemon holds them: Stats returns an error wrapping
+// errors.ErrUnsupported.
 func (s *Socket) Stats() (Stats, error) {
+	if s.st == nil {
+		return Stats{}, fmt.Errorf("quic: the steering's counters are handoff run's, not this program's: %w", errors.ErrUnsupported)
+	}
 	c, err := s.st.maps.Counts()
 	if err != nil {
 		return Stats{}, fmt.Errorf("quic: %w", err)
