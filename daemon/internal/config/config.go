@@ -144,8 +144,9 @@ func runFlagSet(cfg *Config) (*flag.FlagSet, *runFlags) {
 	fs.SetOutput(io.Discard)
 	raw := &runFlags{}
 	fs.Func("listen", "`[NAME=]ADDR` to listen on; repeatable. ADDR: HOST:PORT, :PORT, tcp6://[::1]:PORT,\n"+
-		"unix:///run/app.sock?mode=0660, udp://HOST:PORT, quic://HOST:PORT or systemd:NAME. NAME (default: the ADDR's\n"+
-		"systemd name, else \"listen<N>\") goes to LISTEN_FDNAMES. Example: --listen web=:8080.\n"+
+		"unix:///run/app.sock?mode=0660, udp://HOST:PORT, quic://HOST:PORT or systemd:NAME.\n"+
+		"NAME (default: the ADDR's systemd name, else \"listen<N>\") goes to LISTEN_FDNAMES.\n"+
+		"Example: --listen web=:8080.\n"+
 		"Without --listen, every socket systemd passed to handoff is passed on, with its name.\n"+
 		"udp:// is one socket shared by every generation (stateless datagrams: DNS, syslog);\n"+
 		"quic:// gives each generation a UDP socket of its own, and steers each datagram to the\n"+
