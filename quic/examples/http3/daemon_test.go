@@ -419,3 +419,62 @@ func TestDaemonWithoutPrivileges(t *testing.T) {
 		t.Errorf("exit %d, output %q; want exit 1 naming CAP_BPF and udp://, no generation started", code, out)
 	}
 }
+
+var handoffListeningRE = regexp.MustCompile(`handoff_pid=(\d+) event=quic\.listening .* key=([0-9a-f]+)`)
+
+// TestDaemonSelfUpgrade: SIGUSR2 starts a new handoff, which takes the
+// steering's maps from the old one, binds its own anchor and attaches its
+// program; the old handoff's generation drains on its slot while the new
+// handoff's serves: no request fails, no connection breaks, through the
+// upgrade of handoff and a reload after it.
+func TestDaemonSelfUpgrade(t *testing.T) {
+	needBPF(t)
+	d := startDaemon(t, "-drain", "10s")
+	l := startLoad(t, d.addr, clients)
+	l.waitAnswered(t, clients*10)
+	if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("quic.steered", 2)
+	var newPid int
+	keys := map[string]bool{}
+	for _, m := range handoffListeningRE.FindAllStringSubmatch(readFile(d.log), -1) {
+		newPid, _ = strconv.Atoi(m[1])
+		keys[m[2]] = true
+	}
+	if len(keys) != 1 {
+		t.Errorf("the handoffs steer with keys %v, want one: the new handoff did not take the old one's maps", keys)
+	}
+	if newPid == 0 || newPid == d.cmd.Process.Pid {
+		t.Fatalf("no new handoff logged quic.listening (pid %d)", newPid)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(newPid, syscall.SIGTERM) })
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the old handoff did not exit within 30 s of the upgrade")
+	}
+	l.waitAnswered(t, clients*10)
+	if err := d.reload(); err != nil {
+		t.Fatal(err)
+	}
+	l.waitAnswered(t, clients*10)
+	d.waitLog("h3.drained", 2)
+	l.end()
+	t.Logf("SIGUSR2, then a reload: %s", l)
+	if l.failed.Load() != 0 || l.broken.Load() != 0 {
+		t.Errorf("%d requests failed and %d connections broke, want 0 and 0", l.failed.Load(), l.broken.Load())
+	}
+	if len(l.pids) != 3 {
+		t.Errorf("answered by %d generations, want 3", len(l.pids))
+	}
+	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("handoff.exit", 2)
+}
+
+func readFile(name string) string {
+	b, _ := os.ReadFile(name)
+	return string(b)
+}
