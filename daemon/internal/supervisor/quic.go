@@ -326,7 +326,9 @@ func (s *supervisor) quicReady(mg *machine.Gen) {
 		return
 	}
 	for i, q := range qs.socks {
-		if err := q.maps.Put(qg.slot, int(qg.files[i].Fd())); err != nil {
+		// Through SyscallConn: File.Fd could make the socket, whose flags
+		// the generation shares, blocking.
+		if err := withFD(qg.files[i], func(fd int) error { return q.maps.Put(qg.slot, fd) }); err != nil {
 			s.log.Error("QUIC socket not steered: this generation gets no QUIC packets", "event", "quic.steer_failed", "gen", qg.n, "addr", "quic://"+q.addr.String(), "slot", qg.slot, "err", err)
 		}
 	}

@@ -221,6 +221,17 @@ func TestDaemonReloads(t *testing.T) {
 	}
 	t.Logf("%d reloads in %v", daemonReloads, time.Since(start).Round(time.Millisecond))
 	d.waitLog("h3.drained", daemonReloads)
+	// The serving generation's socket is still non-blocking, as every
+	// socket handoff passes (a blocking one hangs a Go program's Close).
+	pids := d.steeredPids()
+	info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/3", pids[len(pids)-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int
+	if _, err := fmt.Sscanf(strings.SplitN(string(info), "flags:", 2)[1], "%o", &flags); err != nil || flags&syscall.O_NONBLOCK == 0 {
+		t.Errorf("the serving generation's fd 3 has flags %o (%v), want O_NONBLOCK", flags, err)
+	}
 	l.end()
 	t.Logf("%s", l)
 	if l.failed.Load() != 0 || l.broken.Load() != 0 {
