@@ -54,6 +54,12 @@
 //	srv.Shutdown(ctx) // GOAWAY; returns when the connections have ended
 //	s.Close()
 //
+// Under handoff run --listen quic://ADDR the daemon binds each generation's
+// socket, holds the program and the maps, and steers a generation's socket
+// once it is ready (READY=1): Listen finds it in LISTEN_FDS (FromHandoff)
+// instead of binding, and needs no privilege. The same program runs either
+// way.
+//
 // This package is a module of its own, so that programs that do not serve
 // QUIC build neither quic-go nor cilium/ebpf.
 package quic

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -15,22 +14,27 @@ import (
 	quicgo "github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/internal/quicsteer"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
-// steer is a generation's share of the steering.
+// steer is a generation's share of the steering; nil under handoff run,
+// whose daemon holds the program and the maps.
 type steer struct {
-	maps *maps
+	maps *quicsteer.Maps
 	prog *ebpf.Program
 	slot uint32
-	prev uint32 // the slot of the generation that started this one, or noSlot
+	prev uint32 // the slot of the generation that started this one, or quicsteer.NoSlot
 }
 
 func (s *steer) close() {
+	if s == nil {
+		return
+	}
 	if s.prog != nil {
 		s.prog.Close()
 	}
-	s.maps.close()
+	s.maps.Close()
 }
 
 // registry names of the maps passed from generation to generation; v1 is
@@ -54,6 +58,11 @@ func mapName(addr, which string) string { return "handoff-quic.v1:" + addr + ":"
 // and with one wrapping ErrTooManyGenerations when the generation
 // MaxGenerations before this one still holds its slot.
 //
+// Under handoff run --listen quic://ADDR (the daemon), Listen returns
+// FromHandoff(addr) instead: the daemon binds each generation's socket,
+// holds the steering and puts the socket into its slot when the generation
+// is ready (READY=1, which u.Ready sends); the program needs no privilege.
+//
 // It logs with slog.Default, one line per event: quic.listening when bound,
 // quic.steered at Ready.
 func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) { return listen(u, addr) }
@@ -68,6 +77,9 @@ type host interface {
 }
 
 func listen(u host, addr string) (*Socket, error) {
+	if underHandoff() {
+		return FromHandoff(addr)
+	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("quic: %s: %w", addr, err)
@@ -79,26 +91,26 @@ func listen(u host, addr string) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &steer{maps: m, slot: uint32((u.Generation() - 1) % MaxGenerations), prev: noSlot}
+	st := &steer{maps: m, slot: quicsteer.Slot(u.Generation()), prev: quicsteer.NoSlot}
 	if u.HasParent() {
-		st.prev = uint32((u.Generation() - 2) % MaxGenerations)
+		st.prev = quicsteer.Slot(u.Generation() - 1)
 	}
-	if busy, err := m.occupied(st.slot); err != nil {
+	if busy, err := m.Occupied(st.slot); err != nil {
 		st.close()
-		return nil, fmt.Errorf("quic: %s: reading the socket map: %w", addr, err)
+		return nil, fmt.Errorf("quic: %s: %w", addr, err)
 	} else if busy {
 		st.close()
 		return nil, fmt.Errorf("%w: generation %d would take slot %d, which generation %d (%d before it) still holds while it drains; upgrade again once it has exited",
 			ErrTooManyGenerations, u.Generation(), st.slot, u.Generation()-MaxGenerations, MaxGenerations)
 	}
-	if st.prog, err = loadProgram(m); err != nil {
+	if st.prog, err = quicsteer.LoadProgram(m); err != nil {
 		st.close()
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, explain(err))
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, quicsteer.Explain(err))
 	}
-	c, err := m.readConf()
+	c, err := m.ReadConf()
 	if err != nil {
 		st.close()
-		return nil, fmt.Errorf("quic: %s: reading the configuration map: %w", addr, err)
+		return nil, fmt.Errorf("quic: %s: %w", addr, err)
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -140,26 +152,22 @@ func (s *Socket) activate() error {
 	}
 	var aerr error
 	err = rc.Control(func(fd uintptr) {
-		if err := st.maps.socks.Update(st.slot, uint64(fd), ebpf.UpdateAny); err != nil {
-			aerr = fmt.Errorf("putting the socket into slot %d: %w", st.slot, err)
+		if aerr = st.maps.Put(st.slot, int(fd)); aerr != nil {
 			return
 		}
-		c, err := st.maps.readConf()
+		c, err := st.maps.ReadConf()
 		if err != nil {
-			aerr = fmt.Errorf("reading the configuration map: %w", err)
+			aerr = err
 			return
 		}
 		c.Previous, c.Newest = st.prev, st.slot
-		if c.Previous == noSlot {
+		if c.Previous == quicsteer.NoSlot {
 			c.Previous = st.slot
 		}
-		if err := st.maps.conf.Put(uint32(0), c); err != nil {
-			aerr = fmt.Errorf("writing the configuration map: %w", err)
+		if aerr = st.maps.WriteConf(c); aerr != nil {
 			return
 		}
-		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, st.prog.FD()); err != nil {
-			aerr = os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_EBPF", err)
-		}
+		aerr = quicsteer.Attach(int(fd), st.prog)
 	})
 	if err != nil {
 		return err
@@ -167,28 +175,33 @@ func (s *Socket) activate() error {
 	return aerr
 }
 
-// Stats returns the steering program's counts for the whole service.
+// Stats returns the steering program's counts for the whole service. Under
+// handoff run the daemon holds them: Stats returns an error wrapping
+// errors.ErrUnsupported.
 func (s *Socket) Stats() (Stats, error) {
-	c, err := s.st.maps.counts()
-	if err != nil {
-		return Stats{}, fmt.Errorf("quic: reading the counters: %w", err)
+	if s.st == nil {
+		return Stats{}, fmt.Errorf("quic: the steering's counters are handoff run's, not this program's: %w", errors.ErrUnsupported)
 	}
-	return Stats{ByCookie: c[verdictCookie], ToNewest: c[verdictNewest], Malformed: c[verdictMalformed], Gone: c[verdictGone], NoReady: c[verdictNoReady]}, nil
+	c, err := s.st.maps.Counts()
+	if err != nil {
+		return Stats{}, fmt.Errorf("quic: %w", err)
+	}
+	return Stats{ByCookie: c[quicsteer.VerdictCookie], ToNewest: c[quicsteer.VerdictNewest], Malformed: c[quicsteer.VerdictMalformed], Gone: c[quicsteer.VerdictGone], NoReady: c[quicsteer.VerdictNoReady]}, nil
 }
 
 // takeMaps returns the maps the previous generation passed for addr, or new
 // ones, registered with u for the next generation either way.
-func takeMaps(u host, addr string) (*maps, error) {
-	m := &maps{}
+func takeMaps(u host, addr string) (*quicsteer.Maps, error) {
+	m := &quicsteer.Maps{}
 	targets := []struct {
 		which string
 		dst   **ebpf.Map
-	}{{"socks", &m.socks}, {"conf", &m.conf}, {"counters", &m.counters}}
+	}{{"socks", &m.Socks}, {"conf", &m.Conf}, {"counters", &m.Counters}}
 	inherited := 0
 	for _, t := range targets {
 		f, err := u.InheritedFile(mapName(addr, t.which))
 		if err != nil {
-			m.close()
+			m.Close()
 			return nil, fmt.Errorf("quic: %s: %w", addr, err)
 		}
 		if f == nil {
@@ -199,12 +212,12 @@ func takeMaps(u host, addr string) (*maps, error) {
 		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		f.Close()
 		if err != nil {
-			m.close()
+			m.Close()
 			return nil, fmt.Errorf("quic: %s: %w", addr, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
 		}
 		if *t.dst, err = ebpf.NewMapFromFD(fd); err != nil {
 			unix.Close(fd)
-			m.close()
+			m.Close()
 			return nil, fmt.Errorf("quic: %s: the %s map the previous generation passed: %w", addr, t.which, err)
 		}
 	}
@@ -213,17 +226,17 @@ func takeMaps(u host, addr string) (*maps, error) {
 		return m, nil
 	case 0:
 	default:
-		m.close()
+		m.Close()
 		return nil, fmt.Errorf("quic: %s: the previous generation passed %d of the %d steering maps; start the same release", addr, inherited, len(targets))
 	}
 	_ = rlimit.RemoveMemlock() // kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK
-	m, err := newMaps()
+	m, err := quicsteer.NewMaps()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, explain(err))
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, quicsteer.Explain(err))
 	}
-	for which, x := range map[string]*ebpf.Map{"socks": m.socks, "conf": m.conf, "counters": m.counters} {
+	for which, x := range map[string]*ebpf.Map{"socks": m.Socks, "conf": m.Conf, "counters": m.Counters} {
 		if err := passMap(u, mapName(addr, which), x); err != nil {
-			m.close()
+			m.Close()
 			return nil, fmt.Errorf("quic: %s: %w", addr, err)
 		}
 	}
@@ -239,15 +252,4 @@ func passMap(u host, name string, m *ebpf.Map) error {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	return u.PassFile(name, f)
-}
-
-// explain words the error of creating the maps for a reader who must fix it.
-func explain(err error) error {
-	switch {
-	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-		return fmt.Errorf("this process may not create BPF maps and programs (%w): run it as root, or give it CAP_BPF and CAP_NET_ADMIN (AmbientCapabilities=CAP_BPF CAP_NET_ADMIN in a systemd unit; CAP_SYS_ADMIN before Linux 5.8); uid %s", err, strconv.Itoa(os.Geteuid()))
-	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL):
-		return fmt.Errorf("this kernel lacks BPF_MAP_TYPE_REUSEPORT_SOCKARRAY or BPF_PROG_TYPE_SK_REUSEPORT (%w): the steering needs Linux 4.19 or later with CONFIG_BPF_SYSCALL", err)
-	}
-	return err
 }

@@ -11,7 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/quicsteer"
 )
 
 // fakeHost is a generation without an Upgrader: files pass by hand.
@@ -67,6 +70,35 @@ func (h *fakeHost) ready() {
 	}
 }
 
+// needBPF skips the test where this process may not load the steering.
+func needBPF(t *testing.T) {
+	t.Helper()
+	_ = rlimit.RemoveMemlock()
+	m, err := quicsteer.NewMaps()
+	if err != nil {
+		t.Skipf("the steering needs BPF, which this process may not use (run the tests as root): %v", quicsteer.Explain(err))
+	}
+	m.Close()
+}
+
+// TestCIDGenerator checks that every ID the generator writes carries its
+// slot under its key.
+func TestCIDGenerator(t *testing.T) {
+	for slot := uint8(0); slot < MaxGenerations; slot++ {
+		g := cidGenerator{slot: slot, key: 0xbeef}
+		for range 100 {
+			id, err := g.GenerateConnectionID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := quicsteer.DecodeCookie(id.Bytes(), 0xbeef)
+			if !ok || got != slot || id.Len() != CIDLen {
+				t.Fatalf("ID %x of slot %d decodes to %d, %v", id.Bytes(), slot, got, ok)
+			}
+		}
+	}
+}
+
 func freeUDPAddr(t *testing.T) string {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -115,7 +147,7 @@ func TestThirtyThreeGenerations(t *testing.T) {
 	if s.Slot() != 0 {
 		t.Fatalf("generation 33 has slot %d, want 0", s.Slot())
 	}
-	c, err := s.st.maps.readConf()
+	c, err := s.st.maps.ReadConf()
 	if err != nil {
 		t.Fatal(err)
 	}

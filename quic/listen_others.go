@@ -23,3 +23,11 @@ func Listen(u *upgrader.Upgrader, addr string) (*Socket, error) {
 
 // Stats returns the steering program's counts.
 func (s *Socket) Stats() (Stats, error) { return Stats{}, errors.ErrUnsupported }
+
+// FromHandoff returns the socket handoff run --listen quic://ADDR passed to
+// this generation; see the Linux documentation. handoff run steers QUIC on
+// Linux alone: elsewhere it returns an error wrapping ErrNoBPF and
+// errors.ErrUnsupported.
+func FromHandoff(addr string) (*Socket, error) {
+	return nil, fmt.Errorf("%w: %s: handoff run steers QUIC on Linux only: %w", ErrNoBPF, addr, errors.ErrUnsupported)
+}

@@ -10,7 +10,7 @@ require (
 require (
 	github.com/cloudflare/tableflip v1.2.3 // indirect
 	github.com/coreos/go-systemd/v22 v22.3.1 // indirect
-	golang.org/x/sys v0.13.0 // indirect
+	golang.org/x/sys v0.43.0 // indirect
 )
 
 replace github.com/handoff-dev/handoff => ../..

@@ -48,7 +48,11 @@ func Usagef(format string, args ...any) error {
 // LISTEN_FDNAMES.
 type Listen struct {
 	Name string
-	Addr listener.Addr
+	Addr listener.Addr // udp for a QUIC socket
+	// QUIC: --listen quic://HOST:PORT. Each generation gets a UDP socket
+	// of its own in one SO_REUSEPORT group, steered by connection ID (see
+	// package internal/quicsteer), instead of a socket shared by all.
+	QUIC bool
 }
 
 // Config is what `handoff run` was asked to do.
@@ -140,9 +144,15 @@ func runFlagSet(cfg *Config) (*flag.FlagSet, *runFlags) {
 	fs.SetOutput(io.Discard)
 	raw := &runFlags{}
 	fs.Func("listen", "`[NAME=]ADDR` to listen on; repeatable. ADDR: HOST:PORT, :PORT, tcp6://[::1]:PORT,\n"+
-		"unix:///run/app.sock?mode=0660, udp://HOST:PORT or systemd:NAME. NAME (default: the ADDR's\n"+
-		"systemd name, else \"listen<N>\") goes to LISTEN_FDNAMES. Example: --listen web=:8080.\n"+
-		"Without --listen, every socket systemd passed to handoff is passed on, with its name.", func(s string) error {
+		"unix:///run/app.sock?mode=0660, udp://HOST:PORT, quic://HOST:PORT or systemd:NAME.\n"+
+		"NAME (default: the ADDR's systemd name, else \"listen<N>\") goes to LISTEN_FDNAMES.\n"+
+		"Example: --listen web=:8080.\n"+
+		"Without --listen, every socket systemd passed to handoff is passed on, with its name.\n"+
+		"udp:// is one socket shared by every generation (stateless datagrams: DNS, syslog);\n"+
+		"quic:// gives each generation a UDP socket of its own, and steers each datagram to the\n"+
+		"generation whose connection it is (BPF: needs root or CAP_BPF and CAP_NET_ADMIN; Go\n"+
+		"programs take it with github.com/handoff-dev/handoff/quic's Listen). Example:\n"+
+		"--listen h3=quic://0.0.0.0:443.", func(s string) error {
 		raw.listens = append(raw.listens, s)
 		return nil
 	})
@@ -349,6 +359,9 @@ func (cfg *Config) resolve(raw *runFlags, rest []string) error {
 	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
 		return Usagef("handoff run: --log-format %q: use text or json", cfg.LogFormat)
 	}
+	if err := checkQUIC(cfg); err != nil {
+		return err
+	}
 	if cfg.Control == "" {
 		cfg.Control = DefaultControl()
 	}
@@ -428,9 +441,16 @@ func parseListen(s string, i int) (Listen, error) {
 	if k, v, ok := strings.Cut(s, "="); ok && !strings.Contains(k, ":") && !strings.Contains(k, "/") {
 		name, addr = k, v
 	}
-	a, err := listener.Parse(addr)
+	quic := strings.HasPrefix(addr, quicScheme)
+	var a listener.Addr
+	var err error
+	if quic {
+		a, err = parseQUIC(s, addr)
+	} else if a, err = listener.Parse(addr); err != nil {
+		err = Usagef("handoff run: --listen %s: %v", s, err)
+	}
 	if err != nil {
-		return Listen{}, Usagef("handoff run: --listen %s: %v", s, err)
+		return Listen{}, err
 	}
 	if name == "" {
 		name = "listen" + strconv.Itoa(i)
@@ -441,7 +461,7 @@ func parseListen(s string, i int) (Listen, error) {
 	if err := systemd.CheckFDName(name); err != nil {
 		return Listen{}, Usagef("handoff run: --listen %s: %v", s, strings.TrimPrefix(err.Error(), "systemd: "))
 	}
-	return Listen{Name: name, Addr: a}, nil
+	return Listen{Name: name, Addr: a, QUIC: quic}, nil
 }
 
 // lookProgram checks PROGRAM: a path (relative to dir, if given, where it is

@@ -180,9 +180,19 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
+	files, qenv, err := s.quicSpawn(g)
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		g.closeNotify()
+		return nil, err
+	}
+	env = append(env, qenv...)
 	ls := launch.Spec{
 		Self: s.self, Path: program, Args: append([]string{spec.Name}, spec.Args...),
-		Dir: g.Dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
+		Dir: g.Dir, Env: env, ExtraFiles: files, Stdout: outW, Stderr: errW,
 		// Its own process group: a Ctrl-C at the terminal reaches handoff
 		// alone, which stops the generations in order.
 		// If handoff dies (SIGKILL, the OOM killer), the generation gets
@@ -207,6 +217,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		outR.Close()
 		errR.Close()
 		g.closeNotify()
+		s.quicNotStarted(g)
 		if errors.Is(err, syscall.E2BIG) {
 			size := 0
 			for _, kv := range append(env, ls.Args...) {

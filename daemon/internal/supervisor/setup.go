@@ -270,14 +270,21 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 	}
 	var held []net.Addr
 	for _, l := range listens {
-		f, sock, err := openSocket(u, l.Addr)
+		var f *os.File
+		var sock io.Closer
+		var err error
+		if l.QUIC {
+			f, sock, err = s.openQUIC(u, l, len(s.files))
+		} else {
+			f, sock, err = openSocket(u, l.Addr)
+		}
 		if err != nil {
 			return nil, err
 		}
 		s.sockets = append(s.sockets, sock)
 		s.files = append(s.files, f)
 		s.names = append(s.names, l.Name)
-		s.addrs = append(s.addrs, l.Addr.String())
+		s.addrs = append(s.addrs, listenAddr(l))
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			return nil, fmt.Errorf("handoff: %s: %w", l.Addr, os.NewSyscallError("fstat", err))
@@ -288,7 +295,7 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 			}
 		}
 		s.inodes = append(s.inodes, st.Ino)
-		s.stored = append(s.stored, l.Addr.Network != "systemd" && (s.cfg.FDStore || os.Getenv("FDSTORE") != ""))
+		s.stored = append(s.stored, l.Addr.Network != "systemd" && !l.QUIC && (s.cfg.FDStore || os.Getenv("FDSTORE") != ""))
 		held = append(held, localAddr(sock))
 	}
 	return held, nil

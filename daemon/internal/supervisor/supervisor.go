@@ -99,6 +99,9 @@ type supervisor struct {
 	tagged struct{ out, err *outtag.Sink }
 	// tails are the generations' output copiers not yet done (outputs).
 	tails []*linetail.Tail
+	// quic holds the steering of the --listen quic:// sockets; nil
+	// without any (see quic.go).
+	quic *quicState
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
@@ -182,6 +185,7 @@ func (s *supervisor) run() int {
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
 func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
+	s.quicEvent(ev)
 	if _, ok := ev.(machine.EvExited); ok {
 		defer s.trimMemory()
 	}

@@ -1,4 +1,6 @@
-package quic
+//go:build linux
+
+package quicsteer
 
 import (
 	"crypto/rand"
@@ -6,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 )
 
 // The steering program runs for every datagram the kernel delivers to the
@@ -16,112 +21,128 @@ import (
 // bpf_sk_select_reuseport from socks, a REUSEPORT_SOCKARRAY indexed by
 // generation slot, or drops the datagram:
 //
-//   - shorter than minPayload bytes of UDP payload, or not QUIC (a short
+//   - shorter than MinPayload bytes of UDP payload, or not QUIC (a short
 //     header without the fixed bit, a long header of version 0, a connection
 //     ID longer than 20 bytes, a Retry, an Initial in a datagram under 1200
-//     bytes): dropped (verdictMalformed);
+//     bytes): dropped (VerdictMalformed);
 //   - short header: to the slot its destination connection ID names, if the
-//     ID is one of this service's (see cid.go); an ID of another, or a slot
-//     with no socket (the generation is gone): dropped;
+//     ID is one of this service's (see cookie.go); an ID of another, or a
+//     slot with no socket (the generation is gone): dropped;
 //   - long header whose destination connection ID is one of this service's
 //     and whose slot holds a socket (Handshake packets; the client's Initial
 //     and 0-RTT packets once it knows the server's ID): to that slot;
 //   - Handshake packets otherwise: dropped (their generation is gone);
 //   - Initial and 0-RTT packets with the client's own connection ID, and
 //     long headers of versions the server may negotiate: to the newest ready
-//     generation (conf.Newest), or if its socket is gone (it died in its bake
-//     window), to the one before it (conf.Previous); with neither, dropped.
+//     generation (Conf.Newest), or if its socket is gone (it died in its bake
+//     window), to the one before it (Conf.Previous); with neither, dropped.
 
-// minPayload is the shortest UDP payload the program passes: a short header
+// MinPayload is the shortest UDP payload the program passes: a short header
 // (1 byte), a connection ID (CIDLen), and the 4 + 16 bytes a packet must have
 // past the packet number's offset for header protection's sample (RFC 9001
 // 5.4.2). No QUIC packet of this service is shorter.
-const minPayload = 1 + CIDLen + 20
+const MinPayload = 1 + CIDLen + 20
 
 // udpHeader is where the payload starts in what the program sees.
 const udpHeader = 8
 
-// Indices of the counters array, one count of datagrams per verdict.
+// Indices of the counters map, one count of datagrams per verdict.
 const (
-	verdictCookie    = iota // steered by the cookie in the connection ID
-	verdictNewest           // Initial or 0-RTT, steered to the newest ready generation
-	verdictMalformed        // dropped: too short, or not QUIC
-	verdictGone             // dropped: the generation its connection ID names is gone
-	verdictNoReady          // dropped: no generation is ready
-	numVerdicts
+	VerdictCookie    = iota // steered by the cookie in the connection ID
+	VerdictNewest           // Initial or 0-RTT, steered to the newest ready generation
+	VerdictMalformed        // dropped: too short, or not QUIC
+	VerdictGone             // dropped: the generation its connection ID names is gone
+	VerdictNoReady          // dropped: no generation is ready
+	NumVerdicts
 )
 
-// noSlot marks conf.Newest or conf.Previous unset.
-const noSlot = math.MaxUint32
+// NoSlot marks Conf.Newest or Conf.Previous unset.
+const NoSlot = math.MaxUint32
 
-// confValue is the single value of the conf array, as the program reads it.
-type confValue struct {
-	Newest   uint32 // slot of the newest ready generation
-	Previous uint32 // slot of the generation that started it
+// Conf is the single value of the configuration map, as the program reads
+// it.
+type Conf struct {
+	Newest   uint32 // slot of the newest ready generation, or NoSlot
+	Previous uint32 // slot the program falls back to when Newest holds no socket, or NoSlot
 	Key      uint32 // the cookie's check key (16 bits)
 }
 
-// maps are the steering's kernel objects that outlive a generation.
-type maps struct {
-	socks    *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> socket
-	conf     *ebpf.Map // ARRAY of one confValue
-	counters *ebpf.Map // PERCPU_ARRAY: verdict -> datagrams
+// Maps are the steering's kernel objects, which outlive a generation: the
+// program reads them, and its users write Socks and Conf.
+type Maps struct {
+	Socks    *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> socket
+	Conf     *ebpf.Map // ARRAY of one Conf
+	Counters *ebpf.Map // PERCPU_ARRAY: verdict -> datagrams
 }
 
-func (m *maps) close() {
-	for _, x := range []*ebpf.Map{m.socks, m.conf, m.counters} {
+// Close closes the maps that are set; the kernel frees them once no
+// descriptor and no program holds them.
+func (m *Maps) Close() {
+	for _, x := range []*ebpf.Map{m.Socks, m.Conf, m.Counters} {
 		if x != nil {
 			x.Close()
 		}
 	}
 }
 
-// newMaps creates the maps of a service's first generation, with a new key
-// and no generation ready.
-func newMaps() (*maps, error) {
-	m := &maps{}
+// NewMaps creates the maps of a service's first generation, with a new key
+// and no generation ready. Its error, where the kernel or the process's
+// privileges refuse, is worded by Explain.
+func NewMaps() (*Maps, error) {
+	m := &Maps{}
 	var err error
-	m.socks, err = ebpf.NewMap(&ebpf.MapSpec{Name: "handoff_socks", Type: ebpf.ReusePortSockArray, KeySize: 4, ValueSize: 8, MaxEntries: MaxGenerations})
+	m.Socks, err = ebpf.NewMap(&ebpf.MapSpec{Name: "handoff_socks", Type: ebpf.ReusePortSockArray, KeySize: 4, ValueSize: 8, MaxEntries: MaxGenerations})
 	if err != nil {
 		return nil, fmt.Errorf("creating the REUSEPORT_SOCKARRAY map: %w", err)
 	}
-	m.conf, err = ebpf.NewMap(&ebpf.MapSpec{Name: "handoff_conf", Type: ebpf.Array, KeySize: 4, ValueSize: 12, MaxEntries: 1})
+	m.Conf, err = ebpf.NewMap(&ebpf.MapSpec{Name: "handoff_conf", Type: ebpf.Array, KeySize: 4, ValueSize: 12, MaxEntries: 1})
 	if err != nil {
-		m.close()
+		m.Close()
 		return nil, fmt.Errorf("creating the configuration map: %w", err)
 	}
-	m.counters, err = ebpf.NewMap(&ebpf.MapSpec{Name: "handoff_counts", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numVerdicts})
+	m.Counters, err = ebpf.NewMap(&ebpf.MapSpec{Name: "handoff_counts", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: NumVerdicts})
 	if err != nil {
-		m.close()
+		m.Close()
 		return nil, fmt.Errorf("creating the counters map: %w", err)
 	}
 	var k [2]byte
 	if _, err := rand.Read(k[:]); err != nil {
-		m.close()
+		m.Close()
 		return nil, fmt.Errorf("drawing the cookie key: %w", err)
 	}
-	c := confValue{Newest: noSlot, Previous: noSlot, Key: uint32(binary.BigEndian.Uint16(k[:]))}
-	if err := m.conf.Put(uint32(0), c); err != nil {
-		m.close()
-		return nil, fmt.Errorf("writing the configuration map: %w", err)
+	c := Conf{Newest: NoSlot, Previous: NoSlot, Key: uint32(binary.BigEndian.Uint16(k[:]))}
+	if err := m.WriteConf(c); err != nil {
+		m.Close()
+		return nil, err
 	}
 	return m, nil
 }
 
-// readConf returns the conf map's value.
-func (m *maps) readConf() (confValue, error) {
-	var c confValue
-	err := m.conf.Lookup(uint32(0), &c)
-	return c, err
+// ReadConf returns the configuration map's value.
+func (m *Maps) ReadConf() (Conf, error) {
+	var c Conf
+	if err := m.Conf.Lookup(uint32(0), &c); err != nil {
+		return c, fmt.Errorf("reading the configuration map: %w", err)
+	}
+	return c, nil
 }
 
-// counts returns the datagrams counted for each verdict, summed over CPUs.
-func (m *maps) counts() ([numVerdicts]uint64, error) {
-	var out [numVerdicts]uint64
+// WriteConf replaces the configuration map's value: the program reads it
+// from its next datagram on.
+func (m *Maps) WriteConf(c Conf) error {
+	if err := m.Conf.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("writing the configuration map: %w", err)
+	}
+	return nil
+}
+
+// Counts returns the datagrams counted for each verdict, summed over CPUs.
+func (m *Maps) Counts() ([NumVerdicts]uint64, error) {
+	var out [NumVerdicts]uint64
 	for i := range out {
 		var per []uint64
-		if err := m.counters.Lookup(uint32(i), &per); err != nil {
-			return out, err
+		if err := m.Counters.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("reading the counters: %w", err)
 		}
 		for _, v := range per {
 			out[i] += v
@@ -130,17 +151,54 @@ func (m *maps) counts() ([numVerdicts]uint64, error) {
 	return out, nil
 }
 
-// occupied reports whether slot holds a socket.
-func (m *maps) occupied(slot uint32) (bool, error) {
+// Occupied reports whether slot holds a socket. A socket leaves its slot
+// when it is closed (its last descriptor, in any process), or by Remove.
+func (m *Maps) Occupied(slot uint32) (bool, error) {
 	var cookie uint64
-	err := m.socks.Lookup(slot, &cookie)
+	err := m.Socks.Lookup(slot, &cookie)
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, ebpf.ErrKeyNotExist):
 		return false, nil
 	}
-	return false, err
+	return false, fmt.Errorf("reading the socket map: %w", err)
+}
+
+// Put puts the UDP socket fd, bound with SO_REUSEPORT in the group, into
+// slot: the program sends it the datagrams of the connection IDs that name
+// slot from then on.
+func (m *Maps) Put(slot uint32, fd int) error {
+	if err := m.Socks.Update(slot, uint64(fd), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("putting the socket into slot %d: %w", slot, err)
+	}
+	return nil
+}
+
+// Remove empties slot; an empty slot is not an error.
+func (m *Maps) Remove(slot uint32) error {
+	if err := m.Socks.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("emptying slot %d: %w", slot, err)
+	}
+	return nil
+}
+
+// Attach attaches prog to the SO_REUSEPORT group of the UDP socket fd,
+// replacing the program attached before, if any.
+func Attach(fd int, prog *ebpf.Program) error {
+	return os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_EBPF", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, prog.FD()))
+}
+
+// Explain words the error of creating the maps or loading the program for
+// a reader who must fix it; it wraps err.
+func Explain(err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return fmt.Errorf("this process may not create BPF maps and programs (%w): run it as root, or give it CAP_BPF and CAP_NET_ADMIN (AmbientCapabilities=CAP_BPF CAP_NET_ADMIN in a systemd unit; CAP_SYS_ADMIN before Linux 5.8); uid %s", err, strconv.Itoa(os.Geteuid()))
+	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("this kernel lacks BPF_MAP_TYPE_REUSEPORT_SOCKARRAY or BPF_PROG_TYPE_SK_REUSEPORT (%w): the steering needs Linux 4.19 or later with CONFIG_BPF_SYSCALL", err)
+	}
+	return err
 }
 
 // Stack layout of the program (offsets from R10).
@@ -151,14 +209,14 @@ const (
 )
 
 // program returns the steering program for m.
-func program(m *maps) asm.Instructions {
+func program(m *Maps) asm.Instructions {
 	b := &builder{}
-	socks, conf, counters := m.socks.FD(), m.conf.FD(), m.counters.FD()
+	socks, conf, counters := m.Socks.FD(), m.Conf.FD(), m.Counters.FD()
 
 	b.emit(
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R7, asm.R6, 16, asm.Word), // sk_reuseport_md.len: UDP header and payload
-		asm.JLT.Imm(asm.R7, udpHeader+minPayload, "malformed"),
+		asm.JLT.Imm(asm.R7, udpHeader+MinPayload, "malformed"),
 		// R9 = &conf[0]
 		asm.StoreImm(asm.R10, stKey, 0, asm.Word),
 		asm.LoadMapPtr(asm.R1, conf),
@@ -187,7 +245,7 @@ func program(m *maps) asm.Instructions {
 	b.cookie(stBuf+1, "malformed")
 	b.selectKey(socks)
 	b.emit(asm.JNE.Imm(asm.R0, 0, "gone"))
-	b.count(counters, verdictCookie, 1)
+	b.count(counters, VerdictCookie, 1)
 
 	// Long header: version (bytes 1-4), type, DCID length (byte 5).
 	b.label("long")
@@ -227,7 +285,7 @@ func program(m *maps) asm.Instructions {
 	b.cookie(stBuf+6, "bytype")
 	b.selectKey(socks)
 	b.emit(asm.JNE.Imm(asm.R0, 0, "bytype"))
-	b.count(counters, verdictCookie, 1)
+	b.count(counters, VerdictCookie, 1)
 
 	b.label("bytype")
 	b.emit(asm.JEq.Imm(asm.R8, 2, "gone")) // a Handshake packet whose generation is gone
@@ -239,16 +297,16 @@ func program(m *maps) asm.Instructions {
 		b.selectKey(socks)
 		next := fmt.Sprintf("newest%d", field)
 		b.emit(asm.JNE.Imm(asm.R0, 0, next))
-		b.count(counters, verdictNewest, 1)
+		b.count(counters, VerdictNewest, 1)
 		b.label(next)
 	}
-	b.count(counters, verdictNoReady, 0)
+	b.count(counters, VerdictNoReady, 0)
 	b.label("malformed")
-	b.count(counters, verdictMalformed, 0)
+	b.count(counters, VerdictMalformed, 0)
 	b.label("gone")
-	b.count(counters, verdictGone, 0)
+	b.count(counters, VerdictGone, 0)
 	b.label("noready")
-	b.count(counters, verdictNoReady, 0)
+	b.count(counters, VerdictNoReady, 0)
 	return b.insns
 }
 
@@ -343,8 +401,9 @@ func (b *builder) count(counters int, v int, verdict int32) {
 	b.emit(asm.Mov.Imm(asm.R0, verdict), asm.Return())
 }
 
-// loadProgram loads the steering program for m into the kernel.
-func loadProgram(m *maps) (*ebpf.Program, error) {
+// LoadProgram loads the steering program for m into the kernel; its error,
+// where the kernel or the process's privileges refuse, is worded by Explain.
+func LoadProgram(m *Maps) (*ebpf.Program, error) {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "handoff_steer",
 		Type:         ebpf.SkReuseport,

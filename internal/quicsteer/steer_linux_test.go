@@ -1,4 +1,4 @@
-package quic
+package quicsteer
 
 import (
 	"bytes"
@@ -18,21 +18,21 @@ import (
 )
 
 // needBPF skips the test where this process may not load the steering.
-func needBPF(t *testing.T) *maps {
+func needBPF(t *testing.T) *Maps {
 	t.Helper()
 	_ = rlimit.RemoveMemlock()
-	m, err := newMaps()
+	m, err := NewMaps()
 	if err != nil {
-		t.Skipf("the steering needs BPF, which this process may not use (run the tests as root): %v", explain(err))
+		t.Skipf("the steering needs BPF, which this process may not use (run the tests as root): %v", Explain(err))
 	}
-	t.Cleanup(m.close)
+	t.Cleanup(m.Close)
 	return m
 }
 
 // group is a SO_REUSEPORT group of sockets on one loopback port, steered.
 type group struct {
 	t     *testing.T
-	m     *maps
+	m     *Maps
 	prog  *ebpf.Program
 	port  int
 	socks map[uint32]*net.UDPConn // by slot
@@ -58,7 +58,7 @@ func reuseportConn(t *testing.T, addr string) *net.UDPConn {
 // are the configuration's slots.
 func newGroup(t *testing.T, slots []uint32, newest, previous uint32) *group {
 	g := &group{t: t, m: needBPF(t), socks: map[uint32]*net.UDPConn{}}
-	prog, err := loadProgram(g.m)
+	prog, err := LoadProgram(g.m)
 	if err != nil {
 		t.Fatalf("the program does not load: %v", err)
 	}
@@ -72,14 +72,14 @@ func newGroup(t *testing.T, slots []uint32, newest, previous uint32) *group {
 		c := reuseportConn(t, addr)
 		g.port = c.LocalAddr().(*net.UDPAddr).Port
 		g.socks[s] = c
-		g.control(c, func(fd int) error { return g.m.socks.Update(s, uint64(fd), ebpf.UpdateAny) })
+		g.control(c, func(fd int) error { return g.m.Put(s, fd) })
 	}
-	cv, err := g.m.readConf()
+	cv, err := g.m.ReadConf()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cv.Newest, cv.Previous = newest, previous
-	if err := g.m.conf.Put(uint32(0), cv); err != nil {
+	if err := g.m.WriteConf(cv); err != nil {
 		t.Fatal(err)
 	}
 	g.control(g.socks[slots[0]], func(fd int) error {
@@ -110,7 +110,7 @@ func (g *group) control(c *net.UDPConn, f func(fd int) error) {
 }
 
 func (g *group) key() uint16 {
-	c, err := g.m.readConf()
+	c, err := g.m.ReadConf()
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func (g *group) key() uint16 {
 func (g *group) cid(slot uint8) []byte {
 	c := make([]byte, CIDLen)
 	rand.Read(c)
-	encodeCookie(c, slot, g.key())
+	EncodeCookie(c, slot, g.key())
 	return c
 }
 
@@ -130,7 +130,7 @@ func (g *group) foreignCID() []byte {
 	for {
 		c := make([]byte, CIDLen)
 		rand.Read(c)
-		if _, ok := decodeCookie(c, g.key()); !ok {
+		if _, ok := DecodeCookie(c, g.key()); !ok {
 			return c
 		}
 	}
@@ -194,7 +194,7 @@ func (g *group) waitCount(v int, n uint64) {
 	g.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := g.m.counts()
+		c, err := g.m.Counts()
 		if err != nil {
 			g.t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestSteeringVerdicts(t *testing.T) {
 	for _, s := range []uint32{0, 1, 2, 31} {
 		deliver(fmt.Sprintf("short header, slot %d", s), shortPacket(0x40|0x03, g.cid(uint8(s)), 100), s)
 	}
-	deliver("short header, minimal size", shortPacket(0x41, g.cid(1), minPayload), 1)
+	deliver("short header, minimal size", shortPacket(0x41, g.cid(1), MinPayload), 1)
 	// Initial and 0-RTT with the client's connection ID: the newest.
 	deliver("Initial v1, client's DCID", longPacket(0xc0, v1, g.foreignCID(), 1200), 2)
 	deliver("Initial v1, client's 18-byte DCID", longPacket(0xc0, v1, make([]byte, 18), 1250), 2)
@@ -258,8 +258,8 @@ func TestSteeringVerdicts(t *testing.T) {
 	if got := g.recv(1); !bytes.Equal(got, p) {
 		t.Errorf("a migrated client's packet went elsewhere")
 	}
-	g.waitCount(verdictCookie, 9)
-	g.waitCount(verdictNewest, 6)
+	g.waitCount(VerdictCookie, 9)
+	g.waitCount(VerdictNewest, 6)
 
 	// Dropped: malformed, or not QUIC.
 	malformed := []struct {
@@ -268,7 +268,7 @@ func TestSteeringVerdicts(t *testing.T) {
 	}{
 		{"empty", []byte{}},
 		{"one byte", []byte{0x40}},
-		{"short header below the minimum", shortPacket(0x40, g.cid(2), minPayload-1)},
+		{"short header below the minimum", shortPacket(0x40, g.cid(2), MinPayload-1)},
 		{"short header without the fixed bit", shortPacket(0x00, g.cid(2), 100)},
 		{"short header, not this service's ID", shortPacket(0x40, g.foreignCID(), 100)},
 		{"Initial in a datagram under 1200 bytes", longPacket(0xc0, v1, g.foreignCID(), 1199)},
@@ -281,12 +281,12 @@ func TestSteeringVerdicts(t *testing.T) {
 	for _, c := range malformed {
 		g.send(c.p)
 	}
-	g.waitCount(verdictMalformed, uint64(len(malformed)))
+	g.waitCount(VerdictMalformed, uint64(len(malformed)))
 	// Dropped: the generation is gone.
 	g.send(shortPacket(0x40, g.cid(7), 100))
 	g.send(longPacket(0xe0, v1, g.cid(7), 300))
 	g.send(longPacket(0xe0, v1, g.foreignCID(), 300))
-	g.waitCount(verdictGone, 3)
+	g.waitCount(VerdictGone, 3)
 	g.expectOnly()
 
 	// The newest generation's socket closes (it died in its bake window):
@@ -298,26 +298,24 @@ func TestSteeringVerdicts(t *testing.T) {
 	g.socks[1].Close()
 	delete(g.socks, 1)
 	g.send(longPacket(0xc0, v1, g.foreignCID(), 1200))
-	g.waitCount(verdictNoReady, 1)
+	g.waitCount(VerdictNoReady, 1)
 	g.expectOnly()
 }
 
-// TestCookie checks that every ID the generator writes decodes to its slot,
-// and that client IDs pass the check about once in 65,536.
+// TestCookie checks that every ID written with a slot decodes to it, and
+// that client IDs pass the check about once in 65,536.
 func TestCookie(t *testing.T) {
 	for slot := uint8(0); slot < MaxGenerations; slot++ {
-		g := cidGenerator{slot: slot, key: 0xbeef}
 		for range 100 {
-			id, err := g.GenerateConnectionID()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, ok := decodeCookie(id.Bytes(), 0xbeef)
+			id := make([]byte, CIDLen)
+			rand.Read(id)
+			EncodeCookie(id, slot, 0xbeef)
+			got, ok := DecodeCookie(id, 0xbeef)
 			if !ok || got != slot {
-				t.Fatalf("ID %x of slot %d decodes to %d, %v", id.Bytes(), slot, got, ok)
+				t.Fatalf("ID %x of slot %d decodes to %d, %v", id, slot, got, ok)
 			}
-			if _, ok := decodeCookie(id.Bytes(), 0xbeee); ok {
-				t.Fatalf("ID %x passes the check under another key", id.Bytes())
+			if _, ok := DecodeCookie(id, 0xbeee); ok {
+				t.Fatalf("ID %x passes the check under another key", id)
 			}
 		}
 	}
@@ -326,7 +324,7 @@ func TestCookie(t *testing.T) {
 	c := make([]byte, CIDLen)
 	for range n {
 		rand.Read(c)
-		if _, ok := decodeCookie(c, 0x1234); ok {
+		if _, ok := DecodeCookie(c, 0x1234); ok {
 			pass++
 		}
 	}

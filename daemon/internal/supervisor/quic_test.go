@@ -1,0 +1,49 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/handoff-dev/handoff/daemon/internal/config"
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/internal/quicsteer"
+)
+
+// TestQUICSlotStillHeld: generation 33 would take slot 0, which generation
+// 1 holds while it drains: its spawn is refused, naming both, so that the
+// reload fails and the serving generation serves on; generation 34 takes
+// slot 1, free.
+func TestQUICSlotStillHeld(t *testing.T) {
+	s := &supervisor{quic: &quicState{gens: map[*machine.Gen]*quicGen{}}}
+	old := &machine.Gen{N: 1}
+	s.quic.gens[old] = &quicGen{n: 1, slot: quicsteer.Slot(1)}
+	_, _, err := s.quicSpawn(&generation{Gen: &machine.Gen{N: 1 + quicsteer.MaxGenerations}})
+	if err == nil || !strings.Contains(err.Error(), "slot 0 is still held by generation 1") {
+		t.Fatalf("generation 33 beside generation 1: %v, want its refusal", err)
+	}
+	files, env, err := s.quicSpawn(&generation{Gen: &machine.Gen{N: 2 + quicsteer.MaxGenerations}})
+	if err != nil || len(files) != 0 || len(env) != 2 || env[0] != quicsteer.EnvSlot+"=1" {
+		t.Fatalf("generation 34: %v, %v, %v; want slot 1", files, env, err)
+	}
+}
+
+// TestQUICDrainingBound: config's bound on --max-draining with quic:// (it
+// does not import quicsteer, to link no BPF library) leaves a slot for the
+// serving generation and the one starting.
+func TestQUICDrainingBound(t *testing.T) {
+	if config.MaxQUICDraining != quicsteer.MaxGenerations-2 {
+		t.Errorf("config.MaxQUICDraining is %d, want quicsteer.MaxGenerations-2 = %d", config.MaxQUICDraining, quicsteer.MaxGenerations-2)
+	}
+}
+
+// TestQUICEnvWithheld: the slot and key reach a generation from handoff
+// alone, never from handoff's environment or the env file.
+func TestQUICEnvWithheld(t *testing.T) {
+	for _, kv := range []string{quicsteer.EnvSlot + "=5", quicsteer.EnvKey + "=beef"} {
+		if !withheld(kv) {
+			t.Errorf("%s passes through to the generation", kv)
+		}
+	}
+}
