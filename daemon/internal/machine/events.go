@@ -119,6 +119,16 @@ type EvUnresponsive struct {
 	Args   []any // the evidence, for the log record
 }
 
+// EvRelayed: the relay of connections from Old to New has ended (see
+// ActHandOver). Offered counts the connections Old offered, Committed those
+// the commits moved to New, Refused those New refused; the rest (Offered -
+// Committed - Refused) were aborted: Old kept them and drains them.
+type EvRelayed struct {
+	Old, New                    *Gen
+	Offered, Committed, Refused int
+	Err                         string // why the relay ended, if not the old process's end
+}
+
 // Event is what Step takes: one of the Ev* types of this file. A sealed
 // interface, whose every type Step handles (TestSwitchesAreExhaustive).
 type Event interface{ isEvent() }
@@ -147,3 +157,4 @@ func (EvNotReady) isEvent()        {}
 func (EvLeft) isEvent()            {}
 func (EvBakeFailed) isEvent()      {}
 func (EvUnresponsive) isEvent()    {}
+func (EvRelayed) isEvent()         {}

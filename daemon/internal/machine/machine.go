@@ -54,8 +54,9 @@ type Machine struct {
 	selfUpgrade      bool
 	measuring        bool // an EvMemTick is on its way
 
-	counts counters // for --metrics
-	out    []Action
+	handover bool     // --handover
+	counts   counters // for --metrics
+	out      []Action
 }
 
 // counters are what --metrics reports that only the machine sees.
@@ -68,6 +69,9 @@ type counters struct {
 	drainsKilled int                 // processes killed at --drain-timeout
 	unresponsive int                 // processes replaced because they were shown hung
 	watchReloads int                 // reloads asked by --watch
+	// handover counts the connections relayed by outcome (see
+	// View.Handover).
+	handover map[string]int
 }
 
 // reloadBuckets and drainBuckets are the histograms' upper bounds, in
@@ -177,6 +181,8 @@ func (m *Machine) Step(ev Event) []Action {
 		m.onStopDelayOver()
 	case EvSelfUpgradeDone:
 		m.onSelfUpgradeDone(e.Err)
+	case EvRelayed:
+		m.onRelayed(e)
 	}
 	if m.stopping() && len(m.gens) == 0 {
 		m.done()

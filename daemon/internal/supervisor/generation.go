@@ -47,6 +47,9 @@ type generation struct {
 	// fire — --drain-timeout after each reload, 30 s by default.
 	timers  []*time.Timer
 	exitedC chan struct{} // closed when it has exited
+	// ho holds handoff's ends of its handover channels (--handover), or
+	// is nil.
+	ho *channels
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 	// ident is what it runs, once identify has read it; nil until then,
@@ -167,8 +170,26 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		return nil, err
 	}
 
+	files := s.files
+	var theirs []*os.File // the process's ends of its handover channels
+	if s.cfg.Handover {
+		var hv string
+		if g.ho, theirs, hv, err = newChannels(len(s.files)); err != nil {
+			g.closeNotify()
+			return nil, fmt.Errorf("generation %d: %w", n, err)
+		}
+		files = append(append([]*os.File(nil), s.files...), theirs...)
+		env = append(env, hv)
+	}
+	closeTheirs := func() {
+		for _, f := range theirs {
+			f.Close()
+		}
+	}
+	defer closeTheirs() // the process has its copies, or failed to start
 	outR, outW, err := os.Pipe()
 	if err != nil {
+		g.ho.close()
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
@@ -176,12 +197,13 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 	if err != nil {
 		outR.Close()
 		outW.Close()
+		g.ho.close()
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
 	ls := launch.Spec{
 		Self: s.self, Path: program, Args: append([]string{spec.Name}, spec.Args...),
-		Dir: g.Dir, Env: env, ExtraFiles: s.files, Stdout: outW, Stderr: errW,
+		Dir: g.Dir, Env: env, ExtraFiles: files, Stdout: outW, Stderr: errW,
 		// Its own process group: a Ctrl-C at the terminal reaches handoff
 		// alone, which stops the generations in order.
 		// If handoff dies (SIGKILL, the OOM killer), the generation gets
@@ -203,6 +225,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		g.ho.close()
 		g.closeNotify()
 		if errors.Is(err, syscall.E2BIG) {
 			size := 0
