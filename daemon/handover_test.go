@@ -5,7 +5,9 @@ package daemon_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,12 +197,13 @@ func relayed(t *testing.T, d *runningDaemon, terms ...string) (handedOver, refus
 // TestHandoverReload: under handoff run --handover, examples/lines's 40
 // connections, each pipelining numbered lines, move to the new generation
 // at each of 3 reloads, relayed by handoff: 0 lines lost or repeated, 0
-// reconnects, each answered by the 4 generations in turn; handoff's log
-// counts 40 connections handed over at each.
+// reconnects, each answered by the 4 generations in turn; handoff's log,
+// status and metrics count 120 connections handed over.
 func TestHandoverReload(t *testing.T) {
 	spawns(t)
 	handoverBins(t)
-	d := startDaemon(t, []string{linesBin, "-log-format", "json", "-drain-timeout", "20s"}, "--handover")
+	metricsAddr := proc.FreeAddr(t)
+	d := startDaemon(t, []string{linesBin, "-log-format", "json", "-drain-timeout", "20s"}, "--handover", "--metrics", metricsAddr)
 	const n = 40
 	cs := make([]*lineClient, n)
 	for i := range cs {
@@ -235,6 +238,18 @@ func TestHandoverReload(t *testing.T) {
 			}
 		}
 		total += lc.got
+	}
+	st := d.status()
+	if st.Handover["handed_over"] != 3*n || st.Handover["fallback"] != 0 || st.Handover["refused"] != 0 {
+		t.Errorf("status: handover %v, want handed_over=%d", st.Handover, 3*n)
+	}
+	text, err := exec.Command(handoffBin, "status", "--control", d.control).Output()
+	if want := fmt.Sprintf("connections handed over: %d, refused: 0, fallen back to drain: 0", 3*n); err != nil || !strings.Contains(string(text), want) {
+		t.Errorf("handoff status: %v, no %q in:\n%s", err, want, text)
+	}
+	body := scrape(t, metricsAddr)
+	if want := fmt.Sprintf(`handoff_handover_connections_total{outcome="handed_over"} %d`, 3*n); !strings.Contains(body, want) {
+		t.Errorf("metrics lack %q:\n%s", want, body)
 	}
 	t.Logf("%d clients, %d lines answered in order by 4 generations (pids %v), 0 lost or repeated, 0 reconnects", n, total, pids)
 }
@@ -387,4 +402,19 @@ func TestHandoverWorkers(t *testing.T) {
 			t.Fatalf("client %d: %v\n%s", i, err, d.log())
 		}
 	}
+}
+
+// scrape returns the text of handoff's /metrics at addr.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
