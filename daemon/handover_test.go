@@ -323,6 +323,57 @@ func TestHandoverNewKilled(t *testing.T) {
 	t.Logf("killed -9 mid-handover: %d connections committed before died with it, %d kept and served on by the old generation", ho, fb)
 }
 
+// TestHandoverNewHangs: the new generation hangs at the 17th connection
+// offered (it reads its channel no more): the old one gives up on that batch
+// after its HandoverOptions.Timeout (2 s), the relay ends, and the old one
+// keeps and serves on every connection not committed before.
+func TestHandoverNewHangs(t *testing.T) {
+	spawns(t)
+	handoverBins(t)
+	t.Setenv("DIE_AT", "17")
+	t.Setenv("HANG", "1")
+	d := startDaemon(t, nil, "--handover")
+	proc.CopyExec(t, linesBin, d.prog)
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload: %d %s\n%s", code, out, d.log())
+	}
+	d.waitAlone(30 * time.Second)
+	old := d.serving()
+	const n = 40
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = dialLines(t, d.addr)
+	}
+	waitClients(t, d, cs, "answered 5 lines", func(g, p int, err error) bool { return err == nil && g >= 5 })
+	proc.CopyExec(t, dieBin, d.prog)
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload: %d %s\n%s", code, out, d.log())
+	}
+	ho, ref, fb := relayed(t, d, "to_gen=3")
+	if ref != 0 || fb == 0 || ho+fb != n {
+		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some fallback and %d in all\n%s", ho, ref, fb, n, d.log())
+	}
+	kept := 0
+	marks := make([]int, n)
+	for i, lc := range cs {
+		marks[i], _, _ = lc.snapshot()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for kept != fb {
+		kept = 0
+		for i, lc := range cs {
+			if g, p, err := lc.snapshot(); err == nil && p == old && g >= marks[i]+10 {
+				kept++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections served on by the old pid %d, want %d\n%s", kept, old, fb, d.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("new generation hung mid-handover: %d committed before (held by the hung one), %d kept and served on by the old generation", ho, fb)
+}
+
 // TestHandoverNotAdopted: a new generation that does not adopt (examples/
 // app, which never calls handover.New): nothing moves, handoff logs
 // handover.unavailable, and the old generation drains its connections as

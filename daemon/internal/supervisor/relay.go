@@ -228,8 +228,7 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 		if len(fds) > 0 {
 			rights = unix.UnixRights(fds...)
 		}
-		_ = dst.SetWriteDeadline(time.Now().Add(upgrader.DefaultHandoverTimeout))
-		_, _, werr := dst.WriteMsgUnix(msg, rights, nil)
+		werr := passOn(dst, src, msg, rights)
 		closeAll(fds) // in flight now, or failed: handoff keeps no copy
 		if werr != nil {
 			r.shut(fmt.Errorf("passing a message on: %w", werr))
@@ -237,6 +236,49 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 		}
 		r.count(msg, forward)
 	}
+}
+
+// maxRelayStall bounds how long a message may wait for room in its
+// receiver's channel: a receiver that reads nothing for that long ends the
+// relay (the library's own timeouts end it sooner).
+const maxRelayStall = 5 * time.Minute
+
+// passOn writes one message to dst. While dst has no room (its process is
+// slow to read), it checks every 250 ms whether src's process has closed its
+// end — the old one gives up on a batch after its own HandoverOptions.Timeout,
+// which handoff does not know — and ends then, or after maxRelayStall.
+// SOCK_SEQPACKET writes a message whole or not at all.
+func passOn(dst, src *net.UnixConn, msg, rights []byte) error {
+	start := time.Now()
+	for {
+		_ = dst.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+		_, _, err := dst.WriteMsgUnix(msg, rights, nil)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if hungUp(src) {
+			return errors.New("the sending process closed its channel while the receiver had no room")
+		}
+		if time.Since(start) > maxRelayStall {
+			return fmt.Errorf("the receiving process read nothing for %v", maxRelayStall)
+		}
+	}
+}
+
+// hungUp reports whether the peer of c has closed its end.
+func hungUp(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	_ = rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 {
+			hup = pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0
+		}
+	})
+	return hup
 }
 
 // count counts a message relayed, by its kind byte: 'I' an item offered,

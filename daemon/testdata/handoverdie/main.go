@@ -1,7 +1,8 @@
 // Command handoverdie is a program for handoff's tests under
 // `handoff run --handover`: it adopts connections (package handover) and
 // kills itself with SIGKILL when the connection numbered $DIE_AT (17 by
-// default) is offered to it, mid-handover, before any commit of that batch.
+// default) is offered to it, mid-handover, before any commit of that batch;
+// with HANG=1 it hangs there instead, reading no more of its channel.
 // It accepts and closes new connections, says READY=1, and exits on SIGTERM.
 package main
 
@@ -27,7 +28,9 @@ func main() {
 	seen := 0
 	h, err := handover.New(handover.Options{Check: func([]byte) error {
 		if seen++; seen == at {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			if os.Getenv("HANG") != "1" {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
 			select {}
 		}
 		return nil
