@@ -235,7 +235,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 			return nil, fmt.Errorf("generation %d: starting %s: its environment and arguments, %d bytes, are more than Linux passes to a program (see getconf ARG_MAX) — shrink the env file or the environment: %w", n, program, size, err)
 		}
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-			return nil, fmt.Errorf("generation %d: starting %s: out of file descriptors (each worker takes 3 in handoff: raise the limit, ulimit -n or LimitNOFILE=): %w", n, program, err)
+			return nil, fmt.Errorf("generation %d: starting %s: out of file descriptors (each worker takes 3 in handoff, 5 with --handover: raise the limit, ulimit -n or LimitNOFILE=): %w", n, program, err)
 		}
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}
