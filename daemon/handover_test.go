@@ -374,6 +374,74 @@ func TestHandoverNewHangs(t *testing.T) {
 	t.Logf("new generation hung mid-handover: %d committed before (held by the hung one), %d kept and served on by the old generation", ho, fb)
 }
 
+// TestHandoverNewOutOfDescriptors: the new process runs out of descriptors
+// (RLIMIT_NOFILE 40) while 60 connections arrive: it refuses those it cannot
+// take, the relay counts them refused, and the old process serves them on;
+// the others moved (the test program closes them once adopted).
+func TestHandoverNewOutOfDescriptors(t *testing.T) {
+	spawns(t)
+	handoverBins(t)
+	t.Setenv("DIE_AT", "0")
+	t.Setenv("NOFILE", "40")
+	d := startDaemon(t, nil, "--handover")
+	proc.CopyExec(t, linesBin, d.prog)
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload: %d %s\n%s", code, out, d.log())
+	}
+	d.waitAlone(30 * time.Second)
+	old := d.serving()
+	const n = 60
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = dialLines(t, d.addr)
+	}
+	waitClients(t, d, cs, "answered 5 lines", func(g, p int, err error) bool { return err == nil && g >= 5 })
+	proc.CopyExec(t, dieBin, d.prog)
+	if out, code := d.reload(); code != 0 {
+		t.Fatalf("reload: %d %s\n%s", code, out, d.log())
+	}
+	// The commit is counted as it passes; the relay ends only with the old
+	// process, which drains those refused for 10 s.
+	var ho, ref, fb int
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		h := d.status().Handover
+		if ho, ref, fb = h["handed_over"], h["refused"], h["fallback"]; ho+ref+fb >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status after 20 s: handover %v, want %d connections settled\n%s", h, n, d.log())
+		}
+	}
+	if ref == 0 || ho == 0 || fb != 0 || ho+ref != n {
+		t.Fatalf("status: handed_over=%d refused=%d fallback=%d, want some of both and %d in all\n%s", ho, ref, fb, n, d.log())
+	}
+	marks := make([]int, n)
+	for i, lc := range cs {
+		marks[i], _, _ = lc.snapshot()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		broken, onOld := 0, 0
+		for i, lc := range cs {
+			g, p, err := lc.snapshot()
+			switch {
+			case err != nil:
+				broken++
+			case p == old && g >= marks[i]+10:
+				onOld++
+			}
+		}
+		if broken == ho && onOld == ref {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d connections ended (want %d, those moved), %d served on by the old pid %d (want %d, those refused)\n%s", broken, ho, onOld, old, ref, d.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("out of descriptors: %d of %d moved, %d refused and served on by the old generation", ho, n, ref)
+}
+
 // TestHandoverNotAdopted: a new generation that does not adopt (examples/
 // app, which never calls handover.New): nothing moves, handoff logs
 // handover.unavailable, and the old generation drains its connections as

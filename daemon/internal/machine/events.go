@@ -119,14 +119,17 @@ type EvUnresponsive struct {
 	Args   []any // the evidence, for the log record
 }
 
-// EvRelayed: the relay of connections from Old to New has ended (see
-// ActHandOver). Offered counts the connections Old offered, Committed those
-// the commits moved to New, Refused those New refused; the rest (Offered -
-// Committed - Refused) were aborted: Old kept them and drains them.
+// EvRelayed reports the relay of connections from Old to New (see
+// ActHandOver): at each commit passed on, Committed (moved to New) and
+// Refused (by New: Old keeps and drains them); once the relay has ended,
+// Done, with Fallback, the connections offered and not committed (their
+// batch was aborted: Old keeps and drains them), and Err, why it ended if
+// not by the old process's end.
 type EvRelayed struct {
-	Old, New                    *Gen
-	Offered, Committed, Refused int
-	Err                         string // why the relay ended, if not the old process's end
+	Old, New                     *Gen
+	Committed, Refused, Fallback int
+	Done                         bool
+	Err                          string
 }
 
 // Event is what Step takes: one of the Ev* types of this file. A sealed

@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -42,23 +43,33 @@ func TestHandOverAtPromote(t *testing.T) {
 	}
 }
 
-// TestRelayedCounts: EvRelayed adds to View.Handover by outcome (what was
-// offered and neither committed nor refused fell back) and logs
-// handover.relayed, a warning when some drain.
+// TestRelayedCounts: each EvRelayed adds to View.Handover by outcome as it
+// comes (a commit: moved and refused; the end: fallen back), and the end
+// logs handover.relayed with the relay's totals, a warning when some drain.
 func TestRelayedCounts(t *testing.T) {
 	m := New(Options{MaxDraining: 3, ReadyTimeout: time.Minute, DrainTimeout: time.Second, StopSignal: "SIGTERM", First: 1, Handover: true})
 	g1, g2 := &Gen{N: 1, PID: 101}, &Gen{N: 2, PID: 102}
-	acts := m.Step(EvRelayed{Old: g1, New: g2, Offered: 40, Committed: 23, Refused: 0, Err: "the new process closed its channel (it exited)"})
-	if h := m.View().Handover; h["handed_over"] != 23 || h["fallback"] != 17 || h["refused"] != 0 {
-		t.Errorf("counts %v", h)
-	}
-	var log *ActLog
-	for _, a := range acts {
-		if l, ok := a.(ActLog); ok && l.Event == "handover.relayed" {
-			log = &l
+	logged := func(acts []Action) *ActLog {
+		for _, a := range acts {
+			if l, ok := a.(ActLog); ok && l.Event == "handover.relayed" {
+				return &l
+			}
 		}
+		return nil
 	}
-	if log == nil || log.Level != slog.LevelWarn {
-		t.Errorf("no warning handover.relayed in %v", acts)
+	if l := logged(m.Step(EvRelayed{Old: g1, New: g2, Committed: 20, Refused: 2})); l != nil {
+		t.Errorf("logged at a commit: %v", l)
+	}
+	m.Step(EvRelayed{Old: g1, New: g2, Committed: 3})
+	if h := m.View().Handover; h["handed_over"] != 23 || h["refused"] != 2 || h["fallback"] != 0 {
+		t.Errorf("counts after the commits %v", h)
+	}
+	l := logged(m.Step(EvRelayed{Old: g1, New: g2, Fallback: 15, Done: true, Err: "the new process closed its channel (it exited)"}))
+	if h := m.View().Handover; h["handed_over"] != 23 || h["refused"] != 2 || h["fallback"] != 15 {
+		t.Errorf("counts at the end %v", h)
+	}
+	if l == nil || l.Level != slog.LevelWarn || fmt.Sprint(l.Args) != fmt.Sprint([]any{"gen", 1, "gen_pid", 101, "to_gen", 2, "to_pid", 102,
+		"handed_over", 23, "refused", 2, "fallback", 15, "err", "the new process closed its channel (it exited)"}) {
+		t.Errorf("handover.relayed: %+v", l)
 	}
 }

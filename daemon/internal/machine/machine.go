@@ -54,9 +54,12 @@ type Machine struct {
 	selfUpgrade      bool
 	measuring        bool // an EvMemTick is on its way
 
-	handover bool     // --handover
-	counts   counters // for --metrics
-	out      []Action
+	handover bool // --handover
+	// relays holds, for each relay under way (by its old process), the
+	// connections it handed over, saw refused, and left to fall back.
+	relays map[*Gen]*[3]int
+	counts counters // for --metrics
+	out    []Action
 }
 
 // counters are what --metrics reports that only the machine sees.

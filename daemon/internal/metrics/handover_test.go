@@ -24,8 +24,9 @@ func TestRenderHandover(t *testing.T) {
 	}
 	g1 := &machine.Gen{N: 1, PID: -1}
 	g2 := &machine.Gen{N: 2, PID: -2}
-	m.Step(machine.EvRelayed{Old: g1, New: g2, Offered: 10, Committed: 6, Refused: 3})
-	m.Step(machine.EvRelayed{Old: g1, New: g2, Offered: 2, Committed: 2})
+	m.Step(machine.EvRelayed{Old: g1, New: g2, Committed: 6, Refused: 3})
+	m.Step(machine.EvRelayed{Old: g1, New: g2, Committed: 2})
+	m.Step(machine.EvRelayed{Old: g1, New: g2, Fallback: 1, Done: true})
 	out := string(Render(m.View(), nil, nil, time.Unix(999, 0), "v"))
 	for _, want := range []string{
 		`handoff_handover_connections_total{outcome="handed_over"} 8`,

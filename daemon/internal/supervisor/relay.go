@@ -147,12 +147,11 @@ func (s *supervisor) handOver(a machine.ActHandOver) {
 	_ = from.SetWriteDeadline(time.Time{})
 	s.log.Info("relaying connections to the new process", "event", "handover.relaying",
 		"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
-	r := &relay{from: from, to: to}
-	go func() {
-		ev := r.run()
+	r := &relay{from: from, to: to, report: func(ev machine.EvRelayed) {
 		ev.Old, ev.New = a.Old, a.New
 		s.events <- ev
-	}()
+	}}
+	go r.run()
 }
 
 // relay passes the library's handover protocol between an old process's
@@ -162,26 +161,32 @@ func (s *supervisor) handOver(a machine.ActHandOver) {
 type relay struct {
 	from, to  *net.UnixConn
 	closeOnce sync.Once
+	// report is given an EvRelayed at each commit passed on, and once
+	// the relay has ended (Done).
+	report func(machine.EvRelayed)
 
-	mu                          sync.Mutex
-	offered, committed, refused int
-	err                         error
+	mu sync.Mutex
+	// Since the last commit: the connections offered, and those refused.
+	offered, refused int
+	err              error
 }
 
-// run relays until either side ends, and returns the counts.
-func (r *relay) run() machine.EvRelayed {
+// run relays until either side ends, reporting each commit as it passes,
+// and the connections left uncommitted at the end (they stay with the old
+// process, refused or not: its batch was aborted).
+func (r *relay) run() {
 	done := make(chan struct{}, 2)
 	go func() { r.pump(r.from, r.to, true); done <- struct{}{} }()
 	go func() { r.pump(r.to, r.from, false); done <- struct{}{} }()
 	<-done
 	<-done
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	ev := machine.EvRelayed{Offered: r.offered, Committed: r.committed, Refused: r.refused}
+	ev := machine.EvRelayed{Fallback: r.offered, Done: true}
 	if r.err != nil {
 		ev.Err = r.err.Error()
 	}
-	return ev
+	r.mu.Unlock()
+	r.report(ev)
 }
 
 // shut closes both channels once: each pump's read then ends.
@@ -228,13 +233,21 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 		if len(fds) > 0 {
 			rights = unix.UnixRights(fds...)
 		}
+		if !forward && msg[0] == 'R' {
+			// Counted before the old process can read it and commit.
+			r.mu.Lock()
+			r.refused++
+			r.mu.Unlock()
+		}
 		werr := passOn(dst, src, msg, rights)
 		closeAll(fds) // in flight now, or failed: handoff keeps no copy
 		if werr != nil {
 			r.shut(fmt.Errorf("passing a message on: %w", werr))
 			return
 		}
-		r.count(msg, forward)
+		if forward {
+			r.passed(msg)
+		}
 	}
 }
 
@@ -281,18 +294,24 @@ func hungUp(c *net.UnixConn) bool {
 	return hup
 }
 
-// count counts a message relayed, by its kind byte: 'I' an item offered,
-// 'C' a commit of 8-byte ids, 'R' a refusal.
-func (r *relay) count(msg []byte, forward bool) {
+// passed counts a message the old process sent, passed on, by its kind
+// byte: 'I' a connection offered; 'C' a commit of 8-byte ids, which settles
+// the batch — those ids moved, the refused ones stay — and is reported.
+func (r *relay) passed(msg []byte) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case forward && msg[0] == 'I':
+	switch msg[0] {
+	case 'I':
 		r.offered++
-	case forward && msg[0] == 'C':
-		r.committed += (len(msg) - 1) / 8
-	case !forward && msg[0] == 'R':
-		r.refused++
+		r.mu.Unlock()
+	case 'C':
+		committed := (len(msg) - 1) / 8
+		ev := machine.EvRelayed{Committed: committed, Refused: r.refused}
+		r.offered = max(r.offered-committed-r.refused, 0)
+		r.refused = 0
+		r.mu.Unlock()
+		r.report(ev)
+	default:
+		r.mu.Unlock()
 	}
 }
 

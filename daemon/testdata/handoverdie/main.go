@@ -2,7 +2,10 @@
 // `handoff run --handover`: it adopts connections (package handover) and
 // kills itself with SIGKILL when the connection numbered $DIE_AT (17 by
 // default) is offered to it, mid-handover, before any commit of that batch;
-// with HANG=1 it hangs there instead, reading no more of its channel.
+// with HANG=1 it hangs there instead, reading no more of its channel;
+// DIE_AT=0: never. NOFILE=N lowers its RLIMIT_NOFILE to N at start, so that
+// it runs out of descriptors while connections arrive. The connections it
+// adopts it closes at once.
 // It accepts and closes new connections, says READY=1, and exits on SIGTERM.
 package main
 
@@ -24,6 +27,12 @@ func main() {
 	at, err := strconv.Atoi(os.Getenv("DIE_AT"))
 	if err != nil {
 		at = 17
+	}
+	if n, err := strconv.Atoi(os.Getenv("NOFILE")); err == nil {
+		lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			log.Fatal(err)
+		}
 	}
 	seen := 0
 	h, err := handover.New(handover.Options{Check: func([]byte) error {
@@ -57,7 +66,7 @@ func main() {
 	}()
 	go func() {
 		for a := range h.Adopted() {
-			a.Conn.Close() // never reached: it dies before the commit
+			a.Conn.Close()
 		}
 	}()
 	if _, err := systemd.Ready(""); err != nil {
