@@ -67,7 +67,7 @@ type generation struct {
 var withheldEnv = map[string]bool{
 	"LISTEN_FDS": true, "LISTEN_FDNAMES": true, "LISTEN_PID": true,
 	"NOTIFY_SOCKET": true, "WATCHDOG_USEC": true, "WATCHDOG_PID": true,
-	"HANDOFF_WORKER": true, "HANDOFF_WORKERS": true,
+	"HANDOFF_WORKER": true, "HANDOFF_WORKERS": true, "HANDOFF_HANDOVER_FDS": true,
 	envNextGen: true, envSystemdNames: true,
 	"TABLEFLIP_HAS_PARENT_7DIU3": true, // tableflip's sentinel: this process has a parent to hand over from
 }
