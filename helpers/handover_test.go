@@ -223,3 +223,23 @@ func TestPythonHandover(t *testing.T) {
 	}
 	t.Logf("%d connections, %d lines answered in order by Go, Python, Go and Python processes in turn, 0 lost or repeated, 0 reconnects", n, lines)
 }
+
+// TestPythonHandoverProtocol runs testdata/handover_protocol.py: the Python
+// helper's Handover against itself, without handoff — hello seen as
+// handed_over, 2 connections moved with their state and unread bytes and
+// usable in the new side, 1 refused by check and still the old side's, and
+// one kept through an abort (the new side closed its channel before
+// answering), after which nothing more is offered.
+func TestPythonHandoverProtocol(t *testing.T) {
+	spawns(t)
+	py := example(t, "python3", "testdata/handover_protocol.py")
+	src, err := filepath.Abs("python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(py[0], py[1], src).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "ok:") {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	t.Log(strings.TrimSpace(string(out)))
+}
