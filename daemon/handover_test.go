@@ -280,10 +280,13 @@ func TestHandoverNewKilled(t *testing.T) {
 	waitClients(t, d, cs, "answered 5 lines", func(g, p int, err error) bool { return err == nil && g >= 5 })
 	proc.CopyExec(t, dieBin, d.prog)
 	d.reload() // its outcome does not matter: it dies once it serves
+	// fallback counts what reached handoff uncommitted: connections the
+	// old process could not even send before the abort stay with it too.
 	ho, ref, fb := relayed(t, d, "to_gen=3")
-	if ref != 0 || fb == 0 || ho+fb != n {
-		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some fallback and %d in all\n%s", ho, ref, fb, n, d.log())
+	if ref != 0 || fb == 0 || ho+fb > n {
+		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some fallback and %d at most in all\n%s", ho, ref, fb, n, d.log())
 	}
+	kept := n - ho
 	// Those that fell back are served on by the old generation.
 	marks := make([]int, n)
 	for i, lc := range cs {
@@ -301,11 +304,11 @@ func TestHandoverNewKilled(t *testing.T) {
 				onOld++
 			}
 		}
-		if broken == ho && onOld == fb {
+		if broken == ho && onOld == kept {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 20 s: %d connections ended (want %d, those committed to the dead one), %d served on by the old pid %d (want %d)\n%s", broken, ho, onOld, old, fb, d.log())
+			t.Fatalf("after 20 s: %d connections ended (want %d, those committed to the dead one), %d served on by the old pid %d (want %d)\n%s", broken, ho, onOld, old, kept, d.log())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -320,7 +323,7 @@ func TestHandoverNewKilled(t *testing.T) {
 			t.Errorf("client %d kept by the old generation was answered by %v: owned by two", i, lc.pids)
 		}
 	}
-	t.Logf("killed -9 mid-handover: %d connections committed before died with it, %d kept and served on by the old generation", ho, fb)
+	t.Logf("killed -9 mid-handover: %d connections committed before died with it, %d kept and served on by the old generation (%d of them relayed and aborted)", ho, kept, fb)
 }
 
 // TestHandoverNewHangs: the new generation hangs at the 17th connection
@@ -349,29 +352,31 @@ func TestHandoverNewHangs(t *testing.T) {
 	if out, code := d.reload(); code != 0 {
 		t.Fatalf("reload: %d %s\n%s", code, out, d.log())
 	}
+	// fallback counts what reached handoff uncommitted: connections the
+	// old process could not even send before the abort stay with it too.
 	ho, ref, fb := relayed(t, d, "to_gen=3")
-	if ref != 0 || fb == 0 || ho+fb != n {
-		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some fallback and %d in all\n%s", ho, ref, fb, n, d.log())
+	if ref != 0 || fb == 0 || ho+fb > n {
+		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some fallback and %d at most in all\n%s", ho, ref, fb, n, d.log())
 	}
-	kept := 0
+	kept := n - ho
 	marks := make([]int, n)
 	for i, lc := range cs {
 		marks[i], _, _ = lc.snapshot()
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for kept != fb {
-		kept = 0
+	for onOld := 0; onOld != kept; {
+		onOld = 0
 		for i, lc := range cs {
 			if g, p, err := lc.snapshot(); err == nil && p == old && g >= marks[i]+10 {
-				kept++
+				onOld++
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections served on by the old pid %d, want %d\n%s", kept, old, fb, d.log())
+			t.Fatalf("%d connections served on by the old pid %d, want %d\n%s", onOld, old, kept, d.log())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("new generation hung mid-handover: %d committed before (held by the hung one), %d kept and served on by the old generation", ho, fb)
+	t.Logf("new generation hung mid-handover: %d committed before (held by the hung one), %d kept and served on by the old generation (%d of them relayed and aborted)", ho, kept, fb)
 }
 
 // TestHandoverNewOutOfDescriptors: the new process runs out of descriptors

@@ -50,8 +50,10 @@ type View struct {
 	// Handover counts, with --handover, the connections offered from one
 	// process to the one replacing it, by outcome: "handed_over" (committed
 	// to the new process, which adopted them), "refused" (the new one said
-	// no: the old one drains them), "fallback" (aborted before their
-	// commit: the old one drains them). nil before any relay.
+	// no: the old one drains them), "fallback" (passed through handoff and
+	// aborted before their commit: the old one drains them; those it could
+	// not send before the abort never reach handoff). nil without
+	// --handover.
 	Handover map[string]int
 	// Rolling: a reload, rollback or replacement of workers is under way
 	// (not the first start).

@@ -189,15 +189,50 @@ func (r *relay) run() {
 	r.report(ev)
 }
 
-// shut closes both channels once: each pump's read then ends.
+// shut closes both channels once: each pump's read then ends, and either
+// process's next write or read fails — an abort. What the old process had
+// queued and handoff had not read yet is read first, its connections
+// counted as offered (they fall back: the old process keeps them) and its
+// descriptors closed.
 func (r *relay) shut(err error) {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.err = err
 		r.mu.Unlock()
-		r.from.Close()
 		r.to.Close()
+		r.drainQueued()
+		r.from.Close()
 	})
+}
+
+// drainQueued reads, without waiting, the messages queued on the old
+// process's channel, counting the connections offered in them.
+func (r *relay) drainQueued() {
+	rc, err := r.from.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 64+upgrader.MaxHandoverState+upgrader.MaxHandoverUnread)
+	oob := make([]byte, unix.CmsgSpace(4*8))
+	for range 1 << 16 { // bounded: the queue holds far fewer
+		n := 0
+		var rerr error
+		_ = rc.Control(func(fd uintptr) {
+			var oobn int
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			if rerr == nil {
+				closeAll(rightsIn(oob[:oobn]))
+			}
+		})
+		if rerr != nil || n <= 0 {
+			return
+		}
+		if buf[0] == 'I' {
+			r.mu.Lock()
+			r.offered++
+			r.mu.Unlock()
+		}
+	}
 }
 
 // pump passes messages from src to dst until src ends or dst fails.
