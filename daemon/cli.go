@@ -260,6 +260,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, ", reload queued")
 	}
 	fmt.Fprintln(stdout, ")")
+	if h := st.Handover; h != nil {
+		fmt.Fprintf(stdout, "connections handed over: %d, refused: %d, fallen back to drain: %d\n", h["handed_over"], h["refused"], h["fallback"])
+	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	if len(st.Workers) > 0 {
 		fmt.Fprintln(tw, "WORKER\tGEN\tPID\tSTATE\tUPTIME\tRESTARTS\tHUNG\tRSS")

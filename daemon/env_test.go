@@ -22,6 +22,7 @@ func TestEnvironmentWithheld(t *testing.T) {
 	t.Setenv("LISTEN_ADDR", "also-mine")
 	t.Setenv("WATCHDOG_NAME", "mine-too")
 	t.Setenv("LISTEN_FDS", "99")
+	t.Setenv("HANDOFF_HANDOVER_FDS", "7,8") // an outer handoff's, say: not this one's (no --handover)
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "app.env")
 	if err := os.WriteFile(envFile, []byte("HANDOFF_WORKER=7\nFROM_FILE=yes\nHANDOFF_COLOR=blue\n"), 0o644); err != nil {
@@ -48,6 +49,9 @@ func TestEnvironmentWithheld(t *testing.T) {
 		if got[k] != want {
 			t.Errorf("%s=%q in the generation's environment, want %q", k, got[k], want)
 		}
+	}
+	if v, ok := got["HANDOFF_HANDOVER_FDS"]; ok {
+		t.Errorf("HANDOFF_HANDOVER_FDS=%q reached the generation of a handoff without --handover", v)
 	}
 	d.stop()
 }

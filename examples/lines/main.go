@@ -16,6 +16,15 @@
 //	go build -o /tmp/lines . && /tmp/lines -addr 127.0.0.1:7000 -pidfile /tmp/lines.pid &
 //	(for i in $(seq 1 1000); do echo $i; sleep 0.01; done) | nc 127.0.0.1 7000 &
 //	kill -HUP $(cat /tmp/lines.pid)
+//
+// Under `handoff run --handover` (daemon mode, found by
+// $HANDOFF_HANDOVER_FDS) it serves the first socket handoff passed, says
+// READY=1, and on its stop signal offers its connections to the process
+// that replaces it (package handover) if that one adopts, and drains them
+// otherwise; -addr and -pidfile are not used:
+//
+//	handoff run --handover --listen 127.0.0.1:7000 -- /tmp/lines &
+//	handoff reload
 package main
 
 import (
@@ -56,6 +65,10 @@ func main() {
 		os.Exit(2)
 	}
 
+	if _, ok := os.LookupEnv(upgrader.HandoverChannelsEnv); ok {
+		runDaemon(logger, *drainTimeout)
+		return
+	}
 	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, Logger: logger, DrainTimeout: *drainTimeout})
 	if err != nil {
 		log.Fatal(err)
@@ -101,7 +114,13 @@ func main() {
 	}
 
 	<-u.Exit()
-	deadline := time.Now().Add(*drainTimeout)
+	s.finish(logger, ln, *drainTimeout, accepted, adopted)
+}
+
+// finish hands over or drains every connection once this generation
+// stops, and logs what became of them.
+func (s *server) finish(logger *slog.Logger, ln net.Listener, drainTimeout time.Duration, accepted, adopted <-chan struct{}) {
+	deadline := time.Now().Add(drainTimeout)
 	s.deadline.Store(deadline.UnixNano())
 	s.exit() // every connection's reader wakes up: hand over, or drain
 	ln.Close()
@@ -119,8 +138,14 @@ func main() {
 	logger.Info("connections done", "event", "lines.done", "handed_over", s.movedOut.Load(), "drained", s.drained.Load())
 }
 
+// offerer is what serve needs of a handover: upgrader.Handover in library
+// mode, handover.Handover under handoff run.
+type offerer interface {
+	Offer(c net.Conn, state, unread []byte) error
+}
+
 type server struct {
-	h        *upgrader.Handover
+	h        offerer
 	pid      int
 	exiting  context.Context
 	exit     context.CancelFunc

@@ -80,8 +80,12 @@ type Config struct {
 	EnvFile   string // read at each generation's start
 	// Watch lists the files and directories (absolute, cleaned) whose
 	// change in content starts a reload (--watch).
-	Watch     []string
-	FDStore   bool
+	Watch   []string
+	FDStore bool
+	// Handover: each process gets handover channels (HANDOFF_HANDOVER_FDS)
+	// and handoff relays connections from a process to the one that
+	// replaces it (--handover).
+	Handover  bool
 	LogFormat string // "text" or "json"
 	// TagOutput is --tag-output: "" (off: the program's output passes
 	// unchanged), "auto" (tagged; to journald's own protocol where
@@ -205,6 +209,11 @@ func runFlagSet(cfg *Config) (*flag.FlagSet, *runFlags) {
 		"not a --listen socket. Example: --metrics 127.0.0.1:9101")
 	fs.IntVar(&cfg.MaxDraining, "max-draining", DefaultMaxDraining, "at most this many old generations drain at once; past it the oldest is killed. Example: --max-draining 1")
 	fs.BoolVar(&cfg.FDStore, "fdstore", false, "store the sockets in systemd's fd store, so that they stay open while handoff restarts\n(the unit needs FileDescriptorStoreMax=; on by itself where systemd sets $FDSTORE). Example: --fdstore")
+	fs.BoolVar(&cfg.Handover, "handover", false, "move established connections to the new process instead of draining them, for programs that\n"+
+		"adopt them (Go: package handover; Python: helpers/python): each process gets two channels,\n"+
+		"HANDOFF_HANDOVER_FDS=IN,OUT, after its LISTEN_FDS sockets; when a process is replaced at its worker\n"+
+		"index and its successor adopts, handoff relays the connections from one to the other before\n"+
+		"the stop signal. Connections that do not move drain as before. Example: --handover")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "handoff's log lines on stderr: text (key=value) or json (one object per line, times in\nnanoseconds), for a log shipper. Example: --log-format json")
 	fs.Var(tagOutputFlag{&cfg.TagOutput}, "tag-output", "tag each line the program's processes write to stdout and stderr with its generation, worker\n"+
 		"index and pid: in text, after '[gen=3 worker=0 pid=1234] '; with --log-format json, as one object\n"+

@@ -63,7 +63,12 @@ type Status struct {
 	// ReloadBound is the longest a reload asked now can take, in seconds:
 	// 'handoff reload' waits that long by default.
 	ReloadBound float64 `json:"reload_bound_seconds,omitempty"`
-	Error       string  `json:"error,omitempty"`
+	// Handover counts, with --handover, the connections offered from a
+	// process to the one replacing it, by outcome: handed_over, refused,
+	// fallback (aborted before their commit); the last two drained in the
+	// old process. Absent without --handover.
+	Handover map[string]int `json:"handover,omitempty"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // GenStatus describes one generation.

@@ -76,6 +76,14 @@ type (
 	}
 )
 
+// ActHandOver: New takes Old's place at its worker index (Old is nil when
+// nothing served there: the first start, a restart). With --handover, the
+// supervisor relays Old's connections to New if New adopts them — before
+// the ActSignal that asks Old to stop, which comes next — and otherwise
+// closes the channels that would have carried them; EvRelayed follows once
+// a relay has ended.
+type ActHandOver struct{ Old, New *Gen }
+
 // ActStopStrays stops processes left behind.
 type ActStopStrays struct{ Strays []Stray }
 
@@ -109,3 +117,4 @@ func (ActStopStrays) isAction()       {}
 func (ActDone) isAction()             {}
 func (ActMeasure) isAction()          {}
 func (ActPause) isAction()            {}
+func (ActHandOver) isAction()         {}

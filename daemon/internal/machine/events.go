@@ -119,6 +119,19 @@ type EvUnresponsive struct {
 	Args   []any // the evidence, for the log record
 }
 
+// EvRelayed reports the relay of connections from Old to New (see
+// ActHandOver): at each commit passed on, Committed (moved to New) and
+// Refused (by New: Old keeps and drains them); once the relay has ended,
+// Done, with Fallback, the connections offered and not committed (their
+// batch was aborted: Old keeps and drains them), and Err, why it ended if
+// not by the old process's end.
+type EvRelayed struct {
+	Old, New                     *Gen
+	Committed, Refused, Fallback int
+	Done                         bool
+	Err                          string
+}
+
 // Event is what Step takes: one of the Ev* types of this file. A sealed
 // interface, whose every type Step handles (TestSwitchesAreExhaustive).
 type Event interface{ isEvent() }
@@ -147,3 +160,4 @@ func (EvNotReady) isEvent()        {}
 func (EvLeft) isEvent()            {}
 func (EvBakeFailed) isEvent()      {}
 func (EvUnresponsive) isEvent()    {}
+func (EvRelayed) isEvent()         {}

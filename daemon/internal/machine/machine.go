@@ -54,6 +54,10 @@ type Machine struct {
 	selfUpgrade      bool
 	measuring        bool // an EvMemTick is on its way
 
+	handover bool // --handover
+	// relays holds, for each relay under way (by its old process), the
+	// connections it handed over, saw refused, and left to fall back.
+	relays map[*Gen]*[3]int
 	counts counters // for --metrics
 	out    []Action
 }
@@ -68,6 +72,9 @@ type counters struct {
 	drainsKilled int                 // processes killed at --drain-timeout
 	unresponsive int                 // processes replaced because they were shown hung
 	watchReloads int                 // reloads asked by --watch
+	// handover counts the connections relayed by outcome (see
+	// View.Handover).
+	handover map[string]int
 }
 
 // reloadBuckets and drainBuckets are the histograms' upper bounds, in
@@ -177,6 +184,8 @@ func (m *Machine) Step(ev Event) []Action {
 		m.onStopDelayOver()
 	case EvSelfUpgradeDone:
 		m.onSelfUpgradeDone(e.Err)
+	case EvRelayed:
+		m.onRelayed(e)
 	}
 	if m.stopping() && len(m.gens) == 0 {
 		m.done()

@@ -219,6 +219,9 @@ func (m *Machine) promote(g *Gen) {
 	sl := &m.slots[g.W]
 	old := sl.cur
 	g.State, sl.cur, sl.next, sl.spec = Serving, g, nil, g.Spec
+	if m.handover {
+		m.do(ActHandOver{Old: old, New: g})
+	}
 	if old != nil {
 		m.drain(old)
 	}

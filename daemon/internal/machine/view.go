@@ -18,6 +18,8 @@ type Options struct {
 	Workers      int           // --workers; 0 means 1
 	MaxSurge     int           // --max-surge; 0 means 1
 	MaxMemory    int64         // --max-memory, in bytes; 0: none
+	// Handover: --handover; promote says ActHandOver.
+	Handover bool
 	// PID1: handoff is PID 1, and must not upgrade itself.
 	PID1 bool
 	// First numbers the first generation (a new handoff on SIGUSR2 goes on
@@ -29,7 +31,8 @@ type Options struct {
 func New(o Options) *Machine {
 	return &Machine{bake: o.Bake, maxDraining: o.MaxDraining, readyTimeout: o.ReadyTimeout, drainTimeout: o.DrainTimeout,
 		stopSignal: o.StopSignal, stops: lifecycle.Stops{Delay: o.StopDelay}, workers: o.Workers, surge: o.MaxSurge,
-		maxMemory: o.MaxMemory, pid1: o.PID1, nextN: o.First, now: time.Now}
+		maxMemory: o.MaxMemory, pid1: o.PID1, handover: o.Handover, nextN: o.First, now: time.Now,
+		counts: counters{handover: handoverCounts(o.Handover)}}
 }
 
 // View is what the machine shows of itself to `handoff status` and the
@@ -44,6 +47,14 @@ type View struct {
 	Restarts, Killed, Unresponsive, DrainsKilled int
 	Reloading                                    bool // a reload or rollback is under way
 	Queued                                       bool // another is queued after it
+	// Handover counts, with --handover, the connections offered from one
+	// process to the one replacing it, by outcome: "handed_over" (committed
+	// to the new process, which adopted them), "refused" (the new one said
+	// no: the old one drains them), "fallback" (passed through handoff and
+	// aborted before their commit: the old one drains them; those it could
+	// not send before the abort never reach handoff). nil without
+	// --handover.
+	Handover map[string]int
 	// Rolling: a reload, rollback or replacement of workers is under way
 	// (not the first start).
 	Rolling  bool
@@ -82,7 +93,7 @@ func (m *Machine) View() View {
 	}
 	v := View{Gens: m.gens, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive, DrainsKilled: m.counts.drainsKilled,
 		Reloading: m.reloading, Queued: m.q.Queued(), Rolling: m.roll != nil && m.roll.kind != spawnFirst, Rollback: m.previous,
-		Reloads: m.counts.reloads, WatchReloads: m.counts.watchReloads, ReloadSec: reloadSec, DrainSec: drainSec}
+		Reloads: m.counts.reloads, Handover: m.counts.handover, WatchReloads: m.counts.watchReloads, ReloadSec: reloadSec, DrainSec: drainSec}
 	if g := m.first(); g.PID != 0 {
 		v.Current = g
 	}

@@ -103,6 +103,12 @@ func Render(m machine.View, rss map[*machine.Gen]int64, releases map[int]release
 	p.Counter("handoff_killed_total", "Processes handoff killed with SIGKILL: not ready in time, hung, past --drain-timeout or --max-draining, a second stop signal.", promtext.Sample{Value: float64(m.Killed)})
 
 	p.Counter("handoff_watch_reloads_total", "Reloads asked because what --watch watches changed in content.", promtext.Sample{Value: float64(m.WatchReloads)})
+	if m.Handover != nil {
+		p.Counter("handoff_handover_connections_total", "With --handover, connections a process offered to the one replacing it, relayed by handoff, by outcome: handed_over (committed: the new process adopted them), refused (by the new one), fallback (aborted before their commit: the new one died or closed its channel); the old process drains those refused or fallen back.",
+			promtext.Sample{Labels: promtext.L("outcome", "handed_over"), Value: float64(m.Handover["handed_over"])},
+			promtext.Sample{Labels: promtext.L("outcome", "refused"), Value: float64(m.Handover["refused"])},
+			promtext.Sample{Labels: promtext.L("outcome", "fallback"), Value: float64(m.Handover["fallback"])})
+	}
 	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.Unresponsive)})
 
 	var up, restarts, hung, mem []promtext.Sample

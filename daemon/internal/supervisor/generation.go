@@ -48,6 +48,9 @@ type generation struct {
 	timers  []*time.Timer
 	exitedC chan struct{} // closed when it has exited
 	readyC  chan struct{} // closed when it is ready, before EvReady is sent
+	// ho holds handoff's ends of its handover channels (--handover), or
+	// is nil.
+	ho *channels
 
 	lastPing atomic.Int64 // UnixNano of its last WATCHDOG=1; 0 if it never sent one
 	// ident is what it runs, once identify has read it; nil until then,
@@ -65,7 +68,7 @@ type generation struct {
 var withheldEnv = map[string]bool{
 	"LISTEN_FDS": true, "LISTEN_FDNAMES": true, "LISTEN_PID": true,
 	"NOTIFY_SOCKET": true, "WATCHDOG_USEC": true, "WATCHDOG_PID": true,
-	"HANDOFF_WORKER": true, "HANDOFF_WORKERS": true,
+	"HANDOFF_WORKER": true, "HANDOFF_WORKERS": true, "HANDOFF_HANDOVER_FDS": true,
 	envNextGen: true, envSystemdNames: true,
 	"TABLEFLIP_HAS_PARENT_7DIU3": true, // tableflip's sentinel: this process has a parent to hand over from
 }
@@ -168,8 +171,24 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 		return nil, err
 	}
 
+	var theirs []*os.File // the process's ends of its handover channels
+	if s.cfg.Handover {
+		var hv string
+		if g.ho, theirs, hv, err = newChannels(len(s.files)); err != nil {
+			g.closeNotify()
+			return nil, fmt.Errorf("generation %d: %w", n, err)
+		}
+		env = append(env, hv)
+	}
+	closeTheirs := func() {
+		for _, f := range theirs {
+			f.Close()
+		}
+	}
+	defer closeTheirs() // the process has its copies, or failed to start
 	outR, outW, err := os.Pipe()
 	if err != nil {
+		g.ho.close()
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
@@ -177,18 +196,23 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 	if err != nil {
 		outR.Close()
 		outW.Close()
+		g.ho.close()
 		g.closeNotify()
 		return nil, fmt.Errorf("generation %d: %w", n, err)
 	}
-	files, qenv, err := s.quicSpawn(g)
+	// The sockets, a quic:// one this process's own, then the process's
+	// ends of its handover channels.
+	qfiles, qenv, err := s.quicSpawn(g)
 	if err != nil {
 		outR.Close()
 		outW.Close()
 		errR.Close()
 		errW.Close()
+		g.ho.close()
 		g.closeNotify()
 		return nil, err
 	}
+	files := append(append([]*os.File(nil), qfiles...), theirs...)
 	env = append(env, qenv...)
 	ls := launch.Spec{
 		Self: s.self, Path: program, Args: append([]string{spec.Name}, spec.Args...),
@@ -216,6 +240,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		g.ho.close()
 		g.closeNotify()
 		s.quicNotStarted(g)
 		if errors.Is(err, syscall.E2BIG) {
@@ -226,7 +251,7 @@ func (s *supervisor) start(n, w int, spec *machine.Spec) (*generation, error) {
 			return nil, fmt.Errorf("generation %d: starting %s: its environment and arguments, %d bytes, are more than Linux passes to a program (see getconf ARG_MAX) — shrink the env file or the environment: %w", n, program, size, err)
 		}
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-			return nil, fmt.Errorf("generation %d: starting %s: out of file descriptors (each worker takes 3 in handoff: raise the limit, ulimit -n or LimitNOFILE=): %w", n, program, err)
+			return nil, fmt.Errorf("generation %d: starting %s: out of file descriptors (each worker takes 3 in handoff, 5 with --handover: raise the limit, ulimit -n or LimitNOFILE=): %w", n, program, err)
 		}
 		return nil, fmt.Errorf("generation %d: starting %s: %w", n, program, err)
 	}

@@ -51,6 +51,12 @@ func (s *supervisor) status() control.Status {
 	v := s.m.View()
 	st := control.Status{PID: os.Getpid(), Program: s.cfg.Program, Restarts: v.Restarts, Killed: v.Killed, Unresponsive: v.Unresponsive,
 		Reloading: v.Reloading, Queued: v.Queued, Rollback: v.Rollback, ReloadBound: s.reloadBound().Seconds()}
+	if v.Handover != nil {
+		st.Handover = map[string]int{}
+		for k, n := range v.Handover {
+			st.Handover[k] = n
+		}
+	}
 	rel := s.releases()
 	for _, g := range v.Gens {
 		state := g.State.String()

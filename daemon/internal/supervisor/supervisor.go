@@ -108,7 +108,7 @@ type supervisor struct {
 func newMachine(cfg *config.Config, first int) *machine.Machine {
 	return machine.New(machine.Options{Bake: cfg.Bake, MaxDraining: cfg.MaxDraining, ReadyTimeout: cfg.ReadyTimeout, DrainTimeout: cfg.DrainTimeout,
 		StopSignal: config.SignalName(cfg.StopSignal), StopDelay: cfg.StopDelay, Workers: cfg.Workers, MaxSurge: cfg.MaxSurge, MaxMemory: cfg.MaxMemory,
-		PID1: os.Getpid() == 1, First: first})
+		Handover: cfg.Handover, PID1: os.Getpid() == 1, First: first})
 }
 
 // run drives the generations until handoff stops, and returns the exit
@@ -272,6 +272,8 @@ func (s *supervisor) carryOut(a machine.Action) machine.Event {
 		s.keeper.ReleaseSockets()
 		s.closeOwnCopies()
 		doors.Release(s.inodes, s.log)
+	case machine.ActHandOver:
+		s.handOver(a)
 	case machine.ActSelfUpgradeEnded:
 		s.reaper.Resume()
 	case machine.ActDone:
@@ -312,6 +314,7 @@ func (s *supervisor) release(mg *machine.Gen) {
 	delete(s.procs, mg)
 	g.cancel()
 	g.closeNotify()
+	g.ho.close()
 	s.keeper.Drop(g.key())
 	for _, t := range g.timers {
 		t.Stop()

@@ -30,7 +30,8 @@ The package's modules, one concern each (import from handoff itself: the
 modules are not the API): _activation (LISTEN_FDS, listener), _holdback
 (the last accepts, and the SYN filter on a socket this process bound),
 _sdnotify (READY=1), _httpserver (serve_http), _wsgi (serve_wsgi), _asgi
-(serve_asgi, run_asgi) and _http11 (the ASGI server's HTTP/1.1 parser).
+(serve_asgi, run_asgi), _http11 (the ASGI server's HTTP/1.1 parser) and
+_handover (Handover: connections that move under handoff run --handover).
 
 Standard library only; Python 3.9 and later; typed (py.typed).
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 from ._activation import SD_LISTEN_FDS_START, _bound, listen_fds, listener
 from ._asgi import _ASGIConnection, _ASGIServer, run_asgi, serve_asgi
+from ._handover import Handover
 from ._holdback import _SO_ATTACH_FILTER, _SYN_DROP, _hold_back, _take_queued
 from ._http11 import _HTTPError, _reason
 from ._httpserver import DrainingHTTPServer, DrainStats, _DrainMixin, serve_http
@@ -48,7 +50,7 @@ from ._wsgi import _WSGIHandler, serve_wsgi
 # it from here.
 __version__ = "0.1.0"
 
-__all__ = ["listen_fds", "listener", "notify", "serve_http", "serve_wsgi", "serve_asgi", "run_asgi", "DrainingHTTPServer"]
+__all__ = ["listen_fds", "listener", "notify", "serve_http", "serve_wsgi", "serve_asgi", "run_asgi", "DrainingHTTPServer", "Handover"]
 
 
 def __getattr__(name: str) -> object:

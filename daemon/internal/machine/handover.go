@@ -1,0 +1,48 @@
+package machine
+
+import "log/slog"
+
+// handoverCounts returns the counts of relayed connections by outcome,
+// all 0, with --handover (on); nil without.
+func handoverCounts(on bool) map[string]int {
+	if !on {
+		return nil
+	}
+	return map[string]int{"handed_over": 0, "refused": 0, "fallback": 0}
+}
+
+// onRelayed counts the connections a relay settled, and logs its totals
+// once it has ended.
+func (m *Machine) onRelayed(e EvRelayed) {
+	if m.counts.handover == nil {
+		m.counts.handover = handoverCounts(true)
+	}
+	m.counts.handover["handed_over"] += e.Committed
+	m.counts.handover["refused"] += e.Refused
+	m.counts.handover["fallback"] += e.Fallback
+	if m.relays == nil {
+		m.relays = map[*Gen]*[3]int{}
+	}
+	t := m.relays[e.Old]
+	if t == nil {
+		t = &[3]int{}
+		m.relays[e.Old] = t
+	}
+	t[0] += e.Committed
+	t[1] += e.Refused
+	t[2] += e.Fallback
+	if !e.Done {
+		return
+	}
+	delete(m.relays, e.Old)
+	args := append(m.about(e.Old), "to_gen", e.New.N, "to_pid", e.New.PID,
+		"handed_over", t[0], "refused", t[1], "fallback", t[2])
+	if e.Err != "" {
+		args = append(args, "err", e.Err)
+	}
+	level := slog.LevelInfo
+	if t[1] > 0 || t[2] > 0 {
+		level = slog.LevelWarn
+	}
+	m.log(level, "handover.relayed", "connections relayed to the new process; those refused or aborted drain in the old one", args...)
+}

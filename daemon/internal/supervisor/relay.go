@@ -1,0 +1,375 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/upgrader"
+)
+
+// channels are handoff's ends of one process's handover channels
+// (--handover, see package handover): in carries connections to the
+// process from the one it replaces, out from it to the one that replaces
+// it. A relay takes the ends it uses (the fields become nil); release
+// closes the others.
+type channels struct {
+	in, out *net.UnixConn
+}
+
+// newChannels makes a process's two channels and returns handoff's ends,
+// the process's ends (to pass after its sockets) and the variable that names
+// them, given the number of descriptors passed before them.
+func newChannels(before int) (*channels, []*os.File, string, error) {
+	var mine [2]*net.UnixConn
+	var theirs []*os.File
+	fail := func(err error) (*channels, []*os.File, string, error) {
+		for _, c := range mine {
+			if c != nil {
+				c.Close()
+			}
+		}
+		for _, f := range theirs {
+			f.Close()
+		}
+		return nil, nil, "", fmt.Errorf("handover channel: %w", err)
+	}
+	for i := range mine {
+		syscall.ForkLock.RLock()
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		syscall.ForkLock.RUnlock()
+		if err != nil {
+			return fail(os.NewSyscallError("socketpair", err))
+		}
+		f := os.NewFile(uintptr(fds[0]), "handoff-handover")
+		c, err := net.FileConn(f)
+		f.Close()
+		theirs = append(theirs, os.NewFile(uintptr(fds[1]), "handoff-handover-child"))
+		if err != nil {
+			return fail(err)
+		}
+		mine[i] = c.(*net.UnixConn)
+	}
+	env := upgrader.HandoverChannelsEnv + "=" + strconv.Itoa(3+before) + "," + strconv.Itoa(4+before)
+	return &channels{in: mine[0], out: mine[1]}, theirs, env, nil
+}
+
+// close closes the ends no relay took.
+func (c *channels) close() {
+	if c == nil {
+		return
+	}
+	for _, x := range []*net.UnixConn{c.in, c.out} {
+		if x != nil {
+			x.Close()
+		}
+	}
+	c.in, c.out = nil, nil
+}
+
+// takeHello reads, without waiting, the hello a process that adopts writes
+// on its in channel before it is ready; nil if there is none.
+func (c *channels) takeHello() []byte {
+	if c == nil || c.in == nil {
+		return nil
+	}
+	rc, err := c.in.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	b := make([]byte, 16)
+	n := -1
+	_ = rc.Control(func(fd uintptr) {
+		n, _, err = unix.Recvfrom(int(fd), b, unix.MSG_DONTWAIT)
+	})
+	if err != nil || n < 2 || b[0] != 'H' {
+		return nil
+	}
+	return b[:n]
+}
+
+// handOver carries out ActHandOver: if the new process said hello and the
+// old one has its out channel, the hello goes to the old one ("your
+// successor adopts", before its stop signal) and a relay starts between
+// them; otherwise the channels that would have carried connections close,
+// so that the new process's Adopted ends and the old one's Offers fail at
+// once (its connections drain).
+func (s *supervisor) handOver(a machine.ActHandOver) {
+	nw := s.procs[a.New]
+	var old *generation
+	if a.Old != nil {
+		old = s.procs[a.Old]
+	}
+	if nw == nil || nw.ho == nil {
+		if old != nil && old.ho != nil && old.ho.out != nil {
+			old.ho.out.Close()
+			old.ho.out = nil
+		}
+		return
+	}
+	hello := nw.ho.takeHello()
+	if hello == nil || old == nil || old.ho == nil || old.ho.out == nil {
+		if nw.ho.in != nil {
+			nw.ho.in.Close()
+			nw.ho.in = nil
+		}
+		if old != nil && old.ho != nil && old.ho.out != nil {
+			old.ho.out.Close()
+			old.ho.out = nil
+		}
+		if hello == nil && old != nil {
+			s.log.Info("the new process adopts no connection: the old one drains them", "event", "handover.unavailable",
+				"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
+		}
+		return
+	}
+	from, to := old.ho.out, nw.ho.in
+	old.ho.out, nw.ho.in = nil, nil
+	_ = from.SetWriteDeadline(time.Now().Add(time.Second))
+	if _, err := from.Write(hello); err != nil {
+		from.Close()
+		to.Close()
+		s.log.Warn("cannot tell the old process that its successor adopts: it drains its connections", "event", "handover.failed",
+			"gen", a.Old.N, "gen_pid", a.Old.PID, "err", err)
+		return
+	}
+	_ = from.SetWriteDeadline(time.Time{})
+	s.log.Info("relaying connections to the new process", "event", "handover.relaying",
+		"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
+	r := &relay{from: from, to: to, report: func(ev machine.EvRelayed) {
+		ev.Old, ev.New = a.Old, a.New
+		s.events <- ev
+	}}
+	go r.run()
+}
+
+// relay passes the library's handover protocol between an old process's
+// out channel (from) and a new one's in channel (to), message by message
+// with their descriptors, counting by each message's kind. The first end
+// or failure on either side closes both: an abort for both processes.
+type relay struct {
+	from, to  *net.UnixConn
+	closeOnce sync.Once
+	// report is given an EvRelayed at each commit passed on, and once
+	// the relay has ended (Done).
+	report func(machine.EvRelayed)
+
+	mu sync.Mutex
+	// Since the last commit: the connections offered, and those refused.
+	offered, refused int
+	err              error
+}
+
+// run relays until either side ends, reporting each commit as it passes,
+// and the connections left uncommitted at the end (they stay with the old
+// process, refused or not: its batch was aborted).
+func (r *relay) run() {
+	done := make(chan struct{}, 2)
+	go func() { r.pump(r.from, r.to, true); done <- struct{}{} }()
+	go func() { r.pump(r.to, r.from, false); done <- struct{}{} }()
+	<-done
+	<-done
+	r.mu.Lock()
+	ev := machine.EvRelayed{Fallback: r.offered, Done: true}
+	if r.err != nil {
+		ev.Err = r.err.Error()
+	}
+	r.mu.Unlock()
+	r.report(ev)
+}
+
+// shut closes both channels once: each pump's read then ends, and either
+// process's next write or read fails — an abort. What the old process had
+// queued and handoff had not read yet is read first, its connections
+// counted as offered (they fall back: the old process keeps them) and its
+// descriptors closed.
+func (r *relay) shut(err error) {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.err = err
+		r.mu.Unlock()
+		r.to.Close()
+		r.drainQueued()
+		r.from.Close()
+	})
+}
+
+// drainQueued reads, without waiting, the messages queued on the old
+// process's channel, counting the connections offered in them.
+func (r *relay) drainQueued() {
+	rc, err := r.from.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 64+upgrader.MaxHandoverState+upgrader.MaxHandoverUnread)
+	oob := make([]byte, unix.CmsgSpace(4*8))
+	for range 1 << 16 { // bounded: the queue holds far fewer
+		n := 0
+		var rerr error
+		_ = rc.Control(func(fd uintptr) {
+			var oobn int
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			if rerr == nil {
+				closeAll(rightsIn(oob[:oobn]))
+			}
+		})
+		if rerr != nil || n <= 0 {
+			return
+		}
+		if buf[0] == 'I' {
+			r.mu.Lock()
+			r.offered++
+			r.mu.Unlock()
+		}
+	}
+}
+
+// pump passes messages from src to dst until src ends or dst fails.
+// forward: src is the old process (items, commits); else the new one
+// (prepared, refused).
+func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
+	buf := make([]byte, 64+upgrader.MaxHandoverState+upgrader.MaxHandoverUnread)
+	oob := make([]byte, unix.CmsgSpace(4*8))
+	for {
+		n, oobn, _, _, err := src.ReadMsgUnix(buf, oob)
+		fds := rightsIn(oob[:oobn])
+		if err != nil || n == 0 {
+			closeAll(fds)
+			// The end of the channel: its process closed it or exited
+			// (with the hello unread, if it offered nothing: a reset).
+			end := err == nil || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+			switch {
+			case errors.Is(err, net.ErrClosed):
+				r.shut(nil) // the other pump's end
+			case end && forward:
+				r.shut(nil) // the old process is done: it exited
+			case end:
+				r.shut(errors.New("the new process closed its channel (it exited)"))
+			case forward:
+				r.shut(fmt.Errorf("reading the old process's channel: %w", err))
+			default:
+				r.shut(fmt.Errorf("reading the new process's channel: %w", err))
+			}
+			return
+		}
+		msg := buf[:n]
+		var rights []byte
+		if len(fds) > 0 {
+			rights = unix.UnixRights(fds...)
+		}
+		if !forward && msg[0] == 'R' {
+			// Counted before the old process can read it and commit.
+			r.mu.Lock()
+			r.refused++
+			r.mu.Unlock()
+		}
+		werr := passOn(dst, src, msg, rights)
+		closeAll(fds) // in flight now, or failed: handoff keeps no copy
+		if werr != nil {
+			r.shut(fmt.Errorf("passing a message on: %w", werr))
+			return
+		}
+		if forward {
+			r.passed(msg)
+		}
+	}
+}
+
+// maxRelayStall bounds how long a message may wait for room in its
+// receiver's channel: a receiver that reads nothing for that long ends the
+// relay (the library's own timeouts end it sooner).
+const maxRelayStall = 5 * time.Minute
+
+// passOn writes one message to dst. While dst has no room (its process is
+// slow to read), it checks every 250 ms whether src's process has closed its
+// end — the old one gives up on a batch after its own HandoverOptions.Timeout,
+// which handoff does not know — and ends then, or after maxRelayStall.
+// SOCK_SEQPACKET writes a message whole or not at all.
+func passOn(dst, src *net.UnixConn, msg, rights []byte) error {
+	start := time.Now()
+	for {
+		_ = dst.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+		_, _, err := dst.WriteMsgUnix(msg, rights, nil)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if hungUp(src) {
+			return errors.New("the sending process closed its channel while the receiver had no room")
+		}
+		if time.Since(start) > maxRelayStall {
+			return fmt.Errorf("the receiving process read nothing for %v", maxRelayStall)
+		}
+	}
+}
+
+// hungUp reports whether the peer of c has closed its end.
+func hungUp(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	_ = rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 {
+			hup = pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0
+		}
+	})
+	return hup
+}
+
+// passed counts a message the old process sent, passed on, by its kind
+// byte: 'I' a connection offered; 'C' a commit of 8-byte ids, which settles
+// the batch — those ids moved, the refused ones stay — and is reported.
+func (r *relay) passed(msg []byte) {
+	r.mu.Lock()
+	switch msg[0] {
+	case 'I':
+		r.offered++
+		r.mu.Unlock()
+	case 'C':
+		committed := (len(msg) - 1) / 8
+		ev := machine.EvRelayed{Committed: committed, Refused: r.refused}
+		r.offered = max(r.offered-committed-r.refused, 0)
+		r.refused = 0
+		r.mu.Unlock()
+		r.report(ev)
+	default:
+		r.mu.Unlock()
+	}
+}
+
+// rightsIn returns the descriptors SCM_RIGHTS brought in oob.
+func rightsIn(oob []byte) []int {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for i := range msgs {
+		if got, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+			fds = append(fds, got...)
+		}
+	}
+	return fds
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
