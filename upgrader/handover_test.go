@@ -243,7 +243,7 @@ func TestHandoverLines(t *testing.T) {
 		if r.Match("event=handover.committed") {
 			c, _ := strconv.Atoi(r.Get("conns"))
 			moved += c
-			t.Logf("pid %s handed over %s connections in %s ms (%s/s)", r.Get("pid"), r.Get("conns"), r.Get("took_ms"), r.Get("per_s"))
+			t.Logf("pid %s handed over %s connections in %s ms (%s/s), %s ms of CPU", r.Get("pid"), r.Get("conns"), r.Get("took_ms"), r.Get("per_s"), r.Get("cpu_ms"))
 		}
 	}
 	if moved != 3*n {
@@ -445,21 +445,27 @@ func TestHandoverNewKilled(t *testing.T) {
 	if child <= 0 {
 		t.Fatalf("no pid in %v", st)
 	}
-	adopted := 0
-	for _, r := range s.records() {
-		if r.Match("event=handover.adopted", "pid="+st.Get("pid")) {
-			adopted, _ = strconv.Atoi(r.Get("total"))
-		}
-	}
 	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	s.seen[child] = true
 	aborted := recordInt(s, "conns", "event=handover.aborted", "pid="+strconv.Itoa(old))
+	// What the old generation committed: the new one's log may lag behind
+	// (batches are pipelined; a commit it had not read when it stalled
+	// was still its own), so count from the old one's. Its figures are
+	// logged before the aborted Offers return, so before the clients below
+	// can be served.
+	committed := 0
+	for _, r := range s.records() {
+		if r.Match("event=handover.committed", "pid="+strconv.Itoa(old)) {
+			c, _ := strconv.Atoi(r.Get("conns"))
+			committed += c
+		}
+	}
 	byOld, byNew, closed := split(t, cs, old, child)
 	t.Logf("of %d connections: %d committed to the killed generation (lost with it), %d aborted in flight and kept, %d served on by the old one", len(cs), closed, aborted, byOld)
-	if byNew != 0 || closed != adopted || byOld != len(cs)-adopted || aborted == 0 {
-		t.Fatalf("%d served by the old generation, %d closed, %d by the dead one; %d were adopted, %d aborted", byOld, closed, byNew, adopted, aborted)
+	if byNew != 0 || closed != committed || byOld != len(cs)-committed || aborted != len(cs)-committed {
+		t.Fatalf("%d served by the old generation, %d closed, %d by the dead one; %d were committed, %d aborted", byOld, closed, byNew, committed, aborted)
 	}
 }
 

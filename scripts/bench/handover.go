@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -161,7 +162,7 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 		for _, cl := range clients {
 			for int(cl.pid.Load()) != pid {
 				if time.Now().After(deadline) {
-					return fmt.Errorf("client %d not answered by pid %d within %v (answered by %d); see %s", cl.id, pid, timeout, cl.pid.Load(), filepath.Join(b.dir, "log"))
+					return fmt.Errorf("client %d not answered by pid %d within %v (last by %d); the server's log ends: %s", cl.id, pid, timeout, cl.pid.Load(), lastLines(filepath.Join(b.dir, "log"), 3))
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -193,6 +194,7 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 			return r
 		}
 		r.answered = append(r.answered, time.Since(start))
+		fmt.Fprintf(os.Stderr, "bench: handover, %s: release %d: every client answered by pid %d after %s\n", c.name, i+1, pid, ms(time.Since(start)))
 		for deadline := time.Now().Add(time.Minute); alive(old); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				r.err = fmt.Errorf("release %d: the old generation, pid %d, has not exited a minute after SIGHUP", i+1, old)
@@ -215,6 +217,13 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 	}
 	r.releases = cfg.hoReleases
 	return r
+}
+
+// lastLines returns the last n lines of the file at path, joined by " ⏎ ".
+func lastLines(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " ⏎ ")
 }
 
 // handedOver sums pid's handover.committed records: the connections it
