@@ -58,6 +58,7 @@ type hoRow struct {
 	answered            []time.Duration // SIGHUP → every client answered by the new generation
 	moved               []int           // connections handed over, per release
 	took                []time.Duration // the handover's time, per release, from the log
+	cpu                 []time.Duration // the old generation's CPU time meanwhile
 	rssBefore, rssAfter int
 	err                 error
 }
@@ -99,7 +100,7 @@ func printHandover(w io.Writer, e *env, cfg config) {
 		}
 		handed := "–"
 		if c.handover {
-			handed = fmt.Sprintf("%d of %d in %s / %s", minInt(r.moved), r.clients, ms(pct(r.took, 50)), ms(pct(r.took, 100)))
+			handed = fmt.Sprintf("%d of %d in %s / %s (CPU of the old generation: %s / %s)", minInt(r.moved), r.clients, ms(pct(r.took, 50)), ms(pct(r.took, 100)), ms(pct(r.cpu, 50)), ms(pct(r.cpu, 100)))
 		}
 		fmt.Fprintf(w, "| %s | %d | %d | %d / %d | %s / %s / %s | %s / %s | %s | %.1f → %.1f MiB |\n", c.label,
 			r.closed, r.reconnects, r.lost, r.repeated,
@@ -202,9 +203,10 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 			}
 		}
 		if c.handover {
-			n, took := handedOver(readRecords(filepath.Join(b.dir, "log"), logAt), old)
+			n, took, cpu := handedOver(readRecords(filepath.Join(b.dir, "log"), logAt), old)
 			r.moved = append(r.moved, n)
 			r.took = append(r.took, took)
+			r.cpu = append(r.cpu, cpu)
 		}
 		time.Sleep(2 * cfg.hoInterval) // a few messages with the new generation alone
 	}
@@ -227,9 +229,11 @@ func lastLines(path string, n int) string {
 }
 
 // handedOver sums pid's handover.committed records: the connections it
-// handed over, and the time from the first batch to the last commit.
-func handedOver(recs []map[string]any, pid int) (int, time.Duration) {
+// handed over, the time from the first batch to the last commit, and the
+// CPU time it used meanwhile.
+func handedOver(recs []map[string]any, pid int) (int, time.Duration, time.Duration) {
 	n := 0
+	var cpu time.Duration
 	var first, last time.Time
 	for _, rec := range recs {
 		if rec["event"] != "handover.committed" {
@@ -246,6 +250,8 @@ func handedOver(recs []map[string]any, pid int) (int, time.Duration) {
 			continue
 		}
 		n += int(c)
+		cpuMs, _ := rec["cpu_ms"].(float64)
+		cpu += time.Duration(cpuMs * float64(time.Millisecond))
 		from := at.Add(-time.Duration(tookMs * float64(time.Millisecond)))
 		if first.IsZero() || from.Before(first) {
 			first = from
@@ -254,7 +260,7 @@ func handedOver(recs []map[string]any, pid int) (int, time.Duration) {
 			last = at
 		}
 	}
-	return n, last.Sub(first)
+	return n, last.Sub(first), cpu
 }
 
 // hoStats are the counts every client adds to.
@@ -307,8 +313,8 @@ func (cl *wsClient) stopped() bool {
 }
 
 func (cl *wsClient) run() {
-	binaryMask := rand.Uint32()
-	cl.mask = [4]byte{byte(binaryMask), byte(binaryMask >> 8), byte(binaryMask >> 16), byte(binaryMask >> 24)}
+	m := rand.Uint32()
+	cl.mask = [4]byte{byte(m), byte(m >> 8), byte(m >> 16), byte(m >> 24)}
 	cl.out = make([]byte, 0, 64)
 	cl.payload = make([]byte, 0, 48)
 	cl.timer = time.NewTimer(time.Hour)
