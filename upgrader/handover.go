@@ -19,11 +19,12 @@ const (
 	// connection may carry to the next generation.
 	MaxHandoverUnread = 64 << 10
 	// DefaultHandoverBatch is the number of connections moved in one
-	// batch (one round trip, then one commit) of a zero
+	// batch (answered, then committed in one message) of a zero
 	// HandoverOptions.Batch.
 	DefaultHandoverBatch = 64
-	// DefaultHandoverTimeout is how long the new generation may take to
-	// answer one batch, for a zero HandoverOptions.Timeout.
+	// DefaultHandoverTimeout is how long the new generation may leave the
+	// connections in flight unanswered, for a zero
+	// HandoverOptions.Timeout.
 	DefaultHandoverTimeout = 2 * time.Second
 )
 
@@ -73,12 +74,14 @@ type HandoverOptions struct {
 	// runs in the handover's own goroutine: a slow Check slows the
 	// handover, and past Timeout aborts the batch.
 	Check func(state []byte) error
-	// Batch is how many connections move in one batch. Default
-	// DefaultHandoverBatch.
+	// Batch is how many connections move in one batch, committed
+	// together; up to 8 batches are in flight at once (sent, not yet
+	// answered in full). Default DefaultHandoverBatch.
 	Batch int
-	// Timeout bounds how long the old generation waits for the new one
-	// to answer one batch; past it the batch is aborted, and so is the
-	// rest of the handover. Default DefaultHandoverTimeout.
+	// Timeout bounds how long the old generation waits for an answer
+	// from the new one while connections are in flight; past it every
+	// batch in flight is aborted, and so is the rest of the handover.
+	// Default DefaultHandoverTimeout.
 	Timeout time.Duration
 }
 
@@ -126,9 +129,11 @@ type Adoption struct {
 //     read but did not use.
 //   - The commit is one message the old generation writes to the Unix
 //     socket between the two processes (SCM_RIGHTS carries the
-//     descriptors, one per message, in batches of HandoverOptions.Batch,
-//     each answered before the next is sent). If the new generation dies,
-//     refuses, runs out of descriptors, or does not answer within
+//     descriptors, one per message, in batches of HandoverOptions.Batch;
+//     a batch is committed once each of its connections is answered, and
+//     up to 8 batches are in flight, so that the new generation prepares
+//     the next ones while the old one commits). If the new generation dies,
+//     refuses, runs out of descriptors, or answers nothing for
 //     HandoverOptions.Timeout before that write, Offer returns an error
 //     (ErrRefused, ErrAborted) and the old generation still owns the
 //     connection: drain it. If the old generation dies before the write,
@@ -204,8 +209,8 @@ func (h *Handover) Track(c net.Conn) net.Conn {
 // MaxHandoverState bytes, the program's own, given back in
 // Adoption.State) and unread (at most MaxHandoverUnread bytes read from c
 // and not used yet, given back in Adoption.Unread), and waits until its
-// batch is committed or aborted: at most about HandoverOptions.Timeout
-// per batch ahead of it. Call it in a generation that has handed over
+// batch is committed or aborted: as long as the new generation answers,
+// with at most HandoverOptions.Timeout between two answers. Call it in a generation that has handed over
 // (Exit is closed, HandedOver is true), at a message boundary, once the
 // connection's reader has returned: c must come from Listener or Track
 // (directly, or under wrappers with an Unwrap() net.Conn method) and have

@@ -8,6 +8,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,9 +24,14 @@ import (
 //	child → parent  'R' ID REASON                  refused: the parent keeps it
 //	parent → child  'C' ID...                      commit: those prepared are the child's
 //
-// ID is a uint64, STATELEN a uint32, little-endian. The parent sends a batch
-// of items, waits for every answer, then commits the prepared ones in one
-// message (sent even when empty, so that the child can report the batch). A
+// ID is a uint64, STATELEN a uint32, little-endian. The parent sends batches
+// of items, up to hoWindow batches ahead of their answers, and commits each
+// batch's prepared ones in one message once every answer of the batch is in
+// (sent even when empty, so that the child can report the batch); a commit
+// may follow items of later batches. The child takes the messages in order
+// and answers each item as it comes, so the pipelining needed no change to
+// version 1 of this format (before it, the parent waited for each batch's
+// commit before it sent the next batch). A
 // child that reads the end of the channel closes what it prepared and was
 // not committed: the parent died or gave up, and owns those.
 const handoverName = "handoff-handover"
@@ -120,9 +126,12 @@ func (h *Handover) receive(c *net.UnixConn) {
 	}
 	for {
 		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
-		fds := rights(oob[:oobn])
-		if err != nil || n == 0 {
+		fds, perr := rights(oob[:oobn])
+		if err != nil || n == 0 || perr != nil {
 			closeFds(fds)
+			if perr != nil {
+				u.log.Warn("a handover message could not be parsed: the handover ends, the previous generation keeps what it did not commit", "event", "handover.channel_failed", "err", perr)
+			}
 			break
 		}
 		switch {
@@ -211,27 +220,32 @@ func (h *Handover) receive(c *net.UnixConn) {
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
-// rights returns the descriptors of SCM_RIGHTS messages in oob, close-on-exec.
-func rights(oob []byte) []int {
-	if len(oob) == 0 {
-		return nil
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
+// rights returns the descriptors SCM_RIGHTS brought in oob, in order. They
+// are close-on-exec from the start: on Linux, net's ReadMsgUnix receives
+// with MSG_CMSG_CLOEXEC. A malformed header (which the kernel does not
+// write) ends the parse with an error, after the descriptors of the
+// well-formed messages before it: the caller closes those and ends the
+// handover, so that no descriptor it cannot account for stays open.
+func rights(oob []byte) ([]int, error) {
 	var fds []int
-	for i := range msgs {
-		got, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
-			continue
+	for len(oob) > 0 {
+		if len(oob) < unix.SizeofCmsghdr {
+			return fds, errors.New("upgrader: handover: a truncated control message header")
 		}
-		for _, fd := range got {
-			unix.CloseOnExec(fd)
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return fds, fmt.Errorf("upgrader: handover: a control message of %d bytes in %d", l, len(oob))
 		}
-		fds = append(fds, got...)
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
+			data := oob[unix.CmsgLen(0):l]
+			for i := 0; i+4 <= len(data); i += 4 {
+				fds = append(fds, int(int32(binary.NativeEndian.Uint32(data[i:]))))
+			}
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
 	}
-	return fds
+	return fds, nil
 }
 
 func closeFds(fds []int) {
@@ -239,6 +253,14 @@ func closeFds(fds []int) {
 		unix.Close(fd)
 	}
 }
+
+// hoWindow is how many batches the old generation keeps in flight: sent,
+// their answers not all in. The new generation prepares the next batches
+// while the old one commits the first: a batch no longer waits a round trip
+// between two processes that each wait for the CPU (on 2 busy cores, a
+// round trip took 40 ms, 6.3 s of the 7 s 10,000 connections took in
+// batches of 64 one at a time).
+const hoWindow = 8
 
 // hoSender is the old generation's side: one goroutine that sends the
 // offered connections in batches, and commits or aborts each batch.
@@ -249,9 +271,14 @@ type hoSender struct {
 	answers chan hoAnswer
 	broken  error
 	next    uint64
+	// flight are the batches sent whose answers are not all in, oldest
+	// first; byID finds an item's batch.
+	flight []*hoBatch
+	byID   map[uint64]*hoBatch
 
 	// since the last report
 	start                      time.Time
+	startCPU                   time.Duration
 	committed, refused, failed int
 	refusedWhy                 string
 	failedErr                  error
@@ -264,6 +291,14 @@ type hoOffer struct {
 	id  uint64
 	err error // the outcome, given to res once the batch is through
 	res chan error
+}
+
+// hoBatch is a batch in flight: sent, committed once every item is
+// answered.
+type hoBatch struct {
+	offers   []*hoOffer
+	answered int
+	refused  map[uint64]string
 }
 
 // hoAnswer is the new generation's answer for one connection, or err when
@@ -312,7 +347,11 @@ func (h *Handover) sender() (*hoSender, error) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		s := &hoSender{h: h, c: c, offers: make(chan *hoOffer, 4*h.opts.Batch), answers: make(chan hoAnswer, 4*h.opts.Batch)}
+		// Room for every answer that can be due, so that the reader never
+		// blocks: the new generation's answers would then fill the
+		// channel, it would stop reading, and this side block sending.
+		s := &hoSender{h: h, c: c, offers: make(chan *hoOffer, 4*h.opts.Batch),
+			answers: make(chan hoAnswer, (hoWindow+1)*h.opts.Batch+1), byID: map[uint64]*hoBatch{}}
 		go s.read()
 		go s.loop()
 		h.out = s
@@ -345,32 +384,67 @@ func (s *hoSender) read() {
 	}
 }
 
+// loop sends the offers in batches as they come, up to hoWindow batches in
+// flight, and commits each batch, oldest first, once all its items are
+// answered. No answer for HandoverOptions.Timeout while batches are in
+// flight (the new generation answers them in order: a batch behind seven
+// others waits for theirs), a broken channel or a failed write aborts every
+// batch in flight and breaks the channel: later offers are aborted at once.
 func (s *hoSender) loop() {
-	batch := make([]*hoOffer, 0, s.h.opts.Batch)
-	for o := range s.offers {
-		batch = append(batch[:0], o)
-	gather:
-		for len(batch) < s.h.opts.Batch {
-			select {
-			case o := <-s.offers:
-				batch = append(batch, o)
-			default:
-				break gather
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var offers <-chan *hoOffer
+		if len(s.flight) < hoWindow {
+			offers = s.offers
+		}
+		select {
+		case o := <-offers:
+			b := s.gather(o)
+			if s.start.IsZero() {
+				s.start, s.startCPU = time.Now(), processCPU()
+			}
+			if err := s.sendBatch(b); err != nil {
+				s.fail(err)
+				s.abortAll(b)
+				break
+			}
+			if len(s.flight) == 1 {
+				timer.Reset(s.h.opts.Timeout)
+			}
+		case a := <-s.answers:
+			if a.err != nil {
+				s.fail(fmt.Errorf("the new generation's answer: %w", a.err))
+				s.abortAll()
+				break
+			}
+			s.answered(a)
+			s.commitDone()
+			if len(s.flight) > 0 {
+				timer.Reset(s.h.opts.Timeout) // it makes progress
+			}
+		case <-timer.C:
+			if len(s.flight) > 0 {
+				s.fail(fmt.Errorf("the new generation answered nothing for %v while connections were in flight", s.h.opts.Timeout))
+				s.abortAll()
 			}
 		}
-		if s.start.IsZero() {
-			s.start = time.Now()
-		}
-		s.run(batch)
-		// Log before the Offers return: a program may exit as soon as
-		// its last connection is handed over.
-		if len(s.offers) == 0 {
-			s.report()
-		}
-		for _, o := range batch {
-			o.res <- o.err
+	}
+}
+
+// gather makes a batch of o and the offers waiting behind it.
+func (s *hoSender) gather(o *hoOffer) *hoBatch {
+	b := &hoBatch{offers: make([]*hoOffer, 1, s.h.opts.Batch)}
+	b.offers[0] = o
+	for len(b.offers) < s.h.opts.Batch {
+		select {
+		case o := <-s.offers:
+			b.offers = append(b.offers, o)
+		default:
+			return b
 		}
 	}
+	return b
 }
 
 // fail breaks the channel: no batch is committed from here on, and the
@@ -382,24 +456,14 @@ func (s *hoSender) fail(err error) {
 	}
 }
 
-// run moves one batch: send every item, wait for every answer, commit the
-// prepared ones. It sets each offer's err; the loop hands them out.
-func (s *hoSender) run(batch []*hoOffer) {
-	abort := func() {
-		for _, o := range batch {
-			s.failed++
-			s.failedErr = s.broken
-			o.err = fmt.Errorf("%w: %v; the connection stays with this generation", ErrAborted, s.broken)
-		}
-	}
+// sendBatch sends every item of b, each with its descriptor, and puts b in
+// flight; an error breaks the channel (the caller aborts).
+func (s *hoSender) sendBatch(b *hoBatch) error {
 	if s.broken != nil {
-		abort()
-		return
+		return s.broken
 	}
-	deadline := time.Now().Add(s.h.opts.Timeout)
-	_ = s.c.SetWriteDeadline(deadline)
-	byID := make(map[uint64]*hoOffer, len(batch))
-	for _, o := range batch {
+	_ = s.c.SetWriteDeadline(time.Now().Add(s.h.opts.Timeout))
+	for _, o := range b.offers {
 		s.next++
 		o.id = s.next
 		binary.LittleEndian.PutUint64(o.msg[1:9], o.id)
@@ -411,60 +475,94 @@ func (s *hoSender) run(batch []*hoOffer) {
 			err = werr
 		}
 		if err != nil {
-			s.fail(fmt.Errorf("sending a connection: %w", err))
-			abort()
-			return
-		}
-		byID[o.id] = o
-	}
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	refused := map[uint64]string{}
-	answered := 0
-	for answered < len(batch) {
-		select {
-		case a := <-s.answers:
-			if a.err != nil {
-				s.fail(fmt.Errorf("the new generation's answer: %w", a.err))
-				abort()
-				return
-			}
-			if byID[a.id] == nil {
-				continue
-			}
-			answered++
-			if !a.ok {
-				refused[a.id] = a.reason
-			}
-		case <-timer.C:
-			s.fail(fmt.Errorf("the new generation did not answer within %v", s.h.opts.Timeout))
-			abort()
-			return
+			return fmt.Errorf("sending a connection: %w", err)
 		}
 	}
-	commit := make([]byte, 1, 1+8*len(batch))
-	commit[0] = 'C'
-	for _, o := range batch {
-		if _, no := refused[o.id]; !no {
-			commit = binary.LittleEndian.AppendUint64(commit, o.id)
-		}
+	for _, o := range b.offers {
+		s.byID[o.id] = b
 	}
-	if _, err := s.c.Write(commit); err != nil {
-		s.fail(fmt.Errorf("committing: %w", err))
-		abort()
+	s.flight = append(s.flight, b)
+	return nil
+}
+
+// answered records a's answer in its batch; an answer to no item in flight
+// (one of an aborted batch) is dropped.
+func (s *hoSender) answered(a hoAnswer) {
+	b := s.byID[a.id]
+	if b == nil {
 		return
 	}
-	// Committed: the connections are the new generation's.
-	for _, o := range batch {
-		if why, no := refused[o.id]; no {
-			s.refused++
-			s.refusedWhy = why
-			o.err = fmt.Errorf("%w: %s", ErrRefused, why)
-			continue
+	delete(s.byID, a.id)
+	b.answered++
+	if !a.ok {
+		if b.refused == nil {
+			b.refused = map[uint64]string{}
 		}
-		o.c.Close()
-		s.committed++
-		o.err = nil
+		b.refused[a.id] = a.reason
+	}
+}
+
+// commitDone commits the oldest batches whose items are all answered. A
+// failed commit aborts every batch in flight.
+func (s *hoSender) commitDone() {
+	for len(s.flight) > 0 && s.flight[0].answered == len(s.flight[0].offers) {
+		b := s.flight[0]
+		s.flight = s.flight[1:]
+		commit := make([]byte, 1, 1+8*len(b.offers))
+		commit[0] = 'C'
+		for _, o := range b.offers {
+			if _, no := b.refused[o.id]; !no {
+				commit = binary.LittleEndian.AppendUint64(commit, o.id)
+			}
+		}
+		if _, err := s.c.Write(commit); err != nil {
+			s.fail(fmt.Errorf("committing: %w", err))
+			s.abortAll(b)
+			return
+		}
+		// Committed: the connections are the new generation's.
+		for _, o := range b.offers {
+			if why, no := b.refused[o.id]; no {
+				s.refused++
+				s.refusedWhy = why
+				o.err = fmt.Errorf("%w: %s", ErrRefused, why)
+				continue
+			}
+			o.c.Close()
+			s.committed++
+			o.err = nil
+		}
+		s.finish(b)
+	}
+}
+
+// abortAll aborts the batches in flight and those given: their
+// connections stay with this generation.
+func (s *hoSender) abortAll(more ...*hoBatch) {
+	all := append(s.flight, more...)
+	s.flight = nil
+	clear(s.byID)
+	for _, b := range all {
+		for _, o := range b.offers {
+			s.failed++
+			s.failedErr = s.broken
+			o.err = fmt.Errorf("%w: %v; the connection stays with this generation", ErrAborted, s.broken)
+		}
+	}
+	for _, b := range all {
+		s.finish(b)
+	}
+}
+
+// finish hands b's outcomes to its Offers, having logged the figures first
+// if nothing else is in flight or waiting: a program may exit as soon as
+// its last connection is handed over.
+func (s *hoSender) finish(b *hoBatch) {
+	if len(s.flight) == 0 && len(s.offers) == 0 {
+		s.report()
+	}
+	for _, o := range b.offers {
+		o.res <- o.err
 	}
 }
 
@@ -475,7 +573,8 @@ func (s *hoSender) report() {
 	took := time.Since(s.start)
 	if s.committed > 0 {
 		log.Info("connections handed over to the new generation", "event", "handover.committed", "conns", s.committed,
-			"took_ms", took.Milliseconds(), "per_s", int(float64(s.committed)/max(took.Seconds(), 1e-6)))
+			"took_ms", took.Milliseconds(), "per_s", int(float64(s.committed)/max(took.Seconds(), 1e-6)),
+			"cpu_ms", (processCPU() - s.startCPU).Milliseconds())
 	}
 	if s.refused > 0 {
 		log.Warn("the new generation refused connections: they drain", "event", "handover.refused", "conns", s.refused, "why", s.refusedWhy)
@@ -484,4 +583,15 @@ func (s *hoSender) report() {
 		log.Warn("handover aborted before commit: those connections drain", "event", "handover.aborted", "conns", s.failed, "err", s.failedErr)
 	}
 	s.start, s.committed, s.refused, s.failed = time.Time{}, 0, 0, 0
+}
+
+// processCPU is the CPU time this process has used, user and system: the
+// cost of a handover, whatever else runs on the machine (the old
+// generation does little else meanwhile).
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

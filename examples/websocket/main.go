@@ -7,6 +7,8 @@
 // over without losing a message the way it can, since a TLS session cannot
 // move: when its generation begins to drain it closes every connection with
 // 1001 "going away", and clients reconnect to the new generation at once.
+// -handover=false makes ws:// do the same (the baseline the benchmark
+// compares the handover with: go run ./scripts/bench --only handover).
 //
 //	go build -o /tmp/ws . && /tmp/ws -addr 127.0.0.1:8443 -cert cert.pem -key key.pem -pidfile /tmp/ws.pid
 //	kill -HUP $(cat /tmp/ws.pid)
@@ -21,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -35,10 +38,22 @@ func main() {
 	cert := flag.String("cert", "", "TLS certificate file (PEM); without it, plain ws://")
 	key := flag.String("key", "", "TLS key file (PEM)")
 	pidfile := flag.String("pidfile", "", "file to write the serving generation's pid to")
+	handover := flag.Bool("handover", true, "over ws://, move connections to the new generation at a release; false: close them with 1001 (going away) and let clients reconnect")
+	logFormat := flag.String("log-format", "text", "log lines as text (key=value) or json")
 	flag.Parse()
 	log.SetFlags(0)
+	var logger *slog.Logger
+	switch *logFormat {
+	case "text":
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	case "json":
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	default:
+		fmt.Fprintf(os.Stderr, "websocket: -log-format %q: use text or json\n", *logFormat)
+		os.Exit(2)
+	}
 
-	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, DrainTimeout: 10 * time.Second})
+	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, Logger: logger, DrainTimeout: 10 * time.Second})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -49,13 +64,15 @@ func main() {
 	}
 	pid := os.Getpid()
 	draining := drained(u)
-	// Before Ready: a new generation tells the old one it adopts.
-	h := u.Handover(upgrader.HandoverOptions{})
 	mux := http.NewServeMux()
 	if *cert == "" {
-		ln = h.Listener(ln)
-		e := &wsEcho{u: u, h: h, draining: draining, pid: pid}
-		go e.adopt()
+		e := &wsEcho{u: u, draining: draining, pid: pid}
+		if *handover {
+			// Before Ready: a new generation tells the old one it adopts.
+			e.h = u.Handover(upgrader.HandoverOptions{})
+			ln = e.h.Listener(ln)
+			go e.adopt()
+		}
 		mux.Handle("/echo", e)
 	} else {
 		mux.HandleFunc("/echo", echoTLS(draining, pid))

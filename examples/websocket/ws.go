@@ -32,7 +32,7 @@ const maxFrame = 32 << 10
 // wsEcho is the ws:// handler: the handshake, then the echo loop.
 type wsEcho struct {
 	u        *upgrader.Upgrader
-	h        *upgrader.Handover
+	h        *upgrader.Handover // nil with -handover=false: connections close with 1001
 	draining context.Context
 	pid      int
 }
@@ -92,10 +92,10 @@ func (e *wsEcho) serve(c net.Conn, pending []byte) {
 		}
 		if e.draining.Err() != nil {
 			// Between two frames, nothing read in progress.
-			if err := e.h.Offer(c, nil, buf); err == nil {
+			if e.h != nil && e.h.Offer(c, nil, buf) == nil {
 				return // the new generation's now
 			}
-			// Over TLS, or it could not move: as before, 1001.
+			// -handover=false, or it could not move: as before, 1001.
 			_, _ = c.Write(frame(8, append([]byte{0x03, 0xe9}, fmt.Sprintf("pid %d hands over", e.pid)...)))
 			c.Close()
 			return

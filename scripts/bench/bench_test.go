@@ -149,3 +149,45 @@ func TestSpeedSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestHandoverSmoke runs the handover section small: 50 clients through 2
+// releases. The baseline's clients are closed and reconnect at each
+// release; the library's are handed over: none closed, none reconnected,
+// no message lost or repeated, every connection handed over each time.
+func TestHandoverSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts examples/websocket and 50 clients")
+	}
+	var out bytes.Buffer
+	const clients, releases = 50, 2
+	err := run(config{only: "handover", hoClients: clients, hoReleases: releases, hoInterval: 100 * time.Millisecond, binDir: binDir}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	rows := map[string][]string{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		cells := strings.Split(line, " | ")
+		for _, name := range []string{"close with 1001", "library handover", "daemon mode"} {
+			if strings.HasPrefix(line, "| "+name) {
+				rows[name] = cells
+			}
+		}
+	}
+	lib, base := rows["library handover"], rows["close with 1001"]
+	if len(lib) < 7 || len(base) < 7 {
+		t.Fatalf("a row is missing:\n%s", out.String())
+	}
+	if lib[1] != "0" || lib[2] != "0" || lib[3] != "0 / 0" {
+		t.Errorf("library handover: closed %s, reconnects %s, lost / repeated %s; want 0, 0, 0 / 0", lib[1], lib[2], lib[3])
+	}
+	if want := fmt.Sprintf("%d of %d in ", clients, clients); !strings.HasPrefix(lib[6], want) {
+		t.Errorf("library handover: handed over %q, want %q…", lib[6], want)
+	}
+	if want := fmt.Sprint(clients * releases); base[1] != want || base[2] != want {
+		t.Errorf("baseline: closed %s, reconnects %s; want %s each (every client at every release)", base[1], base[2], want)
+	}
+	if !strings.Contains(rows["daemon mode"][1], "not yet") {
+		t.Errorf("daemon mode's row: %q", strings.Join(rows["daemon mode"], " | "))
+	}
+}

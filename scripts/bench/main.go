@@ -10,11 +10,14 @@
 //     stop the old one
 //
 // It also measures the fork+exec floor, steady-state throughput through an
-// inherited socket, and two scale cases: 10,000 idle keep-alive connections
-// across an upgrade, and a handover of 1,000 listeners.
+// inherited socket, two scale cases: 10,000 idle keep-alive connections
+// across an upgrade, and a handover of 1,000 listeners; and 10,000 WebSocket
+// clients through 20 releases, their connections closed and reconnected or
+// handed over (--only handover).
 //
 //	go run ./scripts/bench                       # 1000 rps, 60 s and 50 upgrades per strategy
 //	go run ./scripts/bench --duration 10s --upgrades 5 --only library
+//	go run ./scripts/bench --only handover --clients 200 --releases 3
 package main
 
 import (
@@ -37,10 +40,17 @@ func main() {
 	flag.DurationVar(&cfg.slow, "slow", time.Second, "duration of the slow requests kept in flight")
 	flag.BoolVar(&cfg.scale, "scale", true, "also run the scale cases (10,000 idle connections, 1,000 listeners)")
 	flag.DurationVar(&cfg.steady, "steady", 5*time.Second, "how long each steady-state throughput run lasts")
+	flag.IntVar(&cfg.hoClients, "clients", 10000, "WebSocket clients of the handover section")
+	flag.IntVar(&cfg.hoReleases, "releases", 20, "releases (SIGHUP) of the handover section")
+	flag.DurationVar(&cfg.hoInterval, "interval", 200*time.Millisecond, "how often each client of the handover section sends a message")
 	flag.Parse()
 	log.SetFlags(0)
 	if flag.NArg() > 0 {
 		log.Fatalf("bench: unexpected argument %q — see 'go run ./scripts/bench --help'", flag.Arg(0))
+	}
+	if msg := cfg.checkHandover(); msg != "" {
+		fmt.Fprintln(os.Stderr, "bench: "+msg)
+		os.Exit(2)
 	}
 	if err := run(cfg, os.Stdout); err != nil {
 		log.Fatalf("bench: %v", err)

@@ -31,6 +31,11 @@ type config struct {
 	scale      bool
 	steady     time.Duration
 	rounds     int // restart-speed rounds
+	// The handover section: WebSocket clients, releases, and each
+	// client's interval between messages.
+	hoClients  int
+	hoReleases int
+	hoInterval time.Duration
 	// binDir, if not "", holds the programs as buildBins builds them
 	// (the tests build them once for all their runs); else run builds
 	// them.
@@ -52,7 +57,7 @@ var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reusepo
 // sectionNames are the parts of the benchmark besides the strategies' table.
 // sectionNames are the measures besides the strategies; "listeners" is the
 // second half of "scale" alone.
-var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers", "workers"}
+var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers", "workers", "handover"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -150,6 +155,11 @@ func run(cfg config, w io.Writer) error {
 		fmt.Fprintf(os.Stderr, "bench: workers…\n")
 		printWorkers(w, e, cfg, root)
 	}
+	if want("handover") && cfg.hoClients > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %d WebSocket clients through %d releases…\n", cfg.hoClients, cfg.hoReleases)
+		printHandover(w, e, cfg)
+		proc.ReapAll()
+	}
 	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
 		printScale(w, e)
@@ -166,8 +176,12 @@ func run(cfg config, w io.Writer) error {
 var binPkgs = map[string]string{
 	"httpserver": "./examples/httpserver", "app": "./examples/app", "handoff": ".",
 	"tableflip": "./scripts/bench/servers/tableflip", "plain": "./scripts/bench/servers/plain",
-	"many": "./scripts/bench/servers/many",
+	"many": "./scripts/bench/servers/many", "websocket": "./examples/websocket",
 }
+
+// ownModules are the programs of binPkgs that are modules of their own,
+// built from their directory.
+var ownModules = map[string]bool{"./examples/websocket": true}
 
 // binPaths returns where buildBins puts each program in dir.
 func binPaths(dir string) map[string]string {
@@ -185,6 +199,10 @@ func buildBins(root, dir string) (map[string]string, error) {
 	for name, pkg := range binPkgs {
 		build := exec.Command("go", "build", "-o", bins[name], pkg)
 		build.Dir = root
+		if ownModules[pkg] {
+			build = exec.Command("go", "build", "-o", bins[name], ".")
+			build.Dir = filepath.Join(root, pkg)
+		}
 		if name == "handoff" {
 			// As it is released (scripts/package): static, without libc,
 			// whose pages would add 1.3 MiB to handoff's RSS.
