@@ -167,13 +167,20 @@ func (s *Socket) activate() error {
 	return aerr
 }
 
-// Stats returns the steering program's counts for the whole service.
+// Stats returns the steering program's counts for the whole service, and
+// the kernel's statistics of this generation's program.
 func (s *Socket) Stats() (Stats, error) {
 	c, err := s.st.maps.counts()
 	if err != nil {
 		return Stats{}, fmt.Errorf("quic: reading the counters: %w", err)
 	}
-	return Stats{ByCookie: c[verdictCookie], ToNewest: c[verdictNewest], Malformed: c[verdictMalformed], Gone: c[verdictGone], NoReady: c[verdictNoReady]}, nil
+	st := Stats{ByCookie: c[verdictCookie], ToNewest: c[verdictNewest], Malformed: c[verdictMalformed], Gone: c[verdictGone], NoReady: c[verdictNoReady]}
+	ps, err := s.st.prog.Stats()
+	if err != nil {
+		return st, fmt.Errorf("quic: reading the program's run statistics: %w", err)
+	}
+	st.Runs, st.RunTime = ps.RunCount, ps.Runtime
+	return st, nil
 }
 
 // takeMaps returns the maps the previous generation passed for addr, or new
