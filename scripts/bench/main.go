@@ -11,10 +11,14 @@
 //
 // It also measures the fork+exec floor, steady-state throughput through an
 // inherited socket, and two scale cases: 10,000 idle keep-alive connections
-// across an upgrade, and a handover of 1,000 listeners.
+// across an upgrade, and a handover of 1,000 listeners. Its QUIC section
+// (--only quic) runs HTTP/3 clients through releases of quic/examples/http3
+// on a shared socket and steered, and Caddy, and measures the steering
+// program's cost per datagram (quic/internal/bench; it needs root).
 //
 //	go run ./scripts/bench                       # 1000 rps, 60 s and 50 upgrades per strategy
 //	go run ./scripts/bench --duration 10s --upgrades 5 --only library
+//	go run ./scripts/bench --only quic --quic-clients 200 --quic-releases 20
 package main
 
 import (
@@ -37,14 +41,25 @@ func main() {
 	flag.DurationVar(&cfg.slow, "slow", time.Second, "duration of the slow requests kept in flight")
 	flag.BoolVar(&cfg.scale, "scale", true, "also run the scale cases (10,000 idle connections, 1,000 listeners)")
 	flag.DurationVar(&cfg.steady, "steady", 5*time.Second, "how long each steady-state throughput run lasts")
+	flag.IntVar(&cfg.quicClients, "quic-clients", 200, "HTTP/3 clients of the QUIC section, each on a QUIC connection of its own")
+	flag.IntVar(&cfg.quicReleases, "quic-releases", 20, "releases of each server in the QUIC section")
 	flag.Parse()
 	log.SetFlags(0)
 	if flag.NArg() > 0 {
-		log.Fatalf("bench: unexpected argument %q — see 'go run ./scripts/bench --help'", flag.Arg(0))
+		usage("unexpected argument %q — see 'go run ./scripts/bench --help'", flag.Arg(0))
+	}
+	if cfg.quicClients < 1 || cfg.quicReleases < 1 {
+		usage("--quic-clients %d --quic-releases %d: give at least 1 of each", cfg.quicClients, cfg.quicReleases)
 	}
 	if err := run(cfg, os.Stdout); err != nil {
 		log.Fatalf("bench: %v", err)
 	}
+}
+
+// usage reports bad command-line input on one line and exits with status 2.
+func usage(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(2)
 }
 
 func init() {

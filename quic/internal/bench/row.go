@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"time"
 )
 
@@ -66,6 +67,11 @@ func runRow(cfg config, t target) rowResult {
 		}
 	}
 	r.load.end()
+	r.load.mu.Lock()
+	for _, s := range r.load.samples {
+		fmt.Fprintf(os.Stderr, "quic bench:   %s\n", s)
+	}
+	r.load.mu.Unlock()
 	return r
 }
 
