@@ -125,10 +125,15 @@ func post(c *http.Client, url string, body []byte) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d", resp.StatusCode)
+		return statusError(resp.StatusCode)
 	}
 	return nil
 }
+
+// statusError is an answer other than 200.
+type statusError int
+
+func (e statusError) Error() string { return fmt.Sprintf("HTTP %d", int(e)) }
 
 func (l *load) record(r request, err error) {
 	if err == nil {
@@ -154,6 +159,8 @@ func class(err error) string {
 	var ie *quicgo.IdleTimeoutError
 	var sr *quicgo.StatelessResetError
 	var he *quicgo.HandshakeTimeoutError
+	var ne net.Error
+	var se statusError
 	switch {
 	case errors.As(err, &sr):
 		return "stateless reset"
@@ -165,10 +172,10 @@ func class(err error) string {
 		return "application close"
 	case errors.As(err, &te):
 		return "transport close"
-	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout"):
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case strings.HasPrefix(err.Error(), "HTTP "):
-		return err.Error()
+	case errors.As(err, &se):
+		return se.Error()
 	}
 	return "other"
 }
