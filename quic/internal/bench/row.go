@@ -29,11 +29,11 @@ const window = time.Second
 func runRow(cfg config, t target) rowResult {
 	r := rowResult{clients: cfg.clients}
 	addr, sni, err := t.start()
+	defer t.stop() // also what a failed start left running
 	if err != nil {
 		r.err = fmt.Errorf("could not start: %w", err)
 		return r
 	}
-	defer t.stop()
 	r.load = startLoad(addr, sni, cfg.clients, cfg.period)
 	settle := int64(cfg.clients) * 20
 	settleTimeout := 30*cfg.period + 30*time.Second

@@ -99,6 +99,11 @@ func (s *example) stop() {
 		_ = syscall.Kill(last, syscall.SIGTERM)
 		waitGone(last, s.drain+5*time.Second)
 	}
+	// The pid file may name a generation that came too late to be counted.
+	b, _ := os.ReadFile(s.pidfile)
+	if p, _ := strconv.Atoi(strings.TrimSpace(string(b))); p > 0 {
+		s.pids = append(s.pids, p)
+	}
 	for _, p := range s.pids {
 		if alive(p) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
