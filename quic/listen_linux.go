@@ -175,8 +175,9 @@ func (s *Socket) activate() error {
 	return aerr
 }
 
-// Stats returns the steering program's counts for the whole service. Under
-// handoff run the daemon holds them: Stats returns an error wrapping
+// Stats returns the steering program's counts for the whole service, and
+// the kernel's statistics of this generation's program. Under handoff run
+// the daemon holds them: Stats returns an error wrapping
 // errors.ErrUnsupported.
 func (s *Socket) Stats() (Stats, error) {
 	if s.st == nil {
@@ -186,7 +187,13 @@ func (s *Socket) Stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("quic: %w", err)
 	}
-	return Stats{ByCookie: c[quicsteer.VerdictCookie], ToNewest: c[quicsteer.VerdictNewest], Malformed: c[quicsteer.VerdictMalformed], Gone: c[quicsteer.VerdictGone], NoReady: c[quicsteer.VerdictNoReady]}, nil
+	st := Stats{ByCookie: c[quicsteer.VerdictCookie], ToNewest: c[quicsteer.VerdictNewest], Malformed: c[quicsteer.VerdictMalformed], Gone: c[quicsteer.VerdictGone], NoReady: c[quicsteer.VerdictNoReady]}
+	ps, err := s.st.prog.Stats()
+	if err != nil {
+		return st, fmt.Errorf("quic: reading the program's run statistics: %w", err)
+	}
+	st.Runs, st.RunTime = ps.RunCount, ps.Runtime
+	return st, nil
 }
 
 // takeMaps returns the maps the previous generation passed for addr, or new

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -200,4 +202,72 @@ func TestWithoutPrivileges(t *testing.T) {
 			t.Errorf("the unprivileged Listen's output lacks %q", want)
 		}
 	}
+}
+
+// TestStats: a datagram of this generation's connection, received on its
+// socket, is counted in ByCookie, and, with the kernel's BPF statistics
+// enabled, in the program's Runs and RunTime.
+func TestStats(t *testing.T) {
+	needBPF(t)
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Skipf("kernel BPF statistics unavailable: %v", err)
+	}
+	defer stats.Close()
+	addr := freeUDPAddr(t)
+	h := newFakeHost(t, 1, nil)
+	s, err := listen(h, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h.ready()
+	before, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.ConnectionIDGenerator().GenerateConnectionID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := net.Dial("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const n = 10
+	for range n {
+		if _, err := cl.Write(shortPacket(0x40, id.Bytes(), 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 200)
+	for i := range n {
+		if err := s.PacketConn().SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.PacketConn().ReadFrom(buf); err != nil {
+			t.Fatalf("datagram %d of %d not received: %v", i+1, n, err)
+		}
+	}
+	after, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after.ByCookie - before.ByCookie; d != n {
+		t.Errorf("ByCookie grew by %d, want %d", d, n)
+	}
+	if d := after.Runs - before.Runs; d != n {
+		t.Errorf("Runs grew by %d, want %d", d, n)
+	}
+	if after.RunTime <= before.RunTime {
+		t.Errorf("RunTime %v then %v, want it to grow", before.RunTime, after.RunTime)
+	}
+	t.Logf("%d datagrams: %v of the program's time", n, after.RunTime-before.RunTime)
+}
+
+// shortPacket is a QUIC short-header datagram of size bytes to dcid.
+func shortPacket(first byte, dcid []byte, size int) []byte {
+	p := append([]byte{first}, dcid...)
+	return append(p, make([]byte, size-len(p))...)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 )
@@ -64,6 +65,15 @@ type Stats struct {
 	Gone uint64
 	// NoReady were dropped: no generation was ready.
 	NoReady uint64
+
+	// Runs and RunTime are the kernel's count of this generation's
+	// program's runs and their total time, which it keeps only while its
+	// BPF statistics are enabled (sysctl kernel.bpf_stats_enabled=1, or
+	// BPF_ENABLE_STATS; Linux 5.8 and later): zero otherwise. The program
+	// steers the group from this generation's Ready until the next
+	// generation's; RunTime / Runs is what steering costs a datagram.
+	Runs    uint64
+	RunTime time.Duration
 }
 
 // Close closes the Transport and the socket, which leaves the group: packets

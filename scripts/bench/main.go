@@ -13,11 +13,15 @@
 // inherited socket, two scale cases: 10,000 idle keep-alive connections
 // across an upgrade, and a handover of 1,000 listeners; and 10,000 WebSocket
 // clients through 20 releases, their connections closed and reconnected or
-// handed over (--only handover).
+// handed over (--only handover). Its QUIC section (--only quic) runs HTTP/3
+// clients through releases of quic/examples/http3 on a shared socket and
+// steered, and Caddy, and measures the steering program's cost per datagram
+// (quic/internal/bench; it needs root).
 //
 //	go run ./scripts/bench                       # 1000 rps, 60 s and 50 upgrades per strategy
 //	go run ./scripts/bench --duration 10s --upgrades 5 --only library
 //	go run ./scripts/bench --only handover --clients 200 --releases 3
+//	go run ./scripts/bench --only quic --quic-clients 200 --quic-releases 20
 package main
 
 import (
@@ -43,10 +47,15 @@ func main() {
 	flag.IntVar(&cfg.hoClients, "clients", 10000, "WebSocket clients of the handover section")
 	flag.IntVar(&cfg.hoReleases, "releases", 20, "releases (SIGHUP) of the handover section")
 	flag.DurationVar(&cfg.hoInterval, "interval", 200*time.Millisecond, "how often each client of the handover section sends a message")
+	flag.IntVar(&cfg.quicClients, "quic-clients", 200, "HTTP/3 clients of the QUIC section, each on a QUIC connection of its own")
+	flag.IntVar(&cfg.quicReleases, "quic-releases", 20, "releases of each server in the QUIC section")
 	flag.Parse()
 	log.SetFlags(0)
 	if flag.NArg() > 0 {
-		log.Fatalf("bench: unexpected argument %q — see 'go run ./scripts/bench --help'", flag.Arg(0))
+		usage("unexpected argument %q — see 'go run ./scripts/bench --help'", flag.Arg(0))
+	}
+	if cfg.quicClients < 1 || cfg.quicReleases < 1 {
+		usage("--quic-clients %d --quic-releases %d: give at least 1 of each", cfg.quicClients, cfg.quicReleases)
 	}
 	if msg := cfg.checkHandover(); msg != "" {
 		fmt.Fprintln(os.Stderr, "bench: "+msg)
@@ -55,6 +64,12 @@ func main() {
 	if err := run(cfg, os.Stdout); err != nil {
 		log.Fatalf("bench: %v", err)
 	}
+}
+
+// usage reports bad command-line input on one line and exits with status 2.
+func usage(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(2)
 }
 
 func init() {

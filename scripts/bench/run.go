@@ -36,6 +36,9 @@ type config struct {
 	hoClients  int
 	hoReleases int
 	hoInterval time.Duration
+	// quicClients and quicReleases size the QUIC section.
+	quicClients  int
+	quicReleases int
 	// binDir, if not "", holds the programs as buildBins builds them
 	// (the tests build them once for all their runs); else run builds
 	// them.
@@ -54,10 +57,9 @@ type env struct {
 
 var strategyNames = []string{"library", "daemon", "tableflip", "naive", "reuseport"}
 
-// sectionNames are the parts of the benchmark besides the strategies' table.
 // sectionNames are the measures besides the strategies; "listeners" is the
-// second half of "scale" alone.
-var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers", "workers", "handover"}
+// second half of "scale" alone; "quic" runs in the quic module.
+var sectionNames = []string{"speed", "steady", "scale", "listeners", "memory", "peers", "workers", "handover", "quic"}
 
 // row is one strategy's line in the table.
 type row struct {
@@ -102,12 +104,6 @@ func run(cfg config, w io.Writer) error {
 			}
 		}
 	}
-	if cfg.binDir != "" {
-		e.bins = binPaths(cfg.binDir)
-	} else if e.bins, err = buildBins(root, dir); err != nil {
-		return err
-	}
-
 	only := map[string]bool{}
 	for _, s := range strings.Split(cfg.only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -115,6 +111,16 @@ func run(cfg config, w io.Writer) error {
 				return fmt.Errorf("--only %s: unknown strategy or section; use %s", s, strings.Join(append(strategyNames, sectionNames...), ","))
 			}
 			only[s] = true
+		}
+	}
+	// The QUIC section builds its own programs, in the quic module.
+	switch {
+	case len(only) == 1 && only["quic"]:
+	case cfg.binDir != "":
+		e.bins = binPaths(cfg.binDir)
+	default:
+		if e.bins, err = buildBins(root, dir); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(w, "handoff benchmark — %s, nproc %d, %s; per strategy: %d rps for %v, %d upgrades, %v requests in flight\n\n",
@@ -159,6 +165,10 @@ func run(cfg config, w io.Writer) error {
 		fmt.Fprintf(os.Stderr, "bench: %d WebSocket clients through %d releases…\n", cfg.hoClients, cfg.hoReleases)
 		printHandover(w, e, cfg)
 		proc.ReapAll()
+	}
+	if want("quic") {
+		fmt.Fprintf(os.Stderr, "bench: QUIC…\n")
+		printQUIC(w, cfg, root)
 	}
 	if want("scale") && cfg.scale {
 		fmt.Fprintf(os.Stderr, "bench: scale…\n")
