@@ -200,7 +200,7 @@ func relayed(t *testing.T, d *runningDaemon, terms ...string) (handedOver, refus
 // reconnects, each answered by the 4 generations in turn; handoff's log,
 // status and metrics count 120 connections handed over.
 func TestHandoverReload(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	handoverBins(t)
 	metricsAddr := proc.FreeAddr(t)
 	d := startDaemon(t, []string{linesBin, "-log-format", "json", "-drain-timeout", "20s"}, "--handover", "--metrics", metricsAddr)
@@ -452,7 +452,7 @@ func TestHandoverNewOutOfDescriptors(t *testing.T) {
 // handover.unavailable, and the old generation drains its connections as
 // without --handover: answered on, in order, by the old pid.
 func TestHandoverNotAdopted(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	handoverBins(t)
 	d := startDaemon(t, nil, "--handover")
 	proc.CopyExec(t, linesBin, d.prog)
@@ -495,7 +495,7 @@ func TestHandoverNotAdopted(t *testing.T) {
 // connections, 0 lines lost or repeated, the two relays' counts adding up
 // to 30.
 func TestHandoverWorkers(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	handoverBins(t)
 	d := startDaemon(t, []string{linesBin, "-log-format", "json"}, "--handover", "--workers", "2")
 	d.waitWorkers(2)

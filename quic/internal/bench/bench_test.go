@@ -56,7 +56,7 @@ func TestSmoke(t *testing.T) {
 	m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--clients", "10", "--releases", "2", "--only", "shared,steered,cost", "--cost-rounds", "1", "--cost-datagrams", "20000")
+	cmd := exec.CommandContext(ctx, bin, "--clients", "10", "--releases", "2", "--period", "50ms", "--drain", "3s", "--only", "shared,steered,cost", "--cost-rounds", "1", "--cost-datagrams", "20000")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
