@@ -71,8 +71,9 @@ func spawns(t *testing.T) {
 	}
 }
 
-// alongside is spawns for a test that may run beside one other such test
-// (go test's -parallel, GOMAXPROCS by default): it waits on its processes
+// alongside is spawns for a test that may run beside other such tests (as
+// many as go test's -parallel: 4 in the test command, GOMAXPROCS by
+// default), after the serial ones: it waits on its processes
 // far more than it computes, and owns its daemon, directory and ports. A
 // test that sets the environment, or whose figures need the machine to
 // itself, stays serial.
