@@ -187,7 +187,7 @@ func TestHandoverSmoke(t *testing.T) {
 	if want := fmt.Sprint(clients * releases); base[1] != want || base[2] != want {
 		t.Errorf("baseline: closed %s, reconnects %s; want %s each (every client at every release)", base[1], base[2], want)
 	}
-	if !strings.Contains(rows["daemon mode"][1], "not yet") {
+	if !strings.Contains(rows["daemon mode"][1], "not measured") {
 		t.Errorf("daemon mode's row: %q", strings.Join(rows["daemon mode"], " | "))
 	}
 }
