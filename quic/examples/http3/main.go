@@ -109,9 +109,10 @@ func run(log *slog.Logger, addr, pidfile, certFile, keyFile string, drainTimeout
 		_, _ = io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "pid %d\n", pid)
 	})
-	srv := &http3.Server{Handler: mux}
+	fl := newFastListener(ln)
+	conns := newConnServers(mux)
 	served := make(chan error, 1)
-	go func() { served <- srv.ServeListener(ln) }()
+	go func() { served <- conns.serve(fl) }()
 	if err := u.Ready(); err != nil {
 		return err
 	}
@@ -123,10 +124,10 @@ func run(log *slog.Logger, addr, pidfile, certFile, keyFile string, drainTimeout
 	// New connections go to the next generation (or nowhere, on a stop);
 	// this one's end after the GOAWAY, when their requests are done.
 	start := time.Now()
-	_ = ln.Close()
+	_ = fl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
-	err = srv.Shutdown(ctx)
+	err = conns.shutdown(ctx, min(goawaySpread, drainTimeout/4))
 	if errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("HTTP/3 drain cut at the deadline: connections left were closed", "event", "h3.drain_cut", "after_ms", time.Since(start).Milliseconds())
 	} else {
