@@ -127,7 +127,7 @@ func run(log *slog.Logger, addr, pidfile, certFile, keyFile string, drainTimeout
 	_ = fl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
-	err = conns.shutdown(ctx, min(goawaySpread, drainTimeout/4))
+	err = conns.shutdown(ctx, drainTimeout/4)
 	if errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("HTTP/3 drain cut at the deadline: connections left were closed", "event", "h3.drain_cut", "after_ms", time.Since(start).Milliseconds())
 	} else {

@@ -11,12 +11,13 @@ import (
 	"github.com/quic-go/quic-go/http3"
 )
 
-// goawaySpread is how long a drain takes to send its GOAWAYs: one
-// connection's every goawaySpread/n, not all n together. Sent together,
-// they make every client dial the next generation in the same instant, and
+// goawayGap is the time between two GOAWAYs of a drain: at most 100
+// clients a second are sent to the next generation, not all together.
+// Sent together, they make every client dial it in the same instant, and
 // on 2 busy cores 200 handshakes at once outlast a client's 3 s timeout.
-// Capped at a quarter of the drain timeout.
-const goawaySpread = time.Second
+// The GOAWAYs take at most a quarter of the drain timeout, closer together
+// if there are more connections.
+const goawayGap = 10 * time.Millisecond
 
 // connServers serves each QUIC connection with an http3.Server of its own,
 // so that a drain can send each its GOAWAY at a time of its own (an
@@ -51,10 +52,11 @@ func (c *connServers) serve(l *fastListener) error {
 	}
 }
 
-// shutdown sends the connections their GOAWAYs spread evenly over spread,
+// shutdown sends the connections their GOAWAYs goawayGap apart, or evenly
+// over limit if that is shorter,
 // and waits until their requests are done or ctx ends; it returns
 // ctx's error if any connection was cut, else nil.
-func (c *connServers) shutdown(ctx context.Context, spread time.Duration) error {
+func (c *connServers) shutdown(ctx context.Context, limit time.Duration) error {
 	c.mu.Lock()
 	list := make([]*http3.Server, 0, len(c.servers))
 	for s := range c.servers {
@@ -64,8 +66,8 @@ func (c *connServers) shutdown(ctx context.Context, spread time.Duration) error 
 	var wg sync.WaitGroup
 	errs := make([]error, len(list))
 	var tick *time.Ticker
-	if len(list) > 1 && spread > 0 {
-		tick = time.NewTicker(spread / time.Duration(len(list)))
+	if gap := min(goawayGap, limit/time.Duration(max(len(list), 1))); len(list) > 1 && gap > 0 {
+		tick = time.NewTicker(gap)
 		defer tick.Stop()
 	}
 	for i, s := range list {
