@@ -2,7 +2,10 @@
 // breaking a QUIC connection: each generation serves on its own UDP socket
 // (package github.com/handoff-dev/handoff/quic), new connections go to the
 // newest generation, and the old one serves its connections until they end
-// after its GOAWAY, for at most -drain.
+// after its GOAWAY, for at most -drain. It accepts connections on 64
+// goroutines (accept.go), so that quic-go's accept queue of 32 never fills
+// and refuses a handshake, and sends the GOAWAYs 10 ms apart (spread.go), so
+// that the clients do not all dial the new generation at once.
 //
 //	go build -o /tmp/h3 . && sudo /tmp/h3 -addr 127.0.0.1:8443 -pidfile /tmp/h3.pid
 //	curl --http3-only -k https://127.0.0.1:8443/   # pid N
