@@ -2,7 +2,10 @@
 // breaking a QUIC connection: each generation serves on its own UDP socket
 // (package github.com/handoff-dev/handoff/quic), new connections go to the
 // newest generation, and the old one serves its connections until they end
-// after its GOAWAY, for at most -drain.
+// after its GOAWAY, for at most -drain. It accepts connections on 64
+// goroutines (accept.go), so that quic-go's accept queue of 32 never fills
+// and refuses a handshake, and sends the GOAWAYs 10 ms apart (spread.go), so
+// that the clients do not all dial the new generation at once.
 //
 //	go build -o /tmp/h3 . && sudo /tmp/h3 -addr 127.0.0.1:8443 -pidfile /tmp/h3.pid
 //	curl --http3-only -k https://127.0.0.1:8443/   # pid N
@@ -109,9 +112,10 @@ func run(log *slog.Logger, addr, pidfile, certFile, keyFile string, drainTimeout
 		_, _ = io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "pid %d\n", pid)
 	})
-	srv := &http3.Server{Handler: mux}
+	fl := newFastListener(ln)
+	conns := newConnServers(mux)
 	served := make(chan error, 1)
-	go func() { served <- srv.ServeListener(ln) }()
+	go func() { served <- conns.serve(fl) }()
 	if err := u.Ready(); err != nil {
 		return err
 	}
@@ -123,10 +127,10 @@ func run(log *slog.Logger, addr, pidfile, certFile, keyFile string, drainTimeout
 	// New connections go to the next generation (or nowhere, on a stop);
 	// this one's end after the GOAWAY, when their requests are done.
 	start := time.Now()
-	_ = ln.Close()
+	_ = fl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
-	err = srv.Shutdown(ctx)
+	err = conns.shutdown(ctx, drainTimeout/4)
 	if errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("HTTP/3 drain cut at the deadline: connections left were closed", "event", "h3.drain_cut", "after_ms", time.Since(start).Milliseconds())
 	} else {
