@@ -69,22 +69,30 @@ func (j *Journal) send(entry []byte) error {
 	c := j.conn
 	j.mu.Unlock()
 	err := sendEntry(c, entry)
-	if err == nil || !peerGone(err) {
-		return err
+	if err == nil {
+		return nil
 	}
 	j.mu.Lock()
-	if j.conn == c { // not connected again by another sender meanwhile
-		nc, derr := dialJournal(j.path)
-		if derr != nil {
-			j.mu.Unlock()
-			return fmt.Errorf("%w; connecting again: %w", err, derr)
-		}
-		j.conn.Close()
-		j.conn = nc
+	if j.conn != c {
+		// Another sender connected again meanwhile and closed c under
+		// this one (net.ErrClosed): send on the new connection.
+		c = j.conn
+		j.mu.Unlock()
+		return sendEntry(c, entry)
 	}
-	c = j.conn
+	if !peerGone(err) {
+		j.mu.Unlock()
+		return err
+	}
+	nc, derr := dialJournal(j.path)
+	if derr != nil {
+		j.mu.Unlock()
+		return fmt.Errorf("%w; connecting again: %w", err, derr)
+	}
+	c.Close()
+	j.conn = nc
 	j.mu.Unlock()
-	return sendEntry(c, entry)
+	return sendEntry(nc, entry)
 }
 
 // peerGone reports whether err says the socket the connection names is
