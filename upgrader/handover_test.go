@@ -317,6 +317,34 @@ func (c *conn) trip(line string) (pid int, ok bool, err error) {
 }
 
 // recordInt returns key of the first record matching terms, as a number.
+// handedOut waits until the old generation's handover.committed and
+// handover.aborted records account for n connections (an abort can be
+// logged in more than one record: once for the batches in flight, once for
+// offers that came after), and returns their sums.
+func handedOut(s *server, old, n int) (committed, aborted int) {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		committed, aborted = 0, 0
+		for _, r := range s.records() {
+			c, _ := strconv.Atoi(r.Get("conns"))
+			switch {
+			case r.Match("event=handover.committed", "pid="+strconv.Itoa(old)):
+				committed += c
+			case r.Match("event=handover.aborted", "pid="+strconv.Itoa(old)):
+				aborted += c
+			}
+		}
+		if committed+aborted == n && aborted > 0 {
+			return committed, aborted
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the old generation logged %d committed and %d aborted of %d connections; log:\n%s", committed, aborted, n, s.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func recordInt(s *server, key string, terms ...string) int {
 	r := s.waitRecord(20*time.Second, terms...)
 	n, _ := strconv.Atoi(r.Get(key))
@@ -431,14 +459,14 @@ func TestHandoverNewOutOfDescriptors(t *testing.T) {
 }
 
 // TestHandoverNewKilled: the new generation is killed with SIGKILL in the
-// middle of a handover (its Check stalls at the 21st connection, in batches
-// of 8). What was committed dies with it; the old generation keeps every
+// middle of a handover (its Check stalls past the 20th connection, in batches
+// of 8, once a commit is in). What was committed dies with it; the old generation keeps every
 // connection it had not committed and serves it on, count intact.
 func TestHandoverNewKilled(t *testing.T) {
 	handoverBins(t)
 	s := launchBin(t, faultBin, []string{"HOF_BATCH=8", "HOF_STALL_AFTER=20"}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
 	old := s.waitPid(0, 10*time.Second)
-	cs := dialConns(t, s.addr, 40)
+	cs := dialConns(t, s.addr, 100) // more than 8 batches of 8: see HOF_STALL_AFTER
 	s.signal(syscall.SIGHUP)
 	st := s.waitRecord(20*time.Second, "event=test.stalled")
 	child, _ := strconv.Atoi(st.Get("pid"))
@@ -449,19 +477,12 @@ func TestHandoverNewKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.seen[child] = true
-	aborted := recordInt(s, "conns", "event=handover.aborted", "pid="+strconv.Itoa(old))
 	// What the old generation committed: the new one's log may lag behind
 	// (batches are pipelined; a commit it had not read when it stalled
 	// was still its own), so count from the old one's. Its figures are
 	// logged before the aborted Offers return, so before the clients below
 	// can be served.
-	committed := 0
-	for _, r := range s.records() {
-		if r.Match("event=handover.committed", "pid="+strconv.Itoa(old)) {
-			c, _ := strconv.Atoi(r.Get("conns"))
-			committed += c
-		}
-	}
+	committed, aborted := handedOut(s, old, len(cs))
 	byOld, byNew, closed := split(t, cs, old, child)
 	t.Logf("of %d connections: %d committed to the killed generation (lost with it), %d aborted in flight and kept, %d served on by the old one", len(cs), closed, aborted, byOld)
 	if byNew != 0 || closed != committed || byOld != len(cs)-committed || aborted != len(cs)-committed {
@@ -477,7 +498,7 @@ func TestHandoverOldKilled(t *testing.T) {
 	handoverBins(t)
 	s := launchBin(t, faultBin, []string{"HOF_BATCH=8", "HOF_STALL_AFTER=20"}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
 	old := s.waitPid(0, 10*time.Second)
-	cs := dialConns(t, s.addr, 40)
+	cs := dialConns(t, s.addr, 100) // more than 8 batches of 8: see HOF_STALL_AFTER
 	s.signal(syscall.SIGHUP)
 	st := s.waitRecord(20*time.Second, "event=test.stalled")
 	child, _ := strconv.Atoi(st.Get("pid"))
@@ -499,7 +520,8 @@ func TestHandoverOldKilled(t *testing.T) {
 }
 
 // TestHandoverNewStalls: the new generation stops answering in the middle
-// of a handover (its Check stalls at the 21st connection, in batches of 8)
+// of a handover (its Check stalls past the 20th connection, in batches of 8,
+// once a commit is in)
 // without dying. After HandoverOptions.Timeout (2 s) with no answer the old
 // generation aborts what is in flight and serves those connections on; what
 // it committed before is the new generation's, served once it goes on (its
@@ -509,7 +531,7 @@ func TestHandoverNewStalls(t *testing.T) {
 	handoverBins(t)
 	s := launchBin(t, faultBin, []string{"HOF_BATCH=8", "HOF_STALL_AFTER=20"}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
 	old := s.waitPid(0, 10*time.Second)
-	cs := dialConns(t, s.addr, 40)
+	cs := dialConns(t, s.addr, 100) // more than 8 batches of 8: see HOF_STALL_AFTER
 	s.signal(syscall.SIGHUP)
 	st := s.waitRecord(20*time.Second, "event=test.stalled")
 	child, _ := strconv.Atoi(st.Get("pid"))
@@ -521,14 +543,7 @@ func TestHandoverNewStalls(t *testing.T) {
 	if !strings.Contains(r.Get("err"), "answered nothing") {
 		t.Fatalf("handover.aborted for another cause than the timeout: %v", r)
 	}
-	aborted, _ := strconv.Atoi(r.Get("conns"))
-	committed := 0
-	for _, r := range s.records() {
-		if r.Match("event=handover.committed", "pid="+strconv.Itoa(old)) {
-			c, _ := strconv.Atoi(r.Get("conns"))
-			committed += c
-		}
-	}
+	committed, aborted := handedOut(s, old, len(cs))
 	if committed == 0 || aborted == 0 || committed+aborted != len(cs) {
 		t.Fatalf("%d committed, %d aborted of %d connections: want some of each, all accounted for", committed, aborted, len(cs))
 	}

@@ -2,8 +2,12 @@
 // fault tests need, from the environment:
 //
 //	HOF_BATCH=N        HandoverOptions.Batch
-//	HOF_STALL_AFTER=K  in a new generation, Check blocks at the K+1-th
-//	                   connection (logging test.stalled) until the parent is gone
+//	HOF_STALL_AFTER=K  in a new generation, Check blocks (logging test.stalled)
+//	                   until the parent is gone, at the first connection past
+//	                   the K-th that follows a commit and one more connection:
+//	                   some connections are then adopted, some prepared and not
+//	                   committed (offer more than 8 batches: the old generation
+//	                   sends the 9th only after it committed the first)
 //	HOF_NOFILE=N       in a new generation, RLIMIT_NOFILE's soft limit is N
 //
 // and from its clients: a line "pad N" adds N bytes to the connection's
@@ -51,6 +55,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "lines: -log-format %q: use text or json\n", *logFormat)
 		os.Exit(2)
 	}
+	commits := commitWatch{Handler: logger.Handler(), n: new(atomic.Int64)}
+	logger = slog.New(commits)
 
 	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, Logger: logger, DrainTimeout: *drainTimeout})
 	if err != nil {
@@ -61,15 +67,22 @@ func main() {
 	opts := upgrader.HandoverOptions{}
 	opts.Batch, _ = strconv.Atoi(os.Getenv("HOF_BATCH"))
 	if k, err := strconv.Atoi(os.Getenv("HOF_STALL_AFTER")); err == nil {
-		ppid, seen := os.Getppid(), 0
+		// Check runs in the handover's goroutine, which also reads the
+		// commits and logs handover.adopted for each before it reads on:
+		// commits.n says, in order, how many commits it has read.
+		ppid, seen, commitsAt, sinceCommit := os.Getppid(), 0, int64(0), 0
 		opts.Check = func([]byte) error {
 			seen++
-			if seen == k+1 {
-				logger.Info("stalled", "event", "test.stalled", "after", k, "pid", os.Getpid())
+			if n := commits.n.Load(); n != commitsAt {
+				commitsAt, sinceCommit = n, 0
+			}
+			if seen > k && commitsAt > 0 && sinceCommit > 0 {
+				logger.Info("stalled", "event", "test.stalled", "after", seen-1, "commits", commitsAt, "prepared", sinceCommit, "pid", os.Getpid())
 				for os.Getppid() == ppid {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
+			sinceCommit++
 			return nil
 		}
 	}
@@ -227,4 +240,31 @@ func (s *server) serve(c net.Conn, count uint64, pending []byte, pad int) {
 			return
 		}
 	}
+}
+
+// commitWatch counts the handover.adopted records logged through it, or
+// through the handlers its With methods make: the commits the new
+// generation has read.
+type commitWatch struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (w commitWatch) Handle(ctx context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "event" && a.Value.String() == "handover.adopted" {
+			w.n.Add(1)
+			return false
+		}
+		return true
+	})
+	return w.Handler.Handle(ctx, r)
+}
+
+func (w commitWatch) WithAttrs(as []slog.Attr) slog.Handler {
+	return commitWatch{Handler: w.Handler.WithAttrs(as), n: w.n}
+}
+
+func (w commitWatch) WithGroup(name string) slog.Handler {
+	return commitWatch{Handler: w.Handler.WithGroup(name), n: w.n}
 }
