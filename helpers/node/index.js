@@ -18,7 +18,8 @@
 //      on one;
 //   2. every response from then on carries Connection: close;
 //   3. a keep-alive connection is closed only once it has been idle for
-//      idleGrace with nothing received (its bytes-read count unchanged);
+//      idleGrace since the drain began, with nothing received (its
+//      bytes-read count unchanged);
 //   4. requests in flight have until drainTimeout; then what is left is
 //      destroyed;
 //   5. upgraded connections (WebSocket) are handed to onDrain, once, so the
@@ -163,7 +164,7 @@ function serve(server, opts = {}) {
             // Bytes of a request not yet complete: wait for it.
             c.bytesAtIdle = socket.bytesRead;
             c.idleSince = now;
-          } else if (now - c.idleSince >= idleGrace) {
+          } else if (now - Math.max(c.idleSince, start) >= idleGrace) {
             // Idle, nothing received since its last response, for the
             // grace: a client that waited that long is not sending.
             stats.idleClosed++;

@@ -22,7 +22,8 @@ serves, and on SIGTERM or SIGINT drains:
    clients send them again a second later and are refused);
 2. every response from then on carries Connection: close;
 3. a keep-alive connection is closed only once it has been idle for
-   idle_grace with nothing received (checked without consuming it);
+   idle_grace since the drain began, with nothing received (checked without
+   consuming it, in one step with the FIN that closes it);
 4. requests in flight have until drain_timeout; then what is left is shut;
 5. it returns, and the program exits 0.
 
@@ -30,7 +31,8 @@ The package's modules, one concern each (import from handoff itself: the
 modules are not the API): _activation (LISTEN_FDS, listener), _holdback
 (the last accepts, and the SYN filter on a socket this process bound),
 _sdnotify (READY=1), _httpserver (serve_http), _wsgi (serve_wsgi), _asgi
-(serve_asgi, run_asgi), _http11 (the ASGI server's HTTP/1.1 parser) and
+(serve_asgi, run_asgi), _http11 (the ASGI server's HTTP/1.1 parser), _quiet
+(the look and the FIN that close an idle connection, in one step) and
 _handover (Handover: connections that move under handoff run --handover).
 
 Standard library only; Python 3.9 and later; typed (py.typed).

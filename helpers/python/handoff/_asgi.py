@@ -3,7 +3,6 @@ asyncio (see _http11 for the parser), drained as serve_http drains."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -15,6 +14,7 @@ from ._activation import listener
 from ._holdback import _take_queued
 from ._http11 import Request, _HTTPError, _reason, parse_request
 from ._httpserver import _STOP_SIGNALS, DrainStats
+from ._quiet import shut_if_quiet
 from ._sdnotify import notify
 
 Scope = Dict[str, Any]
@@ -76,21 +76,17 @@ class _ASGIConnection(asyncio.Protocol):
 
     # requests
 
-    def idle(self) -> bool:
-        """True when no request is under way and nothing was received: not
-        in the buffer, nor in the kernel's (a look that consumes nothing)."""
+    def shut_if_idle(self) -> bool:
+        """If no request is under way and none was received — not in the
+        buffer, nor in the kernel's — send the FIN in one step with that
+        look (see _quiet) and say True: the caller closes the transport.
+        False, with nothing done, if a request is under way or waits."""
         if self.task is not None or self.buf:
             return False
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return True
-        try:
-            with socket.socket(fileno=os.dup(sock.fileno())) as s:
-                return not s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return True
+        return shut_if_quiet(sock.fileno()) is not False
 
     def _next(self) -> None:
         """Start the next request if the buffer holds a whole one."""
@@ -280,7 +276,7 @@ async def serve_asgi(app: ASGIApplication, name: Optional[str] = None,
     while srv.conns and time.monotonic() < deadline:
         now = time.monotonic()
         for c in list(srv.conns):
-            if c.task is None and now - c.last >= idle_grace and c.idle():
+            if c.task is None and now - max(c.last, start) >= idle_grace and c.shut_if_idle():
                 c.transport.close()
         await asyncio.sleep(0.05)
     left: List[_ASGIConnection] = list(srv.conns)

@@ -1,6 +1,7 @@
 """serve_http: http.server with a thread per connection, drained without
 loss — the accept queue taken, Connection: close once draining, an idle
-keep-alive connection closed only after idle_grace with nothing received."""
+keep-alive connection closed only once idle for idle_grace since the drain
+began, with nothing received."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Set, Tuple, Type, Typ
 
 from ._activation import listener
 from ._holdback import _take_queued
+from ._quiet import shut_if_quiet
 from ._sdnotify import notify
 
 class DrainStats(TypedDict):
@@ -40,6 +42,7 @@ class DrainingHTTPServer(ThreadingHTTPServer):
         self.socket.close()
         self.socket = sock
         self.draining = False
+        self.drain_began = 0.0  # time.monotonic() when drain() began
         self._wake_r, self._wake_w = os.pipe()  # readable once draining
         self._conns: Set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -58,6 +61,7 @@ class DrainingHTTPServer(ThreadingHTTPServer):
         the rest until deadline (a time.monotonic() value). Returns how many
         connections were cut at the deadline."""
         self.shutdown()  # serve_forever returns
+        self.drain_began = time.monotonic()
         self.draining = True
         os.write(self._wake_w, b"x")
 
@@ -104,8 +108,15 @@ class _DrainMixin(BaseHTTPRequestHandler if TYPE_CHECKING else object):
                     self.handle_one_request()
                     idle_since = time.monotonic()
                     continue
-                if srv.draining and time.monotonic() - idle_since >= srv.idle_grace:
-                    return  # idle and quiet for the grace: closed on return
+                # Idle for the grace since the drain began, as the Go
+                # library counts: a connection the client uses meanwhile
+                # gets Connection: close and ends without a race, and the
+                # handler threads, all woken at once when the drain
+                # begins, do not all close theirs in that stampede.
+                if srv.draining and time.monotonic() - max(idle_since, srv.drain_began) >= srv.idle_grace:
+                    if shut_if_quiet(conn.fileno()) is False:
+                        continue  # a request came in since the look above: serve it
+                    return  # idle and quiet for the grace: the FIN is sent, closed on return
                 if srv.draining:
                     select.select([conn], [], [], 0.05)
                 else:
