@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -82,6 +83,8 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	args := append([]string{"run", "--log-format", "json", "--ready", ready, "--max-draining", "16", "--control", control, "--listen", "web=" + addr, "--"}, program...)
 	cmd := exec.Command(handoffBin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	mark := fmt.Sprintf("helpers-%d-%d", os.Getpid(), marks.Add(1))
+	proc.Mark(cmd, mark)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -96,10 +99,11 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		for _, p := range proc.Descendants(os.Getpid()) {
-			_ = syscall.Kill(p, syscall.SIGKILL)
+		// Kill and reap what this handoff left, and nothing of a test
+		// running alongside.
+		if left := proc.KillMarked(mark); len(left) > 0 {
+			t.Errorf("processes of %s still alive after SIGKILL: %v", mark, left)
 		}
-		proc.ReapAll()
 	}()
 	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
 	waitRecord := func(terms ...string) {
@@ -218,7 +222,7 @@ func withoutActivation(env []string) []string {
 }
 
 func TestNodeHTTP(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	// Node's core cannot send READY=1 (no Unix datagram sockets): handoff
 	// sees it wait for connections instead.
 	reloadsUnderLoad(t, "accept", example(t, "node", "node/example/server.js")...)
@@ -227,7 +231,7 @@ func TestNodeHTTP(t *testing.T) {
 // TestNodeExpress is TestNodeHTTP with an Express app, Express installed
 // from the npm registry into the test's own directory.
 func TestNodeExpress(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	program := example(t, "node", "node/example/express.js")
 	npm, err := exec.LookPath("npm")
 	if err != nil {
@@ -243,7 +247,7 @@ func TestNodeExpress(t *testing.T) {
 }
 
 func TestPythonHTTPServer(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/server.py")...) // the helper sends READY=1
 }
 
@@ -270,14 +274,14 @@ func TestGunicornRecipe(t *testing.T) {
 }
 
 func TestPythonWSGI(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/wsgi_app.py")...)
 }
 
 // TestPythonASGI: an ASGI application (asyncio) served by the helper's
 // run_asgi.
 func TestPythonASGI(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	reloadsUnderLoad(t, "notify", example(t, "python3", "python/example/asgi_app.py")...)
 }
 
@@ -400,6 +404,25 @@ print("ok")
 }
 
 // spawns skips t under -short: it runs handoff, and programs under load.
+// loadSlots bounds how many reload-under-load tests run at once: two load
+// generators, two handoffs and their generations fill 2 cores.
+var loadSlots = make(chan struct{}, 2)
+
+// marks numbers the handoffs the tests start, for proc.Mark.
+var marks atomic.Int64
+
+// alongside is spawns for a reload-under-load test, which may run beside
+// one other (see loadSlots), after the serial tests: it waits on its
+// processes far more than it computes, and owns its handoff, directory and
+// port, and kills only its own processes (proc.KillMarked).
+func alongside(t *testing.T) {
+	t.Helper()
+	spawns(t)
+	t.Parallel()
+	loadSlots <- struct{}{}
+	t.Cleanup(func() { <-loadSlots })
+}
+
 func spawns(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
