@@ -53,10 +53,12 @@ func TestMain(m *testing.M) {
 
 // reloadsUnderLoad runs program under `handoff run --ready MODE` and
 // reloads it 15 times, each once the new generation serves, with up to three
-// old generations draining at once, under an open-loop POST load of 600
+// old generations draining at once, under an open-loop POST load of 300
 // requests/s over keep-alive and fresh connections, with 500 ms requests in
 // flight: none may fail or be retried, and every generation must have
-// answered. (The drain Node's docs teach — server.close() — lost 6 and 7 of
+// answered. Two such tests run at once (alongside), 600 requests/s in all:
+// at 600 each, beside CI's background tests, the 2 cores saturated
+// (Express answered in 1.5 s at the median, and timed out). (The drain Node's docs teach — server.close() — lost 6 and 7 of
 // 32,200 requests under a heavier form of this load, 40 s long, and failed
 // this test in 1 of 3 runs here: the race it loses is narrow.)
 func reloadsUnderLoad(t *testing.T, ready string, program ...string) {
@@ -120,7 +122,7 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	waitRecord("event=generation.ready", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 600, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 300, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
 	if err := load.WaitAnswers(0, 120, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
