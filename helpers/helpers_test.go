@@ -431,3 +431,22 @@ func spawns(t *testing.T) {
 		t.Skip("runs handoff and programs under load: not under -short")
 	}
 }
+
+// TestPythonShutIfQuiet runs testdata/shut_if_quiet.py: the Python helpers'
+// one step that closes an idle connection sends the FIN when nothing waits
+// (the read side stays open), does nothing when a request waits (its bytes
+// still unread, the socket's mode unchanged), and reports a reset
+// connection broken — through ctypes, which keeps the GIL between the look
+// and the FIN, and through the socket methods it falls back on.
+func TestPythonShutIfQuiet(t *testing.T) {
+	py := example(t, "python3", "testdata/shut_if_quiet.py")
+	src, err := filepath.Abs("python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(py[0], py[1], src).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "ok:") {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	t.Log(strings.TrimSpace(string(out)))
+}
