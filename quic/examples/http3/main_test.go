@@ -169,6 +169,7 @@ func (s *server) countLog(ev string) int {
 // Transport of its own), sending a POST every 100 ms.
 type load struct {
 	ok, failed, dials, broken, graceful atomic.Int64
+	clientRaces                         atomic.Int64 // see closedItself
 	mu                                  sync.Mutex
 	errs                                []string
 	pids                                map[string]int
@@ -229,13 +230,30 @@ func (l *load) client(i int, addr string) {
 		if l.stopped.Load() {
 			return
 		}
-		l.failed.Add(1)
+		counter := &l.failed
+		if closedItself(err) {
+			counter = &l.clientRaces
+		}
+		counter.Add(1)
 		l.mu.Lock()
 		if len(l.errs) < 10 {
 			l.errs = append(l.errs, fmt.Sprintf("client %d: %v", i, err))
 		}
 		l.mu.Unlock()
 	}
+}
+
+// closedItself reports whether a request failed because its own client
+// closed the connection with H3_NO_ERROR: quic-go v0.65.0's ClientConn,
+// reading a GOAWAY on a connection with no request tracked, closes it at
+// once (client.go, handleControlStream) — while a request that has opened
+// its stream and passed the GOAWAY check is not tracked yet
+// (openRequestStream, between that check and TrackStream). The server
+// did nothing wrong: any GOAWAY can meet it, and it is counted apart, not
+// as a failure (seen once in 1,353 requests through 3 reloads).
+func closedItself(err error) bool {
+	var he *http3.Error
+	return errors.As(err, &he) && !he.Remote && he.ErrorCode == http3.ErrCodeNoError
 }
 
 // watch counts how c ended: gracefully (H3_NO_ERROR from either side, as
@@ -266,8 +284,8 @@ func (l *load) end() {
 }
 
 func (l *load) String() string {
-	return fmt.Sprintf("%d requests answered, %d failed; %d connections dialled, %d broken, %d ended gracefully; answered by %v; errors %q",
-		l.ok.Load(), l.failed.Load(), l.dials.Load(), l.broken.Load(), l.graceful.Load(), l.pids, l.errs)
+	return fmt.Sprintf("%d requests answered, %d failed, %d failed by their own client's close (closedItself); %d connections dialled, %d broken, %d ended gracefully; answered by %v; errors %q",
+		l.ok.Load(), l.failed.Load(), l.clientRaces.Load(), l.dials.Load(), l.broken.Load(), l.graceful.Load(), l.pids, l.errs)
 }
 
 // waitAnswered waits, within 15 s, until n more requests were answered.
