@@ -227,16 +227,16 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 				return r
 			}
 		}
-		if c.daemon {
-			n, took, cpu := relayed(readRecords(filepath.Join(b.dir, "log"), logAt), old)
+		if c.handover {
+			count := handedOver
+			if c.daemon {
+				count = relayed
+			}
+			n, took, cpu := count(readRecords(filepath.Join(b.dir, "log"), logAt), old)
 			r.moved = append(r.moved, n)
 			r.took = append(r.took, took)
 			r.cpu = append(r.cpu, cpu)
-		} else if c.handover {
-			n, took, cpu := handedOver(readRecords(filepath.Join(b.dir, "log"), logAt), old)
-			r.moved = append(r.moved, n)
-			r.took = append(r.took, took)
-			r.cpu = append(r.cpu, cpu)
+			fmt.Fprintf(os.Stderr, "bench: handover, %s: release %d: %d of %d connections handed over from pid %d, by the log\n", c.name, i+1, n, cfg.hoClients, old)
 		}
 		time.Sleep(2 * cfg.hoInterval) // a few messages with the new generation alone
 	}
