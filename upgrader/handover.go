@@ -142,6 +142,12 @@ type Adoption struct {
 //     one dies at once.
 //   - A new generation that dies after the commit takes the connections
 //     it adopted with it, as any crash does.
+//   - The old generation logs what became of the connections offered
+//     (handover.committed, handover.refused, handover.aborted) once the
+//     offers that came together are through: before it closes any
+//     connection it committed and before those Offers return. A program
+//     that exits as soon as its last connection is closed (Serve's drain
+//     ends then) or its last Offer returned has logged them all.
 //
 // TLS connections cannot move (ErrNotMovable): drain them as today.
 type Handover struct {

@@ -520,7 +520,11 @@ func (s *hoSender) commitDone() {
 			s.abortAll(b)
 			return
 		}
-		// Committed: the connections are the new generation's.
+		// Committed: the connections are the new generation's. The
+		// figures are logged before this process closes any of them: a
+		// program may exit as soon as its last connection is closed (the
+		// Drainer of Upgrader.Serve sees the close and the drain ends),
+		// before this goroutine runs on.
 		for _, o := range b.offers {
 			if why, no := b.refused[o.id]; no {
 				s.refused++
@@ -528,11 +532,16 @@ func (s *hoSender) commitDone() {
 				o.err = fmt.Errorf("%w: %s", ErrRefused, why)
 				continue
 			}
-			o.c.Close()
 			s.committed++
 			o.err = nil
 		}
-		s.finish(b)
+		s.reportIfIdle()
+		for _, o := range b.offers {
+			if o.err == nil {
+				o.c.Close()
+			}
+		}
+		s.deliver(b)
 	}
 }
 
@@ -556,11 +565,22 @@ func (s *hoSender) abortAll(more ...*hoBatch) {
 
 // finish hands b's outcomes to its Offers, having logged the figures first
 // if nothing else is in flight or waiting: a program may exit as soon as
-// its last connection is handed over.
+// its last Offer returns.
 func (s *hoSender) finish(b *hoBatch) {
+	s.reportIfIdle()
+	s.deliver(b)
+}
+
+// reportIfIdle reports if nothing else is in flight or waiting: the
+// offers that came together are through.
+func (s *hoSender) reportIfIdle() {
 	if len(s.flight) == 0 && len(s.offers) == 0 {
 		s.report()
 	}
+}
+
+// deliver hands b's outcomes to its Offers.
+func (s *hoSender) deliver(b *hoBatch) {
 	for _, o := range b.offers {
 		o.res <- o.err
 	}

@@ -587,3 +587,43 @@ func TestHandoverNewStalls(t *testing.T) {
 		t.Fatalf("%d served by the old generation, %d by the new one; %d were aborted, %d committed", byOld, byNew, aborted, committed)
 	}
 }
+
+// TestHandoverLoggedBeforeExit: a first generation that exits the moment its
+// last connection is closed — here by the handover itself, which closes each
+// committed connection, so the exit comes in the handover's own goroutine,
+// the worst case of a program whose drain ends with its connections
+// (Upgrader.Serve; examples/websocket) — has logged handover.committed for
+// every connection it handed over: the records come before the closes. Every
+// connection is served on by the new generation, its count intact.
+func TestHandoverLoggedBeforeExit(t *testing.T) {
+	handoverBins(t)
+	const n = 20
+	s := launchBin(t, faultBin, []string{"HOF_EXIT_AT_CLOSE=" + strconv.Itoa(n)}, nil, nil, "-log-format", "json", "-drain-timeout", "20s")
+	old := s.waitPid(0, 10*time.Second)
+	cs := dialConns(t, s.addr, n)
+	s.signal(syscall.SIGHUP)
+	pid := s.waitPid(old, 20*time.Second)
+	s.waitExited(old, 20*time.Second)
+	// It exited through the hook, at the last close: not after its Offers
+	// returned.
+	s.waitRecord(time.Second, "event=test.exit_at_close", "pid="+strconv.Itoa(old))
+	committed := 0
+	for _, r := range s.records() {
+		if r.Match("event=handover.committed", "pid="+strconv.Itoa(old)) {
+			c, _ := strconv.Atoi(r.Get("conns"))
+			committed += c
+		}
+	}
+	byOld, byNew, closed := split(t, cs, old, pid)
+	t.Logf("of %d connections: %d in the old generation's handover.committed records, %d served on by the new one", n, committed, byNew)
+	if byNew != n || byOld != 0 || closed != 0 {
+		t.Fatalf("%d served by the new generation, %d by the old one, %d closed; want all %d by the new one", byNew, byOld, closed, n)
+	}
+	if committed != n {
+		t.Fatalf("the old generation exited at its last close having logged %d of the %d connections it handed over; log:\n%s", committed, n, tail(s.log(), 30))
+	}
+	for _, c := range cs {
+		c.c.Close()
+	}
+	s.stop()
+}

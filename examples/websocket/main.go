@@ -13,6 +13,15 @@
 //	go build -o /tmp/ws . && /tmp/ws -addr 127.0.0.1:8443 -cert cert.pem -key key.pem -pidfile /tmp/ws.pid
 //	kill -HUP $(cat /tmp/ws.pid)
 //
+// Under `handoff run --handover` (daemon mode, found by
+// $HANDOFF_HANDOVER_FDS) it serves ws:// on the first socket handoff passed,
+// says READY=1, and on its stop signal offers its connections to the process
+// that replaces it (package handover), closing with 1001 those that cannot
+// move; -addr and -pidfile are not used:
+//
+//	handoff run --handover --listen 127.0.0.1:8080 -- /tmp/ws
+//	handoff reload
+//
 // It is its own module, so that the handoff module does not depend on a
 // WebSocket library.
 package main
@@ -53,6 +62,14 @@ func main() {
 		os.Exit(2)
 	}
 
+	if _, ok := os.LookupEnv(upgrader.HandoverChannelsEnv); ok {
+		if *cert != "" || !*handover {
+			fmt.Fprintln(os.Stderr, "websocket: under handoff run --handover it serves ws:// and hands over: drop -cert and -handover=false, or run it without --handover")
+			os.Exit(2)
+		}
+		runDaemon(logger, 10*time.Second)
+		return
+	}
 	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, Logger: logger, DrainTimeout: 10 * time.Second})
 	if err != nil {
 		log.Fatal(err)
@@ -66,11 +83,15 @@ func main() {
 	draining := drained(u)
 	mux := http.NewServeMux()
 	if *cert == "" {
-		e := &wsEcho{u: u, draining: draining, pid: pid}
+		e := &wsEcho{draining: draining, pid: pid}
 		if *handover {
 			// Before Ready: a new generation tells the old one it adopts.
-			e.h = u.Handover(upgrader.HandoverOptions{})
-			ln = e.h.Listener(ln)
+			h := u.Handover(upgrader.HandoverOptions{})
+			e.h, e.adopted = h, h.Adopted()
+			e.background = func(f func()) error {
+				return u.Go(func(context.Context) error { f(); return nil })
+			}
+			ln = h.Listener(ln)
 			go e.adopt()
 		}
 		mux.Handle("/echo", e)

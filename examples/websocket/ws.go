@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/handoff-dev/handoff/upgrader"
@@ -31,10 +32,23 @@ const maxFrame = 32 << 10
 
 // wsEcho is the ws:// handler: the handshake, then the echo loop.
 type wsEcho struct {
-	u        *upgrader.Upgrader
-	h        *upgrader.Handover // nil with -handover=false: connections close with 1001
+	h        offerer // nil with -handover=false: connections close with 1001
+	adopted  <-chan upgrader.Adoption
 	draining context.Context
 	pid      int
+	// background runs an adopted connection's serve so that this
+	// generation's stop waits for it (upgrader.Go in library mode); an
+	// error means it will not run and the connection is closed.
+	background func(func()) error
+	// conns, if not nil, counts the connections being served (daemon
+	// mode, where no upgrader waits for hijacked connections).
+	conns *sync.WaitGroup
+}
+
+// offerer is what serve needs of a handover: upgrader.Handover in library
+// mode, handover.Handover under handoff run --handover.
+type offerer interface {
+	Offer(c net.Conn, state, unread []byte) error
 }
 
 func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +68,10 @@ func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pending, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	if e.conns != nil {
+		e.conns.Add(1)
+		defer e.conns.Done()
+	}
 	e.serve(c, pending)
 }
 
@@ -112,8 +130,8 @@ func (e *wsEcho) serve(c net.Conn, pending []byte) {
 // adopt serves the connections the previous generation handed over, as
 // background work, so that this generation's own drain waits for them.
 func (e *wsEcho) adopt() {
-	for a := range e.h.Adopted() {
-		if e.u.Go(func(context.Context) error { e.serve(a.Conn, a.Unread); return nil }) != nil {
+	for a := range e.adopted {
+		if e.background(func() { e.serve(a.Conn, a.Unread) }) != nil {
 			a.Conn.Close()
 		}
 	}

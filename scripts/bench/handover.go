@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,10 +20,13 @@ import (
 )
 
 // The handover section: WebSocket clients (examples/websocket over ws://),
-// each sending a message every --ho-interval and checking its echo, through
-// --ho-releases SIGHUPs, once with the connections closed with 1001 and
-// reconnected (-handover=false, today's way and the baseline) and once
-// handed over to the next generation (upgrader.Handover).
+// each sending a message every --interval and checking its echo, through
+// --releases SIGHUPs, once with the connections closed with 1001 and
+// reconnected (-handover=false, today's way and the baseline), once
+// handed over to the next generation (upgrader.Handover), and once under
+// `handoff run --handover`, released with `handoff reload`, the connections
+// relayed by handoff (package handover); the daemon row's handover time is
+// handoff's, from its handover.relaying record to its handover.relayed.
 //
 // The clients frame by hand (RFC 6455, masked text frames of a few bytes):
 // the main module depends on no WebSocket library, and 10,000 of them on 2
@@ -36,13 +40,14 @@ type hoCase struct {
 	args     []string
 	notYet   string // not measured: why
 	handover bool
+	daemon   bool // under handoff run --handover, released with handoff reload
 }
 
 func hoCases() []hoCase {
 	return []hoCase{
 		{name: "baseline", label: "close with 1001, clients reconnect (`-handover=false`)", args: []string{"-handover=false"}},
 		{name: "library", label: "library handover (`upgrader.Handover`)", handover: true},
-		{name: "daemon", label: "daemon mode (`handoff run`)", notYet: "not measured: examples/websocket does not adopt under `handoff run --handover` yet (examples/lines does: docs/daemon.md)"},
+		{name: "daemon", label: "daemon mode (`handoff run --handover`, `handoff reload`)", handover: true, daemon: true},
 	}
 }
 
@@ -83,9 +88,9 @@ func (cfg config) checkHandover() string {
 
 // printHandover runs each case and prints the table.
 func printHandover(w io.Writer, e *env, cfg config) {
-	fmt.Fprintf(w, "\nWebSocket connections across releases — %d clients, each a message every %v and its echo checked, %d releases (SIGHUP), examples/websocket over ws://:\n\n",
+	fmt.Fprintf(w, "\nWebSocket connections across releases — %d clients, each a message every %v and its echo checked, %d releases (SIGHUP; `handoff reload` in daemon mode), examples/websocket over ws://:\n\n",
 		cfg.hoClients, cfg.hoInterval, cfg.hoReleases)
-	fmt.Fprintln(w, "| mode | closed by the server | reconnects | messages lost / repeated | longest gap between echoes, per client: p50 / p99 / max | SIGHUP → every client answered by the new generation: p50 / max | connections handed over per release, in: p50 / max | serving generation's RSS: before → after |")
+	fmt.Fprintln(w, "| mode | closed by the server | reconnects | messages lost / repeated | longest gap between echoes, per client: p50 / p99 / max | SIGHUP or reload → every client answered by the new generation: p50 / max | connections handed over per release, in: p50 / max | serving generation's RSS: before → after |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	for _, c := range hoCases() {
 		if c.notYet != "" {
@@ -130,13 +135,24 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 	b := &base{e: e, dir: mustTemp(e.dir, "handover-"+c.name), address: freeAddr()}
 	b.pidfile = filepath.Join(b.dir, "pid")
 	s := &signalled{base: b, bin: e.bins["websocket"]}
-	args := append([]string{"-addr", b.address, "-pidfile", b.pidfile, "-log-format", "json"}, c.args...)
-	if _, err := b.launch(s.bin, args...); err != nil {
-		r.err = err
-		return r
+	d := &daemonServer{base: b}
+	var pid int
+	var err error
+	if c.daemon {
+		// handoff's records and the program's, both JSON, in one log.
+		d.cmd, err = b.launch(e.bins["handoff"], "run", "--handover", "--control", d.control(), "--drain-timeout", "60s",
+			"--log-format", "json", "--listen", b.address, "--", s.bin, "-log-format", "json")
+		if err == nil {
+			defer s.stop()
+			pid, err = d.newServing(0, 10*time.Second)
+		}
+	} else {
+		args := append([]string{"-addr", b.address, "-pidfile", b.pidfile, "-log-format", "json"}, c.args...)
+		if _, err = b.launch(s.bin, args...); err == nil {
+			defer s.stop()
+			pid, err = b.waitPid(0, 10*time.Second)
+		}
 	}
-	defer s.stop()
-	pid, err := b.waitPid(0, 10*time.Second)
 	if err != nil {
 		r.err = err
 		return r
@@ -181,12 +197,21 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 	for i := 0; i < cfg.hoReleases; i++ {
 		logAt := fileSize(filepath.Join(b.dir, "log"))
 		start := time.Now()
-		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-			r.err = err
-			return r
-		}
 		old := pid
-		if pid, err = b.waitPid(old, time.Minute); err != nil {
+		if c.daemon {
+			if out, err := exec.Command(e.bins["handoff"], "reload", "--control", d.control()).CombinedOutput(); err != nil {
+				r.err = fmt.Errorf("release %d: handoff reload: %v: %s", i+1, err, out)
+				return r
+			}
+			pid, err = d.newServing(old, time.Minute)
+		} else {
+			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+				r.err = err
+				return r
+			}
+			pid, err = b.waitPid(old, time.Minute)
+		}
+		if err != nil {
 			r.err = err
 			return r
 		}
@@ -203,10 +228,15 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 			}
 		}
 		if c.handover {
-			n, took, cpu := handedOver(readRecords(filepath.Join(b.dir, "log"), logAt), old)
+			count := handedOver
+			if c.daemon {
+				count = relayed
+			}
+			n, took, cpu := count(readRecords(filepath.Join(b.dir, "log"), logAt), old)
 			r.moved = append(r.moved, n)
 			r.took = append(r.took, took)
 			r.cpu = append(r.cpu, cpu)
+			fmt.Fprintf(os.Stderr, "bench: handover, %s: release %d: %d of %d connections handed over from pid %d, by the log\n", c.name, i+1, n, cfg.hoClients, old)
 		}
 		time.Sleep(2 * cfg.hoInterval) // a few messages with the new generation alone
 	}
@@ -219,6 +249,22 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 	}
 	r.releases = cfg.hoReleases
 	return r
+}
+
+// newServing waits until handoff's serving generation is a live process
+// other than old, and returns its pid.
+func (d *daemonServer) newServing(old int, timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := d.serving()
+		if err == nil && p != old && alive(p) {
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("handoff serves no process other than %d after %v (%v); see %s", old, timeout, err, filepath.Join(d.dir, "log"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // lastLines returns the last n lines of the file at path, joined by " ⏎ ".
@@ -261,6 +307,58 @@ func handedOver(recs []map[string]any, pid int) (int, time.Duration, time.Durati
 		}
 	}
 	return n, last.Sub(first), cpu
+}
+
+// relayed reads handoff's records of the relay from the process pid: the
+// connections handoff relayed (handover.relayed's handed_over), the time
+// from handover.relaying to handover.relayed, and the CPU time the old
+// process's own handover.committed records say it used.
+func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration) {
+	n := 0
+	var cpu time.Duration
+	var from, to time.Time
+	for _, rec := range recs {
+		switch rec["event"] {
+		case "handover.relaying", "handover.relayed":
+			if p, _ := rec["gen_pid"].(float64); int(p) != pid {
+				continue
+			}
+			at, ok := recordTime(rec)
+			if !ok {
+				continue
+			}
+			if rec["event"] == "handover.relaying" {
+				from = at
+			} else {
+				to = at
+				h, _ := rec["handed_over"].(float64)
+				n = int(h)
+			}
+		case "handover.committed":
+			if p, ok := rec["pid"].(float64); ok && int(p) != pid {
+				continue
+			}
+			cpuMs, _ := rec["cpu_ms"].(float64)
+			cpu += time.Duration(cpuMs * float64(time.Millisecond))
+		}
+	}
+	if from.IsZero() || to.IsZero() {
+		return n, 0, cpu
+	}
+	return n, to.Sub(from), cpu
+}
+
+// recordTime is a record's time: RFC 3339 text (log/slog's JSON), or
+// nanoseconds since the epoch (handoff's --log-format json).
+func recordTime(rec map[string]any) (time.Time, bool) {
+	switch v := rec["time"].(type) {
+	case string:
+		at, err := time.Parse(time.RFC3339Nano, v)
+		return at, err == nil
+	case float64:
+		return time.Unix(0, int64(v)), true
+	}
+	return time.Time{}, false
 }
 
 // hoStats are the counts every client adds to.

@@ -13,7 +13,8 @@
 // inherited socket, two scale cases: 10,000 idle keep-alive connections
 // across an upgrade, and a handover of 1,000 listeners; and 10,000 WebSocket
 // clients through 20 releases, their connections closed and reconnected or
-// handed over (--only handover). Its QUIC section (--only quic) runs HTTP/3
+// handed over, in library mode and under handoff run --handover (--only
+// handover). Its QUIC section (--only quic) runs HTTP/3
 // clients through releases of quic/examples/http3 on a shared socket and
 // steered, and Caddy, and measures the steering program's cost per datagram
 // (quic/internal/bench; it needs root).
@@ -45,7 +46,7 @@ func main() {
 	flag.BoolVar(&cfg.scale, "scale", true, "also run the scale cases (10,000 idle connections, 1,000 listeners)")
 	flag.DurationVar(&cfg.steady, "steady", 5*time.Second, "how long each steady-state throughput run lasts")
 	flag.IntVar(&cfg.hoClients, "clients", 10000, "WebSocket clients of the handover section")
-	flag.IntVar(&cfg.hoReleases, "releases", 20, "releases (SIGHUP) of the handover section")
+	flag.IntVar(&cfg.hoReleases, "releases", 20, "releases of the handover section (SIGHUP; handoff reload in its daemon row)")
 	flag.DurationVar(&cfg.hoInterval, "interval", 200*time.Millisecond, "how often each client of the handover section sends a message")
 	flag.IntVar(&cfg.quicClients, "quic-clients", 200, "HTTP/3 clients of the QUIC section, each on a QUIC connection of its own")
 	flag.IntVar(&cfg.quicReleases, "quic-releases", 20, "releases of each server in the QUIC section")

@@ -9,6 +9,12 @@
 //	                   committed (offer more than 8 batches: the old generation
 //	                   sends the 9th only after it committed the first)
 //	HOF_NOFILE=N       in a new generation, RLIMIT_NOFILE's soft limit is N
+//	HOF_EXIT_AT_CLOSE=N in a first generation, the N-th close of a
+//	                   connection it accepted exits the process at once
+//	                   (logging test.exit_at_close), in the goroutine that
+//	                   closes it: the worst case of a program that exits
+//	                   once its connections are closed, as Upgrader.Serve's
+//	                   drain lets one do
 //
 // and from its clients: a line "pad N" adds N bytes to the connection's
 // state; a line "racy" makes this generation offer the connection, when it
@@ -101,6 +107,10 @@ func main() {
 	}
 	ln = h.Listener(ln) // connections that can be offered
 
+	var closes *exitAtClose
+	if n, err := strconv.Atoi(os.Getenv("HOF_EXIT_AT_CLOSE")); err == nil && !u.HasParent() {
+		closes = &exitAtClose{n: int64(n), log: logger}
+	}
 	s := &server{h: h, pid: os.Getpid()}
 	s.exiting, s.exit = context.WithCancel(context.Background())
 	adopted := make(chan struct{})
@@ -123,6 +133,9 @@ func main() {
 			if err != nil { // out of descriptors, say: try again
 				time.Sleep(10 * time.Millisecond)
 				continue
+			}
+			if closes != nil {
+				c = &closeWatch{Conn: c, e: closes}
 			}
 			s.wg.Add(1)
 			go s.serve(c, 0, nil, 0)
@@ -268,3 +281,31 @@ func (w commitWatch) WithAttrs(as []slog.Attr) slog.Handler {
 func (w commitWatch) WithGroup(name string) slog.Handler {
 	return commitWatch{Handler: w.Handler.WithGroup(name), n: w.n}
 }
+
+// exitAtClose exits the process at the n-th close of a closeWatch.
+type exitAtClose struct {
+	n      int64
+	closed atomic.Int64
+	log    *slog.Logger
+}
+
+// closeWatch is an accepted connection under HOF_EXIT_AT_CLOSE; Unwrap
+// lets Offer find the tracked connection beneath.
+type closeWatch struct {
+	net.Conn
+	e    *exitAtClose
+	once sync.Once
+}
+
+func (c *closeWatch) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		if c.e.closed.Add(1) == c.e.n {
+			c.e.log.Info("exiting at the last close", "event", "test.exit_at_close", "closed", c.e.n, "pid", os.Getpid())
+			os.Exit(0)
+		}
+	})
+	return err
+}
+
+func (c *closeWatch) Unwrap() net.Conn { return c.Conn }
