@@ -19,7 +19,7 @@ import (
 // connections: accept fails with EMFILE meanwhile, which is logged once, and
 // once they close the control socket answers again.
 func TestControlSurvivesFDExhaustion(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
 	limit := uint64(proc.FDCount(pid) + 16)
@@ -69,7 +69,7 @@ func TestControlSurvivesFDExhaustion(t *testing.T) {
 // one-line refusal, not handoff's memory; 'handoff reload' and 'status' give
 // up on a control socket that accepts nothing, within their bounds, saying so.
 func TestControlClientBounds(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil)
 	c, err := net.Dial("unix", d.control)
 	if err != nil {

@@ -184,7 +184,7 @@ func TestBrokenGenerationKeepsServing(t *testing.T) {
 // runs are queued, every generation but the last drains, no zombie is left,
 // and handoff holds as many descriptors as before.
 func TestReloadStorm(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil)
 	pid := d.cmd.Process.Pid
 	// Settled first: the first generation's release is read once it is
@@ -280,7 +280,7 @@ func TestStopDuringReload(t *testing.T) {
 // TestCrashRestart kills the serving generation: handoff restarts it, and
 // clients wait in the backlog rather than being refused.
 func TestCrashRestart(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil)
 	first := d.serving()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -365,7 +365,7 @@ func TestUpgradeHandoffItself(t *testing.T) {
 // TestReadyModes: --ready delay:D waits that long; --ready http://… waits for
 // a 2xx answer from a health port.
 func TestReadyModes(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil, "--ready", "delay:400ms")
 	rec := logrec.Last(d.records(), "event=generation.ready", "ready_ms~")
 	if rec == nil {
@@ -401,7 +401,7 @@ func TestReadyModes(t *testing.T) {
 // accepting (golang/go#43894). The program here is a shell that never
 // touches fd 3, so the flag it sees is the one handoff passed.
 func TestSocketStaysNonBlocking(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	dir := t.TempDir()
 	prog := filepath.Join(dir, "idle")
 	proc.WriteExec(t, prog, []byte("#!/bin/sh\nexec sleep 60\n"))

@@ -14,7 +14,7 @@ import (
 // handoff's pid is handoff_pid alone, and the library's generation, which is
 // handoff's own, is handoff_gen (gen is the program's).
 func TestLogRecordKeys(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil)
 	d.stop()
 	pid := strconv.Itoa(d.cmd.Process.Pid)

@@ -38,7 +38,7 @@ exec @APP@ "$@"
 // as handoff's own records give them; the long line is one object; the last
 // generation's last lines, printed as handoff stops, are not lost.
 func TestTagOutput(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	prog := filepath.Join(t.TempDir(), "tagged.sh")
 	proc.WriteExec(t, prog, []byte(strings.Replace(tagProgram, "@APP@", appBin, 1)))
 	d := startDaemon(t, []string{prog}, "--tag-output", "--workers", "2")

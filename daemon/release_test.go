@@ -23,7 +23,7 @@ import (
 // path under a running generation is warned about once; and the next
 // reload runs, and names, the new bytes.
 func TestReleaseIdentity(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	metricsAddr := proc.FreeAddr(t)
 	d := startDaemon(t, nil, "--metrics", metricsAddr)
 	b, err := os.ReadFile(d.prog)

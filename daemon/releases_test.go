@@ -141,7 +141,7 @@ func TestReleasesOnOneHost(t *testing.T) {
 // and keeps the old one serving; the reload that started it fails, saying
 // so.
 func TestRollbackDuringBake(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil, "--bake", "5s")
 	first := d.serving()
 	reloaded := make(chan string, 1)
@@ -171,7 +171,7 @@ func TestRollbackDuringBake(t *testing.T) {
 // the file it leads to, under the name it was given (argv[0]), as a
 // multi-call binary such as busybox needs.
 func TestProgramNameThroughSymlink(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	dir := t.TempDir()
 	real, link := filepath.Join(dir, "real-app"), filepath.Join(dir, "app")
 	proc.CopyExec(t, appBin, real)
@@ -197,7 +197,7 @@ func TestProgramNameThroughSymlink(t *testing.T) {
 // that the generation starts among an earlier release's files, and once v1
 // is removed, that the directory is gone; both name --chdir as the fix.
 func TestWorkDirWithoutChdir(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	root, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ func TestStopRefusesNotResets(t *testing.T) {
 // an orchestrator can tell it from a clean stop (exit 0); the same for a
 // second stop signal.
 func TestStopThatKillsExitsNonZero(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	for _, second := range []bool{false, true} {
 		t.Run(map[bool]string{false: "drain timeout", true: "second signal"}[second], func(t *testing.T) {
 			d := startDaemon(t, nil, "--drain-timeout", "1s")
@@ -116,7 +116,7 @@ func TestStopThatKillsExitsNonZero(t *testing.T) {
 // the generation takes what was queued. None is accepted by the kernel and
 // then reset (200 of 2,390 were, measured before).
 func TestStopUnixSocket(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	lingering := lingeringServer(t, "0.5")
 	path := filepath.Join(t.TempDir(), "web.sock")
 	d := startDaemonOn(t, "", "unix://"+path, []string{lingering}, "--ready", "accept")

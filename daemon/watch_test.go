@@ -100,7 +100,7 @@ func (d *runningDaemon) settle(file string) {
 // write-then-rename, a burst of 50 writes — and not for a write that leaves
 // the content as it was, nor for kubelet's swap to the same content.
 func TestWatchReloads(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	vol := newKubeVolume(t, "config.yaml", "a: 1\n")
 	plain := filepath.Join(t.TempDir(), "app.conf")
 	if err := os.WriteFile(plain, []byte("v0"), 0o644); err != nil {
@@ -160,7 +160,7 @@ func TestWatchReloads(t *testing.T) {
 // TestWatchFailedReload: a change that brings a release which fails at
 // once leaves the old generation serving, and the next change reloads.
 func TestWatchFailedReload(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	vol := newKubeVolume(t, "config.yaml", "ok 1\n")
 	conf := filepath.Join(vol.dir, "config.yaml")
 	app, err := os.ReadFile(appBin)

@@ -107,7 +107,7 @@ func (d *runningDaemon) sample(prog string) *sampler {
 // throughout and never more than four processes run; every new worker gets
 // its own LISTEN_PID and its index.
 func TestWorkersRoll(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil, "--workers", "3", "--max-surge", "1")
 	old := d.waitWorkers(3)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -165,7 +165,7 @@ func TestWorkersRoll(t *testing.T) {
 // the old release; three workers of the old release serve on; no request
 // fails.
 func TestWorkersRollFailsHalfway(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	root := t.TempDir()
 	b, err := os.ReadFile(appBin)
 	if err != nil {
@@ -221,7 +221,7 @@ func TestWorkersRollFailsHalfway(t *testing.T) {
 // restarted, the others serve on, and no request fails beyond those the
 // killed worker held (it is frozen first and its connections counted).
 func TestWorkerKilled(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	d := startDaemon(t, nil, "--workers", "3")
 	pids := d.waitWorkers(3)
 	ctx, cancel := context.WithCancel(context.Background())

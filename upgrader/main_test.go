@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,6 +77,20 @@ type server struct {
 	logPath string
 	cmd     *exec.Cmd
 	seen    map[int]bool // every generation pid seen in the pid file
+	mark    string       // in the environment of every generation (proc.Mark)
+}
+
+// marks numbers the servers the tests launch, for proc.Mark.
+var marks atomic.Int64
+
+// alongside is for a test that may run beside the other such tests, after
+// the serial ones: it waits on its processes far more than it computes,
+// owns its server, directory and port, and looks for what its server left
+// with proc.Marked, not among all of this process's descendants.
+func alongside(t *testing.T) {
+	t.Helper()
+	spawns(t)
+	t.Parallel()
 }
 
 // startServer starts examples/httpserver with args after -addr and -pidfile,
@@ -129,6 +144,8 @@ func launchBin(t *testing.T, bin string, env []string, files []*os.File, prefix 
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.Env = append(os.Environ(), env...)
+	s.mark = fmt.Sprintf("upgrader-%d-%d", os.Getpid(), marks.Add(1))
+	proc.Mark(s.cmd, s.mark)
 	s.cmd.ExtraFiles = files
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

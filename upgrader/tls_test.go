@@ -23,7 +23,7 @@ import (
 // connection accepted as the old generation stopped): safe by the protocol,
 // and counted — at most one per upgrade.
 func TestServeTLSUnderUpgrades(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	s := launchBin(t, hijackBin, nil, nil, nil, "-servetls", t.TempDir(), "-drain-timeout", "10s")
 	s.waitPid(0, 10*time.Second)
 	// A tls.Config each: the transport adds "h2" to its NextProtos.

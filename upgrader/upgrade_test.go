@@ -27,7 +27,7 @@ import (
 // flight, and checks that no request failed or was retried, that every
 // generation answered and exited, and that nothing is left behind.
 func TestUpgradesUnderLoad(t *testing.T) {
-	spawns(t)
+	alongside(t)
 	if testing.Short() {
 		t.Skip("long: 20 upgrades under load")
 	}
@@ -102,7 +102,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 			logrec.Count(recs, "event=drain.done"), logrec.Count(recs, "event=drain.cut"), upgrades, s.log())
 	}
 	s.stop()
-	if left := proc.Descendants(os.Getpid()); len(left) > 0 {
+	if left := proc.Marked(s.mark); len(left) > 0 {
 		t.Errorf("processes left behind: %v", left)
 	}
 }

@@ -221,6 +221,44 @@ func Mark(cmd *exec.Cmd, mark string) {
 	cmd.Env = append(cmd.Env, markVar+"="+mark)
 }
 
+// Marked returns the live (not zombie) processes whose environment
+// carries mark (see Mark): what is left of a test's processes, and nothing
+// of a test running alongside.
+func Marked(mark string) []int {
+	return scanMarked(mark, nil)
+}
+
+// scanMarked returns the live processes that carry mark, calling each (if
+// not nil) with every zombie found on the way.
+func scanMarked(mark string, zombie func(pid, ppid int)) []int {
+	want := []byte(markVar + "=" + mark + "\x00")
+	self := os.Getpid()
+	var live []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil || p == self {
+			continue
+		}
+		st, pp, ok := Stat(p)
+		if !ok {
+			continue
+		}
+		if st == "Z" {
+			if zombie != nil {
+				zombie(p, pp)
+			}
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p))
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
+			continue
+		}
+		live = append(live, p)
+	}
+	return live
+}
+
 // KillMarked kills every live process whose environment carries mark (see
 // Mark) and reaps those that are this process's children — its own, and
 // orphans re-parented to it as a subreaper — until none is left or 10 s
@@ -228,34 +266,18 @@ func Mark(cmd *exec.Cmd, mark string) {
 // the exec.Cmd.Wait of a test running alongside still gets its own. It
 // returns the processes still alive at the deadline.
 func KillMarked(mark string) []int {
-	want := []byte(markVar + "=" + mark + "\x00")
 	seen := map[int]bool{}
 	self := os.Getpid()
+	reap := func(p, pp int) {
+		if seen[p] && pp == self {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
+		}
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		var live []int
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			p, err := strconv.Atoi(e.Name())
-			if err != nil || p == self {
-				continue
-			}
-			st, pp, ok := Stat(p)
-			if !ok {
-				continue
-			}
-			if st == "Z" {
-				if seen[p] && pp == self {
-					var ws unix.WaitStatus
-					_, _ = unix.Wait4(p, &ws, unix.WNOHANG, nil)
-				}
-				continue
-			}
-			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p))
-			if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
-				continue
-			}
+		live := scanMarked(mark, reap)
+		for _, p := range live {
 			seen[p] = true
-			live = append(live, p)
 			_ = unix.Kill(p, unix.SIGKILL)
 		}
 		if len(live) == 0 {
