@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -88,8 +90,9 @@ func spread(v []int) string {
 // under an open-loop POST load of rate requests a second, half of them on
 // keep-alive connections, through releases SIGHUPs; after each, once the
 // old generation has exited, it calls after with the new pid, and waits
-// until the new generation has answered 30 requests of the load.
-func releasesUnderLoad(t *testing.T, moveIdle bool, releases, rate int, before func(s *server, pid int), after func(pid int)) releaseFigures {
+// until the new generation has answered 30 requests of the load. It calls
+// before once the first generation serves, end before the load ends.
+func releasesUnderLoad(t *testing.T, moveIdle bool, releases, rate int, before func(s *server, pid int), after func(pid int), end func()) releaseFigures {
 	t.Helper()
 	args := []string{"-drain-timeout", "10s", "-idle-grace", "500ms"}
 	if moveIdle {
@@ -119,6 +122,9 @@ func releasesUnderLoad(t *testing.T, moveIdle bool, releases, rate int, before f
 		if err := load.WaitAnswers(pid, load.Answers(pid)+30, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if end != nil {
+		end()
 	}
 	cancel()
 	f.res = load.Wait()
@@ -199,7 +205,7 @@ func TestMoveIdleUnderLoad(t *testing.T) {
 			keeps = append(keeps, dialKeep(t, s.addr))
 		}
 		check(pid)
-	}, check)
+	}, check, nil)
 	t.Logf("move-idle, %d releases: %v", releases, f)
 	if f.res.Failures() != 0 || f.res.Retried != 0 {
 		t.Errorf("%d POSTs failed, %d retried: %v %q", f.res.Failures(), f.res.Retried, f.res.Failed, f.res.Samples)
@@ -237,6 +243,82 @@ func TestMoveIdleOffDrains(t *testing.T) {
 	s.stop()
 }
 
+// idleLoad is n keep-alive clients, each on one connection of its own,
+// each sending a POST at random intervals of every/2 to 3*every/2 (open
+// loop per client: the interval does not wait for the answer): the clients
+// whose connection sits idle across a release, which the drain closes
+// without MoveIdleConns.
+type idleLoad struct {
+	mu              sync.Mutex
+	sent, ok        int
+	failed, retried int
+	samples         []string
+	done            chan struct{}
+}
+
+func startIdleLoad(ctx context.Context, url string, n int, every time.Duration) *idleLoad {
+	l := &idleLoad{done: make(chan struct{})}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			rng := rand.New(rand.NewPCG(uint64(i), 28))
+			var inner sync.WaitGroup
+			defer inner.Wait()
+			for {
+				wait := every/2 + time.Duration(rng.Int64N(int64(every)))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				inner.Add(1)
+				go func() {
+					defer inner.Done()
+					conns := 0
+					trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns++ }}
+					req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("ping"))
+					resp, err := c.Do(req.WithContext(httptrace.WithClientTrace(context.Background(), trace)))
+					if err == nil {
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil && resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("HTTP %d", resp.StatusCode)
+						}
+					}
+					l.mu.Lock()
+					defer l.mu.Unlock()
+					l.sent++
+					if conns > 1 {
+						l.retried++
+					}
+					if err != nil {
+						l.failed++
+						if len(l.samples) < 5 {
+							l.samples = append(l.samples, err.Error())
+						}
+						return
+					}
+					l.ok++
+				}()
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(l.done) }()
+	return l
+}
+
+func (l *idleLoad) String() string {
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprintf("idle clients: %d POSTs, %d failed, %d retried %q", l.sent, l.failed, l.retried, l.samples)
+}
+
 // TestMoveIdleCompare measures the same load through the same releases with
 // and without -move-idle, for docs/library.md; it runs only with
 // HANDOFF_TEST_MOVE_IDLE_COMPARE=N (N releases each, N*2 runs alternated
@@ -255,10 +337,36 @@ func TestMoveIdleCompare(t *testing.T) {
 	if r, err := strconv.Atoi(os.Getenv("HANDOFF_TEST_MOVE_IDLE_RATE")); err == nil && r > 0 {
 		rate = r
 	}
+	idle := 0 // idle clients, each a POST every 500 ms on average
+	if r, err := strconv.Atoi(os.Getenv("HANDOFF_TEST_MOVE_IDLE_CLIENTS")); err == nil && r > 0 {
+		idle = r
+	}
 	for r := 0; r < rounds; r++ {
 		for _, move := range []bool{false, true} {
-			f := releasesUnderLoad(t, move, n, rate, nil, nil)
-			t.Logf("round %d, move-idle %v, %d releases at %d POST/s: %v; samples %q", r+1, move, n, rate, f, f.res.Samples)
+			var il *idleLoad
+			ctx, cancel := context.WithCancel(context.Background())
+			f := releasesUnderLoad(t, move, n, rate, func(s *server, _ int) {
+				if idle > 0 {
+					il = startIdleLoad(ctx, "http://"+s.addr+"/", idle, 500*time.Millisecond)
+				}
+			}, func(int) {
+				if il != nil {
+					// Each release waits for the idle clients' next
+					// requests: the old generation drains them.
+					time.Sleep(time.Second) // a pace between releases, not a wait
+				}
+			}, func() {
+				cancel()
+				if il != nil {
+					<-il.done
+				}
+			})
+			cancel()
+			extra := ""
+			if il != nil {
+				extra = "; " + il.String()
+			}
+			t.Logf("round %d, move-idle %v, %d releases at %d POST/s: %v; samples %q%s", r+1, move, n, rate, f, f.res.Samples, extra)
 		}
 	}
 }
