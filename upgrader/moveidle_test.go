@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -369,4 +371,92 @@ func TestMoveIdleCompare(t *testing.T) {
 			t.Logf("round %d, move-idle %v, %d releases at %d POST/s: %v; samples %q%s", r+1, move, n, rate, f, f.res.Samples, extra)
 		}
 	}
+}
+
+// idleBin is testdata/idleserver, built at the first test that needs it.
+var (
+	idleBuild    sync.Once
+	idleBin      string
+	idleBuildErr error
+)
+
+func idleServerBin(t *testing.T) string {
+	t.Helper()
+	spawns(t)
+	idleBuild.Do(func() {
+		idleBin = filepath.Join(filepath.Dir(serverBin), "idleserver")
+		if out, err := exec.Command("go", "build", "-o", idleBin, "./testdata/idleserver").CombinedOutput(); err != nil {
+			idleBuildErr = fmt.Errorf("building testdata/idleserver: %v\n%s", err, out)
+		}
+	})
+	if idleBuildErr != nil {
+		t.Fatal(idleBuildErr)
+	}
+	return idleBin
+}
+
+// TestMoveIdleRefusedServedHere: the new generation runs with
+// RLIMIT_NOFILE 40 and refuses the idle connections it has no descriptor
+// for. Each of 60 idle keep-alive clients then sends one POST: the ones
+// that moved are answered by the new generation on the same connection,
+// kept open; the refused ones by the old generation, which kept them as a
+// drain does (served, with "Connection: close"); each exactly once, none
+// lost, as the old generation's handover records count them.
+func TestMoveIdleRefusedServedHere(t *testing.T) {
+	bin := idleServerBin(t)
+	s := launchBin(t, bin, []string{"IDLE_NOFILE=40"}, nil, nil, "-log-format", "json", "-idle-grace", "20s", "-drain-timeout", "30s")
+	old := s.waitPid(0, 10*time.Second)
+	const n = 60
+	keeps := make([]*keepClient, n)
+	for i := range keeps {
+		keeps[i] = dialKeep(t, s.addr)
+		if pid, _, err := keeps[i].post(); err != nil || pid != old {
+			t.Fatalf("client %d: pid %d, %v", i, pid, err)
+		}
+	}
+	s.signal(syscall.SIGHUP)
+	pid := s.waitPid(old, 30*time.Second)
+	// The old generation's figures, once every connection was answered.
+	var committed, refused int
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		committed, refused = 0, 0
+		for _, r := range s.records() {
+			c, _ := strconv.Atoi(r.Get("conns"))
+			switch {
+			case r.Match("event=handover.committed", "pid="+strconv.Itoa(old)):
+				committed += c
+			case r.Match("event=handover.refused", "pid="+strconv.Itoa(old)):
+				refused += c
+			}
+		}
+		if committed+refused == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old generation logged %d committed and %d refused of %d; log:\n%s", committed, refused, n, tail(s.log(), 30))
+		}
+	}
+	byOld, byNew := 0, 0
+	for i, k := range keeps {
+		got, closing, err := k.post()
+		switch {
+		case err != nil:
+			t.Fatalf("client %d: %v", i, err)
+		case got == pid && !closing:
+			byNew++
+		case got == old && closing:
+			byOld++
+		default:
+			t.Fatalf("client %d: answered by pid %d (close %v); want the new %d kept open or the old %d closing", i, got, closing, pid, old)
+		}
+	}
+	t.Logf("of %d idle connections: %d moved and answered by the new generation, %d refused and served by the old one with Connection: close", n, byNew, byOld)
+	if byNew != committed || byOld != refused || byNew == 0 || byOld == 0 {
+		t.Fatalf("%d answered by the new generation, %d by the old; %d committed, %d refused: want those, some of each", byNew, byOld, committed, refused)
+	}
+	s.waitExited(old, 20*time.Second)
+	for _, k := range keeps {
+		k.c.Close()
+	}
+	s.stop()
 }
