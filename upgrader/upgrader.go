@@ -162,8 +162,13 @@ type Options struct {
 	//     with a new generation that does not set it, over TLS.
 	//
 	// With it set, the Handover is made at Ready if the program did not
-	// make its own; states that begin with a zero byte followed by
-	// "handoff:" are the Upgrader's. Default false: idle connections are
+	// make its own; the connections moved this way never come out of
+	// Adopted, and states that begin with a zero byte followed by
+	// "handoff:" are the Upgrader's. Listen then returns, for TCP, a
+	// wrapper rather than a *net.TCPListener; a listener wrapper of the
+	// program's that reads a preamble of each connection (the PROXY
+	// protocol) cannot take a moved connection: leave the option unset
+	// there. Default false: idle connections are
 	// closed after IdleGrace, as before.
 	MoveIdleConns bool
 }
