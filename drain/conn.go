@@ -107,25 +107,81 @@ func (l *trackedListener) track(c net.Conn) net.Conn {
 }
 
 // trackedConn records the time of its last successful read, and tells the
-// Drainer when it is closed (which matters for hijacked connections).
+// Drainer when it is closed (which matters for hijacked connections). It
+// also lets a move (see move.go) stop the server's read of an idle
+// connection without consuming a byte: the fields under mu.
 type trackedConn struct {
 	net.Conn
 	d        *Drainer
 	lastRead atomic.Int64 // UnixNano
 	closed   atomic.Bool
+	// moved: a MoveIdle function took the connection; it is no longer
+	// this server's to close.
+	moved atomic.Bool
+
+	mu sync.Mutex
+	// reading: the server is in Read, with a buffer of readLen bytes;
+	// firstLen is the length of its first Read's buffer, which net/http
+	// makes into its whole, empty, read buffer.
+	reading           bool
+	readLen, firstLen int
+	// dirty: bytes were read since the server last reported the
+	// connection idle.
+	dirty bool
+	// deadline is the read deadline the server set, which a stop
+	// overrides until it ends.
+	deadline time.Time
+	// stop is the stop in progress, if any; stale: one gave up before
+	// the Read returned, whose timeout is then its.
+	stop  *readStop
+	stale bool
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.lastRead.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	if c.firstLen == 0 {
+		c.firstLen = len(p)
 	}
-	return n, err
+	c.reading, c.readLen = true, len(p)
+	c.mu.Unlock()
+	for {
+		n, err := c.Conn.Read(p)
+		if n > 0 {
+			c.lastRead.Store(time.Now().UnixNano())
+		}
+		if again, n, err := c.afterRead(n, err); !again {
+			return n, err
+		}
+		// A stop ended without a move: read on as if nothing happened.
+	}
+}
+
+// SetReadDeadline sets the server's read deadline; while a stop holds the
+// read, it takes effect once the stop ends.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	if c.stop != nil {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines, the read one as SetReadDeadline does.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
 }
 
 func (c *trackedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.d.forget(c)
+	}
+	if c.moved.Load() {
+		return nil // the mover's now
 	}
 	return c.Conn.Close()
 }

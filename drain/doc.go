@@ -37,6 +37,11 @@
 //     seen idle; that check and the FIN are one step, so a request is lost
 //     only if the client sends it while the FIN is on its way, which
 //     HTTP/1.1 cannot rule out.
+//   - With MoveIdle, an idle keep-alive connection is first given to
+//     another owner instead (package upgrader's Options.MoveIdleConns
+//     moves it to the new generation): its server's read is stopped
+//     without consuming a byte, and the connection goes on there, or, if
+//     the owner does not take it, here as if nothing had happened.
 //   - HTTP/2 connections (net/http's own HTTP/2, over TLS or h2c with prior
 //     knowledge) get a GOAWAY instead of the FIN, in the two steps of RFC
 //     9113, section 6.8: first one naming stream 2^31-1, with a PING; once

@@ -34,6 +34,9 @@ type Stats struct {
 	// Cut counts connections still open at the deadline, closed with work in
 	// progress.
 	Cut int
+	// Moved counts idle connections taken by the MoveIdle function rather
+	// than closed.
+	Moved int
 	// Duration is how long the drain took.
 	Duration time.Duration
 }
@@ -67,6 +70,11 @@ type Drainer struct {
 	// (see OnProgress).
 	progress func(left int)
 
+	// mover takes idle connections during Drain (see MoveIdle); moved
+	// counts those it took.
+	mover func(net.Conn) bool
+	moved int
+
 	// reqCtx is the parent of every request's context; cancelled at the
 	// drain deadline.
 	reqCtx    context.Context
@@ -94,6 +102,9 @@ type connInfo struct {
 	h2       *h2Server
 	goAway   bool
 	h2Active int
+	// moving: a move (see MoveIdle) holds the connection; offered: one
+	// held it and gave it to the mover, which did not take it.
+	moving, offered bool
 }
 
 // NewDrainer returns a Drainer configured by opts: it closes connections
@@ -299,6 +310,9 @@ func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 		} else {
 			d.conns[c] = &connInfo{state: s, since: time.Now()}
 		}
+		if tc, ok := c.(*trackedConn); ok && s == http.StateIdle {
+			tc.markIdle()
+		}
 	case http.StateHijacked:
 		delete(d.conns, c)
 		closed, seen := connClosed(c)
@@ -432,6 +446,7 @@ func (d *Drainer) Drain(ctx context.Context) Stats {
 	defer tick.Stop()
 	for {
 		d.goAway(start, &stats)
+		d.moveIdle()
 		left := d.closeIdle(start, &stats)
 		if progress := d.progressFunc(); progress != nil {
 			progress(left)
@@ -459,6 +474,9 @@ func (d *Drainer) Drain(ctx context.Context) Stats {
 	for _, srv := range servers {
 		srv.Close()
 	}
+	d.mu.Lock()
+	stats.Moved = d.moved
+	d.mu.Unlock()
 	done := make(chan struct{})
 	go func() { d.serving.Wait(); close(done) }()
 	select {
@@ -487,7 +505,7 @@ func (d *Drainer) closeIdle(start time.Time, stats *Stats) int {
 	defer d.mu.Unlock()
 	d.sweepHijacked()
 	for c, ci := range d.conns {
-		if ci.closing || ci.h2 != nil || (ci.state != http.StateIdle && ci.state != http.StateNew) {
+		if ci.closing || ci.moving || ci.h2 != nil || (ci.state != http.StateIdle && ci.state != http.StateNew) {
 			continue
 		}
 		since := ci.since

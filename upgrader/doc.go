@@ -97,7 +97,9 @@
 // hijacked connections — tell their handlers to finish from the OnDrain hook
 // of the Drainer given to ServeDrainer (see NewDrainer), or when Exit is closed.
 // Background work started with Go is waited for after the connections,
-// within the same deadline.
+// within the same deadline. With Options.MoveIdleConns, a generation that
+// hands over moves its idle HTTP/1.1 keep-alive connections to the new one
+// (through Handover) instead of closing them.
 //
 // # systemd
 //

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -165,6 +166,10 @@ type Handover struct {
 	outOnce sync.Once
 	out     *hoSender
 	outErr  error
+
+	// internal: made by the Upgrader for MoveIdleConns, not by the
+	// program, which then reads nothing from Adopted.
+	internal bool
 }
 
 // Handover returns this generation's Handover, made at the first call with
@@ -174,6 +179,11 @@ type Handover struct {
 // connections cannot move (systems other than Linux) Offer fails with an
 // error that wraps errors.ErrUnsupported and Adopted is closed.
 func (u *Upgrader) Handover(opts HandoverOptions) *Handover {
+	return u.handover(opts, false)
+}
+
+// handover is Handover, made by the Upgrader itself if internal.
+func (u *Upgrader) handover(opts HandoverOptions, internal bool) *Handover {
 	u.hoMu.Lock()
 	defer u.hoMu.Unlock()
 	if u.ho != nil {
@@ -185,7 +195,7 @@ func (u *Upgrader) Handover(opts HandoverOptions) *Handover {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultHandoverTimeout
 	}
-	h := &Handover{u: u, opts: opts, adoptC: make(chan Adoption), qSignal: make(chan struct{}, 1)}
+	h := &Handover{u: u, opts: opts, adoptC: make(chan Adoption), qSignal: make(chan struct{}, 1), internal: internal}
 	u.ho = h
 	go h.deliver()
 	h.adoptFromParent()
@@ -321,6 +331,10 @@ func (h *Handover) deliver() {
 		h.queue = nil
 		h.qmu.Unlock()
 		for _, a := range q {
+			if key, ok := idleKey(a.State); ok {
+				h.u.takeIdle(key, a.Conn)
+				continue
+			}
 			h.adoptC <- a
 		}
 		if len(q) == 0 && done {
@@ -341,6 +355,9 @@ func (l *hoListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if hc, ok := c.(*hoConn); ok {
+		return hc, nil // tracked already (see MoveIdleConns)
+	}
 	return &hoConn{Conn: c}, nil
 }
 
@@ -348,6 +365,9 @@ func (l *hoListener) Accept() (net.Conn, error) {
 // refuses them once it is offered (sealed).
 type hoConn struct {
 	net.Conn
+	// key is the address of the listener that accepted it, where that
+	// listener takes idle HTTP connections (see MoveIdleConns).
+	key     string
 	mu      sync.Mutex
 	readers int
 	writers int
@@ -412,6 +432,19 @@ func (c *hoConn) unseal() {
 	c.mu.Lock()
 	c.sealed = false
 	c.mu.Unlock()
+}
+
+// ReadFrom keeps the kernel's sendfile/splice path for what is written
+// from a file (an HTTP response, say); it counts as a Write.
+func (c *hoConn) ReadFrom(r io.Reader) (int64, error) {
+	if err := c.enter(true); err != nil {
+		return 0, err
+	}
+	defer c.leave(true)
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
 }
 
 // CloseWrite half-closes, as *net.TCPConn does.

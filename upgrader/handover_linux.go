@@ -152,9 +152,9 @@ func (h *Handover) receive(c *net.UnixConn) {
 			switch {
 			case len(fds) == 0 || flags&unix.MSG_CTRUNC != 0:
 				reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
-			case reason == "" && h.opts.Check != nil:
-				if err := h.opts.Check(state); err != nil {
-					reason = "Check: " + err.Error()
+			case reason == "":
+				if err := h.check(state); err != nil {
+					reason = err.Error()
 				}
 			}
 			var nc net.Conn

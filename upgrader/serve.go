@@ -91,6 +91,9 @@ func (u *Upgrader) drain(d *drain.Drainer) {
 			u.reportDrain(left, deadline)
 		}
 	})
+	if u.opts.MoveIdleConns && u.HandedOver() {
+		d.MoveIdle(u.moveIdle)
+	}
 	open := d.OpenConns()
 	jobs := u.jobs.close()
 	u.log.Info("draining", "event", "drain.started", "conns", open, "jobs", jobs, "deadline_s", u.opts.DrainTimeout.Seconds())
@@ -105,11 +108,11 @@ func (u *Upgrader) drain(d *drain.Drainer) {
 		_ = c.send("drained %s", b)
 	}
 	if st.Cut > 0 || cancelled > 0 {
-		u.log.Warn("drain cut short", "event", "drain.cut", "cut", st.Cut, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked,
+		u.log.Warn("drain cut short", "event", "drain.cut", "cut", st.Cut, "idle_closed", st.IdleClosed, "moved", st.Moved, "go_away", st.GoAway, "hijacked", st.Hijacked,
 			"jobs", jobs, "jobs_cancelled", cancelled, "after_ms", took.Milliseconds())
 		return
 	}
-	u.log.Info("drained", "event", "drain.done", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "go_away", st.GoAway, "hijacked", st.Hijacked, "jobs", jobs)
+	u.log.Info("drained", "event", "drain.done", "drain_ms", took.Milliseconds(), "conns", st.Conns, "idle_closed", st.IdleClosed, "moved", st.Moved, "go_away", st.GoAway, "hijacked", st.Hijacked, "jobs", jobs)
 }
 
 // jobGrace is how long background jobs have to return once their context is

@@ -137,6 +137,40 @@ type Options struct {
 	// Default DefaultBake; negative: no bake, hand over at Ready. New
 	// refuses a positive value below MinBake.
 	Bake time.Duration
+	// MoveIdleConns, if true, hands the idle HTTP/1.1 keep-alive
+	// connections of a generation that hands over to the new generation
+	// instead of closing them, which removes the race of the drain's
+	// close with a request the client sends just then (see
+	// docs/library.md). It applies to the TCP listeners from Listen
+	// served through Serve or ServeDrainer, over plain HTTP/1.1 (not TLS,
+	// not HTTP/2, not hijacked), on Linux; the new generation must set it
+	// too, and each connection it takes comes out of the Accept of its
+	// listener of the same address, to be served by its own http.Server
+	// as if it had accepted it. What is guaranteed, in order:
+	//
+	//   - Only a connection whose server waits for its next request with
+	//     no byte of it read moves; its server's read is stopped without
+	//     consuming a byte (package drain's Drainer.MoveIdle), and the
+	//     bytes the client sends meanwhile wait in the kernel for
+	//     whichever generation owns it next. One whose next request has
+	//     begun is served here, with "Connection: close".
+	//   - It moves through Handover (see there): one owner at a time; a
+	//     connection the new generation refuses, or whose batch is
+	//     aborted, is served on here as if nothing had happened, and
+	//     drains as without this option.
+	//   - Connections that do not move drain as without it: at a stop,
+	//     with a new generation that does not set it, over TLS.
+	//
+	// With it set, the Handover is made at Ready if the program did not
+	// make its own; the connections moved this way never come out of
+	// Adopted, and states that begin with a zero byte followed by
+	// "handoff:" are the Upgrader's. Listen then returns, for TCP, a
+	// wrapper rather than a *net.TCPListener; a listener wrapper of the
+	// program's that reads a preamble of each connection (the PROXY
+	// protocol) cannot take a moved connection: leave the option unset
+	// there. Default false: idle connections are
+	// closed after IdleGrace, as before.
+	MoveIdleConns bool
 }
 
 // Upgrader hands the listening sockets of one generation to the next. Create
@@ -210,6 +244,9 @@ type Upgrader struct {
 	hoMu   sync.Mutex
 	ho     *Handover
 	hoNext atomic.Pointer[net.UnixConn]
+	// idleLns are the listeners that take idle HTTP connections moved
+	// from the previous generation, by address (see MoveIdleConns).
+	idleLns map[string]*idleListener
 }
 
 // New prepares this process as a generation: it takes the sockets the
@@ -326,6 +363,9 @@ func newWithCore(opts Options, c core, sig *signals) (*Upgrader, error) {
 		base = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	u.log = base.With("gen", u.gen, "pid", os.Getpid())
+	if opts.MoveIdleConns {
+		u.OnReady(u.adoptIdle)
+	}
 	if c.HasParent() {
 		go u.watchParent()
 	}
@@ -493,7 +533,7 @@ func (u *Upgrader) ListenAddr(a listener.Addr) (net.Listener, error) {
 		source = "held"
 	}
 	u.log.Info("listening", "event", "listening", "addr", a.String(), "local", ln.Addr().String(), "source", source)
-	return ln, nil
+	return u.idleListen(ln), nil
 }
 
 // ListenPacket is Listen for datagram sockets: network "udp", "udp4", "udp6"

@@ -36,6 +36,7 @@ func main() {
 	bake := flag.Duration("bake", upgrader.DefaultBake, "how long a new generation has, once ready, to prove it serves before this one hands over; negative: no bake")
 	logFormat := flag.String("log-format", "text", "log lines as text (key=value) or json")
 	fdstore := flag.Bool("fdstore", false, "store the sockets in systemd's fd store (on by itself where systemd sets $FDSTORE)")
+	moveIdle := flag.Bool("move-idle", false, "at an upgrade, hand idle keep-alive connections to the new generation instead of closing them (set it in both)")
 	flag.Parse()
 	log.SetFlags(0)
 	var logger *slog.Logger // nil: the upgrader's default, text on stderr
@@ -56,6 +57,7 @@ func main() {
 		FDStore:        *fdstore,
 		StopDelay:      *stopDelay,
 		Bake:           *bake,
+		MoveIdleConns:  *moveIdle,
 	})
 	if err != nil {
 		log.Fatal(err)
