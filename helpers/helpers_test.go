@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -53,11 +54,11 @@ func TestMain(m *testing.M) {
 
 // reloadsUnderLoad runs program under `handoff run --ready MODE` and
 // reloads it 15 times, each once the new generation serves, with up to three
-// old generations draining at once, under an open-loop POST load of 300
+// old generations draining at once, under an open-loop POST load of 600
 // requests/s over keep-alive and fresh connections, with 500 ms requests in
 // flight: none may fail or be retried, and every generation must have
-// answered. Two such tests run at once (alongside), 600 requests/s in all:
-// at 600 each, beside CI's background tests, the 2 cores saturated
+// answered. A test that runs alongside another gets 300 requests/s, 600 in
+// all: at 600 each, beside CI's background tests, the 2 cores saturated
 // (Express answered in 1.5 s at the median, and timed out). (The drain Node's docs teach — server.close() — lost 6 and 7 of
 // 32,200 requests under a heavier form of this load, 40 s long, and failed
 // this test in 1 of 3 runs here: the race it loses is narrow.)
@@ -122,7 +123,11 @@ func reloadsUnderLoadEnv(t *testing.T, env []string, ready string, program ...st
 	waitRecord("event=generation.ready", "gen=1")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: 300, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
+	rate := 600
+	if _, shared := sharing.Load(t); shared {
+		rate = 300
+	}
+	load := loadcheck.Start(ctx, loadcheck.Config{URL: "http://" + addr, Rate: rate, Slow: 500 * time.Millisecond, SlowEvery: 100 * time.Millisecond})
 	if err := load.WaitAnswers(0, 120, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +229,7 @@ func withoutActivation(env []string) []string {
 }
 
 func TestNodeHTTP(t *testing.T) {
-	alongside(t)
+	spawns(t)
 	// Node's core cannot send READY=1 (no Unix datagram sockets): handoff
 	// sees it wait for connections instead.
 	reloadsUnderLoad(t, "accept", example(t, "node", "node/example/server.js")...)
@@ -233,7 +238,7 @@ func TestNodeHTTP(t *testing.T) {
 // TestNodeExpress is TestNodeHTTP with an Express app, Express installed
 // from the npm registry into the test's own directory.
 func TestNodeExpress(t *testing.T) {
-	alongside(t)
+	spawns(t)
 	program := example(t, "node", "node/example/express.js")
 	npm, err := exec.LookPath("npm")
 	if err != nil {
@@ -413,16 +418,24 @@ var loadSlots = make(chan struct{}, 2)
 // marks numbers the handoffs the tests start, for proc.Mark.
 var marks atomic.Int64
 
+// sharing holds the tests that run alongside (their *testing.T).
+var sharing sync.Map
+
 // alongside is spawns for a reload-under-load test, which may run beside
 // one other (see loadSlots), after the serial tests: it waits on its
 // processes far more than it computes, and owns its handoff, directory and
-// port, and kills only its own processes (proc.KillMarked).
+// port, and kills only its own processes (proc.KillMarked). Node's tests do
+// not: Node's socket.end() sends the FIN at the event loop's next turn, not
+// in one step with the look for a request, and on a saturated machine a
+// request can come in between (1 of 5,537 in a CI trial beside a busy
+// core); they run alone, as before.
 func alongside(t *testing.T) {
 	t.Helper()
 	spawns(t)
 	t.Parallel()
+	sharing.Store(t, true)
 	loadSlots <- struct{}{}
-	t.Cleanup(func() { <-loadSlots })
+	t.Cleanup(func() { <-loadSlots; sharing.Delete(t) })
 }
 
 func spawns(t *testing.T) {
