@@ -207,6 +207,35 @@ func FDCount(pid int) int {
 	return len(ents)
 }
 
+// FDCountBut returns how many descriptors process pid holds other than its
+// TCP sockets (those its /proc/PID/net/tcp and tcp6 list), or -1 if its fd
+// table cannot be read: a leak check that a client's connections coming
+// and going do not disturb.
+func FDCountBut(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	tcp := map[string]bool{}
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 9 {
+				tcp["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	n := 0
+	for _, e := range ents {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err == nil && tcp[link] {
+			continue
+		}
+		n++
+	}
+	return n
+}
+
 // markVar is the environment variable Mark sets and KillMarked looks for.
 const markVar = "HANDOFF_PROC_TEST_MARK"
 
