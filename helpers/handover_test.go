@@ -232,14 +232,5 @@ func TestPythonHandover(t *testing.T) {
 // answering), after which nothing more is offered.
 func TestPythonHandoverProtocol(t *testing.T) {
 	spawns(t)
-	py := example(t, "python3", "testdata/handover_protocol.py")
-	src, err := filepath.Abs("python")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(py[0], py[1], src).CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "ok:") {
-		t.Fatalf("%v:\n%s", err, out)
-	}
-	t.Log(strings.TrimSpace(string(out)))
+	pythonScript(t, "testdata/handover_protocol.py")
 }

@@ -452,7 +452,15 @@ func spawns(t *testing.T) {
 // connection broken — through ctypes, which keeps the GIL between the look
 // and the FIN, and through the socket methods it falls back on.
 func TestPythonShutIfQuiet(t *testing.T) {
-	py := example(t, "python3", "testdata/shut_if_quiet.py")
+	pythonScript(t, "testdata/shut_if_quiet.py")
+}
+
+// pythonScript runs the Python script at path (relative to helpers/) with
+// the path of helpers/python, which it imports handoff from: it must print
+// a line that starts with "ok:" (logged), and fail otherwise.
+func pythonScript(t *testing.T, path string) {
+	t.Helper()
+	py := example(t, "python3", path)
 	src, err := filepath.Abs("python")
 	if err != nil {
 		t.Fatal(err)
