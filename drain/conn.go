@@ -186,8 +186,20 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// Write writes to the connection, unless it was moved (see MoveIdle): its
+// server has nothing more to say on it.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.moved.Load() {
+		return 0, c.movedErr("write")
+	}
+	return c.Conn.Write(p)
+}
+
 // ReadFrom keeps the kernel's sendfile/splice path for responses.
 func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if c.moved.Load() {
+		return 0, c.movedErr("write")
+	}
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}

@@ -201,7 +201,7 @@ func (c *trackedConn) afterRead(n int, err error) (again bool, _ int, _ error) {
 		c.stop = nil
 		if moved {
 			c.reading = false
-			return false, 0, net.ErrClosed
+			return false, 0, c.movedErr("read")
 		}
 		_ = c.Conn.SetReadDeadline(c.deadline)
 		return true, 0, nil
@@ -218,4 +218,13 @@ func (c *trackedConn) afterRead(n int, err error) (again bool, _ int, _ error) {
 	c.reading = false
 	c.mu.Unlock()
 	return false, n, err
+}
+
+// movedErr is what the server's Read and Write get once the connection
+// was moved: a read error net/http takes for a closed connection and ends
+// the connection on quietly. (A bare net.ErrClosed made it answer a
+// connection still in StateNew with "400 Bad Request", written to the
+// socket the mover now owns.)
+func (c *trackedConn) movedErr(op string) error {
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: net.ErrClosed}
 }

@@ -119,6 +119,53 @@ func TestMoveIdleTaken(t *testing.T) {
 	}
 }
 
+// TestMoveIdleFresh: a connection accepted with no request yet (StateNew)
+// moves too, and once moved its server writes nothing more on it: a mover
+// that keeps the connection after the drain has ended (its server gone)
+// gives the client its own answer first, not a "400 Bad Request" from the
+// server whose read it stopped.
+func TestMoveIdleFresh(t *testing.T) {
+	d, addr, served := moveServer(t, 10*time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	taken := make(chan net.Conn, 1)
+	d.MoveIdle(func(sc net.Conn) bool {
+		taken <- sc
+		return true
+	})
+	done := drainStarted(d)
+	var sc net.Conn
+	select {
+	case sc = <-taken:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new connection was not given to the mover in 5 s")
+	}
+	defer sc.Close()
+	st := <-done // its server has let the connection go
+	if st.Moved != 1 || served.Load() != 0 {
+		t.Errorf("stats %+v, %d requests served by the server; want 1 moved, none served", st, served.Load())
+	}
+	fmt.Fprint(c, secondRequest)
+	_ = sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(secondRequest))
+	if _, err := io.ReadFull(sc, got); err != nil || string(got) != secondRequest {
+		t.Fatalf("the mover read %q, %v; want %q", got, err, secondRequest)
+	}
+	fmt.Fprint(sc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nmoved")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != "moved" {
+		t.Errorf("the client's first answer: %s %q, want the mover's 200 \"moved\"", resp.Status, body)
+	}
+}
+
 // TestMoveIdleRefused: a mover that does not take the connection leaves it
 // as it was: the request the client sent while it was held is served by
 // the server, once, with "Connection: close" as in any drain.
