@@ -125,12 +125,33 @@ func TestMoveIdleTaken(t *testing.T) {
 // gives the client its own answer first, not a "400 Bad Request" from the
 // server whose read it stopped.
 func TestMoveIdleFresh(t *testing.T) {
-	d, addr, served := moveServer(t, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int32
+	accepted := make(chan struct{}, 1)
+	d := drain.NewDrainer(drain.Options{IdleGrace: 10 * time.Second})
+	d.Serve(&http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }),
+		// The drain must begin once the server has the connection: one
+		// still in the accept queue would not be the server's to move.
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				accepted <- struct{}{}
+			}
+		},
+	}, ln)
+	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not accept the connection in 5 s")
+	}
 	taken := make(chan net.Conn, 1)
 	d.MoveIdle(func(sc net.Conn) bool {
 		taken <- sc
