@@ -57,8 +57,8 @@ func TestMain(m *testing.M) {
 // old generations draining at once, under an open-loop POST load of 600
 // requests/s over keep-alive and fresh connections, with 500 ms requests in
 // flight: none may fail or be retried, and every generation must have
-// answered. A test that runs alongside another gets 300 requests/s, 600 in
-// all: at 600 each, beside CI's background tests, the 2 cores saturated
+// answered. A test marked alongside (it may run beside another: the three
+// Python ones) gets 300 requests/s, 600 in all when two run: at 600 each, beside CI's background tests, the 2 cores saturated
 // (Express answered in 1.5 s at the median, and timed out). (The drain Node's docs teach — server.close() — lost 6 and 7 of
 // 32,200 requests under a heavier form of this load, 40 s long, and failed
 // this test in 1 of 3 runs here: the race it loses is narrow.)

@@ -57,6 +57,12 @@ func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a WebSocket upgrade expected", http.StatusBadRequest)
 		return
 	}
+	// Counted before the hijack: from it on, http.Server.Shutdown no
+	// longer waits for this handler, and the drain waits on conns.
+	if e.conns != nil {
+		e.conns.Add(1)
+		defer e.conns.Done()
+	}
 	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -68,10 +74,6 @@ func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pending, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	if e.conns != nil {
-		e.conns.Add(1)
-		defer e.conns.Done()
-	}
 	e.serve(c, pending)
 }
 

@@ -208,9 +208,10 @@ func FDCount(pid int) int {
 }
 
 // FDCountBut returns how many descriptors process pid holds other than its
-// TCP sockets (those its /proc/PID/net/tcp and tcp6 list), or -1 if its fd
-// table cannot be read: a leak check that a client's connections coming
-// and going do not disturb.
+// TCP connections (the sockets its /proc/PID/net/tcp and tcp6 list in a
+// state other than LISTEN), or -1 if its fd table cannot be read: a leak
+// check that a client's connections coming and going do not disturb, and
+// that still counts every copy of a listening socket.
 func FDCountBut(pid int) int {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -220,7 +221,7 @@ func FDCountBut(pid int) int {
 	for _, table := range []string{"tcp", "tcp6"} {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
 		for _, line := range strings.Split(string(b), "\n")[1:] {
-			if f := strings.Fields(line); len(f) > 9 {
+			if f := strings.Fields(line); len(f) > 9 && f[3] != "0A" { // 0A: TCP_LISTEN
 				tcp["socket:["+f[9]+"]"] = true
 			}
 		}

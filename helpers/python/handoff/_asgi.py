@@ -77,12 +77,13 @@ class _ASGIConnection(asyncio.Protocol):
     # requests
 
     def shut_if_idle(self) -> bool:
-        """If no request is under way and none was received — not in the
-        buffer, nor in the kernel's — send the FIN in one step with that
+        """If no request is under way, none was received — not in the
+        buffer, nor in the kernel's — and no response is still being sent,
+        send the FIN in one step with that
         look (see _quiet) and say True: the caller closes the transport.
         False, with nothing done, if a request is under way or waits."""
-        if self.task is not None or self.buf:
-            return False
+        if self.task is not None or self.buf or self.transport.get_write_buffer_size() > 0:
+            return False  # (a response still going out would be cut by the FIN)
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return True
