@@ -21,6 +21,9 @@ type Options struct {
 	// answer one batch; past it the rest of the handover is aborted and
 	// those connections drain. Default upgrader.DefaultHandoverTimeout.
 	Timeout time.Duration
+	// Turns is how many connections registered with OnTurn have their
+	// turn at once. Default upgrader.DefaultHandoverTurns.
+	Turns int
 	// Logger receives the handover's records (event keys handover.*).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -83,7 +86,7 @@ type Handover struct {
 //	           ErrNotHandingOver; the program drains as without a handover
 //	(nil, err) the variable is malformed or names no SOCK_SEQPACKET socket
 func New(opts Options) (*Handover, error) {
-	h, err := upgrader.InheritedHandover(upgrader.HandoverOptions{Check: opts.Check, Batch: opts.Batch, Timeout: opts.Timeout}, opts.Logger)
+	h, err := upgrader.InheritedHandover(upgrader.HandoverOptions{Check: opts.Check, Batch: opts.Batch, Timeout: opts.Timeout, Turns: opts.Turns}, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +113,17 @@ func (h *Handover) Track(c net.Conn) net.Conn { return h.h.Track(c) }
 // turns back to false. False at a plain stop of handoff, and when the new
 // process does not adopt: drain then.
 func (h *Handover) HandedOver() bool { return h.h.HandedOver() }
+
+// OnTurn arranges for f to be called, in a goroutine of its own, when it is
+// c's turn to stop its reader and be offered, and returns a function that
+// cancels that if the turn has not come yet. Once HandedOver has reported
+// true (ask it when the stop signal arrives), the connections registered
+// get their turns in order, Options.Turns at a time, and the others are
+// served on meanwhile: each pauses for its own batch only. A turn ends when
+// Offer(c) returns, when c is closed, or after Options.Timeout. See
+// upgrader.Handover.OnTurn. Without a successor that adopts, f is never
+// called: stop the readers and drain as without a handover.
+func (h *Handover) OnTurn(c net.Conn, f func()) (stop func() bool) { return h.h.OnTurn(c, f) }
 
 // Offer hands c to the process that replaces this one with state (at most
 // upgrader.MaxHandoverState bytes) and unread (at most

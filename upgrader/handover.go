@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"container/list"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,6 +28,10 @@ const (
 	// connections in flight unanswered, for a zero
 	// HandoverOptions.Timeout.
 	DefaultHandoverTimeout = 2 * time.Second
+	// DefaultHandoverTurns is how many connections registered with
+	// OnTurn have their turn at once, for a zero HandoverOptions.Turns:
+	// four batches of DefaultHandoverBatch.
+	DefaultHandoverTurns = 4 * DefaultHandoverBatch
 )
 
 // The errors of Offer. An Offer that fails leaves the connection with the
@@ -84,6 +89,10 @@ type HandoverOptions struct {
 	// batch in flight is aborted, and so is the rest of the handover.
 	// Default DefaultHandoverTimeout.
 	Timeout time.Duration
+	// Turns is how many connections registered with OnTurn may be
+	// between the start of their turn and the end of their Offer at
+	// once. Default DefaultHandoverTurns.
+	Turns int
 }
 
 // Adoption is a connection adopted from the previous generation.
@@ -170,6 +179,14 @@ type Handover struct {
 	// internal: made by the Upgrader for MoveIdleConns, not by the
 	// program, which then reads nothing from Adopted.
 	internal bool
+
+	// The turns (see OnTurn): those waiting, in order, and how many are
+	// active.
+	turnsOnce sync.Once
+	tmu       sync.Mutex
+	waiting   list.List
+	tmode     turnMode
+	tactive   int
 }
 
 // Handover returns this generation's Handover, made at the first call with
@@ -194,6 +211,9 @@ func (u *Upgrader) handover(opts HandoverOptions, internal bool) *Handover {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultHandoverTimeout
+	}
+	if opts.Turns <= 0 {
+		opts.Turns = DefaultHandoverTurns
 	}
 	h := &Handover{u: u, opts: opts, adoptC: make(chan Adoption), qSignal: make(chan struct{}, 1), internal: internal}
 	u.ho = h
@@ -238,6 +258,9 @@ func (h *Handover) Track(c net.Conn) net.Conn {
 // again; serve and drain it as without a handover. state and unread are
 // copied; the caller may reuse them.
 func (h *Handover) Offer(c net.Conn, state, unread []byte) error {
+	if tc := trackedConn(c); tc != nil {
+		defer tc.endTurn() // whatever the outcome: the next one's turn (see OnTurn)
+	}
 	if !h.u.HandedOver() {
 		return ErrNotHandingOver
 	}
@@ -372,6 +395,7 @@ type hoConn struct {
 	readers int
 	writers int
 	sealed  bool
+	turn    *turn // its place in the turns, if registered (see OnTurn)
 }
 
 func (c *hoConn) enter(w bool) error {
@@ -445,6 +469,13 @@ func (c *hoConn) ReadFrom(r io.Reader) (int64, error) {
 		return rf.ReadFrom(r)
 	}
 	return io.Copy(c.Conn, r)
+}
+
+// Close ends the connection's turn, if it has one (see OnTurn), and closes
+// it.
+func (c *hoConn) Close() error {
+	c.endTurn()
+	return c.Conn.Close()
 }
 
 // CloseWrite half-closes, as *net.TCPConn does.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -252,6 +253,108 @@ func TestHandoverLines(t *testing.T) {
 	t.Logf("%d clients, %d lines answered in order across 4 generations, 0 lost or repeated, 0 reconnects", n, lines)
 	for _, lc := range cs {
 		lc.c.Close()
+	}
+	s.stop()
+}
+
+// TestHandoverInTurns: examples/lines with -handover-turns 4, 120 clients
+// each sending one numbered line at a time, through a SIGHUP. The
+// connections stop to be offered four at a time (OnTurn), and the others
+// are served on meanwhile: lines sent after a client had its first answer
+// from the new generation are still answered by the old one — which cannot
+// happen when every connection stops at once, since the first commit comes
+// after every reader has stopped. Every connection moves, and no line is
+// lost or answered twice.
+func TestHandoverInTurns(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, linesBin, nil, nil, nil, "-log-format", "json", "-drain-timeout", "30s", "-handover-turns", "4")
+	old := s.waitPid(0, 10*time.Second)
+	const n = 120
+	var (
+		sends    atomic.Int64 // lines sent by all clients: the clock
+		firstNew atomic.Int64 // the clock at the first answer from another pid
+		lateOld  atomic.Int64 // answers from old to lines sent after that
+		answered atomic.Int64 // clients answered by old once
+	)
+	stop := make(chan struct{})
+	errs := make(chan error, n)
+	lastPid := make([]atomic.Int64, n)
+	conns := make([]net.Conn, n)
+	for i := range n {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+		t.Cleanup(func() { c.Close() })
+		go func() {
+			r := bufio.NewReader(c)
+			for k := 1; ; k++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				at := sends.Add(1)
+				count, pid, err := roundTrip(c, r, strconv.Itoa(k))
+				if err == nil && count != k {
+					err = fmt.Errorf("line %d answered with count %d", k, count)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d, line %d: %w", i, k, err)
+					return
+				}
+				if k == 1 {
+					answered.Add(1)
+				}
+				lastPid[i].Store(int64(pid))
+				if pid == old {
+					if fn := firstNew.Load(); fn != 0 && at > fn {
+						lateOld.Add(1)
+					}
+				} else {
+					firstNew.CompareAndSwap(0, sends.Load())
+				}
+				time.Sleep(2 * time.Millisecond) // a pace, not a wait
+			}
+		}()
+	}
+	for answered.Load() < n {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.signal(syscall.SIGHUP)
+	pid := s.waitPid(old, 20*time.Second)
+	s.waitExited(old, 20*time.Second)
+	for i := range n { // each client's next answer comes from the new pid
+		for deadline := time.Now().Add(20 * time.Second); lastPid[i].Load() != int64(pid); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("client %d last answered by pid %d, not by the new generation %d", i, lastPid[i].Load(), pid)
+			}
+		}
+	}
+	close(stop)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	moved := 0
+	for _, r := range s.records() {
+		if r.Match("event=handover.committed") {
+			c, _ := strconv.Atoi(r.Get("conns"))
+			moved += c
+		}
+	}
+	if moved != n {
+		t.Errorf("handover.committed counts %d connections, want %d", moved, n)
+	}
+	t.Logf("%d lines answered by the old generation after the first answer from the new one", lateOld.Load())
+	if lateOld.Load() == 0 {
+		t.Error("no line sent after the first answer from the new generation was answered by the old one: the connections did not wait for their turns")
+	}
+	for _, c := range conns {
+		c.Close()
 	}
 	s.stop()
 }

@@ -20,11 +20,11 @@ import (
 // passed, connections adopted from the process this one replaces, and on
 // the stop signal each connection offered to the process replacing this
 // one, or drained.
-func runDaemon(logger *slog.Logger, drainTimeout time.Duration) {
+func runDaemon(logger *slog.Logger, drainTimeout time.Duration, turns int) {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	// Before READY=1: handoff learns that this process adopts.
-	h, err := handover.New(handover.Options{Logger: logger})
+	h, err := handover.New(handover.Options{Logger: logger, Turns: turns})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -52,6 +52,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:7000", "address to serve on")
 	pidfile := flag.String("pidfile", "", "file to write the serving generation's pid to")
 	drainTimeout := flag.Duration("drain-timeout", 10*time.Second, "how long connections that do not move are served on once this generation hands over or stops")
+	turns := flag.Int("handover-turns", 0, "how many connections stop to be offered at once when this generation hands over, the others served on meanwhile (0: upgrader.DefaultHandoverTurns)")
 	logFormat := flag.String("log-format", "text", "log lines as text (key=value) or json")
 	flag.Parse()
 	var logger *slog.Logger
@@ -66,7 +67,7 @@ func main() {
 	}
 
 	if _, ok := os.LookupEnv(upgrader.HandoverChannelsEnv); ok {
-		runDaemon(logger, *drainTimeout)
+		runDaemon(logger, *drainTimeout, *turns)
 		return
 	}
 	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, Logger: logger, DrainTimeout: *drainTimeout})
@@ -75,7 +76,7 @@ func main() {
 	}
 	defer u.Stop()
 	// Before Ready: a new generation tells the old one it adopts.
-	h := u.Handover(upgrader.HandoverOptions{})
+	h := u.Handover(upgrader.HandoverOptions{Turns: *turns})
 	ln, err := u.Listen("", *addr)
 	if err != nil {
 		log.Fatal(err)
@@ -142,6 +143,8 @@ func (s *server) finish(logger *slog.Logger, ln net.Listener, drainTimeout time.
 // mode, handover.Handover under handoff run.
 type offerer interface {
 	Offer(c net.Conn, state, unread []byte) error
+	OnTurn(c net.Conn, f func()) (stop func() bool)
+	HandedOver() bool
 }
 
 type server struct {
@@ -159,9 +162,19 @@ type server struct {
 // in pending (read by a previous generation, not yet answered).
 func (s *server) serve(c net.Conn, count uint64, pending []byte) {
 	defer s.wg.Done()
-	// When this generation hands over or stops, wake the reader, so that
-	// it stops between two lines.
-	stop := context.AfterFunc(s.exiting, func() { _ = c.SetReadDeadline(time.Now()) })
+	// Wake the reader, so that it stops between two lines, when this
+	// connection's turn to be offered comes (handing over, the others are
+	// served on meanwhile: each pauses for its own batch only), or when
+	// this generation stops without handing over.
+	var stopped atomic.Bool
+	interrupt := func() { stopped.Store(true); _ = c.SetReadDeadline(time.Now()) }
+	stopTurn := s.h.OnTurn(c, interrupt)
+	defer stopTurn()
+	stop := context.AfterFunc(s.exiting, func() {
+		if !s.h.HandedOver() {
+			interrupt()
+		}
+	})
 	defer stop()
 	buf := append(make([]byte, 0, 4096), pending...)
 	out := make([]byte, 0, 4096)
@@ -191,7 +204,7 @@ func (s *server) serve(c net.Conn, count uint64, pending []byte) {
 			c.Close()
 			return
 		}
-		if s.exiting.Err() != nil && !draining {
+		if stopped.Load() && !draining {
 			// Between two lines, no Read in progress: offer it with its
 			// count and the part of a line read so far.
 			if err := s.h.Offer(c, binary.AppendUvarint(nil, count), buf); err == nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/handoff-dev/handoff/upgrader"
@@ -49,6 +50,8 @@ type wsEcho struct {
 // mode, handover.Handover under handoff run --handover.
 type offerer interface {
 	Offer(c net.Conn, state, unread []byte) error
+	OnTurn(c net.Conn, f func()) (stop func() bool)
+	HandedOver() bool
 }
 
 func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -78,9 +81,24 @@ func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve echoes c's messages, starting with the bytes in pending, until the
-// client closes or this generation hands over (then c moves) or stops.
+// client closes or this generation hands over (then c moves, when its turn
+// comes) or stops.
 func (e *wsEcho) serve(c net.Conn, pending []byte) {
-	stop := context.AfterFunc(e.draining, func() { _ = c.SetReadDeadline(time.Now()) })
+	// stopped is set when c's reader should stop: c's turn to be offered
+	// has come (the other connections are served on meanwhile, so that
+	// each pauses only for its own batch), or this generation stops
+	// without handing over.
+	var stopped atomic.Bool
+	interrupt := func() { stopped.Store(true); _ = c.SetReadDeadline(time.Now()) }
+	if e.h != nil {
+		stopTurn := e.h.OnTurn(c, interrupt)
+		defer stopTurn()
+	}
+	stop := context.AfterFunc(e.draining, func() {
+		if e.h == nil || !e.h.HandedOver() {
+			interrupt() // handing over, OnTurn calls it in turn
+		}
+	})
 	defer stop()
 	buf := append([]byte(nil), pending...)
 	tmp := make([]byte, 4096)
@@ -110,7 +128,7 @@ func (e *wsEcho) serve(c net.Conn, pending []byte) {
 			c.Close()
 			return
 		}
-		if e.draining.Err() != nil {
+		if stopped.Load() {
 			// Between two frames, nothing read in progress.
 			if e.h != nil && e.h.Offer(c, nil, buf) == nil {
 				return // the new generation's now
@@ -122,7 +140,7 @@ func (e *wsEcho) serve(c net.Conn, pending []byte) {
 		}
 		n, err := c.Read(tmp)
 		buf = append(buf, tmp[:n]...)
-		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && e.draining.Err() != nil) {
+		if err != nil && !(errors.Is(err, os.ErrDeadlineExceeded) && stopped.Load()) {
 			c.Close()
 			return
 		}

@@ -1,0 +1,177 @@
+package upgrader
+
+import (
+	"container/list"
+	"crypto/tls"
+	"net"
+	"time"
+)
+
+// Turns pace a handover: rather than every connection stopping at once and
+// waiting for the whole handover (with 10,000 connections, seconds without
+// an answer), each stops when its turn comes, and the others are served on
+// meanwhile. See OnTurn.
+
+// turnMode is where a Handover's turns are.
+type turnMode uint8
+
+const (
+	turnsNotBegun turnMode = iota // this generation serves
+	turnsPaced                    // it hands over: a few at a time
+	turnsAll                      // it stops without handing over: all at once
+)
+
+// turn is one connection's place in the turns (see OnTurn).
+type turn struct {
+	h    *Handover
+	c    *hoConn // nil for a connection Offer cannot take: it takes no slot
+	f    func()
+	elem *list.Element // in h.waiting while it waits
+	// active: its f was called and its slot is taken, until end.
+	active, ended bool
+	timer         *time.Timer
+}
+
+// OnTurn arranges for f to be called, in a goroutine of its own, when it is
+// c's turn to stop its reader and be offered, and returns a function that
+// cancels that if the turn has not come yet (it reports whether it
+// cancelled). Register each connection once, where it starts being served
+// (after Accept, or on adoption); call stop when it ends.
+//
+// Once this generation hands over (HandedOver is true; in library mode,
+// when Exit is closed), the connections registered get their turns in the
+// order they registered, no more than HandoverOptions.Turns at once: the
+// rest are served on meanwhile, so that each connection pauses only for its
+// own batch, not for the whole handover. A turn ends, and the next begins,
+// when Offer(c) returns, when c is closed, or after HandoverOptions.Timeout.
+// When this generation stops without handing over (library mode: Exit is
+// closed and HandedOver is false), f is called for every connection at once.
+// Under `handoff run --handover` (InheritedHandover, package handover)
+// turns begin once HandedOver has reported true: ask it when the stop
+// signal arrives, as a program must anyway to choose between offering and
+// draining.
+//
+// f should only make c's reader return (c.SetReadDeadline(time.Now())) and
+// note that the turn came; the reader then offers c between two messages.
+// A connection that was not accepted through Listener or Track (a
+// *tls.Conn is unwrapped with its NetConn method) takes no slot.
+func (h *Handover) OnTurn(c net.Conn, f func()) (stop func() bool) {
+	t := &turn{h: h, c: trackedConn(c), f: f}
+	h.turnsOnce.Do(func() { go h.beginTurns() })
+	h.tmu.Lock()
+	if h.tmode == turnsAll {
+		h.tmu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	t.elem = h.waiting.PushBack(t)
+	if t.c != nil {
+		t.c.mu.Lock()
+		t.c.turn = t
+		t.c.mu.Unlock()
+	}
+	granted := h.grantLocked()
+	h.tmu.Unlock()
+	start(granted)
+	return func() bool {
+		h.tmu.Lock()
+		defer h.tmu.Unlock()
+		if t.elem == nil {
+			return false
+		}
+		h.waiting.Remove(t.elem)
+		t.elem, t.ended = nil, true
+		return true
+	}
+}
+
+// beginTurns waits until this generation hands over or stops, then gives
+// the turns.
+func (h *Handover) beginTurns() {
+	<-h.u.exitC
+	mode := turnsAll
+	if h.HandedOver() {
+		mode = turnsPaced
+	}
+	h.tmu.Lock()
+	h.tmode = mode
+	granted := h.grantLocked()
+	h.tmu.Unlock()
+	start(granted)
+}
+
+// grantLocked gives the next turns, as many as there are free slots (all,
+// when stopping without a handover), and returns them; the caller calls
+// start once h.tmu is unlocked.
+func (h *Handover) grantLocked() []*turn {
+	var granted []*turn
+	for h.waiting.Len() > 0 && (h.tmode == turnsAll || h.tmode == turnsPaced && h.tactive < h.opts.Turns) {
+		t := h.waiting.Remove(h.waiting.Front()).(*turn)
+		t.elem = nil
+		if h.tmode == turnsPaced && t.c != nil {
+			t.active = true
+			h.tactive++
+			t.timer = time.AfterFunc(h.opts.Timeout, t.end)
+		} else {
+			t.ended = true
+		}
+		granted = append(granted, t)
+	}
+	return granted
+}
+
+// start calls the f of each turn granted.
+func start(granted []*turn) {
+	for _, t := range granted {
+		go t.f()
+	}
+}
+
+// end ends t's turn: if it waits, it leaves the queue; if it is active, its
+// slot goes to the next.
+func (t *turn) end() {
+	h := t.h
+	h.tmu.Lock()
+	if t.elem != nil {
+		h.waiting.Remove(t.elem)
+		t.elem, t.ended = nil, true
+	}
+	if !t.active {
+		h.tmu.Unlock()
+		return
+	}
+	t.active, t.ended = false, true
+	h.tactive--
+	t.timer.Stop()
+	granted := h.grantLocked()
+	h.tmu.Unlock()
+	start(granted)
+}
+
+// endTurn ends the turn of c, if it has one (see OnTurn).
+func (c *hoConn) endTurn() {
+	c.mu.Lock()
+	t := c.turn
+	c.turn = nil
+	c.mu.Unlock()
+	if t != nil {
+		t.end()
+	}
+}
+
+// trackedConn finds the tracked connection in c's wrappers, or nil.
+func trackedConn(c net.Conn) *hoConn {
+	for range 64 {
+		switch x := c.(type) {
+		case *hoConn:
+			return x
+		case *tls.Conn:
+			c = x.NetConn()
+		case interface{ Unwrap() net.Conn }:
+			c = x.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}

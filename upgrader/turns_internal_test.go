@@ -1,0 +1,141 @@
+package upgrader
+
+import (
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// turnsFixture is a Handover whose generation has not stopped yet, with n
+// tracked connections (real TCP, over loopback) registered with OnTurn in
+// order; turned receives each one's index when its f is called.
+type turnsFixture struct {
+	u      *Upgrader
+	h      *Handover
+	conns  []net.Conn
+	stops  []func() bool
+	turned chan int
+}
+
+func newTurnsFixture(t *testing.T, n, turns int) *turnsFixture {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	u := &Upgrader{exitC: make(chan struct{})}
+	h := &Handover{u: u, opts: HandoverOptions{Turns: turns, Timeout: time.Minute}}
+	f := &turnsFixture{u: u, h: h, turned: make(chan int, n)}
+	for i := range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := h.Track(c)
+		t.Cleanup(func() { tc.Close() })
+		f.conns = append(f.conns, tc)
+		f.stops = append(f.stops, h.OnTurn(tc, func() { f.turned <- i }))
+	}
+	return f
+}
+
+// next returns the next index turned, failing if none comes while
+// something else can still happen.
+func (f *turnsFixture) next(t *testing.T) int {
+	t.Helper()
+	select {
+	case i := <-f.turned:
+		return i
+	case <-time.After(10 * time.Second):
+		t.Fatal("no turn came")
+		return -1
+	}
+}
+
+// none checks that no more turns are active than allowed, and that every
+// turn granted so far was taken from turned.
+func (f *turnsFixture) none(t *testing.T) {
+	t.Helper()
+	f.h.tmu.Lock()
+	active, waiting := f.h.tactive, f.h.waiting.Len()
+	f.h.tmu.Unlock()
+	if active > f.h.opts.Turns {
+		t.Fatalf("%d turns active, more than %d", active, f.h.opts.Turns)
+	}
+	select {
+	case i := <-f.turned:
+		t.Fatalf("connection %d got a turn (%d active, %d waiting)", i, active, waiting)
+	default:
+	}
+}
+
+// TestTurnsPaced: once the generation hands over, connections get their
+// turns in the order they registered, no more than Turns at once; a turn
+// ends when its connection is closed or offered (here: an Offer that
+// fails, since no successor channel exists), and the next begins; a
+// cancelled registration gets no turn.
+func TestTurnsPaced(t *testing.T) {
+	const n, turns = 10, 3
+	f := newTurnsFixture(t, n, turns)
+	if !f.stops[4]() { // connection 4 ends before the handover
+		t.Fatal("stop of a waiting turn did not cancel it")
+	}
+	f.none(t)
+	f.u.handedOver.Store(true)
+	close(f.u.exitC)
+	var got []int
+	for range turns {
+		got = append(got, f.next(t))
+	}
+	slices.Sort(got) // granted together, their f run in any order
+	f.h.tmu.Lock()
+	active := f.h.tactive
+	f.h.tmu.Unlock()
+	if active != turns {
+		t.Fatalf("%d turns active, want %d", active, turns)
+	}
+	f.none(t)
+	// End the turns one way or another: a close, an Offer that fails.
+	f.conns[got[0]].Close()
+	got = append(got, f.next(t))
+	if err := f.h.Offer(f.conns[got[1]], nil, nil); err == nil {
+		t.Fatal("Offer without a successor's channel succeeded")
+	}
+	got = append(got, f.next(t))
+	f.none(t)
+	for len(got) < n-1 {
+		f.conns[got[len(got)-turns]].Close()
+		got = append(got, f.next(t))
+	}
+	want := []int{0, 1, 2, 3, 5, 6, 7, 8, 9}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("turns in the order %v, want %v", got, want)
+		}
+	}
+	if f.stops[9]() {
+		t.Error("stop of a turn that came reported it cancelled")
+	}
+}
+
+// TestTurnsAllAtOnce: a generation that stops without handing over calls
+// every f at once, and one registered afterwards at once too.
+func TestTurnsAllAtOnce(t *testing.T) {
+	const n = 20
+	f := newTurnsFixture(t, n, 2)
+	close(f.u.exitC)
+	seen := map[int]bool{}
+	for range n {
+		seen[f.next(t)] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct connections turned, want %d", len(seen), n)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	f.h.OnTurn(f.conns[0], wg.Done)
+	wg.Wait()
+}
