@@ -180,13 +180,16 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// (Those of the last attempt are closed by finalizers, just after it.)
+	// Those of the last attempt are closed by finalizers, after the
+	// runtime's next collection, which an idle heap may not have for
+	// seconds: one may be left (a CI trial saw 15 for 5 s, against 14
+	// before). A leak would be one or more per attempt: 8 or more.
 	deadline := time.Now().Add(5 * time.Second)
 	for proc.FDCountBut(first) > fds && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := proc.FDCountBut(first); n > fds {
-		t.Errorf("the old generation holds %d descriptors after 8 failed upgrades, %d before", n, fds)
+	if n := proc.FDCountBut(first); n > fds+1 {
+		t.Errorf("the old generation holds %d descriptors after 8 failed upgrades, %d before: a leak at each failed attempt", n, fds)
 	}
 
 	// A good binary again: the upgrade goes through.
