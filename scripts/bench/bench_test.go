@@ -160,7 +160,7 @@ func TestHandoverSmoke(t *testing.T) {
 	}
 	var out bytes.Buffer
 	const clients, releases = 50, 2
-	err := run(config{only: "handover", hoClients: clients, hoReleases: releases, hoInterval: 100 * time.Millisecond, binDir: binDir}, &out)
+	err := run(config{only: "handover", hoClients: clients, hoReleases: releases, hoInterval: 100 * time.Millisecond, hoQuiet: 300 * time.Millisecond, binDir: binDir}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}

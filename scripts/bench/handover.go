@@ -60,6 +60,7 @@ type hoRow struct {
 	dialErrors          int64
 	sent, echoed        int64
 	gaps                []time.Duration // each client's longest gap between echoes
+	quietGaps           []time.Duration // the same, before the first release
 	answered            []time.Duration // SIGHUP → every client answered by the new generation
 	moved               []int           // connections handed over, per release
 	took                []time.Duration // the handover's time, per release, from the log
@@ -78,6 +79,10 @@ func (cfg config) checkHandover() string {
 		return fmt.Sprintf("--releases %d: give at least 1 release", cfg.hoReleases)
 	case cfg.hoInterval <= 0:
 		return fmt.Sprintf("--interval %v: give a positive interval between a client's messages, such as 200ms", cfg.hoInterval)
+	case !knownModes(cfg.hoModes):
+		return fmt.Sprintf("--modes %s: give some of baseline, library, daemon, comma-separated", strings.Join(cfg.hoModes, ","))
+	case cfg.hoQuiet < 2*cfg.hoInterval:
+		return fmt.Sprintf("--quiet %v: give at least two intervals (%v), such as 10s", cfg.hoQuiet, 2*cfg.hoInterval)
 	}
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(cfg.hoClients)+64 > lim.Max {
@@ -86,33 +91,52 @@ func (cfg config) checkHandover() string {
 	return ""
 }
 
+// knownModes reports whether every name in modes is a handover case's.
+func knownModes(modes []string) bool {
+	for _, m := range modes {
+		found := false
+		for _, c := range hoCases() {
+			found = found || c.name == m
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
 // printHandover runs each case and prints the table.
 func printHandover(w io.Writer, e *env, cfg config) {
 	fmt.Fprintf(w, "\nWebSocket connections across releases — %d clients, each a message every %v and its echo checked, %d releases (SIGHUP; `handoff reload` in daemon mode), examples/websocket over ws://:\n\n",
 		cfg.hoClients, cfg.hoInterval, cfg.hoReleases)
-	fmt.Fprintln(w, "| mode | closed by the server | reconnects | messages lost / repeated | longest gap between echoes, per client: p50 / p99 / max | SIGHUP or reload → every client answered by the new generation: p50 / max | connections handed over per release, in: p50 / max | serving generation's RSS: before → after |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintf(w, "The longest gap between echoes is measured twice per client: through the releases, and for %v before the first with no release (the same clients and server, to compare with: on a machine the clients saturate, the gap is long without any release).\n\n", cfg.hoQuiet)
+	fmt.Fprintln(w, "| mode | closed by the server | reconnects | messages lost / repeated | longest gap between echoes, per client: p50 / p99 / max | SIGHUP or reload → every client answered by the new generation: p50 / max | connections handed over per release, in: p50 / max | serving generation's RSS: before → after | longest gap without a release: p50 / p99 / max |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, c := range hoCases() {
+		if len(cfg.hoModes) > 0 && !contains(cfg.hoModes, c.name) {
+			continue
+		}
 		if c.notYet != "" {
-			fmt.Fprintf(w, "| %s | %s | | | | | | |\n", c.label, c.notYet)
+			fmt.Fprintf(w, "| %s | %s | | | | | | | |\n", c.label, c.notYet)
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: handover, %s…\n", c.name)
 		r := runHandover(e, cfg, c)
 		if r.err != nil {
-			fmt.Fprintf(w, "| %s | stopped: %v | | | | | | |\n", c.label, r.err)
+			fmt.Fprintf(w, "| %s | stopped: %v | | | | | | | |\n", c.label, r.err)
 			continue
 		}
 		handed := "–"
 		if c.handover {
 			handed = fmt.Sprintf("%d of %d in %s / %s (CPU of the old generation: %s / %s)", minInt(r.moved), r.clients, ms(pct(r.took, 50)), ms(pct(r.took, 100)), ms(pct(r.cpu, 50)), ms(pct(r.cpu, 100)))
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %d / %d | %s / %s / %s | %s / %s | %s | %.1f → %.1f MiB |\n", c.label,
+		fmt.Fprintf(w, "| %s | %d | %d | %d / %d | %s / %s / %s | %s / %s | %s | %.1f → %.1f MiB | %s / %s / %s |\n", c.label,
 			r.closed, r.reconnects, r.lost, r.repeated,
 			ms(pct(r.gaps, 50)), ms(pct(r.gaps, 99)), ms(pct(r.gaps, 100)),
 			ms(pct(r.answered, 50)), ms(pct(r.answered, 100)), handed,
-			float64(r.rssBefore)/1024, float64(r.rssAfter)/1024)
-		fmt.Fprintf(w, "|   | (%d messages sent, %d echoed, %d failed dials) | | | | | | |\n", r.sent, r.echoed, r.dialErrors)
+			float64(r.rssBefore)/1024, float64(r.rssAfter)/1024,
+			ms(pct(r.quietGaps, 50)), ms(pct(r.quietGaps, 99)), ms(pct(r.quietGaps, 100)))
+		fmt.Fprintf(w, "|   | (%d messages sent, %d echoed, %d failed dials) | | | | | | | |\n", r.sent, r.echoed, r.dialErrors)
 	}
 }
 
@@ -190,9 +214,13 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 		r.err = err
 		return r
 	}
-	// Gaps count from here, once every client is connected and answered.
+	// Gaps count from here, once every client is connected and answered:
+	// first without a release, then through the releases.
 	st.begin.Store(time.Now().UnixNano())
-	time.Sleep(2 * cfg.hoInterval)
+	time.Sleep(cfg.hoQuiet)
+	for _, cl := range clients {
+		r.quietGaps = append(r.quietGaps, time.Duration(cl.maxGap.Swap(0)))
+	}
 	r.rssBefore = rssKB(pid)
 	for i := 0; i < cfg.hoReleases; i++ {
 		logAt := fileSize(filepath.Join(b.dir, "log"))

@@ -48,10 +48,15 @@ func main() {
 	flag.IntVar(&cfg.hoClients, "clients", 10000, "WebSocket clients of the handover section")
 	flag.IntVar(&cfg.hoReleases, "releases", 20, "releases of the handover section (SIGHUP; handoff reload in its daemon row)")
 	flag.DurationVar(&cfg.hoInterval, "interval", 200*time.Millisecond, "how often each client of the handover section sends a message")
+	modes := flag.String("modes", "", "the handover section's rows to run, comma-separated: baseline, library, daemon (default all)")
+	flag.DurationVar(&cfg.hoQuiet, "quiet", 10*time.Second, "how long the handover section measures each client's longest gap between echoes before the first release (the same load without releases, to compare with)")
 	flag.IntVar(&cfg.quicClients, "quic-clients", 200, "HTTP/3 clients of the QUIC section, each on a QUIC connection of its own")
 	flag.IntVar(&cfg.quicReleases, "quic-releases", 20, "releases of each server in the QUIC section")
 	flag.Parse()
 	log.SetFlags(0)
+	if *modes != "" {
+		cfg.hoModes = strings.Split(*modes, ",")
+	}
 	if flag.NArg() > 0 {
 		usage("unexpected argument %q — see 'go run ./scripts/bench --help'", flag.Arg(0))
 	}

@@ -36,6 +36,13 @@ type config struct {
 	hoClients  int
 	hoReleases int
 	hoInterval time.Duration
+	// hoQuiet is how long the handover section measures each client's
+	// longest gap between echoes before the first release: the same
+	// clients and server without a release, to compare with.
+	hoQuiet time.Duration
+	// hoModes, if not empty, are the handover section's rows to run, by
+	// name (baseline, library, daemon).
+	hoModes []string
 	// quicClients and quicReleases size the QUIC section.
 	quicClients  int
 	quicReleases int
