@@ -28,15 +28,15 @@ type turn struct {
 	f    func()
 	elem *list.Element // in h.waiting while it waits
 	// active: its f was called and its slot is taken, until end.
-	active, ended bool
-	timer         *time.Timer
+	active bool
+	timer  *time.Timer
 }
 
 // OnTurn arranges for f to be called, in a goroutine of its own, when it is
 // c's turn to stop its reader and be offered, and returns a function that
-// cancels that if the turn has not come yet (it reports whether it
-// cancelled). Register each connection once, where it starts being served
-// (after Accept, or on adoption); call stop when it ends.
+// cancels that if the turn has not come yet (it then reports true), or ends
+// the turn if it has. Register each connection once, where it starts being
+// served (after Accept, or on adoption); call stop when its serving ends.
 //
 // Once this generation hands over (HandedOver is true; in library mode,
 // when Exit is closed), the connections registered get their turns in the
@@ -75,13 +75,11 @@ func (h *Handover) OnTurn(c net.Conn, f func()) (stop func() bool) {
 	start(granted)
 	return func() bool {
 		h.tmu.Lock()
-		defer h.tmu.Unlock()
-		if t.elem == nil {
-			return false
-		}
-		h.waiting.Remove(t.elem)
-		t.elem, t.ended = nil, true
-		return true
+		waiting := t.elem != nil
+		granted := t.endLocked()
+		h.tmu.Unlock()
+		start(granted)
+		return waiting
 	}
 }
 
@@ -112,8 +110,6 @@ func (h *Handover) grantLocked() []*turn {
 			t.active = true
 			h.tactive++
 			t.timer = time.AfterFunc(h.opts.Timeout, t.end)
-		} else {
-			t.ended = true
 		}
 		granted = append(granted, t)
 	}
@@ -130,22 +126,27 @@ func start(granted []*turn) {
 // end ends t's turn: if it waits, it leaves the queue; if it is active, its
 // slot goes to the next.
 func (t *turn) end() {
+	t.h.tmu.Lock()
+	granted := t.endLocked()
+	t.h.tmu.Unlock()
+	start(granted)
+}
+
+// endLocked is end with h.tmu held; it returns the turns granted, for
+// start once h.tmu is unlocked.
+func (t *turn) endLocked() []*turn {
 	h := t.h
-	h.tmu.Lock()
 	if t.elem != nil {
 		h.waiting.Remove(t.elem)
-		t.elem, t.ended = nil, true
+		t.elem = nil
 	}
 	if !t.active {
-		h.tmu.Unlock()
-		return
+		return nil
 	}
-	t.active, t.ended = false, true
+	t.active = false
 	h.tactive--
 	t.timer.Stop()
-	granted := h.grantLocked()
-	h.tmu.Unlock()
-	start(granted)
+	return h.grantLocked()
 }
 
 // endTurn ends the turn of c, if it has one (see OnTurn).

@@ -75,8 +75,8 @@ func (f *turnsFixture) none(t *testing.T) {
 // TestTurnsPaced: once the generation hands over, connections get their
 // turns in the order they registered, no more than Turns at once; a turn
 // ends when its connection is closed or offered (here: an Offer that
-// fails, since no successor channel exists), and the next begins; a
-// cancelled registration gets no turn.
+// fails, since no successor channel exists, or the stop OnTurn returned),
+// and the next begins; a cancelled registration gets no turn.
 func TestTurnsPaced(t *testing.T) {
 	const n, turns = 10, 3
 	f := newTurnsFixture(t, n, turns)
@@ -107,7 +107,12 @@ func TestTurnsPaced(t *testing.T) {
 	got = append(got, f.next(t))
 	f.none(t)
 	for len(got) < n-1 {
-		f.conns[got[len(got)-turns]].Close()
+		// A close, or the stop OnTurn returned, ends an active turn.
+		if i := got[len(got)-turns]; len(got)%2 == 0 {
+			f.conns[i].Close()
+		} else if f.stops[i]() {
+			t.Fatalf("stop of connection %d's active turn reported it cancelled", i)
+		}
 		got = append(got, f.next(t))
 	}
 	want := []int{0, 1, 2, 3, 5, 6, 7, 8, 9}
