@@ -7,11 +7,12 @@
 // 2 cores), so two queues share the machine. What decides the queue is
 // whether a package's tests count a load's failures against a tight bound on
 // a busy machine: those (the daemon's, the helpers', the end-to-end tests,
-// the upgrader's, ansible's rolling deploy) stay in the first queue, one
-// package after another as before; the second takes the packages that
-// measure nothing of the kind or whose loads are light (the benchmark's
-// smokes, the watch, the QUIC steering, drain, and the other modules), which
-// CI had long run beside the first queue already, on the second Go release.
+// the upgrader's) stay in the first queue, one package after another as
+// before; the second takes the packages that measure nothing of the kind or
+// whose loads are light (ansible's rolling deploy at 100 requests a second
+// per host, the benchmark's smokes, the watch, the QUIC steering, drain, and
+// the other modules, which CI had long run beside the first queue already,
+// on the second Go release).
 // A package not listed in light goes to the first queue.
 //
 // Each queue stops at its first failure, as the && of a shell line would;
@@ -32,8 +33,11 @@ import (
 	"time"
 )
 
-// light are the packages of the module that run in the second queue.
+// light are the packages of the module that run in the second queue, in
+// this order: the rolling deploy first, beside the daemon's tests rather
+// than the helpers' (ansible-playbook takes a core while it runs).
 var light = []string{
+	"examples/ansible",
 	"scripts/bench",
 	"daemon/internal/watch",
 	"internal/quicsteer",
@@ -132,8 +136,12 @@ func queues(root string) (first, second []step, err error) {
 		isLight[filepath.Join(root, p)] = true
 	}
 	common := []string{"-race", "-p", "1", "-parallel", "4", "-count=1"}
-	heavy, lite := slices.Clone(common), slices.Clone(common)
+	heavy := slices.Clone(common)
+	lite := slices.Clone(common)
 	found := 0
+	for _, p := range light {
+		lite = append(lite, "./"+p)
+	}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		_, dir, ok := strings.Cut(line, " ")
 		if !ok {
@@ -145,7 +153,6 @@ func queues(root string) (first, second []step, err error) {
 		}
 		path = "./" + filepath.ToSlash(path)
 		if isLight[dir] {
-			lite = append(lite, path)
 			found++
 		} else {
 			heavy = append(heavy, path)
