@@ -398,7 +398,10 @@ func classify(err error) string {
 		return "connect ECONNRESET"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return "ECONNRESET"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		// net/http's name for an EOF that reached the connection before
+		// the request did (the server closed it: a FIN met the POST).
+		strings.Contains(err.Error(), "http: server closed idle connection"):
 		return "EOF"
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &ne) && ne.Timeout():

@@ -74,6 +74,24 @@ func TestClassifiesFailures(t *testing.T) {
 		t.Errorf("closed without answer: %v", res)
 	}
 
+	// Closed at once, before the request arrives: EOF (net/http may name
+	// it "server closed idle connection") or a reset, never "other".
+	ln3, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln3.Close()
+	go func() {
+		for {
+			c, err := ln3.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	res = run(t, "http://"+ln3.Addr().String(), 200*time.Millisecond)
+	if res.OK != 0 || res.Failed["EOF"]+res.Failed["ECONNRESET"] != res.Sent {
+		t.Errorf("closed before the request: %v", res)
+	}
+
 	// Non-2xx.
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no", http.StatusServiceUnavailable)
