@@ -45,7 +45,10 @@ type turn struct {
 // own batch, not for the whole handover. A turn ends, and the next begins,
 // when Offer(c) returns, when c is closed, or after HandoverOptions.Timeout.
 // When this generation stops without handing over (library mode: Exit is
-// closed and HandedOver is false), f is called for every connection at once.
+// closed and HandedOver is false), f is called for every connection at once;
+// and so it is, in library mode, for the connections still waiting half
+// Options.DrainTimeout after the handover began (logged as handover.hurried),
+// so that none is cut at the drain's deadline before its turn.
 // Under `handoff run --handover` (InheritedHandover, package handover)
 // turns begin once HandedOver has reported true: ask it when the stop
 // signal arrives, as a program must anyway to choose between offering and
@@ -96,6 +99,25 @@ func (h *Handover) beginTurns() {
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
+	if d := h.u.opts.DrainTimeout; mode == turnsPaced && d > 0 {
+		time.AfterFunc(d/2, h.hurryTurns)
+	}
+}
+
+// hurryTurns gives every turn still waiting at once, half the drain
+// timeout after the handover began (library mode): a connection that
+// pauses longer is better than one that is cut at the drain's deadline
+// before its turn came.
+func (h *Handover) hurryTurns() {
+	h.tmu.Lock()
+	waiting := h.waiting.Len()
+	h.tmode = turnsAll
+	granted := h.grantLocked()
+	h.tmu.Unlock()
+	start(granted)
+	if waiting > 0 && h.u.log != nil {
+		h.u.log.Warn("half the drain timeout has passed: every connection still waiting for its turn is offered now", "event", "handover.hurried", "conns", waiting)
+	}
 }
 
 // grantLocked gives the next turns, as many as there are free slots (all,

@@ -144,3 +144,20 @@ func TestTurnsAllAtOnce(t *testing.T) {
 	f.h.OnTurn(f.conns[0], wg.Done)
 	wg.Wait()
 }
+
+// TestTurnsHurried: in library mode, half the drain timeout after the
+// handover began, every connection still waiting gets its turn at once.
+func TestTurnsHurried(t *testing.T) {
+	const n, turns = 10, 2
+	f := newTurnsFixture(t, n, turns)
+	f.u.opts.DrainTimeout = 200 * time.Millisecond
+	f.u.handedOver.Store(true)
+	close(f.u.exitC)
+	seen := map[int]bool{}
+	for range n { // two at once, then the eight others when hurried
+		seen[f.next(t)] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct connections turned, want %d", len(seen), n)
+	}
+}
