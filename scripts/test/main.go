@@ -204,21 +204,16 @@ func (l *lines) printf(format string, args ...any) {
 	fmt.Fprintf(l.w, format, args...)
 }
 
-// moduleRoot finds the directory of handoff's go.mod, from the working
-// directory up.
+// moduleRoot returns the directory of the module the working directory is
+// in, which must be handoff's.
 func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
+	b, err := exec.Command("go", "list", "-m", "-f", "{{.Path}}\n{{.Dir}}").Output()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("go list -m: %w", err)
 	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/handoff-dev/handoff\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("run it from within the handoff repository (no go.mod of module github.com/handoff-dev/handoff above %s)", dir)
-		}
-		dir = parent
+	path, dir, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if path != "github.com/handoff-dev/handoff" {
+		return "", fmt.Errorf("run it from within handoff's main module, not %q (its other modules are tested from there)", path)
 	}
+	return dir, nil
 }
