@@ -55,41 +55,18 @@ func TestClassifiesFailures(t *testing.T) {
 		t.Errorf("refused: %v", res)
 	}
 
-	// EOF or reset: the server closes without answering.
-	ln, _ = net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			buf := make([]byte, 4096)
-			_, _ = c.Read(buf)
-			c.Close()
+	// EOF or reset: the server closes without answering, having read the
+	// request; or at once, before the request arrives (net/http may name
+	// that EOF "server closed idle connection"): never "other".
+	for _, c := range []struct {
+		name      string
+		readFirst bool
+	}{{"closed without answer", true}, {"closed before the request", false}} {
+		addr := closingServer(t, c.readFirst)
+		res := run(t, "http://"+addr, 200*time.Millisecond)
+		if res.OK != 0 || res.Failed["EOF"]+res.Failed["ECONNRESET"] != res.Sent {
+			t.Errorf("%s: %v", c.name, res)
 		}
-	}()
-	res := run(t, "http://"+ln.Addr().String(), 200*time.Millisecond)
-	if res.OK != 0 || res.Failed["EOF"]+res.Failed["ECONNRESET"] != res.Sent {
-		t.Errorf("closed without answer: %v", res)
-	}
-
-	// Closed at once, before the request arrives: EOF (net/http may name
-	// it "server closed idle connection") or a reset, never "other".
-	ln3, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln3.Close()
-	go func() {
-		for {
-			c, err := ln3.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	res = run(t, "http://"+ln3.Addr().String(), 200*time.Millisecond)
-	if res.OK != 0 || res.Failed["EOF"]+res.Failed["ECONNRESET"] != res.Sent {
-		t.Errorf("closed before the request: %v", res)
 	}
 
 	// Non-2xx.
@@ -102,4 +79,28 @@ func TestClassifiesFailures(t *testing.T) {
 	if res := run(t, "http://"+ln2.Addr().String(), 200*time.Millisecond); res.Failed["HTTP 503"] != res.Sent {
 		t.Errorf("503: %v", res)
 	}
+}
+
+// closingServer accepts connections and closes each without an answer,
+// after reading what came first if readFirst; it returns its address.
+func closingServer(t *testing.T, readFirst bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if readFirst {
+				_, _ = c.Read(make([]byte, 4096))
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }
