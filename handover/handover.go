@@ -24,6 +24,11 @@ type Options struct {
 	// Turns is how many connections registered with OnTurn have their
 	// turn at once. Default upgrader.DefaultHandoverTurns.
 	Turns int
+	// HurryAfter is how long after the handover began every connection
+	// still waiting for its turn gets it at once: set it to well within
+	// the program's own drain timeout (half of it, say), so that none is
+	// cut at its deadline before its turn. Zero: never.
+	HurryAfter time.Duration
 	// Logger receives the handover's records (event keys handover.*).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -86,7 +91,7 @@ type Handover struct {
 //	           ErrNotHandingOver; the program drains as without a handover
 //	(nil, err) the variable is malformed or names no SOCK_SEQPACKET socket
 func New(opts Options) (*Handover, error) {
-	h, err := upgrader.InheritedHandover(upgrader.HandoverOptions{Check: opts.Check, Batch: opts.Batch, Timeout: opts.Timeout, Turns: opts.Turns}, opts.Logger)
+	h, err := upgrader.InheritedHandover(upgrader.HandoverOptions{Check: opts.Check, Batch: opts.Batch, Timeout: opts.Timeout, Turns: opts.Turns, HurryAfter: opts.HurryAfter}, opts.Logger)
 	if err != nil {
 		return nil, err
 	}

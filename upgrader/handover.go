@@ -89,10 +89,16 @@ type HandoverOptions struct {
 	// batch in flight is aborted, and so is the rest of the handover.
 	// Default DefaultHandoverTimeout.
 	Timeout time.Duration
-	// Turns is how many connections registered with OnTurn may be
-	// between the start of their turn and the end of their Offer at
-	// once. Default DefaultHandoverTurns.
+	// Turns is how many connections registered with OnTurn have their
+	// turn at once (a turn lasts until its Offer returns or its
+	// connection is closed, at most Timeout). Default
+	// DefaultHandoverTurns.
 	Turns int
+	// HurryAfter is how long after the handover began every connection
+	// still waiting for its turn gets it at once, so that none is cut at
+	// the drain's deadline before its turn. Default: half the Upgrader's
+	// Options.DrainTimeout; under InheritedHandover, never unless set.
+	HurryAfter time.Duration
 }
 
 // Adoption is a connection adopted from the previous generation.
@@ -259,7 +265,7 @@ func (h *Handover) Track(c net.Conn) net.Conn {
 // copied; the caller may reuse them.
 func (h *Handover) Offer(c net.Conn, state, unread []byte) error {
 	if tc := trackedConn(c); tc != nil {
-		defer tc.endTurn() // whatever the outcome: the next one's turn (see OnTurn)
+		defer tc.endTurn(false) // whatever the outcome: the next one's turn (see OnTurn)
 	}
 	if !h.u.HandedOver() {
 		return ErrNotHandingOver
@@ -396,6 +402,7 @@ type hoConn struct {
 	writers int
 	sealed  bool
 	turn    *turn // its place in the turns, if registered (see OnTurn)
+	closed  bool  // Close was called: it takes no turn
 }
 
 func (c *hoConn) enter(w bool) error {
@@ -474,7 +481,7 @@ func (c *hoConn) ReadFrom(r io.Reader) (int64, error) {
 // Close ends the connection's turn, if it has one (see OnTurn), and closes
 // it.
 func (c *hoConn) Close() error {
-	c.endTurn()
+	c.endTurn(true)
 	return c.Conn.Close()
 }
 

@@ -349,6 +349,9 @@ func TestHandoverInTurns(t *testing.T) {
 	if moved != n {
 		t.Errorf("handover.committed counts %d connections, want %d", moved, n)
 	}
+	if strings.Contains(s.log(), "handover.hurried") {
+		t.Error("the turns were hurried: they did not end with their Offers")
+	}
 	t.Logf("%d lines answered by the old generation after the first answer from the new one", lateOld.Load())
 	if lateOld.Load() == 0 {
 		t.Error("no line sent after the first answer from the new generation was answered by the old one: the connections did not wait for their turns")

@@ -46,9 +46,10 @@ type turn struct {
 // when Offer(c) returns, when c is closed, or after HandoverOptions.Timeout.
 // When this generation stops without handing over (library mode: Exit is
 // closed and HandedOver is false), f is called for every connection at once;
-// and so it is, in library mode, for the connections still waiting half
-// Options.DrainTimeout after the handover began (logged as handover.hurried),
-// so that none is cut at the drain's deadline before its turn.
+// and so it is for the connections still waiting HandoverOptions.HurryAfter
+// after the handover began (by default, in library mode, half
+// Options.DrainTimeout; logged as handover.hurried), so that none is cut at
+// the drain's deadline before its turn.
 // Under `handoff run --handover` (InheritedHandover, package handover)
 // turns begin once HandedOver has reported true: ask it when the stop
 // signal arrives, as a program must anyway to choose between offering and
@@ -56,6 +57,9 @@ type turn struct {
 //
 // f should only make c's reader return (c.SetReadDeadline(time.Now())) and
 // note that the turn came; the reader then offers c between two messages.
+// A turn granted just before stop is called may still call f after stop
+// has returned false: f must be safe on a connection already offered or
+// closed.
 // A connection that was not accepted through Listener or Track (a
 // *tls.Conn is unwrapped with its NetConn method) takes no slot.
 func (h *Handover) OnTurn(c net.Conn, f func()) (stop func() bool) {
@@ -67,12 +71,19 @@ func (h *Handover) OnTurn(c net.Conn, f func()) (stop func() bool) {
 		go f()
 		return func() bool { return false }
 	}
-	t.elem = h.waiting.PushBack(t)
 	if t.c != nil {
 		t.c.mu.Lock()
-		t.c.turn = t
+		closed := t.c.closed
+		if !closed {
+			t.c.turn = t
+		}
 		t.c.mu.Unlock()
+		if closed { // closed already: no turn to give
+			h.tmu.Unlock()
+			return func() bool { return false }
+		}
 	}
+	t.elem = h.waiting.PushBack(t)
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
@@ -99,15 +110,19 @@ func (h *Handover) beginTurns() {
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
-	if d := h.u.opts.DrainTimeout; mode == turnsPaced && d > 0 {
-		time.AfterFunc(d/2, h.hurryTurns)
+	d := h.opts.HurryAfter
+	if d <= 0 {
+		d = h.u.opts.DrainTimeout / 2 // zero under InheritedHandover
+	}
+	if mode == turnsPaced && d > 0 {
+		time.AfterFunc(d, h.hurryTurns)
 	}
 }
 
-// hurryTurns gives every turn still waiting at once, half the drain
-// timeout after the handover began (library mode): a connection that
-// pauses longer is better than one that is cut at the drain's deadline
-// before its turn came.
+// hurryTurns gives every turn still waiting at once, HurryAfter (half the
+// drain timeout) after the handover began: a connection that pauses longer
+// is better than one that is cut at the drain's deadline before its turn
+// came.
 func (h *Handover) hurryTurns() {
 	h.tmu.Lock()
 	waiting := h.waiting.Len()
@@ -116,7 +131,7 @@ func (h *Handover) hurryTurns() {
 	h.tmu.Unlock()
 	start(granted)
 	if waiting > 0 && h.u.log != nil {
-		h.u.log.Warn("half the drain timeout has passed: every connection still waiting for its turn is offered now", "event", "handover.hurried", "conns", waiting)
+		h.u.log.Warn("the handover is slow: every connection still waiting for its turn is offered now", "event", "handover.hurried", "conns", waiting)
 	}
 }
 
@@ -171,11 +186,13 @@ func (t *turn) endLocked() []*turn {
 	return h.grantLocked()
 }
 
-// endTurn ends the turn of c, if it has one (see OnTurn).
-func (c *hoConn) endTurn() {
+// endTurn ends the turn of c, if it has one (see OnTurn); closing, c
+// takes no turn from then on.
+func (c *hoConn) endTurn(closing bool) {
 	c.mu.Lock()
 	t := c.turn
 	c.turn = nil
+	c.closed = c.closed || closing
 	c.mu.Unlock()
 	if t != nil {
 		t.end()

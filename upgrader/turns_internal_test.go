@@ -145,19 +145,56 @@ func TestTurnsAllAtOnce(t *testing.T) {
 	wg.Wait()
 }
 
-// TestTurnsHurried: in library mode, half the drain timeout after the
-// handover began, every connection still waiting gets its turn at once.
+// TestTurnsHurried: HurryAfter (here half the drain timeout, library
+// mode's default) after the handover began, every connection still waiting
+// gets its turn at once; before, only Turns of them had one.
 func TestTurnsHurried(t *testing.T) {
 	const n, turns = 10, 2
 	f := newTurnsFixture(t, n, turns)
-	f.u.opts.DrainTimeout = 200 * time.Millisecond
+	f.u.opts.DrainTimeout = 2 * time.Second
 	f.u.handedOver.Store(true)
 	close(f.u.exitC)
-	seen := map[int]bool{}
-	for range n { // two at once, then the eight others when hurried
+	seen := map[int]bool{f.next(t): true, f.next(t): true}
+	f.h.tmu.Lock()
+	mode, active, waiting := f.h.tmode, f.h.tactive, f.h.waiting.Len()
+	f.h.tmu.Unlock()
+	if mode == turnsPaced && (active != turns || waiting != n-turns) {
+		t.Fatalf("before the hurry: %d active, %d waiting; want %d and %d", active, waiting, turns, n-turns)
+	}
+	for range n - turns { // the others, when hurried
 		seen[f.next(t)] = true
 	}
 	if len(seen) != n {
 		t.Fatalf("%d distinct connections turned, want %d", len(seen), n)
+	}
+}
+
+// TestTurnTimeout: a turn whose connection is neither offered nor closed
+// ends after Timeout, and the next one begins.
+func TestTurnTimeout(t *testing.T) {
+	f := newTurnsFixture(t, 3, 1)
+	f.h.opts.Timeout = 50 * time.Millisecond
+	f.u.handedOver.Store(true)
+	close(f.u.exitC)
+	for want := range 3 {
+		if got := f.next(t); got != want {
+			t.Fatalf("turn %d went to connection %d", want, got)
+		}
+	}
+}
+
+// TestTurnAfterClose: a connection closed before it registers takes no
+// turn, and no slot.
+func TestTurnAfterClose(t *testing.T) {
+	f := newTurnsFixture(t, 2, 1)
+	f.stops[0]()
+	f.stops[1]()
+	f.conns[0].Close()
+	f.h.OnTurn(f.conns[0], func() { f.turned <- 100 })
+	f.h.OnTurn(f.conns[1], func() { f.turned <- 1 })
+	f.u.handedOver.Store(true)
+	close(f.u.exitC)
+	if got := f.next(t); got != 1 {
+		t.Fatalf("turn went to %d, want the open connection 1", got)
 	}
 }

@@ -27,7 +27,7 @@ func runDaemon(logger *slog.Logger, drainTimeout time.Duration) {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	// Before READY=1: handoff learns that this process adopts.
-	h, err := handover.New(handover.Options{Logger: logger})
+	h, err := handover.New(handover.Options{Logger: logger, HurryAfter: drainTimeout / 2})
 	if err != nil {
 		log.Fatal(err)
 	}
