@@ -492,8 +492,13 @@ func (cl *wsClient) run() {
 		cl.st.echoed.Add(1)
 		if b := cl.st.begin.Load(); b != 0 && !lastEcho.IsZero() && lastEcho.UnixNano() >= b {
 			if e := cl.st.end.Load(); e == 0 || now.UnixNano() <= e {
-				if g := int64(now.Sub(lastEcho)); g > cl.maxGap.Load() {
-					cl.maxGap.Store(g)
+				// A compare-and-swap, so that the quiet window's
+				// Swap(0) is not undone by a gap it already read.
+				for g := int64(now.Sub(lastEcho)); ; {
+					m := cl.maxGap.Load()
+					if g <= m || cl.maxGap.CompareAndSwap(m, g) {
+						break
+					}
 				}
 			}
 		}

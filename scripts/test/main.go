@@ -15,8 +15,9 @@
 // on the second Go release).
 // A package not listed in light goes to the first queue.
 //
-// Each queue stops at its first failure, as the && of a shell line would;
-// the command exits 1 if either failed. -n prints the commands only.
+// A queue's go test runs all its packages; a failure stops the queue's later
+// commands, as the && of a shell line would. The command exits 1 if either
+// queue failed. -n prints the commands only.
 package main
 
 import (
@@ -184,7 +185,10 @@ func run(root string, s step, out *lines) error {
 		for sc.Scan() {
 			out.printf("%s\n", sc.Text())
 		}
-		_, _ = io.Copy(io.Discard, pr) // a line over 16 MiB: keep the pipe flowing
+		if sc.Err() != nil { // a line over 16 MiB: the rest as it comes
+			out.printf("test: a line of over 16 MiB; what follows is not split into lines\n")
+			_, _ = io.Copy(out, pr)
+		}
 	}()
 	err := cmd.Run()
 	pw.Close()
@@ -196,6 +200,13 @@ func run(root string, s step, out *lines) error {
 type lines struct {
 	mu sync.Mutex
 	w  io.Writer
+}
+
+// Write writes b whole, between two lines of others.
+func (l *lines) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 func (l *lines) printf(format string, args ...any) {
