@@ -300,26 +300,28 @@ func (h *Handover) invalid(err error) {
 // under it.
 func movable(c net.Conn) (*hoConn, syscall.RawConn, error) {
 	var tc *hoConn
-	for range 64 {
-		switch x := c.(type) {
+	var inner net.Conn
+	isTLS := false
+	layers(c, false, func(x net.Conn) bool {
+		switch x := x.(type) {
 		case *tls.Conn:
-			return nil, nil, fmt.Errorf("%w: a TLS connection (Go's crypto/tls cannot export its session); it drains", ErrNotMovable)
+			isTLS = true
+			return false
 		case *hoConn:
 			tc = x
-			c = x.Conn
-			continue
-		case interface{ Unwrap() net.Conn }:
-			c = x.Unwrap()
-			continue
 		}
-		break
+		inner = x
+		return true
+	})
+	if isTLS {
+		return nil, nil, fmt.Errorf("%w: a TLS connection (Go's crypto/tls cannot export its session); it drains", ErrNotMovable)
 	}
 	if tc == nil {
 		return nil, nil, ErrUntracked
 	}
-	sc, ok := c.(syscall.Conn)
+	sc, ok := inner.(syscall.Conn)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: %T has no descriptor", ErrNotMovable, c)
+		return nil, nil, fmt.Errorf("%w: %T has no descriptor", ErrNotMovable, inner)
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {

@@ -117,21 +117,14 @@ func (u *Upgrader) moveIdle(c net.Conn) bool {
 // idleKeyOf returns the key of the tracked connection under c's wrappers,
 // or "" if it came from no listener that takes idle connections.
 func idleKeyOf(c net.Conn) string {
-	for range 64 {
-		switch x := c.(type) {
-		case *hoConn:
-			if x.key != "" {
-				return x.key
-			}
-			c = x.Conn
-			continue
-		case interface{ Unwrap() net.Conn }:
-			c = x.Unwrap()
-			continue
+	key := ""
+	layers(c, false, func(x net.Conn) bool {
+		if hc, ok := x.(*hoConn); ok {
+			key = hc.key
 		}
-		break
-	}
-	return ""
+		return key == ""
+	})
+	return key
 }
 
 // idleListener is a TCP listener whose Accept also returns the idle HTTP

@@ -199,19 +199,36 @@ func (c *hoConn) endTurn(closing bool) {
 	}
 }
 
-// trackedConn finds the tracked connection in c's wrappers, or nil.
+// trackedConn finds the tracked connection in c's wrappers (a *tls.Conn's
+// too), or nil.
 func trackedConn(c net.Conn) *hoConn {
+	var tc *hoConn
+	layers(c, true, func(x net.Conn) bool {
+		tc, _ = x.(*hoConn)
+		return tc == nil
+	})
+	return tc
+}
+
+// layers calls visit with c and then each connection under it, outermost
+// first — through Unwrap() net.Conn methods, a tracked connection's, and,
+// if throughTLS, a *tls.Conn's NetConn — until visit returns false or the
+// innermost was visited (64 at most).
+func layers(c net.Conn, throughTLS bool, visit func(net.Conn) bool) {
 	for range 64 {
+		if !visit(c) {
+			return
+		}
 		switch x := c.(type) {
-		case *hoConn:
-			return x
 		case *tls.Conn:
+			if !throughTLS {
+				return
+			}
 			c = x.NetConn()
-		case interface{ Unwrap() net.Conn }:
+		case interface{ Unwrap() net.Conn }: // *hoConn too
 			c = x.Unwrap()
 		default:
-			return nil
+			return
 		}
 	}
-	return nil
 }
