@@ -228,6 +228,7 @@ func (s *supervisor) carryOut(a machine.Action) machine.Event {
 	case machine.ActPause:
 		if a.Pause {
 			s.procs[a.G].signal(syscall.SIGSTOP)
+			go s.logPaused(a.G, s.tcpPorts())
 		} else {
 			s.procs[a.G].signal(syscall.SIGCONT)
 		}
@@ -534,6 +535,26 @@ func (s *supervisor) probeSockets() []probe.Socket {
 }
 
 // tcpPorts returns the local ports of the TCP sockets handoff holds.
+// logPaused logs, once g's process has stopped (SIGSTOP), how many
+// connections it holds: they end with it, since it accepts no more.
+// (The checks counted them before the signal; more may have come since.)
+func (s *supervisor) logPaused(g *machine.Gen, ports map[uint16]bool) {
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+		if st, _, _, ok := procfs.Stat(g.PID); !ok || st == "T" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(ports) == 0 {
+		return
+	}
+	about := []any{"gen", g.N, "gen_pid", g.PID}
+	if s.cfg.Workers > 1 {
+		about = []any{"gen", g.N, "worker", g.W, "gen_pid", g.PID}
+	}
+	s.log.Warn("process paused: the connections it holds end with it", append([]any{"event", "worker.paused"},
+		append(about, "conns", probe.Held(g.PID, ports))...)...)
+}
+
 func (s *supervisor) tcpPorts() map[uint16]bool {
 	ports := map[uint16]bool{}
 	for _, c := range s.sockets {
