@@ -166,7 +166,8 @@ func TestPodmanDaemonPID1(t *testing.T) {
 		t.Fatalf("podman kill --signal HUP: %v %s", err, out)
 	}
 	waitGen(3)
-	// Generations 1 and 2 each left 10 orphans (sleeping 3 s): when a
+	// Generations 1 and 2 each left 10 orphans (each sleeps 3 s once its
+	// generation has exited): when a
 	// generation exits, its orphans come under PID 1, which stops them as
 	// strays and must reap them. Both generations' strays are logged; then
 	// none is left under PID 1, running or a zombie.
