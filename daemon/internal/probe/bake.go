@@ -239,8 +239,6 @@ func (w *bakeWatch) health(ctx context.Context, client *http.Client) string {
 	return ""
 }
 
-// held returns the connections of conns that the process tree of root
-// holds.
 // Held returns how many of the TCP connections on ports (accepted, not
 // closed) the process tree of root holds, or -1 if they cannot be listed.
 func Held(root int, ports map[uint16]bool) int {
@@ -251,6 +249,8 @@ func Held(root int, ports map[uint16]bool) int {
 	return len(held(root, conns))
 }
 
+// held returns the connections of conns that the process tree of root
+// holds.
 func held(root int, conns map[uint64]sockdiag.Conn) map[uint64]bool {
 	out := map[uint64]bool{}
 	pids, err := procfs.ProcessTree(root)

@@ -534,7 +534,6 @@ func (s *supervisor) probeSockets() []probe.Socket {
 	return out
 }
 
-// tcpPorts returns the local ports of the TCP sockets handoff holds.
 // logPaused logs, once g's process has stopped (SIGSTOP), how many
 // connections it holds: they end with it, since it accepts no more.
 // (The checks counted them before the signal; more may have come since.)
@@ -555,6 +554,7 @@ func (s *supervisor) logPaused(g *machine.Gen, ports map[uint16]bool) {
 		append(about, "conns", probe.Held(g.PID, ports))...)...)
 }
 
+// tcpPorts returns the local ports of the TCP sockets handoff holds.
 func (s *supervisor) tcpPorts() map[uint16]bool {
 	ports := map[uint16]bool{}
 	for _, c := range s.sockets {
