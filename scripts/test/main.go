@@ -124,8 +124,7 @@ func main() {
 
 // queues lists the two queues' commands for the module at root.
 func queues(root string) (first, second []step, err error) {
-	list := exec.Command("go", "list", "-f", "{{.ImportPath}} {{.Dir}}", "./...")
-	// (the directory after the first space: paths may hold spaces)
+	list := exec.Command("go", "list", "-f", "{{.Dir}}", "./...")
 	list.Dir = root
 	list.Stderr = os.Stderr
 	b, err := list.Output()
@@ -143,11 +142,7 @@ func queues(root string) (first, second []step, err error) {
 	for _, p := range light {
 		lite = append(lite, "./"+p)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		_, dir, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
+	for _, dir := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		path, err := filepath.Rel(root, dir)
 		if err != nil {
 			return nil, nil, err
