@@ -320,8 +320,10 @@ func TestHandoverInTurns(t *testing.T) {
 			}
 		}()
 	}
-	for answered.Load() < n {
-		time.Sleep(5 * time.Millisecond)
+	for deadline := time.Now().Add(20 * time.Second); answered.Load() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d clients answered before the release; log:\n%s", answered.Load(), n, tail(s.log(), 20))
+		}
 	}
 	s.signal(syscall.SIGHUP)
 	pid := s.waitPid(old, 20*time.Second)
