@@ -32,7 +32,7 @@ func (s *supervisor) identify(g *generation, prev *generation) {
 	if prev != nil {
 		prevN = prev.N
 	}
-	readyC, exitedC := g.readyC, g.exitedC
+	readyC, exitedC := g.Ready(), g.Exited()
 	go func() {
 		id, err := s.releaseCache.Known(spec.Program, spec.Args, spec.Dir)
 		if errors.Is(err, release.ErrNotCached) {
@@ -64,7 +64,7 @@ func (s *supervisor) identify(g *generation, prev *generation) {
 					"event", "release.same", "gen", n, "serving_gen", prevN, "sha256", id.Short())
 			}
 		}
-		s.watchRelease(g.exitedC, id, n, pid)
+		s.watchRelease(exitedC, id, n, pid)
 	}()
 }
 

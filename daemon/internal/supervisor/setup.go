@@ -22,7 +22,10 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
+	"github.com/handoff-dev/handoff/daemon/internal/quicgroup"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
+	"github.com/handoff-dev/handoff/daemon/internal/sockets"
+	"github.com/handoff-dev/handoff/daemon/internal/spawn"
 	"github.com/handoff-dev/handoff/daemon/internal/watch"
 	"github.com/handoff-dev/handoff/internal/holdback"
 	"github.com/handoff-dev/handoff/listener"
@@ -30,15 +33,6 @@ import (
 	"github.com/handoff-dev/handoff/upgrader"
 	"golang.org/x/sys/unix"
 )
-
-// envNextGen carries the next generation number to a new handoff on SIGUSR2.
-const envNextGen = "HANDOFF_NEXT_GEN"
-
-// envSystemdNames carries to a new handoff on SIGUSR2 the names of the
-// sockets systemd passed without --listen, in order, joined by ':' as in
-// LISTEN_FDNAMES: the new handoff gets the sockets from its predecessor, not
-// from systemd, so it cannot learn them otherwise.
-const envSystemdNames = "HANDOFF_SYSTEMD_NAMES"
 
 // Run runs the program as cfg says until handoff stops, and returns
 // handoff's exit status: 0 after a clean stop, ExitStopCut after one that
@@ -57,7 +51,7 @@ func Run(cfg *config.Config, log *slog.Logger, version string) (int, error) {
 		s.watcher.Close()
 	}
 	s.stopAllStrays()
-	s.flushOutputs(time.Second)
+	s.spawner.FlushOutputs(time.Second)
 	s.keeper.Bye()
 	// Removes the control socket and the pid file; STOPPING=1 went out when
 	// the stop began.
@@ -94,9 +88,9 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	s.u = u
 	s.reaper = reaper.New(log)
 	first := 1
-	if n, err := strconv.Atoi(os.Getenv(envNextGen)); err == nil && n > 0 {
+	if n, err := strconv.Atoi(os.Getenv(spawn.EnvNextGen)); err == nil && n > 0 {
 		first = n
-		os.Unsetenv(envNextGen)
+		os.Unsetenv(spawn.EnvNextGen)
 	}
 	s.m = newMachine(cfg, first)
 	// The shim is the running binary, even if a new one replaced it on disk.
@@ -144,6 +138,8 @@ func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor,
 	if s.runDir, err = makeRunDir(); err != nil {
 		return nil, err
 	}
+	s.spawner = &spawn.Starter{Config: cfg, Log: log, Self: s.self, RunDir: s.runDir, Files: s.files, Names: s.names, Sockets: s.probeSockets(),
+		Watchdog: u.WatchdogInterval(), Reaper: s.reaper, Keeper: s.keeper, QUIC: s.quic, Events: s.events, Strays: s.newStrays}
 	signal.Notify(s.sigC, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	// As systemd does for every service (IgnoreSIGPIPE=yes), the generations
 	// start with SIGPIPE ignored, inherited from handoff: a write to the
@@ -240,8 +236,8 @@ func makeRunDir() (string, error) {
 // (or the old handoff, after SIGUSR2), by name. It returns their local
 // addresses.
 func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
-	inherited, fromParent := os.LookupEnv(envSystemdNames)
-	os.Unsetenv(envSystemdNames)
+	inherited, fromParent := os.LookupEnv(spawn.EnvSystemdNames)
+	os.Unsetenv(spawn.EnvSystemdNames)
 	listens := s.cfg.Listens
 	if len(listens) == 0 {
 		var names []string
@@ -274,9 +270,12 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 		var sock io.Closer
 		var err error
 		if l.QUIC {
-			f, sock, err = s.openQUIC(u, l, len(s.files))
+			if s.quic == nil {
+				s.quic = quicgroup.New(s.log)
+			}
+			f, sock, err = s.quic.Open(u, l, len(s.files))
 		} else {
-			f, sock, err = openSocket(u, l.Addr)
+			f, sock, err = sockets.Open(u, l.Addr)
 		}
 		if err != nil {
 			return nil, err
@@ -296,79 +295,16 @@ func (s *supervisor) openSockets(u *upgrader.Upgrader) ([]net.Addr, error) {
 		}
 		s.inodes = append(s.inodes, st.Ino)
 		s.stored = append(s.stored, l.Addr.Network != "systemd" && !l.QUIC && (s.cfg.FDStore || os.Getenv("FDSTORE") != ""))
-		held = append(held, localAddr(sock))
+		held = append(held, sockets.LocalAddr(sock))
 	}
 	return held, nil
 }
 
-// openSocket opens a through the upgrader, so that a new handoff inherits
-// it, and returns a descriptor to pass to generations, and the listener or
-// packet conn, which the caller keeps open.
-func openSocket(u *upgrader.Upgrader, a listener.Addr) (*os.File, io.Closer, error) {
-	var c io.Closer
-	if a.Packet() {
-		pc, err := u.ListenPacketAddr(a)
-		if err != nil {
-			return nil, nil, err
-		}
-		c = pc
-	} else {
-		ln, err := u.ListenAddr(a)
-		if err != nil {
-			return nil, nil, err
-		}
-		c = ln
+// listenAddr returns l's address as status shows it: quic:// for a QUIC
+// socket.
+func listenAddr(l config.Listen) string {
+	if l.QUIC {
+		return "quic://" + l.Addr.Address
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		c.Close()
-		return nil, nil, fmt.Errorf("handoff: %s: cannot pass this socket on", a)
-	}
-	file, err := passable(sc, a.String())
-	if err != nil {
-		c.Close()
-		return nil, nil, fmt.Errorf("handoff: %s: %w", a, err)
-	}
-	return file, c, nil
-}
-
-// passable returns a duplicate of the socket for exec.Cmd.ExtraFiles that
-// leaves the socket in non-blocking mode. All generations share one open
-// file description, and with it its O_NONBLOCK flag. The *os.File of
-// net's File method makes os.StartProcess clear that flag (golang/go#43894):
-// an older generation's Go runtime then blocks in accept(2) in the kernel,
-// and its listener's Close waits until a connection arrives — a drain with
-// no traffic hangs until the drain timeout. A descriptor that was already
-// non-blocking when given to os.NewFile is passed as it is.
-func passable(sc syscall.Conn, name string) (*os.File, error) {
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	dup := -1
-	var derr error
-	if err := raw.Control(func(fd uintptr) {
-		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup: %w", derr)
-	}
-	if err := unix.SetNonblock(dup, true); err != nil {
-		unix.Close(dup)
-		return nil, fmt.Errorf("set non-blocking: %w", err)
-	}
-	return os.NewFile(uintptr(dup), name), nil
-}
-
-// localAddr returns the address a listener or packet conn is bound to.
-func localAddr(c io.Closer) net.Addr {
-	switch x := c.(type) {
-	case net.Listener:
-		return x.Addr()
-	case net.PacketConn:
-		return x.LocalAddr()
-	}
-	return nil
+	return l.Addr.String()
 }

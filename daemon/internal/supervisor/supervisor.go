@@ -21,14 +21,14 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
-	"github.com/handoff-dev/handoff/daemon/internal/outtag"
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
+	"github.com/handoff-dev/handoff/daemon/internal/quicgroup"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
 	"github.com/handoff-dev/handoff/daemon/internal/release"
+	"github.com/handoff-dev/handoff/daemon/internal/spawn"
 	"github.com/handoff-dev/handoff/daemon/internal/watch"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
-	"github.com/handoff-dev/handoff/internal/linetail"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrader"
 )
@@ -58,9 +58,6 @@ type supervisor struct {
 	// systemdNames lists, joined by ':', the names of the sockets taken from
 	// systemd without --listen, for a new handoff on SIGUSR2.
 	systemdNames string
-	// firstInWd records, without --chdir, whether the first generation's
-	// program lay in handoff's working directory (see checkWorkDir).
-	firstInWd *bool
 
 	version string // names this build, for the metrics
 	// releaseCache keeps the release files read, so that a worker, a
@@ -94,14 +91,11 @@ type supervisor struct {
 	wdC     chan chan error // watchdog checks from the upgrader's ping loop
 	// watcher reports the changes of --watch's paths; nil without it.
 	watcher *watch.Watcher
-	// tagged holds handoff's stdout and stderr as --tag-output makes
-	// them, set up at the first generation's start; nil without it.
-	tagged struct{ out, err *outtag.Sink }
-	// tails are the generations' output copiers not yet done (outputs).
-	tails []*linetail.Tail
+	// spawner starts the generations' processes.
+	spawner *spawn.Starter
 	// quic holds the steering of the --listen quic:// sockets; nil
-	// without any (see quic.go).
-	quic *quicState
+	// without any.
+	quic *quicgroup.Groups
 }
 
 // newMachine returns the machine for cfg, numbering generations from first.
@@ -185,7 +179,7 @@ func (s *supervisor) run() int {
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
 func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
-	s.quicEvent(ev)
+	s.quic.Event(ev)
 	if _, ok := ev.(machine.EvExited); ok {
 		defer s.trimMemory()
 	}
@@ -223,14 +217,14 @@ func (s *supervisor) carryOut(a machine.Action) machine.Event {
 		return s.spawn(a)
 	case machine.ActSignal:
 		if sig, ok := config.SignalByName(a.Sig); ok {
-			s.procs[a.G].signal(sig) // nil once released: nothing to signal
+			s.procs[a.G].Signal(sig) // nil once released: nothing to signal
 		}
 	case machine.ActPause:
 		if a.Pause {
-			s.procs[a.G].signal(syscall.SIGSTOP)
+			s.procs[a.G].Signal(syscall.SIGSTOP)
 			go s.logPaused(a.G, s.tcpPorts())
 		} else {
-			s.procs[a.G].signal(syscall.SIGCONT)
+			s.procs[a.G].Signal(syscall.SIGCONT)
 		}
 	case machine.ActAfter:
 		t := time.AfterFunc(a.D, func() { s.events <- a.Ev })
@@ -239,7 +233,7 @@ func (s *supervisor) carryOut(a machine.Action) machine.Event {
 		}
 	case machine.ActCancelReady:
 		if g := s.procs[a.G]; g != nil {
-			g.cancel()
+			g.CancelReady()
 		}
 	case machine.ActRelease:
 		s.release(a.G)
@@ -291,10 +285,11 @@ func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
 		// not): give them back, off the reload's path.
 		defer s.trimMemory()
 	}
-	g, err := s.start(a.N, a.W, a.Spec)
+	p, err := s.spawner.Start(a.N, a.W, a.Spec)
 	if err != nil {
 		return machine.EvSpawnFailed{Err: err, N: a.N, W: a.W}
 	}
+	g := &generation{Process: p}
 	s.procs[g.Gen] = g
 	var prev *generation
 	if v := s.m.View(); a.W < len(v.Workers) && v.Workers[a.W].Cur != nil {
@@ -313,10 +308,8 @@ func (s *supervisor) release(mg *machine.Gen) {
 		return // released already
 	}
 	delete(s.procs, mg)
-	g.cancel()
-	g.closeNotify()
-	g.ho.close()
-	s.keeper.Drop(g.key())
+	g.Release()
+	s.keeper.Drop(g.Key())
 	for _, t := range g.timers {
 		t.Stop()
 	}
@@ -344,9 +337,9 @@ func (s *supervisor) notifyKind(kind, status string) {
 // generations on from nextN and takes the sockets systemd gave this one by
 // the same names; EvSelfUpgradeDone follows.
 func (s *supervisor) upgradeSelf(nextN int) {
-	os.Setenv(envNextGen, fmt.Sprint(nextN))
+	os.Setenv(spawn.EnvNextGen, fmt.Sprint(nextN))
 	if s.systemdNames != "" {
-		os.Setenv(envSystemdNames, s.systemdNames)
+		os.Setenv(spawn.EnvSystemdNames, s.systemdNames)
 	}
 	// The new handoff is tableflip's child, waited for by tableflip.
 	s.reaper.Pause()
@@ -457,11 +450,11 @@ func (s *supervisor) checkHung() machine.Event {
 		if p == nil {
 			continue
 		}
-		last := p.lastPing.Load()
-		if last == 0 {
+		last := p.LastPing()
+		if last.IsZero() {
 			continue
 		}
-		if quiet := time.Since(time.Unix(0, last)); quiet > wd {
+		if quiet := time.Since(last); quiet > wd {
 			return machine.EvHung{G: g, Quiet: quiet}
 		}
 	}
@@ -486,7 +479,7 @@ func (s *supervisor) watchBake(a machine.ActWatchBake) {
 	if health.Kind != "" {
 		health = health.ForWorker(a.G.W)
 	}
-	b := probe.Baking{New: a.G, Old: a.Old, Others: a.Others, Exited: g.exitedC, Health: health, Sockets: s.probeSockets(), Ports: s.tcpPorts()}
+	b := probe.Baking{New: a.G, Old: a.Old, Others: a.Others, Exited: g.Exited(), Health: health, Sockets: s.probeSockets(), Ports: s.tcpPorts()}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Bake)
 		defer cancel()
@@ -509,7 +502,7 @@ func (s *supervisor) publishServing() {
 	for _, sl := range s.m.View().Workers {
 		if g := sl.Cur; g != nil && g.State == machine.Serving && !g.Unresponsive {
 			if p := s.procs[g]; p != nil {
-				out = append(out, probe.Proc{G: g, Exited: p.exitedC})
+				out = append(out, probe.Proc{G: g, Exited: p.Exited()})
 			}
 		}
 	}

@@ -1,6 +1,16 @@
 //go:build linux
 
-package supervisor
+// Package relay carries connections between two processes of `handoff run`
+// that hand them over (--handover): each process gets two channels
+// (SOCK_SEQPACKET pairs) whose other ends handoff keeps, and when one
+// process replaces another, a Relay passes the library's handover protocol
+// (package upgrader) message by message, with its descriptors, from the old
+// process's out channel to the new one's in channel and back, counting what
+// it passes. handoff keeps no copy of a connection: each descriptor is
+// closed once passed on. The first end or failure on either side closes
+// both channels, which both processes read as an abort: the old process
+// keeps what it had not seen committed.
+package relay
 
 import (
 	"errors"
@@ -19,22 +29,23 @@ import (
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
-// channels are handoff's ends of one process's handover channels
-// (--handover, see package handover): in carries connections to the
-// process from the one it replaces, out from it to the one that replaces
-// it. A relay takes the ends it uses (the fields become nil); release
-// closes the others.
-type channels struct {
-	in, out *net.UnixConn
+// Channels are handoff's ends of one process's handover channels: In
+// carries connections to the process from the one it replaces, Out from it
+// to the one that replaces it. Whoever starts a Relay takes the ends it
+// uses (sets the fields to nil); Close closes the others.
+type Channels struct {
+	In, Out *net.UnixConn
 }
 
-// newChannels makes a process's two channels and returns handoff's ends,
-// the process's ends (to pass after its sockets) and the variable that names
-// them, given the number of descriptors passed before them.
-func newChannels(before int) (*channels, []*os.File, string, error) {
+// NewChannels makes a process's two channels and returns handoff's ends,
+// the process's ends (to pass after its sockets, in that order) and the
+// variable that names them to the process, given the number of descriptors
+// passed before them. The caller closes the process's ends once the process
+// has started (or failed to).
+func NewChannels(before int) (*Channels, []*os.File, string, error) {
 	var mine [2]*net.UnixConn
 	var theirs []*os.File
-	fail := func(err error) (*channels, []*os.File, string, error) {
+	fail := func(err error) (*Channels, []*os.File, string, error) {
 		for _, c := range mine {
 			if c != nil {
 				c.Close()
@@ -62,29 +73,30 @@ func newChannels(before int) (*channels, []*os.File, string, error) {
 		mine[i] = c.(*net.UnixConn)
 	}
 	env := upgrader.HandoverChannelsEnv + "=" + strconv.Itoa(3+before) + "," + strconv.Itoa(4+before)
-	return &channels{in: mine[0], out: mine[1]}, theirs, env, nil
+	return &Channels{In: mine[0], Out: mine[1]}, theirs, env, nil
 }
 
-// close closes the ends no relay took.
-func (c *channels) close() {
+// Close closes the ends no relay took. It does nothing on a nil Channels.
+func (c *Channels) Close() {
 	if c == nil {
 		return
 	}
-	for _, x := range []*net.UnixConn{c.in, c.out} {
+	for _, x := range []*net.UnixConn{c.In, c.Out} {
 		if x != nil {
 			x.Close()
 		}
 	}
-	c.in, c.out = nil, nil
+	c.In, c.Out = nil, nil
 }
 
-// takeHello reads, without waiting, the hello a process that adopts writes
-// on its in channel before it is ready; nil if there is none.
-func (c *channels) takeHello() []byte {
-	if c == nil || c.in == nil {
+// TakeHello reads, without waiting, the hello a process that adopts writes
+// on its In channel before it is ready; nil if there is none (the process
+// adopts nothing).
+func (c *Channels) TakeHello() []byte {
+	if c == nil || c.In == nil {
 		return nil
 	}
-	rc, err := c.in.SyscallConn()
+	rc, err := c.In.SyscallConn()
 	if err != nil {
 		return nil
 	}
@@ -99,63 +111,8 @@ func (c *channels) takeHello() []byte {
 	return b[:n]
 }
 
-// handOver carries out ActHandOver: if the new process said hello and the
-// old one has its out channel, the hello goes to the old one ("your
-// successor adopts", before its stop signal) and a relay starts between
-// them; otherwise the channels that would have carried connections close,
-// so that the new process's Adopted ends and the old one's Offers fail at
-// once (its connections drain).
-func (s *supervisor) handOver(a machine.ActHandOver) {
-	nw := s.procs[a.New]
-	var old *generation
-	if a.Old != nil {
-		old = s.procs[a.Old]
-	}
-	if nw == nil || nw.ho == nil {
-		if old != nil && old.ho != nil && old.ho.out != nil {
-			old.ho.out.Close()
-			old.ho.out = nil
-		}
-		return
-	}
-	hello := nw.ho.takeHello()
-	if hello == nil || old == nil || old.ho == nil || old.ho.out == nil {
-		if nw.ho.in != nil {
-			nw.ho.in.Close()
-			nw.ho.in = nil
-		}
-		if old != nil && old.ho != nil && old.ho.out != nil {
-			old.ho.out.Close()
-			old.ho.out = nil
-		}
-		if hello == nil && old != nil {
-			s.log.Info("the new process adopts no connection: the old one drains them", "event", "handover.unavailable",
-				"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
-		}
-		return
-	}
-	from, to := old.ho.out, nw.ho.in
-	old.ho.out, nw.ho.in = nil, nil
-	_ = from.SetWriteDeadline(time.Now().Add(time.Second))
-	if _, err := from.Write(hello); err != nil {
-		from.Close()
-		to.Close()
-		s.log.Warn("cannot tell the old process that its successor adopts: it drains its connections", "event", "handover.failed",
-			"gen", a.Old.N, "gen_pid", a.Old.PID, "err", err)
-		return
-	}
-	_ = from.SetWriteDeadline(time.Time{})
-	s.log.Info("relaying connections to the new process", "event", "handover.relaying",
-		"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
-	r := &relay{from: from, to: to, report: func(ev machine.EvRelayed) {
-		ev.Old, ev.New = a.Old, a.New
-		s.events <- ev
-	}}
-	go r.run()
-}
-
-// relay passes the library's handover protocol between an old process's
-// out channel (from) and a new one's in channel (to), message by message
+// A relay passes the library's handover protocol between an old process's
+// Out channel (from) and a new one's In channel (to), message by message
 // with their descriptors, counting by each message's kind. The first end
 // or failure on either side closes both: an abort for both processes.
 type relay struct {
@@ -171,9 +128,19 @@ type relay struct {
 	err              error
 }
 
-// run relays until either side ends, reporting each commit as it passes,
-// and the connections left uncommitted at the end (they stay with the old
-// process, refused or not: its batch was aborted).
+// Start relays from the old process's channel from to the new one's to,
+// in goroutines of its own, until either side ends; it owns both ends from
+// then on. report is called with each commit as it passes (Committed, and
+// the Refused of its batch), and once at the end (Done), with the
+// connections left uncommitted (Fallback: they stay with the old process,
+// refused or not, its batch aborted) and why the relay ended if it failed
+// (Err). report is called from the relay's goroutines, one call at a time.
+func Start(from, to *net.UnixConn, report func(machine.EvRelayed)) {
+	r := &relay{from: from, to: to, report: report}
+	go r.run()
+}
+
+// run relays until either side ends; see Start.
 func (r *relay) run() {
 	done := make(chan struct{}, 2)
 	go func() { r.pump(r.from, r.to, true); done <- struct{}{} }()

@@ -1,11 +1,27 @@
 //go:build linux
 
-package supervisor
+// Package quicgroup keeps `handoff run`'s QUIC sockets (--listen
+// quic://HOST:PORT), where each generation needs a UDP socket of its own:
+// two processes reading one UDP socket would split its datagrams, and with
+// them every QUIC connection, at random.
+//
+// Each generation gets a UDP socket of its own, bound by handoff with
+// SO_REUSEPORT into one group per address; handoff holds the group's steering (package quicsteer): the
+// program, attached through an anchor socket of handoff's own that is never
+// in the map, and the maps. A generation's socket enters the map at its
+// slot when the generation is ready, and it becomes the newest, to which
+// Initial packets go; it leaves when the generation's process closes it
+// (the kernel empties the slot as the socket's last descriptor closes:
+// handoff closes its copy once the socket is in the map) and at its exit.
+// The program learns its slot and the key from $HANDOFF_QUIC_SLOT and
+// $HANDOFF_QUIC_KEY; module quic's Listen (FromHandoff) reads them.
+package quicgroup
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -18,32 +34,16 @@ import (
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/sockets"
 	"github.com/handoff-dev/handoff/internal/quicsteer"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
-// QUIC sockets (--listen quic://HOST:PORT). Each generation gets a UDP
-// socket of its own, bound by handoff with SO_REUSEPORT into one group per
-// address; handoff holds the group's steering (package quicsteer): the
-// program, attached through an anchor socket of handoff's own that is never
-// in the map, and the maps. A generation's socket enters the map at its
-// slot when the generation is ready, and it becomes the newest, to which
-// Initial packets go; it leaves when the generation's process closes it
-// (the kernel empties the slot as the socket's last descriptor closes:
-// handoff closes its copy once the socket is in the map) and at its exit.
-// The program learns its slot and the key from $HANDOFF_QUIC_SLOT and
-// $HANDOFF_QUIC_KEY; module quic's Listen (FromHandoff) reads them.
-
-func init() {
-	// handoff sets them for each generation: never from its environment
-	// or the env file.
-	withheldEnv[quicsteer.EnvSlot] = true
-	withheldEnv[quicsteer.EnvKey] = true
-}
-
-// quicState is what handoff keeps of its QUIC sockets; nil without any.
-// Only the supervisor's goroutine uses it.
-type quicState struct {
+// Groups is what handoff keeps of its QUIC sockets, one group per
+// address. A nil *Groups has none: Spawn passes the sockets as they are,
+// and NotStarted and Event do nothing. A Groups is used from one goroutine.
+type Groups struct {
+	log   *slog.Logger
 	key   uint16
 	socks []*quicSock
 	gens  map[*machine.Gen]*quicGen // spawned, not yet exited
@@ -52,7 +52,7 @@ type quicState struct {
 
 // quicSock is one --listen quic:// address.
 type quicSock struct {
-	idx    int // in supervisor.files
+	idx    int // among the descriptors passed
 	addr   *net.UDPAddr
 	maps   *quicsteer.Maps
 	prog   *ebpf.Program
@@ -72,12 +72,18 @@ type quicGen struct {
 // layout of the maps and of the cookie, as module quic's.
 func quicMapName(addr, which string) string { return "handoff-run-quic.v1:" + addr + ":" + which }
 
-// openQUIC opens l's group: the maps (those an old handoff passed on
+// New returns a Groups with no socket yet, which logs to log.
+func New(log *slog.Logger) *Groups {
+	return &Groups{log: log, gens: map[*machine.Gen]*quicGen{}}
+}
+
+// Open opens l's group: the maps (those an old handoff passed on
 // SIGUSR2, else new ones), the program, and the anchor socket bound to l's
 // address, with the program attached. It returns a descriptor of the
 // anchor for the socket's place in LISTEN_FDS (each generation gets its
 // own socket there instead) and the anchor itself.
-func (s *supervisor) openQUIC(u *upgrader.Upgrader, l config.Listen, idx int) (*os.File, io.Closer, error) {
+// idx is the socket's place among the descriptors passed (from 0).
+func (qs *Groups) Open(u *upgrader.Upgrader, l config.Listen, idx int) (*os.File, io.Closer, error) {
 	fail := func(err error) (*os.File, io.Closer, error) {
 		return nil, nil, fmt.Errorf("handoff run: --listen %s: %w", l, err)
 	}
@@ -86,7 +92,7 @@ func (s *supervisor) openQUIC(u *upgrader.Upgrader, l config.Listen, idx int) (*
 		return fail(err)
 	}
 	_ = rlimit.RemoveMemlock() // kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK
-	m, err := s.quicMaps(u, l.Addr.Address)
+	m, err := quicMaps(u, l.Addr.Address)
 	if err != nil {
 		return fail(err)
 	}
@@ -109,28 +115,28 @@ func (s *supervisor) openQUIC(u *upgrader.Upgrader, l config.Listen, idx int) (*
 		q.close()
 		return fail(err)
 	}
-	if s.quic == nil {
-		s.quic = &quicState{key: uint16(c.Key), gens: map[*machine.Gen]*quicGen{}}
-	} else if uint16(c.Key) != s.quic.key {
-		c.Key = uint32(s.quic.key) // one key for all of handoff's QUIC sockets
+	if len(qs.socks) == 0 {
+		qs.key = uint16(c.Key)
+	} else if uint16(c.Key) != qs.key {
+		c.Key = uint32(qs.key) // one key for all of handoff's QUIC sockets
 		if err := m.WriteConf(c); err != nil {
 			q.close()
 			return fail(err)
 		}
 	}
-	s.quic.socks = append(s.quic.socks, q)
-	f, err := passable(q.anchor, l.Addr.String())
+	qs.socks = append(qs.socks, q)
+	f, err := sockets.Passable(q.anchor, l.Addr.String())
 	if err != nil {
 		q.close()
 		return fail(err)
 	}
-	s.log.Info("QUIC socket steered by handoff: each generation gets its own", "event", "quic.listening", "addr", "quic://"+q.addr.String(), "key", fmt.Sprintf("%04x", s.quic.key))
+	qs.log.Info("QUIC socket steered by handoff: each generation gets its own", "event", "quic.listening", "addr", "quic://"+q.addr.String(), "key", fmt.Sprintf("%04x", qs.key))
 	return f, q.anchor, nil
 }
 
 // quicMaps returns the maps an old handoff passed for addr (SIGUSR2), or
 // new ones; either way registered with u for the next handoff.
-func (s *supervisor) quicMaps(u *upgrader.Upgrader, addr string) (*quicsteer.Maps, error) {
+func quicMaps(u *upgrader.Upgrader, addr string) (*quicsteer.Maps, error) {
 	m := &quicsteer.Maps{}
 	parts := []struct {
 		which string
@@ -225,16 +231,17 @@ func withFD(c syscall.Conn, f func(fd int) error) error {
 	return ferr
 }
 
-// quicSpawn prepares generation g's QUIC sockets: it returns the files to
-// pass (s.files with each QUIC socket's place taken by a socket of g's own)
-// and the variables that tell g its slot and key. It refuses g, so that the
-// reload fails and the serving generation serves on, when the generation
-// MaxGenerations before it still holds g's slot (draining).
-func (s *supervisor) quicSpawn(g *generation) ([]*os.File, []string, error) {
-	if s.quic == nil {
-		return s.files, nil, nil
+// Spawn prepares g's QUIC sockets: it returns the files to pass (files,
+// the sockets handoff passes, with each QUIC socket's place taken by a
+// socket of g's own) and the variables that tell g its slot and key. It
+// refuses g, so that the reload fails and the serving generation serves on,
+// when the generation quicsteer.MaxGenerations before it still holds g's
+// slot (draining). Each process of g that Spawn prepared is either started,
+// and then told to Event (EvReady, EvExited), or given to NotStarted.
+func (qs *Groups) Spawn(g *machine.Gen, files []*os.File) ([]*os.File, []string, error) {
+	if qs == nil {
+		return files, nil, nil
 	}
-	qs := s.quic
 	slot := quicsteer.Slot(g.N)
 	for _, o := range qs.gens {
 		if o.slot == slot {
@@ -243,7 +250,7 @@ func (s *supervisor) quicSpawn(g *generation) ([]*os.File, []string, error) {
 		}
 	}
 	qg := &quicGen{n: g.N, slot: slot}
-	files := slices.Clone(s.files)
+	files = slices.Clone(files)
 	for _, q := range qs.socks {
 		if busy, err := q.maps.Occupied(slot); err != nil {
 			qg.close()
@@ -265,7 +272,7 @@ func (s *supervisor) quicSpawn(g *generation) ([]*os.File, []string, error) {
 		})
 		var f *os.File
 		if err == nil {
-			f, err = passable(c, files[q.idx].Name())
+			f, err = sockets.Passable(c, files[q.idx].Name())
 		}
 		c.Close()
 		if err != nil {
@@ -276,19 +283,19 @@ func (s *supervisor) quicSpawn(g *generation) ([]*os.File, []string, error) {
 		qg.cookies = append(qg.cookies, cookie)
 		files[q.idx] = f
 	}
-	qs.gens[g.Gen] = qg
+	qs.gens[g] = qg
 	env := []string{quicsteer.EnvSlot + "=" + strconv.Itoa(int(slot)), quicsteer.EnvKey + "=" + fmt.Sprintf("%04x", qs.key)}
 	return files, env, nil
 }
 
-// quicNotStarted forgets g, whose process did not start.
-func (s *supervisor) quicNotStarted(g *generation) {
-	if s.quic == nil {
+// NotStarted forgets g, whose process did not start.
+func (qs *Groups) NotStarted(g *machine.Gen) {
+	if qs == nil {
 		return
 	}
-	if qg := s.quic.gens[g.Gen]; qg != nil {
+	if qg := qs.gens[g]; qg != nil {
 		qg.close()
-		delete(s.quic.gens, g.Gen)
+		delete(qs.gens, g)
 	}
 }
 
@@ -301,26 +308,25 @@ func (qg *quicGen) close() {
 	qg.files = nil
 }
 
-// quicEvent carries out, for the QUIC sockets, what ev means before the
-// machine steps with it: a generation ready gets its sockets steered; one
-// that exited has them taken out.
-func (s *supervisor) quicEvent(ev machine.Event) {
-	if s.quic == nil {
+// Event carries out, for the QUIC sockets, what ev means, before the
+// machine steps with it: a generation ready gets its sockets steered (new
+// QUIC connections go to it); one that exited has them taken out.
+func (qs *Groups) Event(ev machine.Event) {
+	if qs == nil {
 		return
 	}
 	switch e := ev.(type) {
 	case machine.EvReady:
-		s.quicReady(e.G)
+		qs.quicReady(e.G)
 	case machine.EvExited:
-		s.quicExited(e.G)
+		qs.quicExited(e.G)
 	}
 }
 
 // quicReady puts g's sockets into their slot and makes g the newest ready
 // generation, to which new connections go; then closes handoff's copies,
 // so that the kernel empties the slot when g's process closes its socket.
-func (s *supervisor) quicReady(mg *machine.Gen) {
-	qs := s.quic
+func (qs *Groups) quicReady(mg *machine.Gen) {
 	qg := qs.gens[mg]
 	if qg == nil || qg.files == nil {
 		return
@@ -329,20 +335,19 @@ func (s *supervisor) quicReady(mg *machine.Gen) {
 		// Through SyscallConn: File.Fd could make the socket, whose flags
 		// the generation shares, blocking.
 		if err := withFD(qg.files[i], func(fd int) error { return q.maps.Put(qg.slot, fd) }); err != nil {
-			s.log.Error("QUIC socket not steered: this generation gets no QUIC packets", "event", "quic.steer_failed", "gen", qg.n, "addr", "quic://"+q.addr.String(), "slot", qg.slot, "err", err)
+			qs.log.Error("QUIC socket not steered: this generation gets no QUIC packets", "event", "quic.steer_failed", "gen", qg.n, "addr", "quic://"+q.addr.String(), "slot", qg.slot, "err", err)
 		}
 	}
 	qg.close()
 	qs.ready = append(qs.ready, qg)
-	s.quicWriteConf()
-	s.log.Info("QUIC sockets steered: new connections come to this generation", "event", "quic.steered", "gen", qg.n, "gen_pid", mg.PID, "slot", qg.slot)
+	qs.quicWriteConf()
+	qs.log.Info("QUIC sockets steered: new connections come to this generation", "event", "quic.steered", "gen", qg.n, "gen_pid", mg.PID, "slot", qg.slot)
 }
 
 // quicExited takes g's sockets out of the maps (the kernel did when its
 // process closed them, unless another process holds them still) and makes
 // the newest generation still ready the newest again.
-func (s *supervisor) quicExited(mg *machine.Gen) {
-	qs := s.quic
+func (qs *Groups) quicExited(mg *machine.Gen) {
 	qg := qs.gens[mg]
 	if qg == nil {
 		return
@@ -355,24 +360,23 @@ func (s *supervisor) quicExited(mg *machine.Gen) {
 			var cookie uint64
 			if err := q.maps.Socks.Lookup(qg.slot, &cookie); err == nil && cookie == qg.cookies[j] {
 				if err := q.maps.Remove(qg.slot); err != nil {
-					s.log.Warn("QUIC socket of an exited generation left in the map", "event", "quic.remove_failed", "gen", qg.n, "slot", qg.slot, "err", err)
+					qs.log.Warn("QUIC socket of an exited generation left in the map", "event", "quic.remove_failed", "gen", qg.n, "slot", qg.slot, "err", err)
 				}
 			}
 		}
-		s.quicWriteConf()
+		qs.quicWriteConf()
 	}
 	args := []any{"event", "quic.left", "gen", qg.n, "gen_pid", mg.PID, "slot", qg.slot}
 	if c, err := qs.socks[0].maps.Counts(); err == nil {
 		args = append(args, "by_cookie", c[quicsteer.VerdictCookie], "to_newest", c[quicsteer.VerdictNewest], "malformed", c[quicsteer.VerdictMalformed],
 			"gone", c[quicsteer.VerdictGone], "no_ready", c[quicsteer.VerdictNoReady])
 	}
-	s.log.Info("QUIC sockets of an exited generation out of the steering", args...)
+	qs.log.Info("QUIC sockets of an exited generation out of the steering", args...)
 }
 
 // quicWriteConf points the steering's Initial packets at the newest ready
 // generation, and at the one ready before it should its socket be gone.
-func (s *supervisor) quicWriteConf() {
-	qs := s.quic
+func (qs *Groups) quicWriteConf() {
 	newest, prev := uint32(quicsteer.NoSlot), uint32(quicsteer.NoSlot)
 	if n := len(qs.ready); n > 0 {
 		newest, prev = qs.ready[n-1].slot, qs.ready[n-1].slot
@@ -396,16 +400,7 @@ func (s *supervisor) quicWriteConf() {
 			err = q.maps.WriteConf(c)
 		}
 		if err != nil {
-			s.log.Error("QUIC steering not updated: new connections may go to an older generation", "event", "quic.steer_failed", "addr", "quic://"+q.addr.String(), "err", err)
+			qs.log.Error("QUIC steering not updated: new connections may go to an older generation", "event", "quic.steer_failed", "addr", "quic://"+q.addr.String(), "err", err)
 		}
 	}
-}
-
-// listenAddr returns l's address as status shows it: quic:// for a QUIC
-// socket.
-func listenAddr(l config.Listen) string {
-	if l.QUIC {
-		return "quic://" + l.Addr.Address
-	}
-	return l.Addr.String()
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package supervisor
+package spawn
 
 import (
 	"os"
@@ -16,8 +16,8 @@ import (
 // handoff's: as they come without --tag-output, which leaves them byte for
 // byte as they were; else each line tagged with g's generation, worker and
 // pid (package outtag).
-func (s *supervisor) outputs(g *generation, outR, errR *os.File) (stdout, stderr *linetail.Tail) {
-	if s.cfg.TagOutput == "" {
+func (s *Starter) outputs(g *Process, outR, errR *os.File) (stdout, stderr *linetail.Tail) {
+	if s.Config.TagOutput == "" {
 		stdout, stderr = linetail.New(outR, os.Stdout, 10), linetail.New(errR, os.Stderr, 10)
 	} else {
 		if s.tagged.out == nil {
@@ -40,10 +40,10 @@ func (s *supervisor) outputs(g *generation, outR, errR *os.File) (stdout, stderr
 	return stdout, stderr
 }
 
-// flushOutputs waits, at most wait in all, until the generations' output
-// has reached handoff's own: at its exit, once every generation and stray
-// has ended, the last lines may still be in the pipes.
-func (s *supervisor) flushOutputs(wait time.Duration) {
+// FlushOutputs waits, at most wait in all, until the processes' output
+// has reached handoff's own: at its exit, once every process and stray has
+// ended, the last lines may still be in the pipes.
+func (s *Starter) FlushOutputs(wait time.Duration) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for _, t := range s.tails {
@@ -58,21 +58,21 @@ func (s *supervisor) flushOutputs(wait time.Duration) {
 // sink returns the sink of f, handoff's stream named stream: journald's
 // native protocol if f is the journal's stream (and not --tag-output=stream)
 // and its socket answers, else f itself in --log-format.
-func (s *supervisor) sink(f *os.File, stream string) *outtag.Sink {
+func (s *Starter) sink(f *os.File, stream string) *outtag.Sink {
 	opt := outtag.Options{Format: outtag.Text, Stream: stream}
-	if s.cfg.LogFormat == "json" {
+	if s.Config.LogFormat == "json" {
 		opt.Format = outtag.JSON
 	}
 	to := "stream"
-	if s.cfg.TagOutput != "stream" && outtag.IsJournalStream(f) {
+	if s.Config.TagOutput != "stream" && outtag.IsJournalStream(f) {
 		j, err := outtag.OpenJournal(outtag.JournalSocket)
 		if err != nil {
-			s.log.Warn("handoff's "+stream+" is the journal, but its socket does not answer: the program's lines go to the stream, tagged in --log-format",
+			s.Log.Warn("handoff's "+stream+" is the journal, but its socket does not answer: the program's lines go to the stream, tagged in --log-format",
 				"event", "output.journal_unavailable", "stream", stream, "err", err)
 		} else {
 			opt.Journal, to = j, "journal"
 		}
 	}
-	s.log.Info("program's output tagged", "event", "output.tagged", "stream", stream, "to", to)
+	s.Log.Info("program's output tagged", "event", "output.tagged", "stream", stream, "to", to)
 	return outtag.NewSink(f, opt)
 }

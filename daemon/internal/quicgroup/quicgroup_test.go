@@ -1,8 +1,9 @@
 //go:build linux
 
-package supervisor
+package quicgroup
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -16,14 +17,14 @@ import (
 // reload fails and the serving generation serves on; generation 34 takes
 // slot 1, free.
 func TestQUICSlotStillHeld(t *testing.T) {
-	s := &supervisor{quic: &quicState{gens: map[*machine.Gen]*quicGen{}}}
+	qs := New(slog.New(slog.DiscardHandler))
 	old := &machine.Gen{N: 1}
-	s.quic.gens[old] = &quicGen{n: 1, slot: quicsteer.Slot(1)}
-	_, _, err := s.quicSpawn(&generation{Gen: &machine.Gen{N: 1 + quicsteer.MaxGenerations}})
+	qs.gens[old] = &quicGen{n: 1, slot: quicsteer.Slot(1)}
+	_, _, err := qs.Spawn(&machine.Gen{N: 1 + quicsteer.MaxGenerations}, nil)
 	if err == nil || !strings.Contains(err.Error(), "slot 0 is still held by generation 1") {
 		t.Fatalf("generation 33 beside generation 1: %v, want its refusal", err)
 	}
-	files, env, err := s.quicSpawn(&generation{Gen: &machine.Gen{N: 2 + quicsteer.MaxGenerations}})
+	files, env, err := qs.Spawn(&machine.Gen{N: 2 + quicsteer.MaxGenerations}, nil)
 	if err != nil || len(files) != 0 || len(env) != 2 || env[0] != quicsteer.EnvSlot+"=1" {
 		t.Fatalf("generation 34: %v, %v, %v; want slot 1", files, env, err)
 	}
@@ -35,15 +36,5 @@ func TestQUICSlotStillHeld(t *testing.T) {
 func TestQUICDrainingBound(t *testing.T) {
 	if config.MaxQUICDraining != quicsteer.MaxGenerations-2 {
 		t.Errorf("config.MaxQUICDraining is %d, want quicsteer.MaxGenerations-2 = %d", config.MaxQUICDraining, quicsteer.MaxGenerations-2)
-	}
-}
-
-// TestQUICEnvWithheld: the slot and key reach a generation from handoff
-// alone, never from handoff's environment or the env file.
-func TestQUICEnvWithheld(t *testing.T) {
-	for _, kv := range []string{quicsteer.EnvSlot + "=5", quicsteer.EnvKey + "=beef"} {
-		if !withheld(kv) {
-			t.Errorf("%s passes through to the generation", kv)
-		}
 	}
 }

@@ -1,0 +1,152 @@
+//go:build linux
+
+package relay
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/daemon/internal/machine"
+)
+
+// pair is an old and a new process's channels, as two processes would hold
+// them: the old one's Out end and the new one's In end, with a relay
+// between handoff's ends.
+type pair struct {
+	old, new *net.UnixConn
+	reports  chan machine.EvRelayed
+}
+
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	mk := func(which int) (*Channels, *net.UnixConn) {
+		c, theirs, env, err := NewChannels(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(env, "=5,6") {
+			t.Fatalf("variable %q: want the channels named as fds 5 and 6 after 2 sockets", env)
+		}
+		fc, err := net.FileConn(theirs[which])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range theirs {
+			f.Close()
+		}
+		t.Cleanup(func() { fc.Close(); c.Close() })
+		return c, fc.(*net.UnixConn)
+	}
+	oldC, oldEnd := mk(1) // the old process writes on its out channel
+	newC, newEnd := mk(0) // the new one reads its in channel
+	p := &pair{old: oldEnd, new: newEnd, reports: make(chan machine.EvRelayed, 16)}
+	from, to := oldC.Out, newC.In
+	oldC.Out, newC.In = nil, nil
+	Start(from, to, func(ev machine.EvRelayed) { p.reports <- ev })
+	return p
+}
+
+func (p *pair) report(t *testing.T) machine.EvRelayed {
+	t.Helper()
+	select {
+	case ev := <-p.reports:
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report from the relay within 10 s")
+		return machine.EvRelayed{}
+	}
+}
+
+// TestRelayCommit: an offer with a descriptor reaches the new process as it
+// was sent, with a descriptor that works; its answer reaches the old one;
+// the commit reaches the new process and is reported with its count; the end, once the old process
+// closes its channel, with nothing fallen back.
+func TestRelayCommit(t *testing.T) {
+	p := newPair(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	offer := []byte("I\x00\x00\x00\x00\x00\x00\x00\x07state")
+	if _, _, err := p.old.WriteMsgUnix(offer, unix.UnixRights(int(r.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4*8))
+	n, oobn, _, _, err := p.new.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf[:n], offer) {
+		t.Fatalf("the new process read %q, want %q", buf[:n], offer)
+	}
+	fds := rightsIn(oob[:oobn])
+	if len(fds) != 1 {
+		t.Fatalf("the new process got %d descriptors, want 1", len(fds))
+	}
+	got := os.NewFile(uintptr(fds[0]), "passed")
+	defer got.Close()
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := got.Read(buf[:1]); err != nil || buf[0] != 'x' {
+		t.Fatalf("reading the passed descriptor: %q, %v; want the pipe's byte", buf[:1], err)
+	}
+	if _, err := p.new.Write([]byte("P\x00\x00\x00\x00\x00\x00\x00\x07")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.old.Read(buf); err != nil || buf[0] != 'P' || n != 9 {
+		t.Fatalf("the old process read %q, %v; want the new one's answer", buf[:n], err)
+	}
+	if _, err := p.old.Write([]byte("C\x00\x00\x00\x00\x00\x00\x00\x07")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := p.report(t); ev.Committed != 1 || ev.Refused != 0 || ev.Done {
+		t.Fatalf("after the commit: %+v, want 1 committed", ev)
+	}
+	if n, err := p.new.Read(buf); err != nil || buf[0] != 'C' || n != 9 {
+		t.Fatalf("the new process read %q, %v; want the commit", buf[:n], err)
+	}
+	p.old.Close()
+	if ev := p.report(t); !ev.Done || ev.Fallback != 0 || ev.Err != "" {
+		t.Fatalf("after the old process closed: %+v, want done, nothing fallen back, no error", ev)
+	}
+	// The new process reads the end of its channel: no more connections.
+	if n, err := p.new.Read(buf); n != 0 && err == nil {
+		t.Fatalf("the new process read %q after the relay ended, want the end", buf[:n])
+	}
+}
+
+// TestRelayNewProcessGone: when the new process closes its channel with
+// two offers not committed, the relay ends both channels (the old process
+// reads an abort), and reports both offers fallen back, saying why.
+func TestRelayNewProcessGone(t *testing.T) {
+	p := newPair(t)
+	for range 2 {
+		if _, err := p.old.Write([]byte("I\x00\x00\x00\x00\x00\x00\x00\x01")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 64)
+	for range 2 {
+		if _, err := p.new.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.new.Close()
+	ev := p.report(t)
+	if !ev.Done || ev.Fallback != 2 || !strings.Contains(ev.Err, "the new process closed its channel") {
+		t.Fatalf("after the new process closed: %+v, want done, 2 fallen back and why", ev)
+	}
+	_ = p.old.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := p.old.Read(buf); n != 0 && err == nil {
+		t.Fatalf("the old process read %q, want its channel ended", buf[:n])
+	}
+}
