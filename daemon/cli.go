@@ -18,6 +18,7 @@ import (
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/control"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
@@ -169,7 +170,7 @@ func cmdReload(args []string, stdout, stderr io.Writer, cmd string) int {
 			*timeout = 2*(config.DefaultReadyTimeout) + 30*time.Second // a handoff from before the bound was reported
 		}
 	}
-	var r machine.ReloadResult
+	var r gen.ReloadResult
 	if err := control.Ask(*ctlPath, control.Message{Cmd: cmd}, *timeout, &r); err != nil {
 		fmt.Fprintf(stderr, "handoff %s: %v\n", cmd, err)
 		return 1

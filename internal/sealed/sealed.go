@@ -24,7 +24,7 @@ func Missing(dir, marker, fn string) ([]string, error) {
 }
 
 // MissingIn is Missing where the switch is in another package, in fnDir,
-// which names the types of the package in dir qualified (machine.EvStart).
+// which names the types of the package in dir qualified (gen.EvStart).
 func MissingIn(dir, fnDir, marker, fn string) ([]string, error) {
 	marked, _, _, err := scan(dir, marker, fn)
 	if err != nil {

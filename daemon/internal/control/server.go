@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +81,7 @@ func handle(c *net.UnixConn, log *slog.Logger, calls chan<- Call) {
 	}
 	if err := checkPeer(c); err != nil {
 		log.Warn("control connection refused", "event", "control.refused", "err", err)
-		reply(machine.ReloadResult{Error: err.Error()})
+		reply(gen.ReloadResult{Error: err.Error()})
 		return
 	}
 	_ = c.SetReadDeadline(time.Now().Add(ctlReadTimeout))
@@ -95,11 +95,11 @@ func handle(c *net.UnixConn, log *slog.Logger, calls chan<- Call) {
 			why = fmt.Sprintf("bad request: not one JSON object of at most %d bytes", ctlMaxRequest)
 		}
 		log.Warn("control request refused", "event", "control.request_refused", "err", why)
-		reply(machine.ReloadResult{Error: why})
+		reply(gen.ReloadResult{Error: why})
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	req := Call{Cmd: m.Cmd, Sig: syscall.Signal(m.Signal), Reload: make(chan machine.ReloadResult, 1), Status: make(chan Status, 1), Signal: make(chan SignalResult, 1)}
+	req := Call{Cmd: m.Cmd, Sig: syscall.Signal(m.Signal), Reload: make(chan gen.ReloadResult, 1), Status: make(chan Status, 1), Signal: make(chan SignalResult, 1)}
 	switch m.Cmd {
 	case "reload", "rollback", "status", "signal":
 		calls <- req
@@ -112,7 +112,7 @@ func handle(c *net.UnixConn, log *slog.Logger, calls chan<- Call) {
 			reply(<-req.Signal)
 		}
 	default:
-		reply(machine.ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)})
+		reply(gen.ReloadResult{Error: fmt.Sprintf("unknown command %q", m.Cmd)})
 	}
 }
 

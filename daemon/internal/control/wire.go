@@ -5,7 +5,7 @@ package control
 import (
 	"syscall"
 
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/release"
 )
 
@@ -27,7 +27,7 @@ type Message struct {
 type Call struct {
 	Cmd    string
 	Sig    syscall.Signal
-	Reload chan machine.ReloadResult
+	Reload chan gen.ReloadResult
 	Status chan Status
 	Signal chan SignalResult
 }
@@ -53,10 +53,10 @@ type Status struct {
 	Killed int `json:"killed"`
 	// Unresponsive counts the processes replaced because they were shown
 	// hung (--hung-after).
-	Unresponsive int           `json:"unresponsive"`
-	Reloading    bool          `json:"reloading"`
-	Queued       bool          `json:"reload_queued"`
-	Rollback     *machine.Spec `json:"rollback,omitempty"` // what 'handoff rollback' would run
+	Unresponsive int       `json:"unresponsive"`
+	Reloading    bool      `json:"reloading"`
+	Queued       bool      `json:"reload_queued"`
+	Rollback     *gen.Spec `json:"rollback,omitempty"` // what 'handoff rollback' would run
 	// Workers lists each worker index: what serves there, with --workers
 	// above 1.
 	Workers []WorkerStatus `json:"workers,omitempty"`

@@ -1,7 +1,8 @@
 // Package machine is the state of `handoff run`: the program's processes,
 // the reload under way and the one queued, the restart backoff and the
-// stop. Its one transition function, Machine.Step, takes an event (the Ev*
-// types) and returns the actions to carry out (the Act* types); it does no
+// stop. Its one transition function, Machine.Step, takes an event (package
+// gen's Ev* types) and returns the actions to carry out (gen's Act* types),
+// and it changes the processes' gen.Gen as they go; it does no
 // I/O — it imports nothing that reaches the system (TestPure) — so that its
 // tests drive it in memory. The supervisor's goroutine alone steps it, turns
 // what happens into events and carries the actions out, and never steps it

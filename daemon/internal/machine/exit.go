@@ -6,30 +6,31 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
 // kill sends g SIGKILL, once, and counts it.
-func (m *Machine) kill(g *Gen) {
+func (m *Machine) kill(g *gen.Gen) {
 	if !g.Killed {
 		g.Killed = true
 		m.killed++
 	}
-	m.do(ActSignal{g, "SIGKILL"})
+	m.do(gen.ActSignal{G: g, Sig: "SIGKILL"})
 }
 
 // onHung: a process stopped sending WATCHDOG=1. It gets SIGABRT (a stack
 // dump, from most runtimes) and SIGKILL a second later.
-func (m *Machine) onHung(e EvHung) {
+func (m *Machine) onHung(e gen.EvHung) {
 	e.G.Hung = true
 	m.log(slog.LevelError, "generation.hung", "generation hung: no WATCHDOG=1 within WatchdogSec; killing it", append(m.about(e.G), "quiet", e.Quiet.Round(time.Millisecond).String())...)
-	m.do(ActSignal{e.G, "SIGABRT"}, ActAfter{time.Second, EvKillDue{e.G}})
+	m.do(gen.ActSignal{G: e.G, Sig: "SIGABRT"}, gen.ActAfter{D: time.Second, Ev: gen.EvKillDue{G: e.G}})
 }
 
 // onNotReady: a starting process was not ready within --ready-timeout: it
 // is killed, and fails when it exits.
-func (m *Machine) onNotReady(e EvNotReady) {
-	if !m.isNext(e.G) || e.G.State != Starting {
+func (m *Machine) onNotReady(e gen.EvNotReady) {
+	if !m.isNext(e.G) || e.G.State != gen.Starting {
 		return
 	}
 	e.G.FailWhy = fmt.Sprintf("was not ready within %v (--ready-timeout)", m.readyTimeout)
@@ -41,16 +42,16 @@ func (m *Machine) onNotReady(e EvNotReady) {
 }
 
 // onLeft: a process left others behind at its exit; they are stopped.
-func (m *Machine) onLeft(e EvLeft) {
+func (m *Machine) onLeft(e gen.EvLeft) {
 	e.G.Left = e.Strays
-	m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", append(m.about(e.G), "left", StrayList(e.Strays))...)
-	m.do(ActStopStrays{e.Strays})
+	m.log(slog.LevelWarn, "generation.strays", "generation left processes behind; stopping them", append(m.about(e.G), "left", gen.StrayList(e.Strays))...)
+	m.do(gen.ActStopStrays{Strays: e.Strays})
 }
 
 // onKillDue: g's --drain-timeout has passed; if it still runs, it is
 // killed.
-func (m *Machine) onKillDue(g *Gen) {
-	if g.State != Exited {
+func (m *Machine) onKillDue(g *gen.Gen) {
+	if g.State != gen.Exited {
 		m.log(slog.LevelWarn, "generation.drain_timeout", "generation did not exit within the drain timeout; killing it", append(m.about(g), "drain_timeout", m.drainTimeout.String())...)
 		m.counts.drainsKilled++
 		m.kill(g)
@@ -70,14 +71,14 @@ func (m *Machine) onRestartDue(w int) {
 	if m.workerCount() == 1 {
 		spec = nil // one worker: a restart runs what the configuration says now
 	}
-	m.do(ActSpawn{m.nextN, spec, w})
+	m.do(gen.ActSpawn{N: m.nextN, Spec: spec, W: w})
 }
 
-func (m *Machine) onExit(e EvExited) {
+func (m *Machine) onExit(e gen.EvExited) {
 	g, err := e.G, e.Err
 	prev := g.State
-	g.State = Exited
-	m.do(ActRelease{g})
+	g.State = gen.Exited
+	m.do(gen.ActRelease{G: g})
 	for i, x := range m.gens {
 		if x == g {
 			m.gens = append(m.gens[:i], m.gens[i+1:]...)
@@ -101,9 +102,9 @@ func (m *Machine) onExit(e EvExited) {
 		why := g.FailWhy
 		if why == "" && err == nil && len(g.Left) > 0 {
 			why = fmt.Sprintf("daemonized: its process exited 0 and left %s running in the background, now stopped — run the program in the foreground "+
-				"(nginx: 'daemon off;', memcached: without -d, gunicorn: without --daemon, else its --foreground or --no-daemon option)", StrayList(g.Left))
+				"(nginx: 'daemon off;', memcached: without -d, gunicorn: without --daemon, else its --foreground or --no-daemon option)", gen.StrayList(g.Left))
 		}
-		if why == "" && prev == Baking {
+		if why == "" && prev == gen.Baking {
 			why = "died during the bake window (" + how + ")"
 		} else if why == "" {
 			why = "exited before it was ready (" + how + ")"
@@ -123,7 +124,7 @@ func (m *Machine) onExit(e EvExited) {
 		case r != nil && g.N == r.n:
 			code := "exited"
 			switch {
-			case prev == Baking:
+			case prev == gen.Baking:
 				code = "died_baking"
 			case g.FailWhy != "":
 				code = "not_ready"
@@ -191,7 +192,16 @@ func (m *Machine) scheduleRestart(w int) {
 	if sl.crashes == failingAfter {
 		m.log(slog.LevelError, "worker.failing", "worker keeps crashing; restarts go on, each after the longest backoff",
 			"worker", w, "crashes", sl.crashes, "backoff_max", restartMax.String())
-		m.do(ActNotify{"status", m.servingStatus()})
+		m.do(gen.ActNotify{Kind: "status", Status: m.servingStatus()})
 	}
-	m.do(ActAfter{sl.backoff, EvRestartDue{w}})
+	m.do(gen.ActAfter{D: sl.backoff, Ev: gen.EvRestartDue{W: w}})
 }
+
+// Restart backoff for a generation that exits on its own: doubled on each
+// failure in a row, from restartMin up to restartMax; a generation that
+// served for stableAfter resets it.
+const (
+	restartMin  = 100 * time.Millisecond
+	restartMax  = 10 * time.Second
+	stableAfter = 10 * time.Second
+)

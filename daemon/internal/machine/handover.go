@@ -1,6 +1,10 @@
 package machine
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
+)
 
 // handoverCounts returns the counts of relayed connections by outcome,
 // all 0, with --handover (on); nil without.
@@ -13,7 +17,7 @@ func handoverCounts(on bool) map[string]int {
 
 // onRelayed counts the connections a relay settled, and logs its totals
 // once it has ended.
-func (m *Machine) onRelayed(e EvRelayed) {
+func (m *Machine) onRelayed(e gen.EvRelayed) {
 	if m.counts.handover == nil {
 		m.counts.handover = handoverCounts(true)
 	}
@@ -21,7 +25,7 @@ func (m *Machine) onRelayed(e EvRelayed) {
 	m.counts.handover["refused"] += e.Refused
 	m.counts.handover["fallback"] += e.Fallback
 	if m.relays == nil {
-		m.relays = map[*Gen]*[3]int{}
+		m.relays = map[*gen.Gen]*[3]int{}
 	}
 	t := m.relays[e.Old]
 	if t == nil {

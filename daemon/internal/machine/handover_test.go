@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 )
 
 // TestHandOverAtPromote: with --handover, a reload's promote says
@@ -13,19 +15,19 @@ import (
 func TestHandOverAtPromote(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		m := New(Options{MaxDraining: 3, ReadyTimeout: time.Minute, DrainTimeout: time.Second, StopSignal: "SIGTERM", First: 1, Handover: on})
-		g1 := &Gen{N: 1, PID: 101}
-		g2 := &Gen{N: 2, PID: 102}
-		var acts []Action
-		for _, ev := range []Event{EvStart{}, EvSpawned{G: g1}, EvReady{G: g1}, EvReload{}, EvSpawned{G: g2}, EvReady{G: g2}} {
+		g1 := &gen.Gen{N: 1, PID: 101}
+		g2 := &gen.Gen{N: 2, PID: 102}
+		var acts []gen.Action
+		for _, ev := range []gen.Event{gen.EvStart{}, gen.EvSpawned{G: g1}, gen.EvReady{G: g1}, gen.EvReload{}, gen.EvSpawned{G: g2}, gen.EvReady{G: g2}} {
 			acts = append(acts, m.Step(ev)...)
 		}
-		var hos []ActHandOver
+		var hos []gen.ActHandOver
 		signalled := -1
 		for i, a := range acts {
 			switch a := a.(type) {
-			case ActHandOver:
+			case gen.ActHandOver:
 				hos = append(hos, a)
-			case ActSignal:
+			case gen.ActSignal:
 				if a.G == g1 && signalled < 0 {
 					signalled = i
 					if on && (len(hos) != 2 || hos[1].Old != g1 || hos[1].New != g2) {
@@ -48,23 +50,23 @@ func TestHandOverAtPromote(t *testing.T) {
 // logs handover.relayed with the relay's totals, a warning when some drain.
 func TestRelayedCounts(t *testing.T) {
 	m := New(Options{MaxDraining: 3, ReadyTimeout: time.Minute, DrainTimeout: time.Second, StopSignal: "SIGTERM", First: 1, Handover: true})
-	g1, g2 := &Gen{N: 1, PID: 101}, &Gen{N: 2, PID: 102}
-	logged := func(acts []Action) *ActLog {
+	g1, g2 := &gen.Gen{N: 1, PID: 101}, &gen.Gen{N: 2, PID: 102}
+	logged := func(acts []gen.Action) *gen.ActLog {
 		for _, a := range acts {
-			if l, ok := a.(ActLog); ok && l.Event == "handover.relayed" {
+			if l, ok := a.(gen.ActLog); ok && l.Event == "handover.relayed" {
 				return &l
 			}
 		}
 		return nil
 	}
-	if l := logged(m.Step(EvRelayed{Old: g1, New: g2, Committed: 20, Refused: 2})); l != nil {
+	if l := logged(m.Step(gen.EvRelayed{Old: g1, New: g2, Committed: 20, Refused: 2})); l != nil {
 		t.Errorf("logged at a commit: %v", l)
 	}
-	m.Step(EvRelayed{Old: g1, New: g2, Committed: 3})
+	m.Step(gen.EvRelayed{Old: g1, New: g2, Committed: 3})
 	if h := m.View().Handover; h["handed_over"] != 23 || h["refused"] != 2 || h["fallback"] != 0 {
 		t.Errorf("counts after the commits %v", h)
 	}
-	l := logged(m.Step(EvRelayed{Old: g1, New: g2, Fallback: 15, Done: true, Err: "the new process closed its channel (it exited)"}))
+	l := logged(m.Step(gen.EvRelayed{Old: g1, New: g2, Fallback: 15, Done: true, Err: "the new process closed its channel (it exited)"}))
 	if h := m.View().Handover; h["handed_over"] != 23 || h["refused"] != 2 || h["fallback"] != 15 {
 		t.Errorf("counts at the end %v", h)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
@@ -26,8 +27,8 @@ type Machine struct {
 	surge        int   // processes a roll may run beyond workers (--max-surge); 0 means 1
 	maxMemory    int64 // a worker's resident memory past which it is replaced (--max-memory); 0: never
 
-	gens  []*Gen // every process not exited, oldest first
-	slots []slot // one per worker index
+	gens  []*gen.Gen // every process not exited, oldest first
+	slots []slot     // one per worker index
 	// roll is the reload, rollback, first start or replacement under way,
 	// nil when none.
 	roll  *roll
@@ -36,14 +37,14 @@ type Machine struct {
 	phase phase
 	// previous is what the generation current before the current one ran:
 	// what a rollback runs. A generation that failed never counts.
-	previous *Spec
+	previous *gen.Spec
 	// rollingBack: the reload asked next runs previous.
 	rollingBack bool
 
 	reloading   bool
 	extending   bool // an EvExtendTick is on its way
 	reloadStart time.Time
-	q           lifecycle.Queue[chan<- ReloadResult] // who waits for the reload under way, and the one queued
+	q           lifecycle.Queue[chan<- gen.ReloadResult] // who waits for the reload under way, and the one queued
 
 	restarts int
 	killed   int // generations killed with SIGKILL: not ready in time, hung, past the drain timeout or --max-draining, a second stop signal
@@ -57,9 +58,9 @@ type Machine struct {
 	handover bool // --handover
 	// relays holds, for each relay under way (by its old process), the
 	// connections it handed over, saw refused, and left to fall back.
-	relays map[*Gen]*[3]int
+	relays map[*gen.Gen]*[3]int
 	counts counters // for --metrics
-	out    []Action
+	out    []gen.Action
 }
 
 // counters are what --metrics reports that only the machine sees.
@@ -102,9 +103,9 @@ func (m *Machine) count(outcome, reason string, took time.Duration) {
 // slot is one worker index of the service: the process serving there, the
 // one starting to take its place, and its restart books.
 type slot struct {
-	cur  *Gen  // serving; nil before its first start is ready, or after it exited
-	next *Gen  // starting or baking to take its place
-	spec *Spec // what its last worker ran: what a restart runs
+	cur  *gen.Gen  // serving; nil before its first start is ready, or after it exited
+	next *gen.Gen  // starting or baking to take its place
+	spec *gen.Spec // what its last worker ran: what a restart runs
 	// restarts counts the restarts of this worker; crashes its exits in a
 	// row without having served stableAfter, and backoff the wait before
 	// the next restart.
@@ -121,70 +122,70 @@ type slot struct {
 	hungWarned   bool
 }
 
-func (m *Machine) do(a ...Action) { m.out = append(m.out, a...) }
+func (m *Machine) do(a ...gen.Action) { m.out = append(m.out, a...) }
 
 // log logs msg, with event, the record's stable key (see docs/daemon.md,
 // "Log events"): what log shippers and tests match, whatever the wording.
 func (m *Machine) log(level slog.Level, event, msg string, args ...any) {
-	m.do(ActLog{level, event, msg, args})
+	m.do(gen.ActLog{Level: level, Event: event, Msg: msg, Args: args})
 }
 
 // Step applies ev and returns the actions to carry out, in order.
-func (m *Machine) Step(ev Event) []Action {
+func (m *Machine) Step(ev gen.Event) []gen.Action {
 	m.out = nil
 	switch e := ev.(type) {
-	case EvStart:
+	case gen.EvStart:
 		m.start()
-	case EvSignal:
+	case gen.EvSignal:
 		m.onSignal(e.Sig)
-	case EvReload:
+	case gen.EvReload:
 		m.log(slog.LevelInfo, "reload.asked", "reload asked", "by", "handoff reload")
 		m.askReload(e.W)
-	case EvWatchChanged:
+	case gen.EvWatchChanged:
 		m.counts.watchReloads++
 		m.log(slog.LevelInfo, "reload.asked", "reload asked", "by", "watch", "paths", e.Paths)
 		m.askReload(nil)
-	case EvRollback:
+	case gen.EvRollback:
 		m.rollback(e.W)
-	case EvSpawned:
+	case gen.EvSpawned:
 		m.onSpawned(e.G)
-	case EvSpawnFailed:
+	case gen.EvSpawnFailed:
 		m.onSpawnFailed(e)
-	case EvHandedOver:
+	case gen.EvHandedOver:
 		m.onHandedOver()
-	case EvHung:
+	case gen.EvHung:
 		m.onHung(e)
-	case EvReady:
+	case gen.EvReady:
 		m.onReady(e.G)
-	case EvNotReady:
+	case gen.EvNotReady:
 		m.onNotReady(e)
-	case EvLeft:
+	case gen.EvLeft:
 		m.onLeft(e)
-	case EvExited:
+	case gen.EvExited:
 		m.onExit(e)
-	case EvBakeDone:
+	case gen.EvBakeDone:
 		m.onBakeDone(e.G)
-	case EvBakeFailed:
+	case gen.EvBakeFailed:
 		m.onBakeFailed(e.G, e.Reason)
-	case EvUnresponsive:
+	case gen.EvUnresponsive:
 		m.onUnresponsive(e)
-	case EvKillDue:
+	case gen.EvKillDue:
 		m.onKillDue(e.G)
-	case EvRestartDue:
+	case gen.EvRestartDue:
 		m.onRestartDue(e.W)
-	case EvMemTick:
+	case gen.EvMemTick:
 		m.onMemTick()
-	case EvMemSample:
+	case gen.EvMemSample:
 		m.onMemory(e.RSS)
-	case EvExtendTick:
+	case gen.EvExtendTick:
 		m.onExtendTick()
-	case EvDoorsClosed:
+	case gen.EvDoorsClosed:
 		m.onDoorsClosed(e)
-	case EvStopDelayOver:
+	case gen.EvStopDelayOver:
 		m.onStopDelayOver()
-	case EvSelfUpgradeDone:
+	case gen.EvSelfUpgradeDone:
 		m.onSelfUpgradeDone(e.Err)
-	case EvRelayed:
+	case gen.EvRelayed:
 		m.onRelayed(e)
 	}
 	if m.stopping() && len(m.gens) == 0 {
@@ -198,7 +199,7 @@ func (m *Machine) workerCount() int { return max(m.workers, 1) }
 
 // about returns the log attributes that name process g: its generation and
 // pid, and its worker index where there are several.
-func (m *Machine) about(g *Gen) []any {
+func (m *Machine) about(g *gen.Gen) []any {
 	if m.workerCount() == 1 {
 		return []any{"gen", g.N, "gen_pid", g.PID}
 	}
@@ -206,16 +207,16 @@ func (m *Machine) about(g *Gen) []any {
 }
 
 // isNext reports whether g is starting or baking to take a worker's place.
-func (m *Machine) isNext(g *Gen) bool {
+func (m *Machine) isNext(g *gen.Gen) bool {
 	return g.W < len(m.slots) && m.slots[g.W].next == g
 }
 
 // first returns the process serving at worker index 0 — the serving
 // generation, as status, systemd's STATUS= and the metrics name it — or a
 // zero generation (number and pid 0) when none serves there.
-func (m *Machine) first() *Gen {
+func (m *Machine) first() *gen.Gen {
 	if len(m.slots) == 0 || m.slots[0].cur == nil {
-		return &Gen{}
+		return &gen.Gen{}
 	}
 	return m.slots[0].cur
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 )
 
@@ -12,19 +13,19 @@ import (
 func (m *Machine) onExtendTick() {
 	m.extending = m.reloading
 	if m.reloading {
-		m.do(ActNotify{"extend", ""}, ActAfter{lifecycle.ExtendEvery, EvExtendTick{}})
+		m.do(gen.ActNotify{Kind: "extend", Status: ""}, gen.ActAfter{D: lifecycle.ExtendEvery, Ev: gen.EvExtendTick{}})
 	}
 }
 
 // askReload starts a reload, or queues one if a generation is already on its
 // way. w, if not nil, receives the result.
-func (m *Machine) askReload(w chan<- ReloadResult) {
+func (m *Machine) askReload(w chan<- gen.ReloadResult) {
 	if m.stopping() || m.stops.Delaying() {
 		if m.stops.Delaying() {
 			m.log(slog.LevelInfo, "reload.refused", "reload refused: stopping, after the stop delay")
 		}
 		if w != nil {
-			m.do(ActReply{[]chan<- ReloadResult{w}, ReloadResult{Error: "handoff is stopping"}})
+			m.do(gen.ActReply{WS: []chan<- gen.ReloadResult{w}, R: gen.ReloadResult{Error: "handoff is stopping"}})
 		}
 		return
 	}
@@ -46,7 +47,7 @@ func (m *Machine) askReload(w chan<- ReloadResult) {
 
 // starting returns a process starting or baking to take a worker's place,
 // or nil.
-func (m *Machine) starting() *Gen {
+func (m *Machine) starting() *gen.Gen {
 	for _, sl := range m.slots {
 		if sl.next != nil {
 			return sl.next
@@ -58,11 +59,11 @@ func (m *Machine) starting() *Gen {
 func (m *Machine) startReload() {
 	m.reloading = true
 	m.reloadStart = m.now()
-	m.do(ActNotify{"reloading", fmt.Sprintf("reloading: starting generation %d", m.nextN)}, ActNotify{"extend", ""})
+	m.do(gen.ActNotify{Kind: "reloading", Status: fmt.Sprintf("reloading: starting generation %d", m.nextN)}, gen.ActNotify{Kind: "extend", Status: ""})
 	if !m.extending {
 		// One chain of ticks, however many reloads follow one another.
 		m.extending = true
-		m.do(ActAfter{lifecycle.ExtendEvery, EvExtendTick{}})
+		m.do(gen.ActAfter{D: lifecycle.ExtendEvery, Ev: gen.EvExtendTick{}})
 	}
 	r := m.newRoll(spawnReload)
 	if m.rollingBack {
@@ -71,35 +72,35 @@ func (m *Machine) startReload() {
 	m.advanceRoll()
 }
 
-func (m *Machine) finishReload(r ReloadResult) {
-	m.do(ActReply{m.q.Finish(), r})
+func (m *Machine) finishReload(r gen.ReloadResult) {
+	m.do(gen.ActReply{WS: m.q.Finish(), R: r})
 	m.reloading, m.rollingBack = false, false
 }
 
 // waiting returns w as a list of those who wait, none if w is nil.
-func waiting(w chan<- ReloadResult) []chan<- ReloadResult {
+func waiting(w chan<- gen.ReloadResult) []chan<- gen.ReloadResult {
 	if w == nil {
 		return nil
 	}
-	return []chan<- ReloadResult{w}
+	return []chan<- gen.ReloadResult{w}
 }
 
 // rollback stops a reload whose new workers bake, putting back the workers
 // it replaced; otherwise it starts a generation from what the previous
 // current generation ran, as a reload does.
-func (m *Machine) rollback(w chan<- ReloadResult) {
+func (m *Machine) rollback(w chan<- gen.ReloadResult) {
 	m.log(slog.LevelInfo, "rollback.asked", "rollback asked", "by", "handoff rollback")
-	reply := func(r ReloadResult) { m.do(ActReply{[]chan<- ReloadResult{w}, r}) }
-	var bakingG *Gen
+	reply := func(r gen.ReloadResult) { m.do(gen.ActReply{WS: []chan<- gen.ReloadResult{w}, R: r}) }
+	var bakingG *gen.Gen
 	for _, sl := range m.slots {
-		if sl.next != nil && sl.next.State == Baking && sl.cur != nil {
+		if sl.next != nil && sl.next.State == gen.Baking && sl.cur != nil {
 			bakingG = sl.next
 		}
 	}
 	r := m.roll
 	switch {
 	case m.stopping() || m.stops.Delaying():
-		reply(ReloadResult{Error: "handoff is stopping"})
+		reply(gen.ReloadResult{Error: "handoff is stopping"})
 	case bakingG != nil && r != nil && r.kind == spawnReload && !r.back:
 		g := bakingG
 		m.log(slog.LevelWarn, "rollback.stopping", "rollback: stopping the generation that bakes; the old one serves on", append(m.about(g), "serving", m.slots[g.W].cur.N)...)
@@ -114,9 +115,9 @@ func (m *Machine) rollback(w chan<- ReloadResult) {
 		if r != nil {
 			n = r.n
 		}
-		reply(ReloadResult{Error: fmt.Sprintf("generation %d is starting; roll back once it is ready (or failed)", n)})
+		reply(gen.ReloadResult{Error: fmt.Sprintf("generation %d is starting; roll back once it is ready (or failed)", n)})
 	case m.previous == nil:
-		reply(ReloadResult{Error: "nothing to roll back to: no generation served before the current one"})
+		reply(gen.ReloadResult{Error: "nothing to roll back to: no generation served before the current one"})
 	default:
 		m.q.Join(waiting(w)...)
 		m.rollingBack = true

@@ -3,13 +3,15 @@ package machine
 import (
 	"log/slog"
 	"time"
+
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 )
 
 // onMemTick: time to measure the workers' memory (--max-memory).
 func (m *Machine) onMemTick() {
 	m.measuring = false
 	if !m.stopping() && m.maxMemory > 0 {
-		m.do(ActMeasure{})
+		m.do(gen.ActMeasure{})
 	}
 }
 
@@ -17,7 +19,7 @@ func (m *Machine) onMemTick() {
 func (m *Machine) armMemory() {
 	if m.maxMemory > 0 && !m.measuring {
 		m.measuring = true
-		m.do(ActAfter{memEvery, EvMemTick{}})
+		m.do(gen.ActAfter{D: memEvery, Ev: gen.EvMemTick{}})
 	}
 }
 
@@ -28,7 +30,7 @@ const memEvery = time.Second
 // onMemory replaces, alone, a worker whose resident memory passed
 // --max-memory: a new one starts with what it runs, and it drains once that
 // one is ready. One at a time, and not while a reload rolls.
-func (m *Machine) onMemory(rss map[*Gen]int64) {
+func (m *Machine) onMemory(rss map[*gen.Gen]int64) {
 	defer m.armMemory()
 	if m.roll != nil || m.stopping() || m.stops.Delaying() {
 		return
@@ -53,7 +55,7 @@ func (m *Machine) onMemory(rss map[*Gen]int64) {
 		sl.memWarned = false
 		m.log(slog.LevelWarn, "worker.over_memory", "worker passed --max-memory; replacing it, a new one ready first",
 			append(m.about(g), "rss_bytes", rss[g], "max_bytes", m.maxMemory)...)
-		r := &roll{kind: spawnReplace, target: g, n: m.nextN, spec: g.Spec, todo: []int{w}, surge: 1, olds: map[int]*Spec{}, draining: map[*Gen]bool{}}
+		r := &roll{kind: spawnReplace, target: g, n: m.nextN, spec: g.Spec, todo: []int{w}, surge: 1, olds: map[int]*gen.Spec{}, draining: map[*gen.Gen]bool{}}
 		m.nextN++
 		m.roll = r
 		m.advanceRoll()
@@ -70,13 +72,13 @@ func (m *Machine) onMemory(rss map[*Gen]int64) {
 // its start is said to once, and replaced only once it has served
 // stableAfter: replacing it faster would not help a program that hangs on
 // something outside it.
-func (m *Machine) onUnresponsive(e EvUnresponsive) {
+func (m *Machine) onUnresponsive(e gen.EvUnresponsive) {
 	g := e.G
 	if g.W >= len(m.slots) {
 		return
 	}
 	sl := &m.slots[g.W]
-	if g.State != Serving || sl.cur != g || sl.next != nil || g.Unresponsive || m.roll != nil || m.stopping() || m.stops.Delaying() {
+	if g.State != gen.Serving || sl.cur != g || sl.next != nil || g.Unresponsive || m.roll != nil || m.stopping() || m.stops.Delaying() {
 		return
 	}
 	if g.ForHung && m.now().Sub(g.ReadyAt) < stableAfter {
@@ -93,8 +95,8 @@ func (m *Machine) onUnresponsive(e EvUnresponsive) {
 	m.counts.unresponsive++
 	m.log(slog.LevelError, "worker.unresponsive", "process shown hung; pausing it and replacing it, a new one ready first",
 		append(m.about(g), append([]any{"reason", e.Reason}, e.Args...)...)...)
-	m.do(ActPause{g, true})
-	r := &roll{kind: spawnReplace, target: g, hung: true, n: m.nextN, spec: g.Spec, todo: []int{g.W}, surge: 1, olds: map[int]*Spec{}, draining: map[*Gen]bool{}}
+	m.do(gen.ActPause{G: g, Pause: true})
+	r := &roll{kind: spawnReplace, target: g, hung: true, n: m.nextN, spec: g.Spec, todo: []int{g.W}, surge: 1, olds: map[int]*gen.Spec{}, draining: map[*gen.Gen]bool{}}
 	m.nextN++
 	m.roll = r
 	m.advanceRoll()

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 )
 
 // roll is a change of the workers, one worker index after another: new
@@ -19,18 +21,18 @@ type roll struct {
 	// target is the process a replacement (spawnReplace) replaces, and
 	// hung says it replaces it because it was shown hung, not for its
 	// memory.
-	target *Gen
+	target *gen.Gen
 	hung   bool
-	n      int   // the generation number of the processes it starts
-	spec   *Spec // what they run; nil until the first resolved it
-	todo   []int // worker indexes still to start, in order
-	done   []int // worker indexes replaced so far
-	olds   map[int]*Spec
+	n      int       // the generation number of the processes it starts
+	spec   *gen.Spec // what they run; nil until the first resolved it
+	todo   []int     // worker indexes still to start, in order
+	done   []int     // worker indexes replaced so far
+	olds   map[int]*gen.Spec
 	surge  int
 	// spawning: an ActSpawn is on its way (one at a time, so that the
 	// first resolves the spec the others run).
 	spawning bool
-	draining map[*Gen]bool // old processes it drained that still run
+	draining map[*gen.Gen]bool // old processes it drained that still run
 	// back: putting back the workers replaced before failure, the reason
 	// the reload fails, and what to tell systemd.
 	back       bool
@@ -39,7 +41,7 @@ type roll struct {
 	notify     string
 	putBack    int // workers put back
 	backFailed int
-	rollbackWs []chan<- ReloadResult // rollbacks that stopped this roll, answered at its end
+	rollbackWs []chan<- gen.ReloadResult // rollbacks that stopped this roll, answered at its end
 }
 
 // spawnKind says why a generation is started.
@@ -52,8 +54,8 @@ const (
 )
 
 // onBakeDone: g's bake window ended without a failed check: it takes over.
-func (m *Machine) onBakeDone(g *Gen) {
-	if m.isNext(g) && g.State == Baking {
+func (m *Machine) onBakeDone(g *gen.Gen) {
+	if m.isNext(g) && g.State == gen.Baking {
 		m.log(slog.LevelInfo, "bake.done", "bake window over", m.about(g)...)
 		m.promote(g)
 	}
@@ -70,7 +72,7 @@ func (m *Machine) start() {
 // newRoll begins a roll over every worker index, under a new generation
 // number.
 func (m *Machine) newRoll(kind spawnKind) *roll {
-	r := &roll{kind: kind, n: m.nextN, surge: max(m.surge, 1), olds: map[int]*Spec{}, draining: map[*Gen]bool{}}
+	r := &roll{kind: kind, n: m.nextN, surge: max(m.surge, 1), olds: map[int]*gen.Spec{}, draining: map[*gen.Gen]bool{}}
 	m.nextN++
 	for w := range m.slots {
 		r.todo = append(r.todo, w)
@@ -109,7 +111,7 @@ func (m *Machine) advanceRoll() {
 			spec = r.olds[w]
 		}
 		r.spawning = true
-		m.do(ActSpawn{r.n, spec, w})
+		m.do(gen.ActSpawn{N: r.n, Spec: spec, W: w})
 		return
 	}
 	if len(r.todo) == 0 && m.inFlight(r)-len(r.draining) == 0 {
@@ -117,7 +119,7 @@ func (m *Machine) advanceRoll() {
 	}
 }
 
-func (m *Machine) onSpawned(g *Gen) {
+func (m *Machine) onSpawned(g *gen.Gen) {
 	r := m.roll
 	if r != nil && r.spawning && g.N == r.n {
 		r.spawning = false
@@ -141,7 +143,7 @@ func (m *Machine) onSpawned(g *Gen) {
 	m.advanceRoll()
 }
 
-func (m *Machine) onSpawnFailed(e EvSpawnFailed) {
+func (m *Machine) onSpawnFailed(e gen.EvSpawnFailed) {
 	r := m.roll
 	if r == nil || !r.spawning || e.N != r.n {
 		m.log(slog.LevelError, "restart.failed", "cannot restart the program", "err", e.Err)
@@ -161,8 +163,8 @@ func (m *Machine) onSpawnFailed(e EvSpawnFailed) {
 	}
 }
 
-func (m *Machine) onReady(g *Gen) {
-	if !m.isNext(g) || g.State != Starting {
+func (m *Machine) onReady(g *gen.Gen) {
+	if !m.isNext(g) || g.State != gen.Starting {
 		return
 	}
 	g.ReadyAt = m.now()
@@ -170,9 +172,9 @@ func (m *Machine) onReady(g *Gen) {
 	// A process that replaces one shown hung does not bake: the old one
 	// does not serve.
 	if old := m.slots[g.W].cur; m.bake > 0 && old != nil && !old.Unresponsive {
-		g.State = Baking
+		g.State = gen.Baking
 		m.log(slog.LevelInfo, "bake.started", "baking: the old generation serves on", append(m.about(g), "bake", m.bake.String())...)
-		m.do(ActAfter{m.bake, EvBakeDone{g}}, ActWatchBake{g, old, m.servingBut(g)})
+		m.do(gen.ActAfter{D: m.bake, Ev: gen.EvBakeDone{G: g}}, gen.ActWatchBake{G: g, Old: old, Others: m.servingBut(g)})
 		return
 	}
 	m.promote(g)
@@ -180,10 +182,10 @@ func (m *Machine) onReady(g *Gen) {
 
 // servingBut returns the processes that serve beside g: the bake pauses
 // them all for a moment to see g take connections alone.
-func (m *Machine) servingBut(g *Gen) []*Gen {
-	var out []*Gen
+func (m *Machine) servingBut(g *gen.Gen) []*gen.Gen {
+	var out []*gen.Gen
 	for _, x := range m.gens {
-		if x != g && (x.State == Serving || x.State == Baking) {
+		if x != g && (x.State == gen.Serving || x.State == gen.Baking) {
 			out = append(out, x)
 		}
 	}
@@ -192,8 +194,8 @@ func (m *Machine) servingBut(g *Gen) []*Gen {
 
 // onBakeFailed rolls back g, which bakes and was shown not to serve: it is
 // stopped, and the generation it was to replace serves on.
-func (m *Machine) onBakeFailed(g *Gen, reason string) {
-	if !m.isNext(g) || g.State != Baking || m.slots[g.W].cur == nil {
+func (m *Machine) onBakeFailed(g *gen.Gen, reason string) {
+	if !m.isNext(g) || g.State != gen.Baking || m.slots[g.W].cur == nil {
 		return
 	}
 	g.FailWhy = "failed its bake window: it " + reason
@@ -206,7 +208,7 @@ func (m *Machine) onBakeFailed(g *Gen, reason string) {
 
 // name names process g in messages: "generation 3 (pid 1234)", with its
 // worker index where there are several.
-func (m *Machine) name(g *Gen) string {
+func (m *Machine) name(g *gen.Gen) string {
 	if m.workerCount() == 1 {
 		return fmt.Sprintf("generation %d (pid %d)", g.N, g.PID)
 	}
@@ -215,12 +217,12 @@ func (m *Machine) name(g *Gen) string {
 
 // promote makes g serve in its worker's place and drains the process it
 // replaces.
-func (m *Machine) promote(g *Gen) {
+func (m *Machine) promote(g *gen.Gen) {
 	sl := &m.slots[g.W]
 	old := sl.cur
-	g.State, sl.cur, sl.next, sl.spec = Serving, g, nil, g.Spec
+	g.State, sl.cur, sl.next, sl.spec = gen.Serving, g, nil, g.Spec
 	if m.handover {
-		m.do(ActHandOver{Old: old, New: g})
+		m.do(gen.ActHandOver{Old: old, New: g})
 	}
 	if old != nil {
 		m.drain(old)
@@ -240,14 +242,14 @@ func (m *Machine) promote(g *Gen) {
 		if r.kind == spawnFirst || len(r.todo) > 0 || m.inFlight(r)-len(r.draining) > 0 {
 			m.advanceRoll()
 			if m.roll == r && r.kind != spawnFirst {
-				m.do(ActNotify{"status", fmt.Sprintf("reloading: %d of %d workers of generation %d ready", len(r.done), len(m.slots), r.n)})
+				m.do(gen.ActNotify{Kind: "status", Status: fmt.Sprintf("reloading: %d of %d workers of generation %d ready", len(r.done), len(m.slots), r.n)})
 			}
 			return
 		}
 		m.endRoll()
 		return
 	}
-	m.do(ActNotify{"status", m.servingStatus()})
+	m.do(gen.ActNotify{Kind: "status", Status: m.servingStatus()})
 	// A restart or a replacement took its place: a roll that waited for
 	// this worker index goes on.
 	m.advanceRoll()
@@ -291,7 +293,7 @@ func (m *Machine) endRoll() {
 	case r.kind == spawnFirst:
 		if m.phase == phaseStarting {
 			m.phase = phaseServing
-			m.do(ActUpgraderReady{}, ActNotify{"status", m.servingStatus()})
+			m.do(gen.ActUpgraderReady{}, gen.ActNotify{Kind: "status", Status: m.servingStatus()})
 			m.armMemory()
 		}
 	case r.kind == spawnReplace && r.failure == "":
@@ -302,13 +304,13 @@ func (m *Machine) endRoll() {
 			}
 			m.log(slog.LevelInfo, "worker.replaced", "worker replaced", append(m.about(g), "why", why)...)
 		}
-		m.do(ActNotify{"status", m.servingStatus()})
+		m.do(gen.ActNotify{Kind: "status", Status: m.servingStatus()})
 	case r.kind == spawnReplace:
 		m.log(slog.LevelWarn, "worker.replace_failed", "cannot replace the worker; it serves on", "reason", r.failure)
-		if t := r.target; t != nil && t.Unresponsive && t.State == Serving {
+		if t := r.target; t != nil && t.Unresponsive && t.State == gen.Serving {
 			// Paused as hung: it is all there is at its index.
 			t.Unresponsive = false
-			m.do(ActPause{t, false})
+			m.do(gen.ActPause{G: t, Pause: false})
 		}
 	case r.failure != "":
 		msg := r.failure
@@ -324,14 +326,14 @@ func (m *Machine) endRoll() {
 		} else if r.back {
 			notify += "; workers put back"
 		}
-		m.do(ActNotify{"ready", notify})
+		m.do(gen.ActNotify{Kind: "ready", Status: notify})
 		if r.code == "rolled_back" {
 			m.count("rolled_back", "", 0)
 		} else {
 			m.count("failed", r.code, 0)
 		}
-		m.finishReload(ReloadResult{Error: "reload failed: " + msg})
-		m.do(ActReply{r.rollbackWs, ReloadResult{OK: true, Generation: m.first().N, PID: m.first().PID}})
+		m.finishReload(gen.ReloadResult{Error: "reload failed: " + msg})
+		m.do(gen.ActReply{WS: r.rollbackWs, R: gen.ReloadResult{OK: true, Generation: m.first().N, PID: m.first().PID}})
 	default:
 		// What the first worker replaced ran (a rollback's target).
 		for w := range m.slots {
@@ -340,9 +342,9 @@ func (m *Machine) endRoll() {
 				break
 			}
 		}
-		m.do(ActNotify{"ready", m.servingStatus()})
+		m.do(gen.ActNotify{Kind: "ready", Status: m.servingStatus()})
 		took := m.now().Sub(m.reloadStart)
-		res := ReloadResult{OK: true, Generation: r.n, Millis: took.Milliseconds()}
+		res := gen.ReloadResult{OK: true, Generation: r.n, Millis: took.Milliseconds()}
 		// A new worker may have exited since it was ready (it restarts):
 		// only those that serve are named.
 		for _, sl := range m.slots {
@@ -367,7 +369,7 @@ func (m *Machine) endRoll() {
 // for why; notify, if set, is what systemd is told. The workers it replaced
 // are put back to what they ran before, each new one ready before the one
 // it replaces drains; the reload fails once they are.
-func (m *Machine) failRoll(g *Gen, code, why, notify string) {
+func (m *Machine) failRoll(g *gen.Gen, code, why, notify string) {
 	r := m.roll
 	if r == nil {
 		return
@@ -388,12 +390,12 @@ func (m *Machine) failRoll(g *Gen, code, why, notify string) {
 	// The new processes stopped here count toward --max-surge until they
 	// exit, as the old ones this roll drained do: the put-back waits for
 	// room.
-	if g != nil && g.State == Draining {
+	if g != nil && g.State == gen.Draining {
 		r.draining[g] = true
 	}
 	for w := range m.slots {
 		if x := m.slots[w].next; x != nil && x != g && x.N == r.n {
-			m.do(ActCancelReady{x})
+			m.do(gen.ActCancelReady{G: x})
 			m.drain(x)
 			m.slots[w].next = nil
 			r.draining[x] = true
@@ -412,25 +414,25 @@ func (m *Machine) failRoll(g *Gen, code, why, notify string) {
 
 // drain asks g to stop, and kills it after the drain timeout; past
 // --max-draining generations draining, the oldest is killed at once.
-func (m *Machine) drain(g *Gen) {
-	g.State = Draining
+func (m *Machine) drain(g *gen.Gen) {
+	g.State = gen.Draining
 	if g.Unresponsive {
 		// Paused as hung: it must run to drain, or to die of its stop
 		// signal.
-		m.do(ActPause{g, false})
+		m.do(gen.ActPause{G: g, Pause: false})
 	}
 	g.ExitedAt = m.now() // when the drain began, until it exits
-	m.do(ActSignal{g, m.stopSignal}, ActAfter{m.drainTimeout, EvKillDue{g}})
+	m.do(gen.ActSignal{G: g, Sig: m.stopSignal}, gen.ActAfter{D: m.drainTimeout, Ev: gen.EvKillDue{G: g}})
 	m.log(slog.LevelInfo, "generation.draining", "draining", append(m.about(g), "signal", m.stopSignal)...)
 	var drainingGens []int // generation numbers, oldest first
 	for _, d := range m.gens {
-		if d.State == Draining && !slices.Contains(drainingGens, d.N) {
+		if d.State == gen.Draining && !slices.Contains(drainingGens, d.N) {
 			drainingGens = append(drainingGens, d.N)
 		}
 	}
 	for i := 0; len(drainingGens)-i > m.maxDraining; i++ {
 		for _, d := range m.gens {
-			if d.State == Draining && d.N == drainingGens[i] && !d.Killed {
+			if d.State == gen.Draining && d.N == drainingGens[i] && !d.Killed {
 				m.log(slog.LevelWarn, "generation.too_many_draining", "too many generations draining (--max-draining); killing the oldest", append(m.about(d), "max", m.maxDraining)...)
 				m.kill(d)
 			}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 )
 
@@ -24,7 +25,7 @@ func (m *Machine) onHandedOver() {
 
 // onDoorsClosed: new connections are held back for the stop, and the
 // queued ones taken: every generation drains.
-func (m *Machine) onDoorsClosed(e EvDoorsClosed) {
+func (m *Machine) onDoorsClosed(e gen.EvDoorsClosed) {
 	if m.phase == phaseClosing {
 		m.phase = phaseStopping
 		m.logDoors(e)
@@ -44,7 +45,7 @@ func (m *Machine) onStopDelayOver() {
 // it failed, this handoff runs on.
 func (m *Machine) onSelfUpgradeDone(err error) {
 	m.selfUpgrade = false
-	m.do(ActSelfUpgradeEnded{})
+	m.do(gen.ActSelfUpgradeEnded{})
 	if err != nil {
 		m.log(slog.LevelError, "upgrade.failed", "handoff upgrade failed; this handoff keeps running", "err", err)
 	}
@@ -58,7 +59,7 @@ func (m *Machine) done() {
 	if code == 0 && m.killed > m.killedBeforeStop {
 		code = ExitStopCut
 	}
-	m.do(ActDone{code})
+	m.do(gen.ActDone{Code: code})
 }
 
 func (m *Machine) onSignal(sig string) {
@@ -77,10 +78,10 @@ func (m *Machine) onSignal(sig string) {
 		case lifecycle.StopDelay:
 			d := m.stops.Delay
 			m.log(slog.LevelInfo, "stop.delayed", "stop asked; the generations serve on for the stop delay, then drain", "signal", sig, "stop_delay", d.String())
-			m.do(ActNotify{"stopping", fmt.Sprintf("stopping in %v (stop delay)", d)}, ActAfter{d, EvStopDelayOver{}})
-			fail := ReloadResult{Error: "handoff is stopping"}
+			m.do(gen.ActNotify{Kind: "stopping", Status: fmt.Sprintf("stopping in %v (stop delay)", d)}, gen.ActAfter{D: d, Ev: gen.EvStopDelayOver{}})
+			fail := gen.ReloadResult{Error: "handoff is stopping"}
 			m.finishReload(fail)
-			m.do(ActReply{m.q.Drop(), fail})
+			m.do(gen.ActReply{WS: m.q.Drop(), R: fail})
 			return
 		case lifecycle.StopAgain, lifecycle.StopNow:
 			m.log(slog.LevelWarn, "stop.kill", "stop signal again: killing every generation", "signal", sig)
@@ -104,31 +105,31 @@ func (m *Machine) stop(real bool) {
 	// first (below): either way the stop has begun.
 	m.phase = phaseClosing
 	m.killedBeforeStop = m.killed
-	fail := ReloadResult{Error: "handoff is stopping"}
+	fail := gen.ReloadResult{Error: "handoff is stopping"}
 	if m.reloading {
 		m.count("failed", "stopping", 0)
 	}
 	m.finishReload(fail)
-	m.do(ActReply{m.q.Drop(), fail})
+	m.do(gen.ActReply{WS: m.q.Drop(), R: fail})
 	if real {
-		m.do(ActNotify{"stopping", "stopping every generation"})
+		m.do(gen.ActNotify{Kind: "stopping", Status: "stopping every generation"})
 		if m.selfUpgrade {
 			// A new handoff is starting: have the upgrader kill it, or
 			// it would take over after this one stopped.
-			m.do(ActUpgraderStop{})
+			m.do(gen.ActUpgraderStop{})
 		}
 	}
 	if r := m.roll; r != nil {
-		m.do(ActReply{r.rollbackWs, fail})
+		m.do(gen.ActReply{WS: r.rollbackWs, R: fail})
 		m.roll = nil
 	}
 	for w := range m.slots {
 		m.slots[w].next = nil
 	}
-	if real && slices.ContainsFunc(m.gens, func(g *Gen) bool { return g.State != Draining }) {
+	if real && slices.ContainsFunc(m.gens, func(g *gen.Gen) bool { return g.State != gen.Draining }) {
 		// The generations serve on while the connections already queued
 		// are taken; EvDoorsClosed drains them.
-		m.do(ActCloseDoors{})
+		m.do(gen.ActCloseDoors{})
 		return
 	}
 	m.phase = phaseStopping
@@ -139,20 +140,20 @@ func (m *Machine) stop(real bool) {
 // then releases handoff's copies of the sockets.
 func (m *Machine) drainAll(real bool) {
 	for _, g := range m.gens {
-		if g.State != Draining && !g.Killed {
-			m.do(ActCancelReady{g})
+		if g.State != gen.Draining && !g.Killed {
+			m.do(gen.ActCancelReady{G: g})
 			m.drain(g)
 		}
 	}
 	if real {
 		// From here the sockets live as long as a generation holds them:
 		// once none accepts, a connection is refused, not queued and reset.
-		m.do(ActReleaseSockets{})
+		m.do(gen.ActReleaseSockets{})
 	}
 }
 
 // logDoors logs how the stop held new connections back.
-func (m *Machine) logDoors(e EvDoorsClosed) {
+func (m *Machine) logDoors(e gen.EvDoorsClosed) {
 	if e.Err != nil {
 		m.log(slog.LevelWarn, "stop.hold_failed", "cannot hold new connections back for the stop: those that come until the generations close the sockets may be reset", "err", e.Err)
 	}
@@ -194,5 +195,5 @@ func (m *Machine) upgradeSelf() {
 	}
 	m.log(slog.LevelInfo, "upgrade.asked", "handoff upgrade asked", "signal", "SIGUSR2")
 	m.selfUpgrade = true
-	m.do(ActSelfUpgrade{m.nextN})
+	m.do(gen.ActSelfUpgrade{NextN: m.nextN})
 }

@@ -3,6 +3,7 @@ package machine
 import (
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/lifecycle"
 	"github.com/handoff-dev/handoff/internal/promtext"
 )
@@ -39,8 +40,8 @@ func New(o Options) *Machine {
 // metrics. Its pointers are the machine's own: read them in the goroutine
 // that steps the machine, before the next step.
 type View struct {
-	Gens    []*Gen   // every process not exited, oldest first
-	Workers []Worker // one per worker index
+	Gens    []*gen.Gen // every process not exited, oldest first
+	Workers []Worker   // one per worker index
 	// Restarts counts the restarts of workers that exited on their own;
 	// Killed the processes sent SIGKILL; Unresponsive those replaced as
 	// hung; DrainsKilled those killed at --drain-timeout.
@@ -58,9 +59,9 @@ type View struct {
 	// Rolling: a reload, rollback or replacement of workers is under way
 	// (not the first start).
 	Rolling  bool
-	Rollback *Spec // what a rollback would run; nil: nothing to roll back to
+	Rollback *gen.Spec // what a rollback would run; nil: nothing to roll back to
 	// Current is the process serving at worker index 0, or nil.
-	Current *Gen
+	Current *gen.Gen
 	// Reloads counts reloads by outcome ("ready", "failed",
 	// "rolled_back") and, for "failed", reason.
 	Reloads map[[2]string]int
@@ -73,8 +74,8 @@ type View struct {
 
 // Worker is one worker index, as View shows it.
 type Worker struct {
-	Cur  *Gen // serving there; nil while it restarts
-	Next *Gen // starting or baking to take its place
+	Cur  *gen.Gen // serving there; nil while it restarts
+	Next *gen.Gen // starting or baking to take its place
 	// Restarts counts its restarts; Unresponsive the processes replaced
 	// there as hung. Crashing: it exited failingAfter times in a row
 	// without serving long, and restarts with a backoff.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 )
 
@@ -22,11 +23,11 @@ func TestRenderHandover(t *testing.T) {
 	if out := string(Render(m.View(), nil, nil, time.Unix(999, 0), "v")); !strings.Contains(out, `handoff_handover_connections_total{outcome="handed_over"} 0`) {
 		t.Errorf("no handover family at 0 with --handover:\n%s", out)
 	}
-	g1 := &machine.Gen{N: 1, PID: -1}
-	g2 := &machine.Gen{N: 2, PID: -2}
-	m.Step(machine.EvRelayed{Old: g1, New: g2, Committed: 6, Refused: 3})
-	m.Step(machine.EvRelayed{Old: g1, New: g2, Committed: 2})
-	m.Step(machine.EvRelayed{Old: g1, New: g2, Fallback: 1, Done: true})
+	g1 := &gen.Gen{N: 1, PID: -1}
+	g2 := &gen.Gen{N: 2, PID: -2}
+	m.Step(gen.EvRelayed{Old: g1, New: g2, Committed: 6, Refused: 3})
+	m.Step(gen.EvRelayed{Old: g1, New: g2, Committed: 2})
+	m.Step(gen.EvRelayed{Old: g1, New: g2, Fallback: 1, Done: true})
 	out := string(Render(m.View(), nil, nil, time.Unix(999, 0), "v"))
 	for _, want := range []string{
 		`handoff_handover_connections_total{outcome="handed_over"} 8`,

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/release"
 	"github.com/handoff-dev/handoff/internal/promtext"
@@ -57,7 +58,7 @@ const (
 // memory of the serving processes that could be measured, releases what each
 // process runs by pid (those identified so far), started when this handoff
 // started, version names its build.
-func Render(m machine.View, rss map[*machine.Gen]int64, releases map[int]release.Identity, started time.Time, version string) []byte {
+func Render(m machine.View, rss map[*gen.Gen]int64, releases map[int]release.Identity, started time.Time, version string) []byte {
 	var b bytes.Buffer
 	p := promtext.NewWriter(&b)
 	p.Gauge("handoff_build_info", "The handoff binary: its version and Go release, as labels; always 1.",
@@ -129,7 +130,7 @@ func Render(m machine.View, rss map[*machine.Gen]int64, releases map[int]release
 	var rel, mod []promtext.Sample
 	for _, g := range m.Gens {
 		id, ok := releases[g.PID]
-		if !ok || g.State == machine.Exited {
+		if !ok || g.State == gen.Exited {
 			continue
 		}
 		l := []string{"generation", strconv.Itoa(g.N), "worker", strconv.Itoa(g.W), "state", g.State.String(),

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 )
 
@@ -14,13 +15,13 @@ import (
 // and whose reload failed: each family once, the values the machine holds.
 func TestRender(t *testing.T) {
 	m := machine.New(machine.Options{MaxDraining: 3, ReadyTimeout: time.Minute, DrainTimeout: time.Second, StopSignal: "SIGTERM", First: 1})
-	g1 := &machine.Gen{N: 1, PID: -1, Started: time.Unix(1000, 0)}
-	g2 := &machine.Gen{N: 2, PID: -2, Started: time.Unix(1001, 0)}
-	for _, ev := range []machine.Event{machine.EvStart{}, machine.EvSpawned{G: g1}, machine.EvReady{G: g1},
-		machine.EvReload{}, machine.EvSpawned{G: g2}, machine.EvExited{G: g2, How: "exit status 3"}} {
+	g1 := &gen.Gen{N: 1, PID: -1, Started: time.Unix(1000, 0)}
+	g2 := &gen.Gen{N: 2, PID: -2, Started: time.Unix(1001, 0)}
+	for _, ev := range []gen.Event{gen.EvStart{}, gen.EvSpawned{G: g1}, gen.EvReady{G: g1},
+		gen.EvReload{}, gen.EvSpawned{G: g2}, gen.EvExited{G: g2, How: "exit status 3"}} {
 		m.Step(ev)
 	}
-	out := string(Render(m.View(), map[*machine.Gen]int64{g1: 20 << 20}, nil, time.Unix(999, 0), "v1.2.3"))
+	out := string(Render(m.View(), map[*gen.Gen]int64{g1: 20 << 20}, nil, time.Unix(999, 0), "v1.2.3"))
 	for _, want := range []string{
 		`handoff_build_info{version="v1.2.3",goversion="`,
 		"handoff_start_time_seconds 999\n",

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
@@ -55,9 +55,9 @@ const (
 
 // Baking is what Bake watches: a new process, and what serves beside it.
 type Baking struct {
-	New    *machine.Gen   // the process that bakes
-	Old    *machine.Gen   // the generation serving beside it, its worker index's
-	Others []*machine.Gen // every process serving beside it, Old among them: paused together for the probe
+	New    *gen.Gen   // the process that bakes
+	Old    *gen.Gen   // the generation serving beside it, its worker index's
+	Others []*gen.Gen // every process serving beside it, Old among them: paused together for the probe
 	// Exited is closed when New has exited.
 	Exited <-chan struct{}
 	// Health is the health check (--health, else an http or tcp --ready),

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
@@ -55,7 +55,7 @@ const (
 
 // Proc is a serving process that WatchLive watches.
 type Proc struct {
-	G      *machine.Gen    // its PID and W are read, which do not change once it has started
+	G      *gen.Gen        // its PID and W are read, which do not change once it has started
 	Exited <-chan struct{} // closed when it has exited
 }
 
@@ -90,13 +90,13 @@ type liveProc struct {
 // on the processes serving returns at each look, and sends an
 // EvUnresponsive on events for each one shown hung (again at most once
 // per l.After).
-func WatchLive(quit <-chan struct{}, l Living, serving func() []Proc, events chan<- machine.Event, log *slog.Logger) {
+func WatchLive(quit <-chan struct{}, l Living, serving func() []Proc, events chan<- gen.Event, log *slog.Logger) {
 	inodes := map[uint64]bool{}
 	for _, sk := range l.Sockets {
 		inodes[sk.Inode] = true
 	}
 	w := &liveWatch{log: log, after: l.After, ports: l.Ports, inodes: inodes, health: l.Health,
-		procs: map[*machine.Gen]*liveProc{}, client: Client()}
+		procs: map[*gen.Gen]*liveProc{}, client: Client()}
 	tick := time.NewTicker(liveTick)
 	defer tick.Stop()
 	defer w.forgetAll()
@@ -130,7 +130,7 @@ type liveWatch struct {
 	inodes map[uint64]bool
 	health config.Ready
 	client *http.Client
-	procs  map[*machine.Gen]*liveProc
+	procs  map[*gen.Gen]*liveProc
 	// queueSince is since when connections have waited in the accept
 	// queue without it shrinking; zero when it is empty.
 	queueSince time.Time
@@ -152,10 +152,10 @@ func (w *liveWatch) bar() time.Duration {
 
 // look checks every process of serving once, and returns an event for each
 // one found hung.
-func (w *liveWatch) look(now time.Time, serving []Proc) []machine.Event {
+func (w *liveWatch) look(now time.Time, serving []Proc) []gen.Event {
 	// Follow the serving set: new processes are watched from now, those
 	// that no longer serve are forgotten.
-	in := map[*machine.Gen]bool{}
+	in := map[*gen.Gen]bool{}
 	for _, p := range serving {
 		in[p.G] = true
 		if w.procs[p.G] == nil {
@@ -197,7 +197,7 @@ func (w *liveWatch) look(now time.Time, serving []Proc) []machine.Event {
 	}
 	w.queueLast = queue
 
-	var out []machine.Event
+	var out []gen.Event
 	defer func() { w.lastLook = now }()
 	for _, p := range w.procs {
 		reason, args := w.judge(now, p, conns, queue)
@@ -205,7 +205,7 @@ func (w *liveWatch) look(now time.Time, serving []Proc) []machine.Event {
 			continue
 		}
 		p.reported = now
-		out = append(out, machine.EvUnresponsive{G: p.p.G, Reason: reason, Args: args})
+		out = append(out, gen.EvUnresponsive{G: p.p.G, Reason: reason, Args: args})
 	}
 	return out
 }
@@ -336,7 +336,7 @@ func (w *liveWatch) watch(now time.Time, pr Proc) {
 	}()
 }
 
-func (w *liveWatch) forget(g *machine.Gen) {
+func (w *liveWatch) forget(g *gen.Gen) {
 	if p := w.procs[g]; p != nil && p.stop != nil {
 		p.stop()
 	}

@@ -33,7 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/sockets"
 	"github.com/handoff-dev/handoff/internal/quicsteer"
 	"github.com/handoff-dev/handoff/upgrader"
@@ -46,8 +46,8 @@ type Groups struct {
 	log   *slog.Logger
 	key   uint16
 	socks []*quicSock
-	gens  map[*machine.Gen]*quicGen // spawned, not yet exited
-	ready []*quicGen                // those whose sockets are in the maps, in the order they became ready
+	gens  map[*gen.Gen]*quicGen // spawned, not yet exited
+	ready []*quicGen            // those whose sockets are in the maps, in the order they became ready
 }
 
 // quicSock is one --listen quic:// address.
@@ -74,7 +74,7 @@ func quicMapName(addr, which string) string { return "handoff-run-quic.v1:" + ad
 
 // New returns a Groups with no socket yet, which logs to log.
 func New(log *slog.Logger) *Groups {
-	return &Groups{log: log, gens: map[*machine.Gen]*quicGen{}}
+	return &Groups{log: log, gens: map[*gen.Gen]*quicGen{}}
 }
 
 // Open opens l's group: the maps (those an old handoff passed on
@@ -238,7 +238,7 @@ func withFD(c syscall.Conn, f func(fd int) error) error {
 // when the generation quicsteer.MaxGenerations before it still holds g's
 // slot (draining). Each process of g that Spawn prepared is either started,
 // and then told to Event (EvReady, EvExited), or given to NotStarted.
-func (qs *Groups) Spawn(g *machine.Gen, files []*os.File) ([]*os.File, []string, error) {
+func (qs *Groups) Spawn(g *gen.Gen, files []*os.File) ([]*os.File, []string, error) {
 	if qs == nil {
 		return files, nil, nil
 	}
@@ -289,7 +289,7 @@ func (qs *Groups) Spawn(g *machine.Gen, files []*os.File) ([]*os.File, []string,
 }
 
 // NotStarted forgets g, whose process did not start.
-func (qs *Groups) NotStarted(g *machine.Gen) {
+func (qs *Groups) NotStarted(g *gen.Gen) {
 	if qs == nil {
 		return
 	}
@@ -311,14 +311,14 @@ func (qg *quicGen) close() {
 // Event carries out, for the QUIC sockets, what ev means, before the
 // machine steps with it: a generation ready gets its sockets steered (new
 // QUIC connections go to it); one that exited has them taken out.
-func (qs *Groups) Event(ev machine.Event) {
+func (qs *Groups) Event(ev gen.Event) {
 	if qs == nil {
 		return
 	}
 	switch e := ev.(type) {
-	case machine.EvReady:
+	case gen.EvReady:
 		qs.quicReady(e.G)
-	case machine.EvExited:
+	case gen.EvExited:
 		qs.quicExited(e.G)
 	}
 }
@@ -326,7 +326,7 @@ func (qs *Groups) Event(ev machine.Event) {
 // quicReady puts g's sockets into their slot and makes g the newest ready
 // generation, to which new connections go; then closes handoff's copies,
 // so that the kernel empties the slot when g's process closes its socket.
-func (qs *Groups) quicReady(mg *machine.Gen) {
+func (qs *Groups) quicReady(mg *gen.Gen) {
 	qg := qs.gens[mg]
 	if qg == nil || qg.files == nil {
 		return
@@ -347,7 +347,7 @@ func (qs *Groups) quicReady(mg *machine.Gen) {
 // quicExited takes g's sockets out of the maps (the kernel did when its
 // process closed them, unless another process holds them still) and makes
 // the newest generation still ready the newest again.
-func (qs *Groups) quicExited(mg *machine.Gen) {
+func (qs *Groups) quicExited(mg *gen.Gen) {
 	qg := qs.gens[mg]
 	if qg == nil {
 		return

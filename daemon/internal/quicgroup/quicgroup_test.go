@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/quicsteer"
 )
 
@@ -18,13 +18,13 @@ import (
 // slot 1, free.
 func TestQUICSlotStillHeld(t *testing.T) {
 	qs := New(slog.New(slog.DiscardHandler))
-	old := &machine.Gen{N: 1}
+	old := &gen.Gen{N: 1}
 	qs.gens[old] = &quicGen{n: 1, slot: quicsteer.Slot(1)}
-	_, _, err := qs.Spawn(&machine.Gen{N: 1 + quicsteer.MaxGenerations}, nil)
+	_, _, err := qs.Spawn(&gen.Gen{N: 1 + quicsteer.MaxGenerations}, nil)
 	if err == nil || !strings.Contains(err.Error(), "slot 0 is still held by generation 1") {
 		t.Fatalf("generation 33 beside generation 1: %v, want its refusal", err)
 	}
-	files, env, err := qs.Spawn(&machine.Gen{N: 2 + quicsteer.MaxGenerations}, nil)
+	files, env, err := qs.Spawn(&gen.Gen{N: 2 + quicsteer.MaxGenerations}, nil)
 	if err != nil || len(files) != 0 || len(env) != 2 || env[0] != quicsteer.EnvSlot+"=1" {
 		t.Fatalf("generation 34: %v, %v, %v; want slot 1", files, env, err)
 	}

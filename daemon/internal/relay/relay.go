@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
@@ -120,7 +120,7 @@ type relay struct {
 	closeOnce sync.Once
 	// report is given an EvRelayed at each commit passed on, and once
 	// the relay has ended (Done).
-	report func(machine.EvRelayed)
+	report func(gen.EvRelayed)
 
 	mu sync.Mutex
 	// Since the last commit: the connections offered, and those refused.
@@ -135,7 +135,7 @@ type relay struct {
 // connections left uncommitted (Fallback: they stay with the old process,
 // refused or not, its batch aborted) and why the relay ended if it failed
 // (Err). report is called from the relay's goroutines, one call at a time.
-func Start(from, to *net.UnixConn, report func(machine.EvRelayed)) {
+func Start(from, to *net.UnixConn, report func(gen.EvRelayed)) {
 	r := &relay{from: from, to: to, report: report}
 	go r.run()
 }
@@ -148,7 +148,7 @@ func (r *relay) run() {
 	<-done
 	<-done
 	r.mu.Lock()
-	ev := machine.EvRelayed{Fallback: r.offered, Done: true}
+	ev := gen.EvRelayed{Fallback: r.offered, Done: true}
 	if r.err != nil {
 		ev.Err = r.err.Error()
 	}
@@ -307,7 +307,7 @@ func (r *relay) passed(msg []byte) {
 		r.mu.Unlock()
 	case 'C':
 		committed := (len(msg) - 1) / 8
-		ev := machine.EvRelayed{Committed: committed, Refused: r.refused}
+		ev := gen.EvRelayed{Committed: committed, Refused: r.refused}
 		r.offered = max(r.offered-committed-r.refused, 0)
 		r.refused = 0
 		r.mu.Unlock()

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"golang.org/x/sys/unix"
-
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
 )
 
 // pair is an old and a new process's channels, as two processes would hold
@@ -20,7 +19,7 @@ import (
 // between handoff's ends.
 type pair struct {
 	old, new *net.UnixConn
-	reports  chan machine.EvRelayed
+	reports  chan gen.EvRelayed
 }
 
 func newPair(t *testing.T) *pair {
@@ -45,21 +44,21 @@ func newPair(t *testing.T) *pair {
 	}
 	oldC, oldEnd := mk(1) // the old process writes on its out channel
 	newC, newEnd := mk(0) // the new one reads its in channel
-	p := &pair{old: oldEnd, new: newEnd, reports: make(chan machine.EvRelayed, 16)}
+	p := &pair{old: oldEnd, new: newEnd, reports: make(chan gen.EvRelayed, 16)}
 	from, to := oldC.Out, newC.In
 	oldC.Out, newC.In = nil, nil
-	Start(from, to, func(ev machine.EvRelayed) { p.reports <- ev })
+	Start(from, to, func(ev gen.EvRelayed) { p.reports <- ev })
 	return p
 }
 
-func (p *pair) report(t *testing.T) machine.EvRelayed {
+func (p *pair) report(t *testing.T) gen.EvRelayed {
 	t.Helper()
 	select {
 	case ev := <-p.reports:
 		return ev
 	case <-time.After(10 * time.Second):
 		t.Fatal("no report from the relay within 10 s")
-		return machine.EvRelayed{}
+		return gen.EvRelayed{}
 	}
 }
 

@@ -28,9 +28,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/launch"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/outtag"
 	"github.com/handoff-dev/handoff/daemon/internal/probe"
 	"github.com/handoff-dev/handoff/daemon/internal/quicgroup"
@@ -47,7 +47,7 @@ import (
 // goroutine that started it alone uses it (but for the time of its last
 // WATCHDOG=1, written by the reader of its notify socket).
 type Process struct {
-	*machine.Gen
+	*gen.Gen
 
 	cmd      *exec.Cmd
 	notify   *net.UnixConn
@@ -88,10 +88,10 @@ type Starter struct {
 	QUIC     *quicgroup.Groups
 	// Events receives, for each process, EvReady or EvNotReady, then
 	// EvLeft (if it left processes behind) and EvExited.
-	Events chan<- machine.Event
+	Events chan<- gen.Event
 	// Strays returns the processes left behind that no EvLeft reported
 	// yet, marking them reported.
-	Strays func() []machine.Stray
+	Strays func() []gen.Stray
 
 	// firstInWd records, without --chdir, whether the first generation's
 	// program lay in handoff's working directory (see checkWorkDir).
@@ -160,8 +160,8 @@ func overrideEnv(env, extra []string) []string {
 
 // resolveSpec resolves what generation n runs from the configuration now:
 // --chdir and the program's symlinks, and --env-file read afresh.
-func (s *Starter) resolveSpec(n int) (*machine.Spec, error) {
-	spec := &machine.Spec{Program: s.Config.Program, Args: s.Config.Args}
+func (s *Starter) resolveSpec(n int) (*gen.Spec, error) {
+	spec := &gen.Spec{Program: s.Config.Program, Args: s.Config.Args}
 	if s.Config.EnvFile != "" {
 		env, err := envfile.Read(s.Config.EnvFile)
 		if err != nil {
@@ -216,8 +216,8 @@ func (s *Starter) checkWorkDir(n int, program string) {
 // An error names the generation and says what to change where the system
 // refused (the environment too large, out of descriptors); nothing was
 // started then.
-func (s *Starter) Start(n, w int, spec *machine.Spec) (*Process, error) {
-	g := &Process{Gen: &machine.Gen{N: n, W: w, Started: time.Now()}}
+func (s *Starter) Start(n, w int, spec *gen.Spec) (*Process, error) {
+	g := &Process{Gen: &gen.Gen{N: n, W: w, Started: time.Now()}}
 	if spec == nil {
 		var err error
 		if spec, err = s.resolveSpec(n); err != nil {
@@ -376,9 +376,9 @@ func (s *Starter) watch(g *Process) {
 			}
 		}
 		if left := s.Strays(); len(left) > 0 {
-			s.Events <- machine.EvLeft{G: g.Gen, Strays: left}
+			s.Events <- gen.EvLeft{G: g.Gen, Strays: left}
 		}
-		s.Events <- machine.EvExited{G: g.Gen, Err: err, How: launch.DescribeExit(err), Lines: g.lastLines()}
+		s.Events <- gen.EvExited{G: g.Gen, Err: err, How: launch.DescribeExit(err), Lines: g.lastLines()}
 	}()
 	notifyConn := g.notify
 	go func() {
@@ -387,7 +387,7 @@ func (s *Starter) watch(g *Process) {
 		switch {
 		case err == nil:
 			close(readyC)
-			s.Events <- machine.EvReady{G: g.Gen}
+			s.Events <- gen.EvReady{G: g.Gen}
 		case errors.Is(err, errGenExited):
 		default:
 			var na *probe.NotAccepting
@@ -395,7 +395,7 @@ func (s *Starter) watch(g *Process) {
 			if errors.As(err, &na) || errors.Is(err, errNoReadyNotify) {
 				why = err.Error()
 			}
-			s.Events <- machine.EvNotReady{G: g.Gen, Why: why}
+			s.Events <- gen.EvNotReady{G: g.Gen, Why: why}
 		}
 	}()
 }

@@ -2,8 +2,9 @@
 // control socket, then its one goroutine turns signals, control requests,
 // the changes --watch sees (package watch), timers and what the processes
 // do into the machine's events, steps the machine, and carries out its
-// actions — starting processes with the sockets (LISTEN_FDS), signalling
-// them, waiting on their readiness, and the stop. It keeps beside each machine.Gen what is the process's own: its
-// command, notify socket, output and timers. It answers the control
-// socket's requests (status, signal) and serves --metrics.
+// actions — starting processes (package spawn), signalling them, relaying
+// connections between them (package relay), and the stop. It keeps beside
+// each gen.Gen what is the process's own: its handles and its timers. It
+// answers the control socket's requests (status, signal) and serves
+// --metrics.
 package supervisor

@@ -5,7 +5,7 @@ package supervisor
 import (
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/relay"
 )
 
@@ -15,7 +15,7 @@ import (
 // them; otherwise the channels that would have carried connections close,
 // so that the new process's Adopted ends and the old one's Offers fail at
 // once (its connections drain).
-func (s *supervisor) handOver(a machine.ActHandOver) {
+func (s *supervisor) handOver(a gen.ActHandOver) {
 	nw := s.procs[a.New]
 	var old *generation
 	if a.Old != nil {
@@ -57,7 +57,7 @@ func (s *supervisor) handOver(a machine.ActHandOver) {
 	_ = from.SetWriteDeadline(time.Time{})
 	s.log.Info("relaying connections to the new process", "event", "handover.relaying",
 		"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
-	relay.Start(from, to, func(ev machine.EvRelayed) {
+	relay.Start(from, to, func(ev gen.EvRelayed) {
 		ev.Old, ev.New = a.Old, a.New
 		s.events <- ev
 	})

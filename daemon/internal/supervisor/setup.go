@@ -18,9 +18,9 @@ import (
 
 	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/control"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/logs"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
 	"github.com/handoff-dev/handoff/daemon/internal/quicgroup"
 	"github.com/handoff-dev/handoff/daemon/internal/reaper"
@@ -67,7 +67,7 @@ func Run(cfg *config.Config, log *slog.Logger, version string) (int, error) {
 // setup prepares a supervisor: the upgrader (for SIGUSR2), the sockets, the
 // control socket and the signals.
 func setup(cfg *config.Config, log *slog.Logger, version string) (_ *supervisor, err error) {
-	s := &supervisor{cfg: cfg, log: log, version: version, started: time.Now(), procs: map[*machine.Gen]*generation{}, events: make(chan machine.Event, 64), sigC: make(chan os.Signal, 16),
+	s := &supervisor{cfg: cfg, log: log, version: version, started: time.Now(), procs: map[*gen.Gen]*generation{}, events: make(chan gen.Event, 64), sigC: make(chan os.Signal, 16),
 		ctlC: make(chan control.Call), scrapeC: make(chan chan []byte), wdC: make(chan chan error)}
 	// The sockets a handoff killed with this control socket left with its
 	// keeper, if it still holds them (package keeper).

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/control"
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +30,7 @@ func (s *supervisor) sendSignal(sig syscall.Signal) control.SignalResult {
 	}
 	var r control.SignalResult
 	for _, g := range s.m.View().Gens {
-		if g.State != machine.Serving && g.State != machine.Baking {
+		if g.State != gen.Serving && g.State != gen.Baking {
 			continue
 		}
 		if err := unix.Kill(-g.PID, sig); err != nil {
@@ -60,7 +60,7 @@ func (s *supervisor) status() control.Status {
 	rel := s.releases()
 	for _, g := range v.Gens {
 		state := g.State.String()
-		if g.Unresponsive && g.State == machine.Serving {
+		if g.Unresponsive && g.State == gen.Serving {
 			state = "unresponsive" // paused, while its replacement starts
 		}
 		gs := control.GenStatus{Generation: g.N, Worker: g.W, PID: g.PID, State: state,

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/daemon/internal/machine"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,16 +21,16 @@ import (
 // first.
 
 // strays lists the reaper's strays.
-func (s *supervisor) strays() []machine.Stray {
-	var out []machine.Stray
+func (s *supervisor) strays() []gen.Stray {
+	var out []gen.Stray
 	for _, st := range s.reaper.Strays() {
-		out = append(out, machine.Stray(st))
+		out = append(out, gen.Stray(st))
 	}
 	return out
 }
 
 // newStrays returns the strays not already being stopped, and marks them.
-func (s *supervisor) newStrays() []machine.Stray {
+func (s *supervisor) newStrays() []gen.Stray {
 	all := s.strays()
 	if len(all) == 0 {
 		return nil
@@ -40,7 +40,7 @@ func (s *supervisor) newStrays() []machine.Stray {
 	if s.strayStopping == nil {
 		s.strayStopping = map[int]bool{}
 	}
-	var out []machine.Stray
+	var out []gen.Stray
 	for _, st := range all {
 		if !s.strayStopping[st.PID] {
 			s.strayStopping[st.PID] = true
@@ -53,7 +53,7 @@ func (s *supervisor) newStrays() []machine.Stray {
 // stopStrays sends the stop signal to each stray's process group (or to the
 // stray, if it leads none), and SIGKILL to those still there after the
 // drain timeout.
-func (s *supervisor) stopStrays(strays []machine.Stray) {
+func (s *supervisor) stopStrays(strays []gen.Stray) {
 	for _, st := range strays {
 		target := st.PID
 		if st.PGID == st.PID {
@@ -66,7 +66,7 @@ func (s *supervisor) stopStrays(strays []machine.Stray) {
 
 // killStrays kills the strays that are still handoff's live children (so
 // that a pid reused since is not hit) and forgets them.
-func (s *supervisor) killStrays(strays []machine.Stray) {
+func (s *supervisor) killStrays(strays []gen.Stray) {
 	live := map[int]bool{}
 	for _, st := range s.strays() {
 		live[st.PID] = true
@@ -92,7 +92,7 @@ func (s *supervisor) stopAllStrays() {
 	}
 	// Those already being stopped were reported when their generation
 	// exited; they are waited for all the same.
-	var fresh []machine.Stray
+	var fresh []gen.Stray
 	s.strayMu.Lock()
 	for _, st := range left {
 		if !s.strayStopping[st.PID] {
@@ -101,7 +101,7 @@ func (s *supervisor) stopAllStrays() {
 	}
 	s.strayMu.Unlock()
 	if len(fresh) > 0 {
-		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "event", "strays.stopping", "left", machine.StrayList(fresh))
+		s.log.Warn("processes left behind by the generations are still running; stopping them before handoff exits", "event", "strays.stopping", "left", gen.StrayList(fresh))
 	}
 	for _, st := range left {
 		target := st.PID
@@ -121,7 +121,7 @@ func (s *supervisor) stopAllStrays() {
 }
 
 // killStray sends SIGKILL to st, and to its process group if it leads one.
-func killStray(st machine.Stray) {
+func killStray(st gen.Stray) {
 	if st.PGID == st.PID {
 		_ = unix.Kill(-st.PID, syscall.SIGKILL)
 	}

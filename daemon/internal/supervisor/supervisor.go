@@ -18,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff/daemon/internal/config"
 	"github.com/handoff-dev/handoff/daemon/internal/control"
 	"github.com/handoff-dev/handoff/daemon/internal/doors"
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/daemon/internal/keeper"
 	"github.com/handoff-dev/handoff/daemon/internal/machine"
 	"github.com/handoff-dev/handoff/daemon/internal/metrics"
@@ -71,7 +72,7 @@ type supervisor struct {
 	// from EvSpawned to ActRelease; every lookup allows for a miss, so that
 	// an action about a process already released does nothing rather than
 	// end handoff, which holds every socket.
-	procs   map[*machine.Gen]*generation
+	procs   map[*gen.Gen]*generation
 	started time.Time
 	// serving is what the liveness checks watch (probe.WatchLive): the
 	// processes that serve, as of the last step.
@@ -82,7 +83,7 @@ type supervisor struct {
 	strayMu       sync.Mutex
 	strayStopping map[int]bool
 
-	events chan machine.Event
+	events chan gen.Event
 	sigC   chan os.Signal
 	ctlC   chan control.Call
 	// scrapeC carries each --metrics scrape's request for the figures,
@@ -120,7 +121,7 @@ func (s *supervisor) run() int {
 				return nil
 			}, s.events, s.log)
 	}
-	if code, done := s.apply(machine.EvStart{}); done {
+	if code, done := s.apply(gen.EvStart{}); done {
 		return code
 	}
 	var watchC <-chan watch.Change // nil, never ready, without --watch
@@ -128,10 +129,10 @@ func (s *supervisor) run() int {
 		watchC = s.watcher.Changes()
 	}
 	for {
-		var ev machine.Event
+		var ev gen.Event
 		select {
 		case sig := <-s.sigC:
-			ev = machine.EvSignal{Sig: config.SignalName(sig.(syscall.Signal))}
+			ev = gen.EvSignal{Sig: config.SignalName(sig.(syscall.Signal))}
 		case e := <-s.events:
 			ev = e
 		case c, ok := <-watchC:
@@ -139,7 +140,7 @@ func (s *supervisor) run() int {
 				watchC = nil // the watch ended (it said why)
 				continue
 			}
-			ev = machine.EvWatchChanged{Paths: c.Paths}
+			ev = gen.EvWatchChanged{Paths: c.Paths}
 		case req := <-s.ctlC:
 			switch req.Cmd {
 			case "status":
@@ -150,9 +151,9 @@ func (s *supervisor) run() int {
 				continue
 			}
 			if req.Cmd == "rollback" {
-				ev = machine.EvRollback{W: req.Reload}
+				ev = gen.EvRollback{W: req.Reload}
 			} else {
-				ev = machine.EvReload{W: req.Reload}
+				ev = gen.EvReload{W: req.Reload}
 			}
 		case reply := <-s.scrapeC:
 			reply <- metrics.Render(s.m.View(), s.residentMemory(), s.releases(), s.started, s.version)
@@ -168,7 +169,7 @@ func (s *supervisor) run() int {
 			if !s.u.HandedOver() {
 				continue
 			}
-			ev = machine.EvHandedOver{}
+			ev = gen.EvHandedOver{}
 		}
 		if code, done := s.apply(ev); done {
 			return code
@@ -178,16 +179,16 @@ func (s *supervisor) run() int {
 
 // apply steps the machine with ev and carries out its actions, feeding back
 // the result of a spawn; done reports that handoff is to exit with code.
-func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
+func (s *supervisor) apply(ev gen.Event) (code int, done bool) {
 	s.quic.Event(ev)
-	if _, ok := ev.(machine.EvExited); ok {
+	if _, ok := ev.(gen.EvExited); ok {
 		defer s.trimMemory()
 	}
 	defer s.publishServing()
 	// What an action yields at once (a spawn's result, a measure) is an
 	// event of its own, stepped once the actions of the step before are
 	// all carried out: the machine is never stepped partway through them.
-	var follow []machine.Event
+	var follow []gen.Event
 	queue := s.m.Step(ev)
 	for len(queue) > 0 || len(follow) > 0 && !done {
 		if len(queue) == 0 {
@@ -196,7 +197,7 @@ func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
 		}
 		a := queue[0]
 		queue = queue[1:]
-		if d, ok := a.(machine.ActDone); ok {
+		if d, ok := a.(gen.ActDone); ok {
 			code, done = d.Code, true
 			continue
 		}
@@ -209,69 +210,69 @@ func (s *supervisor) apply(ev machine.Event) (code int, done bool) {
 
 // carryOut carries out the action a, but ActDone (apply's), and returns
 // the event it yields at once, if any.
-func (s *supervisor) carryOut(a machine.Action) machine.Event {
+func (s *supervisor) carryOut(a gen.Action) gen.Event {
 	switch a := a.(type) {
-	case machine.ActLog:
+	case gen.ActLog:
 		s.log.Log(context.Background(), a.Level, a.Msg, append([]any{"event", a.Event}, a.Args...)...)
-	case machine.ActSpawn:
+	case gen.ActSpawn:
 		return s.spawn(a)
-	case machine.ActSignal:
+	case gen.ActSignal:
 		if sig, ok := config.SignalByName(a.Sig); ok {
 			s.procs[a.G].Signal(sig) // nil once released: nothing to signal
 		}
-	case machine.ActPause:
+	case gen.ActPause:
 		if a.Pause {
 			s.procs[a.G].Signal(syscall.SIGSTOP)
 			go s.logPaused(a.G, s.tcpPorts())
 		} else {
 			s.procs[a.G].Signal(syscall.SIGCONT)
 		}
-	case machine.ActAfter:
+	case gen.ActAfter:
 		t := time.AfterFunc(a.D, func() { s.events <- a.Ev })
 		if g := s.procs[eventGen(a.Ev)]; g != nil {
 			g.timers = append(g.timers, t)
 		}
-	case machine.ActCancelReady:
+	case gen.ActCancelReady:
 		if g := s.procs[a.G]; g != nil {
 			g.CancelReady()
 		}
-	case machine.ActRelease:
+	case gen.ActRelease:
 		s.release(a.G)
-	case machine.ActNotify:
+	case gen.ActNotify:
 		s.notifyKind(a.Kind, a.Status)
-	case machine.ActUpgraderReady:
+	case gen.ActUpgraderReady:
 		if err := s.u.Ready(); err != nil {
 			// The generation serves all the same: systemd hears it.
 			s.log.Error("ready, with an error", "event", "ready.error", "err", err)
 			s.notify(systemd.Ready("serving, but " + err.Error()))
 		}
-	case machine.ActUpgraderStop:
+	case gen.ActUpgraderStop:
 		s.u.Stop()
-	case machine.ActReply:
+	case gen.ActReply:
 		for _, w := range a.WS {
 			if w != nil {
 				w <- a.R
 			}
 		}
-	case machine.ActSelfUpgrade:
+	case gen.ActSelfUpgrade:
 		s.upgradeSelf(a.NextN)
-	case machine.ActWatchBake:
+	case gen.ActWatchBake:
 		s.watchBake(a)
-	case machine.ActMeasure:
+	case gen.ActMeasure:
 		return s.measure()
-	case machine.ActStopStrays:
+	case gen.ActStopStrays:
 		s.stopStrays(a.Strays)
-	case machine.ActCloseDoors:
+	case gen.ActCloseDoors:
 		s.closeDoors()
-	case machine.ActReleaseSockets:
+	case gen.ActReleaseSockets:
 		s.keeper.ReleaseSockets()
 		s.closeOwnCopies()
 		doors.Release(s.inodes, s.log)
-	case machine.ActHandOver:
+	case gen.ActHandOver:
 		s.handOver(a)
-	case machine.ActSelfUpgradeEnded:
+	case gen.ActSelfUpgradeEnded:
 		s.reaper.Resume()
-	case machine.ActDone:
+	case gen.ActDone:
 		// apply's: it ends the loop.
 	}
 	return nil
@@ -279,7 +280,7 @@ func (s *supervisor) carryOut(a machine.Action) machine.Event {
 
 // spawn starts process a.W of generation a.N and returns what the machine
 // is to hear of it: EvSpawned, or EvSpawnFailed.
-func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
+func (s *supervisor) spawn(a gen.ActSpawn) gen.Event {
 	if s.cfg.EnvFile != "" {
 		// Reading the env file may take a few MiB (a long line, refused or
 		// not): give them back, off the reload's path.
@@ -287,7 +288,7 @@ func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
 	}
 	p, err := s.spawner.Start(a.N, a.W, a.Spec)
 	if err != nil {
-		return machine.EvSpawnFailed{Err: err, N: a.N, W: a.W}
+		return gen.EvSpawnFailed{Err: err, N: a.N, W: a.W}
 	}
 	g := &generation{Process: p}
 	s.procs[g.Gen] = g
@@ -296,13 +297,13 @@ func (s *supervisor) spawn(a machine.ActSpawn) machine.Event {
 		prev = s.procs[v.Workers[a.W].Cur]
 	}
 	s.identify(g, prev)
-	return machine.EvSpawned{G: g.Gen}
+	return gen.EvSpawned{G: g.Gen}
 }
 
 // release lets go of what g's process held once it has exited: its
 // readiness wait, notify socket, the keeper's copies of its output, its
 // timers.
-func (s *supervisor) release(mg *machine.Gen) {
+func (s *supervisor) release(mg *gen.Gen) {
 	g := s.procs[mg]
 	if g == nil {
 		return // released already
@@ -343,21 +344,21 @@ func (s *supervisor) upgradeSelf(nextN int) {
 	}
 	// The new handoff is tableflip's child, waited for by tableflip.
 	s.reaper.Pause()
-	go func() { s.events <- machine.EvSelfUpgradeDone{Err: s.u.Upgrade()} }()
+	go func() { s.events <- gen.EvSelfUpgradeDone{Err: s.u.Upgrade()} }()
 }
 
 // measure returns the resident memory of the serving processes, for
 // --max-memory.
-func (s *supervisor) measure() machine.Event {
-	return machine.EvMemSample{RSS: s.residentMemory()}
+func (s *supervisor) measure() gen.Event {
+	return gen.EvMemSample{RSS: s.residentMemory()}
 }
 
 // residentMemory returns the resident memory of each serving process that
 // could be measured.
-func (s *supervisor) residentMemory() map[*machine.Gen]int64 {
-	rss := map[*machine.Gen]int64{}
+func (s *supervisor) residentMemory() map[*gen.Gen]int64 {
+	rss := map[*gen.Gen]int64{}
 	for _, g := range s.m.View().Gens {
-		if g.State == machine.Serving {
+		if g.State == gen.Serving {
 			if b, err := procfs.ResidentBytes(g.PID); err == nil {
 				rss[g] = b
 			}
@@ -373,7 +374,7 @@ func (s *supervisor) closeDoors() {
 	for i, c := range s.sockets {
 		socks[i] = doors.Socket{Listener: c, Inode: s.inodes[i], Addr: s.addrs[i], Stored: i < len(s.stored) && s.stored[i]}
 	}
-	go func() { s.events <- machine.EvDoorsClosed(doors.Close(socks)) }()
+	go func() { s.events <- gen.EvDoorsClosed(doors.Close(socks)) }()
 }
 
 // closeOwnCopies closes the descriptors of the sockets that handoff opened
@@ -389,11 +390,11 @@ func (s *supervisor) closeOwnCopies() {
 }
 
 // eventGen returns the generation a timed event is about, or nil.
-func eventGen(ev any) *machine.Gen {
+func eventGen(ev any) *gen.Gen {
 	switch e := ev.(type) {
-	case machine.EvKillDue:
+	case gen.EvKillDue:
 		return e.G
-	case machine.EvBakeDone:
+	case gen.EvBakeDone:
 		return e.G
 	}
 	return nil
@@ -436,7 +437,7 @@ func (s *supervisor) watchdogCheck(ctx context.Context) error {
 // watchdog (it has sent WATCHDOG=1) and has not pinged for the whole
 // interval — it is then killed and restarted like a generation that crashed
 // — or nil.
-func (s *supervisor) checkHung() machine.Event {
+func (s *supervisor) checkHung() gen.Event {
 	wd := s.u.WatchdogInterval()
 	if wd <= 0 {
 		return nil
@@ -455,7 +456,7 @@ func (s *supervisor) checkHung() machine.Event {
 			continue
 		}
 		if quiet := time.Since(last); quiet > wd {
-			return machine.EvHung{G: g, Quiet: quiet}
+			return gen.EvHung{G: g, Quiet: quiet}
 		}
 	}
 	return nil
@@ -470,7 +471,7 @@ func (s *supervisor) notify(_ bool, err error) {
 // watchBake runs the bake window's checks of a.G, in a goroutine of its
 // own, and sends EvBakeFailed at the first that fails — unless the window
 // has ended meanwhile: too late to roll back.
-func (s *supervisor) watchBake(a machine.ActWatchBake) {
+func (s *supervisor) watchBake(a gen.ActWatchBake) {
 	g := s.procs[a.G]
 	if g == nil {
 		return // exited meanwhile: nothing bakes
@@ -486,7 +487,7 @@ func (s *supervisor) watchBake(a machine.ActWatchBake) {
 		if reason := probe.Bake(ctx, b, s.log); reason != "" {
 			select {
 			case <-ctx.Done():
-			case s.events <- machine.EvBakeFailed{G: a.G, Reason: reason}:
+			case s.events <- gen.EvBakeFailed{G: a.G, Reason: reason}:
 			}
 		}
 	}()
@@ -500,7 +501,7 @@ func (s *supervisor) publishServing() {
 	}
 	var out []probe.Proc
 	for _, sl := range s.m.View().Workers {
-		if g := sl.Cur; g != nil && g.State == machine.Serving && !g.Unresponsive {
+		if g := sl.Cur; g != nil && g.State == gen.Serving && !g.Unresponsive {
 			if p := s.procs[g]; p != nil {
 				out = append(out, probe.Proc{G: g, Exited: p.Exited()})
 			}
@@ -530,7 +531,7 @@ func (s *supervisor) probeSockets() []probe.Socket {
 // logPaused logs, once g's process has stopped (SIGSTOP), how many
 // connections it holds: they end with it, since it accepts no more.
 // (The checks counted them before the signal; more may have come since.)
-func (s *supervisor) logPaused(g *machine.Gen, ports map[uint16]bool) {
+func (s *supervisor) logPaused(g *gen.Gen, ports map[uint16]bool) {
 	for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
 		if st, _, _, ok := procfs.Stat(g.PID); !ok || st == "T" || time.Now().After(deadline) {
 			break

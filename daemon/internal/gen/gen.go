@@ -1,4 +1,4 @@
-package machine
+package gen
 
 import (
 	"strconv"
@@ -51,7 +51,7 @@ type Gen struct {
 	FailWhy       string // set when the machine killed it for not being ready
 	ExitedAt      time.Time
 	Hung          bool    // it stopped sending WATCHDOG=1
-	Killed        bool    // sent SIGKILL (counted in Machine.killed)
+	Killed        bool    // sent SIGKILL (counted in the machine's killed)
 	Left          []Stray // the processes it left behind at its exit
 }
 
@@ -96,12 +96,3 @@ type ReloadResult struct {
 	PIDs       []int  `json:"pids,omitempty"` // every worker's, with --workers above 1
 	Error      string `json:"error,omitempty"`
 }
-
-// Restart backoff for a generation that exits on its own: doubled on each
-// failure in a row, from restartMin up to restartMax; a generation that
-// served for stableAfter resets it.
-const (
-	restartMin  = 100 * time.Millisecond
-	restartMax  = 10 * time.Second
-	stableAfter = 10 * time.Second
-)
