@@ -95,7 +95,8 @@ type ActWatchBake struct {
 }
 
 // Action is one of the Act* types above: a sealed interface, whose every
-// type the supervisor carries out (TestSwitchesAreExhaustive).
+// type the supervisor carries out (machine's TestSwitchesAreExhaustive
+// checks its carryOut).
 type Action interface{ isAction() }
 
 func (ActLog) isAction()              {}

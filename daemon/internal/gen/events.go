@@ -132,8 +132,9 @@ type EvRelayed struct {
 	Err                          string
 }
 
-// Event is what Step takes: one of the Ev* types of this file. A sealed
-// interface, whose every type Step handles (TestSwitchesAreExhaustive).
+// Event is what the machine's Step takes: one of the Ev* types of this
+// file. A sealed interface, whose every type Step handles (machine's
+// TestSwitchesAreExhaustive).
 type Event interface{ isEvent() }
 
 func (EvStart) isEvent()           {}

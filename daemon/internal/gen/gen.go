@@ -24,9 +24,10 @@ func (s State) String() string {
 }
 
 // Gen is one process of a generation, as the machine sees it: the
-// generation and worker index it runs as, its state and its history. The
-// supervisor creates it when it starts the process (EvSpawned) and keeps the
-// process's handles beside it; after that only the machine changes it.
+// generation and worker index it runs as, its state and its history.
+// Package spawn creates it when it starts the process, the supervisor keeps
+// the process's handles beside it and tells the machine (EvSpawned); after
+// that only the machine changes it.
 type Gen struct {
 	N       int // its generation, from 1
 	W       int // its worker index, from 0 (--workers)

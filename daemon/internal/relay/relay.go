@@ -3,7 +3,7 @@
 // Package relay carries connections between two processes of `handoff run`
 // that hand them over (--handover): each process gets two channels
 // (SOCK_SEQPACKET pairs) whose other ends handoff keeps, and when one
-// process replaces another, a Relay passes the library's handover protocol
+// process replaces another, Start relays the library's handover protocol
 // (package upgrader) message by message, with its descriptors, from the old
 // process's out channel to the new one's in channel and back, counting what
 // it passes. handoff keeps no copy of a connection: each descriptor is

@@ -4,6 +4,8 @@ package relay
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -86,8 +88,14 @@ func TestRelayCommit(t *testing.T) {
 	if !bytes.Equal(buf[:n], offer) {
 		t.Fatalf("the new process read %q, want %q", buf[:n], offer)
 	}
-	fds := rightsIn(oob[:oobn])
-	if len(fds) != 1 {
+	// Decoded here, not with the package's rightsIn, so that a fault there
+	// cannot hide on both sides.
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("the new process got control messages %v, %v; want one", msgs, err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
 		t.Fatalf("the new process got %d descriptors, want 1", len(fds))
 	}
 	got := os.NewFile(uintptr(fds[0]), "passed")
@@ -118,8 +126,18 @@ func TestRelayCommit(t *testing.T) {
 		t.Fatalf("after the old process closed: %+v, want done, nothing fallen back, no error", ev)
 	}
 	// The new process reads the end of its channel: no more connections.
-	if n, err := p.new.Read(buf); n != 0 && err == nil {
-		t.Fatalf("the new process read %q after the relay ended, want the end", buf[:n])
+	readEnd(t, p.new, "the new process")
+}
+
+// readEnd fails t unless c's next read finds the channel ended by its
+// peer (handoff's end closed), within 10 s.
+func readEnd(t *testing.T, c *net.UnixConn, who string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if n != 0 || (err != nil && !errors.Is(err, io.EOF)) {
+		t.Fatalf("%s read %q, %v; want its channel ended by handoff", who, buf[:n], err)
 	}
 }
 
@@ -144,8 +162,5 @@ func TestRelayNewProcessGone(t *testing.T) {
 	if !ev.Done || ev.Fallback != 2 || !strings.Contains(ev.Err, "the new process closed its channel") {
 		t.Fatalf("after the new process closed: %+v, want done, 2 fallen back and why", ev)
 	}
-	_ = p.old.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if n, err := p.old.Read(buf); n != 0 && err == nil {
-		t.Fatalf("the old process read %q, want its channel ended", buf[:n])
-	}
+	readEnd(t, p.old, "the old process")
 }

@@ -4,6 +4,7 @@ package supervisor
 
 import (
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/release"
@@ -23,4 +24,13 @@ type generation struct {
 	// ident is what it runs, once identify has read it; nil until then,
 	// or if the files could not be read.
 	ident atomic.Pointer[release.Identity]
+}
+
+// signal sends sig to g's process group (see spawn.Process.Signal). It does
+// nothing on a nil g: a process already released, whose lookup in procs
+// missed.
+func (g *generation) signal(sig syscall.Signal) {
+	if g != nil {
+		g.Process.Signal(sig)
+	}
 }

@@ -218,14 +218,14 @@ func (s *supervisor) carryOut(a gen.Action) gen.Event {
 		return s.spawn(a)
 	case gen.ActSignal:
 		if sig, ok := config.SignalByName(a.Sig); ok {
-			s.procs[a.G].Signal(sig) // nil once released: nothing to signal
+			s.procs[a.G].signal(sig) // nil once released: nothing to signal
 		}
 	case gen.ActPause:
 		if a.Pause {
-			s.procs[a.G].Signal(syscall.SIGSTOP)
+			s.procs[a.G].signal(syscall.SIGSTOP)
 			go s.logPaused(a.G, s.tcpPorts())
 		} else {
-			s.procs[a.G].Signal(syscall.SIGCONT)
+			s.procs[a.G].signal(syscall.SIGCONT)
 		}
 	case gen.ActAfter:
 		t := time.AfterFunc(a.D, func() { s.events <- a.Ev })
@@ -387,6 +387,7 @@ func (s *supervisor) closeOwnCopies() {
 		c.Close()
 	}
 	s.files, s.sockets = nil, nil
+	s.spawner.Files = nil // a process started after this gets no socket
 }
 
 // eventGen returns the generation a timed event is about, or nil.
