@@ -37,11 +37,12 @@ func (s *steer) close() {
 	s.maps.Close()
 }
 
-// registry names of the maps passed from generation to generation; v1 is
-// the layout of the maps and of the cookie. A release that changes either
-// must change it, and then starts a group of its own (its first generation
-// cannot bind beside the old one's, which keep their own maps).
-func mapName(addr, which string) string { return "handoff-quic.v1:" + addr + ":" + which }
+// mapPrefix begins the registry names of the maps passed from generation to
+// generation (see quicsteer.InheritMaps); v1 is the layout of the maps and
+// of the cookie. A release that changes either must change it, and then
+// starts a group of its own (its first generation cannot bind beside the old
+// one's, which keep their own maps).
+func mapPrefix(addr string) string { return "handoff-quic.v1:" + addr + ":" }
 
 // Listen returns this generation's UDP socket for addr ("host:port", with a
 // fixed port, the same in every generation), steered: it joins the
@@ -199,64 +200,20 @@ func (s *Socket) Stats() (Stats, error) {
 // takeMaps returns the maps the previous generation passed for addr, or new
 // ones, registered with u for the next generation either way.
 func takeMaps(u host, addr string) (*quicsteer.Maps, error) {
-	m := &quicsteer.Maps{}
-	targets := []struct {
-		which string
-		dst   **ebpf.Map
-	}{{"socks", &m.Socks}, {"conf", &m.Conf}, {"counters", &m.Counters}}
-	inherited := 0
-	for _, t := range targets {
-		f, err := u.InheritedFile(mapName(addr, t.which))
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("quic: %s: %w", addr, err)
-		}
-		if f == nil {
-			continue
-		}
-		inherited++
-		// NewMapFromFD owns the descriptor it is given: a copy of f's.
-		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-		f.Close()
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("quic: %s: %w", addr, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
-		}
-		if *t.dst, err = ebpf.NewMapFromFD(fd); err != nil {
-			unix.Close(fd)
-			m.Close()
-			return nil, fmt.Errorf("quic: %s: the %s map the previous generation passed: %w", addr, t.which, err)
-		}
-	}
-	switch inherited {
-	case len(targets):
-		return m, nil
-	case 0:
-	default:
-		m.Close()
-		return nil, fmt.Errorf("quic: %s: the previous generation passed %d of the %d steering maps; start the same release", addr, inherited, len(targets))
-	}
-	_ = rlimit.RemoveMemlock() // kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK
-	m, err := quicsteer.NewMaps()
+	prefix := mapPrefix(addr)
+	m, err := quicsteer.InheritMaps(u, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, quicsteer.Explain(err))
+		return nil, fmt.Errorf("quic: %s: %w", addr, err)
 	}
-	for which, x := range map[string]*ebpf.Map{"socks": m.Socks, "conf": m.Conf, "counters": m.Counters} {
-		if err := passMap(u, mapName(addr, which), x); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("quic: %s: %w", addr, err)
+	if m == nil {
+		_ = rlimit.RemoveMemlock() // kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK
+		if m, err = quicsteer.NewMaps(); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrNoBPF, addr, quicsteer.Explain(err))
 		}
+	}
+	if err := quicsteer.PassMaps(u, prefix, m); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("quic: %s: %w", addr, err)
 	}
 	return m, nil
-}
-
-// passMap registers a copy of m's descriptor with u.
-func passMap(u host, name string, m *ebpf.Map) error {
-	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	return u.PassFile(name, f)
 }

@@ -68,9 +68,10 @@ type quicGen struct {
 	cookies []uint64
 }
 
-// quicMapName names the maps passed to a new handoff (SIGUSR2); v1 is the
-// layout of the maps and of the cookie, as module quic's.
-func quicMapName(addr, which string) string { return "handoff-run-quic.v1:" + addr + ":" + which }
+// quicMapPrefix begins the names of the maps passed to a new handoff
+// (SIGUSR2); v1 is the layout of the maps and of the cookie, as module
+// quic's.
+func quicMapPrefix(addr string) string { return "handoff-run-quic.v1:" + addr + ":" }
 
 // New returns a Groups with no socket yet, which logs to log.
 func New(log *slog.Logger) *Groups {
@@ -137,54 +138,19 @@ func (qs *Groups) Open(u *upgrader.Upgrader, l config.Listen, idx int) (*os.File
 // quicMaps returns the maps an old handoff passed for addr (SIGUSR2), or
 // new ones; either way registered with u for the next handoff.
 func quicMaps(u *upgrader.Upgrader, addr string) (*quicsteer.Maps, error) {
-	m := &quicsteer.Maps{}
-	parts := []struct {
-		which string
-		dst   **ebpf.Map
-	}{{"socks", &m.Socks}, {"conf", &m.Conf}, {"counters", &m.Counters}}
-	got := 0
-	for _, p := range parts {
-		f, err := u.InheritedFile(quicMapName(addr, p.which))
-		if err != nil {
-			m.Close()
-			return nil, err
-		}
-		if f == nil {
-			continue
-		}
-		got++
-		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-		f.Close()
-		if err != nil {
-			m.Close()
-			return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
-		}
-		if *p.dst, err = ebpf.NewMapFromFD(fd); err != nil {
-			unix.Close(fd)
-			m.Close()
-			return nil, fmt.Errorf("the %s map the old handoff passed: %w", p.which, err)
-		}
+	prefix := quicMapPrefix(addr)
+	m, err := quicsteer.InheritMaps(u, prefix)
+	if err != nil {
+		return nil, err
 	}
-	if got != len(parts) {
-		m.Close()
-		var err error
+	if m == nil {
 		if m, err = quicsteer.NewMaps(); err != nil {
 			return nil, fmt.Errorf("QUIC's steering needs BPF: %w — or use udp://, one socket shared by every generation, which breaks QUIC connections at each reload", quicsteer.Explain(err))
 		}
 	}
-	for which, x := range map[string]*ebpf.Map{"socks": m.Socks, "conf": m.Conf, "counters": m.Counters} {
-		fd, err := unix.FcntlInt(uintptr(x.FD()), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			m.Close()
-			return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
-		}
-		f := os.NewFile(uintptr(fd), which)
-		err = u.PassFile(quicMapName(addr, which), f)
-		f.Close()
-		if err != nil {
-			m.Close()
-			return nil, err
-		}
+	if err := quicsteer.PassMaps(u, prefix, m); err != nil {
+		m.Close()
+		return nil, err
 	}
 	return m, nil
 }
