@@ -124,9 +124,19 @@ func (h *Handover) receive(c *net.UnixConn) {
 		_ = c.SetWriteDeadline(time.Now().Add(h.opts.Timeout))
 		_, _ = c.Write(b)
 	}
+	reset := false // the channel's reset is read
 	for {
 		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 		fds, perr := rights(oob[:oobn])
+		if errors.Is(err, syscall.ECONNRESET) && !reset {
+			// The previous generation closed its end (it died, or gave
+			// up) with answers of ours unread: the kernel says so once,
+			// ahead of the messages it sent before, which are still to
+			// read — commits among them, whose connections are ours.
+			reset = true
+			closeFds(fds)
+			continue
+		}
 		if err != nil || n == 0 || perr != nil {
 			closeFds(fds)
 			if perr != nil {

@@ -208,9 +208,20 @@ func (r *relay) drainQueued() {
 func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 	buf := make([]byte, 64+upgrader.MaxHandoverState+upgrader.MaxHandoverUnread)
 	oob := make([]byte, unix.CmsgSpace(4*8))
+	reset := false
 	for {
 		n, oobn, _, _, err := src.ReadMsgUnix(buf, oob)
 		fds := rightsIn(oob[:oobn])
+		if forward && !reset && errors.Is(err, syscall.ECONNRESET) {
+			// The old process closed its end (it died, or was done)
+			// with answers unread: the kernel says so once, ahead of
+			// the messages it sent before, which are still to pass on —
+			// commits among them, whose connections are the new
+			// process's now.
+			reset = true
+			closeAll(fds)
+			continue
+		}
 		if err != nil || n == 0 {
 			closeAll(fds)
 			// The end of the channel: its process closed it or exited

@@ -164,3 +164,74 @@ func TestRelayNewProcessGone(t *testing.T) {
 	}
 	readEnd(t, p.old, "the old process")
 }
+
+// TestRelayOldProcessGoneWithCommit: the old process sent an offer and its
+// commit, then closed its end with an answer unread (it died). Reading its
+// channel, the kernel reports the reset first: the offer and the commit
+// still reach the new process, and the commit is counted, not fallen back.
+func TestRelayOldProcessGoneWithCommit(t *testing.T) {
+	mk := func(which int) (*Channels, *net.UnixConn) {
+		c, theirs, _, err := NewChannels(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc, err := net.FileConn(theirs[which])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range theirs {
+			f.Close()
+		}
+		t.Cleanup(func() { fc.Close(); c.Close() })
+		return c, fc.(*net.UnixConn)
+	}
+	oldC, oldEnd := mk(1)
+	newC, newEnd := mk(0)
+	from, to := oldC.Out, newC.In
+	oldC.Out, newC.In = nil, nil
+	// An answer the old process never reads.
+	if _, err := from.Write([]byte("P\x00\x00\x00\x00\x00\x00\x00\x07")); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	offer := []byte("I\x00\x00\x00\x00\x00\x00\x00\x07state")
+	if _, _, err := oldEnd.WriteMsgUnix(offer, unix.UnixRights(int(r.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	commit := []byte("C\x00\x00\x00\x00\x00\x00\x00\x07")
+	if _, err := oldEnd.Write(commit); err != nil {
+		t.Fatal(err)
+	}
+	oldEnd.Close()
+	reports := make(chan gen.EvRelayed, 4)
+	Start(from, to, func(ev gen.EvRelayed) { reports <- ev })
+	_ = newEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4*8))
+	n, oobn, _, _, err := newEnd.ReadMsgUnix(buf, oob)
+	if err != nil || !bytes.Equal(buf[:n], offer) {
+		t.Fatalf("the new process read %q, %v; want the offer the old one sent before it died", buf[:n], err)
+	}
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+		if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+	}
+	if n, err := newEnd.Read(buf); err != nil || !bytes.Equal(buf[:n], commit) {
+		t.Fatalf("the new process read %q, %v; want the commit", buf[:n], err)
+	}
+	select {
+	case ev := <-reports:
+		if ev.Committed != 1 || ev.Done {
+			t.Fatalf("first report %+v, want the commit of 1", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report of the commit")
+	}
+}
