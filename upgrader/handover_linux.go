@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -110,13 +112,34 @@ func (h *Handover) adoptFromParent() {
 	go h.receive(uc)
 }
 
+// adoptWorkers bounds how many connections the new generation prepares at
+// once. Preparing one (net.FileConn's dup, socket options and epoll
+// registration, then the answer) is nearly all system calls: about 85 µs
+// of CPU a connection on a 2-core VM (perf, 20,000 connections), so that
+// one goroutine preparing 10,000 in turn took 0.85 s of a 1.4 s handover.
+func adoptWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
+
+// offered is one connection offered, as receive read and checked it: its
+// id, state and unread bytes (copies), its descriptors, and why it is
+// refused ("" if it is to be prepared).
+type offered struct {
+	id            uint64
+	state, unread []byte
+	fds           []int
+	reason        string
+}
+
 // receive is the new generation's side: it prepares each connection
-// offered, or refuses it, and hands the committed ones to Adopted.
+// offered, or refuses it, and hands the committed ones to Adopted. The
+// connections offered are prepared by adoptWorkers goroutines, each
+// answering for its own; a commit names only connections answered, so
+// every one it names is prepared by the time it is read.
 func (h *Handover) receive(c *net.UnixConn) {
 	u := h.u
 	defer c.Close()
 	buf := make([]byte, 16+MaxHandoverState+MaxHandoverUnread)
 	oob := make([]byte, unix.CmsgSpace(8*4))
+	var mu sync.Mutex // guards prepared, refused and why
 	prepared := map[uint64]Adoption{}
 	var adopted, refused, total, totalRefused int
 	why := ""
@@ -125,6 +148,17 @@ func (h *Handover) receive(c *net.UnixConn) {
 		_, _ = c.Write(b)
 	}
 	reset := false // the channel's reset is read
+	work := make(chan offered, 64)
+	var workers sync.WaitGroup
+	for range adoptWorkers() {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for o := range work {
+				h.prepare(o, &mu, prepared, &refused, &why, reply)
+			}
+		}()
+	}
 	for {
 		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 		fds, perr := rights(oob[:oobn])
@@ -152,46 +186,26 @@ func (h *Handover) receive(c *net.UnixConn) {
 				closeFds(fds)
 				continue
 			}
-			state, unread := buf[13:13+slen], buf[13+slen:n]
-			reason := ""
+			o := offered{id: id, state: clone(buf[13 : 13+slen]), unread: clone(buf[13+slen : n]), fds: fds}
 			select {
 			case <-u.exitC:
-				reason = "the new generation is stopping"
+				o.reason = "the new generation is stopping"
 			default:
 			}
 			switch {
 			case len(fds) == 0 || flags&unix.MSG_CTRUNC != 0:
-				reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
-			case reason == "":
-				if err := h.check(state); err != nil {
-					reason = err.Error()
+				o.reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
+			case o.reason == "":
+				// Here, one at a time: the program's Check need not be
+				// safe to call from several goroutines.
+				if err := h.check(o.state); err != nil {
+					o.reason = err.Error()
 				}
 			}
-			var nc net.Conn
-			if reason == "" {
-				f := os.NewFile(uintptr(fds[0]), "handoff-adopted")
-				nc, err = net.FileConn(f)
-				f.Close()
-				fds = fds[1:]
-				if err != nil {
-					reason = fmt.Sprintf("adopting the descriptor: %v", err)
-				}
-			}
-			closeFds(fds)
-			msg := make([]byte, 9, 9+len(reason))
-			binary.LittleEndian.PutUint64(msg[1:9], id)
-			if reason != "" {
-				refused++
-				why = reason
-				msg[0] = 'R'
-				reply(append(msg, reason...))
-				continue
-			}
-			prepared[id] = Adoption{Conn: &hoConn{Conn: nc}, State: clone(state), Unread: clone(unread)}
-			msg[0] = 'P'
-			reply(msg)
+			work <- o
 		case buf[0] == 'C':
 			var batch []Adoption
+			mu.Lock()
 			for i := 1; i+8 <= n; i += 8 {
 				id := binary.LittleEndian.Uint64(buf[i : i+8])
 				if a, ok := prepared[id]; ok {
@@ -199,24 +213,29 @@ func (h *Handover) receive(c *net.UnixConn) {
 					batch = append(batch, a)
 				}
 			}
+			r, w := refused, why
+			refused = 0
+			mu.Unlock()
 			if len(batch) > 0 {
 				adopted += len(batch)
 				total += len(batch)
 				h.commit(batch)
 				u.log.Info("connections adopted from the previous generation", "event", "handover.adopted", "conns", len(batch), "total", total)
 			}
-			if refused > 0 {
-				totalRefused += refused
-				u.log.Warn("connections refused: the previous generation drains them", "event", "handover.refused", "conns", refused, "why", why)
+			if r > 0 {
+				totalRefused += r
+				u.log.Warn("connections refused: the previous generation drains them", "event", "handover.refused", "conns", r, "why", w)
 			}
-			u.book.do(func(ct *counters) { ct.Adopted += len(batch); ct.AdoptRefused += refused })
-			refused = 0
+			u.book.do(func(ct *counters) { ct.Adopted += len(batch); ct.AdoptRefused += r })
 		default:
 			closeFds(fds)
 		}
 	}
-	// The end of the channel: the parent exited, or gave up. What it did
-	// not commit is its own; if it died, those connections end now.
+	// The end of the channel: the parent exited, or gave up. The workers
+	// finish what they took; what the parent did not commit is its own,
+	// and if it died, those connections end now.
+	close(work)
+	workers.Wait()
 	for _, a := range prepared {
 		a.Conn.(*hoConn).Conn.Close()
 	}
@@ -226,6 +245,40 @@ func (h *Handover) receive(c *net.UnixConn) {
 	}
 	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused+refused, "aborted", len(prepared))
 	h.endAdoptions()
+}
+
+// prepare is one of receive's workers at work on o: it adopts o's
+// descriptor, unless o is refused already, records the connection prepared
+// (or the refusal) and answers for it.
+func (h *Handover) prepare(o offered, mu *sync.Mutex, prepared map[uint64]Adoption, refused *int, why *string, reply func([]byte)) {
+	fds, reason := o.fds, o.reason
+	var nc net.Conn
+	if reason == "" {
+		f := os.NewFile(uintptr(fds[0]), "handoff-adopted")
+		var err error
+		nc, err = net.FileConn(f)
+		f.Close()
+		fds = fds[1:]
+		if err != nil {
+			reason = fmt.Sprintf("adopting the descriptor: %v", err)
+		}
+	}
+	closeFds(fds)
+	msg := make([]byte, 9, 9+len(reason))
+	binary.LittleEndian.PutUint64(msg[1:9], o.id)
+	mu.Lock()
+	if reason != "" {
+		*refused++
+		*why = reason
+		msg[0] = 'R'
+		msg = append(msg, reason...)
+	} else {
+		prepared[o.id] = Adoption{Conn: &hoConn{Conn: nc}, State: o.state, Unread: o.unread}
+		msg[0] = 'P'
+	}
+	mu.Unlock()
+	// Answered once recorded: the commit that names it finds it prepared.
+	reply(msg)
 }
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
