@@ -234,3 +234,13 @@ func TestPythonHandoverProtocol(t *testing.T) {
 	spawns(t)
 	pythonScript(t, "testdata/handover_protocol.py")
 }
+
+// TestPythonHandoverAfterReset runs testdata/handover_reset.py: the old end
+// of the channel closed with an answer unread, which the kernel reports as
+// a reset ahead of the offer and commit sent before it; the Python helper
+// reads on and adopts the committed connection (it stopped at the reset
+// before, leaving the connection in flight).
+func TestPythonHandoverAfterReset(t *testing.T) {
+	spawns(t)
+	pythonScript(t, "testdata/handover_reset.py")
+}

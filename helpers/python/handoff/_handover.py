@@ -104,10 +104,29 @@ class Handover:
 
     def _receive(self, c: socket.socket) -> None:
         prepared = {}
+        reset = False
+
+        def reply(b: bytes) -> None:
+            # An answer the other end cannot read (it is gone) is dropped:
+            # what it committed before is still to read.
+            try:
+                c.sendall(b)
+            except OSError:
+                pass
+
         try:
             while True:
                 try:
                     msg, fds, flags, _ = socket.recv_fds(c, 16 + MAX_STATE + MAX_UNREAD, 4, socket.MSG_CMSG_CLOEXEC)
+                except ConnectionResetError:
+                    if reset:
+                        break
+                    # The other end was closed with answers of ours unread:
+                    # the kernel says so once, ahead of the messages sent
+                    # before it, which are still to read — commits among
+                    # them, whose connections are this process's.
+                    reset = True
+                    continue
                 except OSError:
                     break
                 if not msg:
@@ -131,12 +150,12 @@ class Handover:
                     if reason:
                         for fd in fds:
                             os.close(fd)
-                        c.sendall(b"R" + struct.pack("<Q", ident) + reason.encode())
+                        reply(b"R" + struct.pack("<Q", ident) + reason.encode())
                         continue
                     for fd in fds[1:]:
                         os.close(fd)
                     prepared[ident] = (fds[0], bytes(state), bytes(unread))
-                    c.sendall(b"P" + struct.pack("<Q", ident))
+                    reply(b"P" + struct.pack("<Q", ident))
                 elif kind == b"C":
                     for i in range(1, len(msg) - 7, 8):
                         (ident,) = struct.unpack_from("<Q", msg, i)
