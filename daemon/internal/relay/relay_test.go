@@ -24,31 +24,61 @@ type pair struct {
 	reports  chan gen.EvRelayed
 }
 
+// channels makes one process's channels and returns handoff's ends and the
+// process's end of one of them: which is 0 for its in channel, 1 for out.
+func channels(t *testing.T, which int) (*Channels, *net.UnixConn) {
+	t.Helper()
+	c, theirs, env, err := NewChannels(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(env, "=5,6") {
+		t.Fatalf("variable %q: want the channels named as fds 5 and 6 after 2 sockets", env)
+	}
+	fc, err := net.FileConn(theirs[which])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range theirs {
+		f.Close()
+	}
+	t.Cleanup(func() { fc.Close(); c.Close() })
+	return c, fc.(*net.UnixConn)
+}
+
+// ends returns the old process's out end and the new one's in end, and
+// handoff's ends between them (from, to), for a relay to take.
+func ends(t *testing.T) (oldEnd, newEnd, from, to *net.UnixConn) {
+	t.Helper()
+	oldC, oldEnd := channels(t, 1) // the old process writes on its out channel
+	newC, newEnd := channels(t, 0) // the new one reads its in channel
+	from, to = oldC.Out, newC.In
+	oldC.Out, newC.In = nil, nil
+	return oldEnd, newEnd, from, to
+}
+
+// offerPipe writes on c, as the old process does with a connection, an
+// offer of connection 7 whose descriptor is a pipe's read end, and returns
+// the offer and the pipe's write end.
+func offerPipe(t *testing.T, c *net.UnixConn) ([]byte, *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close() // in flight, or passed on: the copy sent lives on
+	t.Cleanup(func() { w.Close() })
+	offer := []byte("I\x00\x00\x00\x00\x00\x00\x00\x07state")
+	if _, _, err := c.WriteMsgUnix(offer, unix.UnixRights(int(r.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	return offer, w
+}
+
 func newPair(t *testing.T) *pair {
 	t.Helper()
-	mk := func(which int) (*Channels, *net.UnixConn) {
-		c, theirs, env, err := NewChannels(2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasSuffix(env, "=5,6") {
-			t.Fatalf("variable %q: want the channels named as fds 5 and 6 after 2 sockets", env)
-		}
-		fc, err := net.FileConn(theirs[which])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range theirs {
-			f.Close()
-		}
-		t.Cleanup(func() { fc.Close(); c.Close() })
-		return c, fc.(*net.UnixConn)
-	}
-	oldC, oldEnd := mk(1) // the old process writes on its out channel
-	newC, newEnd := mk(0) // the new one reads its in channel
+	oldEnd, newEnd, from, to := ends(t)
 	p := &pair{old: oldEnd, new: newEnd, reports: make(chan gen.EvRelayed, 16)}
-	from, to := oldC.Out, newC.In
-	oldC.Out, newC.In = nil, nil
 	Start(from, to, func(ev gen.EvRelayed) { p.reports <- ev })
 	return p
 }
@@ -70,16 +100,7 @@ func (p *pair) report(t *testing.T) gen.EvRelayed {
 // closes its channel, with nothing fallen back.
 func TestRelayCommit(t *testing.T) {
 	p := newPair(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	offer := []byte("I\x00\x00\x00\x00\x00\x00\x00\x07state")
-	if _, _, err := p.old.WriteMsgUnix(offer, unix.UnixRights(int(r.Fd())), nil); err != nil {
-		t.Fatal(err)
-	}
+	offer, w := offerPipe(t, p.old)
 	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4*8))
 	n, oobn, _, _, err := p.new.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -170,39 +191,12 @@ func TestRelayNewProcessGone(t *testing.T) {
 // channel, the kernel reports the reset first: the offer and the commit
 // still reach the new process, and the commit is counted, not fallen back.
 func TestRelayOldProcessGoneWithCommit(t *testing.T) {
-	mk := func(which int) (*Channels, *net.UnixConn) {
-		c, theirs, _, err := NewChannels(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fc, err := net.FileConn(theirs[which])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range theirs {
-			f.Close()
-		}
-		t.Cleanup(func() { fc.Close(); c.Close() })
-		return c, fc.(*net.UnixConn)
-	}
-	oldC, oldEnd := mk(1)
-	newC, newEnd := mk(0)
-	from, to := oldC.Out, newC.In
-	oldC.Out, newC.In = nil, nil
+	oldEnd, newEnd, from, to := ends(t)
 	// An answer the old process never reads.
 	if _, err := from.Write([]byte("P\x00\x00\x00\x00\x00\x00\x00\x07")); err != nil {
 		t.Fatal(err)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	offer := []byte("I\x00\x00\x00\x00\x00\x00\x00\x07state")
-	if _, _, err := oldEnd.WriteMsgUnix(offer, unix.UnixRights(int(r.Fd())), nil); err != nil {
-		t.Fatal(err)
-	}
+	offer, _ := offerPipe(t, oldEnd)
 	commit := []byte("C\x00\x00\x00\x00\x00\x00\x00\x07")
 	if _, err := oldEnd.Write(commit); err != nil {
 		t.Fatal(err)
