@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -31,9 +32,10 @@ import (
 // batch's prepared ones in one message once every answer of the batch is in
 // (sent even when empty, so that the child can report the batch); a commit
 // may follow items of later batches. The child takes the messages in order
-// and answers each item as it comes, so the pipelining needed no change to
-// version 1 of this format (before it, the parent waited for each batch's
-// commit before it sent the next batch). A
+// and answers each item once it has prepared it — several at once, so not
+// always in the order sent; answers name their item — so the pipelining
+// needed no change to version 1 of this format (before it, the parent waited
+// for each batch's commit before it sent the next batch). A
 // child that reads the end of the channel closes what it prepared and was
 // not committed: the parent died or gave up, and owns those.
 const handoverName = "handoff-handover"
@@ -143,9 +145,19 @@ func (h *Handover) receive(c *net.UnixConn) {
 	prepared := map[uint64]Adoption{}
 	var adopted, refused, total, totalRefused int
 	why := ""
+	// gone: the other end is closed (its reset read, or an answer failed).
+	// No answer is written from then on: on kernels before 6.10, a write
+	// to a closed SOCK_SEQPACKET peer could purge this end's own queue,
+	// and with it commits still to read.
+	var gone atomic.Bool
 	reply := func(b []byte) {
+		if gone.Load() {
+			return
+		}
 		_ = c.SetWriteDeadline(time.Now().Add(h.opts.Timeout))
-		_, _ = c.Write(b)
+		if _, err := c.Write(b); err != nil {
+			gone.Store(true)
+		}
 	}
 	reset := false // the channel's reset is read
 	work := make(chan offered, 64)
@@ -168,6 +180,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 			// ahead of the messages it sent before, which are still to
 			// read — commits among them, whose connections are ours.
 			reset = true
+			gone.Store(true)
 			closeFds(fds)
 			continue
 		}
@@ -450,8 +463,8 @@ func (s *hoSender) read() {
 // loop sends the offers in batches as they come, up to hoWindow batches in
 // flight, and commits each batch, oldest first, once all its items are
 // answered. No answer for HandoverOptions.Timeout while batches are in
-// flight (the new generation answers them in order: a batch behind seven
-// others waits for theirs), a broken channel or a failed write aborts every
+// flight (the new generation answers about in the order sent: a batch
+// behind seven others waits for theirs), a broken channel or a failed write aborts every
 // batch in flight and breaks the channel: later offers are aborted at once.
 func (s *hoSender) loop() {
 	timer := time.NewTimer(time.Hour)

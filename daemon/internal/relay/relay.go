@@ -252,8 +252,14 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 			r.refused++
 			r.mu.Unlock()
 		}
-		werr := passOn(dst, src, msg, rights)
+		werr := passOn(dst, src, msg, rights, forward)
 		closeAll(fds) // in flight now, or failed: handoff keeps no copy
+		if werr != nil && !forward && hungUp(dst) {
+			// The old process is gone: the messages it sent before,
+			// commits among them, are still to pass on. The forward pump
+			// reads them to its channel's end, then shuts both.
+			return
+		}
 		if werr != nil {
 			r.shut(fmt.Errorf("passing a message on: %w", werr))
 			return
@@ -270,11 +276,15 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 const maxRelayStall = 5 * time.Minute
 
 // passOn writes one message to dst. While dst has no room (its process is
-// slow to read), it checks every 250 ms whether src's process has closed its
-// end — the old one gives up on a batch after its own HandoverOptions.Timeout,
-// which handoff does not know — and ends then, or after maxRelayStall.
-// SOCK_SEQPACKET writes a message whole or not at all.
-func passOn(dst, src *net.UnixConn, msg, rights []byte) error {
+// slow to read), it retries every 250 ms, up to maxRelayStall. With
+// forward false (src is the new process, dst the old), it also ends as soon
+// as src's process has closed its end: a gone new process's answers are of
+// no use. Forward, it does not: what the old process sent before it closed
+// its end (it gave up on a batch after its own HandoverOptions.Timeout,
+// which handoff does not know, or it died) may hold commits, whose
+// connections it has closed as the new process's. SOCK_SEQPACKET writes a
+// message whole or not at all.
+func passOn(dst, src *net.UnixConn, msg, rights []byte, forward bool) error {
 	start := time.Now()
 	for {
 		_ = dst.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
@@ -282,7 +292,7 @@ func passOn(dst, src *net.UnixConn, msg, rights []byte) error {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
-		if hungUp(src) {
+		if !forward && hungUp(src) {
 			return errors.New("the sending process closed its channel while the receiver had no room")
 		}
 		if time.Since(start) > maxRelayStall {

@@ -229,3 +229,49 @@ func TestRelayOldProcessGoneWithCommit(t *testing.T) {
 		t.Fatal("no report of the commit")
 	}
 }
+
+// TestRelayOldGoneBeforeAnswer: the old process wrote an offer and its
+// commit, then died with an answer unread; the new process's answer to an
+// earlier offer is passed back first and finds the old one gone. That
+// must not end the relay before the commit is passed on: the backward pump
+// stops, the forward one reads the old channel to its end. (Run pump by
+// pump, in this order, so that it does not depend on which goroutine goes
+// first.)
+func TestRelayOldGoneBeforeAnswer(t *testing.T) {
+	oldEnd, newEnd, from, to := ends(t)
+	if _, err := from.Write([]byte("P\x00\x00\x00\x00\x00\x00\x00\x01")); err != nil {
+		t.Fatal(err) // an answer the old process never reads
+	}
+	offer, _ := offerPipe(t, oldEnd)
+	commit := []byte("C\x00\x00\x00\x00\x00\x00\x00\x07")
+	if _, err := oldEnd.Write(commit); err != nil {
+		t.Fatal(err)
+	}
+	oldEnd.Close()
+	// The new process answers an earlier offer, then keeps its channel.
+	if _, err := newEnd.Write([]byte("P\x00\x00\x00\x00\x00\x00\x00\x06")); err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{from: from, to: to, report: func(gen.EvRelayed) {}}
+	_ = newEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// The backward pump: it reads the answer, cannot pass it to the gone
+	// old process, and stops; then the forward pump.
+	back := make(chan struct{})
+	go func() {
+		defer close(back)
+		r.pump(r.to, r.from, false)
+	}()
+	select {
+	case <-back:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backward pump did not stop within 10 s, its answer undeliverable")
+	}
+	r.pump(r.from, r.to, true)
+	buf := make([]byte, 256)
+	if n, err := newEnd.Read(buf); err != nil || !bytes.Equal(buf[:n], offer) {
+		t.Fatalf("the new process read %q, %v; want the offer", buf[:n], err)
+	}
+	if n, err := newEnd.Read(buf); err != nil || !bytes.Equal(buf[:n], commit) {
+		t.Fatalf("the new process read %q, %v; want the commit", buf[:n], err)
+	}
+}

@@ -105,14 +105,20 @@ class Handover:
     def _receive(self, c: socket.socket) -> None:
         prepared = {}
         reset = False
+        gone = False  # the other end is closed: no answer is written any more
 
         def reply(b: bytes) -> None:
             # An answer the other end cannot read (it is gone) is dropped:
-            # what it committed before is still to read.
+            # what it committed before is still to read. None is written
+            # once it is gone: on kernels before 6.10, a write to a closed
+            # SOCK_SEQPACKET peer could purge this end's own queue.
+            nonlocal gone
+            if gone:
+                return
             try:
                 c.sendall(b)
             except OSError:
-                pass
+                gone = True
 
         try:
             while True:
@@ -125,7 +131,7 @@ class Handover:
                     # the kernel says so once, ahead of the messages sent
                     # before it, which are still to read — commits among
                     # them, whose connections are this process's.
-                    reset = True
+                    reset = gone = True
                     continue
                 except OSError:
                     break
