@@ -222,6 +222,10 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 		r.quietGaps = append(r.quietGaps, time.Duration(cl.maxGap.Swap(0)))
 	}
 	r.rssBefore = rssKB(pid)
+	// Each client's longest gap through all releases, and through each:
+	// the first release after a boot can be slower than the rest (the
+	// machine's memory is touched for the first time).
+	gaps := make([]time.Duration, len(clients))
 	for i := 0; i < cfg.hoReleases; i++ {
 		logAt := fileSize(filepath.Join(b.dir, "log"))
 		start := time.Now()
@@ -264,16 +268,22 @@ func runHandover(e *env, cfg config, c hoCase) hoRow {
 			r.moved = append(r.moved, n)
 			r.took = append(r.took, took)
 			r.cpu = append(r.cpu, cpu)
-			fmt.Fprintf(os.Stderr, "bench: handover, %s: release %d: %d of %d connections handed over from pid %d, by the log\n", c.name, i+1, n, cfg.hoClients, old)
+			fmt.Fprintf(os.Stderr, "bench: handover, %s: release %d: %d of %d connections handed over from pid %d in %s (its CPU %s), by the log\n", c.name, i+1, n, cfg.hoClients, old, ms(took), ms(cpu))
 		}
 		time.Sleep(2 * cfg.hoInterval) // a few messages with the new generation alone
+		this := make([]time.Duration, len(clients))
+		for j, cl := range clients {
+			this[j] = time.Duration(cl.maxGap.Swap(0))
+			gaps[j] = max(gaps[j], this[j])
+		}
+		fmt.Fprintf(os.Stderr, "bench: handover, %s: release %d: longest gap between echoes p50 %s, p99 %s, max %s\n", c.name, i+1, ms(pct(this, 50)), ms(pct(this, 99)), ms(pct(this, 100)))
 	}
 	r.rssAfter = rssKB(pid)
 	st.end.Store(time.Now().UnixNano())
 	r.closed, r.reconnects, r.lost, r.repeated = st.closed.Load(), st.reconnects.Load(), st.lost.Load(), st.repeated.Load()
 	r.sent, r.echoed, r.dialErrors = st.sent.Load(), st.echoed.Load(), st.dialErrors.Load()
-	for _, cl := range clients {
-		r.gaps = append(r.gaps, time.Duration(cl.maxGap.Load()))
+	for j, cl := range clients {
+		r.gaps = append(r.gaps, max(gaps[j], time.Duration(cl.maxGap.Load())))
 	}
 	r.releases = cfg.hoReleases
 	return r
