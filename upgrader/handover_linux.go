@@ -249,14 +249,23 @@ func (h *Handover) receive(c *net.UnixConn) {
 	// and if it died, those connections end now.
 	close(work)
 	workers.Wait()
+	if refused > 0 {
+		// Refused after the last commit, which would have reported them:
+		// the previous generation ended first, and keeps them.
+		totalRefused += refused
+		r := refused
+		u.book.do(func(ct *counters) { ct.AdoptRefused += r })
+		u.log.Warn("connections refused: the previous generation drains them", "event", "handover.refused", "conns", r, "why", why)
+		refused = 0
+	}
 	for _, a := range prepared {
 		a.Conn.(*hoConn).Conn.Close()
 	}
 	if len(prepared) > 0 {
 		u.book.do(func(ct *counters) { ct.AdoptAborted += len(prepared) })
-		u.log.Warn("the previous generation ended the handover before it committed these connections: closed here (if it died, they are lost)", "event", "handover.aborted", "conns", len(prepared), "adopted", total, "refused", totalRefused+refused)
+		u.log.Warn("the previous generation ended the handover before it committed these connections: closed here (if it died, they are lost)", "event", "handover.aborted", "conns", len(prepared), "adopted", total, "refused", totalRefused)
 	}
-	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused+refused, "aborted", len(prepared))
+	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused, "aborted", len(prepared))
 	h.endAdoptions()
 }
 
