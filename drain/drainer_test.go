@@ -208,3 +208,56 @@ func TestDrainH2(t *testing.T) {
 		t.Errorf("ConnState saw %v, want one new and one closed", states)
 	}
 }
+
+// TestDrainHijackedTLS: hijacked connections under TLS, whose close the
+// Drainer sees only through the socket (a *tls.Conn, not its tracked
+// connection), are swept when their handlers close them, and the drain
+// ends then, long before its deadline — with more of them than a sweep is
+// run for as they are hijacked.
+func TestDrainHijackedTLS(t *testing.T) {
+	ts := httptest.NewTLSServer(nil) // for its certificate
+	ts.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\n\r\n")
+		brw.Flush()
+		<-stop
+		c.Close()
+	})}
+	d := drain.NewDrainer(drain.Options{IdleGrace: time.Second})
+	d.Serve(srv, tls.NewListener(ln, &tls.Config{Certificates: ts.TLS.Certificates, NextProtos: []string{"http/1.1"}}))
+	d.OnDrain(func() { close(stop) })
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	const n = 80 // over the 64 from which hijacking sweeps
+	for range n {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "example.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if line, _ := bufio.NewReader(c).ReadString('\n'); !strings.Contains(line, "101") {
+			t.Fatalf("%q", line)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := d.Drain(ctx)
+	if st.Hijacked != n || st.Cut != 0 {
+		t.Errorf("stats %+v: want %d hijacked, none cut", st, n)
+	}
+	t.Logf("drain: %+v", st)
+	if st.Duration > 30*time.Second {
+		t.Errorf("Drain took %v: the closed TLS connections were not seen", st.Duration)
+	}
+}
