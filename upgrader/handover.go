@@ -104,7 +104,10 @@ type HandoverOptions struct {
 // Adoption is a connection adopted from the previous generation.
 type Adoption struct {
 	// Conn is the connection, tracked as by Handover.Track so that it can
-	// be offered again at the next release. This process owns it.
+	// be offered again at the next release. This process owns it. Its TCP
+	// keep-alive and TCP_NODELAY are Go's defaults, as for a connection Go
+	// accepts (net.FileConn sets them), whatever the previous generation
+	// had: set them again here if the program uses others.
 	Conn net.Conn
 	// State is the state the previous generation offered it with.
 	State []byte
