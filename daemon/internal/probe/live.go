@@ -61,6 +61,20 @@ const (
 	liveBudget = 20
 )
 
+// putOff reports whether the look due at now is put off: busy (Busy said
+// so) and busy since *since, which it keeps, for less than after. A look
+// that is not put off starts the count again.
+func putOff(now time.Time, busy bool, since *time.Time, after time.Duration) bool {
+	if busy && since.IsZero() {
+		*since = now
+	}
+	if busy && now.Sub(*since) < after {
+		return true
+	}
+	*since = time.Time{}
+	return false
+}
+
 // lookEvery is how long to wait after a look that took took: liveTick, or
 // liveBudget times the look, up to after (--hung-after).
 func lookEvery(took, after time.Duration) time.Duration {
@@ -81,6 +95,11 @@ type Living struct {
 	Health  config.Ready
 	Sockets []Socket        // the listening sockets
 	Ports   map[uint16]bool // the local ports of the TCP ones
+	// Busy, if set, puts the looks off while it reports true, for at most
+	// After in a row: while connections are relayed from one generation to
+	// the next, the new one is busy adopting them, not hung, and a look
+	// would take CPU from the handover.
+	Busy func() bool
 }
 
 // liveProc is what the checks know of one serving process.
@@ -106,7 +125,8 @@ type liveProc struct {
 // per l.After).
 //
 // A look that takes long (many connections) spaces the next ones out
-// (lookEvery), which is logged once, as liveness.spaced.
+// (lookEvery), which is logged once, as liveness.spaced. While l.Busy
+// reports true, the looks are put off, for at most l.After in a row.
 func WatchLive(quit <-chan struct{}, l Living, serving func() []Proc, events chan<- gen.Event, log *slog.Logger) {
 	inodes := map[uint64]bool{}
 	for _, sk := range l.Sockets {
@@ -118,11 +138,16 @@ func WatchLive(quit <-chan struct{}, l Living, serving func() []Proc, events cha
 	defer timer.Stop()
 	defer w.forgetAll()
 	spaced := false
+	var busySince time.Time // since when Busy has put the looks off
 	for {
 		select {
 		case <-quit:
 			return
 		case <-timer.C:
+		}
+		if putOff(time.Now(), l.Busy != nil && l.Busy(), &busySince, l.After) {
+			timer.Reset(liveTick)
+			continue
 		}
 		start := time.Now()
 		evs := w.look(start, serving())

@@ -23,3 +23,29 @@ func TestLookEvery(t *testing.T) {
 		}
 	}
 }
+
+// While Busy says so, the looks are put off, for at most --hung-after in a
+// row; a look that is not put off starts the count again.
+func TestPutOff(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	after := 3 * time.Second
+	var since time.Time
+	for _, c := range []struct {
+		at   time.Duration
+		busy bool
+		want bool
+	}{
+		{0, false, false},
+		{250 * time.Millisecond, true, true},
+		{2 * time.Second, true, true},
+		{3249 * time.Millisecond, true, true},
+		{3250 * time.Millisecond, true, false}, // busy for after: look
+		{3500 * time.Millisecond, true, true},  // counted again from here
+		{3750 * time.Millisecond, false, false},
+		{4 * time.Second, true, true},
+	} {
+		if got := putOff(t0.Add(c.at), c.busy, &since, after); got != c.want {
+			t.Errorf("at %v, busy %v: put off %v, want %v", c.at, c.busy, got, c.want)
+		}
+	}
+}

@@ -57,8 +57,12 @@ func (s *supervisor) handOver(a gen.ActHandOver) {
 	_ = from.SetWriteDeadline(time.Time{})
 	s.log.Info("relaying connections to the new process", "event", "handover.relaying",
 		"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
+	s.relays.Add(1)
 	relay.Start(from, to, func(ev gen.EvRelayed) {
 		ev.Old, ev.New = a.Old, a.New
+		if ev.Done {
+			s.relays.Add(-1)
+		}
 		s.events <- ev
 	})
 }

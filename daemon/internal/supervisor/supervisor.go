@@ -77,6 +77,9 @@ type supervisor struct {
 	// serving is what the liveness checks watch (probe.WatchLive): the
 	// processes that serve, as of the last step.
 	serving atomic.Pointer[[]probe.Proc]
+	// relays is how many handover relays are under way: the liveness
+	// checks wait for them (probe.Living.Busy).
+	relays atomic.Int32
 
 	// strayStopping holds the pids of the processes left behind that are
 	// being stopped (see strays.go).
@@ -113,7 +116,8 @@ func (s *supervisor) run() int {
 	if s.cfg.HungAfter > 0 {
 		quit := make(chan struct{})
 		defer close(quit)
-		go probe.WatchLive(quit, probe.Living{After: s.cfg.HungAfter, Health: s.health(), Sockets: s.probeSockets(), Ports: s.tcpPorts()},
+		go probe.WatchLive(quit, probe.Living{After: s.cfg.HungAfter, Health: s.health(), Sockets: s.probeSockets(), Ports: s.tcpPorts(),
+			Busy: func() bool { return s.relays.Load() > 0 }},
 			func() []probe.Proc {
 				if p := s.serving.Load(); p != nil {
 					return *p
