@@ -45,8 +45,12 @@ import (
 // 120 ms of CPU (the dump of every connection, and a readlink of each of the
 // process's descriptors to tell whose it is), which every 250 ms was half a
 // CPU taken from the program. So the looks are spaced to cost at most
-// 1/liveBudget of the time (lookEvery), never less often than the bar's
-// floor: detection takes up to that much longer under many connections. What they cannot tell apart: a program whose clients send on
+// 1/liveBudget of the time (lookEvery), but never further apart than
+// --hung-after, and put off while connections move between generations
+// (putOff): detection takes up to that much longer under many connections,
+// and a wait is measured without the spacing (unspaced).
+//
+// What they cannot tell apart: a program whose clients send on
 // long-lived connections and never get a byte back (a telemetry sink that
 // never acknowledges) looks hung once three such clients send after its
 // last answer; turn the checks off for it (--hung-after 0), or give
@@ -96,9 +100,9 @@ type Living struct {
 	Sockets []Socket        // the listening sockets
 	Ports   map[uint16]bool // the local ports of the TCP ones
 	// Busy, if set, puts the looks off while it reports true, for at most
-	// After in a row: while connections are relayed from one generation to
-	// the next, the new one is busy adopting them, not hung, and a look
-	// would take CPU from the handover.
+	// After in a row: while connections move from one generation to the
+	// next, the new one is busy adopting them, not hung, and a look would
+	// take CPU from the handover.
 	Busy func() bool
 }
 
@@ -119,7 +123,8 @@ type liveProc struct {
 	closedWait time.Duration
 }
 
-// WatchLive runs the liveness checks every liveTick until quit is closed,
+// WatchLive runs the liveness checks every liveTick (or less often; see
+// below) until quit is closed,
 // on the processes serving returns at each look, and sends an
 // EvUnresponsive on events for each one shown hung (again at most once
 // per l.After).
@@ -197,6 +202,19 @@ type liveWatch struct {
 	// slowest is the longest a request was seen to wait for its answer, on
 	// a connection that stayed open: the program's own pace.
 	slowest time.Duration
+}
+
+// unspaced is took, a request's wait measured from the last look to now,
+// without what the looks' spacing added: the last send seen (or the close)
+// may come long after the answer when the looks are further apart than
+// liveTick (lookEvery, putOff), and the wait would read as the gap between
+// them. Of the time past the last look, no more than liveTick counts, and
+// never less than the wait seen then (pendingMs).
+func (w *liveWatch) unspaced(now time.Time, took time.Duration, pendingMs uint32) time.Duration {
+	if extra := now.Sub(w.lastLook) - liveTick; extra > 0 {
+		return max(time.Duration(pendingMs)*time.Millisecond, took-extra)
+	}
+	return took
 }
 
 // bar is how long a process may answer nothing: --hung-after, or twice the
@@ -291,7 +309,8 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 				// A request answered on a connection that stays open: how
 				// long it waited tells how slow the program's requests are.
 				asked := w.lastLook.Add(-time.Duration(was.LastRecvMs) * time.Millisecond)
-				if took := now.Add(-time.Duration(c.LastSentMs) * time.Millisecond).Sub(asked); took > w.slowest {
+				took := now.Add(-time.Duration(c.LastSentMs) * time.Millisecond).Sub(asked)
+				if took = w.unspaced(now, took, was.LastRecvMs); took > w.slowest {
 					w.slowest = took
 				}
 			case was.Pending(0) && c.SegsIn > was.SegsIn && c.RQueue == 0:
@@ -315,7 +334,8 @@ func (w *liveWatch) judge(now time.Time, p *liveProc, conns map[uint64]sockdiag.
 			if _, ok := mine[ino]; !ok {
 				p.progress = now
 				if was.Pending(0) {
-					p.closedWait = max(p.closedWait, now.Sub(w.lastLook.Add(-time.Duration(was.LastRecvMs)*time.Millisecond)))
+					waited := now.Sub(w.lastLook.Add(-time.Duration(was.LastRecvMs) * time.Millisecond))
+					p.closedWait = max(p.closedWait, w.unspaced(now, waited, was.LastRecvMs))
 				}
 			}
 		}

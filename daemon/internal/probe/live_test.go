@@ -3,8 +3,15 @@
 package probe
 
 import (
+	"net"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/daemon/internal/gen"
+	"github.com/handoff-dev/handoff/internal/sockdiag"
 )
 
 // A look that costs more than a twentieth of the time spaces the next one
@@ -46,6 +53,58 @@ func TestPutOff(t *testing.T) {
 	} {
 		if got := putOff(t0.Add(c.at), c.busy, &since, after); got != c.want {
 			t.Errorf("at %v, busy %v: put off %v, want %v", c.at, c.busy, got, c.want)
+		}
+	}
+}
+
+// A request seen waiting at one look and answered by the next counts the
+// time it waited, not the time between looks spaced out (lookEvery,
+// putOff): with a look 3 s after the last, a request answered at once must
+// not raise the bar above --hung-after.
+func TestSlowestNotTheGap(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := st.Ino // a socket this process holds, as judge checks
+
+	for _, c := range []struct {
+		name    string
+		gap     time.Duration
+		atMost  time.Duration
+		atLeast time.Duration
+	}{
+		{"looks a tick apart", liveTick, liveTick, liveTick - 20*time.Millisecond},
+		{"looks 3 s apart", 3 * time.Second, liveTick, 5 * time.Millisecond},
+	} {
+		now := time.Now()
+		w := &liveWatch{after: 3 * time.Second, lastLook: now.Add(-c.gap), procs: map[*gen.Gen]*liveProc{}}
+		p := &liveProc{p: Proc{G: &gen.Gen{PID: os.Getpid()}}, progress: now.Add(-c.gap), accepted: now.Add(-c.gap),
+			// At the last look: a request 5 ms old, unanswered.
+			prev: map[uint64]sockdiag.Conn{ino: {SegsIn: 1, LastRecvMs: 5}}}
+		// Now: answered 10 ms ago, and more messages since.
+		conns := map[uint64]sockdiag.Conn{ino: {SegsIn: 5, SegsOut: 5, LastRecvMs: 10, LastSentMs: 10}}
+		w.judge(now, p, conns, 0)
+		if w.slowest > c.atMost || w.slowest < c.atLeast {
+			t.Errorf("%s: the slowest request reads %v, want between %v and %v", c.name, w.slowest, c.atLeast, c.atMost)
+		}
+		if w.bar() != w.after {
+			t.Errorf("%s: the bar is %v, want --hung-after's %v", c.name, w.bar(), w.after)
 		}
 	}
 }

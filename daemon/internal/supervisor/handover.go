@@ -57,12 +57,23 @@ func (s *supervisor) handOver(a gen.ActHandOver) {
 	_ = from.SetWriteDeadline(time.Time{})
 	s.log.Info("relaying connections to the new process", "event", "handover.relaying",
 		"gen", a.Old.N, "gen_pid", a.Old.PID, "to_gen", a.New.N, "to_pid", a.New.PID)
-	s.relays.Add(1)
+	s.relayedAt.Store(time.Now().UnixNano())
 	relay.Start(from, to, func(ev gen.EvRelayed) {
 		ev.Old, ev.New = a.Old, a.New
-		if ev.Done {
-			s.relays.Add(-1)
+		if ev.Committed > 0 {
+			s.relayedAt.Store(time.Now().UnixNano())
 		}
 		s.events <- ev
 	})
+}
+
+// relayBusy is how long after a relay started, or last passed a commit on,
+// connections count as moving: a relay lives on, idle, until the old
+// process exits, but what costs is the moving.
+const relayBusy = 500 * time.Millisecond
+
+// relaying reports whether connections are moving between generations
+// now (see relayBusy).
+func (s *supervisor) relaying() bool {
+	return time.Since(time.Unix(0, s.relayedAt.Load())) < relayBusy
 }

@@ -77,9 +77,10 @@ type supervisor struct {
 	// serving is what the liveness checks watch (probe.WatchLive): the
 	// processes that serve, as of the last step.
 	serving atomic.Pointer[[]probe.Proc]
-	// relays is how many handover relays are under way: the liveness
-	// checks wait for them (probe.Living.Busy).
-	relays atomic.Int32
+	// relayedAt is when a relay last started or passed a commit on
+	// (UnixNano): while that is recent (relayBusy), connections move, and
+	// the liveness checks wait (probe.Living.Busy).
+	relayedAt atomic.Int64
 
 	// strayStopping holds the pids of the processes left behind that are
 	// being stopped (see strays.go).
@@ -117,7 +118,7 @@ func (s *supervisor) run() int {
 		quit := make(chan struct{})
 		defer close(quit)
 		go probe.WatchLive(quit, probe.Living{After: s.cfg.HungAfter, Health: s.health(), Sockets: s.probeSockets(), Ports: s.tcpPorts(),
-			Busy: func() bool { return s.relays.Load() > 0 }},
+			Busy: s.relaying},
 			func() []probe.Proc {
 				if p := s.serving.Load(); p != nil {
 					return *p
