@@ -255,7 +255,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 		totalRefused += refused
 		r := refused
 		u.book.do(func(ct *counters) { ct.AdoptRefused += r })
-		u.log.Warn("connections refused: the previous generation drains them", "event", "handover.refused", "conns", r, "why", why)
+		u.log.Warn("connections refused: the previous generation keeps them (it drains them, unless it died)", "event", "handover.refused", "conns", r, "why", why)
 		refused = 0
 	}
 	for _, a := range prepared {
