@@ -20,7 +20,7 @@ import (
 
 // serveDrainer starts an http.Server with h through a Drainer on a fresh
 // loopback listener.
-func serveDrainer(t *testing.T, grace time.Duration, h http.Handler) (*drain.Drainer, string) {
+func serveDrainer(t testing.TB, grace time.Duration, h http.Handler) (*drain.Drainer, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
