@@ -122,9 +122,10 @@ type EvUnresponsive struct {
 // EvRelayed reports the relay of connections from Old to New (see
 // ActHandOver): at each commit passed on, Committed (moved to New) and
 // Refused (by New: Old keeps and drains them); once the relay has ended,
-// Done, with Fallback, the connections offered and not committed (their
-// batch was aborted: Old keeps and drains them), and Err, why it ended if
-// not by the old process's end.
+// Done, with Refused (those refused since the last commit), Fallback, the
+// other connections offered and not committed (their batch was aborted:
+// Old keeps and drains them), and Err, why it ended if not by the old
+// process's end.
 type EvRelayed struct {
 	Old, New                     *Gen
 	Committed, Refused, Fallback int

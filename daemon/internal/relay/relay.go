@@ -148,7 +148,9 @@ func (r *relay) run() {
 	<-done
 	<-done
 	r.mu.Lock()
-	ev := gen.EvRelayed{Fallback: r.offered, Done: true}
+	// What the new process refused since the last commit is counted as
+	// refused, not fallen back: the old process keeps those either way.
+	ev := gen.EvRelayed{Refused: r.refused, Fallback: max(r.offered-r.refused, 0), Done: true}
 	if r.err != nil {
 		ev.Err = r.err.Error()
 	}

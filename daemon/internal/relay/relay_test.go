@@ -275,3 +275,40 @@ func TestRelayOldGoneBeforeAnswer(t *testing.T) {
 		t.Fatalf("the new process read %q, %v; want the commit", buf[:n], err)
 	}
 }
+
+// TestRelayRefusedBeforeTheEnd: connections the new process refused after
+// the last commit, when the old process ends the channel without another,
+// are reported refused at the end, and only the others fall back.
+func TestRelayRefusedBeforeTheEnd(t *testing.T) {
+	p := newPair(t)
+	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4*8))
+	for range 3 {
+		offerPipe(t, p.old)
+		_, oobn, _, _, err := p.new.ReadMsgUnix(buf, oob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		for i := range msgs {
+			fds, _ := unix.ParseUnixRights(&msgs[i])
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+	}
+	// Two refused, one left unanswered; each refusal read by the old end,
+	// then it closes its channel without a commit.
+	for range 2 {
+		if _, err := p.new.Write([]byte("R\x00\x00\x00\x00\x00\x00\x00\x07full")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := p.old.Read(buf); err != nil || buf[0] != 'R' {
+			t.Fatalf("the old process read %q, %v; want a refusal", buf[:n], err)
+		}
+	}
+	p.old.Close()
+	ev := p.report(t)
+	if !ev.Done || ev.Refused != 2 || ev.Fallback != 1 || ev.Committed != 0 {
+		t.Fatalf("at the end: %+v, want 2 refused and 1 fallen back", ev)
+	}
+}
