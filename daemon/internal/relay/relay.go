@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/daemon/internal/gen"
+	"github.com/handoff-dev/handoff/internal/hangup"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
@@ -211,6 +212,13 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 	buf := make([]byte, 64+upgrader.MaxHandoverState+upgrader.MaxHandoverUnread)
 	oob := make([]byte, unix.CmsgSpace(4*8))
 	reset := false
+	// gone (backward only): the old process has closed its end. The new
+	// one's answers are read on and dropped, so that it never blocks on
+	// a full channel and stops reading the commits the forward pump still
+	// passes on; and none is written to the closed end, which on kernels
+	// before 6.10 would purge what the old process sent and handoff has
+	// not read yet.
+	gone := false
 	for {
 		n, oobn, _, _, err := src.ReadMsgUnix(buf, oob)
 		fds := rightsIn(oob[:oobn])
@@ -243,6 +251,11 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 			}
 			return
 		}
+		if gone || !forward && hangup.Peer(dst) {
+			gone = true
+			closeAll(fds)
+			continue
+		}
 		msg := buf[:n]
 		var rights []byte
 		if len(fds) > 0 {
@@ -256,11 +269,12 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 		}
 		werr := passOn(dst, src, msg, rights, forward)
 		closeAll(fds) // in flight now, or failed: handoff keeps no copy
-		if werr != nil && !forward && hungUp(dst) {
+		if werr != nil && !forward && hangup.Peer(dst) {
 			// The old process is gone: the messages it sent before,
 			// commits among them, are still to pass on. The forward pump
 			// reads them to its channel's end, then shuts both.
-			return
+			gone = true
+			continue
 		}
 		if werr != nil {
 			r.shut(fmt.Errorf("passing a message on: %w", werr))
@@ -294,29 +308,13 @@ func passOn(dst, src *net.UnixConn, msg, rights []byte, forward bool) error {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
-		if !forward && hungUp(src) {
+		if !forward && hangup.Peer(src) {
 			return errors.New("the sending process closed its channel while the receiver had no room")
 		}
 		if time.Since(start) > maxRelayStall {
 			return fmt.Errorf("the receiving process read nothing for %v", maxRelayStall)
 		}
 	}
-}
-
-// hungUp reports whether the peer of c has closed its end.
-func hungUp(c *net.UnixConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return true
-	}
-	hup := false
-	_ = rc.Control(func(fd uintptr) {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 {
-			hup = pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0
-		}
-	})
-	return hup
 }
 
 // passed counts a message the old process sent, passed on, by its kind

@@ -4,11 +4,13 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,9 +236,10 @@ func TestRelayOldProcessGoneWithCommit(t *testing.T) {
 // commit, then died with an answer unread; the new process's answer to an
 // earlier offer is passed back first and finds the old one gone. That
 // must not end the relay before the commit is passed on: the backward pump
-// stops, the forward one reads the old channel to its end. (Run pump by
-// pump, in this order, so that it does not depend on which goroutine goes
-// first.)
+// drops the answer and reads on, the forward one reads the old channel to
+// its end and shuts both, and then the backward pump ends too. (The
+// backward pump reads the answer before the forward pump starts, so that
+// it does not depend on which goroutine goes first.)
 func TestRelayOldGoneBeforeAnswer(t *testing.T) {
 	oldEnd, newEnd, from, to := ends(t)
 	if _, err := from.Write([]byte("P\x00\x00\x00\x00\x00\x00\x00\x01")); err != nil {
@@ -255,18 +258,29 @@ func TestRelayOldGoneBeforeAnswer(t *testing.T) {
 	r := &relay{from: from, to: to, report: func(gen.EvRelayed) {}}
 	_ = newEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
 	// The backward pump: it reads the answer, cannot pass it to the gone
-	// old process, and stops; then the forward pump.
+	// old process, and reads on; then the forward pump.
 	back := make(chan struct{})
 	go func() {
 		defer close(back)
 		r.pump(r.to, r.from, false)
 	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		var n int
+		rc, _ := to.SyscallConn()
+		_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		if n == 0 {
+			break // the answer is read
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backward pump did not read the answer within 10 s")
+		}
+	}
+	r.pump(r.from, r.to, true)
 	select {
 	case <-back:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the backward pump did not stop within 10 s, its answer undeliverable")
+		t.Fatal("the backward pump did not end within 10 s of the relay's end")
 	}
-	r.pump(r.from, r.to, true)
 	buf := make([]byte, 256)
 	if n, err := newEnd.Read(buf); err != nil || !bytes.Equal(buf[:n], offer) {
 		t.Fatalf("the new process read %q, %v; want the offer", buf[:n], err)
@@ -310,5 +324,61 @@ func TestRelayRefusedBeforeTheEnd(t *testing.T) {
 	ev := p.report(t)
 	if !ev.Done || ev.Refused != 2 || ev.Fallback != 1 || ev.Committed != 0 {
 		t.Fatalf("at the end: %+v, want 2 refused and 1 fallen back", ev)
+	}
+}
+
+// TestRelayNewAnswersAfterOldGone: once the old process is gone, the new
+// one's answers are read and dropped, so that it never blocks writing them
+// while commits the forward pump passes on wait in its channel. Here the new
+// process answers far more than its channel holds before it reads anything,
+// while the old one has sent more offers than the new one's channel holds
+// and its commit, and closed.
+func TestRelayNewAnswersAfterOldGone(t *testing.T) {
+	p := newPair(t)
+	const offers, answers = 300, 3000
+	sent := make(chan error, 1)
+	go func() {
+		for i := range offers {
+			msg := binary.LittleEndian.AppendUint64([]byte{'I'}, uint64(i+1))
+			msg = append(msg, 0, 0, 0, 0)
+			if _, err := p.old.Write(msg); err != nil {
+				sent <- err
+				return
+			}
+		}
+		_, err := p.old.Write([]byte("C\x00\x00\x00\x00\x00\x00\x00\x01"))
+		p.old.Close()
+		sent <- err
+	}()
+	for i := range answers {
+		_ = p.new.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := p.new.Write(binary.LittleEndian.AppendUint64([]byte{'P'}, uint64(i+1))); err != nil {
+			t.Fatalf("answer %d: %v (the relay no longer reads the new process's channel)", i+1, err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	_ = p.new.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 256)
+	got, reset := 0, false
+	for {
+		n, err := p.new.Read(buf)
+		if errors.Is(err, syscall.ECONNRESET) && !reset {
+			// handoff closed its end with answers of ours unread: said
+			// once, ahead of the messages still to read.
+			reset = true
+			continue
+		}
+		if err != nil || n == 0 {
+			break
+		}
+		got++
+		if buf[0] == 'C' {
+			break
+		}
+	}
+	if got != offers+1 || buf[0] != 'C' {
+		t.Fatalf("the new process read %d messages, the last %q; want the %d offers and the commit", got, buf[0], offers)
 	}
 }
