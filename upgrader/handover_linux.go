@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/hangup"
 )
 
 // The handover channel is a Unix socketpair of type SOCK_SEQPACKET between a
@@ -145,13 +147,19 @@ func (h *Handover) receive(c *net.UnixConn) {
 	prepared := map[uint64]Adoption{}
 	var adopted, refused, total, totalRefused int
 	why := ""
-	// gone: the other end is closed (its reset read, or an answer failed).
-	// No answer is written from then on: on kernels before 6.10, a write
-	// to a closed SOCK_SEQPACKET peer could purge this end's own queue,
-	// and with it commits still to read.
+	// gone: the other end is closed (its reset read, its hang-up seen, or
+	// an answer failed). No answer is written from then on: on kernels
+	// before 6.10, a write to a closed SOCK_SEQPACKET peer could purge
+	// this end's own queue, and with it commits still to read. A peer that
+	// dies without answers of ours unread leaves no reset: each answer
+	// asks first whether it hung up.
 	var gone atomic.Bool
 	reply := func(b []byte) {
 		if gone.Load() {
+			return
+		}
+		if hangup.Peer(c) {
+			gone.Store(true)
 			return
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(h.opts.Timeout))

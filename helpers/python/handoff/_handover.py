@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import socket
 import struct
 import threading
@@ -32,6 +33,13 @@ DEFAULT_BATCH = 64
 DEFAULT_TIMEOUT = 2.0
 
 Adoption = Tuple[socket.socket, bytes, bytes]  # (connection, state, unread)
+
+
+def _hung_up(c: socket.socket) -> bool:
+    """Whether the peer of c has closed its end, without waiting."""
+    p = select.poll()
+    p.register(c, select.POLLRDHUP)
+    return any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
 class Handover:
@@ -111,9 +119,12 @@ class Handover:
             # An answer the other end cannot read (it is gone) is dropped:
             # what it committed before is still to read. None is written
             # once it is gone: on kernels before 6.10, a write to a closed
-            # SOCK_SEQPACKET peer could purge this end's own queue.
+            # SOCK_SEQPACKET peer could purge this end's own queue. A peer
+            # that closed with no answer of ours unread leaves no reset to
+            # read: ask first whether it hung up.
             nonlocal gone
-            if gone:
+            if gone or _hung_up(c):
+                gone = True
                 return
             try:
                 c.sendall(b)
