@@ -228,7 +228,9 @@ func (s *supervisor) carryOut(a gen.Action) gen.Event {
 	case gen.ActPause:
 		if a.Pause {
 			s.procs[a.G].signal(syscall.SIGSTOP)
-			go s.logPaused(a.G, s.tcpPorts())
+			if s.procs[a.G] != nil { // released: no process to look at
+				go s.logPaused(a.G, s.tcpPorts())
+			}
 		} else {
 			s.procs[a.G].signal(syscall.SIGCONT)
 		}
