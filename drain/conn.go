@@ -22,9 +22,26 @@ type trackedListener struct {
 	// interrupted: Pause cut the Accept in progress short with a deadline,
 	// which the next Accept clears.
 	interrupted atomic.Bool
+	// amu guards accepting and settled.
+	amu sync.Mutex
 	// accepting is set while an Accept of the listener is under way, or
 	// about to be: Pause waits until it is not.
-	accepting atomic.Bool
+	accepting bool
+	// settled, when not nil, is closed as accepting turns false: a Pause
+	// waits on it.
+	settled chan struct{}
+}
+
+// setAccepting records whether an Accept is under way, and wakes a Pause
+// that waits for it to end.
+func (l *trackedListener) setAccepting(on bool) {
+	l.amu.Lock()
+	l.accepting = on
+	if !on && l.settled != nil {
+		close(l.settled)
+		l.settled = nil
+	}
+	l.amu.Unlock()
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
@@ -42,13 +59,13 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		}
 		// Say so before looking at the pause once more: a Pause that has
 		// begun is seen here, or waits for this Accept to return.
-		l.accepting.Store(true)
+		l.setAccepting(true)
 		if l.d.Paused() {
-			l.accepting.Store(false)
+			l.setAccepting(false)
 			continue
 		}
 		c, err := l.Listener.Accept()
-		l.accepting.Store(false)
+		l.setAccepting(false)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && (l.interrupted.Load() || l.d.Paused()) {
@@ -78,13 +95,29 @@ func (l *trackedListener) interrupt() {
 // settle waits, up to settleMax, until no Accept of l is under way, where
 // the listener has deadlines: interrupt's deadline cuts a parked Accept
 // short, but not at once, and a connection that comes meanwhile may still
-// be taken before it returns. Once settled, the pause holds.
+// be taken before it returns. Once settled, the pause holds. It is woken as
+// the Accept returns: a sleep between looks would cost a millisecond at
+// least (the runtime's timers sleep in whole milliseconds when idle), and
+// an upgrade waits on this pause.
 func (l *trackedListener) settle() {
 	if _, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); !ok {
 		return
 	}
-	for deadline := time.Now().Add(settleMax); l.accepting.Load() && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Microsecond)
+	l.amu.Lock()
+	if !l.accepting {
+		l.amu.Unlock()
+		return
+	}
+	if l.settled == nil {
+		l.settled = make(chan struct{})
+	}
+	ch := l.settled
+	l.amu.Unlock()
+	t := time.NewTimer(settleMax)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
 	}
 }
 
