@@ -104,10 +104,17 @@ type HandoverOptions struct {
 // Adoption is a connection adopted from the previous generation.
 type Adoption struct {
 	// Conn is the connection, tracked as by Handover.Track so that it can
-	// be offered again at the next release. This process owns it. Its TCP
-	// keep-alive and TCP_NODELAY are Go's defaults, as for a connection Go
-	// accepts (net.FileConn sets them), whatever the previous generation
-	// had: set them again here if the program uses others.
+	// be offered again at the next release. This process owns it. Its
+	// socket options (TCP keep-alive, TCP_NODELAY, buffer sizes) are as the
+	// previous generation left them: they belong to the socket.
+	//
+	// What Conn wraps (its Unwrap method) is not a *net.TCPConn, which
+	// would cost the adoption ten more system calls, but it has the same
+	// methods for the same purposes: SyscallConn, CloseRead, CloseWrite,
+	// SetKeepAlive, SetKeepAlivePeriod, SetNoDelay, SetReadBuffer and
+	// SetWriteBuffer. Its errors are *net.OpError, net.ErrClosed and
+	// io.EOF, as a *net.TCPConn's. RemoteAddr asks the kernel the first
+	// time it is called, and is nil if the peer has gone by then.
 	Conn net.Conn
 	// State is the state the previous generation offered it with.
 	State []byte

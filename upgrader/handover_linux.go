@@ -117,10 +117,11 @@ func (h *Handover) adoptFromParent() {
 }
 
 // adoptWorkers bounds how many connections the new generation prepares at
-// once. Preparing one (net.FileConn's dup, socket options and epoll
-// registration, then the answer) is nearly all system calls: about 85 µs
-// of CPU a connection on a 2-core VM (perf, 20,000 connections), so that
-// one goroutine preparing 10,000 in turn took 0.85 s of a 1.4 s handover.
+// once. Preparing one (its socket's checks and epoll registration, see
+// adoptedConn, then the answer) is nearly all system calls: with
+// net.FileConn, about 85 µs of CPU a connection on a 2-core VM (perf,
+// 20,000 connections), so that one goroutine preparing 10,000 in turn took
+// 0.85 s of a 1.4 s handover.
 func adoptWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
 
 // offered is one connection offered, as receive read and checked it: its
@@ -284,13 +285,12 @@ func (h *Handover) prepare(o offered, mu *sync.Mutex, prepared map[uint64]Adopti
 	fds, reason := o.fds, o.reason
 	var nc net.Conn
 	if reason == "" {
-		f := os.NewFile(uintptr(fds[0]), "handoff-adopted")
-		var err error
-		nc, err = net.FileConn(f)
-		f.Close()
+		ac, err := adoptConn(fds[0]) // it owns fds[0] from here on
 		fds = fds[1:]
 		if err != nil {
 			reason = fmt.Sprintf("adopting the descriptor: %v", err)
+		} else {
+			nc = ac
 		}
 	}
 	closeFds(fds)
