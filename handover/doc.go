@@ -25,9 +25,12 @@
 //     as without a handover.
 //
 // The two programs thus speak the library's protocol unchanged ('I' item
-// with its descriptor, 'P' prepared, 'R' refused, 'C' commit), and handoff
-// parses nothing but each message's kind byte (to count) and its
-// descriptors. If either process dies or its channel closes, handoff closes
+// with its descriptor, 'P' prepared, 'R' refused, 'C' commit; since
+// version 2, 'J' a pack of up to eight items and 'A' a pack of answers),
+// and handoff parses nothing but what it counts (each message's kind, a
+// pack's count and refusals) and its descriptors. It passes the hello on
+// with the version capped at the one it knows, so that the old process
+// sends nothing it cannot carry. If either process dies or its channel closes, handoff closes
 // the other's: an abort for both, which the library's rules make safe — the
 // old generation keeps what it did not commit, the new one closes what it
 // prepared and was not committed. Two channels rather than one, because a

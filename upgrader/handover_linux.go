@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/internal/hangup"
+	"github.com/handoff-dev/handoff/internal/hoproto"
 )
 
 // The handover channel is a Unix socketpair of type SOCK_SEQPACKET between a
@@ -28,6 +29,14 @@ import (
 //	child → parent  'P' ID                         prepared: it holds the connection, untouched
 //	child → parent  'R' ID REASON                  refused: the parent keeps it
 //	parent → child  'C' ID...                      commit: those prepared are the child's
+//
+// Version 2 (internal/hoproto) adds packs: a parent whose child said
+// version 2 or later sends up to eight items in one message ('J'), their
+// descriptors attached in order, and the child answers the items of a pack
+// in one message ('A') once it has prepared or refused them all. Items too
+// large to pack go alone as 'I', and are answered alone. A pack saves each
+// process on the way (handoff's relay, in daemon mode) a read and a write
+// per connection.
 //
 // ID is a uint64, STATELEN a uint32, little-endian. The parent sends batches
 // of items, up to hoWindow batches ahead of their answers, and commits each
@@ -42,7 +51,8 @@ import (
 // not committed: the parent died or gave up, and owns those.
 const handoverName = "handoff-handover"
 
-const handoverVersion = 1
+// handoverVersion is the version this side says in its hello.
+const handoverVersion = hoproto.Version
 
 // passHandoverSocket makes the handover channel of the next generation's
 // attempt and passes its end through tableflip. A failure is logged: the
@@ -132,6 +142,15 @@ type offered struct {
 	state, unread []byte
 	fds           []int
 	reason        string
+	pack          *answerPack // the answers of its 'J', nil for an 'I'
+}
+
+// answerPack gathers the answers for the connections of one 'J', which
+// the worker that answers last sends in one 'A'.
+type answerPack struct {
+	mu   sync.Mutex
+	left int
+	a    hoproto.Answers
 }
 
 // receive is the new generation's side: it prepares each connection
@@ -225,6 +244,39 @@ func (h *Handover) receive(c *net.UnixConn) {
 				}
 			}
 			work <- o
+		case buf[0] == 'J':
+			items, err := hoproto.ParsePack(buf[:n])
+			if err != nil {
+				closeFds(fds)
+				continue
+			}
+			pack := &answerPack{left: len(items)}
+			pack.a.Reset()
+			stopping := ""
+			select {
+			case <-u.exitC:
+				stopping = "the new generation is stopping"
+			default:
+			}
+			for i, it := range items {
+				o := offered{id: it.ID, state: clone(it.State), unread: clone(it.Unread), pack: pack, reason: stopping}
+				if i >= len(fds) {
+					// The kernel gives the descriptors in order, as many as
+					// there is room for.
+					o.reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
+				} else {
+					o.fds = fds[i : i+1]
+					if o.reason == "" {
+						if err := h.check(o.state); err != nil {
+							o.reason = err.Error()
+						}
+					}
+				}
+				work <- o
+			}
+			if len(fds) > len(items) {
+				closeFds(fds[len(items):])
+			}
 		case buf[0] == 'C':
 			var batch []Adoption
 			mu.Lock()
@@ -308,6 +360,17 @@ func (h *Handover) prepare(o offered, mu *sync.Mutex, prepared map[uint64]Adopti
 	}
 	mu.Unlock()
 	// Answered once recorded: the commit that names it finds it prepared.
+	if p := o.pack; p != nil {
+		p.mu.Lock()
+		p.a.Add(o.id, reason)
+		p.left--
+		last := p.left == 0
+		p.mu.Unlock()
+		if last {
+			reply(p.a.Bytes())
+		}
+		return
+	}
 	reply(msg)
 }
 
@@ -360,6 +423,7 @@ const hoWindow = 8
 type hoSender struct {
 	h       *Handover
 	c       *net.UnixConn
+	packs   bool // the new generation reads packs (its hello said version 2 or later)
 	offers  chan *hoOffer
 	answers chan hoAnswer
 	broken  error
@@ -444,7 +508,8 @@ func (h *Handover) sender() (*hoSender, error) {
 		// blocks: the new generation's answers would then fill the
 		// channel, it would stop reading, and this side block sending.
 		s := &hoSender{h: h, c: c, offers: make(chan *hoOffer, 4*h.opts.Batch),
-			answers: make(chan hoAnswer, (hoWindow+1)*h.opts.Batch+1), byID: map[uint64]*hoBatch{}}
+			answers: make(chan hoAnswer, (hoWindow+1)*h.opts.Batch+1), byID: map[uint64]*hoBatch{},
+			packs: b[1] >= 2}
 		go s.read()
 		go s.loop()
 		h.out = s
@@ -465,6 +530,17 @@ func (s *hoSender) read() {
 		if err != nil {
 			s.answers <- hoAnswer{err: err}
 			return
+		}
+		if buf[0] == 'A' {
+			as, err := hoproto.ParseAnswers(buf[:n])
+			if err != nil {
+				s.answers <- hoAnswer{err: err}
+				return
+			}
+			for _, a := range as {
+				s.answers <- hoAnswer{id: a.ID, ok: a.Reason == "", reason: a.Reason}
+			}
+			continue
 		}
 		if n < 9 {
 			continue
@@ -560,15 +636,29 @@ func (s *hoSender) sendBatch(b *hoBatch) error {
 		s.next++
 		o.id = s.next
 		binary.LittleEndian.PutUint64(o.msg[1:9], o.id)
-		var werr error
-		err := o.raw.Control(func(fd uintptr) {
-			_, _, werr = s.c.WriteMsgUnix(o.msg, unix.UnixRights(int(fd)), nil)
-		})
-		if err == nil {
-			err = werr
+	}
+	var p hoproto.Pack
+	for i := 0; i < len(b.offers); {
+		state, unread := b.offers[i].parts()
+		if !s.packs || 3+hoproto.ItemSize(state, unread) > hoproto.PackBytes {
+			if err := s.write(b.offers[i].msg, b.offers[i:i+1]); err != nil {
+				return fmt.Errorf("sending a connection: %w", err)
+			}
+			i++
+			continue
 		}
-		if err != nil {
-			return fmt.Errorf("sending a connection: %w", err)
+		p.Reset()
+		first := i
+		for i < len(b.offers) && p.Len() < hoproto.PackMax {
+			state, unread := b.offers[i].parts()
+			if p.Size()+hoproto.ItemSize(state, unread) > hoproto.PackBytes {
+				break
+			}
+			p.Add(b.offers[i].id, state, unread)
+			i++
+		}
+		if err := s.write(p.Bytes(), b.offers[first:i]); err != nil {
+			return fmt.Errorf("sending connections: %w", err)
 		}
 	}
 	for _, o := range b.offers {
@@ -576,6 +666,39 @@ func (s *hoSender) sendBatch(b *hoBatch) error {
 	}
 	s.flight = append(s.flight, b)
 	return nil
+}
+
+// write sends msg with the descriptors of offers attached, in order, each
+// held (see syscall.RawConn's Control) until the message is written.
+func (s *hoSender) write(msg []byte, offers []*hoOffer) error {
+	fds := make([]int, len(offers))
+	var werr error
+	var hold func(i int) error
+	hold = func(i int) error {
+		if i == len(offers) {
+			_, _, werr = s.c.WriteMsgUnix(msg, unix.UnixRights(fds...), nil)
+			return nil
+		}
+		var inner error
+		err := offers[i].raw.Control(func(fd uintptr) {
+			fds[i] = int(fd)
+			inner = hold(i + 1)
+		})
+		if err == nil {
+			err = inner
+		}
+		return err
+	}
+	if err := hold(0); err != nil {
+		return err
+	}
+	return werr
+}
+
+// parts returns the state and the unread bytes of o's 'I' message.
+func (o *hoOffer) parts() (state, unread []byte) {
+	n := int(binary.LittleEndian.Uint32(o.msg[9:13]))
+	return o.msg[13 : 13+n], o.msg[13+n:]
 }
 
 // answered records a's answer in its batch; an answer to no item in flight

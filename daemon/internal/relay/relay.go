@@ -27,6 +27,7 @@ import (
 
 	"github.com/handoff-dev/handoff/daemon/internal/gen"
 	"github.com/handoff-dev/handoff/internal/hangup"
+	"github.com/handoff-dev/handoff/internal/hoproto"
 	"github.com/handoff-dev/handoff/upgrader"
 )
 
@@ -109,6 +110,9 @@ func (c *Channels) TakeHello() []byte {
 	if err != nil || n < 2 || b[0] != 'H' {
 		return nil
 	}
+	// The old process is told the version this relay passes on: a newer
+	// one's messages might hold more descriptors than it has room for.
+	b[1] = min(b[1], hoproto.Version)
 	return b[:n]
 }
 
@@ -197,9 +201,9 @@ func (r *relay) drainQueued() {
 		if rerr != nil || n <= 0 {
 			return
 		}
-		if buf[0] == 'I' {
+		if k := offeredIn(buf[:n]); k > 0 {
 			r.mu.Lock()
-			r.offered++
+			r.offered += k
 			r.mu.Unlock()
 		}
 	}
@@ -261,10 +265,14 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 		if len(fds) > 0 {
 			rights = unix.UnixRights(fds...)
 		}
-		if !forward && msg[0] == 'R' {
+		if !forward && (msg[0] == 'R' || msg[0] == 'A') {
 			// Counted before the old process can read it and commit.
+			k := 1
+			if msg[0] == 'A' {
+				k = hoproto.Refusals(msg)
+			}
 			r.mu.Lock()
-			r.refused++
+			r.refused += k
 			r.mu.Unlock()
 		}
 		werr := passOn(dst, src, msg, rights, forward)
@@ -318,13 +326,14 @@ func passOn(dst, src *net.UnixConn, msg, rights []byte, forward bool) error {
 }
 
 // passed counts a message the old process sent, passed on, by its kind
-// byte: 'I' a connection offered; 'C' a commit of 8-byte ids, which settles
+// byte: 'I' a connection offered, 'J' a pack of them (version 2); 'C' a
+// commit of 8-byte ids, which settles
 // the batch — those ids moved, the refused ones stay — and is reported.
 func (r *relay) passed(msg []byte) {
 	r.mu.Lock()
 	switch msg[0] {
-	case 'I':
-		r.offered++
+	case 'I', 'J':
+		r.offered += offeredIn(msg)
 		r.mu.Unlock()
 	case 'C':
 		committed := (len(msg) - 1) / 8
@@ -336,6 +345,18 @@ func (r *relay) passed(msg []byte) {
 	default:
 		r.mu.Unlock()
 	}
+}
+
+// offeredIn returns how many connections the old process's message msg
+// offers: one for an 'I', a pack's count for a 'J'.
+func offeredIn(msg []byte) int {
+	switch msg[0] {
+	case 'I':
+		return 1
+	case 'J':
+		return hoproto.PackLen(msg)
+	}
+	return 0
 }
 
 // rightsIn returns the descriptors SCM_RIGHTS brought in oob.

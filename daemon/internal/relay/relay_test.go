@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/daemon/internal/gen"
+	"github.com/handoff-dev/handoff/internal/hoproto"
 	"golang.org/x/sys/unix"
 )
 
@@ -380,5 +381,95 @@ func TestRelayNewAnswersAfterOldGone(t *testing.T) {
 	}
 	if got != offers+1 || buf[0] != 'C' {
 		t.Fatalf("the new process read %d messages, the last %q; want the %d offers and the commit", got, buf[0], offers)
+	}
+}
+
+// TestRelayPacks: a pack of three offers ('J', version 2) reaches the new
+// process whole, with its three descriptors; its pack of answers ('A', one
+// refusal) reaches the old process; the commit of the other two is
+// reported with the refusal, and the end with nothing fallen back.
+func TestRelayPacks(t *testing.T) {
+	p := newPair(t)
+	var pk hoproto.Pack
+	pk.Reset()
+	var sent []int
+	for id := uint64(1); id <= 3; id++ {
+		pk.Add(id, []byte("s"), nil)
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		sent = append(sent, int(r.Fd()))
+	}
+	if _, _, err := p.old.WriteMsgUnix(pk.Bytes(), unix.UnixRights(sent...), nil); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4*8))
+	n, oobn, _, _, err := p.new.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf[:n], pk.Bytes()) {
+		t.Fatalf("the new process read %q, want the pack %q", buf[:n], pk.Bytes())
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("control messages %v, %v; want one", msgs, err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 3 {
+		t.Fatalf("the new process got %d descriptors, want 3", len(fds))
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	var as hoproto.Answers
+	as.Reset()
+	as.Add(1, "")
+	as.Add(2, "not this one")
+	as.Add(3, "")
+	if _, err := p.new.Write(as.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.old.Read(buf); err != nil || !bytes.Equal(buf[:n], as.Bytes()) {
+		t.Fatalf("the old process read %q, %v; want the answers", buf[:n], err)
+	}
+	commit := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64([]byte{'C'}, 1), 3)
+	if _, err := p.old.Write(commit); err != nil {
+		t.Fatal(err)
+	}
+	if ev := p.report(t); ev.Committed != 2 || ev.Refused != 1 || ev.Done {
+		t.Fatalf("after the commit: %+v, want 2 committed and 1 refused", ev)
+	}
+	// A second pack, never committed: its two connections fall back.
+	pk.Reset()
+	pk.Add(4, nil, nil)
+	pk.Add(5, nil, nil)
+	if _, _, err := p.old.WriteMsgUnix(pk.Bytes(), unix.UnixRights(sent[:2]...), nil); err != nil {
+		t.Fatal(err)
+	}
+	p.old.Close()
+	if ev := p.report(t); !ev.Done || ev.Fallback != 2 || ev.Refused != 0 || ev.Err != "" {
+		t.Fatalf("after the old process closed: %+v, want done, the second pack's 2 fallen back", ev)
+	}
+}
+
+// TestHelloVersionCapped: the hello is passed on with the version capped
+// at the one the relay knows, and as it is below.
+func TestHelloVersionCapped(t *testing.T) {
+	for _, tc := range []struct{ said, passed byte }{{1, 1}, {hoproto.Version, hoproto.Version}, {9, hoproto.Version}} {
+		c, in := channels(t, 0)
+		if _, err := in.Write([]byte{'H', tc.said}); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		for deadline := time.Now().Add(10 * time.Second); got == nil && time.Now().Before(deadline); {
+			got = c.TakeHello()
+		}
+		if len(got) != 2 || got[1] != tc.passed {
+			t.Errorf("hello of version %d passed on as %v, want version %d", tc.said, got, tc.passed)
+		}
 	}
 }

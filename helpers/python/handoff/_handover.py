@@ -10,6 +10,10 @@ the one that replaces it, over the two channels handoff passes
     'R' ID REASON                 refused: the sender keeps it
     'C' ID...                     commit: the prepared ones are the receiver's
 
+This helper speaks version 1. Version 2 adds packs of up to eight
+connections in one message ('J') and of their answers ('A'); a Go process
+sends them only to a process whose hello said 2, so this one never gets one.
+
 ID is a little-endian uint64, STATELEN a uint32. A connection belongs to one
 process at any time: the sender's until the commit, the receiver's after. If
 the channel ends before the commit (the other process died, or gave up), the
