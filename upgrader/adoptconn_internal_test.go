@@ -160,6 +160,17 @@ func TestAdoptedConnTCP(t *testing.T) {
 		t.Errorf("TCP_KEEPIDLE %d after SetKeepAlivePeriod(42s)", got)
 	}
 
+	if err := c.SetKeepAlivePeriod(0); err != nil {
+		t.Fatal(err)
+	}
+	if got := sockoptInt(t, c, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE); got != 15 {
+		t.Errorf("TCP_KEEPIDLE %d after SetKeepAlivePeriod(0), want Go's default, 15", got)
+	}
+	if err := c.SetKeepAlivePeriod(-1); err != nil || sockoptInt(t, c, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE) != 15 {
+		t.Errorf("SetKeepAlivePeriod(-1) changed TCP_KEEPIDLE, or failed: %v", err)
+	}
+	raddr := c.RemoteAddr()
+
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +180,66 @@ func TestAdoptedConnTCP(t *testing.T) {
 	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second Close: %v, want net.ErrClosed", err)
 	}
+	for name, f := range map[string]func() error{
+		"CloseWrite": c.CloseWrite, "SetNoDelay": func() error { return c.SetNoDelay(true) },
+		"SyscallConn().Control": func() error {
+			rc, err := c.SyscallConn()
+			if err != nil {
+				return err
+			}
+			return rc.Control(func(uintptr) {})
+		},
+	} {
+		if err := f(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Close: %v, want net.ErrClosed", name, err)
+		}
+	}
+	if c.RemoteAddr() == nil || c.RemoteAddr().String() != raddr.String() {
+		t.Errorf("RemoteAddr after Close: %v, want %v still", c.RemoteAddr(), raddr)
+	}
+}
+
+// A connection received as descriptor 2 (a process started with stderr
+// closed) is moved above it: os would end the process with SIGPIPE at a
+// write to a client that has gone.
+func TestAdoptedConnNotOnStderr(t *testing.T) {
+	server, client := tcpPair(t)
+	fd := dupOf(t, server)
+	server.Close()
+	saved, err := unix.Dup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing writes to stderr until it is put back below.
+	if err := unix.Dup2(fd, 2); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	c, err := adoptConn(2)
+	restore := unix.Dup2(saved, 2)
+	unix.Close(saved)
+	if restore != nil {
+		t.Fatalf("putting stderr back: %v", restore)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, _ := c.SyscallConn()
+	_ = rc.Control(func(got uintptr) {
+		if got <= 2 {
+			t.Errorf("the connection is on descriptor %d, want 3 or more", got)
+		}
+	})
+	client.Close()
+	// A write to the gone client fails; the test process lives on.
+	for range 100 {
+		if _, err := c.Write([]byte("x")); err != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Error("writes to a closed client kept succeeding")
 }
 
 // A Unix stream connection is adopted with Unix addresses; a datagram

@@ -88,7 +88,7 @@ func ParsePack(msg []byte) ([]Item, error) {
 		id := binary.LittleEndian.Uint64(b)
 		sl, ul := int(binary.LittleEndian.Uint32(b[8:])), int(binary.LittleEndian.Uint32(b[12:]))
 		b = b[16:]
-		if sl < 0 || ul < 0 || sl+ul > len(b) {
+		if sl < 0 || ul < 0 || sl > len(b) || ul > len(b)-sl {
 			return nil, errMalformed
 		}
 		items = append(items, Item{ID: id, State: b[:sl], Unread: b[sl : sl+ul]})
@@ -168,13 +168,13 @@ func ParseAnswers(msg []byte) ([]Answer, error) {
 	return out, nil
 }
 
-// PackLen returns the number of connections a 'J' says it holds, without
-// parsing it whole (handoff's relay counts with it).
+// PackLen returns the number of connections a 'J' says it holds, at most
+// PackMax, without parsing it whole (handoff's relay counts with it).
 func PackLen(msg []byte) int {
 	if len(msg) < 3 {
 		return 0
 	}
-	return int(binary.LittleEndian.Uint16(msg[1:3]))
+	return min(int(binary.LittleEndian.Uint16(msg[1:3])), PackMax)
 }
 
 // Refusals returns how many answers of the 'A' msg are refusals, 0 if it
