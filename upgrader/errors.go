@@ -50,8 +50,7 @@ var (
 	// when Options.PIDFile names a file that cannot be written, so that a
 	// server that is given a bad path on its command line refuses to start
 	// instead of serving without its PID file (and, under systemd, without
-	// ever telling it READY=1). Only the first generation checks: in one an
-	// upgrade starts, Ready fails instead.
+	// ever telling it READY=1).
 	ErrPIDFile = errors.New("upgrader: the PID file cannot be written")
 )
 

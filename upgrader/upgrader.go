@@ -61,9 +61,7 @@ const parentKillGrace = 5 * time.Second
 type Options struct {
 	// PIDFile, if set, is written with the pid of each generation when it
 	// becomes ready (atomically, by rename), and removed on a real stop. New
-	// fails with ErrPIDFile if it cannot be written there, in the first
-	// generation; a new generation started by an upgrade finds out at
-	// Ready, which fails (and the upgrade with it) if it cannot write it.
+	// fails with ErrPIDFile if it cannot be written there.
 	PIDFile string
 	// UpgradeTimeout bounds how long a new generation may take to become
 	// ready; past it, it is killed and the old one keeps serving.
@@ -275,11 +273,7 @@ func New(opts Options) (*Upgrader, error) {
 	case opts.Bake > 0 && opts.Bake < MinBake:
 		return nil, fmt.Errorf("upgrader: Options.Bake %v is shorter than MinBake (%v), too short to see a new generation serve; give at least %v, or a negative value for no bake", opts.Bake, MinBake, MinBake)
 	}
-	// Checked where a server starts, to refuse a bad path on its command
-	// line; not in each generation an upgrade starts, which would pay the
-	// file's creation and removal on the way to serving, and whose Ready
-	// fails anyway if the file cannot be written.
-	if opts.PIDFile != "" && !upgradeChild() {
+	if opts.PIDFile != "" {
 		if err := checkPIDFile(opts.PIDFile); err != nil {
 			return nil, err
 		}
@@ -295,12 +289,6 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	return newWithCore(opts, c, sig)
 }
-
-// upgradeChild reports whether this process was started by an upgrade, as
-// tableflip's variable says (tableflip.Upgrader.HasParent, which only one
-// Upgrader of a process may ask): a release of tableflip that named it
-// otherwise would only make the child check its PID file again.
-func upgradeChild() bool { return os.Getenv("TABLEFLIP_HAS_PARENT_7DIU3") != "" }
 
 // signals is the channel of the signals an Upgrader handles, set up in the
 // background (see watchSignals).
