@@ -330,6 +330,9 @@ func (u *Upgrader) reportWhileBaking() {
 // parent said "baked", else why the parent could not be read (it died).
 func (u *Upgrader) endBake(parentErr error) {
 	err := u.core.Ready()
+	if err == nil || errors.Is(err, errParentUnreachable) {
+		u.toldParent.Store(true)
+	}
 	switch {
 	case err == nil && parentErr == nil:
 		u.log.Info("baked: the previous generation hands over", "event", "bake.passed")

@@ -254,3 +254,33 @@ func TestBakeOptionRefused(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// A new generation whose Ready fails after it began serving (an OnReady
+// hook fails) stops, and the old one serves on: the new one's stop must not
+// hold back the listening sockets it shares with the old one (a socket
+// filter that drops new connections stays on the socket, the old
+// generation's too), nor remove their files.
+func TestReadyFailsOldServesOn(t *testing.T) {
+	spawns(t)
+	if testing.Short() {
+		t.Skip("real generations under load")
+	}
+	b := startBake(t)
+	b.next("readyfail")
+	if err := syscall.Kill(b.first, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if u := b.waitRecord(15*time.Second, "event=test.upgrade", fmt.Sprintf("pid=%d", b.first)); !u.Match("upgrade_error=true") {
+		t.Fatalf("Upgrade returned %v, want an *UpgradeError", u)
+	}
+	// New connections still reach the first generation.
+	if err := b.load.WaitAnswers(b.first, b.load.Answers(b.first)+40, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.upgradeGood()
+	res := b.finish()
+	t.Logf("load: %v", res)
+	if res.Failures() != 0 {
+		t.Errorf("%d of %d requests failed: %v", res.Failures(), res.Sent, res.Samples)
+	}
+}

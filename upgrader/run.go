@@ -125,9 +125,34 @@ func (u *Upgrader) beginStop() {
 			u.log.Warn("sd_notify failed", "event", "notify.failed", "err", err)
 		}
 	}
+	if u.parentServes() {
+		// The previous generation serves these very sockets, and serves
+		// on: they are left as they are, neither held back (a socket
+		// filter would stay on them) nor, by tableflip's stop, closed and
+		// their files removed.
+		u.leftToParent.Store(true)
+		u.log.Warn("stopping before this generation was ready: the previous generation serves on, with the sockets as they are", "event", "stop.not_ready")
+		close(u.exitC)
+		return
+	}
 	u.holdBack(u.releaseStore())
 	u.core.Stop()
 	close(u.exitC)
+}
+
+// parentServes reports whether this generation was started by an upgrade
+// whose previous generation was not told to hand over (Ready failed, or
+// did not come) and still runs: that one serves the same sockets.
+func (u *Upgrader) parentServes() bool {
+	if u.parentCtl == nil || u.toldParent.Load() {
+		return false
+	}
+	select {
+	case <-u.parentGone:
+		return false
+	default:
+		return true
+	}
 }
 
 // handOver ends this generation's service after a successful upgrade.

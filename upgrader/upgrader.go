@@ -221,7 +221,13 @@ type Upgrader struct {
 
 	readyOnce sync.Once
 	readyC    chan struct{}
-	readyErr  error
+	// toldParent: tableflip told the previous generation that this one is
+	// ready (it hands over), or could not because it had died.
+	toldParent atomic.Bool
+	// leftToParent: this generation stopped before it was ready, and left
+	// the sockets to the previous generation (see beginStop).
+	leftToParent atomic.Bool
+	readyErr     error
 
 	sigC     chan os.Signal
 	statC    chan struct{} // the parent reported drain progress
@@ -839,7 +845,11 @@ func (u *Upgrader) ready() error {
 		}
 		return nil
 	}
-	if err := u.core.Ready(); err != nil {
+	err := u.core.Ready()
+	if err == nil || errors.Is(err, errParentUnreachable) {
+		u.toldParent.Store(true)
+	}
+	if err != nil {
 		// The PID file is written; only the parent could not be told.
 		if !errors.Is(err, errParentUnreachable) || !u.orphaned() {
 			return fmt.Errorf("upgrader: %w", err)
@@ -986,6 +996,10 @@ func (u *Upgrader) finish() {
 	u.finishOnce.Do(func() {
 		if u.handedOver.Load() {
 			u.log.Info("exit", "event", "exit", "reason", "handed over")
+			return
+		}
+		if u.leftToParent.Load() {
+			u.log.Info("exit", "event", "exit", "reason", "not ready; the previous generation serves on")
 			return
 		}
 		// tableflip closes the sockets and removes the files of Unix ones in

@@ -5,6 +5,7 @@
 //     its Exit is closed);
 //   - "noanswer": serves, but its handler never answers;
 //   - "exit": calls Ready, takes one connection and exits 3;
+//   - "readyfail": serves, but an OnReady hook fails its Ready;
 //   - anything else, or no file: answers "pid=N".
 //
 // SIGUSR1 calls Upgrade and logs what it returned (event test.upgrade, with
@@ -93,6 +94,8 @@ func main() {
 			c.Close()
 		}
 		os.Exit(3)
+	case "readyfail":
+		u.OnReady(func() error { return errors.New("not ready, as the mode asks") })
 	case "noanswer":
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
