@@ -68,11 +68,11 @@ func adoptConn(fd int) (*adoptedConn, error) {
 	default:
 		return fail(fmt.Errorf("a socket of family %T, neither TCP nor Unix", sa))
 	}
-	if fd <= 2 {
+	if fd < adoptedFdMin {
 		// A process started with stdout or stderr closed receives its
 		// connections there, and os would end it with SIGPIPE at a write
 		// to a client that has gone: move it higher.
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, adoptedFdMin)
 		if err != nil {
 			return fail(os.NewSyscallError("fcntl", err))
 		}
@@ -98,6 +98,10 @@ func adoptConn(fd int) (*adoptedConn, error) {
 	}
 	return c, nil
 }
+
+// adoptedFdMin is the lowest descriptor an adopted connection may have:
+// above stdin, stdout and stderr. (A variable, for a test.)
+var adoptedFdMin = 3
 
 // sockaddrAddr returns sa as a net.Addr: *net.TCPAddr or *net.UnixAddr,
 // nil for another family.
