@@ -4,7 +4,6 @@ package upgrader
 
 import (
 	"encoding/binary"
-	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -21,22 +20,7 @@ import (
 // (the kernel gives a pack's descriptors in order, as many as fit). A
 // commit then adopts the prepared one, with its state and unread bytes.
 func TestNewSideReadsPack(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent := fileUnixConn(t, fds[0])
-	child := fileUnixConn(t, fds[1])
-	u := &Upgrader{exitC: make(chan struct{}), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := &Handover{u: u, adoptC: make(chan Adoption), qSignal: make(chan struct{}, 1),
-		opts: HandoverOptions{Timeout: 5 * time.Second, Check: func(state []byte) error {
-			if string(state) == "no" {
-				return errors.New("not this one")
-			}
-			return nil
-		}}}
-	go h.deliver()
-	go h.receive(child)
+	parent, u, h := newSide(t)
 
 	server1, client1 := tcpPair(t)
 	server2, _ := tcpPair(t)

@@ -19,23 +19,7 @@ import (
 // after the last commit: the previous generation ended the channel without
 // committing again (it gave up, or died), and keeps them.
 func TestRefusedAfterLastCommitCounted(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent := fileUnixConn(t, fds[0])
-	child := fileUnixConn(t, fds[1])
-
-	u := &Upgrader{exitC: make(chan struct{}), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := &Handover{u: u, adoptC: make(chan Adoption), qSignal: make(chan struct{}, 1),
-		opts: HandoverOptions{Timeout: 5 * time.Second, Check: func(state []byte) error {
-			if string(state) == "no" {
-				return errors.New("not this one")
-			}
-			return nil
-		}}}
-	go h.deliver()
-	go h.receive(child)
+	parent, u, h := newSide(t)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,6 +93,30 @@ func TestRefusedAfterLastCommitCounted(t *testing.T) {
 	if m.HandoverAdopted != 1 || m.HandoverRefused != 3 {
 		t.Fatalf("adopted %d, refused %d; want 1 and 3", m.HandoverAdopted, m.HandoverRefused)
 	}
+}
+
+// newSide starts a new generation's side of the handover channel, whose
+// Check refuses the state "no", and returns the previous generation's end
+// of the channel (written by hand by the test).
+func newSide(t *testing.T) (*net.UnixConn, *Upgrader, *Handover) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := fileUnixConn(t, fds[0])
+	child := fileUnixConn(t, fds[1])
+	u := &Upgrader{exitC: make(chan struct{}), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	h := &Handover{u: u, adoptC: make(chan Adoption), qSignal: make(chan struct{}, 1),
+		opts: HandoverOptions{Timeout: 5 * time.Second, Check: func(state []byte) error {
+			if string(state) == "no" {
+				return errors.New("not this one")
+			}
+			return nil
+		}}}
+	go h.deliver()
+	go h.receive(child)
+	return parent, u, h
 }
 
 func fileUnixConn(t *testing.T, fd int) *net.UnixConn {
