@@ -159,7 +159,9 @@ function serve(server, opts = {}) {
       const tick = setInterval(() => {
         const now = Date.now();
         for (const [socket, c] of conns) {
-          if (c.closing || c.active > 0) continue;
+          // (writableLength: a response still on its way out to a slow
+          // client, which destroy() below would cut.)
+          if (c.closing || c.active > 0 || socket.writableLength > 0) continue;
           if (socket.bytesRead !== c.bytesAtIdle) {
             // Bytes of a request not yet complete: wait for it.
             c.bytesAtIdle = socket.bytesRead;
@@ -169,7 +171,13 @@ function serve(server, opts = {}) {
             // grace: a client that waited that long is not sending.
             stats.idleClosed++;
             c.closing = true;
-            socket.end(); // FIN; it leaves conns when it closes
+            // Closed at once, not with end(): libuv would shut the socket
+            // down only at the event loop's next poll, and a request the
+            // client sends meanwhile is lost (on a busy machine, for
+            // milliseconds). destroy() closes it now, and the kernel sends
+            // the FIN (a reset if a request came since the last read, which
+            // end() would lose too). It leaves conns when it closes.
+            socket.destroy();
           }
         }
         const left = conns.size + upgraded.size;
