@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -282,5 +284,43 @@ func TestReadyFailsOldServesOn(t *testing.T) {
 	t.Logf("load: %v", res)
 	if res.Failures() != 0 {
 		t.Errorf("%d of %d requests failed: %v", res.Failures(), res.Sent, res.Samples)
+	}
+}
+
+// The same over a Unix socket: the failing generation's stop leaves the
+// socket's file in place, and the first generation answers through it.
+func TestReadyFailsUnixSocketKept(t *testing.T) {
+	spawns(t)
+	if testing.Short() {
+		t.Skip("real generations")
+	}
+	mode := filepath.Join(t.TempDir(), "mode")
+	path := filepath.Join(t.TempDir(), "s.sock")
+	s := launchBin(t, bakeBin, nil, nil, nil, "-mode", mode, "-addr", "unix://"+path)
+	first := s.waitPid(0, 10*time.Second)
+	defer s.stop()
+	if err := os.WriteFile(mode, []byte("readyfail"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(first, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if u := s.waitRecord(15*time.Second, "event=test.upgrade", fmt.Sprintf("pid=%d", first)); !u.Match("upgrade_error=true") {
+		t.Fatalf("Upgrade returned %v, want an *UpgradeError", u)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the socket's file after the failed upgrade: %v", err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}}}
+	resp, err := client.Post("http://x/", "text/plain", nil)
+	if err != nil {
+		t.Fatalf("a request through the socket's file: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("pid=%d", first); strings.TrimSpace(string(body)) != want {
+		t.Fatalf("answered %q, want %q", body, want)
 	}
 }
