@@ -31,8 +31,7 @@ import (
 // closed, io.EOF at the end.
 type adoptedConn struct {
 	f            *os.File
-	family       int
-	laddr, raddr net.Addr
+	laddr, raddr net.Addr    // *net.TCPAddr or *net.UnixAddr
 	closed       atomic.Bool // Close was called
 }
 
@@ -55,18 +54,11 @@ func adoptConn(fd int) (*adoptedConn, error) {
 		return fail(os.NewSyscallError("getsockname", err))
 	}
 	c := &adoptedConn{laddr: sockaddrAddr(sa)}
+	if c.laddr == nil {
+		return fail(fmt.Errorf("a socket of family %T, neither TCP nor Unix", sa))
+	}
 	if peer, err := unix.Getpeername(fd); err == nil {
 		c.raddr = sockaddrAddr(peer) // else nil, as net.FileConn leaves it
-	}
-	switch sa.(type) {
-	case *unix.SockaddrInet4:
-		c.family = unix.AF_INET
-	case *unix.SockaddrInet6:
-		c.family = unix.AF_INET6
-	case *unix.SockaddrUnix:
-		c.family = unix.AF_UNIX
-	default:
-		return fail(fmt.Errorf("a socket of family %T, neither TCP nor Unix", sa))
 	}
 	if fd < adoptedFdMin {
 		// A process started with stdout or stderr closed receives its
@@ -125,7 +117,7 @@ func sockaddrAddr(sa unix.Sockaddr) net.Addr {
 }
 
 func (c *adoptedConn) network() string {
-	if c.family == unix.AF_UNIX {
+	if _, ok := c.laddr.(*net.UnixAddr); ok {
 		return "unix"
 	}
 	return "tcp"

@@ -329,10 +329,7 @@ func (u *Upgrader) reportWhileBaking() {
 // endBake finishes Ready once the bake is over: parentErr is nil when the
 // parent said "baked", else why the parent could not be read (it died).
 func (u *Upgrader) endBake(parentErr error) {
-	err := u.core.Ready()
-	if err == nil || errors.Is(err, errParentUnreachable) {
-		u.toldParent.Store(true)
-	}
+	err := u.readyCore()
 	switch {
 	case err == nil && parentErr == nil:
 		u.log.Info("baked: the previous generation hands over", "event", "bake.passed")

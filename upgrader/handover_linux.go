@@ -228,21 +228,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 				continue
 			}
 			o := offered{id: id, state: clone(buf[13 : 13+slen]), unread: clone(buf[13+slen : n]), fds: fds}
-			select {
-			case <-u.exitC:
-				o.reason = "the new generation is stopping"
-			default:
-			}
-			switch {
-			case len(fds) == 0 || flags&unix.MSG_CTRUNC != 0:
-				o.reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
-			case o.reason == "":
-				// Here, one at a time: the program's Check need not be
-				// safe to call from several goroutines.
-				if err := h.check(o.state); err != nil {
-					o.reason = err.Error()
-				}
-			}
+			o.reason = h.refusal(o.state, len(fds) > 0 && flags&unix.MSG_CTRUNC == 0)
 			work <- o
 		case buf[0] == 'J':
 			items, err := hoproto.ParsePack(buf[:n])
@@ -252,26 +238,14 @@ func (h *Handover) receive(c *net.UnixConn) {
 			}
 			pack := &answerPack{left: len(items)}
 			pack.a.Reset()
-			stopping := ""
-			select {
-			case <-u.exitC:
-				stopping = "the new generation is stopping"
-			default:
-			}
 			for i, it := range items {
-				o := offered{id: it.ID, state: clone(it.State), unread: clone(it.Unread), pack: pack, reason: stopping}
-				if i >= len(fds) {
-					// The kernel gives the descriptors in order, as many as
-					// there is room for.
-					o.reason = "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
-				} else {
+				o := offered{id: it.ID, state: clone(it.State), unread: clone(it.Unread), pack: pack}
+				// The kernel gives a pack's descriptors in order, as many as
+				// there is room for.
+				if i < len(fds) {
 					o.fds = fds[i : i+1]
-					if o.reason == "" {
-						if err := h.check(o.state); err != nil {
-							o.reason = err.Error()
-						}
-					}
 				}
+				o.reason = h.refusal(o.state, i < len(fds))
 				work <- o
 			}
 			if len(fds) > len(items) {
@@ -328,6 +302,26 @@ func (h *Handover) receive(c *net.UnixConn) {
 	}
 	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused, "aborted", len(prepared))
 	h.endAdoptions()
+}
+
+// refusal returns why a connection offered with state is refused before
+// it is prepared, or "" if it is not: its descriptor did not come (hasFd
+// false), this generation is stopping, or the program's Check says no. It
+// runs in receive's reading goroutine, one connection at a time: Check
+// need not be safe to call from several goroutines.
+func (h *Handover) refusal(state []byte, hasFd bool) string {
+	if !hasFd {
+		return "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
+	}
+	select {
+	case <-h.u.exitC:
+		return "the new generation is stopping"
+	default:
+	}
+	if err := h.check(state); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // prepare is one of receive's workers at work on o: it adopts o's

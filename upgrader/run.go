@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -138,6 +139,17 @@ func (u *Upgrader) beginStop() {
 	u.holdBack(u.releaseStore())
 	u.core.Stop()
 	close(u.exitC)
+}
+
+// readyCore tells tableflip that this generation is ready, which tells
+// the previous one to hand over, and records that it was told (or had
+// died): parentServes is false from then on.
+func (u *Upgrader) readyCore() error {
+	err := u.core.Ready()
+	if err == nil || errors.Is(err, errParentUnreachable) {
+		u.toldParent.Store(true)
+	}
+	return err
 }
 
 // parentServes reports whether this generation was started by an upgrade

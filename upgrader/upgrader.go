@@ -845,10 +845,7 @@ func (u *Upgrader) ready() error {
 		}
 		return nil
 	}
-	err := u.core.Ready()
-	if err == nil || errors.Is(err, errParentUnreachable) {
-		u.toldParent.Store(true)
-	}
+	err := u.readyCore()
 	if err != nil {
 		// The PID file is written; only the parent could not be told.
 		if !errors.Is(err, errParentUnreachable) || !u.orphaned() {

@@ -265,12 +265,8 @@ func (r *relay) pump(src, dst *net.UnixConn, forward bool) {
 		if len(fds) > 0 {
 			rights = unix.UnixRights(fds...)
 		}
-		if !forward && (msg[0] == 'R' || msg[0] == 'A') {
+		if k := refusedIn(msg); !forward && k > 0 {
 			// Counted before the old process can read it and commit.
-			k := 1
-			if msg[0] == 'A' {
-				k = hoproto.Refusals(msg)
-			}
 			r.mu.Lock()
 			r.refused += k
 			r.mu.Unlock()
@@ -355,6 +351,18 @@ func offeredIn(msg []byte) int {
 		return 1
 	case 'J':
 		return hoproto.PackLen(msg)
+	}
+	return 0
+}
+
+// refusedIn returns how many connections the new process's message msg
+// refuses: one for an 'R', a pack's refusals for an 'A'.
+func refusedIn(msg []byte) int {
+	switch msg[0] {
+	case 'R':
+		return 1
+	case 'A':
+		return hoproto.Refusals(msg)
 	}
 	return 0
 }
