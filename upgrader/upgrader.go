@@ -279,16 +279,27 @@ func New(opts Options) (*Upgrader, error) {
 	case opts.Bake > 0 && opts.Bake < MinBake:
 		return nil, fmt.Errorf("upgrader: Options.Bake %v is shorter than MinBake (%v), too short to see a new generation serve; give at least %v, or a negative value for no bake", opts.Bake, MinBake, MinBake)
 	}
-	if opts.PIDFile != "" {
-		if err := checkPIDFile(opts.PIDFile); err != nil {
-			return nil, err
+	// The PID file's check is a few file system calls, made meanwhile.
+	pidErr := make(chan error, 1)
+	go func() {
+		if opts.PIDFile == "" {
+			pidErr <- nil
+			return
 		}
-	}
+		pidErr <- checkPIDFile(opts.PIDFile)
+	}()
 	sig := watchSignals(opts.NoSignals)
 	// Claim systemd's sockets before anything can start a child: they are
 	// not close-on-exec until then.
 	systemd.Activated()
 	c, err := newCore(opts)
+	if perr := <-pidErr; perr != nil {
+		if err == nil {
+			c.Stop()
+		}
+		sig.stop()
+		return nil, perr
+	}
 	if err != nil {
 		sig.stop()
 		return nil, fmt.Errorf("upgrader: %w", err)
@@ -348,6 +359,8 @@ func newWithCore(opts Options, c core, sig *signals) (*Upgrader, error) {
 		cutC:       make(chan struct{}),
 		jobs:       newJobs(),
 	}
+	// adopt took the early SIGPIPE channel if it needed it.
+	defer early.release()
 	if c.HasParent() {
 		if err := u.adopt(); err != nil {
 			c.Stop()
@@ -422,8 +435,7 @@ func (u *Upgrader) adopt() error {
 		// SIGKILL fails with EPIPE instead of ending this process with
 		// SIGPIPE, which Go does for fd 2 unless SIGPIPE is caught.
 		if saved, err := dupFd(2); err == nil {
-			u.pipeC = make(chan os.Signal, 1)
-			signal.Notify(u.pipeC, syscall.SIGPIPE)
+			u.pipeC = early.takePipeSignal()
 			if err := dupOnto(pipe, 2); err == nil {
 				u.trueStderr = saved
 			} else {
