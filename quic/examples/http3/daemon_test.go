@@ -262,17 +262,21 @@ func TestDaemonSharedUDPBaseline(t *testing.T) {
 	d := startDaemonOn(t, "udp", "-shared-socket", "-drain", "1s")
 	l := startLoad(t, d.addr, clients)
 	l.waitAnswered(t, clients*10)
-	for i := range daemonReloads {
+	// Which packets reach the wrong generation is chance, and QUIC resends
+	// a lost one: reload until something broke, up to baselineReloads.
+	n := 0
+	for n < baselineReloads && l.failed.Load()+l.broken.Load() == 0 {
+		n++
 		if err := d.reload(); err != nil {
-			t.Fatalf("reload %d: %v", i+1, err)
+			t.Fatalf("reload %d: %v", n, err)
 		}
 		l.waitAnswered(t, clients*5)
 	}
-	d.waitLog("generation.exited", daemonReloads)
+	d.waitLog("generation.exited", n)
 	l.end()
-	t.Logf("baseline, udp:// shared socket: %s", l)
+	t.Logf("baseline, udp:// shared socket, %d reloads: %s", n, l)
 	if l.failed.Load()+l.broken.Load() == 0 {
-		t.Errorf("the shared udp:// socket broke nothing through %d reloads: the load no longer sees what quic:// prevents", daemonReloads)
+		t.Errorf("the shared udp:// socket broke nothing through %d reloads: the load no longer sees what quic:// prevents", n)
 	}
 }
 

@@ -357,17 +357,26 @@ func TestSharedSocketBaseline(t *testing.T) {
 	s := startServer(t, "-shared-socket", "-drain", "1s")
 	l := startLoad(t, s.addr, clients)
 	l.waitAnswered(t, clients*10)
-	for range upgrades {
+	// Which packets reach the wrong generation is chance, and QUIC resends
+	// a lost one: upgrade until something broke, up to baselineReloads.
+	n := 0
+	for n < baselineReloads && l.failed.Load()+l.broken.Load() == 0 {
+		n++
 		s.upgrade()
 		l.waitAnswered(t, clients*5)
 	}
-	s.waitLog("exit", upgrades)
+	s.waitLog("exit", n)
 	l.end()
-	t.Logf("baseline, shared socket: %s", l)
+	t.Logf("baseline, shared socket, %d upgrades: %s", n, l)
 	if l.failed.Load()+l.broken.Load() == 0 {
-		t.Errorf("the shared socket broke nothing through %d upgrades: the load no longer sees what the steering prevents", upgrades)
+		t.Errorf("the shared socket broke nothing through %d upgrades: the load no longer sees what the steering prevents", n)
 	}
 }
+
+// baselineReloads is how many releases a control test tries at most before
+// it concludes that a shared socket breaks nothing. One in a few CI runs saw
+// nothing break in 3.
+const baselineReloads = 12
 
 // TestNewGenerationDiesBeforeReady: a release whose certificate does not
 // load dies after binding its socket, before Ready; the old generation
