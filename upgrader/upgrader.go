@@ -264,6 +264,8 @@ type Upgrader struct {
 //
 // Only the first call in a process succeeds.
 func New(opts Options) (*Upgrader, error) {
+	// adopt takes the early SIGPIPE channel if it needs it.
+	defer early.release()
 	if opts.UpgradeTimeout <= 0 {
 		opts.UpgradeTimeout = DefaultUpgradeTimeout
 	}
@@ -279,31 +281,42 @@ func New(opts Options) (*Upgrader, error) {
 	case opts.Bake > 0 && opts.Bake < MinBake:
 		return nil, fmt.Errorf("upgrader: Options.Bake %v is shorter than MinBake (%v), too short to see a new generation serve; give at least %v, or a negative value for no bake", opts.Bake, MinBake, MinBake)
 	}
-	// The PID file's check is a few file system calls, made meanwhile.
-	pidErr := make(chan error, 1)
-	go func() {
-		if opts.PIDFile == "" {
-			pidErr <- nil
-			return
+	// A new generation checks the PID file while tableflip reads what the
+	// parent passed; a first one before anything else, so that a bad path
+	// leaves the process as it was.
+	var pidErr chan error
+	if opts.PIDFile != "" {
+		if early == nil {
+			if err := checkPIDFile(opts.PIDFile); err != nil {
+				return nil, err
+			}
+		} else {
+			pidErr = make(chan error, 1)
+			go func() { pidErr <- checkPIDFile(opts.PIDFile) }()
 		}
-		pidErr <- checkPIDFile(opts.PIDFile)
-	}()
+	}
 	sig := watchSignals(opts.NoSignals)
 	// Claim systemd's sockets before anything can start a child: they are
 	// not close-on-exec until then.
 	systemd.Activated()
 	c, err := newCore(opts)
-	if perr := <-pidErr; perr != nil {
-		if err == nil {
-			c.Stop()
+	if pidErr != nil {
+		if perr := <-pidErr; perr != nil {
+			if err == nil {
+				c.Stop()
+			}
+			sig.stop()
+			return nil, perr
 		}
-		sig.stop()
-		return nil, perr
 	}
 	if err != nil {
 		sig.stop()
 		return nil, fmt.Errorf("upgrader: %w", err)
 	}
+	// tableflip has read it; the programs this one starts must not think
+	// they have a parent to hand over from (tableflip sets it again for the
+	// next generation).
+	os.Unsetenv(tableflipSentinel)
 	return newWithCore(opts, c, sig)
 }
 
@@ -359,8 +372,6 @@ func newWithCore(opts Options, c core, sig *signals) (*Upgrader, error) {
 		cutC:       make(chan struct{}),
 		jobs:       newJobs(),
 	}
-	// adopt took the early SIGPIPE channel if it needed it.
-	defer early.release()
 	if c.HasParent() {
 		if err := u.adopt(); err != nil {
 			c.Stop()
