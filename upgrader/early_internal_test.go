@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // earlyModeEnv, in the environment of this test binary run again, names
@@ -78,7 +80,7 @@ func TestEarlyHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Close(p[0])
-	if err := syscall.Dup2(p[1], 1); err != nil {
+	if err := unix.Dup2(p[1], 1); err != nil {
 		t.Fatal(err)
 	}
 	// release stops catching in the background: write until that is done.
