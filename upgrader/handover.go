@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -203,6 +204,7 @@ type Handover struct {
 	waiting   list.List
 	tmode     turnMode
 	tactive   int
+	paced     atomic.Bool // tmode is turnsPaced, read without tmu
 }
 
 // Handover returns this generation's Handover, made at the first call with
@@ -431,22 +433,28 @@ func (c *hoConn) enter(w bool) error {
 	return nil
 }
 
-func (c *hoConn) leave(w bool) {
+// leave ends what enter began, and returns c's turn, if it has one.
+func (c *hoConn) leave(w bool) *turn {
 	c.mu.Lock()
 	if w {
 		c.writers--
 	} else {
 		c.readers--
 	}
+	t := c.turn
 	c.mu.Unlock()
+	return t
 }
 
 func (c *hoConn) Read(p []byte) (int, error) {
 	if err := c.enter(false); err != nil {
 		return 0, err
 	}
-	defer c.leave(false)
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if t := c.leave(false); t != nil && n > 0 {
+		t.read()
+	}
+	return n, err
 }
 
 func (c *hoConn) Write(p []byte) (int, error) {

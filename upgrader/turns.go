@@ -40,7 +40,9 @@ type turn struct {
 //
 // Once this generation hands over (HandedOver is true; in library mode,
 // when Exit is closed), the connections registered get their turns in the
-// order they registered, no more than HandoverOptions.Turns at once: the
+// order they registered — except that one that reads (through the tracked
+// connection) while it waits goes to the front, the latest reader first —
+// no more than HandoverOptions.Turns at once: the
 // rest are served on meanwhile, so that each connection pauses only for its
 // own batch, not for the whole handover. A turn ends, and the next begins,
 // when Offer(c) returns, when c is closed, or after HandoverOptions.Timeout.
@@ -107,6 +109,7 @@ func (h *Handover) beginTurns() {
 	}
 	h.tmu.Lock()
 	h.tmode = mode
+	h.paced.Store(mode == turnsPaced)
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
@@ -127,6 +130,7 @@ func (h *Handover) hurryTurns() {
 	h.tmu.Lock()
 	waiting := h.waiting.Len()
 	h.tmode = turnsAll
+	h.paced.Store(false)
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
@@ -151,6 +155,30 @@ func (h *Handover) grantLocked() []*turn {
 		granted = append(granted, t)
 	}
 	return granted
+}
+
+// read moves t to the front of the turns waiting, while turns are given:
+// its connection has just read, and a connection that has just read a
+// message is, in most protocols, the furthest from its next one (the
+// program answers it, then waits for the client). Its turn then comes
+// before the client sends again, and its pause costs the client nothing;
+// taken in arrival order instead, a connection is paused whenever its place
+// in the queue comes, and a message the client sends meanwhile waits for the
+// handover. The most recent reader goes first.
+func (t *turn) read() {
+	h := t.h
+	if !h.paced.Load() {
+		return
+	}
+	h.tmu.Lock()
+	if t.elem == nil || h.tmode != turnsPaced {
+		h.tmu.Unlock()
+		return
+	}
+	h.waiting.MoveToFront(t.elem)
+	granted := h.grantLocked()
+	h.tmu.Unlock()
+	start(granted)
 }
 
 // start calls the f of each turn granted.

@@ -15,6 +15,7 @@ type turnsFixture struct {
 	u      *Upgrader
 	h      *Handover
 	conns  []net.Conn
+	peers  []net.Conn // the accepted end of each
 	stops  []func() bool
 	turned chan int
 }
@@ -34,6 +35,12 @@ func newTurnsFixture(t *testing.T, n, turns int) *turnsFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
+		p, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		f.peers = append(f.peers, p)
 		tc := h.Track(c)
 		t.Cleanup(func() { tc.Close() })
 		f.conns = append(f.conns, tc)
@@ -123,6 +130,42 @@ func TestTurnsPaced(t *testing.T) {
 	}
 	if f.stops[9]() {
 		t.Error("stop of a turn that came reported it cancelled")
+	}
+}
+
+// TestTurnReadFirst: while turns are given, a connection that has just
+// read goes to the front of those waiting, the latest reader first; before
+// the handover, a read changes nothing.
+func TestTurnReadFirst(t *testing.T) {
+	const n, turns = 6, 1
+	f := newTurnsFixture(t, n, turns)
+	read := func(i int) {
+		t.Helper()
+		if _, err := f.peers[i].Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		if _, err := f.conns[i].Read(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read(3) // before the handover: it keeps its place
+	f.u.handedOver.Store(true)
+	close(f.u.exitC)
+	if i := f.next(t); i != 0 {
+		t.Fatalf("first turn to %d, want 0", i)
+	}
+	read(4)
+	read(5)
+	f.none(t)
+	var got []int
+	for i := 0; len(got) < n-1; {
+		f.conns[i].Close()
+		i = f.next(t)
+		got = append(got, i)
+	}
+	if want := []int{5, 4, 1, 2, 3}; !slices.Equal(got, want) {
+		t.Fatalf("turns after the first in the order %v, want %v", got, want)
 	}
 }
 
