@@ -417,6 +417,9 @@ type hoConn struct {
 	sealed  bool
 	turn    *turn // its place in the turns, if registered (see OnTurn)
 	closed  bool  // Close was called: it takes no turn
+	// lastRead is when a Read last returned data, in Unix nanoseconds:
+	// the turns go to the latest reader first.
+	lastRead atomic.Int64
 }
 
 func (c *hoConn) enter(w bool) error {
@@ -451,6 +454,9 @@ func (c *hoConn) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
 	if t := c.leave(false); t != nil && n > 0 {
 		t.read()
 	}

@@ -1,9 +1,11 @@
 package upgrader
 
 import (
+	"cmp"
 	"container/list"
 	"crypto/tls"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -39,10 +41,11 @@ type turn struct {
 // served (after Accept, or on adoption); call stop when its serving ends.
 //
 // Once this generation hands over (HandedOver is true; in library mode,
-// when Exit is closed), the connections registered get their turns in the
-// order they registered — except that one that reads (through the tracked
-// connection) while it waits goes to the front, the latest reader first —
-// no more than HandoverOptions.Turns at once: the
+// when Exit is closed), the connections registered get their turns by
+// their last read through the tracked connection, the latest first (one
+// that reads while it waits goes to the front; those that never read come
+// last, in the order they registered), no more than HandoverOptions.Turns
+// at once: the
 // rest are served on meanwhile, so that each connection pauses only for its
 // own batch, not for the whole handover. A turn ends, and the next begins,
 // when Offer(c) returns, when c is closed, or after HandoverOptions.Timeout.
@@ -110,6 +113,9 @@ func (h *Handover) beginTurns() {
 	h.tmu.Lock()
 	h.tmode = mode
 	h.paced.Store(mode == turnsPaced)
+	if mode == turnsPaced {
+		h.latestReadFirstLocked()
+	}
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
@@ -155,6 +161,30 @@ func (h *Handover) grantLocked() []*turn {
 		granted = append(granted, t)
 	}
 	return granted
+}
+
+// latestReadFirstLocked orders the turns waiting by their connection's
+// last read, the latest first (see read); those that never read keep the
+// order they registered in, after the others.
+func (h *Handover) latestReadFirstLocked() {
+	ts := make([]*turn, 0, h.waiting.Len())
+	for e := h.waiting.Front(); e != nil; e = e.Next() {
+		ts = append(ts, e.Value.(*turn))
+	}
+	slices.SortStableFunc(ts, func(a, b *turn) int { return cmp.Compare(b.lastRead(), a.lastRead()) })
+	h.waiting.Init()
+	for _, t := range ts {
+		t.elem = h.waiting.PushBack(t)
+	}
+}
+
+// lastRead is when t's connection last read (Unix nanoseconds), 0 if
+// never or if it is not tracked.
+func (t *turn) lastRead() int64 {
+	if t.c == nil {
+		return 0
+	}
+	return t.c.lastRead.Load()
 }
 
 // read moves t to the front of the turns waiting, while turns are given:

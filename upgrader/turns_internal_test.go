@@ -133,9 +133,10 @@ func TestTurnsPaced(t *testing.T) {
 	}
 }
 
-// TestTurnReadFirst: while turns are given, a connection that has just
-// read goes to the front of those waiting, the latest reader first; before
-// the handover, a read changes nothing.
+// TestTurnReadFirst: the turns go to the connections by their last read,
+// the latest first — those read before the handover began, then, while
+// turns are given, one that reads goes to the front; those that never read
+// come last, in the order they registered.
 func TestTurnReadFirst(t *testing.T) {
 	const n, turns = 6, 1
 	f := newTurnsFixture(t, n, turns)
@@ -149,22 +150,23 @@ func TestTurnReadFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	read(3) // before the handover: it keeps its place
+	read(3) // before the handover
+	read(1)
 	f.u.handedOver.Store(true)
 	close(f.u.exitC)
-	if i := f.next(t); i != 0 {
-		t.Fatalf("first turn to %d, want 0", i)
+	if i := f.next(t); i != 1 {
+		t.Fatalf("first turn to %d, want 1, the latest reader", i)
 	}
 	read(4)
 	read(5)
 	f.none(t)
 	var got []int
-	for i := 0; len(got) < n-1; {
+	for i := 1; len(got) < n-1; {
 		f.conns[i].Close()
 		i = f.next(t)
 		got = append(got, i)
 	}
-	if want := []int{5, 4, 1, 2, 3}; !slices.Equal(got, want) {
+	if want := []int{5, 4, 3, 0, 2}; !slices.Equal(got, want) {
 		t.Fatalf("turns after the first in the order %v, want %v", got, want)
 	}
 }
