@@ -123,8 +123,9 @@ func (h *Handover) HandedOver() bool { return h.h.HandedOver() }
 // c's turn to stop its reader and be offered, and returns a function that
 // cancels that if the turn has not come yet. Once HandedOver has reported
 // true (ask it when the stop signal arrives), the connections registered
-// get their turns by their last read, the latest first, Options.Turns at a
-// time, and the others are
+// get their turns Options.Turns at a time, by their last read that emptied
+// the socket, the latest first (see upgrader.Handover.OnTurn), and the
+// others are
 // served on meanwhile: each pauses for its own batch only. A turn ends when
 // Offer(c) returns, when c is closed, or after Options.Timeout. See
 // upgrader.Handover.OnTurn. Without a successor that adopts, f is never

@@ -417,8 +417,9 @@ type hoConn struct {
 	sealed  bool
 	turn    *turn // its place in the turns, if registered (see OnTurn)
 	closed  bool  // Close was called: it takes no turn
-	// lastRead is when a Read last returned data, in Unix nanoseconds:
-	// the turns go to the latest reader first.
+	// lastRead is when a Read last emptied the socket (it returned data,
+	// less than it asked for), on the monotonic clock (see monoNow), 0 if
+	// never: the turns go to the latest first (see OnTurn).
 	lastRead atomic.Int64
 }
 
@@ -449,19 +450,28 @@ func (c *hoConn) leave(w bool) *turn {
 	return t
 }
 
-func (c *hoConn) Read(p []byte) (int, error) {
+func (c *hoConn) Read(p []byte) (n int, err error) {
 	if err := c.enter(false); err != nil {
 		return 0, err
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.lastRead.Store(time.Now().UnixNano())
-	}
-	if t := c.leave(false); t != nil && n > 0 {
-		t.read()
-	}
-	return n, err
+	defer func() {
+		t := c.leave(false)
+		if n > 0 && n < len(p) {
+			c.lastRead.Store(monoNow())
+			if t != nil {
+				t.read()
+			}
+		}
+	}()
+	return c.Conn.Read(p)
 }
+
+// monoStart is this package's start, from which monoNow counts.
+var monoStart = time.Now()
+
+// monoNow is the time since monoStart on the monotonic clock, in
+// nanoseconds, and never 0.
+func monoNow() int64 { return int64(time.Since(monoStart)) + 1 }
 
 func (c *hoConn) Write(p []byte) (int, error) {
 	if err := c.enter(true); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"net"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,8 @@ type turn struct {
 	c    *hoConn // nil for a connection Offer cannot take: it takes no slot
 	f    func()
 	elem *list.Element // in h.waiting while it waits
+	// queued is elem != nil, for a look without h.tmu (see read).
+	queued atomic.Bool
 	// active: its f was called and its slot is taken, until end.
 	active bool
 	timer  *time.Timer
@@ -41,14 +44,19 @@ type turn struct {
 // served (after Accept, or on adoption); call stop when its serving ends.
 //
 // Once this generation hands over (HandedOver is true; in library mode,
-// when Exit is closed), the connections registered get their turns by
-// their last read through the tracked connection, the latest first (one
-// that reads while it waits goes to the front; those that never read come
-// last, in the order they registered), no more than HandoverOptions.Turns
-// at once: the
-// rest are served on meanwhile, so that each connection pauses only for its
-// own batch, not for the whole handover. A turn ends, and the next begins,
-// when Offer(c) returns, when c is closed, or after HandoverOptions.Timeout.
+// when Exit is closed), the connections registered get their turns no more
+// than HandoverOptions.Turns at once, the rest served on meanwhile, so that
+// each connection pauses only for its own batch, not for the whole
+// handover. They get them by their last read that emptied the socket (a
+// Read through the tracked connection that returned less than it asked
+// for), the latest first: having just taken in all the client sent, a
+// connection is, in most protocols, the furthest from the client's next
+// message, and its pause falls where the client waits anyway. One that
+// reads so while it waits goes to the front; those that never did, and
+// those not tracked, come last, in the order they registered. A connection
+// streaming a long message, whose reads fill the buffer, keeps its place.
+// A turn ends, and the next begins, when Offer(c) returns, when c is
+// closed, or after HandoverOptions.Timeout.
 // When this generation stops without handing over (library mode: Exit is
 // closed and HandedOver is false), f is called for every connection at once;
 // and so it is for the connections still waiting HandoverOptions.HurryAfter
@@ -88,7 +96,11 @@ func (h *Handover) OnTurn(c net.Conn, f func()) (stop func() bool) {
 			return func() bool { return false }
 		}
 	}
-	t.elem = h.waiting.PushBack(t)
+	if h.tmode == turnsPaced && t.lastRead() != 0 {
+		t.setElem(h.waiting.PushFront(t)) // registered late, having read
+	} else {
+		t.setElem(h.waiting.PushBack(t))
+	}
 	granted := h.grantLocked()
 	h.tmu.Unlock()
 	start(granted)
@@ -152,7 +164,7 @@ func (h *Handover) grantLocked() []*turn {
 	var granted []*turn
 	for h.waiting.Len() > 0 && (h.tmode == turnsAll || h.tmode == turnsPaced && h.tactive < h.opts.Turns) {
 		t := h.waiting.Remove(h.waiting.Front()).(*turn)
-		t.elem = nil
+		t.setElem(nil)
 		if h.tmode == turnsPaced && t.c != nil {
 			t.active = true
 			h.tactive++
@@ -164,22 +176,27 @@ func (h *Handover) grantLocked() []*turn {
 }
 
 // latestReadFirstLocked orders the turns waiting by their connection's
-// last read, the latest first (see read); those that never read keep the
-// order they registered in, after the others.
+// last read, the latest first (see OnTurn); those that never read keep the
+// order they registered in, after the others. The times are taken once,
+// before the sort: the connections read on meanwhile.
 func (h *Handover) latestReadFirstLocked() {
-	ts := make([]*turn, 0, h.waiting.Len())
-	for e := h.waiting.Front(); e != nil; e = e.Next() {
-		ts = append(ts, e.Value.(*turn))
+	type waiting struct {
+		t    *turn
+		read int64
 	}
-	slices.SortStableFunc(ts, func(a, b *turn) int { return cmp.Compare(b.lastRead(), a.lastRead()) })
-	h.waiting.Init()
-	for _, t := range ts {
-		t.elem = h.waiting.PushBack(t)
+	ws := make([]waiting, 0, h.waiting.Len())
+	for e := h.waiting.Front(); e != nil; e = e.Next() {
+		t := e.Value.(*turn)
+		ws = append(ws, waiting{t, t.lastRead()})
+	}
+	slices.SortStableFunc(ws, func(a, b waiting) int { return cmp.Compare(b.read, a.read) })
+	for _, w := range ws {
+		h.waiting.MoveToBack(w.t.elem)
 	}
 }
 
-// lastRead is when t's connection last read (Unix nanoseconds), 0 if
-// never or if it is not tracked.
+// lastRead is when t's connection last emptied its socket (see
+// hoConn.Read), 0 if never or if it is not tracked.
 func (t *turn) lastRead() int64 {
 	if t.c == nil {
 		return 0
@@ -187,17 +204,21 @@ func (t *turn) lastRead() int64 {
 	return t.c.lastRead.Load()
 }
 
+// setElem sets t's place in h.waiting, nil once it leaves it.
+func (t *turn) setElem(e *list.Element) {
+	t.elem = e
+	t.queued.Store(e != nil)
+}
+
 // read moves t to the front of the turns waiting, while turns are given:
-// its connection has just read, and a connection that has just read a
-// message is, in most protocols, the furthest from its next one (the
-// program answers it, then waits for the client). Its turn then comes
-// before the client sends again, and its pause costs the client nothing;
-// taken in arrival order instead, a connection is paused whenever its place
-// in the queue comes, and a message the client sends meanwhile waits for the
-// handover. The most recent reader goes first.
+// its connection has just emptied its socket (see OnTurn). Its turn then
+// comes, in most protocols, before the client sends again, and its pause
+// costs the client nothing; taken in the order they registered instead, a
+// connection is paused whenever its place in the queue comes, and a
+// message the client sends meanwhile waits for the handover.
 func (t *turn) read() {
 	h := t.h
-	if !h.paced.Load() {
+	if !h.paced.Load() || !t.queued.Load() {
 		return
 	}
 	h.tmu.Lock()
@@ -233,7 +254,7 @@ func (t *turn) endLocked() []*turn {
 	h := t.h
 	if t.elem != nil {
 		h.waiting.Remove(t.elem)
-		t.elem = nil
+		t.setElem(nil)
 	}
 	if !t.active {
 		return nil

@@ -133,42 +133,52 @@ func TestTurnsPaced(t *testing.T) {
 	}
 }
 
-// TestTurnReadFirst: the turns go to the connections by their last read,
-// the latest first — those read before the handover began, then, while
-// turns are given, one that reads goes to the front; those that never read
-// come last, in the order they registered.
+// TestTurnReadFirst: the turns go to the connections by their last read
+// that emptied the socket, the latest first — those read before the
+// handover began, then, while turns are given, one that reads so goes to
+// the front; a read that fills the buffer, a read on an active turn and one
+// on a cancelled turn move nothing; those that never read come last, in the
+// order they registered.
 func TestTurnReadFirst(t *testing.T) {
-	const n, turns = 6, 1
+	const n, turns = 7, 1
 	f := newTurnsFixture(t, n, turns)
-	read := func(i int) {
+	read := func(i, size int) {
 		t.Helper()
 		if _, err := f.peers[i].Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		b := make([]byte, 1)
+		b := make([]byte, size)
 		if _, err := f.conns[i].Read(b); err != nil {
 			t.Fatal(err)
 		}
 	}
-	read(3) // before the handover
-	read(1)
+	read(1, 16) // before the handover
+	read(3, 16)
+	if !f.stops[6]() {
+		t.Fatal("stop of a waiting turn did not cancel it")
+	}
 	f.u.handedOver.Store(true)
 	close(f.u.exitC)
-	if i := f.next(t); i != 1 {
-		t.Fatalf("first turn to %d, want 1, the latest reader", i)
+	if i := f.next(t); i != 3 {
+		t.Fatalf("first turn to %d, want 3, the latest reader", i)
 	}
-	read(4)
-	read(5)
+	read(0, 1)  // a full buffer: it may be in the middle of a message
+	read(3, 16) // active
+	read(6, 16) // cancelled
+	read(4, 16)
+	read(5, 16)
 	f.none(t)
 	var got []int
-	for i := 1; len(got) < n-1; {
+	for i := 3; len(got) < n-2; {
 		f.conns[i].Close()
 		i = f.next(t)
 		got = append(got, i)
 	}
-	if want := []int{5, 4, 3, 0, 2}; !slices.Equal(got, want) {
+	if want := []int{5, 4, 1, 0, 2}; !slices.Equal(got, want) {
 		t.Fatalf("turns after the first in the order %v, want %v", got, want)
 	}
+	f.conns[2].Close()
+	f.none(t)
 }
 
 // TestTurnsAllAtOnce: a generation that stops without handing over calls
