@@ -264,9 +264,6 @@ func TestBakeOptionRefused(t *testing.T) {
 // generation's too), nor remove their files.
 func TestReadyFailsOldServesOn(t *testing.T) {
 	spawns(t)
-	if testing.Short() {
-		t.Skip("real generations under load")
-	}
 	b := startBake(t)
 	b.next("readyfail")
 	if err := syscall.Kill(b.first, syscall.SIGUSR1); err != nil {
@@ -291,9 +288,6 @@ func TestReadyFailsOldServesOn(t *testing.T) {
 // socket's file in place, and the first generation answers through it.
 func TestReadyFailsUnixSocketKept(t *testing.T) {
 	spawns(t)
-	if testing.Short() {
-		t.Skip("real generations")
-	}
 	mode := filepath.Join(t.TempDir(), "mode")
 	path := filepath.Join(t.TempDir(), "s.sock")
 	s := launchBin(t, bakeBin, nil, nil, nil, "-mode", mode, "-addr", "unix://"+path)
