@@ -114,9 +114,17 @@ func (s *supervisor) stopAllStrays() {
 	for len(s.strays()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, st := range s.strays() {
+	killed := s.strays()
+	for _, st := range killed {
 		s.log.Warn("killing a process left behind", "event", "strays.killing", "pid", st.PID, "cmd", st.Cmd)
 		killStray(st)
+	}
+	// A process killed is not gone at once: its exit, and that of the
+	// children it had in its group (handoff's as it exits), take a moment.
+	// handoff exits after them, or after a second.
+	deadline = time.Now().Add(time.Second)
+	for len(killed) > 0 && len(s.strays()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
