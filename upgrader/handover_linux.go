@@ -54,6 +54,10 @@ const handoverName = "handoff-handover"
 // handoverVersion is the version this side says in its hello.
 const handoverVersion = hoproto.Version
 
+// adoptedEvery is how often, at most, a handover's adoptions are logged
+// while it goes on (handover.adopted); each commit is a Debug record.
+const adoptedEvery = time.Second
+
 // passHandoverSocket makes the handover channel of the next generation's
 // attempt and passes its end through tableflip. A failure is logged: the
 // upgrade goes on, and the next generation cannot adopt connections.
@@ -167,6 +171,15 @@ func (h *Handover) receive(c *net.UnixConn) {
 	prepared := map[uint64]Adoption{}
 	var adopted, refused, total, totalRefused int
 	why := ""
+	// The adoptions are logged at the first commit, then at most once per
+	// adoptedEvery, and at the end: a handover of 10,000 connections is
+	// hundreds of commits.
+	var loggedAt time.Time
+	unlogged := 0
+	logAdopted := func(now time.Time) {
+		u.log.Info("connections adopted from the previous generation", "event", "handover.adopted", "conns", unlogged, "total", total)
+		loggedAt, unlogged = now, 0
+	}
 	// gone: the other end is closed (its reset read, its hang-up seen, or
 	// an answer failed). No answer is written from then on: on kernels
 	// before 6.10, a write to a closed SOCK_SEQPACKET peer could purge
@@ -268,7 +281,11 @@ func (h *Handover) receive(c *net.UnixConn) {
 				adopted += len(batch)
 				total += len(batch)
 				h.commit(batch)
-				u.log.Info("connections adopted from the previous generation", "event", "handover.adopted", "conns", len(batch), "total", total)
+				u.log.Debug("a commit read", "event", "handover.commit", "conns", len(batch), "total", total)
+				unlogged += len(batch)
+				if now := time.Now(); now.Sub(loggedAt) >= adoptedEvery {
+					logAdopted(now)
+				}
 			}
 			if r > 0 {
 				totalRefused += r
@@ -284,6 +301,9 @@ func (h *Handover) receive(c *net.UnixConn) {
 	// and if it died, those connections end now.
 	close(work)
 	workers.Wait()
+	if unlogged > 0 {
+		logAdopted(time.Now())
+	}
 	if refused > 0 {
 		// Refused after the last commit, which would have reported them:
 		// the previous generation ended first, and keeps them.

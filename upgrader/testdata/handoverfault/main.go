@@ -74,7 +74,7 @@ func main() {
 	opts.Batch, _ = strconv.Atoi(os.Getenv("HOF_BATCH"))
 	if k, err := strconv.Atoi(os.Getenv("HOF_STALL_AFTER")); err == nil {
 		// Check runs in the handover's goroutine, which also reads the
-		// commits and logs handover.adopted for each before it reads on:
+		// commits and logs handover.commit (Debug) for each before it reads on:
 		// commits.n says, in order, how many commits it has read.
 		ppid, seen, commitsAt, sinceCommit := os.Getppid(), 0, int64(0), 0
 		opts.Check = func([]byte) error {
@@ -255,22 +255,27 @@ func (s *server) serve(c net.Conn, count uint64, pending []byte, pad int) {
 	}
 }
 
-// commitWatch counts the handover.adopted records logged through it, or
-// through the handlers its With methods make: the commits the new
-// generation has read.
+// commitWatch counts the handover.commit records (Debug) logged through
+// it, or through the handlers its With methods make: the commits the new
+// generation has read. It passes on the records its handler takes.
 type commitWatch struct {
 	slog.Handler
 	n *atomic.Int64
 }
 
+func (w commitWatch) Enabled(context.Context, slog.Level) bool { return true }
+
 func (w commitWatch) Handle(ctx context.Context, r slog.Record) error {
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "event" && a.Value.String() == "handover.adopted" {
+		if a.Key == "event" && a.Value.String() == "handover.commit" {
 			w.n.Add(1)
 			return false
 		}
 		return true
 	})
+	if !w.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
 	return w.Handler.Handle(ctx, r)
 }
 
