@@ -39,9 +39,13 @@ func runDaemon(logger *slog.Logger, drainTimeout time.Duration) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	draining, drain := context.WithCancel(context.Background())
+	// closing ends if this process stops with no successor that adopts:
+	// then every connection closes with 1001. Handing over, package
+	// handover gives each its turn.
+	closing, closeAll := context.WithCancel(context.Background())
+	defer closeAll()
 	var conns sync.WaitGroup
-	e := &wsEcho{h: h, adopted: h.Adopted(), draining: draining, pid: os.Getpid(), conns: &conns}
+	e := &wsEcho{h: h, adopted: h.Adopted(), closing: closing, pid: os.Getpid(), conns: &conns}
 	e.background = func(f func()) error {
 		conns.Add(1)
 		go func() { defer conns.Done(); f() }()
@@ -62,11 +66,14 @@ func runDaemon(logger *slog.Logger, drainTimeout time.Duration) {
 	case err := <-served:
 		log.Fatal(err)
 	}
-	logger.Info("stopping", "event", "websocket.stopping", "handing_over", h.HandedOver())
+	handingOver := h.HandedOver() // true: the turns begin
+	logger.Info("stopping", "event", "websocket.stopping", "handing_over", handingOver)
 	deadline := time.Now().Add(drainTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	drain() // every connection's reader wakes up: hand over, or close with 1001
+	if !handingOver {
+		closeAll() // every connection's reader wakes up and closes with 1001
+	}
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		logger.Warn("shutdown", "event", "websocket.shutdown_failed", "err", err)
 	}

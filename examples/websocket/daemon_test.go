@@ -179,4 +179,37 @@ func TestDaemonHandover(t *testing.T) {
 		t.Errorf("no handover.relayed record in handoff's log:\n%s", logText())
 	}
 	t.Logf("%d clients under handoff run --handover, 2 reloads: %d messages echoed, 0 connections closed, 0 reconnects", n, echoed)
+
+	// Stopped with no successor, the process closes each connection with
+	// 1001 at once, not at the drain's deadline (20 s).
+	var last []*websocket.Conn
+	for range 5 {
+		c, _, err := websocket.Dial(context.Background(), "ws://"+addr+"/echo", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if err := c.Write(context.Background(), websocket.MessageText, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		last = append(last, c)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range last {
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _, err := c.Read(rctx)
+		rcancel()
+		if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
+			t.Errorf("client %d at handoff's stop: %v (close status %d), want a close with 1001", i, err, st)
+		}
+	}
+	if t.Failed() {
+		t.Logf("the log:\n%s", logText())
+	}
+	<-exited
 }

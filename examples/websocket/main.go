@@ -83,8 +83,12 @@ func main() {
 	draining := drained(u)
 	mux := http.NewServeMux()
 	if *cert == "" {
-		e := &wsEcho{draining: draining, pid: pid}
-		if *handover {
+		e := &wsEcho{pid: pid}
+		if !*handover {
+			e.closing = draining
+		} else {
+			// Handing over, OnTurn interrupts each reader in turn; stopping
+			// without a successor that adopts, it interrupts them all.
 			// Before Ready: a new generation tells the old one it adopts.
 			h := u.Handover(upgrader.HandoverOptions{})
 			e.h, e.adopted = h, h.Adopted()

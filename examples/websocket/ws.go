@@ -33,10 +33,14 @@ const maxFrame = 32 << 10
 
 // wsEcho is the ws:// handler: the handshake, then the echo loop.
 type wsEcho struct {
-	h        offerer // nil with -handover=false: connections close with 1001
-	adopted  <-chan upgrader.Adoption
-	draining context.Context
-	pid      int
+	h       offerer // nil with -handover=false: connections close with 1001
+	adopted <-chan upgrader.Adoption
+	// closing, if not nil, ends when this generation stops without handing
+	// over: every reader is interrupted, and its connection closed with
+	// 1001. Nil where OnTurn does that (library mode, handing over), so
+	// that a handover starts no goroutine per connection.
+	closing context.Context
+	pid     int
 	// background runs an adopted connection's serve so that this
 	// generation's stop waits for it (upgrader.Go in library mode); an
 	// error means it will not run and the connection is closed.
@@ -94,12 +98,10 @@ func (e *wsEcho) serve(c net.Conn, pending []byte) {
 		stopTurn := e.h.OnTurn(c, interrupt)
 		defer stopTurn()
 	}
-	stop := context.AfterFunc(e.draining, func() {
-		if e.h == nil || !e.h.HandedOver() {
-			interrupt() // handing over, OnTurn calls it in turn
-		}
-	})
-	defer stop()
+	if e.closing != nil {
+		stop := context.AfterFunc(e.closing, interrupt)
+		defer stop()
+	}
 	buf := append([]byte(nil), pending...)
 	tmp := make([]byte, 4096)
 	for {
