@@ -26,7 +26,8 @@ import (
 // handed over to the next generation (upgrader.Handover), and once under
 // `handoff run --handover`, released with `handoff reload`, the connections
 // relayed by handoff (package handover); the daemon row's handover time is
-// handoff's, from its handover.relaying record to its handover.relayed.
+// handoff's, from its handover.relaying record to the last commit it passed
+// on (handover.relayed's took_ms).
 //
 // The clients frame by hand (RFC 6455, masked text frames of a few bytes):
 // the main module depends on no WebSocket library, and 10,000 of them on 2
@@ -349,11 +350,12 @@ func handedOver(recs []map[string]any, pid int) (int, time.Duration, time.Durati
 
 // relayed reads handoff's records of the relay from the process pid: the
 // connections handoff relayed (handover.relayed's handed_over), the time
-// from handover.relaying to handover.relayed, and the CPU time the old
-// process's own handover.committed records say it used.
+// from handover.relaying to the last commit (its took_ms; from an older
+// handoff, to handover.relayed), and the CPU time the old process's own
+// handover.committed records say it used.
 func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration) {
 	n := 0
-	var cpu time.Duration
+	var cpu, took time.Duration
 	var from, to time.Time
 	for _, rec := range recs {
 		switch rec["event"] {
@@ -371,6 +373,9 @@ func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration)
 				to = at
 				h, _ := rec["handed_over"].(float64)
 				n = int(h)
+				if ms, ok := rec["took_ms"].(float64); ok {
+					took = time.Duration(ms * float64(time.Millisecond))
+				}
 			}
 		case "handover.committed":
 			if p, ok := rec["pid"].(float64); ok && int(p) != pid {
@@ -380,10 +385,10 @@ func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration)
 			cpu += time.Duration(cpuMs * float64(time.Millisecond))
 		}
 	}
-	if from.IsZero() || to.IsZero() {
-		return n, 0, cpu
+	if took > 0 || from.IsZero() || to.IsZero() {
+		return n, took, cpu
 	}
-	return n, to.Sub(from), cpu
+	return n, to.Sub(from), cpu // a handoff without took_ms
 }
 
 // recordTime is a record's time: RFC 3339 text (log/slog's JSON), or

@@ -124,13 +124,16 @@ type EvUnresponsive struct {
 // Refused (by New: Old keeps and drains them); once the relay has ended,
 // Done, with Refused (those refused since the last commit), Fallback, the
 // other connections offered and not committed (their batch was aborted:
-// Old keeps and drains them), and Err, why it ended if not by the old
-// process's end.
+// Old keeps and drains them), Err, why it ended if not by the old
+// process's end, and Took, the time from the relay's start to the last
+// commit it passed on (0 if none): how long the connections took to move,
+// without the old process's exit after them.
 type EvRelayed struct {
 	Old, New                     *Gen
 	Committed, Refused, Fallback int
 	Done                         bool
 	Err                          string
+	Took                         time.Duration
 }
 
 // Event is what the machine's Step takes: one of the Ev* types of this

@@ -41,6 +41,9 @@ func (m *Machine) onRelayed(e gen.EvRelayed) {
 	delete(m.relays, e.Old)
 	args := append(m.about(e.Old), "to_gen", e.New.N, "to_pid", e.New.PID,
 		"handed_over", t[0], "refused", t[1], "fallback", t[2])
+	if t[0] > 0 {
+		args = append(args, "took_ms", e.Took.Milliseconds())
+	}
 	if e.Err != "" {
 		args = append(args, "err", e.Err)
 	}

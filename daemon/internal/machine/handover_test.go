@@ -66,12 +66,12 @@ func TestRelayedCounts(t *testing.T) {
 	if h := m.View().Handover; h["handed_over"] != 23 || h["refused"] != 2 || h["fallback"] != 0 {
 		t.Errorf("counts after the commits %v", h)
 	}
-	l := logged(m.Step(gen.EvRelayed{Old: g1, New: g2, Fallback: 15, Done: true, Err: "the new process closed its channel (it exited)"}))
+	l := logged(m.Step(gen.EvRelayed{Old: g1, New: g2, Fallback: 15, Done: true, Err: "the new process closed its channel (it exited)", Took: 1500 * time.Millisecond}))
 	if h := m.View().Handover; h["handed_over"] != 23 || h["refused"] != 2 || h["fallback"] != 15 {
 		t.Errorf("counts at the end %v", h)
 	}
 	if l == nil || l.Level != slog.LevelWarn || fmt.Sprint(l.Args) != fmt.Sprint([]any{"gen", 1, "gen_pid", 101, "to_gen", 2, "to_pid", 102,
-		"handed_over", 23, "refused", 2, "fallback", 15, "err", "the new process closed its channel (it exited)"}) {
+		"handed_over", 23, "refused", 2, "fallback", 15, "took_ms", int64(1500), "err", "the new process closed its channel (it exited)"}) {
 		t.Errorf("handover.relayed: %+v", l)
 	}
 }

@@ -131,6 +131,9 @@ type relay struct {
 	// Since the last commit: the connections offered, and those refused.
 	offered, refused int
 	err              error
+	// start is when the relay started; lastCommit when it last passed a
+	// commit on.
+	start, lastCommit time.Time
 }
 
 // Start relays from the old process's channel from to the new one's to,
@@ -139,9 +142,10 @@ type relay struct {
 // the Refused of its batch), and once at the end (Done), with the
 // connections left uncommitted (Fallback: they stay with the old process,
 // refused or not, its batch aborted) and why the relay ended if it failed
-// (Err). report is called from the relay's goroutines, one call at a time.
+// (Err), with the time from its start to the last commit (Took). report is
+// called from the relay's goroutines, one call at a time.
 func Start(from, to *net.UnixConn, report func(gen.EvRelayed)) {
-	r := &relay{from: from, to: to, report: report}
+	r := &relay{from: from, to: to, report: report, start: time.Now()}
 	go r.run()
 }
 
@@ -156,6 +160,9 @@ func (r *relay) run() {
 	// What the new process refused since the last commit is counted as
 	// refused, not fallen back: the old process keeps those either way.
 	ev := gen.EvRelayed{Refused: r.refused, Fallback: max(r.offered-r.refused, 0), Done: true}
+	if !r.lastCommit.IsZero() {
+		ev.Took = r.lastCommit.Sub(r.start)
+	}
 	if r.err != nil {
 		ev.Err = r.err.Error()
 	}
@@ -335,6 +342,7 @@ func (r *relay) passed(msg []byte) {
 		committed := (len(msg) - 1) / 8
 		ev := gen.EvRelayed{Committed: committed, Refused: r.refused}
 		r.offered = max(r.offered-committed-r.refused, 0)
+		r.lastCommit = time.Now()
 		r.refused = 0
 		r.mu.Unlock()
 		r.report(ev)

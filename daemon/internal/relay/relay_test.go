@@ -102,6 +102,7 @@ func (p *pair) report(t *testing.T) gen.EvRelayed {
 // the commit reaches the new process and is reported with its count; the end, once the old process
 // closes its channel, with nothing fallen back.
 func TestRelayCommit(t *testing.T) {
+	started := time.Now()
 	p := newPair(t)
 	offer, w := offerPipe(t, p.old)
 	buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4*8))
@@ -142,12 +143,18 @@ func TestRelayCommit(t *testing.T) {
 	if ev := p.report(t); ev.Committed != 1 || ev.Refused != 0 || ev.Done {
 		t.Fatalf("after the commit: %+v, want 1 committed", ev)
 	}
+	committed := time.Since(started)
 	if n, err := p.new.Read(buf); err != nil || buf[0] != 'C' || n != 9 {
 		t.Fatalf("the new process read %q, %v; want the commit", buf[:n], err)
 	}
 	p.old.Close()
-	if ev := p.report(t); !ev.Done || ev.Fallback != 0 || ev.Err != "" {
+	ev := p.report(t)
+	if !ev.Done || ev.Fallback != 0 || ev.Err != "" {
 		t.Fatalf("after the old process closed: %+v, want done, nothing fallen back, no error", ev)
+	}
+	// Took ends at the commit, not at the old process's end.
+	if ev.Took <= 0 || ev.Took > committed {
+		t.Errorf("took %v from the relay's start to its commit; want more than 0 and at most the %v the test saw", ev.Took, committed)
 	}
 	// The new process reads the end of its channel: no more connections.
 	readEnd(t, p.new, "the new process")
@@ -183,8 +190,8 @@ func TestRelayNewProcessGone(t *testing.T) {
 	}
 	p.new.Close()
 	ev := p.report(t)
-	if !ev.Done || ev.Fallback != 2 || !strings.Contains(ev.Err, "the new process closed its channel") {
-		t.Fatalf("after the new process closed: %+v, want done, 2 fallen back and why", ev)
+	if !ev.Done || ev.Fallback != 2 || !strings.Contains(ev.Err, "the new process closed its channel") || ev.Took != 0 {
+		t.Fatalf("after the new process closed: %+v, want done, 2 fallen back and why, no time (no commit)", ev)
 	}
 	readEnd(t, p.old, "the old process")
 }
