@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -171,15 +172,8 @@ func (h *Handover) receive(c *net.UnixConn) {
 	prepared := map[uint64]Adoption{}
 	var adopted, refused, total, totalRefused int
 	why := ""
-	// The adoptions are logged at the first commit, then at most once per
-	// adoptedEvery, and at the end: a handover of 10,000 connections is
-	// hundreds of commits.
-	var loggedAt time.Time
-	unlogged := 0
-	logAdopted := func(now time.Time) {
-		u.log.Info("connections adopted from the previous generation", "event", "handover.adopted", "conns", unlogged, "total", total)
-		loggedAt, unlogged = now, 0
-	}
+	adoptions := &adoptedLog{log: u.log}
+	defer adoptions.end()
 	// gone: the other end is closed (its reset read, its hang-up seen, or
 	// an answer failed). No answer is written from then on: on kernels
 	// before 6.10, a write to a closed SOCK_SEQPACKET peer could purge
@@ -282,10 +276,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 				total += len(batch)
 				h.commit(batch)
 				u.log.Debug("a commit read", "event", "handover.commit", "conns", len(batch), "total", total)
-				unlogged += len(batch)
-				if now := time.Now(); now.Sub(loggedAt) >= adoptedEvery {
-					logAdopted(now)
-				}
+				adoptions.add(len(batch))
 			}
 			if r > 0 {
 				totalRefused += r
@@ -301,9 +292,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 	// and if it died, those connections end now.
 	close(work)
 	workers.Wait()
-	if unlogged > 0 {
-		logAdopted(time.Now())
-	}
+	adoptions.end()
 	if refused > 0 {
 		// Refused after the last commit, which would have reported them:
 		// the previous generation ended first, and keeps them.
@@ -322,6 +311,83 @@ func (h *Handover) receive(c *net.UnixConn) {
 	}
 	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused, "aborted", len(prepared))
 	h.endAdoptions()
+}
+
+// adoptedLog logs a handover's adoptions (handover.adopted): at the first
+// commit, then at most once per adoptedEvery while commits come — a
+// handover of 10,000 connections is hundreds of commits — and what is left
+// adoptedEvery after it came, or at the end, whichever is first. The
+// records' conns add up to the connections adopted.
+type adoptedLog struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	loggedAt time.Time
+	unlogged int
+	total    int
+	timer    *time.Timer // pending while unlogged > 0
+	seq      int         // the pending timer's; a timer whose seq is past does nothing
+	ended    bool
+}
+
+// add counts n connections adopted by a commit.
+func (a *adoptedLog) add(n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.unlogged += n
+	a.total += n
+	if a.ended {
+		return
+	}
+	if wait := adoptedEvery - time.Since(a.loggedAt); wait > 0 {
+		if a.timer == nil {
+			seq := a.seq
+			a.timer = time.AfterFunc(wait, func() { a.flush(seq) })
+		}
+		return
+	}
+	a.logLocked()
+}
+
+// flush is the timer seq's: it logs what is left unlogged.
+func (a *adoptedLog) flush(seq int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if seq != a.seq || a.ended {
+		return
+	}
+	a.stopTimerLocked()
+	if a.unlogged > 0 {
+		a.logLocked()
+	}
+}
+
+func (a *adoptedLog) stopTimerLocked() {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+		a.seq++
+	}
+}
+
+// end logs what is left and stops the timer; add logs nothing after it.
+func (a *adoptedLog) end() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ended {
+		return
+	}
+	a.ended = true
+	a.stopTimerLocked()
+	if a.unlogged > 0 {
+		a.logLocked()
+	}
+}
+
+func (a *adoptedLog) logLocked() {
+	a.log.Info("connections adopted from the previous generation", "event", "handover.adopted", "conns", a.unlogged, "total", a.total)
+	a.loggedAt, a.unlogged = time.Now(), 0
+	a.stopTimerLocked()
 }
 
 // refusal returns why a connection offered with state is refused before
