@@ -342,7 +342,9 @@ func (r *relay) passed(msg []byte) {
 		committed := (len(msg) - 1) / 8
 		ev := gen.EvRelayed{Committed: committed, Refused: r.refused}
 		r.offered = max(r.offered-committed-r.refused, 0)
-		r.lastCommit = time.Now()
+		if committed > 0 { // not a batch refused whole
+			r.lastCommit = time.Now()
+		}
 		r.refused = 0
 		r.mu.Unlock()
 		r.report(ev)

@@ -147,12 +147,26 @@ func TestRelayCommit(t *testing.T) {
 	if n, err := p.new.Read(buf); err != nil || buf[0] != 'C' || n != 9 {
 		t.Fatalf("the new process read %q, %v; want the commit", buf[:n], err)
 	}
+	// A batch refused whole is committed empty: it moves nothing, and
+	// does not count in Took. (The pause puts it well past the first, so
+	// that a Took counted to it would show.)
+	time.Sleep(50 * time.Millisecond)
+	if _, err := p.old.Write([]byte("C")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := p.report(t); ev.Committed != 0 || ev.Done {
+		t.Fatalf("after the empty commit: %+v, want nothing committed", ev)
+	}
+	if n, err := p.new.Read(buf); err != nil || string(buf[:n]) != "C" {
+		t.Fatalf("the new process read %q, %v; want the empty commit", buf[:n], err)
+	}
 	p.old.Close()
 	ev := p.report(t)
 	if !ev.Done || ev.Fallback != 0 || ev.Err != "" {
 		t.Fatalf("after the old process closed: %+v, want done, nothing fallen back, no error", ev)
 	}
-	// Took ends at the commit, not at the old process's end.
+	// Took ends at the commit that moved a connection, not at the old
+	// process's end.
 	if ev.Took <= 0 || ev.Took > committed {
 		t.Errorf("took %v from the relay's start to its commit; want more than 0 and at most the %v the test saw", ev.Took, committed)
 	}
