@@ -356,6 +356,7 @@ func handedOver(recs []map[string]any, pid int) (int, time.Duration, time.Durati
 func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration) {
 	n := 0
 	var cpu, took time.Duration
+	hasTook := false
 	var from, to time.Time
 	for _, rec := range recs {
 		switch rec["event"] {
@@ -374,7 +375,7 @@ func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration)
 				h, _ := rec["handed_over"].(float64)
 				n = int(h)
 				if ms, ok := rec["took_ms"].(float64); ok {
-					took = time.Duration(ms * float64(time.Millisecond))
+					took, hasTook = time.Duration(ms*float64(time.Millisecond)), true
 				}
 			}
 		case "handover.committed":
@@ -385,7 +386,7 @@ func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration)
 			cpu += time.Duration(cpuMs * float64(time.Millisecond))
 		}
 	}
-	if took > 0 || from.IsZero() || to.IsZero() {
+	if hasTook || from.IsZero() || to.IsZero() {
 		return n, took, cpu
 	}
 	return n, to.Sub(from), cpu // a handoff without took_ms
