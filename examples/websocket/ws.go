@@ -37,8 +37,8 @@ type wsEcho struct {
 	adopted <-chan upgrader.Adoption
 	// closing, if not nil, ends when this generation stops without handing
 	// over: every reader is interrupted, and its connection closed with
-	// 1001. Nil where OnTurn does that (library mode, handing over), so
-	// that a handover starts no goroutine per connection.
+	// 1001. Nil where OnTurn does that (library mode, with a handover): a
+	// handover then starts no extra goroutine per connection at the stop.
 	closing context.Context
 	pid     int
 	// background runs an adopted connection's serve so that this

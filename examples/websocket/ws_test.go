@@ -170,5 +170,37 @@ func TestWSKeepsConnections(t *testing.T) {
 		echoed += cl.echo
 	}
 	t.Logf("%d clients over ws://, 3 upgrades: %d messages echoed, 0 connections closed, 0 reconnects", n, echoed)
-	_ = syscall.Kill(pids[len(pids)-1], syscall.SIGTERM)
+
+	// Stopped with no successor, the generation closes each connection
+	// with 1001 at once (OnTurn interrupts every reader): at its drain's
+	// deadline (10 s) they would end without.
+	var last []*websocket.Conn
+	for range 5 {
+		c, _, err := websocket.Dial(context.Background(), "ws://"+addr+"/echo", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if err := c.Write(context.Background(), websocket.MessageText, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		last = append(last, c)
+	}
+	if err := syscall.Kill(pids[len(pids)-1], syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range last {
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := c.Read(rctx)
+		rcancel()
+		if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
+			t.Errorf("client %d at the stop: %v (close status %d), want a close with 1001", i, err, st)
+		}
+	}
+	if t.Failed() {
+		t.Logf("the log:\n%s", logText())
+	}
 }
