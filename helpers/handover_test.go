@@ -107,58 +107,79 @@ func (p *pipeliner) state() (got, last int, err error) {
 // (examples/lines), the Python helper's (example/lines.py) and back: the
 // two speak one protocol through handoff's relay. 0 lines lost or
 // repeated, 0 reconnects, each connection answered by the 4 processes.
-func TestPythonHandover(t *testing.T) {
-	spawns(t)
-	py := example(t, "python3", "python/example/lines.py")
+// scripted is handoff run --handover over a shell script whose exec
+// line each test switches between reloads (the process keeps its pid,
+// hence LISTEN_PID), started with examples/lines.
+type scripted struct {
+	goLines    string               // examples/lines, built
+	use        func(argv ...string) // the script's exec line
+	useScript  func(body string)    // the whole script
+	addr       string
+	control    string
+	readLog    func() string
+	waitRecord func(terms ...string) logrec.Record
+}
+
+// startScripted starts handoff run --handover on a script that runs
+// examples/lines, and returns once its first generation is ready.
+func startScripted(t *testing.T) *scripted {
+	t.Helper()
 	dir := t.TempDir()
-	goLines := filepath.Join(dir, "lines")
-	if out, err := exec.Command("go", "build", "-o", goLines, "../examples/lines").CombinedOutput(); err != nil {
+	h := &scripted{goLines: filepath.Join(dir, "lines")}
+	if out, err := exec.Command("go", "build", "-o", h.goLines, "../examples/lines").CombinedOutput(); err != nil {
 		t.Fatalf("building examples/lines: %v\n%s", err, out)
 	}
-	// What each generation runs: the script's exec, switched between
-	// reloads (the process keeps its pid, hence LISTEN_PID).
 	script := filepath.Join(dir, "run.sh")
-	use := func(argv ...string) {
-		if err := os.WriteFile(script, []byte("exec "+strings.Join(argv, " ")+"\n"), 0o644); err != nil {
+	h.useScript = func(body string) {
+		if err := os.WriteFile(script, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	use(goLines, "-log-format", "json")
-	addr := proc.FreeAddr(t)
-	control := filepath.Join(dir, "control.sock")
+	h.use = func(argv ...string) { h.useScript("exec " + strings.Join(argv, " ") + "\n") }
+	h.use(h.goLines, "-log-format", "json")
+	h.addr = proc.FreeAddr(t)
+	h.control = filepath.Join(dir, "control.sock")
 	logPath := filepath.Join(dir, "log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
-	cmd := exec.Command(handoffBin, "run", "--handover", "--log-format", "json", "--control", control, "--listen", "web="+addr, "--", "/bin/sh", script)
+	t.Cleanup(func() { logf.Close() })
+	cmd := exec.Command(handoffBin, "run", "--handover", "--log-format", "json", "--control", h.control, "--listen", "web="+h.addr, "--", "/bin/sh", script)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		for _, p := range proc.Descendants(os.Getpid()) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 		proc.ReapAll()
-	}()
-	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
-	waitRecord := func(terms ...string) logrec.Record {
+	})
+	h.readLog = func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	h.waitRecord = func(terms ...string) logrec.Record {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
-			if r := logrec.Find(logrec.Parse(readLog()), terms...); r != nil {
+			if r := logrec.Find(logrec.Parse(h.readLog()), terms...); r != nil {
 				return r
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		t.Fatalf("no log record %q:\n%s", terms, readLog())
+		t.Fatalf("no log record %q:\n%s", terms, h.readLog())
 		return nil
 	}
-	waitRecord("event=generation.ready", "gen=1")
+	h.waitRecord("event=generation.ready", "gen=1")
+	return h
+}
+
+func TestPythonHandover(t *testing.T) {
+	spawns(t)
+	py := example(t, "python3", "python/example/lines.py")
+	h := startScripted(t)
+	goLines, use, addr, control, readLog, waitRecord := h.goLines, h.use, h.addr, h.control, h.readLog, h.waitRecord
 	const n = 20
 	ps := make([]*pipeliner, n)
 	for i := range ps {
@@ -222,6 +243,84 @@ func TestPythonHandover(t *testing.T) {
 		}
 	}
 	t.Logf("%d connections, %d lines answered in order by Go, Python, Go and Python processes in turn, 0 lost or repeated, 0 reconnects", n, lines)
+}
+
+// TestPythonHandoverOutOfDescriptors: a Python process that adopts from a
+// Go one (examples/lines, which raises its own descriptor limit) has room
+// for fewer descriptors than there are connections (RLIMIT_NOFILE 32, 40
+// connections): it refuses those whose descriptor did not arrive, saying
+// why and how to fix it, and the Go process serves them on; the others
+// move. No line is lost or repeated on any.
+func TestPythonHandoverOutOfDescriptors(t *testing.T) {
+	spawns(t)
+	py := example(t, "python3", "python/example/lines.py")
+	h := startScripted(t)
+	const n = 40
+	ps := make([]*pipeliner, n)
+	for i := range ps {
+		ps[i] = pipeline(t, h.addr)
+	}
+	marks := make([]int, n)
+	for i, p := range ps {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			got, _, err := p.state()
+			if err != nil {
+				t.Fatalf("client %d: %v\n%s", i, err, h.readLog())
+			}
+			if got >= 5 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("client %d: not answered 5 lines after 20 s\n%s", i, h.readLog())
+			}
+		}
+	}
+	old := h.waitRecord("event=generation.ready", "gen=1").Get("gen_pid")
+	h.useScript("ulimit -n 32\nexec python3 " + py[1] + "\n")
+	if out, err := exec.Command(handoffBin, "reload", "--control", h.control).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v: %s\n%s", err, out, h.readLog())
+	}
+	// The commit is counted as it passes; the relay's record comes with the
+	// old process's end, which drains those refused first.
+	refused := h.waitRecord("event=handover.refused")
+	if why := refused.Get("why"); !strings.Contains(why, "out of descriptors") || !strings.Contains(why, "RLIMIT_NOFILE 32") || !strings.Contains(why, "raise it") {
+		t.Errorf("the refusal says %q; want what ran out, the limit and how to raise it", why)
+	}
+	for i, p := range ps {
+		got, _, _ := p.state()
+		marks[i] = got
+	}
+	onOld, moved := 0, 0
+	for i, p := range ps {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			got, last, err := p.state()
+			if err != nil {
+				t.Fatalf("client %d: %v\n%s", i, err, h.readLog())
+			}
+			if got >= marks[i]+20 {
+				if strconv.Itoa(last) == old {
+					onOld++
+				} else {
+					moved++
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("client %d: answered %d lines since the refusal after 20 s, want 20\n%s", i, got-marks[i], h.readLog())
+			}
+		}
+	}
+	nRefused := 0 // over every record: a handover may refuse in several batches
+	for _, r := range logrec.Parse(h.readLog()) {
+		if r.Get("event") == "handover.refused" {
+			k, _ := strconv.Atoi(r.Get("conns"))
+			nRefused += k
+		}
+	}
+	if onOld == 0 || moved == 0 || onOld != nRefused {
+		t.Fatalf("%d connections served on by the old process (pid %s), %d moved; %d refused: want some of both, those refused on the old one\n%s", onOld, old, moved, nRefused, h.readLog())
+	}
+	t.Logf("Python under RLIMIT_NOFILE 32 adopting %d connections: %d moved, %d refused (%q) and served on by the Go process, 0 lines lost", n, moved, onOld, refused.Get("why"))
 }
 
 // TestPythonHandoverProtocol runs testdata/handover_protocol.py: the Python

@@ -397,7 +397,7 @@ func (a *adoptedLog) logLocked() {
 // need not be safe to call from several goroutines.
 func (h *Handover) refusal(state []byte, hasFd bool) string {
 	if !hasFd {
-		return "no descriptor arrived: the new generation is out of descriptors (RLIMIT_NOFILE)"
+		return "no descriptor arrived: the new generation is out of descriptors (raise RLIMIT_NOFILE: LimitNOFILE= in its unit, or ulimit -n)"
 	}
 	select {
 	case <-h.u.exitC:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import queue
+import resource
 import select
 import socket
 import struct
@@ -45,6 +46,13 @@ def _hung_up(c: socket.socket) -> bool:
     p.register(c, select.POLLRDHUP)
     return any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR) for _, ev in p.poll(0))
 
+
+
+def _out_of_descriptors() -> str:
+    """Why a connection offered came without its descriptor, and the fix."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (f"no descriptor arrived: the new process is out of descriptors (RLIMIT_NOFILE {soft}, "
+            f"hard {hard}: raise it with LimitNOFILE=, ulimit -n, or resource.setrlimit)")
 
 class Handover:
     """This process's side of moving connections between the processes of a
@@ -162,7 +170,7 @@ class Handover:
                     if self._stopping.is_set():
                         reason = "the new process is stopping"
                     elif not fds or flags & socket.MSG_CTRUNC:
-                        reason = "no descriptor arrived: the new process is out of descriptors"
+                        reason = _out_of_descriptors()
                     elif self._check is not None:
                         try:
                             self._check(bytes(state))
