@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,6 +325,95 @@ func TestHandoverNewKilled(t *testing.T) {
 		}
 	}
 	t.Logf("killed -9 mid-handover: %d connections committed before died with it, %d kept and served on by the old generation (%d of them relayed and aborted)", ho, kept, fb)
+}
+
+// TestHandoverOldKilled: the old process is killed -9 mid-handover (frozen
+// with SIGSTOP once handoff has passed a commit on, then killed; one
+// connection's turn at a time, so that a handover of 100 lasts a while).
+// The connections committed before live on in the new process, their
+// counts intact; the others end with the old one. handoff's relay counts
+// as fallen back those it passed on uncommitted; the new process closes
+// what it had prepared for them. No connection is served by both.
+func TestHandoverOldKilled(t *testing.T) {
+	alongside(t)
+	handoverBins(t)
+	d := startDaemon(t, []string{linesBin, "-log-format", "json", "-handover-turns", "1"}, "--handover")
+	const n = 100
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = dialLines(t, d.addr)
+	}
+	waitClients(t, d, cs, "answered 5 lines", func(g, p int, err error) bool { return err == nil && g >= 5 })
+	// A handover that ended before the freeze is tried again: the kill must
+	// land in the middle of one.
+	var old, gen, moved int
+	for attempt := 1; ; attempt++ {
+		old, gen = d.serving(), attempt+1
+		before := d.status().Handover["handed_over"]
+		if out, code := d.reload(); code != 0 {
+			t.Fatalf("reload: %d %s\n%s", code, out, d.log())
+		}
+		for deadline := time.Now().Add(20 * time.Second); d.status().Handover["handed_over"] == before; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no connection handed over 20 s after reload %d\n%s", attempt, d.log())
+			}
+		}
+		if err := syscall.Kill(old, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if moved = d.status().Handover["handed_over"] - before; moved < n {
+			break
+		}
+		if attempt == 5 {
+			t.Fatalf("5 handovers of %d connections each ended before the old process could be frozen\n%s", n, d.log())
+		}
+		_ = syscall.Kill(old, syscall.SIGCONT)
+		waitClients(t, d, cs, "answered by the new generation", func(g, p int, err error) bool { return err == nil && p != old })
+	}
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ho, ref, fb := relayed(t, d, "to_gen="+strconv.Itoa(gen))
+	if ref != 0 || ho == 0 || ho >= n || fb > n-ho {
+		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some of %d moved, none refused\n%s", ho, ref, fb, n, d.log())
+	}
+	nw := d.serving()
+	marks := make([]int, n)
+	for i, lc := range cs {
+		marks[i], _, _ = lc.snapshot()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		broken, onNew := 0, 0
+		for i, lc := range cs {
+			g, p, err := lc.snapshot()
+			switch {
+			case err != nil:
+				broken++
+			case p == nw && g >= marks[i]+10:
+				onNew++
+			}
+		}
+		if broken == n-ho && onNew == ho {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d connections ended (want %d, those not committed), %d served on by the new pid %d (want %d, those committed)\n%s", broken, n-ho, onNew, nw, ho, d.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, lc := range cs {
+		if _, _, err := lc.snapshot(); err != nil {
+			continue // not committed: ended with the old process
+		}
+		if err := lc.finish(t); err != nil {
+			t.Fatalf("client %d: %v\n%s", i, err, d.log())
+		}
+		if lc.pids[old] == 0 || lc.pids[nw] == 0 {
+			t.Errorf("client %d moved was answered by %v, want the old (%d) and the new process (%d)", i, lc.pids, old, nw)
+		}
+	}
+	t.Logf("old process killed -9 mid-handover: %d of %d connections committed before live on in the new one; %d ended with the old (%d of them relayed and aborted)", ho, n, n-ho, fb)
 }
 
 // TestHandoverNewHangs: the new generation hangs at the 17th connection

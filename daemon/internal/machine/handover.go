@@ -51,5 +51,5 @@ func (m *Machine) onRelayed(e gen.EvRelayed) {
 	if t[1] > 0 || t[2] > 0 {
 		level = slog.LevelWarn
 	}
-	m.log(level, "handover.relayed", "connections relayed to the new process; those refused or aborted drain in the old one", args...)
+	m.log(level, "handover.relayed", "connections relayed to the new process; those refused or aborted stay with the old one, which drains them unless it died", args...)
 }
