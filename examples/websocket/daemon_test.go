@@ -182,35 +182,7 @@ func TestDaemonHandover(t *testing.T) {
 
 	// Stopped with no successor, the process closes each connection with
 	// 1001 at once: at its drain's deadline (10 s) they would end without.
-	var last []*websocket.Conn
-	for range 5 {
-		c, _, err := websocket.Dial(context.Background(), "ws://"+addr+"/echo", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.CloseNow()
-		if err := c.Write(context.Background(), websocket.MessageText, []byte("hello")); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := c.Read(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		last = append(last, c)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for i, c := range last {
-		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, _, err := c.Read(rctx)
-		rcancel()
-		if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
-			t.Errorf("client %d at handoff's stop: %v (close status %d), want a close with 1001", i, err, st)
-		}
-	}
-	if t.Failed() {
-		t.Logf("the log:\n%s", logText())
-	}
+	stopClosesWith1001(t, addr, func() error { return cmd.Process.Signal(syscall.SIGTERM) }, logText)
 	select {
 	case <-exited:
 	case <-time.After(30 * time.Second):

@@ -174,7 +174,14 @@ func TestWSKeepsConnections(t *testing.T) {
 	// Stopped with no successor, the generation closes each connection
 	// with 1001 at once (OnTurn interrupts every reader): at its drain's
 	// deadline (10 s) they would end without.
-	var last []*websocket.Conn
+	stopClosesWith1001(t, addr, func() error { return syscall.Kill(pids[len(pids)-1], syscall.SIGTERM) }, logText)
+}
+
+// stopClosesWith1001 connects 5 clients and has each echoed once, calls
+// stop, and checks that every one is then closed with 1001 within 10 s.
+func stopClosesWith1001(t *testing.T, addr string, stop func() error, logText func() string) {
+	t.Helper()
+	var cs []*websocket.Conn
 	for range 5 {
 		c, _, err := websocket.Dial(context.Background(), "ws://"+addr+"/echo", nil)
 		if err != nil {
@@ -187,20 +194,22 @@ func TestWSKeepsConnections(t *testing.T) {
 		if _, _, err := c.Read(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		last = append(last, c)
+		cs = append(cs, c)
 	}
-	if err := syscall.Kill(pids[len(pids)-1], syscall.SIGTERM); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	for i, c := range last {
-		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _, err := c.Read(rctx)
-		rcancel()
+	failed := false
+	for i, c := range cs {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _, err := c.Read(ctx)
+		cancel()
 		if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
 			t.Errorf("client %d at the stop: %v (close status %d), want a close with 1001", i, err, st)
+			failed = true
 		}
 	}
-	if t.Failed() {
+	if failed {
 		t.Logf("the log:\n%s", logText())
 	}
 }
