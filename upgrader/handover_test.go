@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -480,6 +481,119 @@ func recordInt(s *server, key string, terms ...string) int {
 	r := s.waitRecord(20*time.Second, terms...)
 	n, _ := strconv.Atoi(r.Get(key))
 	return n
+}
+
+// TestHandoverClientsLeave: clients that leave while their connections
+// are handed over, one turn at a time (examples/lines -handover-turns 1):
+// of 60, each at its own moment after the SIGHUP, half send three lines and
+// shut their side (FIN behind the lines) and half close outright, while 60
+// others pipeline on. Every line sent before a FIN is answered in order,
+// then the connection ends cleanly — by whichever generation had it — and
+// the old generation exits without waiting out its drain (60 s) for a
+// connection that went; the others move with nothing lost.
+func TestHandoverClientsLeave(t *testing.T) {
+	handoverBins(t)
+	s := launchBin(t, linesBin, nil, nil, nil, "-log-format", "json", "-drain-timeout", "60s", "-handover-turns", "1")
+	pid := s.waitPid(0, 10*time.Second)
+	const n = 60
+	stay := make([]*lineClient, n)
+	for i := range stay {
+		stay[i] = dialLines(t, s.addr, 4)
+		stay[i].pace = 10 * time.Millisecond
+		go stay[i].run()
+	}
+	type leaver struct {
+		c net.Conn
+		r *bufio.Reader
+	}
+	leave := make([]leaver, n)
+	for i := range leave {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		leave[i] = leaver{c: c, r: bufio.NewReader(c)}
+		if count, _, err := roundTrip(c, leave[i].r, "hello"); err != nil || count != 1 {
+			t.Fatalf("leaver %d before the SIGHUP: count %d, %v", i, count, err)
+		}
+	}
+	waitAll(t, s, stay, 20*time.Second, "every client answered", func(lc *lineClient) bool { return lc.answeredBy(pid) })
+	old := s.signal(syscall.SIGHUP)
+	type outcome struct {
+		by  int // the pid that answered the last line, for those that shut
+		err error
+	}
+	outcomes := make(chan outcome, n)
+	for i, l := range leave {
+		go func() {
+			// Each at its own moment through the handover: some before
+			// their turn, some offered, some adopted.
+			time.Sleep(time.Duration(i) * 3 * time.Millisecond)
+			if i%2 == 1 {
+				outcomes <- outcome{err: l.c.Close()}
+				return
+			}
+			_ = l.c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := fmt.Fprintf(l.c, "a\nb\nc\n"); err != nil {
+				outcomes <- outcome{err: fmt.Errorf("leaver %d writing: %w", i, err)}
+				return
+			}
+			if err := l.c.(*net.TCPConn).CloseWrite(); err != nil {
+				outcomes <- outcome{err: fmt.Errorf("leaver %d shutting its side: %w", i, err)}
+				return
+			}
+			by := 0
+			for k, want := range []string{"a", "b", "c"} {
+				line, err := l.r.ReadString('\n')
+				f := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 3)
+				if err != nil || len(f) != 3 || f[0] != strconv.Itoa(k+2) || f[2] != want {
+					outcomes <- outcome{err: fmt.Errorf("leaver %d: answer %q, %v; want count %d and line %q", i, line, err, k+2, want)}
+					return
+				}
+				by, _ = strconv.Atoi(f[1])
+			}
+			if rest, err := l.r.ReadString('\n'); err != io.EOF || rest != "" {
+				outcomes <- outcome{err: fmt.Errorf("leaver %d after its answers: %q, %v; want the end", i, rest, err)}
+				return
+			}
+			outcomes <- outcome{by: by}
+		}()
+	}
+	byOld, byNew := 0, 0
+	for range n {
+		o := <-outcomes
+		if o.err != nil {
+			t.Errorf("%v", o.err)
+		}
+		switch {
+		case o.by == old:
+			byOld++
+		case o.by != 0:
+			byNew++
+		}
+	}
+	pid = s.waitPid(old, 20*time.Second)
+	s.waitExited(old, 30*time.Second) // its drain would last 60 s
+	waitAll(t, s, stay, 20*time.Second, "every client answered by the new generation", func(lc *lineClient) bool { return lc.answeredBy(pid) })
+	for _, lc := range stay {
+		close(lc.stop)
+	}
+	for _, lc := range stay {
+		select {
+		case <-lc.done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a client still waits for answers after 20 s")
+		}
+		if lc.err != nil {
+			t.Fatalf("a client that stayed (sent %d, answers by pid %v): %v; log:\n%s", lc.sent, lc.pids, lc.err, tail(s.log(), 30))
+		}
+	}
+	t.Logf("of %d clients that left during the handover: %d shut their side, their lines answered by the old generation (%d) or the new one (%d), %d closed; %d others moved, nothing lost", n, n/2, byOld, byNew, n/2, n)
+	for _, lc := range stay {
+		lc.c.Close()
+	}
+	s.stop()
 }
 
 // TestHandoverStateTooLarge: a connection whose state is over
