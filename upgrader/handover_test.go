@@ -485,7 +485,7 @@ func recordInt(s *server, key string, terms ...string) int {
 
 // TestHandoverClientsLeave: clients that leave while their connections
 // are handed over, one turn at a time (examples/lines -handover-turns 1):
-// of 60, each at its own moment after the SIGHUP, half send three lines and
+// of 60, each at its own moment from the handover's start, half send three lines and
 // shut their side (FIN behind the lines) and half close outright, while 60
 // others pipeline on. Every line sent before a FIN is answered in order,
 // then the connection ends cleanly — by whichever generation had it — and
@@ -520,6 +520,7 @@ func TestHandoverClientsLeave(t *testing.T) {
 	}
 	waitAll(t, s, stay, 20*time.Second, "every client answered", func(lc *lineClient) bool { return lc.answeredBy(pid) })
 	old := s.signal(syscall.SIGHUP)
+	s.waitRecord(20*time.Second, "event=handover.started")
 	type outcome struct {
 		by  int // the pid that answered the last line, for those that shut
 		err error
@@ -527,8 +528,10 @@ func TestHandoverClientsLeave(t *testing.T) {
 	outcomes := make(chan outcome, n)
 	for i, l := range leave {
 		go func() {
-			// Each at its own moment through the handover: some before
-			// their turn, some offered, some adopted.
+			// Each at its own moment from the handover's start (a pace,
+			// not a wait): where each falls — before its turn, offered, or
+			// adopted — varies; which generation answered the lines of
+			// those that shut their side is logged.
 			time.Sleep(time.Duration(i) * 3 * time.Millisecond)
 			if i%2 == 1 {
 				outcomes <- outcome{err: l.c.Close()}
