@@ -102,11 +102,6 @@ func (p *pipeliner) state() (got, last int, err error) {
 	return p.got, p.last, p.err
 }
 
-// TestPythonHandover: under handoff run --handover, 20 connections, each
-// pipelining numbered lines, move through 3 reloads between a Go program
-// (examples/lines), the Python helper's (example/lines.py) and back: the
-// two speak one protocol through handoff's relay. 0 lines lost or
-// repeated, 0 reconnects, each connection answered by the 4 processes.
 // scripted is handoff run --handover over a shell script whose exec
 // line each test switches between reloads (the process keeps its pid,
 // hence LISTEN_PID), started with examples/lines.
@@ -175,6 +170,11 @@ func startScripted(t *testing.T) *scripted {
 	return h
 }
 
+// TestPythonHandover: under handoff run --handover, 20 connections, each
+// pipelining numbered lines, move through 3 reloads between a Go program
+// (examples/lines), the Python helper's (example/lines.py) and back: the
+// two speak one protocol through handoff's relay. 0 lines lost or
+// repeated, 0 reconnects, each connection answered by the 4 processes.
 func TestPythonHandover(t *testing.T) {
 	spawns(t)
 	py := example(t, "python3", "python/example/lines.py")

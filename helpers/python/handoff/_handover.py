@@ -47,12 +47,15 @@ def _hung_up(c: socket.socket) -> bool:
     return any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-
 def _out_of_descriptors() -> str:
     """Why a connection offered came without its descriptor, and the fix."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return (f"no descriptor arrived: the new process is out of descriptors (RLIMIT_NOFILE {soft}, "
-            f"hard {hard}: raise it with LimitNOFILE=, ulimit -n, or resource.setrlimit)")
+    how = "LimitNOFILE= or ulimit -n"
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        how += ", or resource.setrlimit up to the hard limit at start"
+    return (f"no descriptor arrived: the new process is out of descriptors "
+            f"(RLIMIT_NOFILE {soft}, hard {hard}: raise it with {how})")
+
 
 class Handover:
     """This process's side of moving connections between the processes of a
