@@ -65,8 +65,8 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		c, err := l.Listener.Accept()
-		l.setAccepting(false)
 		if err != nil {
+			l.setAccepting(false)
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && (l.interrupted.Load() || l.d.Paused()) {
 				continue // cut short by Pause
@@ -74,7 +74,13 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		l.d.accepted.Add(1)
-		return l.track(c), nil
+		tc := l.track(c)
+		// Counted before the Accept is over, for a drain that begins
+		// meanwhile: it waits for the Accepts under way (see quiesce),
+		// then for every connection counted.
+		l.d.noteAccepted(tc)
+		l.setAccepting(false)
+		return tc, nil
 	}
 }
 
@@ -103,6 +109,12 @@ func (l *trackedListener) settle() {
 	if _, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); !ok {
 		return
 	}
+	l.quiesce(settleMax)
+}
+
+// quiesce waits, up to max, until no Accept of l is under way: one that
+// took a connection has counted it with the Drainer by then.
+func (l *trackedListener) quiesce(max time.Duration) {
 	l.amu.Lock()
 	if !l.accepting {
 		l.amu.Unlock()
@@ -113,7 +125,7 @@ func (l *trackedListener) settle() {
 	}
 	ch := l.settled
 	l.amu.Unlock()
-	t := time.NewTimer(settleMax)
+	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
 	case <-ch:

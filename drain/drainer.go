@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -303,6 +304,21 @@ func (d *Drainer) track(srv *http.Server) {
 	})
 }
 
+// acceptQuiesceMax bounds how long Drain waits for an Accept under way
+// once the listeners are closed (it returns at once, unless it had just
+// taken a connection).
+const acceptQuiesceMax = time.Second
+
+// noteAccepted counts c, just accepted, as a new connection, before its
+// server reports it (ConnState).
+func (d *Drainer) noteAccepted(c net.Conn) {
+	d.mu.Lock()
+	if d.conns[c] == nil {
+		d.conns[c] = &connInfo{state: http.StateNew, since: time.Now()}
+	}
+	d.mu.Unlock()
+}
+
 func (d *Drainer) setState(c net.Conn, s http.ConnState) {
 	d.mu.Lock()
 	switch s {
@@ -430,7 +446,8 @@ func (d *Drainer) signal() {
 }
 
 // Drain stops accepting (it closes the listeners given to Serve; the sockets
-// stay open wherever else they are held), answers every further request with
+// stay open wherever else they are held; a connection that an Accept under
+// way takes as they close is served like the others), answers every further request with
 // "Connection: close", sends HTTP/2 connections a GOAWAY (see the package
 // documentation), and returns when every connection is closed: active
 // HTTP/1.1 ones once their response is written, idle ones after the idle
@@ -445,9 +462,18 @@ func (d *Drainer) Drain(ctx context.Context) Stats {
 	d.draining.Store(true)
 	d.Resume()
 	d.mu.Lock()
-	for _, ln := range d.listeners {
+	lns := slices.Clone(d.listeners)
+	for _, ln := range lns {
 		ln.Close()
 	}
+	d.mu.Unlock()
+	// An Accept that took a connection just as the listeners closed
+	// counts it before it returns: wait for those under way, or the
+	// drain could end before that connection's request is read.
+	for _, ln := range lns {
+		ln.quiesce(acceptQuiesceMax)
+	}
+	d.mu.Lock()
 	d.sweepHijacked()
 	stats := Stats{Conns: len(d.conns) + len(d.hijacked), Hijacked: len(d.hijacked)}
 	for _, f := range d.onDrain {
