@@ -109,28 +109,31 @@ func (l *trackedListener) settle() {
 	if _, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); !ok {
 		return
 	}
-	l.quiesce(settleMax)
-}
-
-// quiesce waits, up to max, until no Accept of l is under way: one that
-// took a connection has counted it with the Drainer by then.
-func (l *trackedListener) quiesce(max time.Duration) {
-	l.amu.Lock()
-	if !l.accepting {
-		l.amu.Unlock()
+	ch := l.acceptDone()
+	if ch == nil {
 		return
 	}
-	if l.settled == nil {
-		l.settled = make(chan struct{})
-	}
-	ch := l.settled
-	l.amu.Unlock()
-	t := time.NewTimer(max)
+	t := time.NewTimer(settleMax)
 	defer t.Stop()
 	select {
 	case <-ch:
 	case <-t.C:
 	}
+}
+
+// acceptDone returns a channel closed once the Accept of l under way has
+// returned — having counted with the Drainer the connection it took, if
+// any — or nil if none is under way.
+func (l *trackedListener) acceptDone() <-chan struct{} {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	if !l.accepting {
+		return nil
+	}
+	if l.settled == nil {
+		l.settled = make(chan struct{})
+	}
+	return l.settled
 }
 
 // settleMax bounds how long Pause waits for an Accept in progress.

@@ -304,10 +304,33 @@ func (d *Drainer) track(srv *http.Server) {
 	})
 }
 
-// acceptQuiesceMax bounds how long Drain waits for an Accept under way
-// once the listeners are closed (it returns at once, unless it had just
-// taken a connection).
+// acceptQuiesceMax bounds how long Drain waits for the Accepts under way
+// once the listeners are closed (each returns at once, unless it had just
+// taken a connection, which a wrapped listener may still be reading from).
 const acceptQuiesceMax = time.Second
+
+// waitAccepts waits until no Accept of lns is under way, for
+// acceptQuiesceMax at most in all, or until ctx ends.
+func waitAccepts(ctx context.Context, lns []*trackedListener) {
+	var t *time.Timer
+	for _, ln := range lns {
+		ch := ln.acceptDone()
+		if ch == nil {
+			continue
+		}
+		if t == nil {
+			t = time.NewTimer(acceptQuiesceMax)
+			defer t.Stop()
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
 
 // noteAccepted counts c, just accepted, as a new connection, before its
 // server reports it (ConnState).
@@ -470,9 +493,7 @@ func (d *Drainer) Drain(ctx context.Context) Stats {
 	// An Accept that took a connection just as the listeners closed
 	// counts it before it returns: wait for those under way, or the
 	// drain could end before that connection's request is read.
-	for _, ln := range lns {
-		ln.quiesce(acceptQuiesceMax)
-	}
+	waitAccepts(ctx, lns)
 	d.mu.Lock()
 	d.sweepHijacked()
 	stats := Stats{Conns: len(d.conns) + len(d.hijacked), Hijacked: len(d.hijacked)}
