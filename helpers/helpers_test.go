@@ -1,10 +1,12 @@
 package helpers_test
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -470,4 +472,71 @@ func pythonScript(t *testing.T, path string) {
 		t.Fatalf("%v:\n%s", err, out)
 	}
 	t.Log(strings.TrimSpace(string(out)))
+}
+
+// TestPythonASGIStopWithConnectionQueued: a connection waits in the accept
+// queue, its request sent, when the ASGI server's drain begins (the loop,
+// blocked, saw the stop signal before the connection): the drain takes it
+// from the queue and answers it before it ends. Before, the drain found no
+// connection yet — asyncio reports one turns of the loop after taking it —
+// ended at once, and the client's request was lost.
+func TestPythonASGIStopWithConnectionQueued(t *testing.T) {
+	spawns(t)
+	argv := example(t, "python3", "testdata/asgi_blocked_stop.py")
+	addr := proc.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "PORT="+port, "BLOCK_S=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	exited := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait() // once the pipe is read to its end
+	}()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+	said := func(want string) {
+		t.Helper()
+		select {
+		case l := <-lines:
+			if l != want {
+				t.Fatalf("the program said %q, want %q", l, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the program did not say %q within 20 s", want)
+		}
+	}
+	said("blocked")
+	// Both seen at once when the block ends: SIGUSR1's block, then the stop.
+	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGTERM} {
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	said("blocked again")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the request queued at the stop: %v, %v; want it answered", resp, err)
+	}
 }

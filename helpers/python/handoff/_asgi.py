@@ -197,6 +197,9 @@ class _ASGIServer:
     def __init__(self, app: ASGIApplication, sock: socket.socket, idle_grace: float) -> None:
         self.app, self.sock, self.idle_grace = app, sock, idle_grace
         self.conns: Set[_ASGIConnection] = set()
+        # Accepted and not yet in conns (connection_made comes a turn of
+        # the loop later): the drain waits for these too.
+        self.pending = 0
         self.draining = False
         self.state: Dict[str, Any] = {}
 
@@ -213,7 +216,17 @@ class _ASGIServer:
 
     def _take(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
         conn.setblocking(False)
-        asyncio.ensure_future(loop.connect_accepted_socket(lambda: _ASGIConnection(self), conn))
+        self.pending += 1
+
+        async def connect() -> None:
+            try:
+                await loop.connect_accepted_socket(lambda: _ASGIConnection(self), conn)
+            except OSError:
+                conn.close()
+            finally:
+                self.pending -= 1
+
+        asyncio.ensure_future(connect())
 
     async def _lifespan(self, kind: str, queue: asyncio.Queue[Message], done: asyncio.Queue[Message]) -> None:
         await queue.put({"type": "lifespan." + kind})
@@ -274,7 +287,7 @@ async def serve_asgi(app: ASGIApplication, name: Optional[str] = None,
     _take_queued(sock, lambda conn, _: srv._take(loop, conn))  # before the socket closes
     await asyncio.sleep(0)
     sock.close()
-    while srv.conns and time.monotonic() < deadline:
+    while (srv.conns or srv.pending) and time.monotonic() < deadline:
         now = time.monotonic()
         for c in list(srv.conns):
             if c.task is None and now - max(c.last, start) >= idle_grace and c.shut_if_idle():

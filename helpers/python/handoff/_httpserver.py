@@ -56,6 +56,16 @@ class DrainingHTTPServer(ThreadingHTTPServer):
         with self._lock:
             (self._conns.add if add else self._conns.discard)(conn)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Counted before its handler's thread starts: a drain that begins
+        # meanwhile waits for it within its deadline.
+        self.track(request, True)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.track(request, False)
+        super().shutdown_request(request)
+
     def drain(self, deadline: float) -> int:
         """Stop accepting, close idle connections once quiet, and wait for
         the rest until deadline (a time.monotonic() value). Returns how many
@@ -96,33 +106,31 @@ class _DrainMixin(BaseHTTPRequestHandler if TYPE_CHECKING else object):
 
     def handle(self) -> None:
         srv, conn = cast(DrainingHTTPServer, self.server), self.connection
-        srv.track(conn, True)
-        try:
-            self.close_connection = False
-            idle_since = time.monotonic()
-            while not self.close_connection:
-                pending = self._pending()
-                if pending is None:
-                    return  # closed by the client
-                if pending:
-                    self.handle_one_request()
-                    idle_since = time.monotonic()
-                    continue
-                # Idle for the grace since the drain began, as the Go
-                # library counts: a connection the client uses meanwhile
-                # gets Connection: close and ends without a race, and the
-                # handler threads, all woken at once when the drain
-                # begins, do not all close theirs in that stampede.
-                if srv.draining and time.monotonic() - max(idle_since, srv.drain_began) >= srv.idle_grace:
-                    if shut_if_quiet(conn.fileno()) is False:
-                        continue  # a request came in since the look above: serve it
-                    return  # idle and quiet for the grace: the FIN is sent, closed on return
-                if srv.draining:
-                    select.select([conn], [], [], 0.05)
-                else:
-                    select.select([conn, srv._wake_r], [], [])
-        finally:
-            srv.track(conn, False)
+        # Counted from its accept to its close: process_request,
+        # shutdown_request.
+        self.close_connection = False
+        idle_since = time.monotonic()
+        while not self.close_connection:
+            pending = self._pending()
+            if pending is None:
+                return  # closed by the client
+            if pending:
+                self.handle_one_request()
+                idle_since = time.monotonic()
+                continue
+            # Idle for the grace since the drain began, as the Go
+            # library counts: a connection the client uses meanwhile
+            # gets Connection: close and ends without a race, and the
+            # handler threads, all woken at once when the drain
+            # begins, do not all close theirs in that stampede.
+            if srv.draining and time.monotonic() - max(idle_since, srv.drain_began) >= srv.idle_grace:
+                if shut_if_quiet(conn.fileno()) is False:
+                    continue  # a request came in since the look above: serve it
+                return  # idle and quiet for the grace: the FIN is sent, closed on return
+            if srv.draining:
+                select.select([conn], [], [], 0.05)
+            else:
+                select.select([conn, srv._wake_r], [], [])
 
     def _pending(self) -> Optional[bool]:
         """True if request bytes wait (in rfile's buffer or the socket),
