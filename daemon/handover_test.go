@@ -250,8 +250,10 @@ func TestHandoverReload(t *testing.T) {
 		t.Errorf("handoff status: %v, no %q in:\n%s", err, want, text)
 	}
 	body := scrape(t, metricsAddr)
-	if want := fmt.Sprintf(`handoff_handover_connections_total{outcome="handed_over"} %d`, 3*n); !strings.Contains(body, want) {
-		t.Errorf("metrics lack %q:\n%s", want, body)
+	for _, want := range []string{fmt.Sprintf(`handoff_handover_connections_total{outcome="handed_over"} %d`, 3*n), "handoff_handover_duration_seconds_count 3"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
 	}
 	t.Logf("%d clients, %d lines answered in order by 4 generations (pids %v), 0 lost or repeated, 0 reconnects", n, total, pids)
 }

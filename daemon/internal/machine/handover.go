@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/handoff-dev/handoff/daemon/internal/gen"
+	"github.com/handoff-dev/handoff/internal/promtext"
 )
 
 // handoverCounts returns the counts of relayed connections by outcome,
@@ -43,6 +44,10 @@ func (m *Machine) onRelayed(e gen.EvRelayed) {
 		"handed_over", t[0], "refused", t[1], "fallback", t[2])
 	if t[0] > 0 {
 		args = append(args, "took_ms", e.Took.Milliseconds())
+		if m.counts.handoverSec == nil {
+			m.counts.handoverSec = promtext.NewHistogram(handoverBuckets...)
+		}
+		m.counts.handoverSec.Observe(e.Took.Seconds())
 	}
 	if e.Err != "" {
 		args = append(args, "err", e.Err)

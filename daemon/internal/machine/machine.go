@@ -74,15 +74,18 @@ type counters struct {
 	unresponsive int                 // processes replaced because they were shown hung
 	watchReloads int                 // reloads asked by --watch
 	// handover counts the connections relayed by outcome (see
-	// View.Handover).
-	handover map[string]int
+	// View.Handover); handoverSec the relays that moved any, by how long
+	// their connections took to move (EvRelayed.Took).
+	handover    map[string]int
+	handoverSec *promtext.Histogram
 }
 
 // reloadBuckets and drainBuckets are the histograms' upper bounds, in
 // seconds.
 var (
-	reloadBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
-	drainBuckets  = []float64{0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	reloadBuckets   = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+	drainBuckets    = []float64{0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	handoverBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 )
 
 // count records a reload's outcome; took is its duration when it ended

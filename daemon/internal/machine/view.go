@@ -70,6 +70,10 @@ type View struct {
 	WatchReloads int
 	ReloadSec    *promtext.Histogram // how long each reload that ended ready took
 	DrainSec     *promtext.Histogram // from each process's stop signal to its exit
+	// HandoverSec (with --handover) holds, for each relay that moved a
+	// connection, how long its connections took to move: from the relay's
+	// start to its last commit. nil without --handover.
+	HandoverSec *promtext.Histogram
 }
 
 // Worker is one worker index, as View shows it.
@@ -95,6 +99,12 @@ func (m *Machine) View() View {
 	v := View{Gens: m.gens, Restarts: m.restarts, Killed: m.killed, Unresponsive: m.counts.unresponsive, DrainsKilled: m.counts.drainsKilled,
 		Reloading: m.reloading, Queued: m.q.Queued(), Rolling: m.roll != nil && m.roll.kind != spawnFirst, Rollback: m.previous,
 		Reloads: m.counts.reloads, Handover: m.counts.handover, WatchReloads: m.counts.watchReloads, ReloadSec: reloadSec, DrainSec: drainSec}
+	if m.counts.handover != nil {
+		v.HandoverSec = m.counts.handoverSec
+		if v.HandoverSec == nil {
+			v.HandoverSec = promtext.NewHistogram(handoverBuckets...) // none observed yet
+		}
+	}
 	if g := m.first(); g.PID != 0 {
 		v.Current = g
 	}
