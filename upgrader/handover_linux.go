@@ -174,6 +174,9 @@ func (h *Handover) receive(c *net.UnixConn) {
 	why := ""
 	adoptions := &adoptedLog{log: u.log}
 	defer adoptions.end()
+	// From the first connection offered to the last commit: the handover's
+	// time, for Metrics.
+	var firstOffer, lastCommit time.Time
 	// gone: the other end is closed (its reset read, its hang-up seen, or
 	// an answer failed). No answer is written from then on: on kernels
 	// before 6.10, a write to a closed SOCK_SEQPACKET peer could purge
@@ -226,6 +229,9 @@ func (h *Handover) receive(c *net.UnixConn) {
 			}
 			break
 		}
+		if firstOffer.IsZero() && (buf[0] == 'I' || buf[0] == 'J') {
+			firstOffer = time.Now()
+		}
 		switch {
 		case buf[0] == 'I' && n >= 13:
 			id := binary.LittleEndian.Uint64(buf[1:9])
@@ -274,6 +280,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 			if len(batch) > 0 {
 				adopted += len(batch)
 				total += len(batch)
+				lastCommit = time.Now()
 				h.commit(batch)
 				u.log.Debug("a commit read", "event", "handover.commit", "conns", len(batch), "total", total)
 				adoptions.add(len(batch))
@@ -308,6 +315,10 @@ func (h *Handover) receive(c *net.UnixConn) {
 	if len(prepared) > 0 {
 		u.book.do(func(ct *counters) { ct.AdoptAborted += len(prepared) })
 		u.log.Warn("the previous generation ended the handover before it committed these connections: closed here (if it died, they are lost)", "event", "handover.aborted", "conns", len(prepared), "adopted", total, "refused", totalRefused)
+	}
+	if total > 0 {
+		took := lastCommit.Sub(firstOffer)
+		u.book.do(func(ct *counters) { ct.HandoverSec.Observe(took.Seconds()) })
 	}
 	u.log.Info("handover from the previous generation ended", "event", "handover.ended", "adopted", total, "refused", totalRefused, "aborted", len(prepared))
 	h.endAdoptions()

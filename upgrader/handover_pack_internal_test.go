@@ -29,6 +29,7 @@ func TestNewSideReadsPack(t *testing.T) {
 	p.Add(1, []byte("yes"), []byte("half a mess"))
 	p.Add(2, []byte("no"), nil)
 	p.Add(3, []byte("yes"), nil) // its descriptor does not come
+	sent := time.Now()
 	if _, _, err := parent.WriteMsgUnix(p.Bytes(), unix.UnixRights(dupOf(t, server1), dupOf(t, server2)), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +69,13 @@ func TestNewSideReadsPack(t *testing.T) {
 	parent.Close()
 	for range h.Adopted() {
 	}
-	if m := u.Metrics(); m.HandoverAdopted != 1 || m.HandoverRefused != 2 {
+	m := u.Metrics()
+	if m.HandoverAdopted != 1 || m.HandoverRefused != 2 {
 		t.Fatalf("adopted %d, refused %d; want 1 and 2", m.HandoverAdopted, m.HandoverRefused)
+	}
+	// One handover, timed from the pack to the commit.
+	if hd := m.HandoverDuration; hd.Count != 1 || hd.Sum <= 0 || hd.Sum > time.Since(sent).Seconds() {
+		t.Fatalf("handover duration %+v, want one of more than 0 and at most the %v since the pack was sent", hd, time.Since(sent))
 	}
 }
 

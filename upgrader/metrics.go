@@ -57,6 +57,10 @@ type Metrics struct {
 	// drained them); and aborted (prepared, then the old generation ended
 	// the handover before it committed them: it died, or gave up).
 	HandoverAdopted, HandoverRefused, HandoverAborted int
+	// HandoverDuration is how long each handover that moved a connection
+	// took, as the generation that adopted measured it: from the first
+	// connection offered to it to the last commit.
+	HandoverDuration DurationHistogram
 }
 
 // DurationHistogram is a histogram of durations, in seconds, as client
@@ -86,15 +90,18 @@ type counters struct {
 	// The handover of connections, counted by the generations that
 	// adopted (see Handover).
 	Adopted, AdoptRefused, AdoptAborted int
+	HandoverSec                         *promtext.Histogram
 }
 
 var (
-	upgradeBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
-	drainBuckets   = []float64{0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	upgradeBuckets  = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+	drainBuckets    = []float64{0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	handoverBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 )
 
 func newCounters() *counters {
-	return &counters{UpgradeSec: promtext.NewHistogram(upgradeBuckets...), DrainSec: promtext.NewHistogram(drainBuckets...)}
+	return &counters{UpgradeSec: promtext.NewHistogram(upgradeBuckets...), DrainSec: promtext.NewHistogram(drainBuckets...),
+		HandoverSec: promtext.NewHistogram(handoverBuckets...)}
 }
 
 // metricsBook holds the counters under a lock: the run goroutine, the
@@ -125,6 +132,9 @@ func (b *metricsBook) adopt(s string) {
 	c := newCounters()
 	if json.Unmarshal([]byte(s), c) != nil || len(c.UpgradeSec.Counts) != len(upgradeBuckets)+1 || len(c.DrainSec.Counts) != len(drainBuckets)+1 {
 		return
+	}
+	if c.HandoverSec == nil || len(c.HandoverSec.Counts) != len(handoverBuckets)+1 {
+		c.HandoverSec = promtext.NewHistogram(handoverBuckets...) // from a release without it
 	}
 	b.mu.Lock()
 	b.c = c
@@ -157,6 +167,7 @@ func (u *Upgrader) Metrics() Metrics {
 		m.DrainIdleClosed, m.DrainGoAway, m.DrainHijacked, m.DrainCut = c.IdleClosed, c.GoAway, c.Hijacked, c.Cut
 		m.DrainJobs, m.DrainJobsCancelled = c.Jobs, c.JobsCancelled
 		m.HandoverAdopted, m.HandoverRefused, m.HandoverAborted = c.Adopted, c.AdoptRefused, c.AdoptAborted
+		m.HandoverDuration = DurationHistogram{c.HandoverSec.N, c.HandoverSec.Sum, c.HandoverSec.Cumulative()}
 	})
 	return m
 }
@@ -179,7 +190,7 @@ func (u *Upgrader) writeMetrics(b *bytes.Buffer) {
 	var c *counters
 	u.book.do(func(x *counters) {
 		cp := *x
-		cp.UpgradeSec, cp.DrainSec = x.UpgradeSec.Clone(), x.DrainSec.Clone()
+		cp.UpgradeSec, cp.DrainSec, cp.HandoverSec = x.UpgradeSec.Clone(), x.DrainSec.Clone(), x.HandoverSec.Clone()
 		c = &cp
 	})
 	p := promtext.NewWriter(b)
@@ -203,6 +214,7 @@ func (u *Upgrader) writeMetrics(b *bytes.Buffer) {
 		L(c.Jobs-c.JobsCancelled, "outcome", "done"), L(c.JobsCancelled, "outcome", "cancelled"))
 	p.Counter("handoff_handover_connections_total", "Connections offered to a new generation by Handover, as the adopting generations counted them, by outcome: adopted, refused (drained by the old one), aborted (not committed before the old one ended the handover).",
 		L(c.Adopted, "outcome", "adopted"), L(c.AdoptRefused, "outcome", "refused"), L(c.AdoptAborted, "outcome", "aborted"))
+	p.Histogram("handoff_handover_duration_seconds", "How long each Handover that moved connections took, as the adopting generation measured it: from the first connection offered to it to the last commit.", c.HandoverSec)
 }
 
 // libraryVersion is the version of this module in the program's build.
