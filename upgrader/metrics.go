@@ -133,7 +133,7 @@ func (b *metricsBook) adopt(s string) {
 	if json.Unmarshal([]byte(s), c) != nil || len(c.UpgradeSec.Counts) != len(upgradeBuckets)+1 || len(c.DrainSec.Counts) != len(drainBuckets)+1 {
 		return
 	}
-	if c.HandoverSec == nil || len(c.HandoverSec.Counts) != len(handoverBuckets)+1 {
+	if hs := c.HandoverSec; hs == nil || len(hs.Counts) != len(handoverBuckets)+1 || len(hs.Bounds) != len(handoverBuckets) {
 		c.HandoverSec = promtext.NewHistogram(handoverBuckets...) // from a release without it
 	}
 	b.mu.Lock()

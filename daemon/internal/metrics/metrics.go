@@ -109,6 +109,8 @@ func Render(m machine.View, rss map[*gen.Gen]int64, releases map[int]release.Ide
 			promtext.Sample{Labels: promtext.L("outcome", "handed_over"), Value: float64(m.Handover["handed_over"])},
 			promtext.Sample{Labels: promtext.L("outcome", "refused"), Value: float64(m.Handover["refused"])},
 			promtext.Sample{Labels: promtext.L("outcome", "fallback"), Value: float64(m.Handover["fallback"])})
+	}
+	if m.HandoverSec != nil {
 		p.Histogram("handoff_handover_duration_seconds", "With --handover, how long each relay that moved connections took to move them: from the start of the relay (the old process's stop signal follows it) to the last commit handoff passed on.", m.HandoverSec)
 	}
 	p.Counter("handoff_unresponsive_total", "Serving processes replaced because they were shown hung (--hung-after, --health).", promtext.Sample{Value: float64(m.Unresponsive)})
