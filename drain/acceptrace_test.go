@@ -21,7 +21,6 @@ type lateListener struct {
 	net.Listener
 	took      chan struct{} // closed once the first connection is taken
 	release   chan struct{} // closed by Close
-	tookOnce  sync.Once
 	closeOnce sync.Once
 	first     atomic.Bool
 }
@@ -29,7 +28,7 @@ type lateListener struct {
 func (l *lateListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err == nil && l.first.CompareAndSwap(false, true) {
-		l.tookOnce.Do(func() { close(l.took) })
+		close(l.took)
 		<-l.release
 	}
 	return c, err

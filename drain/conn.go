@@ -76,7 +76,7 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		l.d.accepted.Add(1)
 		tc := l.track(c)
 		// Counted before the Accept is over, for a drain that begins
-		// meanwhile: it waits for the Accepts under way (see quiesce),
+		// meanwhile: it waits for the Accepts under way (waitAccepts),
 		// then for every connection counted.
 		l.d.noteAccepted(tc)
 		l.setAccepting(false)

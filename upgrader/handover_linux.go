@@ -172,8 +172,7 @@ func (h *Handover) receive(c *net.UnixConn) {
 	prepared := map[uint64]Adoption{}
 	var adopted, refused, total, totalRefused int
 	why := ""
-	adoptions := &adoptedLog{log: u.log}
-	defer adoptions.end()
+	adoptions := &adoptedLog{log: u.log} // ended once the channel ends
 	// From the first connection offered to the last commit: the handover's
 	// time, for Metrics.
 	var firstOffer, lastCommit time.Time

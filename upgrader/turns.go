@@ -226,10 +226,8 @@ func (t *turn) read() {
 		h.tmu.Unlock()
 		return
 	}
-	h.waiting.MoveToFront(t.elem)
-	granted := h.grantLocked()
+	h.waiting.MoveToFront(t.elem) // it frees no slot: nothing to grant
 	h.tmu.Unlock()
-	start(granted)
 }
 
 // start calls the f of each turn granted.
