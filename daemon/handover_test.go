@@ -181,6 +181,36 @@ func waitClients(t *testing.T, d *runningDaemon, cs []*lineClient, what string, 
 	}
 }
 
+// waitSplit waits until ended of cs have ended and every other one has
+// had 10 more answers from pid since the call, or fails t after 20 s;
+// endedAre and onAre say which connections those should be.
+func waitSplit(t *testing.T, d *runningDaemon, cs []*lineClient, ended, pid int, endedAre, onAre string) {
+	t.Helper()
+	marks := make([]int, len(cs))
+	for i, lc := range cs {
+		marks[i], _, _ = lc.snapshot()
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		broken, on := 0, 0
+		for i, lc := range cs {
+			g, p, err := lc.snapshot()
+			switch {
+			case err != nil:
+				broken++
+			case p == pid && g >= marks[i]+10:
+				on++
+			}
+		}
+		if broken == ended && on == len(cs)-ended {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d connections ended (want %d, %s), %d served on by pid %d (want %d, %s)\n%s",
+				broken, ended, endedAre, on, pid, len(cs)-ended, onAre, d.log())
+		}
+	}
+}
+
 // relayed waits for the handover.relayed record of the relay to gen, and
 // returns its counts.
 func relayed(t *testing.T, d *runningDaemon, terms ...string) (handedOver, refused, fallback int) {
@@ -292,30 +322,7 @@ func TestHandoverNewKilled(t *testing.T) {
 	}
 	kept := n - ho
 	// Those that fell back are served on by the old generation.
-	marks := make([]int, n)
-	for i, lc := range cs {
-		marks[i], _, _ = lc.snapshot()
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		broken, onOld := 0, 0
-		for i, lc := range cs {
-			g, p, err := lc.snapshot()
-			switch {
-			case err != nil:
-				broken++
-			case p == old && g >= marks[i]+10:
-				onOld++
-			}
-		}
-		if broken == ho && onOld == kept {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 20 s: %d connections ended (want %d, those committed to the dead one), %d served on by the old pid %d (want %d)\n%s", broken, ho, onOld, old, kept, d.log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSplit(t, d, cs, ho, old, "those committed to the dead one", "those kept")
 	for i, lc := range cs {
 		if _, _, err := lc.snapshot(); err != nil {
 			continue // committed to the new one, ended with it
@@ -378,30 +385,7 @@ func TestHandoverOldKilled(t *testing.T) {
 		t.Fatalf("relay: handed_over=%d refused=%d fallback=%d, want some of %d moved, none refused\n%s", ho, ref, fb, n, d.log())
 	}
 	nw := d.serving()
-	marks := make([]int, n)
-	for i, lc := range cs {
-		marks[i], _, _ = lc.snapshot()
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		broken, onNew := 0, 0
-		for i, lc := range cs {
-			g, p, err := lc.snapshot()
-			switch {
-			case err != nil:
-				broken++
-			case p == nw && g >= marks[i]+10:
-				onNew++
-			}
-		}
-		if broken == n-ho && onNew == ho {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 20 s: %d connections ended (want %d, those not committed), %d served on by the new pid %d (want %d, those committed)\n%s", broken, n-ho, onNew, nw, ho, d.log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSplit(t, d, cs, n-ho, nw, "those not committed", "those committed")
 	for i, lc := range cs {
 		if _, _, err := lc.snapshot(); err != nil {
 			continue // not committed: ended with the old process
@@ -510,30 +494,7 @@ func TestHandoverNewOutOfDescriptors(t *testing.T) {
 	if ref == 0 || ho == 0 || fb != 0 || ho+ref != n {
 		t.Fatalf("status: handed_over=%d refused=%d fallback=%d, want some of both and %d in all\n%s", ho, ref, fb, n, d.log())
 	}
-	marks := make([]int, n)
-	for i, lc := range cs {
-		marks[i], _, _ = lc.snapshot()
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		broken, onOld := 0, 0
-		for i, lc := range cs {
-			g, p, err := lc.snapshot()
-			switch {
-			case err != nil:
-				broken++
-			case p == old && g >= marks[i]+10:
-				onOld++
-			}
-		}
-		if broken == ho && onOld == ref {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 20 s: %d connections ended (want %d, those moved), %d served on by the old pid %d (want %d, those refused)\n%s", broken, ho, onOld, old, ref, d.log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSplit(t, d, cs, ho, old, "those moved", "those refused")
 	t.Logf("out of descriptors: %d of %d moved, %d refused and served on by the old generation", ho, n, ref)
 }
 

@@ -163,6 +163,25 @@ func (lc *lineClient) answeredBy(pid int) bool {
 	return lc.pids[pid] > 0 || lc.err != nil
 }
 
+// stopClients stops every client of cs and waits for the answers to all
+// it sent, failing t on a client's error.
+func stopClients(t *testing.T, s *server, cs []*lineClient) {
+	t.Helper()
+	for _, lc := range cs {
+		close(lc.stop)
+	}
+	for _, lc := range cs {
+		select {
+		case <-lc.done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a client still waits for answers after 20 s")
+		}
+		if lc.err != nil {
+			t.Fatalf("a client (sent %d, answers by pid %v): %v; log:\n%s", lc.sent, lc.pids, lc.err, tail(s.log(), 30))
+		}
+	}
+}
+
 // waitAll waits until cond holds for every client.
 func waitAll(t *testing.T, s *server, cs []*lineClient, timeout time.Duration, what string, cond func(*lineClient) bool) {
 	t.Helper()
@@ -222,18 +241,8 @@ func TestHandoverLines(t *testing.T) {
 		waitAll(t, s, cs, 20*time.Second, fmt.Sprintf("every client answered by generation pid %d", pid), func(lc *lineClient) bool { return lc.answeredBy(pid) })
 	}
 	lines := 0
+	stopClients(t, s, cs)
 	for _, lc := range cs {
-		close(lc.stop)
-	}
-	for _, lc := range cs {
-		select {
-		case <-lc.done:
-		case <-time.After(20 * time.Second):
-			t.Fatal("a client still waits for answers after 20 s")
-		}
-		if lc.err != nil {
-			t.Fatalf("a client (sent %d, answers by pid %v): %v; log:\n%s", lc.sent, lc.pids, lc.err, tail(s.log(), 30))
-		}
 		for _, p := range pids {
 			if lc.pids[p] == 0 {
 				t.Fatalf("a client was never answered by pid %d: %v", p, lc.pids)
@@ -579,19 +588,7 @@ func TestHandoverClientsLeave(t *testing.T) {
 	pid = s.waitPid(old, 20*time.Second)
 	s.waitExited(old, 30*time.Second) // its drain would last 60 s
 	waitAll(t, s, stay, 20*time.Second, "every client answered by the new generation", func(lc *lineClient) bool { return lc.answeredBy(pid) })
-	for _, lc := range stay {
-		close(lc.stop)
-	}
-	for _, lc := range stay {
-		select {
-		case <-lc.done:
-		case <-time.After(20 * time.Second):
-			t.Fatal("a client still waits for answers after 20 s")
-		}
-		if lc.err != nil {
-			t.Fatalf("a client that stayed (sent %d, answers by pid %v): %v; log:\n%s", lc.sent, lc.pids, lc.err, tail(s.log(), 30))
-		}
-	}
+	stopClients(t, s, stay)
 	t.Logf("of %d clients that left during the handover: %d shut their side, their lines answered by the old generation (%d) or the new one (%d), %d closed; %d others moved, nothing lost", n, n/2, byOld, byNew, n/2, n)
 	for _, lc := range stay {
 		lc.c.Close()
