@@ -348,36 +348,23 @@ func handedOver(recs []map[string]any, pid int) (int, time.Duration, time.Durati
 	return n, last.Sub(first), cpu
 }
 
-// relayed reads handoff's records of the relay from the process pid: the
-// connections handoff relayed (handover.relayed's handed_over), the time
-// from handover.relaying to the last commit (its took_ms; from an older
-// handoff, to handover.relayed), and the CPU time the old process's own
-// handover.committed records say it used.
+// relayed reads handoff's record of the relay from the process pid
+// (handover.relayed): the connections it relayed (handed_over) and the time
+// from handover.relaying to the last commit (took_ms, 0 if none moved); and
+// the CPU time the old process's own handover.committed records say it
+// used. The bench builds handoff from this tree, so the record has both.
 func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration) {
 	n := 0
 	var cpu, took time.Duration
-	hasTook := false
-	var from, to time.Time
 	for _, rec := range recs {
 		switch rec["event"] {
-		case "handover.relaying", "handover.relayed":
+		case "handover.relayed":
 			if p, _ := rec["gen_pid"].(float64); int(p) != pid {
 				continue
 			}
-			at, ok := recordTime(rec)
-			if !ok {
-				continue
-			}
-			if rec["event"] == "handover.relaying" {
-				from = at
-			} else {
-				to = at
-				h, _ := rec["handed_over"].(float64)
-				n = int(h)
-				if ms, ok := rec["took_ms"].(float64); ok {
-					took, hasTook = time.Duration(ms*float64(time.Millisecond)), true
-				}
-			}
+			h, _ := rec["handed_over"].(float64)
+			ms, _ := rec["took_ms"].(float64)
+			n, took = int(h), time.Duration(ms*float64(time.Millisecond))
 		case "handover.committed":
 			if p, ok := rec["pid"].(float64); ok && int(p) != pid {
 				continue
@@ -386,23 +373,7 @@ func relayed(recs []map[string]any, pid int) (int, time.Duration, time.Duration)
 			cpu += time.Duration(cpuMs * float64(time.Millisecond))
 		}
 	}
-	if hasTook || from.IsZero() || to.IsZero() {
-		return n, took, cpu
-	}
-	return n, to.Sub(from), cpu // a handoff without took_ms
-}
-
-// recordTime is a record's time: RFC 3339 text (log/slog's JSON), or
-// nanoseconds since the epoch (handoff's --log-format json).
-func recordTime(rec map[string]any) (time.Time, bool) {
-	switch v := rec["time"].(type) {
-	case string:
-		at, err := time.Parse(time.RFC3339Nano, v)
-		return at, err == nil
-	case float64:
-		return time.Unix(0, int64(v)), true
-	}
-	return time.Time{}, false
+	return n, took, cpu
 }
 
 // hoStats are the counts every client adds to.
