@@ -197,7 +197,7 @@ class _ASGIServer:
     def __init__(self, app: ASGIApplication, sock: socket.socket, idle_grace: float) -> None:
         self.app, self.sock, self.idle_grace = app, sock, idle_grace
         self.conns: Set[_ASGIConnection] = set()
-        # Accepted and not yet in conns (connection_made comes a turn of
+        # Accepted and not yet in conns (connection_made comes turns of
         # the loop later): the drain waits for these too.
         self.pending = 0
         self.draining = False
